@@ -1,0 +1,125 @@
+//! Argument definitions. Names and flags are the command-line contract of
+//! DESIGN.md §5: add, never rename.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "standby", version, about = "Site recovery for KVM/QEMU virtual machines and Linux disk images")]
+pub struct Arguments {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VaultArguments {
+    /// The vault: a path, file://, az://container/prefix, s3://bucket/prefix or gs://bucket/prefix.
+    #[arg(long)]
+    pub vault: String,
+    /// File holding the vault's encryption key (for encrypted vaults).
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Vault administration.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+    /// One replication pass of an image into the vault; makes a recovery point.
+    Sync {
+        image: PathBuf,
+        #[command(flatten)]
+        vault: VaultArguments,
+        /// Disk name in the vault.
+        #[arg(long)]
+        disk: String,
+        /// Tag the point as app-consistent (the image was quiesced).
+        #[arg(long)]
+        app_consistent: bool,
+        /// A label for the point.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a disk's recovery points.
+    Points {
+        #[command(flatten)]
+        vault: VaultArguments,
+        #[arg(long)]
+        disk: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a disk at a recovery point to a raw image.
+    Restore {
+        #[command(flatten)]
+        vault: VaultArguments,
+        #[arg(long)]
+        disk: String,
+        /// latest, latest-processed, latest-app, a point id, or an RFC 3339 time.
+        #[arg(long)]
+        point: String,
+        /// The image to write.
+        output: PathBuf,
+        /// Replace OUTPUT if it exists.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every object's checksum and every point's completeness.
+    Verify {
+        #[command(flatten)]
+        vault: VaultArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make TARGET equal to SOURCE, writing only differing blocks.
+    Resync {
+        source: PathBuf,
+        target: PathBuf,
+        /// Resize TARGET when its size differs from SOURCE's.
+        #[arg(long)]
+        allow_resize: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop points older than the retention window and collect unreferenced data.
+    Prune {
+        #[command(flatten)]
+        vault: VaultArguments,
+        /// Keep points newer than this (90s, 15m, 24h, 7d); the newest point of a disk is always kept.
+        #[arg(long)]
+        retention: Option<String>,
+        /// How long unreferenced data waits before it is deleted.
+        #[arg(long, default_value = "1h")]
+        grace: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the disk-level journey on a sample disk, narrating each step.
+    Demo {
+        /// Keep the demo's files in this directory (default: a temporary one, removed after).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VaultCommand {
+    /// Create a vault.
+    Init {
+        vault: String,
+        /// Encrypt the vault with the key in this file (created with a random key if missing).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// zstd compression level for chunks.
+        #[arg(long, default_value_t = 1)]
+        compression_level: i32,
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,70 @@
+//! The byte-level encodings of a Standby vault: object envelopes, chunk frames,
+//! pack indexes, map pages, recovery point manifests and the vault config.
+//!
+//! Key types: [`Envelope`] (the checksummed wrapper around every small object),
+//! [`ChunkId`], [`Keys`] (chunk-id and encryption keys derived from a key file),
+//! [`PackIndex`], [`MapPage`], [`PointManifest`], [`VaultConfig`].
+//!
+//! This crate does no I/O and knows nothing about object stores, files or
+//! time zones: every function here turns bytes into values or values into
+//! bytes, and every decoder treats its input as untrusted (fuzzed in `fuzz/`).
+//! `docs/format.md` is the specification; a change here that changes bytes
+//! bumps [`FORMAT_VERSION`].
+
+mod bytes;
+mod chunk;
+mod config;
+mod envelope;
+mod error;
+mod keys;
+mod pack;
+mod page;
+mod point;
+
+pub use chunk::{decode_frame, encode_frame, ChunkId, Codec, FrameKind};
+pub use config::{EncryptionConfig, VaultConfig};
+pub use envelope::{Envelope, ObjectKind, ENVELOPE_HEADER_BYTES, ENVELOPE_PAYLOAD_BYTES_MAX};
+pub use error::FormatError;
+pub use keys::{KeyMaterial, Keys};
+pub use pack::{PackEntry, PackHeader, PackId, PackIndex, PACK_BYTES_MAX, PACK_HEADER_BYTES};
+pub use page::MapPage;
+pub use point::{PointKind, PointManifest};
+
+/// The vault format version this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Bytes of disk data one chunk covers (the last chunk of a disk may be shorter).
+pub const CHUNK_BYTES_DEFAULT: u32 = 64 * 1024;
+/// Smallest and largest chunk size a vault may be created with.
+pub const CHUNK_BYTES_MIN: u32 = 4 * 1024;
+pub const CHUNK_BYTES_MAX: u32 = 4 * 1024 * 1024;
+
+/// Chunk ids per map page: with 64 KiB chunks one page maps 256 MiB of disk.
+pub const PAGE_ENTRIES_DEFAULT: u32 = 4096;
+pub const PAGE_ENTRIES_MAX: u32 = 1 << 16;
+
+/// Largest disk a point may describe (64 TiB): bounds every allocation that a
+/// manifest's numbers drive.
+pub const DISK_BYTES_MAX: u64 = 64 << 40;
+
+/// Longest disk name and label, in bytes.
+pub const DISK_NAME_BYTES_MAX: usize = 64;
+pub const LABEL_BYTES_MAX: usize = 256;
+
+const _: () = assert!(CHUNK_BYTES_MIN <= CHUNK_BYTES_DEFAULT && CHUNK_BYTES_DEFAULT <= CHUNK_BYTES_MAX);
+const _: () = assert!(PAGE_ENTRIES_DEFAULT <= PAGE_ENTRIES_MAX);
+
+/// Checks a disk name: 1–64 bytes of `A-Z a-z 0-9 . _ -`, not starting with `.`.
+/// Disk names become parts of object paths, so nothing else is allowed.
+pub fn validate_disk_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > DISK_NAME_BYTES_MAX {
+        return Err(format!("disk name must be 1 to {DISK_NAME_BYTES_MAX} characters"));
+    }
+    if name.starts_with('.') {
+        return Err("disk name must not start with '.'".to_string());
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("disk name may only hold letters, digits, '.', '_' and '-' (found {c:?})"));
+    }
+    Ok(())
+}

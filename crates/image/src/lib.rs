@@ -1,0 +1,133 @@
+//! Raw disk images on the local filesystem: opening them with clear errors,
+//! positional reads and writes, zero detection, and [`resync`], which makes one
+//! image equal to another while writing only the bytes that differ.
+//!
+//! This crate knows nothing about vaults or the network. It never writes to an
+//! image it was asked only to read.
+
+mod resync;
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::path::{Path, PathBuf};
+
+pub use resync::{resync, ResyncError, ResyncOptions, ResyncReport};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    #[error("image {} does not exist", path.display())]
+    NotFound { path: PathBuf },
+    #[error("{} is a directory, not a disk image", path.display())]
+    IsDirectory { path: PathBuf },
+    #[error("{} is not a regular file or block device", path.display())]
+    NotAnImage { path: PathBuf },
+    #[error("cannot {operation} {}: {source}", path.display())]
+    Io { operation: &'static str, path: PathBuf, source: io::Error },
+}
+
+impl ImageError {
+    pub fn io(operation: &'static str, path: &Path, source: io::Error) -> Self {
+        ImageError::Io { operation, path: path.to_path_buf(), source }
+    }
+
+    /// True when the operator named the wrong thing (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ImageError::NotFound { .. } | ImageError::IsDirectory { .. } | ImageError::NotAnImage { .. } => true,
+            ImageError::Io { source, .. } => source.kind() == io::ErrorKind::PermissionDenied,
+        }
+    }
+}
+
+/// An open raw image and its size in bytes.
+#[derive(Debug)]
+pub struct Image {
+    pub file: File,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+impl Image {
+    /// Opens an existing image for reading (and writing when `writable`).
+    pub fn open(path: &Path, writable: bool) -> Result<Image, ImageError> {
+        let metadata = match std::fs::metadata(path) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ImageError::NotFound { path: path.to_path_buf() })
+            }
+            Err(e) => return Err(ImageError::io("inspect", path, e)),
+        };
+        if metadata.is_dir() {
+            return Err(ImageError::IsDirectory { path: path.to_path_buf() });
+        }
+        let file_type = metadata.file_type();
+        if !file_type.is_file() && !file_type.is_block_device() {
+            return Err(ImageError::NotAnImage { path: path.to_path_buf() });
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(|e| ImageError::io("open", path, e))?;
+        let bytes = if file_type.is_block_device() {
+            use std::io::Seek;
+            (&file).seek(io::SeekFrom::End(0)).map_err(|e| ImageError::io("measure", path, e))?
+        } else {
+            metadata.len()
+        };
+        Ok(Image { file, path: path.to_path_buf(), bytes })
+    }
+
+    /// Fills `buffer` from `offset`; past the end of the image reads zeros.
+    pub fn read_at(&self, buffer: &mut [u8], offset: u64) -> Result<(), ImageError> {
+        let available = self.bytes.saturating_sub(offset).min(buffer.len() as u64) as usize;
+        self.file.read_exact_at(&mut buffer[..available], offset).map_err(|e| ImageError::io("read", &self.path, e))?;
+        buffer[available..].fill(0);
+        Ok(())
+    }
+
+    pub fn write_at(&self, buffer: &[u8], offset: u64) -> Result<(), ImageError> {
+        self.file.write_all_at(buffer, offset).map_err(|e| ImageError::io("write", &self.path, e))
+    }
+
+    pub fn sync(&self) -> Result<(), ImageError> {
+        self.file.sync_all().map_err(|e| ImageError::io("flush", &self.path, e))
+    }
+}
+
+/// True when every byte of `buffer` is zero. Word-at-a-time, so it runs at
+/// memory speed.
+pub fn is_zero(buffer: &[u8]) -> bool {
+    let (head, words, tail) = unsafe {
+        // SAFETY: every bit pattern is a valid u128; align_to only reinterprets
+        // the aligned middle of an initialised byte slice.
+        buffer.align_to::<u128>()
+    };
+    head.iter().all(|&b| b == 0) && tail.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection_sees_every_byte() {
+        let mut buffer = vec![0u8; 4099];
+        assert!(is_zero(&buffer[1..]));
+        for position in 0..buffer.len() {
+            buffer[position] = 1;
+            assert!(!is_zero(&buffer), "byte {position}");
+            buffer[position] = 0;
+        }
+    }
+
+    #[test]
+    fn open_names_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(Image::open(&dir.path().join("missing"), false), Err(ImageError::NotFound { .. })));
+        assert!(matches!(Image::open(dir.path(), false), Err(ImageError::IsDirectory { .. })));
+    }
+}

@@ -1,0 +1,140 @@
+//! The chunk index: where every stored chunk lives, merged from the pack
+//! index objects (`indexes/*.index`). Loading it costs one list and one get
+//! per pack; nothing on this path reads packs.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+use standby_format::{decode_frame, ChunkId, Codec, FrameKind, MapPage, PackId, PackIndex};
+
+use crate::vault::{index_path, pack_path};
+use crate::{Vault, VaultError};
+
+pub(crate) const INDEXES_FOLDER: &str = "indexes/";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub pack: PackId,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub kind: FrameKind,
+    pub codec: Codec,
+}
+
+#[derive(Debug, Default)]
+pub struct ChunkIndex {
+    chunks: HashMap<ChunkId, ChunkLocation>,
+    /// Index objects that could not be read: (object, problem).
+    pub damaged: Vec<(String, String)>,
+}
+
+impl ChunkIndex {
+    /// Loads every pack index except those of `excluded` packs.
+    pub fn load(vault: &Vault, excluded: &HashSet<PackId>) -> Result<Self, VaultError> {
+        let listed = vault.backend().list(INDEXES_FOLDER)?;
+        let wanted: Vec<_> = listed
+            .into_iter()
+            .filter(|object| match pack_id_of(&object.path, INDEXES_FOLDER, ".index") {
+                Some(id) => !excluded.contains(&id),
+                None => false,
+            })
+            .collect();
+        let loaded: Vec<(String, Result<PackIndex, VaultError>)> =
+            wanted.par_iter().map(|object| (object.path.clone(), read_index(vault, &object.path))).collect();
+        let mut index = ChunkIndex::default();
+        for (path, result) in loaded {
+            match result {
+                Ok(pack_index) => index.add_pack(&pack_index),
+                Err(VaultError::Damaged { problem, .. }) => index.damaged.push((path, problem)),
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(index)
+    }
+
+    pub fn add_pack(&mut self, pack_index: &PackIndex) {
+        for entry in &pack_index.entries {
+            self.chunks.insert(
+                entry.id,
+                ChunkLocation {
+                    pack: pack_index.pack,
+                    offset: entry.offset,
+                    stored_len: entry.stored_len,
+                    raw_len: entry.raw_len,
+                    kind: entry.kind,
+                    codec: entry.codec,
+                },
+            );
+        }
+    }
+
+    pub fn get(&self, id: &ChunkId) -> Option<&ChunkLocation> {
+        self.chunks.get(id)
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.chunks.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Finds a chunk, or names why it cannot be found.
+    pub(crate) fn locate(&self, id: &ChunkId, what: &str) -> Result<&ChunkLocation, VaultError> {
+        self.get(id).ok_or_else(|| {
+            let damaged = match self.damaged.first() {
+                Some((object, _)) => format!("; {object} is damaged"),
+                None => String::new(),
+            };
+            VaultError::damaged(&format!("chunk {id}"), format!("{what} is in no pack index{damaged}"))
+        })
+    }
+
+    /// Reads and decodes a map page.
+    pub(crate) fn read_page(&self, vault: &Vault, id: &ChunkId, entries: u32) -> Result<MapPage, VaultError> {
+        let location = self.locate(id, "map page")?;
+        let raw = read_chunk(vault, id, location)?;
+        let page = MapPage::decode(&raw).map_err(|e| VaultError::damaged(&pack_path(&location.pack), e))?;
+        if page.entries.len() != entries as usize {
+            return Err(VaultError::damaged(&pack_path(&location.pack), "map page has the wrong number of entries"));
+        }
+        Ok(page)
+    }
+}
+
+/// Reads one chunk with a ranged get and checks it against its id.
+pub(crate) fn read_chunk(vault: &Vault, id: &ChunkId, location: &ChunkLocation) -> Result<Vec<u8>, VaultError> {
+    let path = pack_path(&location.pack);
+    let start = u64::from(location.offset);
+    let frame =
+        vault.backend().get_range(&path, start..start + u64::from(location.stored_len)).map_err(|e| match e {
+            crate::backend::StorageError::NotFound { .. } => VaultError::damaged(&path, "pack is missing"),
+            other => other.into(),
+        })?;
+    decode_frame(&frame, id, location.codec, location.raw_len, vault.keys())
+        .map_err(|e| VaultError::damaged(&path, format!("chunk {id}: {e}")))
+}
+
+pub(crate) fn read_index(vault: &Vault, path: &str) -> Result<PackIndex, VaultError> {
+    let bytes = vault.backend().get(path)?;
+    let index = PackIndex::open(&bytes, vault.keys()).map_err(|e| VaultError::decoding(&vault.location(), path, e))?;
+    if Some(index.pack) != pack_id_of(path, INDEXES_FOLDER, ".index") {
+        return Err(VaultError::damaged(path, "index names another pack"));
+    }
+    Ok(index)
+}
+
+/// The pack id in an object name like `packs/<hex>.pack`.
+pub(crate) fn pack_id_of(path: &str, folder: &str, suffix: &str) -> Option<PackId> {
+    PackId::from_hex(path.strip_prefix(folder)?.strip_suffix(suffix)?)
+}
+
+pub(crate) fn index_object(id: &PackId) -> String {
+    index_path(id)
+}

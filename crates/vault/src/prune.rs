@@ -1,0 +1,219 @@
+//! `prune`: drop recovery points older than the retention window, then
+//! collect packs no remaining point references — mark and sweep with a grace
+//! period, safe against a concurrent `sync`:
+//!
+//! 1. **Mark**: packs that no point references are written to a collection
+//!    set (`collection/<time>-<id>.set`). From then on, new syncs do not reuse
+//!    chunks from them (they store those chunks again if they need them).
+//! 2. **Sweep** (a later prune, once the set is older than the grace period
+//!    and no lease older than the set is still fresh): the live set is
+//!    recomputed and every candidate still unreferenced is deleted, index
+//!    first, then pack.
+//!
+//! A sync that started before the mark may have chosen to reuse a candidate's
+//! chunk; its lease holds the sweep back until it has published (and so made
+//! the pack live again) or died (and its lease gone stale).
+//! The newest point of a disk is never dropped.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use standby_format::{Envelope, Keys, ObjectKind, PackId};
+
+use crate::index::{pack_id_of, ChunkIndex, INDEXES_FOLDER};
+use crate::lease::{list_leases, now_micros, LEASE_STALE};
+use crate::vault::{index_path, pack_path};
+use crate::{format_time, Vault, VaultError};
+
+const COLLECTION_FOLDER: &str = "collection/";
+pub(crate) const PACKS_FOLDER: &str = "packs/";
+
+pub struct PruneOptions {
+    /// Drop points older than this; `None` keeps every point.
+    pub retention: Option<Duration>,
+    /// How long a collection set waits before its sweep.
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DroppedPoint {
+    pub disk: String,
+    pub point: u64,
+    pub time: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub points_dropped: Vec<DroppedPoint>,
+    pub packs_marked: u64,
+    pub packs_deleted: u64,
+    pub bytes_freed: u64,
+    /// Collection sets not swept yet, and why.
+    pub waiting: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CollectionSet {
+    created_micros: i64,
+    packs: Vec<String>,
+}
+
+pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, VaultError> {
+    let mut report = PruneReport::default();
+    let now = now_micros();
+    if let Some(retention) = options.retention {
+        let cutoff = now - retention.as_micros() as i64;
+        for disk in vault.disks()? {
+            let listing = vault.points(&disk)?;
+            if let Some((object, problem)) = listing.damaged.first() {
+                return Err(VaultError::damaged(object, problem));
+            }
+            let newest = listing.points.last().map(|point| point.sequence);
+            for point in &listing.points {
+                if point.time_micros < cutoff && Some(point.sequence) != newest {
+                    vault.backend().delete(&crate::vault::point_path(&disk, point.sequence))?;
+                    report.points_dropped.push(DroppedPoint {
+                        disk: disk.clone(),
+                        point: point.sequence,
+                        time: format_time(point.time_micros),
+                    });
+                }
+            }
+        }
+    }
+
+    let sets = read_sets(vault)?;
+    let mut live = live_packs(vault)?;
+    let leases = list_leases(vault)?;
+    let mut still_pending: HashSet<PackId> = HashSet::new();
+    for (path, set) in sets {
+        let age = Duration::from_micros((now - set.created_micros).max(0) as u64);
+        if age < options.grace {
+            report.waiting.push(format!("{path}: grace period has {}s left", (options.grace - age).as_secs()));
+            still_pending.extend(set.packs.iter().filter_map(|hex| PackId::from_hex(hex)));
+            continue;
+        }
+        let blocking = leases.iter().find(|lease| {
+            lease.started_micros < set.created_micros && now - lease.refreshed_micros < LEASE_STALE.as_micros() as i64
+        });
+        if let Some(lease) = blocking {
+            report.waiting.push(format!(
+                "{path}: waiting for {} of {} (pid {} on {}) started {}",
+                lease.operation,
+                lease.detail,
+                lease.pid,
+                lease.host,
+                format_time(lease.started_micros)
+            ));
+            still_pending.extend(set.packs.iter().filter_map(|hex| PackId::from_hex(hex)));
+            continue;
+        }
+        // The live set is recomputed now: a sync that published since the
+        // mark made its packs live again.
+        live = live_packs(vault)?;
+        let sizes = pack_sizes(vault)?;
+        for pack in set.packs.iter().filter_map(|hex| PackId::from_hex(hex)) {
+            if live.contains(&pack) {
+                continue;
+            }
+            vault.backend().delete(&index_path(&pack))?;
+            vault.backend().delete(&pack_path(&pack))?;
+            report.packs_deleted += 1;
+            report.bytes_freed += sizes.iter().find(|(id, _)| *id == pack).map_or(0, |(_, bytes)| *bytes);
+        }
+        vault.backend().delete(&path)?;
+    }
+
+    // Mark: every pack (with or without an index) that nothing references.
+    let mut candidates: Vec<PackId> =
+        all_packs(vault)?.into_iter().filter(|pack| !live.contains(pack) && !still_pending.contains(pack)).collect();
+    candidates.sort();
+    candidates.dedup();
+    if !candidates.is_empty() {
+        let set =
+            CollectionSet { created_micros: now_micros(), packs: candidates.iter().map(PackId::to_hex).collect() };
+        let json = serde_json::to_vec(&set).expect("a collection set always serialises");
+        let sealed = Envelope::seal(ObjectKind::CollectionSet, &json, &Keys::plain(), true);
+        let path = format!("{COLLECTION_FOLDER}{:020}-{}.set", set.created_micros, PackId::random());
+        vault.backend().put(&path, Bytes::from(sealed))?;
+        report.packs_marked = candidates.len() as u64;
+    }
+    Ok(report)
+}
+
+/// Packs in collection sets: syncs do not reuse their chunks.
+pub(crate) fn collection_candidates(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
+    Ok(read_sets(vault)?
+        .into_iter()
+        .flat_map(|(_, set)| set.packs.into_iter().filter_map(|hex| PackId::from_hex(&hex)))
+        .collect())
+}
+
+fn read_sets(vault: &Vault) -> Result<Vec<(String, CollectionSet)>, VaultError> {
+    let mut sets = Vec::new();
+    for object in vault.backend().list(COLLECTION_FOLDER)? {
+        let bytes = vault.backend().get(&object.path)?;
+        let json = Envelope::open(ObjectKind::CollectionSet, &bytes, &Keys::plain())
+            .map_err(|e| VaultError::decoding(&vault.location(), &object.path, e))?;
+        let set: CollectionSet = serde_json::from_slice(&json).map_err(|e| VaultError::damaged(&object.path, e))?;
+        sets.push((object.path, set));
+    }
+    Ok(sets)
+}
+
+/// Packs holding any chunk or page of any point. Fails rather than guess when
+/// a point or page cannot be read: collecting on a partial view could delete
+/// live data.
+fn live_packs(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
+    let index = ChunkIndex::load(vault, &HashSet::new())?;
+    let mut live = HashSet::new();
+    for disk in vault.disks()? {
+        let listing = vault.points(&disk)?;
+        if let Some((object, problem)) = listing.damaged.first() {
+            return Err(VaultError::damaged(object, format!("{problem} (collection needs every point readable)")));
+        }
+        let mut pages_seen = HashSet::new();
+        for point in &listing.points {
+            for (page_number, page_id) in point.pages.iter().enumerate() {
+                if page_id.is_zero() || !pages_seen.insert(*page_id) {
+                    continue;
+                }
+                live.insert(index.locate(page_id, "map page")?.pack);
+                let page = index.read_page(vault, page_id, point.entries_in_page(page_number))?;
+                for id in page.entries.iter().filter(|id| !id.is_zero()) {
+                    live.insert(index.locate(id, "chunk")?.pack);
+                }
+            }
+        }
+    }
+    Ok(live)
+}
+
+fn all_packs(vault: &Vault) -> Result<Vec<PackId>, VaultError> {
+    let mut packs: Vec<PackId> = vault
+        .backend()
+        .list(PACKS_FOLDER)?
+        .iter()
+        .filter_map(|object| pack_id_of(&object.path, PACKS_FOLDER, ".pack"))
+        .collect();
+    packs.extend(
+        vault
+            .backend()
+            .list(INDEXES_FOLDER)?
+            .iter()
+            .filter_map(|object| pack_id_of(&object.path, INDEXES_FOLDER, ".index")),
+    );
+    Ok(packs)
+}
+
+fn pack_sizes(vault: &Vault) -> Result<Vec<(PackId, u64)>, VaultError> {
+    Ok(vault
+        .backend()
+        .list(PACKS_FOLDER)?
+        .par_iter()
+        .filter_map(|object| Some((pack_id_of(&object.path, PACKS_FOLDER, ".pack")?, object.bytes)))
+        .collect())
+}

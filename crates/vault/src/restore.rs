@@ -1,0 +1,207 @@
+//! `restore`: materialise a recovery point as a raw image. The image is
+//! written to `<OUT>.standby-partial`, fsynced, and renamed to OUT only when
+//! every chunk has been read and checked, so a failed restore leaves nothing
+//! that looks like a disk. Zero blocks are holes (the file is sparse).
+//!
+//! Reads are grouped per pack and coalesced into ranged gets of up to
+//! [`READ_BYTES_MAX`], decoded on both cores.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use standby_format::{decode_frame, ChunkId, PackId, PointManifest};
+
+use crate::index::{ChunkIndex, ChunkLocation};
+use crate::lease::Lease;
+use crate::vault::pack_path;
+use crate::{format_time, Vault, VaultError};
+
+/// Largest single ranged get.
+const READ_BYTES_MAX: u64 = 8 << 20;
+/// Frames closer than this are fetched in one get (the gap is read and dropped).
+const READ_GAP_BYTES_MAX: u64 = 256 << 10;
+const _: () = assert!(READ_GAP_BYTES_MAX < READ_BYTES_MAX);
+
+pub struct RestoreOptions<'a> {
+    /// Replace OUT if it exists.
+    pub force: bool,
+    /// Called with the number of disk bytes just restored.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub disk: String,
+    pub point: u64,
+    pub time: String,
+    pub output: String,
+    pub disk_bytes: u64,
+    /// Bytes of non-zero data written.
+    pub bytes_written: u64,
+    /// Bytes fetched from the vault.
+    pub bytes_fetched: u64,
+    pub elapsed_seconds: f64,
+}
+
+pub fn restore_point(
+    vault: &Vault,
+    point: &PointManifest,
+    output: &Path,
+    options: RestoreOptions,
+) -> Result<RestoreReport, VaultError> {
+    let started = Instant::now();
+    if output.is_dir() {
+        return Err(VaultError::OutputExists { path: format!("{} (a directory)", output.display()) });
+    }
+    if output.exists() && !options.force {
+        return Err(VaultError::OutputExists { path: output.display().to_string() });
+    }
+    let partial = partial_path(output);
+    let lease = Lease::acquire(vault, "restore", &point.disk)?;
+    let result = restore_into(vault, point, &partial, &options);
+    let outcome = result.and_then(|(written, fetched)| {
+        std::fs::rename(&partial, output).map_err(|e| io_error("rename into place", output, e))?;
+        if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error("sync folder of", output, e))?;
+        }
+        Ok((written, fetched))
+    });
+    let (bytes_written, bytes_fetched) = match outcome {
+        Ok(totals) => totals,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    lease.release()?;
+    Ok(RestoreReport {
+        disk: point.disk.clone(),
+        point: point.sequence,
+        time: format_time(point.time_micros),
+        output: output.display().to_string(),
+        disk_bytes: point.disk_bytes,
+        bytes_written,
+        bytes_fetched,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn partial_path(output: &Path) -> PathBuf {
+    let mut name = output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".standby-partial");
+    output.with_file_name(name)
+}
+
+fn io_error(operation: &'static str, path: &Path, source: std::io::Error) -> VaultError {
+    VaultError::Io { operation, path: path.display().to_string(), source }
+}
+
+/// One ranged get: a run of frames of one pack, and where each goes.
+struct Read {
+    pack: PackId,
+    start: u64,
+    end: u64,
+    /// (chunk id, location, disk offsets it fills)
+    frames: Vec<(ChunkId, ChunkLocation, Vec<u64>)>,
+}
+
+fn restore_into(
+    vault: &Vault,
+    point: &PointManifest,
+    partial: &Path,
+    options: &RestoreOptions,
+) -> Result<(u64, u64), VaultError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(partial)
+        .map_err(|e| io_error("create", partial, e))?;
+    file.set_len(point.disk_bytes).map_err(|e| io_error("size", partial, e))?;
+    let index = ChunkIndex::load(vault, &HashSet::new())?;
+    let chunk_bytes = u64::from(point.chunk_bytes);
+    let mut written = 0u64;
+    let mut fetched = 0u64;
+    for (page_number, page_id) in point.pages.iter().enumerate() {
+        let first_chunk = page_number as u64 * u64::from(point.page_entries);
+        let entries = point.entries_in_page(page_number);
+        let page_bytes: u64 = (0..u64::from(entries)).map(|i| u64::from(point.chunk_len(first_chunk + i))).sum();
+        if page_id.is_zero() {
+            (options.progress)(page_bytes);
+            continue;
+        }
+        let page = index.read_page(vault, page_id, entries)?;
+        // Group the page's chunks by where they are stored.
+        let mut by_location: BTreeMap<(PackId, u32), (ChunkId, ChunkLocation, Vec<u64>)> = BTreeMap::new();
+        for (position, id) in page.entries.iter().enumerate() {
+            if id.is_zero() {
+                continue;
+            }
+            let location = *index.locate(id, &format!("chunk of {} point {}", point.disk, point.sequence))?;
+            let disk_offset = (first_chunk + position as u64) * chunk_bytes;
+            by_location
+                .entry((location.pack, location.offset))
+                .or_insert_with(|| (*id, location, Vec::new()))
+                .2
+                .push(disk_offset);
+        }
+        let reads = plan_reads(by_location.into_values());
+        let totals: Vec<(u64, u64)> =
+            reads.par_iter().map(|read| execute_read(vault, read, &file, partial)).collect::<Result<_, _>>()?;
+        for (bytes_written, bytes_fetched) in totals {
+            written += bytes_written;
+            fetched += bytes_fetched;
+        }
+        (options.progress)(page_bytes);
+    }
+    file.sync_all().map_err(|e| io_error("flush", partial, e))?;
+    Ok((written, fetched))
+}
+
+fn plan_reads(frames: impl Iterator<Item = (ChunkId, ChunkLocation, Vec<u64>)>) -> Vec<Read> {
+    let mut reads: Vec<Read> = Vec::new();
+    for (id, location, offsets) in frames {
+        let start = u64::from(location.offset);
+        let end = start + u64::from(location.stored_len);
+        if let Some(read) = reads.last_mut() {
+            if read.pack == location.pack
+                && start >= read.end
+                && start - read.end <= READ_GAP_BYTES_MAX
+                && end - read.start <= READ_BYTES_MAX
+            {
+                read.end = end;
+                read.frames.push((id, location, offsets));
+                continue;
+            }
+        }
+        reads.push(Read { pack: location.pack, start, end, frames: vec![(id, location, offsets)] });
+    }
+    reads
+}
+
+fn execute_read(vault: &Vault, read: &Read, file: &std::fs::File, partial: &Path) -> Result<(u64, u64), VaultError> {
+    let path = pack_path(&read.pack);
+    let bytes = vault.backend().get_range(&path, read.start..read.end).map_err(|e| match e {
+        crate::backend::StorageError::NotFound { .. } => VaultError::damaged(&path, "pack is missing"),
+        other => other.into(),
+    })?;
+    let mut written = 0u64;
+    for (id, location, offsets) in &read.frames {
+        let from = (u64::from(location.offset) - read.start) as usize;
+        let frame = &bytes[from..from + location.stored_len as usize];
+        let raw = decode_frame(frame, id, location.codec, location.raw_len, vault.keys())
+            .map_err(|e| VaultError::damaged(&path, format!("chunk {id}: {e}")))?;
+        for offset in offsets {
+            file.write_all_at(&raw, *offset).map_err(|e| io_error("write", partial, e))?;
+            written += raw.len() as u64;
+        }
+    }
+    Ok((written, read.end - read.start))
+}

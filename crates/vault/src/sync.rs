@@ -1,0 +1,387 @@
+//! `sync`: one replication pass of a raw image into the vault, producing a
+//! recovery point. The first pass of a disk stores everything; later passes
+//! store only chunks the vault does not hold yet (found by content id, so
+//! unchanged blocks, zeros and blocks shared with other disks cost nothing).
+//!
+//! Pipeline (three stages, bounded queues, so memory per sync is bounded):
+//!
+//! ```text
+//! reader thread ──batches──▶ hash + compress (rayon, both cores) ──packs──▶ uploader thread
+//! ```
+//!
+//! Commit order: every pack, then its index, then — after all uploads have
+//! succeeded — the point manifest with a create-only put. A crash at any
+//! moment leaves the previous points intact; leftovers are unreferenced packs
+//! that `prune` collects.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+use serde::Serialize;
+use standby_format::{
+    encode_frame, ChunkId, Codec, FrameKind, Keys, MapPage, PackEntry, PackHeader, PackId, PackIndex, PointKind,
+    PointManifest,
+};
+use standby_image::{is_zero, Image};
+
+use crate::backend::StorageError;
+use crate::index::{index_object, ChunkIndex};
+use crate::lease::Lease;
+use crate::vault::{check_disk_name, pack_path, point_path};
+use crate::{format_time, Vault, VaultError};
+
+/// Bytes of image read per batch.
+const BATCH_BYTES: usize = 8 << 20;
+/// Batches read ahead of the hashing stage.
+const BATCHES_AHEAD: usize = 2;
+/// A pack is sealed once its frames reach this size.
+pub const PACK_BYTES_TARGET: usize = 16 << 20;
+/// Sealed packs queued for upload (plus one uploading).
+const PACKS_QUEUED: usize = 1;
+const _: () = assert!(PACK_BYTES_TARGET as u64 <= standby_format::PACK_BYTES_MAX / 2);
+
+pub struct SyncOptions<'a> {
+    pub kind: PointKind,
+    pub label: String,
+    /// Called with the number of image bytes just read.
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub disk: String,
+    pub point: u64,
+    pub time: String,
+    pub kind: PointKind,
+    pub label: String,
+    pub first: bool,
+    pub disk_bytes: u64,
+    /// Size of the disk at the previous point, when it differs.
+    pub disk_bytes_previous: Option<u64>,
+    pub bytes_read: u64,
+    /// Bytes of new objects written to the vault (packs, indexes, manifest).
+    pub bytes_new: u64,
+    pub chunks_total: u64,
+    pub chunks_zero: u64,
+    pub chunks_new: u64,
+    pub packs_new: u64,
+    pub elapsed_seconds: f64,
+}
+
+pub fn sync_image(
+    vault: &Vault,
+    image_path: &Path,
+    disk: &str,
+    options: SyncOptions,
+) -> Result<SyncReport, VaultError> {
+    let started = Instant::now();
+    check_disk_name(disk)?;
+    if options.label.len() > standby_format::LABEL_BYTES_MAX {
+        return Err(VaultError::InvalidDiskName {
+            name: disk.to_string(),
+            reason: format!("label longer than {} bytes", standby_format::LABEL_BYTES_MAX),
+        });
+    }
+    let image = Image::open(image_path, false)?;
+    if image.bytes > standby_format::DISK_BYTES_MAX {
+        return Err(VaultError::Image(standby_image::ImageError::NotAnImage { path: image.path.clone() }));
+    }
+    let sequences = vault.point_sequences(disk)?;
+    let previous = match sequences.last() {
+        Some((_, path)) => Some(vault.read_point(path)?),
+        None => None,
+    };
+    let sequence = sequences.last().map_or(1, |(sequence, _)| sequence + 1);
+
+    let mut lease = Lease::acquire(vault, "sync", disk)?;
+    let excluded = crate::prune::collection_candidates(vault)?;
+    let index = ChunkIndex::load(vault, &excluded)?;
+
+    let config = vault.config();
+    let chunk_bytes = config.chunk_bytes as usize;
+    let chunks_total = PointManifest::chunk_count(image.bytes, config.chunk_bytes);
+    let batch_chunks = (BATCH_BYTES / chunk_bytes).max(1);
+
+    let mut state = Assembler {
+        vault,
+        keys: vault.keys().clone(),
+        level: config.zstd_level,
+        index: &index,
+        pending: HashSet::new(),
+        pack: PackBuilder::new(vault.keys().encrypted()),
+        page: Vec::with_capacity(config.page_entries as usize),
+        pages: Vec::new(),
+        chunks_zero: 0,
+        chunks_new: 0,
+    };
+    let uploaded = Mutex::new(Uploaded::default());
+
+    std::thread::scope(|scope| -> Result<(), VaultError> {
+        let (batch_sender, batch_receiver) = sync_channel::<Result<(u64, Vec<u8>), VaultError>>(BATCHES_AHEAD);
+        let (pack_sender, pack_receiver) = sync_channel::<PackBuilder>(PACKS_QUEUED);
+        let image = &image;
+        scope.spawn(move || read_batches(image, chunk_bytes, batch_chunks, batch_sender));
+        let uploader = scope.spawn(|| upload_packs(vault, pack_receiver, &uploaded, &mut lease));
+
+        let result = (|| -> Result<(), VaultError> {
+            for batch in batch_receiver.iter() {
+                let (first_chunk, buffer) = batch?;
+                state.add_batch(first_chunk, &buffer, chunks_total, &pack_sender)?;
+                (options.progress)(buffer.len() as u64);
+            }
+            state.finish_page(&pack_sender)?;
+            let last = std::mem::replace(&mut state.pack, PackBuilder::new(vault.keys().encrypted()));
+            if !last.entries.is_empty() {
+                send_pack(&pack_sender, last)?;
+            }
+            Ok(())
+        })();
+        drop(pack_sender);
+        let upload_result = uploader.join().expect("the uploader thread does not panic");
+        // An upload failure is the root cause of any "uploader stopped" error.
+        upload_result?;
+        result
+    })?;
+    let time_micros = crate::lease::now_micros();
+
+    let uploaded = uploaded.into_inner().expect("uploader finished");
+    let manifest = PointManifest {
+        sequence,
+        time_micros,
+        kind: options.kind,
+        disk: disk.to_string(),
+        label: options.label.clone(),
+        disk_bytes: image.bytes,
+        chunk_bytes: config.chunk_bytes,
+        page_entries: config.page_entries,
+        bytes_read: image.bytes,
+        bytes_new: uploaded.bytes,
+        pages: state.pages.clone(),
+    };
+    let sealed = manifest.seal(vault.keys());
+    let manifest_bytes = sealed.len() as u64;
+    match vault.backend().put_new(&point_path(disk, sequence), Bytes::from(sealed)) {
+        Ok(()) => {}
+        Err(StorageError::AlreadyExists { .. }) => {
+            return Err(VaultError::ConcurrentSync { disk: disk.to_string(), sequence });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    lease.release()?;
+
+    Ok(SyncReport {
+        disk: disk.to_string(),
+        point: sequence,
+        time: format_time(time_micros),
+        kind: options.kind,
+        label: options.label,
+        first: previous.is_none(),
+        disk_bytes: image.bytes,
+        disk_bytes_previous: previous.map(|p| p.disk_bytes).filter(|&bytes| bytes != image.bytes),
+        bytes_read: image.bytes,
+        bytes_new: uploaded.bytes + manifest_bytes,
+        chunks_total,
+        chunks_zero: state.chunks_zero,
+        chunks_new: state.chunks_new,
+        packs_new: uploaded.packs,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads the image in batches of whole chunks, in order.
+fn read_batches(
+    image: &Image,
+    chunk_bytes: usize,
+    batch_chunks: usize,
+    sender: SyncSender<Result<(u64, Vec<u8>), VaultError>>,
+) {
+    let batch_bytes = (chunk_bytes * batch_chunks) as u64;
+    let mut offset = 0u64;
+    while offset < image.bytes {
+        let len = (image.bytes - offset).min(batch_bytes) as usize;
+        let mut buffer = vec![0u8; len];
+        let result = image.read_at(&mut buffer, offset).map(|()| (offset / chunk_bytes as u64, buffer));
+        let failed = result.is_err();
+        if sender.send(result.map_err(VaultError::from)).is_err() || failed {
+            return;
+        }
+        offset += len as u64;
+    }
+}
+
+/// Collects chunk ids into pages and new frames into packs.
+struct Assembler<'a> {
+    vault: &'a Vault,
+    keys: Keys,
+    level: i32,
+    index: &'a ChunkIndex,
+    /// Chunks stored by this sync so far.
+    pending: HashSet<ChunkId>,
+    pack: PackBuilder,
+    page: Vec<ChunkId>,
+    pages: Vec<ChunkId>,
+    chunks_zero: u64,
+    chunks_new: u64,
+}
+
+impl Assembler<'_> {
+    fn add_batch(
+        &mut self,
+        first_chunk: u64,
+        buffer: &[u8],
+        chunks_total: u64,
+        packs: &SyncSender<PackBuilder>,
+    ) -> Result<(), VaultError> {
+        let chunk_bytes = self.vault.config().chunk_bytes as usize;
+        let keys = &self.keys;
+        let ids: Vec<ChunkId> = buffer
+            .par_chunks(chunk_bytes)
+            .map(|chunk| if is_zero(chunk) { ChunkId::ZERO } else { keys.chunk_id(chunk) })
+            .collect();
+        debug_assert!(first_chunk + ids.len() as u64 <= chunks_total);
+        let mut new: Vec<usize> = Vec::new();
+        for (position, id) in ids.iter().enumerate() {
+            if id.is_zero() {
+                self.chunks_zero += 1;
+            } else if !self.index.contains(id) && self.pending.insert(*id) {
+                new.push(position);
+            }
+        }
+        let level = self.level;
+        let frames: Vec<(Vec<u8>, Codec)> = new
+            .par_iter()
+            .map(|&position| {
+                let start = position * chunk_bytes;
+                let chunk = &buffer[start..(start + chunk_bytes).min(buffer.len())];
+                encode_frame(chunk, &ids[position], level, keys)
+            })
+            .collect();
+        let mut frames = frames.into_iter();
+        let mut new = new.into_iter().peekable();
+        for (position, id) in ids.iter().enumerate() {
+            if new.peek() == Some(&position) {
+                new.next();
+                let (frame, codec) = frames.next().expect("one frame per new chunk");
+                let start = position * chunk_bytes;
+                let raw_len = (buffer.len() - start).min(chunk_bytes) as u32;
+                self.add_frame(*id, frame, codec, raw_len, FrameKind::Data, packs)?;
+                self.chunks_new += 1;
+            }
+            self.page.push(*id);
+            if self.page.len() == self.vault.config().page_entries as usize {
+                self.finish_page(packs)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_frame(
+        &mut self,
+        id: ChunkId,
+        frame: Vec<u8>,
+        codec: Codec,
+        raw_len: u32,
+        kind: FrameKind,
+        packs: &SyncSender<PackBuilder>,
+    ) -> Result<(), VaultError> {
+        if self.pack.would_overflow(frame.len()) {
+            let full = std::mem::replace(&mut self.pack, PackBuilder::new(self.keys.encrypted()));
+            send_pack(packs, full)?;
+        }
+        self.pack.add(id, &frame, codec, raw_len, kind);
+        Ok(())
+    }
+
+    /// Closes the current page; the last page of a disk may be partial.
+    fn finish_page(&mut self, packs: &SyncSender<PackBuilder>) -> Result<(), VaultError> {
+        if self.page.is_empty() {
+            return Ok(());
+        }
+        let page = MapPage { entries: std::mem::take(&mut self.page) };
+        if page.is_all_zero() {
+            self.pages.push(ChunkId::ZERO);
+            return Ok(());
+        }
+        let encoded = page.encode();
+        let id = self.keys.chunk_id(&encoded);
+        if !self.index.contains(&id) && self.pending.insert(id) {
+            let (frame, codec) = encode_frame(&encoded, &id, self.level, &self.keys);
+            self.add_frame(id, frame, codec, encoded.len() as u32, FrameKind::Page, packs)?;
+        }
+        self.pages.push(id);
+        Ok(())
+    }
+}
+
+/// A pack being filled: its frames after the header, and their entries.
+struct PackBuilder {
+    id: PackId,
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    fn new(encrypted: bool) -> Self {
+        let id = PackId::random();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&PackHeader { id, encrypted }.encode());
+        PackBuilder { id, bytes, entries: Vec::new() }
+    }
+
+    fn would_overflow(&self, frame_len: usize) -> bool {
+        !self.entries.is_empty() && self.bytes.len() + frame_len > PACK_BYTES_TARGET
+    }
+
+    fn add(&mut self, id: ChunkId, frame: &[u8], codec: Codec, raw_len: u32, kind: FrameKind) {
+        let offset = u32::try_from(self.bytes.len()).expect("packs stay below 4 GiB");
+        self.bytes.extend_from_slice(frame);
+        self.entries.push(PackEntry { id, offset, stored_len: frame.len() as u32, raw_len, kind, codec });
+    }
+}
+
+fn send_pack(sender: &SyncSender<PackBuilder>, pack: PackBuilder) -> Result<(), VaultError> {
+    // The uploader only hangs up after an error, which it reports itself.
+    sender.send(pack).map_err(|_| VaultError::damaged("upload", "the uploader stopped"))
+}
+
+#[derive(Default)]
+struct Uploaded {
+    packs: u64,
+    bytes: u64,
+}
+
+/// Seals and uploads packs in order: pack first, then its index.
+fn upload_packs(
+    vault: &Vault,
+    receiver: Receiver<PackBuilder>,
+    uploaded: &Mutex<Uploaded>,
+    lease: &mut Lease,
+) -> Result<(), VaultError> {
+    for pack in receiver.iter() {
+        let frames_end = pack.bytes.len() as u64;
+        let index = PackIndex {
+            pack: pack.id,
+            frames_end,
+            frames_checksum: *blake3::hash(&pack.bytes).as_bytes(),
+            entries: pack.entries,
+        };
+        let sealed_index = index.seal(vault.keys());
+        let mut bytes = pack.bytes;
+        bytes.extend_from_slice(&PackIndex::encode_trailer(&sealed_index));
+        let pack_bytes = bytes.len() as u64;
+        vault.backend().put(&pack_path(&pack.id), Bytes::from(bytes))?;
+        let index_bytes = sealed_index.len() as u64;
+        vault.backend().put(&index_object(&pack.id), Bytes::from(sealed_index))?;
+        let mut totals = uploaded.lock().expect("not poisoned");
+        totals.packs += 1;
+        totals.bytes += pack_bytes + index_bytes;
+        drop(totals);
+        lease.refresh_if_due()?;
+    }
+    Ok(())
+}

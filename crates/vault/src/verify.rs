@@ -1,0 +1,278 @@
+//! `verify`: read every object of the vault, check every checksum and every
+//! chunk against its id, and check that every recovery point is complete.
+//! Damage is reported, never repaired silently: each damaged object is named
+//! together with the points it breaks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use standby_format::{decode_frame, ChunkId, FrameKind, MapPage, PackHeader, PackId, PackIndex, PACK_HEADER_BYTES};
+
+use crate::backend::StorageError;
+use crate::index::{pack_id_of, read_index, INDEXES_FOLDER};
+use crate::prune::PACKS_FOLDER;
+use crate::vault::{index_path, pack_path};
+use crate::{Vault, VaultError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DamagedObject {
+    pub object: String,
+    pub problem: String,
+    /// Points this damage makes unrestorable, as `disk@point`.
+    pub breaks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokenPoint {
+    pub disk: String,
+    pub point: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub packs_checked: u64,
+    pub chunks_checked: u64,
+    pub bytes_checked: u64,
+    pub points_checked: u64,
+    pub damaged: Vec<DamagedObject>,
+    pub broken_points: Vec<BrokenPoint>,
+    /// Packs no point references (a crashed sync's leftovers; prune collects them).
+    pub packs_unreferenced: u64,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty() && self.broken_points.is_empty()
+    }
+}
+
+/// What checking one pack found.
+struct PackCheck {
+    pack: PackId,
+    /// Object that holds the damage, and what it is.
+    problems: Vec<(String, String)>,
+    /// Chunks whose frames decoded and matched their ids.
+    good: Vec<ChunkId>,
+    /// Every chunk the pack claims to hold (from whichever index copy was readable).
+    claimed: Vec<ChunkId>,
+    pages: Vec<(ChunkId, MapPage)>,
+    bytes: u64,
+}
+
+pub fn verify(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, VaultError> {
+    let packs: BTreeSet<PackId> =
+        vault.backend().list(PACKS_FOLDER)?.iter().filter_map(|o| pack_id_of(&o.path, PACKS_FOLDER, ".pack")).collect();
+    let indexes: BTreeSet<PackId> = vault
+        .backend()
+        .list(INDEXES_FOLDER)?
+        .iter()
+        .filter_map(|o| pack_id_of(&o.path, INDEXES_FOLDER, ".index"))
+        .collect();
+
+    let checks: Vec<PackCheck> = packs
+        .par_iter()
+        .map(|pack| {
+            let check = check_pack(vault, *pack, indexes.contains(pack));
+            progress(check.as_ref().map_or(0, |c| c.bytes));
+            check
+        })
+        .collect::<Result<_, _>>()?;
+
+    let mut report = VerifyReport::default();
+    let mut damaged: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    let mut good: HashSet<ChunkId> = HashSet::new();
+    let mut holder: HashMap<ChunkId, PackId> = HashMap::new();
+    let mut pages: HashMap<ChunkId, MapPage> = HashMap::new();
+    for check in checks {
+        report.packs_checked += 1;
+        report.chunks_checked += check.good.len() as u64;
+        report.bytes_checked += check.bytes;
+        for (object, problem) in check.problems {
+            damaged.entry(object).or_insert_with(|| (problem, BTreeSet::new()));
+        }
+        for id in check.claimed {
+            holder.entry(id).or_insert(check.pack);
+        }
+        good.extend(check.good);
+        pages.extend(check.pages);
+    }
+    for pack in indexes.difference(&packs) {
+        let object = index_path(pack);
+        damaged.insert(object, (format!("its pack {} is missing", pack_path(pack)), BTreeSet::new()));
+        if let Ok(index) = read_index(vault, &index_path(pack)) {
+            for entry in index.entries {
+                holder.entry(entry.id).or_insert(*pack);
+            }
+        }
+    }
+
+    // Every point: its manifest, its pages, every chunk of every page.
+    let mut referenced: HashSet<PackId> = HashSet::new();
+    for disk in vault.disks()? {
+        for (sequence, path) in vault.point_sequences(&disk)? {
+            report.points_checked += 1;
+            let point = match vault.read_point(&path) {
+                Ok(point) => point,
+                Err(VaultError::Damaged { problem, .. }) => {
+                    damaged.insert(path.clone(), (problem.clone(), BTreeSet::from([format!("{disk}@{sequence}")])));
+                    report.broken_points.push(BrokenPoint {
+                        disk: disk.clone(),
+                        point: sequence,
+                        reason: format!("{path}: {problem}"),
+                    });
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
+            let name = format!("{disk}@{sequence}");
+            let mut reasons: BTreeSet<String> = BTreeSet::new();
+            let mut missing = |id: &ChunkId, what: &str, reasons: &mut BTreeSet<String>| match holder.get(id) {
+                Some(pack) => {
+                    let object = pack_path(pack);
+                    if let Some((_, breaks)) = damaged.get_mut(&object) {
+                        breaks.insert(name.clone());
+                    } else if let Some((_, breaks)) = damaged.get_mut(&index_path(pack)) {
+                        breaks.insert(name.clone());
+                    }
+                    reasons.insert(format!("{what} {id} in {object} is damaged"));
+                }
+                None => {
+                    reasons.insert(format!("{what} {id} is in no pack"));
+                }
+            };
+            for (page_number, page_id) in point.pages.iter().enumerate() {
+                if page_id.is_zero() {
+                    continue;
+                }
+                if let Some(pack) = holder.get(page_id) {
+                    referenced.insert(*pack);
+                }
+                let page = match pages.get(page_id) {
+                    Some(page) if good.contains(page_id) => page,
+                    _ => {
+                        missing(page_id, "map page", &mut reasons);
+                        continue;
+                    }
+                };
+                if page.entries.len() != point.entries_in_page(page_number) as usize {
+                    reasons.insert(format!("map page {page_id} has the wrong number of entries"));
+                    continue;
+                }
+                for id in page.entries.iter().filter(|id| !id.is_zero()) {
+                    if let Some(pack) = holder.get(id) {
+                        referenced.insert(*pack);
+                    }
+                    if !good.contains(id) {
+                        missing(id, "chunk", &mut reasons);
+                    }
+                }
+            }
+            if !reasons.is_empty() {
+                let total = reasons.len();
+                let mut reason: Vec<String> = reasons.into_iter().take(3).collect();
+                if total > 3 {
+                    reason.push(format!("and {} more", total - 3));
+                }
+                report.broken_points.push(BrokenPoint {
+                    disk: disk.clone(),
+                    point: sequence,
+                    reason: reason.join("; "),
+                });
+            }
+        }
+    }
+    report.packs_unreferenced = packs.iter().filter(|pack| !referenced.contains(pack)).count() as u64;
+    report.damaged = damaged
+        .into_iter()
+        .map(|(object, (problem, breaks))| DamagedObject { object, problem, breaks: breaks.into_iter().collect() })
+        .collect();
+    Ok(report)
+}
+
+fn check_pack(vault: &Vault, pack: PackId, has_index: bool) -> Result<PackCheck, VaultError> {
+    let path = pack_path(&pack);
+    let mut check =
+        PackCheck { pack, problems: Vec::new(), good: Vec::new(), claimed: Vec::new(), pages: Vec::new(), bytes: 0 };
+    let bytes = match vault.backend().get(&path) {
+        Ok(bytes) => bytes,
+        Err(StorageError::NotFound { .. }) => {
+            check.problems.push((path, "pack disappeared during verify".into()));
+            return Ok(check);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    check.bytes = bytes.len() as u64;
+
+    // The separate index object, when there is one.
+    let separate = if has_index {
+        match read_index(vault, &index_path(&pack)) {
+            Ok(index) => Some(index),
+            Err(VaultError::Damaged { problem, .. }) => {
+                check.problems.push((index_path(&pack), problem));
+                None
+            }
+            Err(other) => return Err(other),
+        }
+    } else {
+        check.problems.push((index_path(&pack), "index object is missing (a crashed sync, or deleted)".into()));
+        None
+    };
+    let embedded = PackIndex::sealed_from_pack(&bytes)
+        .and_then(|sealed| PackIndex::open(sealed, vault.keys()))
+        .and_then(|index| {
+            let header = PackHeader::decode(&bytes[..PACK_HEADER_BYTES.min(bytes.len())])?;
+            if header.id != pack || index.pack != pack {
+                return Err(standby_format::FormatError::Malformed("pack names another id".into()));
+            }
+            Ok(index)
+        });
+    let embedded = match embedded {
+        Ok(index) => Some(index),
+        Err(e) => {
+            check.problems.push((path.clone(), e.to_string()));
+            None
+        }
+    };
+    if let (Some(a), Some(b)) = (&separate, &embedded) {
+        if a != b {
+            check.problems.push((index_path(&pack), "index object disagrees with the copy inside its pack".into()));
+        }
+    }
+    let Some(index) = embedded.or(separate) else { return Ok(check) };
+    check.claimed = index.entries.iter().map(|entry| entry.id).collect();
+    let frames_damaged = index.frames_end as usize > bytes.len()
+        || blake3::hash(&bytes[..index.frames_end as usize]).as_bytes() != &index.frames_checksum;
+    if frames_damaged && !check.problems.iter().any(|(object, _)| *object == path) {
+        check.problems.push((path.clone(), "frames checksum mismatch".into()));
+    }
+    let mut bad_frames = 0usize;
+    for entry in &index.entries {
+        let range = entry.offset as usize..entry.offset as usize + entry.stored_len as usize;
+        let decoded = bytes
+            .get(range)
+            .ok_or(standby_format::FormatError::Truncated { context: "pack frame" })
+            .and_then(|frame| decode_frame(frame, &entry.id, entry.codec, entry.raw_len, vault.keys()));
+        match decoded {
+            Ok(raw) => {
+                if entry.kind == FrameKind::Page {
+                    match MapPage::decode(&raw) {
+                        Ok(page) => check.pages.push((entry.id, page)),
+                        Err(_) => {
+                            bad_frames += 1;
+                            continue;
+                        }
+                    }
+                }
+                check.good.push(entry.id);
+            }
+            Err(_) => bad_frames += 1,
+        }
+    }
+    if bad_frames > 0 {
+        check.problems.retain(|(object, _)| *object != path);
+        check.problems.push((path, format!("{bad_frames} of {} chunks are damaged", index.entries.len())));
+    }
+    Ok(check)
+}
