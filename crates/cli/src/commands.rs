@@ -201,7 +201,9 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             let retention = retention.map(|text| parse_duration(&text, "--retention")).transpose()?;
             let grace = parse_duration(&grace, "--grace")?;
             let vault = open_vault(&vault)?;
-            let report = standby_vault::prune::prune(&vault, &PruneOptions { retention, grace })?;
+            let drop_before_micros =
+                retention.map(|retention| jiff::Timestamp::now().as_microsecond() - retention.as_micros() as i64);
+            let report = standby_vault::prune::prune(&vault, &PruneOptions { drop_before_micros, grace })?;
             if json {
                 print_json(&report);
             } else {

@@ -32,8 +32,9 @@ const COLLECTION_FOLDER: &str = "collection/";
 pub(crate) const PACKS_FOLDER: &str = "packs/";
 
 pub struct PruneOptions {
-    /// Drop points older than this; `None` keeps every point.
-    pub retention: Option<Duration>,
+    /// Drop points older than this time (now minus the retention window);
+    /// `None` keeps every point.
+    pub drop_before_micros: Option<i64>,
     /// How long a collection set waits before its sweep.
     pub grace: Duration,
 }
@@ -64,8 +65,7 @@ struct CollectionSet {
 pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, VaultError> {
     let mut report = PruneReport::default();
     let now = now_micros();
-    if let Some(retention) = options.retention {
-        let cutoff = now - retention.as_micros() as i64;
+    if let Some(cutoff) = options.drop_before_micros {
         for disk in vault.disks()? {
             let listing = vault.points(&disk)?;
             if let Some((object, problem)) = listing.damaged.first() {

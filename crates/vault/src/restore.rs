@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::Serialize;
-use standby_format::{decode_frame, ChunkId, PackId, PointManifest};
+use standby_format::{decode_frame, ChunkId, MapPage, PackId, PointManifest};
 
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::lease::Lease;
@@ -26,6 +26,10 @@ const READ_BYTES_MAX: u64 = 8 << 20;
 /// Frames closer than this are fetched in one get (the gap is read and dropped).
 const READ_GAP_BYTES_MAX: u64 = 256 << 10;
 const _: () = assert!(READ_GAP_BYTES_MAX < READ_BYTES_MAX);
+/// Map pages planned together (16 pages of 4096 64 KiB chunks: 4 GiB of
+/// disk): bounds the plan's memory while giving both cores work across
+/// page boundaries.
+const WINDOW_PAGES: usize = 16;
 
 pub struct RestoreOptions<'a> {
     /// Replace OUT if it exists.
@@ -129,37 +133,59 @@ fn restore_into(
     let chunk_bytes = u64::from(point.chunk_bytes);
     let mut written = 0u64;
     let mut fetched = 0u64;
-    for (page_number, page_id) in point.pages.iter().enumerate() {
-        let first_chunk = page_number as u64 * u64::from(point.page_entries);
-        let entries = point.entries_in_page(page_number);
-        let page_bytes: u64 = (0..u64::from(entries)).map(|i| u64::from(point.chunk_len(first_chunk + i))).sum();
-        if page_id.is_zero() {
-            (options.progress)(page_bytes);
-            continue;
-        }
-        let page = index.read_page(vault, page_id, entries)?;
-        // Group the page's chunks by where they are stored.
+    let what = format!("chunk of {} point {}", point.disk, point.sequence);
+    let page_numbers: Vec<usize> = (0..point.pages.len()).collect();
+    for window in page_numbers.chunks(WINDOW_PAGES) {
+        // Pages of the window, read in parallel; all-zero pages are holes already.
+        let pages: Vec<(usize, MapPage)> = window
+            .par_iter()
+            .filter(|&&number| !point.pages[number].is_zero())
+            .map(|&number| {
+                let page = index.read_page(vault, &point.pages[number], point.entries_in_page(number))?;
+                Ok((number, page))
+            })
+            .collect::<Result<_, VaultError>>()?;
+        // Every chunk of the window grouped by where it is stored, so each
+        // frame is fetched and decoded once however often the disk repeats it.
         let mut by_location: BTreeMap<(PackId, u32), (ChunkId, ChunkLocation, Vec<u64>)> = BTreeMap::new();
-        for (position, id) in page.entries.iter().enumerate() {
-            if id.is_zero() {
-                continue;
+        for (number, page) in &pages {
+            let first_chunk = *number as u64 * u64::from(point.page_entries);
+            for (position, id) in page.entries.iter().enumerate() {
+                if id.is_zero() {
+                    continue;
+                }
+                let location = *index.locate(id, &what)?;
+                let disk_offset = (first_chunk + position as u64) * chunk_bytes;
+                by_location
+                    .entry((location.pack, location.offset))
+                    .or_insert_with(|| (*id, location, Vec::new()))
+                    .2
+                    .push(disk_offset);
             }
-            let location = *index.locate(id, &format!("chunk of {} point {}", point.disk, point.sequence))?;
-            let disk_offset = (first_chunk + position as u64) * chunk_bytes;
-            by_location
-                .entry((location.pack, location.offset))
-                .or_insert_with(|| (*id, location, Vec::new()))
-                .2
-                .push(disk_offset);
         }
         let reads = plan_reads(by_location.into_values());
-        let totals: Vec<(u64, u64)> =
-            reads.par_iter().map(|read| execute_read(vault, read, &file, partial)).collect::<Result<_, _>>()?;
-        for (bytes_written, bytes_fetched) in totals {
-            written += bytes_written;
-            fetched += bytes_fetched;
-        }
-        (options.progress)(page_bytes);
+        let totals: Vec<(u64, u64)> = reads
+            .par_iter()
+            .map(|read| {
+                let totals = execute_read(vault, read, &file, partial)?;
+                (options.progress)(totals.0);
+                Ok(totals)
+            })
+            .collect::<Result<_, VaultError>>()?;
+        let window_written: u64 = totals.iter().map(|t| t.0).sum();
+        written += window_written;
+        fetched += totals.iter().map(|t| t.1).sum::<u64>();
+        // Zero chunks count as restored too.
+        let window_bytes: u64 = window
+            .iter()
+            .map(|&number| {
+                let first = number as u64 * u64::from(point.page_entries);
+                (0..u64::from(point.entries_in_page(number)))
+                    .map(|i| u64::from(point.chunk_len(first + i)))
+                    .sum::<u64>()
+            })
+            .sum();
+        (options.progress)(window_bytes.saturating_sub(window_written));
     }
     file.sync_all().map_err(|e| io_error("flush", partial, e))?;
     Ok((written, fetched))

@@ -163,7 +163,8 @@ impl Backend for LocalBackend {
 /// Creates `directory` and any missing parents, fsyncing each new entry's parent
 /// so the new folders survive a power loss.
 fn ensure_directory(directory: &Path) -> io::Result<()> {
-    if directory.is_dir() {
+    // The parent of a relative one-part path is "": the current directory.
+    if directory.as_os_str().is_empty() || directory.is_dir() {
         return Ok(());
     }
     if let Some(parent) = directory.parent() {
@@ -177,6 +178,7 @@ fn ensure_directory(directory: &Path) -> io::Result<()> {
 }
 
 fn sync_directory(directory: &Path) -> io::Result<()> {
+    let directory = if directory.as_os_str().is_empty() { Path::new(".") } else { directory };
     File::open(directory)?.sync_all()
 }
 

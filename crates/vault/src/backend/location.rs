@@ -40,11 +40,32 @@ impl VaultLocation {
                 }
                 Ok(VaultLocation::Local(PathBuf::from(rest)))
             }
-            "az" | "azure" => split(rest).map(|(container, prefix)| VaultLocation::Azure { container, prefix }),
+            "az" | "azure" => {
+                let (container, prefix) = split(rest)?;
+                check_container_name(&container)?;
+                Ok(VaultLocation::Azure { container, prefix })
+            }
             "s3" => split(rest).map(|(bucket, prefix)| VaultLocation::S3 { bucket, prefix }),
             "gs" => split(rest).map(|(bucket, prefix)| VaultLocation::Gcs { bucket, prefix }),
             other => Err(format!("unknown vault URL scheme '{other}': use a path, file://, az://, s3:// or gs://")),
         }
+    }
+}
+
+/// Azure's rule: 3–63 lowercase letters, digits and single hyphens, starting
+/// and ending with a letter or digit.
+fn check_container_name(name: &str) -> Result<(), String> {
+    let valid = (3..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a valid Azure container name: use 3 to 63 lowercase letters, digits and single hyphens"
+        ))
     }
 }
 
@@ -123,10 +144,12 @@ mod tests {
         assert_eq!(VaultLocation::parse("/srv/vault").unwrap(), VaultLocation::Local("/srv/vault".into()));
         assert_eq!(VaultLocation::parse("file:///srv/vault").unwrap(), VaultLocation::Local("/srv/vault".into()));
         assert_eq!(
-            VaultLocation::parse("az://dr/site-b/").unwrap(),
-            VaultLocation::Azure { container: "dr".into(), prefix: "site-b".into() }
+            VaultLocation::parse("az://drsite/site-b/").unwrap(),
+            VaultLocation::Azure { container: "drsite".into(), prefix: "site-b".into() }
         );
         assert!(VaultLocation::parse("ftp://host/x").unwrap_err().contains("unknown vault URL scheme 'ftp'"));
         assert!(VaultLocation::parse("az:///x").is_err());
+        assert!(VaultLocation::parse("az://dr/x").unwrap_err().contains("not a valid Azure container name"));
+        assert!(VaultLocation::parse("az://Upper-case/x").is_err());
     }
 }

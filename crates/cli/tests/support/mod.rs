@@ -1,0 +1,85 @@
+//! Running the real `standby` binary in a temporary directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+
+    /// Asserts success and returns self.
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed: {}", self.stderr);
+        self
+    }
+
+    /// Asserts the bad-input contract: exit 2, one line on stderr naming the problem.
+    pub fn bad_input(self, needle: &str) -> Run {
+        assert_eq!(self.code, 2, "expected exit 2; stderr: {}", self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one line on stderr, got: {:?}", self.stderr);
+        assert!(lines[0].starts_with("standby: error: "), "unexpected stderr: {}", self.stderr);
+        assert!(lines[0].contains(needle), "stderr {:?} does not mention {needle:?}", lines[0]);
+        self
+    }
+}
+
+pub fn standby_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_standby"))
+}
+
+pub fn run_with(arguments: &[&str], environment: &[(String, String)]) -> Run {
+    let output: Output =
+        standby_command().args(arguments).envs(environment.iter().cloned()).output().expect("standby runs");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub fn run(arguments: &[&str]) -> Run {
+    run_with(arguments, &[])
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// A temporary directory with a vault and an image.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub vault: PathBuf,
+    pub image: PathBuf,
+}
+
+impl Site {
+    pub fn new(image_bytes: usize, seed: u64) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = dir.path().join("vault");
+        let image = dir.path().join("disk.img");
+        std::fs::write(&image, standby_testkit::Random::new(seed).disk_data(image_bytes)).unwrap();
+        run(&["vault", "init", path(&vault)]).ok();
+        Site { dir, vault, image }
+    }
+
+    pub fn sync(&self, disk: &str) -> serde_json::Value {
+        run(&["sync", path(&self.image), "--vault", path(&self.vault), "--disk", disk, "--json"]).ok().json()
+    }
+
+    pub fn restore(&self, disk: &str, point: &str, output: &Path) -> Run {
+        run(&["restore", "--vault", path(&self.vault), "--disk", disk, "--point", point, path(output)])
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
