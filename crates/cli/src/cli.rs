@@ -116,8 +116,8 @@ pub enum VaultCommand {
         /// Encrypt the vault with the key in this file (created with a random key if missing).
         #[arg(long)]
         key_file: Option<PathBuf>,
-        /// zstd compression level for chunks.
-        #[arg(long, default_value_t = 1)]
+        /// zstd compression level for chunks (1 is faster, higher stores less).
+        #[arg(long, default_value_t = standby_format::ZSTD_LEVEL_DEFAULT)]
         compression_level: i32,
         #[arg(long)]
         json: bool,

@@ -21,12 +21,12 @@ mod pack;
 mod page;
 mod point;
 
-pub use chunk::{decode_frame, encode_frame, ChunkId, Codec, FrameKind};
+pub use chunk::{chunk_of_frame, decode_frame, encode_frame, round_trip, ChunkId, Codec, FrameKind};
 pub use config::{EncryptionConfig, VaultConfig};
 pub use envelope::{Envelope, ObjectKind, ENVELOPE_HEADER_BYTES, ENVELOPE_PAYLOAD_BYTES_MAX};
 pub use error::FormatError;
 pub use keys::{KeyMaterial, Keys};
-pub use pack::{PackEntry, PackHeader, PackId, PackIndex, PACK_BYTES_MAX, PACK_HEADER_BYTES};
+pub use pack::{PackEntry, PackHeader, PackId, PackIndex, FRAME_RAW_BYTES_MAX, PACK_BYTES_MAX, PACK_HEADER_BYTES};
 pub use page::MapPage;
 pub use point::{PointKind, PointManifest};
 
@@ -38,6 +38,11 @@ pub const CHUNK_BYTES_DEFAULT: u32 = 64 * 1024;
 /// Smallest and largest chunk size a vault may be created with.
 pub const CHUNK_BYTES_MIN: u32 = 4 * 1024;
 pub const CHUNK_BYTES_MAX: u32 = 4 * 1024 * 1024;
+
+/// zstd level of new vaults: with adjacent chunks compressed together it
+/// stores less than `zstd -1` of a whole image at about the same speed on
+/// two cores (docs/format.md).
+pub const ZSTD_LEVEL_DEFAULT: i32 = 2;
 
 /// Chunk ids per map page: with 64 KiB chunks one page maps 256 MiB of disk.
 pub const PAGE_ENTRIES_DEFAULT: u32 = 4096;

@@ -21,7 +21,7 @@ pub const PACK_HEADER_BYTES: usize = 32;
 const PACK_MAGIC: &[u8; 8] = b"SBYPACK\0";
 const PACK_END_MAGIC: &[u8; 8] = b"SBYPEND\0";
 const TRAILER_BYTES: usize = 16;
-const ENTRY_BYTES: usize = 48;
+const ENTRY_BYTES: usize = 56;
 /// Largest pack this format describes (offsets are u32).
 pub const PACK_BYTES_MAX: u64 = u32::MAX as u64;
 /// Largest raw chunk: a data chunk or an encoded map page.
@@ -33,6 +33,8 @@ pub const RAW_BYTES_MAX: u32 = {
         CHUNK_BYTES_MAX
     }
 };
+/// Largest decoded frame (the chunks one frame holds together).
+pub const FRAME_RAW_BYTES_MAX: u32 = 2 * RAW_BYTES_MAX;
 
 /// 16 random bytes naming a pack, shown as 32 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,12 +110,19 @@ impl PackHeader {
     }
 }
 
-/// Where one chunk's frame lies in a pack.
+/// Where one chunk lies in a pack: its frame, and its place in the frame's
+/// decoded bytes. Chunks that share a frame have the same frame fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {
     pub id: ChunkId,
-    pub offset: u32,
-    pub stored_len: u32,
+    /// Offset of the frame in the pack.
+    pub frame_offset: u32,
+    /// Stored (compressed, perhaps encrypted) length of the frame.
+    pub frame_len: u32,
+    /// Length of the frame's decoded bytes.
+    pub frame_raw_len: u32,
+    /// Where this chunk starts in the decoded bytes.
+    pub raw_offset: u32,
     pub raw_len: u32,
     pub kind: FrameKind,
     pub codec: Codec,
@@ -139,8 +148,10 @@ impl PackIndex {
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for entry in &self.entries {
             out.extend_from_slice(&entry.id.0);
-            out.extend_from_slice(&entry.offset.to_le_bytes());
-            out.extend_from_slice(&entry.stored_len.to_le_bytes());
+            out.extend_from_slice(&entry.frame_offset.to_le_bytes());
+            out.extend_from_slice(&entry.frame_len.to_le_bytes());
+            out.extend_from_slice(&entry.frame_raw_len.to_le_bytes());
+            out.extend_from_slice(&entry.raw_offset.to_le_bytes());
             out.extend_from_slice(&entry.raw_len.to_le_bytes());
             out.push(entry.kind as u8);
             out.push(entry.codec as u8);
@@ -164,20 +175,28 @@ impl PackIndex {
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
             let id = ChunkId(reader.array()?);
-            let offset = reader.u32()?;
-            let stored_len = reader.u32()?;
+            let frame_offset = reader.u32()?;
+            let frame_len = reader.u32()?;
+            let frame_raw_len = reader.u32()?;
+            let raw_offset = reader.u32()?;
             let raw_len = reader.u32()?;
             let kind = FrameKind::from_u8(reader.u8()?)?;
             let codec = Codec::from_u8(reader.u8()?)?;
             let _reserved = reader.u16()?;
-            let end = u64::from(offset) + u64::from(stored_len);
-            if (offset as usize) < PACK_HEADER_BYTES || end > frames_end {
+            let end = u64::from(frame_offset) + u64::from(frame_len);
+            if (frame_offset as usize) < PACK_HEADER_BYTES || end > frames_end {
                 return Err(crate::error::malformed("pack index entry lies outside the pack's frames"));
             }
-            if raw_len == 0 || raw_len > RAW_BYTES_MAX || id.is_zero() {
+            let chunk_end = u64::from(raw_offset) + u64::from(raw_len);
+            if raw_len == 0
+                || raw_len > RAW_BYTES_MAX
+                || frame_raw_len > FRAME_RAW_BYTES_MAX
+                || chunk_end > u64::from(frame_raw_len)
+                || id.is_zero()
+            {
                 return Err(crate::error::malformed("pack index entry has an impossible chunk"));
             }
-            entries.push(PackEntry { id, offset, stored_len, raw_len, kind, codec });
+            entries.push(PackEntry { id, frame_offset, frame_len, frame_raw_len, raw_offset, raw_len, kind, codec });
         }
         reader.finish()?;
         Ok(PackIndex { pack, frames_end, frames_checksum, entries })
@@ -230,8 +249,10 @@ mod tests {
             frames_checksum: [3; 32],
             entries: vec![PackEntry {
                 id: ChunkId([5; 32]),
-                offset: 32,
-                stored_len: 100,
+                frame_offset: 32,
+                frame_len: 100,
+                frame_raw_len: 131072,
+                raw_offset: 65536,
                 raw_len: 65536,
                 kind: FrameKind::Data,
                 codec: Codec::Zstd,

@@ -5,8 +5,8 @@
 
 use proptest::prelude::*;
 use standby_format::{
-    decode_frame, ChunkId, Codec, Envelope, KeyMaterial, Keys, MapPage, ObjectKind, PackHeader, PackIndex, PointKind,
-    PointManifest, VaultConfig,
+    chunk_of_frame, decode_frame, ChunkId, Codec, Envelope, KeyMaterial, Keys, MapPage, ObjectKind, PackHeader,
+    PackIndex, PointKind, PointManifest, VaultConfig,
 };
 
 fn sample_point() -> Vec<u8> {
@@ -40,7 +40,9 @@ proptest! {
         let _ = PackHeader::decode(&data);
         let _ = MapPage::decode(&data);
         let _ = Envelope::open(ObjectKind::Lease, &data, &Keys::plain());
-        let _ = decode_frame(&data, &ChunkId([1; 32]), Codec::Zstd, 65536, &Keys::plain());
+        if let Ok(decoded) = decode_frame(&data, Codec::Zstd, 65536, &Keys::plain()) {
+            prop_assert!(chunk_of_frame(&decoded, &ChunkId([1; 32]), 0, 65536, &Keys::plain()).is_err());
+        }
     }
 
     #[test]
@@ -56,9 +58,10 @@ proptest! {
         let keys = Keys::from_material(&KeyMaterial::new(vec![5; 32]).unwrap());
         let raw: Vec<u8> = (0..65536u32).map(|i| (i / 7) as u8).collect();
         let id = keys.chunk_id(&raw);
-        let (mut frame, codec) = standby_format::encode_frame(&raw, &id, 1, &keys);
+        let (mut frame, codec) = standby_format::encode_frame(&raw, 1, &keys);
         let position = position % frame.len();
         frame[position] ^= value;
-        prop_assert!(decode_frame(&frame, &id, codec, raw.len() as u32, &keys).is_err());
+        let decoded = decode_frame(&frame, codec, raw.len() as u32, &keys);
+        prop_assert!(decoded.is_err() || chunk_of_frame(&decoded.unwrap(), &id, 0, raw.len() as u32, &keys).is_err());
     }
 }

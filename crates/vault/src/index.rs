@@ -5,21 +5,39 @@
 use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
-use standby_format::{decode_frame, ChunkId, Codec, FrameKind, MapPage, PackId, PackIndex};
+use standby_format::{chunk_of_frame, decode_frame, ChunkId, Codec, FrameKind, MapPage, PackId, PackIndex};
 
 use crate::vault::{index_path, pack_path};
 use crate::{Vault, VaultError};
 
 pub(crate) const INDEXES_FOLDER: &str = "indexes/";
 
+/// Where a chunk lives: a frame of a pack, and the chunk's slice of the
+/// frame's decoded bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkLocation {
     pub pack: PackId,
-    pub offset: u32,
-    pub stored_len: u32,
+    pub frame_offset: u32,
+    pub frame_len: u32,
+    pub frame_raw_len: u32,
+    pub raw_offset: u32,
     pub raw_len: u32,
     pub kind: FrameKind,
     pub codec: Codec,
+}
+
+impl ChunkLocation {
+    /// Decodes the frame this chunk lies in, from the frame's stored bytes.
+    pub(crate) fn decode_frame(&self, frame: &[u8], vault: &Vault) -> Result<Vec<u8>, VaultError> {
+        decode_frame(frame, self.codec, self.frame_raw_len, vault.keys())
+            .map_err(|e| VaultError::damaged(&pack_path(&self.pack), format!("frame at {}: {e}", self.frame_offset)))
+    }
+
+    /// This chunk's bytes in its decoded frame, checked against its id.
+    pub(crate) fn chunk<'a>(&self, decoded: &'a [u8], id: &ChunkId, vault: &Vault) -> Result<&'a [u8], VaultError> {
+        chunk_of_frame(decoded, id, self.raw_offset, self.raw_len, vault.keys())
+            .map_err(|e| VaultError::damaged(&pack_path(&self.pack), format!("chunk {id}: {e}")))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -59,8 +77,10 @@ impl ChunkIndex {
                 entry.id,
                 ChunkLocation {
                     pack: pack_index.pack,
-                    offset: entry.offset,
-                    stored_len: entry.stored_len,
+                    frame_offset: entry.frame_offset,
+                    frame_len: entry.frame_len,
+                    frame_raw_len: entry.frame_raw_len,
+                    raw_offset: entry.raw_offset,
                     raw_len: entry.raw_len,
                     kind: entry.kind,
                     codec: entry.codec,
@@ -108,17 +128,17 @@ impl ChunkIndex {
     }
 }
 
-/// Reads one chunk with a ranged get and checks it against its id.
+/// Reads one chunk with a ranged get of its frame and checks it against its id.
 pub(crate) fn read_chunk(vault: &Vault, id: &ChunkId, location: &ChunkLocation) -> Result<Vec<u8>, VaultError> {
     let path = pack_path(&location.pack);
-    let start = u64::from(location.offset);
+    let start = u64::from(location.frame_offset);
     let frame =
-        vault.backend().get_range(&path, start..start + u64::from(location.stored_len)).map_err(|e| match e {
+        vault.backend().get_range(&path, start..start + u64::from(location.frame_len)).map_err(|e| match e {
             crate::backend::StorageError::NotFound { .. } => VaultError::damaged(&path, "pack is missing"),
             other => other.into(),
         })?;
-    decode_frame(&frame, id, location.codec, location.raw_len, vault.keys())
-        .map_err(|e| VaultError::damaged(&path, format!("chunk {id}: {e}")))
+    let decoded = location.decode_frame(&frame, vault)?;
+    location.chunk(&decoded, id, vault).map(<[u8]>::to_vec)
 }
 
 pub(crate) fn read_index(vault: &Vault, path: &str) -> Result<PackIndex, VaultError> {

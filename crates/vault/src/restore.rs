@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use serde::Serialize;
-use standby_format::{decode_frame, ChunkId, MapPage, PackId, PointManifest};
+use standby_format::{ChunkId, MapPage, PackId, PointManifest};
 
 use crate::index::{ChunkIndex, ChunkLocation};
 use crate::lease::Lease;
@@ -107,13 +107,17 @@ fn io_error(operation: &'static str, path: &Path, source: std::io::Error) -> Vau
     VaultError::Io { operation, path: path.display().to_string(), source }
 }
 
-/// One ranged get: a run of frames of one pack, and where each goes.
+/// One chunk to put on the disk: its id, where it lives, and the disk
+/// offsets it fills (a chunk may repeat on a disk).
+type Placement = (ChunkId, ChunkLocation, Vec<u64>);
+
+/// One ranged get: a run of frames of one pack, each with the chunks the
+/// window needs from it.
 struct Read {
     pack: PackId,
     start: u64,
     end: u64,
-    /// (chunk id, location, disk offsets it fills)
-    frames: Vec<(ChunkId, ChunkLocation, Vec<u64>)>,
+    frames: Vec<Vec<Placement>>,
 }
 
 fn restore_into(
@@ -145,9 +149,10 @@ fn restore_into(
                 Ok((number, page))
             })
             .collect::<Result<_, VaultError>>()?;
-        // Every chunk of the window grouped by where it is stored, so each
-        // frame is fetched and decoded once however often the disk repeats it.
-        let mut by_location: BTreeMap<(PackId, u32), (ChunkId, ChunkLocation, Vec<u64>)> = BTreeMap::new();
+        // Every chunk of the window ordered by where it is stored, so each
+        // frame is fetched and decoded once however often the disk repeats
+        // its chunks.
+        let mut by_location: BTreeMap<(PackId, u32, u32), Placement> = BTreeMap::new();
         for (number, page) in &pages {
             let first_chunk = *number as u64 * u64::from(point.page_entries);
             for (position, id) in page.entries.iter().enumerate() {
@@ -157,7 +162,7 @@ fn restore_into(
                 let location = *index.locate(id, &what)?;
                 let disk_offset = (first_chunk + position as u64) * chunk_bytes;
                 by_location
-                    .entry((location.pack, location.offset))
+                    .entry((location.pack, location.frame_offset, location.raw_offset))
                     .or_insert_with(|| (*id, location, Vec::new()))
                     .2
                     .push(disk_offset);
@@ -191,23 +196,29 @@ fn restore_into(
     Ok((written, fetched))
 }
 
-fn plan_reads(frames: impl Iterator<Item = (ChunkId, ChunkLocation, Vec<u64>)>) -> Vec<Read> {
+fn plan_reads(chunks: impl Iterator<Item = Placement>) -> Vec<Read> {
     let mut reads: Vec<Read> = Vec::new();
-    for (id, location, offsets) in frames {
-        let start = u64::from(location.offset);
-        let end = start + u64::from(location.stored_len);
+    for placement in chunks {
+        let location = placement.1;
+        let start = u64::from(location.frame_offset);
+        let end = start + u64::from(location.frame_len);
         if let Some(read) = reads.last_mut() {
+            let frame = read.frames.last_mut().expect("a read has a frame");
+            if read.pack == location.pack && frame[0].1.frame_offset == location.frame_offset {
+                frame.push(placement);
+                continue;
+            }
             if read.pack == location.pack
                 && start >= read.end
                 && start - read.end <= READ_GAP_BYTES_MAX
                 && end - read.start <= READ_BYTES_MAX
             {
                 read.end = end;
-                read.frames.push((id, location, offsets));
+                read.frames.push(vec![placement]);
                 continue;
             }
         }
-        reads.push(Read { pack: location.pack, start, end, frames: vec![(id, location, offsets)] });
+        reads.push(Read { pack: location.pack, start, end, frames: vec![vec![placement]] });
     }
     reads
 }
@@ -219,15 +230,25 @@ fn execute_read(vault: &Vault, read: &Read, file: &std::fs::File, partial: &Path
         other => other.into(),
     })?;
     let mut written = 0u64;
-    for (id, location, offsets) in &read.frames {
-        let from = (u64::from(location.offset) - read.start) as usize;
-        let frame = &bytes[from..from + location.stored_len as usize];
-        let raw = decode_frame(frame, id, location.codec, location.raw_len, vault.keys())
-            .map_err(|e| VaultError::damaged(&path, format!("chunk {id}: {e}")))?;
-        for offset in offsets {
-            file.write_all_at(&raw, *offset).map_err(|e| io_error("write", partial, e))?;
-            written += raw.len() as u64;
+    let (mut low, mut high) = (u64::MAX, 0u64);
+    for chunks in &read.frames {
+        let frame = &chunks[0].1;
+        let from = (u64::from(frame.frame_offset) - read.start) as usize;
+        let decoded = frame.decode_frame(&bytes[from..from + frame.frame_len as usize], vault)?;
+        for (id, location, offsets) in chunks {
+            let raw = location.chunk(&decoded, id, vault)?;
+            for &offset in offsets {
+                file.write_all_at(raw, offset).map_err(|e| io_error("write", partial, e))?;
+                written += raw.len() as u64;
+                low = low.min(offset);
+                high = high.max(offset + raw.len() as u64);
+            }
         }
+    }
+    // Writeback starts now rather than at the final fsync, so the disk works
+    // while both cores decode.
+    if low < high {
+        standby_image::start_writeback(file, low, high - low);
     }
     Ok((written, read.end - read.start))
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rayon::prelude::*;
 use standby_format::{
     validate_disk_name, EncryptionConfig, FormatError, KeyMaterial, Keys, PackId, PointKind, PointManifest,
-    VaultConfig, CHUNK_BYTES_DEFAULT, FORMAT_VERSION, PAGE_ENTRIES_DEFAULT,
+    VaultConfig, CHUNK_BYTES_DEFAULT, FORMAT_VERSION, PAGE_ENTRIES_DEFAULT, ZSTD_LEVEL_DEFAULT,
 };
 
 use crate::backend::{Backend, StorageError};
@@ -44,7 +44,12 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { key: None, chunk_bytes: CHUNK_BYTES_DEFAULT, page_entries: PAGE_ENTRIES_DEFAULT, zstd_level: 1 }
+        InitOptions {
+            key: None,
+            chunk_bytes: CHUNK_BYTES_DEFAULT,
+            page_entries: PAGE_ENTRIES_DEFAULT,
+            zstd_level: ZSTD_LEVEL_DEFAULT,
+        }
     }
 }
 

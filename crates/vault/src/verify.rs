@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde::Serialize;
-use standby_format::{decode_frame, ChunkId, FrameKind, MapPage, PackHeader, PackId, PackIndex, PACK_HEADER_BYTES};
+use standby_format::{
+    chunk_of_frame, decode_frame, ChunkId, FrameKind, MapPage, PackHeader, PackId, PackIndex, PACK_HEADER_BYTES,
+};
 
 use crate::backend::StorageError;
 use crate::index::{pack_id_of, read_index, INDEXES_FOLDER};
@@ -247,29 +249,38 @@ fn check_pack(vault: &Vault, pack: PackId, has_index: bool) -> Result<PackCheck,
     if frames_damaged && !check.problems.iter().any(|(object, _)| *object == path) {
         check.problems.push((path.clone(), "frames checksum mismatch".into()));
     }
-    let mut bad_frames = 0usize;
+    let mut bad_chunks = 0usize;
+    // Chunks of one frame are consecutive entries: decode each frame once.
+    type FrameKey = (u32, u32, u32, standby_format::Codec);
+    let mut current: Option<(FrameKey, Option<Vec<u8>>)> = None;
     for entry in &index.entries {
-        let range = entry.offset as usize..entry.offset as usize + entry.stored_len as usize;
-        let decoded = bytes
-            .get(range)
-            .ok_or(standby_format::FormatError::Truncated { context: "pack frame" })
-            .and_then(|frame| decode_frame(frame, &entry.id, entry.codec, entry.raw_len, vault.keys()));
-        match decoded {
-            Ok(raw) => {
-                if entry.kind == FrameKind::Page {
-                    match MapPage::decode(&raw) {
-                        Ok(page) => check.pages.push((entry.id, page)),
-                        Err(_) => {
-                            bad_frames += 1;
-                            continue;
-                        }
-                    }
-                }
-                check.good.push(entry.id);
-            }
-            Err(_) => bad_frames += 1,
+        let key = (entry.frame_offset, entry.frame_len, entry.frame_raw_len, entry.codec);
+        if current.as_ref().is_none_or(|(decoded_key, _)| *decoded_key != key) {
+            let range = entry.frame_offset as usize..entry.frame_offset as usize + entry.frame_len as usize;
+            let decoded = bytes
+                .get(range)
+                .and_then(|frame| decode_frame(frame, entry.codec, entry.frame_raw_len, vault.keys()).ok());
+            current = Some((key, decoded));
         }
+        let decoded = current.as_ref().and_then(|(_, decoded)| decoded.as_deref());
+        let Some(raw) =
+            decoded.and_then(|d| chunk_of_frame(d, &entry.id, entry.raw_offset, entry.raw_len, vault.keys()).ok())
+        else {
+            bad_chunks += 1;
+            continue;
+        };
+        if entry.kind == FrameKind::Page {
+            match MapPage::decode(raw) {
+                Ok(page) => check.pages.push((entry.id, page)),
+                Err(_) => {
+                    bad_chunks += 1;
+                    continue;
+                }
+            }
+        }
+        check.good.push(entry.id);
     }
+    let bad_frames = bad_chunks;
     if bad_frames > 0 {
         check.problems.retain(|(object, _)| *object != path);
         check.problems.push((path, format!("{bad_frames} of {} chunks are damaged", index.entries.len())));

@@ -173,3 +173,41 @@ proptest! {
         }
     }
 }
+
+/// New chunks adjacent on the disk share frames (that is what makes the
+/// vault smaller than `zstd -1` of the image); a restore that needs only one
+/// chunk of a shared frame still gets exactly that chunk.
+#[test]
+fn adjacent_new_chunks_share_frames_and_restore_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+    let image_path = dir.path().join("image");
+    let mut image = standby_testkit::Random::new(7).disk_data(4 << 20);
+    image[..1 << 20].iter_mut().enumerate().for_each(|(i, b)| *b = (i / 1000) as u8 | 1);
+    std::fs::write(&image_path, &image).unwrap();
+    let options = || SyncOptions { kind: PointKind::CrashConsistent, label: String::new(), progress: &|_| {} };
+    sync_image(&vault, &image_path, "disk", options()).unwrap();
+
+    let index = standby_vault::ChunkIndex::load(&vault, &Default::default()).unwrap();
+    let chunk = |at: usize| vault.keys().chunk_id(&image[at..at + 65536]);
+    let (first, third) = (index.get(&chunk(0)).unwrap(), index.get(&chunk(2 * 65536)).unwrap());
+    assert_eq!(first.frame_offset, third.frame_offset, "adjacent new chunks are in one frame");
+    assert_eq!((first.raw_offset, third.raw_offset), (0, 2 * 65536));
+    assert!(first.frame_raw_len >= 3 * 65536);
+
+    // Only the third chunk changes back to what it was after a different second point.
+    let original = image.clone();
+    image[2 * 65536..3 * 65536].fill(0xEE);
+    std::fs::write(&image_path, &image).unwrap();
+    sync_image(&vault, &image_path, "disk", options()).unwrap();
+    std::fs::write(&image_path, &original).unwrap();
+    let third_point = sync_image(&vault, &image_path, "disk", options()).unwrap();
+    assert_eq!(third_point.chunks_new, 0, "the old chunk is found inside its shared frame");
+    for (sequence, expected) in [(1, &original), (2, &image), (3, &original)] {
+        let point = vault.select_point("disk", &PointSelector::Sequence(sequence)).unwrap();
+        let output = dir.path().join(format!("restored-{sequence}"));
+        restore_point(&vault, &point, &output, RestoreOptions { force: true, progress: &|_| {} }).unwrap();
+        assert!(std::fs::read(&output).unwrap() == *expected, "point {sequence}");
+    }
+    assert!(verify(&vault, &|_| {}).unwrap().is_clean());
+}
