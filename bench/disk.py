@@ -67,7 +67,8 @@ def du_bytes(path):
 
 
 def build_image(work, size_gib):
-    image = work / "disk.img"
+    """The pristine image, built once per work directory (kept with --keep)."""
+    image = work / "built.img"
     if image.exists():
         return image
     stage = work / "tree"
@@ -125,7 +126,8 @@ def main():
 
     work = Path(arguments.work)
     work.mkdir(parents=True, exist_ok=True)
-    image = build_image(work, arguments.size_gib)
+    image = work / "disk.img"
+    shutil.copyfile(build_image(work, arguments.size_gib), image)
     size = image.stat().st_size
     original = work / "original.img"
     shutil.copyfile(image, original)

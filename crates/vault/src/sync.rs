@@ -42,9 +42,9 @@ const BATCHES_AHEAD: usize = 2;
 /// A pack is sealed once its frames reach this size.
 pub const PACK_BYTES_TARGET: usize = 16 << 20;
 /// New chunks adjacent on the disk are compressed together, as one frame,
-/// up to this many raw bytes (docs/format.md: at level 2 this stores less
-/// than `zstd -1` of the whole image; single chunks store 5% more).
-pub const FRAME_RAW_BYTES_TARGET: usize = 256 << 10;
+/// up to this many raw bytes (docs/format.md: at level 2 this stores 2.5%
+/// less than `zstd -1` of the whole image; single chunks store 3% more).
+pub const FRAME_RAW_BYTES_TARGET: usize = 512 << 10;
 /// Sealed packs queued for upload (plus one uploading).
 const PACKS_QUEUED: usize = 1;
 const _: () = assert!(PACK_BYTES_TARGET as u64 <= standby_format::PACK_BYTES_MAX / 2);

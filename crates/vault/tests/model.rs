@@ -183,6 +183,7 @@ fn adjacent_new_chunks_share_frames_and_restore_alone() {
     let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
     let image_path = dir.path().join("image");
     let mut image = standby_testkit::Random::new(7).disk_data(4 << 20);
+    // A compressible first MiB: new and adjacent, so frames of several chunks.
     image[..1 << 20].iter_mut().enumerate().for_each(|(i, b)| *b = (i / 1000) as u8 | 1);
     std::fs::write(&image_path, &image).unwrap();
     let options = || SyncOptions { kind: PointKind::CrashConsistent, label: String::new(), progress: &|_| {} };
