@@ -7,8 +7,10 @@
 //! are exports built on these.
 
 pub mod file;
+pub mod memory;
 pub mod protocol;
 pub mod server;
 
 pub use file::FileExport;
+pub use memory::MemoryExport;
 pub use server::{Export, Server, ServerConfig, ServerStats};

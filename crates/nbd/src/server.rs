@@ -7,6 +7,7 @@
 //! a write payload too large to skip); other connections carry on.
 
 use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +16,37 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::protocol::*;
+
+/// A connected byte stream a client speaks NBD on: a unix socket or TCP.
+pub trait Stream: Read + Write + Send + Sized + 'static {
+    fn try_clone(&self) -> io::Result<Self>;
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    fn shutdown(&self) -> io::Result<()>;
+}
+
+impl Stream for UnixStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        UnixStream::try_clone(self)
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+    fn shutdown(&self) -> io::Result<()> {
+        UnixStream::shutdown(self, std::net::Shutdown::Both)
+    }
+}
+
+impl Stream for TcpStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        TcpStream::try_clone(self)
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+    fn shutdown(&self) -> io::Result<()> {
+        TcpStream::shutdown(self, std::net::Shutdown::Both)
+    }
+}
 
 /// What a server serves. Offsets and lengths are checked against
 /// [`Export::size`] before any method is called.
@@ -90,10 +122,25 @@ impl Server {
 
     pub fn serve_listener(&self, listener: UnixListener) -> io::Result<()> {
         listener.set_nonblocking(true)?;
+        self.accept_loop(|| listener.accept().map(|(stream, _)| stream))
+    }
+
+    /// Serves NBD over TCP (for the recovery site's exports reached over the
+    /// network); Nagle is off so small replies are not delayed.
+    pub fn serve_tcp(&self, listener: TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        self.accept_loop(|| {
+            let (stream, _) = listener.accept()?;
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    }
+
+    fn accept_loop<S: Stream + NonBlocking>(&self, mut accept: impl FnMut() -> io::Result<S>) -> io::Result<()> {
         while !self.stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(false)?;
+            match accept() {
+                Ok(stream) => {
+                    stream.set_blocking()?;
                     let export = self.export.clone();
                     let config = self.config.clone();
                     let stats = self.stats.clone();
@@ -116,6 +163,24 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// Accepted streams inherit the listener's non-blocking mode; connections
+/// are served blocking.
+trait NonBlocking {
+    fn set_blocking(&self) -> io::Result<()>;
+}
+
+impl NonBlocking for UnixStream {
+    fn set_blocking(&self) -> io::Result<()> {
+        self.set_nonblocking(false)
+    }
+}
+
+impl NonBlocking for TcpStream {
+    fn set_blocking(&self) -> io::Result<()> {
+        self.set_nonblocking(false)
     }
 }
 
@@ -160,8 +225,19 @@ fn protocol(what: impl Into<String>) -> ConnectionEnd {
     ConnectionEnd::Protocol(what.into())
 }
 
-fn serve_connection(
-    mut stream: UnixStream,
+/// Serves one already-connected client to the end of its connection; the
+/// result says whether the client broke the protocol. (Used by the fuzz
+/// target, which talks to the server over a socket pair.)
+pub fn serve_stream(stream: UnixStream, export: Arc<dyn Export>, config: &ServerConfig) -> Result<(), String> {
+    match serve_connection(stream, export, config, &ServerStats::default()) {
+        Ok(()) => Ok(()),
+        Err(ConnectionEnd::Protocol(problem)) => Err(problem),
+        Err(ConnectionEnd::Io(e)) => Err(e.to_string()),
+    }
+}
+
+fn serve_connection<S: Stream>(
+    mut stream: S,
     export: Arc<dyn Export>,
     config: &ServerConfig,
     stats: &ServerStats,
@@ -198,8 +274,8 @@ fn read_exact_or_eof(stream: &mut impl Read, buffer: &mut [u8]) -> Result<bool, 
 }
 
 /// Runs the handshake; `None` when the client ended it (abort or hang-up).
-fn handshake(
-    stream: &mut UnixStream,
+fn handshake<S: Stream>(
+    stream: &mut S,
     export: &dyn Export,
     config: &ServerConfig,
 ) -> Result<Option<Session>, ConnectionEnd> {
@@ -344,8 +420,8 @@ struct Work {
     payload: Vec<u8>,
 }
 
-fn transmission(
-    stream: UnixStream,
+fn transmission<S: Stream>(
+    stream: S,
     export: Arc<dyn Export>,
     config: &ServerConfig,
     session: Session,
@@ -357,7 +433,7 @@ fn transmission(
     let workers: Vec<_> = (0..config.workers.max(1))
         .map(|_| {
             let (export, writer, receiver) = (export.clone(), writer.clone(), receiver.clone());
-            std::thread::spawn(move || work(export.as_ref(), &writer, &receiver, session))
+            std::thread::spawn(move || work(export.as_ref(), &*writer, &receiver, session))
         })
         .collect();
     let outcome = read_requests(stream, export.as_ref(), config, sender, &writer, session, stats);
@@ -365,19 +441,19 @@ fn transmission(
         let _ = worker.join();
     }
     let writer = writer.lock().unwrap_or_else(|p| p.into_inner());
-    let _ = writer.shutdown(std::net::Shutdown::Both);
+    let _ = writer.shutdown();
     outcome
 }
 
 /// Reads requests until DISC, end of stream or a protocol error, and hands
 /// them to the workers. Requests that can be refused without touching the
 /// export are answered here.
-fn read_requests(
-    mut stream: UnixStream,
+fn read_requests<S: Stream>(
+    mut stream: S,
     export: &dyn Export,
     config: &ServerConfig,
     sender: std::sync::mpsc::SyncSender<Work>,
-    writer: &Mutex<UnixStream>,
+    writer: &Mutex<S>,
     session: Session,
     stats: &ServerStats,
 ) -> Result<(), ConnectionEnd> {
@@ -432,7 +508,7 @@ fn read_requests(
     }
 }
 
-fn work(export: &dyn Export, writer: &Mutex<UnixStream>, receiver: &Mutex<Receiver<Work>>, session: Session) {
+fn work<S: Stream>(export: &dyn Export, writer: &Mutex<S>, receiver: &Mutex<Receiver<Work>>, session: Session) {
     loop {
         let next = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(Work { request, payload }) = next else { return };
@@ -484,7 +560,7 @@ fn errno_of(error: &io::Error) -> u32 {
     }
 }
 
-fn reply_read(writer: &Mutex<UnixStream>, request: &Request, session: Session, data: &[u8]) -> io::Result<()> {
+fn reply_read<S: Stream>(writer: &Mutex<S>, request: &Request, session: Session, data: &[u8]) -> io::Result<()> {
     let mut writer = writer.lock().unwrap_or_else(|p| p.into_inner());
     if session.structured {
         let header = structured_header(request.cookie, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 8 + data.len() as u32);
@@ -498,8 +574,8 @@ fn reply_read(writer: &Mutex<UnixStream>, request: &Request, session: Session, d
     writer.write_all(data)
 }
 
-fn reply_error(
-    writer: &Mutex<UnixStream>,
+fn reply_error<S: Stream>(
+    writer: &Mutex<S>,
     request: &Request,
     session: Session,
     error: u32,

@@ -338,3 +338,40 @@ fn pipelined_requests_all_get_their_own_replies() {
     client.request(Command::Disconnect, 0, 0, 0, 99);
     assert!(client.closed());
 }
+
+#[test]
+fn tcp_serves_the_same_protocol() {
+    let data = sample(4 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    std::fs::write(&image, &data).unwrap();
+    let server = Server::new(Arc::new(FileExport::open(&image, false).unwrap()), ServerConfig::default());
+    let stop = server.stopper();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || server.serve_tcp(listener).unwrap());
+    let uri = format!("nbd://127.0.0.1:{port}/");
+    run("qemu-io", &["-f", "raw", "-c", "write -P 0x42 0 65536", &uri]);
+    let out = dir.path().join("copy.img");
+    run("qemu-img", &["convert", "-f", "raw", "-O", "raw", &uri, out.to_str().unwrap()]);
+    let mut expected = data;
+    expected[..65536].fill(0x42);
+    assert!(std::fs::read(&out).unwrap() == expected);
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_but_a_live_one_or_a_file_is_not() {
+    let server = Running::start(&sample(1 << 20), false);
+    let error = standby_nbd::server::bind_unix(&server.socket).unwrap_err();
+    assert!(error.to_string().contains("in use"), "{error}");
+    let plain = server.path("plain");
+    std::fs::write(&plain, b"keep me").unwrap();
+    let error = standby_nbd::server::bind_unix(&plain).unwrap_err();
+    assert!(error.to_string().contains("not a socket"), "{error}");
+    assert_eq!(std::fs::read(&plain).unwrap(), b"keep me");
+    let stale = server.path("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    standby_nbd::server::bind_unix(&stale).unwrap();
+}
