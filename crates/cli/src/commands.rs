@@ -217,6 +217,13 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
                     human_bytes(report.bytes_freed),
                     report.packs_marked
                 );
+                if report.abandoned_writes_removed > 0 {
+                    println!(
+                        "removed {} files left by interrupted writes ({})",
+                        report.abandoned_writes_removed,
+                        human_bytes(report.abandoned_bytes_freed)
+                    );
+                }
                 for waiting in &report.waiting {
                     println!("waiting: {waiting}");
                 }

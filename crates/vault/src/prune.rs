@@ -54,6 +54,10 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Collection sets not swept yet, and why.
     pub waiting: Vec<String>,
+    /// Leftovers of writes interrupted by a crash (a local vault's
+    /// temporary files), removed once older than the lease lifetime.
+    pub abandoned_writes_removed: u64,
+    pub abandoned_bytes_freed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +145,13 @@ pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, Vault
         vault.backend().put(&path, Bytes::from(sealed))?;
         report.packs_marked = candidates.len() as u64;
     }
+
+    // A write still in flight is younger than a stale lease: anything older
+    // belongs to a process that died (or lost its lease) long ago.
+    let before = std::time::SystemTime::now() - options.grace.max(LEASE_STALE);
+    let (removed, bytes) = vault.backend().remove_abandoned_writes(before)?;
+    report.abandoned_writes_removed = removed;
+    report.abandoned_bytes_freed = bytes;
     Ok(report)
 }
 

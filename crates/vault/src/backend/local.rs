@@ -108,6 +108,39 @@ impl Backend for LocalBackend {
         Ok(Bytes::from(buffer))
     }
 
+    fn remove_abandoned_writes(&self, before: std::time::SystemTime) -> Result<(u64, u64), StorageError> {
+        let (mut removed, mut bytes) = (0u64, 0u64);
+        let mut pending = vec![self.root.clone()];
+        while let Some(directory) = pending.pop() {
+            let entries = match fs::read_dir(&directory) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(failed("list", &directory.display().to_string(), e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| failed("list", &directory.display().to_string(), e))?;
+                let Ok(metadata) = entry.metadata() else { continue };
+                if metadata.is_dir() {
+                    pending.push(entry.path());
+                    continue;
+                }
+                let abandoned = entry.file_name().to_str().is_some_and(|name| name.starts_with(TEMPORARY_PREFIX))
+                    && metadata.modified().is_ok_and(|modified| modified < before);
+                if abandoned {
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => {
+                            removed += 1;
+                            bytes += metadata.len();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(failed("remove", &entry.path().display().to_string(), e)),
+                    }
+                }
+            }
+        }
+        Ok((removed, bytes))
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         // The folder part of the prefix is walked; the rest filters names.
         let folder = match prefix.rfind('/') {

@@ -65,6 +65,15 @@ pub trait Backend: Send + Sync {
 
     /// Removes `path`; removing a missing object is not an error.
     fn delete(&self, path: &str) -> Result<(), StorageError>;
+
+    /// Removes what interrupted writes left behind (a local directory's
+    /// temporary files) last modified before `before`; returns how many
+    /// objects and bytes it removed. Stores whose puts are atomic requests
+    /// leave nothing behind.
+    fn remove_abandoned_writes(&self, before: SystemTime) -> Result<(u64, u64), StorageError> {
+        let _ = before;
+        Ok((0, 0))
+    }
 }
 
 /// Checks a relative object path: no empty, `.` or `..` parts, no leading `/`.
