@@ -149,6 +149,12 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
                 for broken in &report.broken_points {
                     println!("BROKEN point {} of disk '{}': {}", broken.point, broken.disk, broken.reason);
                 }
+                for broken in &report.broken_journals {
+                    println!(
+                        "BROKEN journal of disk '{}' from sequence {}: {}",
+                        broken.disk, broken.from_sequence, broken.reason
+                    );
+                }
                 if report.packs_unreferenced > 0 {
                     println!(
                         "{} packs are unreferenced (left by an interrupted sync; prune collects them)",
@@ -164,9 +170,10 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             } else {
                 std::io::stdout().flush().ok();
                 eprintln!(
-                    "standby: error: vault is damaged: {} damaged objects, {} points cannot be restored",
+                    "standby: error: vault is damaged: {} damaged objects, {} points and {} journals cannot be restored",
                     report.damaged.len(),
-                    report.broken_points.len()
+                    report.broken_points.len(),
+                    report.broken_journals.len()
                 );
                 Ok(1)
             }

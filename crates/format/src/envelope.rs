@@ -33,6 +33,7 @@ pub enum ObjectKind {
     Index,
     CollectionSet,
     Lease,
+    Journal,
 }
 
 impl ObjectKind {
@@ -43,6 +44,7 @@ impl ObjectKind {
             ObjectKind::Index => b"SBYINDEX",
             ObjectKind::CollectionSet => b"SBYCOLLS",
             ObjectKind::Lease => b"SBYLEASE",
+            ObjectKind::Journal => b"SBYJOURN",
         }
     }
 
@@ -53,6 +55,7 @@ impl ObjectKind {
             ObjectKind::Index => "pack index",
             ObjectKind::CollectionSet => "collection set",
             ObjectKind::Lease => "lease",
+            ObjectKind::Journal => "journal segment",
         }
     }
 }

@@ -16,6 +16,7 @@ mod chunk;
 mod config;
 mod envelope;
 mod error;
+mod journal;
 mod keys;
 mod pack;
 mod page;
@@ -25,6 +26,7 @@ pub use chunk::{chunk_of_frame, decode_frame, encode_frame, round_trip, ChunkId,
 pub use config::{EncryptionConfig, VaultConfig};
 pub use envelope::{Envelope, ObjectKind, ENVELOPE_HEADER_BYTES, ENVELOPE_PAYLOAD_BYTES_MAX};
 pub use error::FormatError;
+pub use journal::{pieces, Record, RecordKind, Segment, JOURNAL_WRITE_BYTES_MAX, SEGMENT_RECORDS_MAX};
 pub use keys::{KeyMaterial, Keys};
 pub use pack::{PackEntry, PackHeader, PackId, PackIndex, FRAME_RAW_BYTES_MAX, PACK_BYTES_MAX, PACK_HEADER_BYTES};
 pub use page::MapPage;

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use standby_format::{
     chunk_of_frame, decode_frame, ChunkId, Codec, Envelope, KeyMaterial, Keys, MapPage, ObjectKind, PackHeader,
-    PackIndex, PointKind, PointManifest, VaultConfig,
+    PackIndex, PointKind, PointManifest, Segment, VaultConfig,
 };
 
 fn sample_point() -> Vec<u8> {
@@ -39,6 +39,8 @@ proptest! {
         let _ = PackIndex::sealed_from_pack(&data);
         let _ = PackHeader::decode(&data);
         let _ = MapPage::decode(&data);
+        let _ = Segment::decode_body(&data);
+        let _ = Segment::open(&data, &Keys::plain());
         let _ = Envelope::open(ObjectKind::Lease, &data, &Keys::plain());
         if let Ok(decoded) = decode_frame(&data, Codec::Zstd, 65536, &Keys::plain()) {
             prop_assert!(chunk_of_frame(&decoded, &ChunkId([1; 32]), 0, 65536, &Keys::plain()).is_err());

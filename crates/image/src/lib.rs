@@ -109,6 +109,33 @@ pub fn is_zero(buffer: &[u8]) -> bool {
     head.iter().all(|&b| b == 0) && tail.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0)
 }
 
+/// Makes `len` bytes at `offset` of `file` read as zeros: a punched hole
+/// where the filesystem can, written zeros where it cannot.
+pub fn zero_range(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    // SAFETY: fallocate on a valid descriptor; failure is reported as -1.
+    let punched = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    } == 0;
+    if punched {
+        return Ok(());
+    }
+    let zeros = vec![0u8; len.min(1 << 20) as usize];
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 /// Asks the kernel to start writing `len` bytes at `offset` of `file` to
 /// disk without waiting for it (Linux `sync_file_range`). Durability still
 /// comes from a later fsync; this only moves the work earlier, so a long

@@ -15,7 +15,9 @@
 pub mod backend;
 mod error;
 mod index;
+pub mod journal;
 mod lease;
+mod packer;
 pub mod prune;
 pub mod restore;
 pub mod sync;

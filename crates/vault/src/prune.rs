@@ -71,7 +71,12 @@ pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, Vault
     let now = now_micros();
     if let Some(cutoff) = options.drop_before_micros {
         for disk in vault.disks()? {
-            let listing = vault.points(&disk)?;
+            // A disk protected by a journal alone has no points to drop.
+            let listing = match vault.points(&disk) {
+                Ok(listing) => listing,
+                Err(VaultError::UnknownDisk { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             if let Some((object, problem)) = listing.damaged.first() {
                 return Err(VaultError::damaged(object, problem));
             }
@@ -182,7 +187,11 @@ fn live_packs(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
     let index = ChunkIndex::load(vault, &HashSet::new())?;
     let mut live = HashSet::new();
     for disk in vault.disks()? {
-        let listing = vault.points(&disk)?;
+        let listing = match vault.points(&disk) {
+            Ok(listing) => listing,
+            Err(VaultError::UnknownDisk { .. }) => Default::default(),
+            Err(e) => return Err(e),
+        };
         if let Some((object, problem)) = listing.damaged.first() {
             return Err(VaultError::damaged(object, format!("{problem} (collection needs every point readable)")));
         }
@@ -196,6 +205,18 @@ fn live_packs(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
                 let page = index.read_page(vault, page_id, point.entries_in_page(page_number))?;
                 for id in page.entries.iter().filter(|id| !id.is_zero()) {
                     live.insert(index.locate(id, "chunk")?.pack);
+                }
+            }
+        }
+        // Journal data is live as long as its segment exists.
+        for (_, path) in crate::journal::segments(vault, &disk)? {
+            let segment = crate::journal::read_segment(vault, &path)
+                .map_err(|e| VaultError::damaged(&path, format!("{e} (collection needs every segment readable)")))?;
+            for record in &segment.records {
+                if let standby_format::RecordKind::Write { pieces, .. } = &record.kind {
+                    for id in pieces {
+                        live.insert(index.locate(id, "journal data")?.pack);
+                    }
                 }
             }
         }

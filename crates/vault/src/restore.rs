@@ -97,13 +97,13 @@ pub fn restore_point(
     })
 }
 
-fn partial_path(output: &Path) -> PathBuf {
+pub(crate) fn partial_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".standby-partial");
     output.with_file_name(name)
 }
 
-fn io_error(operation: &'static str, path: &Path, source: std::io::Error) -> VaultError {
+pub(crate) fn io_error(operation: &'static str, path: &Path, source: std::io::Error) -> VaultError {
     VaultError::Io { operation, path: path.display().to_string(), source }
 }
 

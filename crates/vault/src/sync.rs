@@ -23,31 +23,26 @@ use std::time::Instant;
 use bytes::Bytes;
 use rayon::prelude::*;
 use serde::Serialize;
-use standby_format::{
-    encode_frame, ChunkId, Codec, FrameKind, Keys, MapPage, PackEntry, PackHeader, PackId, PackIndex, PointKind,
-    PointManifest,
-};
+use standby_format::{encode_frame, ChunkId, Codec, FrameKind, Keys, MapPage, PointKind, PointManifest};
 use standby_image::{is_zero, Image};
 
 use crate::backend::StorageError;
-use crate::index::{index_object, ChunkIndex};
+use crate::index::ChunkIndex;
 use crate::lease::Lease;
-use crate::vault::{check_disk_name, pack_path, point_path};
+use crate::packer::{store_pack, PackBuilder};
+use crate::vault::{check_disk_name, point_path};
 use crate::{format_time, Vault, VaultError};
 
 /// Bytes of image read per batch.
 const BATCH_BYTES: usize = 8 << 20;
 /// Batches read ahead of the hashing stage.
 const BATCHES_AHEAD: usize = 2;
-/// A pack is sealed once its frames reach this size.
-pub const PACK_BYTES_TARGET: usize = 16 << 20;
 /// New chunks adjacent on the disk are compressed together, as one frame,
 /// up to this many raw bytes (docs/format.md: at level 2 this stores 2.5%
 /// less than `zstd -1` of the whole image; single chunks store 3% more).
 pub const FRAME_RAW_BYTES_TARGET: usize = 512 << 10;
 /// Sealed packs queued for upload (plus one uploading).
 const PACKS_QUEUED: usize = 1;
-const _: () = assert!(PACK_BYTES_TARGET as u64 <= standby_format::PACK_BYTES_MAX / 2);
 
 pub struct SyncOptions<'a> {
     pub kind: PointKind,
@@ -325,46 +320,6 @@ impl Assembler<'_> {
     }
 }
 
-/// A pack being filled: its frames after the header, and their entries.
-struct PackBuilder {
-    id: PackId,
-    bytes: Vec<u8>,
-    entries: Vec<PackEntry>,
-}
-
-impl PackBuilder {
-    fn new(encrypted: bool) -> Self {
-        let id = PackId::random();
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(&PackHeader { id, encrypted }.encode());
-        PackBuilder { id, bytes, entries: Vec::new() }
-    }
-
-    fn would_overflow(&self, frame_len: usize) -> bool {
-        !self.entries.is_empty() && self.bytes.len() + frame_len > PACK_BYTES_TARGET
-    }
-
-    fn add(&mut self, frame: &[u8], codec: Codec, chunks: &[(ChunkId, u32)], kind: FrameKind) {
-        let frame_offset = u32::try_from(self.bytes.len()).expect("packs stay below 4 GiB");
-        self.bytes.extend_from_slice(frame);
-        let frame_raw_len = chunks.iter().map(|&(_, len)| len).sum();
-        let mut raw_offset = 0;
-        for &(id, raw_len) in chunks {
-            self.entries.push(PackEntry {
-                id,
-                frame_offset,
-                frame_len: frame.len() as u32,
-                frame_raw_len,
-                raw_offset,
-                raw_len,
-                kind,
-                codec,
-            });
-            raw_offset += raw_len;
-        }
-    }
-}
-
 fn send_pack(sender: &SyncSender<PackBuilder>, pack: PackBuilder) -> Result<(), VaultError> {
     // The uploader only hangs up after an error, which it reports itself.
     sender.send(pack).map_err(|_| VaultError::damaged("upload", "the uploader stopped"))
@@ -376,7 +331,7 @@ struct Uploaded {
     bytes: u64,
 }
 
-/// Seals and uploads packs in order: pack first, then its index.
+/// Uploads packs in order as the assembler seals them.
 fn upload_packs(
     vault: &Vault,
     receiver: Receiver<PackBuilder>,
@@ -384,23 +339,10 @@ fn upload_packs(
     lease: &mut Lease,
 ) -> Result<(), VaultError> {
     for pack in receiver.iter() {
-        let frames_end = pack.bytes.len() as u64;
-        let index = PackIndex {
-            pack: pack.id,
-            frames_end,
-            frames_checksum: *blake3::hash(&pack.bytes).as_bytes(),
-            entries: pack.entries,
-        };
-        let sealed_index = index.seal(vault.keys());
-        let mut bytes = pack.bytes;
-        bytes.extend_from_slice(&PackIndex::encode_trailer(&sealed_index));
-        let pack_bytes = bytes.len() as u64;
-        vault.backend().put(&pack_path(&pack.id), Bytes::from(bytes))?;
-        let index_bytes = sealed_index.len() as u64;
-        vault.backend().put(&index_object(&pack.id), Bytes::from(sealed_index))?;
+        let bytes = store_pack(vault, &pack)?;
         let mut totals = uploaded.lock().expect("not poisoned");
         totals.packs += 1;
-        totals.bytes += pack_bytes + index_bytes;
+        totals.bytes += bytes;
         drop(totals);
         lease.refresh_if_due()?;
     }

@@ -186,6 +186,7 @@ impl Vault {
             .into_iter()
             .filter_map(|object| object.path.strip_prefix(DISKS_FOLDER)?.split('/').next().map(str::to_string))
             .collect();
+        disks.sort();
         disks.dedup();
         Ok(disks)
     }

@@ -42,11 +42,22 @@ pub struct VerifyReport {
     pub broken_points: Vec<BrokenPoint>,
     /// Packs no point references (a crashed sync's leftovers; prune collects them).
     pub packs_unreferenced: u64,
+    pub segments_checked: u64,
+    /// Journals that cannot be replayed from a sequence on.
+    pub broken_journals: Vec<BrokenJournal>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokenJournal {
+    pub disk: String,
+    /// Restores at or after this sequence fail.
+    pub from_sequence: u64,
+    pub reason: String,
 }
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.damaged.is_empty() && self.broken_points.is_empty()
+        self.damaged.is_empty() && self.broken_points.is_empty() && self.broken_journals.is_empty()
     }
 }
 
@@ -180,6 +191,62 @@ pub fn verify(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRe
                 report.broken_points.push(BrokenPoint {
                     disk: disk.clone(),
                     point: sequence,
+                    reason: reason.join("; "),
+                });
+            }
+        }
+    }
+    // Every journal: segments whole and consecutive, every write's data good.
+    for disk in vault.disks()? {
+        let mut expected: Option<u64> = None;
+        for (first, path) in crate::journal::segments(vault, &disk)? {
+            report.segments_checked += 1;
+            let name = format!("{disk}@journal:{first}");
+            let mut reasons: BTreeSet<String> = BTreeSet::new();
+            if expected.is_some_and(|expected| expected != first) {
+                reasons.insert(format!("records {}..{first} are missing", expected.unwrap_or(0)));
+            }
+            match crate::journal::read_segment(vault, &path) {
+                Ok(segment) => {
+                    expected = segment.last_sequence().map(|last| last + 1);
+                    for record in &segment.records {
+                        let standby_format::RecordKind::Write { pieces, .. } = &record.kind else { continue };
+                        for id in pieces {
+                            if let Some(pack) = holder.get(id) {
+                                referenced.insert(*pack);
+                            }
+                            if good.contains(id) {
+                                continue;
+                            }
+                            match holder.get(id) {
+                                Some(pack) => {
+                                    let object = pack_path(pack);
+                                    for key in [object.clone(), index_path(pack)] {
+                                        if let Some((_, breaks)) = damaged.get_mut(&key) {
+                                            breaks.insert(name.clone());
+                                        }
+                                    }
+                                    reasons.insert(format!("journal data {id} in {object} is damaged"));
+                                }
+                                None => {
+                                    reasons.insert(format!("journal data {id} is in no pack"));
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(VaultError::Damaged { problem, .. }) => {
+                    expected = None;
+                    damaged.insert(path.clone(), (problem.clone(), BTreeSet::from([name.clone()])));
+                    reasons.insert(format!("{path}: {problem}"));
+                }
+                Err(other) => return Err(other),
+            }
+            if !reasons.is_empty() {
+                let reason: Vec<String> = reasons.into_iter().take(3).collect();
+                report.broken_journals.push(BrokenJournal {
+                    disk: disk.clone(),
+                    from_sequence: first,
                     reason: reason.join("; "),
                 });
             }

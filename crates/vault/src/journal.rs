@@ -1,0 +1,423 @@
+//! The journal: a disk's write-ordered change stream in the vault, from
+//! which the disk can be rebuilt as it was after any record. The splitter
+//! appends every write, zeroing and bookmark through a [`JournalWriter`]
+//! and seals a segment every second or so; [`restore_journal`] replays the
+//! segments up to a sequence or a time.
+//!
+//! Commit order of a seal: the pack holding the segment's new data, its
+//! index, then the segment object with a create-only put. A crash leaves
+//! either the segment whole or no segment (and perhaps a pack no segment
+//! references, which `prune` collects). Sequences are consecutive across
+//! segments, so a missing segment is detected, never skipped.
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use standby_format::{
+    encode_frame, pieces, ChunkId, FrameKind, PointKind, Record, RecordKind, Segment, JOURNAL_WRITE_BYTES_MAX,
+};
+
+use crate::backend::StorageError;
+use crate::index::{read_chunk, ChunkIndex};
+use crate::packer::{store_pack, PackBuilder, PACK_BYTES_TARGET};
+use crate::restore::{io_error, partial_path, RestoreReport};
+use crate::vault::check_disk_name;
+use crate::{format_time, Vault, VaultError};
+
+pub(crate) fn journal_folder(disk: &str) -> String {
+    format!("disks/{disk}/journal/")
+}
+
+fn segment_path(disk: &str, first_sequence: u64) -> String {
+    format!("{}{first_sequence:020}.segment", journal_folder(disk))
+}
+
+/// The segments of a disk's journal in sequence order: (first sequence, object).
+pub fn segments(vault: &Vault, disk: &str) -> Result<Vec<(u64, String)>, VaultError> {
+    let folder = journal_folder(disk);
+    let mut found: Vec<(u64, String)> = vault
+        .backend()
+        .list(&folder)?
+        .into_iter()
+        .filter_map(|object| {
+            let name = object.path.strip_prefix(&folder)?.strip_suffix(".segment")?;
+            Some((name.parse().ok()?, object.path))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+pub fn read_segment(vault: &Vault, path: &str) -> Result<Segment, VaultError> {
+    let bytes = vault.backend().get(path)?;
+    Segment::open(&bytes, vault.keys()).map_err(|e| VaultError::decoding(&vault.location(), path, e))
+}
+
+/// What one seal stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct SealReport {
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    pub records: u64,
+    /// Bytes of new objects (pack, index, segment).
+    pub bytes_new: u64,
+}
+
+/// Appends records to a disk's journal and seals them into segments.
+pub struct JournalWriter<'v> {
+    vault: &'v Vault,
+    disk: String,
+    next_sequence: u64,
+    records: Vec<Record>,
+    pack: PackBuilder,
+    /// The open segment's pack is already stored (a seal failed after it).
+    pack_stored: bool,
+    pack_stored_bytes: u64,
+    index: ChunkIndex,
+    /// Chunks in the open segment's pack.
+    pending: HashSet<ChunkId>,
+    /// Raw bytes of write data in the open segment.
+    data_bytes: u64,
+}
+
+impl<'v> JournalWriter<'v> {
+    /// Opens the journal of `disk` for appending after its last segment.
+    pub fn open(vault: &'v Vault, disk: &str) -> Result<Self, VaultError> {
+        check_disk_name(disk)?;
+        let next_sequence = match segments(vault, disk)?.last() {
+            Some((_, path)) => read_segment(vault, path)?.last_sequence().map_or(1, |last| last + 1),
+            None => 1,
+        };
+        let excluded = crate::prune::collection_candidates(vault)?;
+        Ok(JournalWriter {
+            vault,
+            disk: disk.to_string(),
+            next_sequence,
+            records: Vec::new(),
+            pack: PackBuilder::new(vault.keys().encrypted()),
+            pack_stored: false,
+            pack_stored_bytes: 0,
+            index: ChunkIndex::load(vault, &excluded)?,
+            pending: HashSet::new(),
+            data_bytes: 0,
+        })
+    }
+
+    /// The sequence the next record gets.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Records not yet sealed.
+    pub fn unsealed_records(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Raw write bytes not yet sealed.
+    pub fn unsealed_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Whether the open segment should be sealed now for size reasons.
+    pub fn is_full(&self) -> bool {
+        self.pack.len() >= PACK_BYTES_TARGET
+    }
+
+    fn push(&mut self, time_micros: i64, kind: RecordKind) -> u64 {
+        let sequence = self.next_sequence;
+        // Times never go backwards inside a journal, whatever the clock does.
+        let time_micros = self.records.last().map_or(time_micros, |last| last.time_micros.max(time_micros));
+        self.records.push(Record { sequence, time_micros, kind });
+        self.next_sequence += 1;
+        sequence
+    }
+
+    /// Appends a write; returns the sequence of its (last) record.
+    pub fn write(&mut self, offset: u64, data: &[u8], time_micros: i64) -> u64 {
+        let chunk_bytes = self.vault.config().chunk_bytes;
+        let mut last = self.next_sequence;
+        for (part, part_offset) in data
+            .chunks(JOURNAL_WRITE_BYTES_MAX as usize)
+            .zip((0u64..).map(|i| offset + i * u64::from(JOURNAL_WRITE_BYTES_MAX)))
+        {
+            let mut ids = Vec::new();
+            let mut at = 0usize;
+            for (_, len) in pieces(part_offset, part.len() as u64, chunk_bytes) {
+                let piece = &part[at..at + len as usize];
+                at += len as usize;
+                let id = self.vault.keys().chunk_id(piece);
+                if !self.index.contains(&id) && self.pending.insert(id) {
+                    let (frame, codec) = encode_frame(piece, self.vault.config().zstd_level, self.vault.keys());
+                    self.pack.add(&frame, codec, &[(id, len)], FrameKind::Data);
+                }
+                ids.push(id);
+            }
+            self.data_bytes += part.len() as u64;
+            last = self
+                .push(time_micros, RecordKind::Write { offset: part_offset, length: part.len() as u32, pieces: ids });
+        }
+        last
+    }
+
+    /// Appends a zeroing (write-zeroes or trim) of `length` bytes at `offset`.
+    pub fn zero(&mut self, offset: u64, length: u64, time_micros: i64) -> u64 {
+        self.push(time_micros, RecordKind::Zero { offset, length })
+    }
+
+    pub fn bookmark(&mut self, kind: PointKind, label: &str, time_micros: i64) -> u64 {
+        self.push(time_micros, RecordKind::Bookmark { kind, label: label.to_string() })
+    }
+
+    pub fn size(&mut self, disk_bytes: u64, time_micros: i64) -> u64 {
+        self.push(time_micros, RecordKind::Size { disk_bytes })
+    }
+
+    /// Stores the open segment: its pack and index, then the segment object.
+    /// On failure nothing is lost: the records stay open and the next seal
+    /// tries again (a pack already stored is not stored twice).
+    pub fn seal(&mut self) -> Result<Option<SealReport>, VaultError> {
+        if self.records.is_empty() {
+            return Ok(None);
+        }
+        if !self.pack.is_empty() && !self.pack_stored {
+            self.pack_stored_bytes = store_pack(self.vault, &self.pack)?;
+            self.pack_stored = true;
+        }
+        let segment = Segment {
+            disk: self.disk.clone(),
+            chunk_bytes: self.vault.config().chunk_bytes,
+            records: self.records.clone(),
+        };
+        let first = segment.first_sequence().expect("a segment with records");
+        let last = segment.last_sequence().expect("a segment with records");
+        let sealed = segment.seal(self.vault.keys());
+        let segment_bytes = sealed.len() as u64;
+        match self.vault.backend().put_new(&segment_path(&self.disk, first), Bytes::from(sealed)) {
+            Ok(()) => {}
+            Err(StorageError::AlreadyExists { .. }) => {
+                return Err(VaultError::ConcurrentSync { disk: self.disk.clone(), sequence: first });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let pack = std::mem::replace(&mut self.pack, PackBuilder::new(self.vault.keys().encrypted()));
+        self.index.add_pack(&pack.index());
+        let report = SealReport {
+            first_sequence: first,
+            last_sequence: last,
+            records: self.records.len() as u64,
+            bytes_new: self.pack_stored_bytes + segment_bytes,
+        };
+        self.records.clear();
+        self.pending.clear();
+        self.pack_stored = false;
+        self.pack_stored_bytes = 0;
+        self.data_bytes = 0;
+        Ok(Some(report))
+    }
+}
+
+/// How far to replay a journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalTarget {
+    /// Every record up to and including this sequence.
+    Sequence(u64),
+    /// Every record stamped at or before this time (µs since the epoch).
+    Time(i64),
+    /// Every record sealed so far.
+    Latest,
+}
+
+/// A bookmark of the journal, as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bookmark {
+    pub sequence: u64,
+    pub time: String,
+    pub time_micros: i64,
+    pub kind: PointKind,
+    pub label: String,
+}
+
+/// What a journal offers: its bookmarks, and the window of times and
+/// sequences any of which can be restored exactly.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct JournalListing {
+    pub bookmarks: Vec<Bookmark>,
+    pub first_sequence: Option<u64>,
+    pub last_sequence: Option<u64>,
+    pub first_time_micros: Option<i64>,
+    pub last_time_micros: Option<i64>,
+    pub segments: u64,
+}
+
+pub fn list_journal(vault: &Vault, disk: &str) -> Result<JournalListing, VaultError> {
+    let mut listing = JournalListing::default();
+    for_each_record(
+        vault,
+        disk,
+        |_| true,
+        |record| {
+            listing.first_sequence.get_or_insert(record.sequence);
+            listing.first_time_micros.get_or_insert(record.time_micros);
+            listing.last_sequence = Some(record.sequence);
+            listing.last_time_micros = Some(record.time_micros);
+            if let RecordKind::Bookmark { kind, label } = &record.kind {
+                listing.bookmarks.push(Bookmark {
+                    sequence: record.sequence,
+                    time: format_time(record.time_micros),
+                    time_micros: record.time_micros,
+                    kind: *kind,
+                    label: label.clone(),
+                });
+            }
+            Ok(true)
+        },
+    )?;
+    listing.segments = segments(vault, disk)?.len() as u64;
+    Ok(listing)
+}
+
+/// Calls `visit` on every record in sequence order until it returns false.
+/// A gap between segments (a segment missing) is an error naming it when
+/// `wants` says the record after the gap is needed.
+fn for_each_record(
+    vault: &Vault,
+    disk: &str,
+    wants: impl Fn(&Record) -> bool,
+    mut visit: impl FnMut(&Record) -> Result<bool, VaultError>,
+) -> Result<(), VaultError> {
+    let mut expected: Option<u64> = None;
+    for (first, path) in segments(vault, disk)? {
+        let segment = read_segment(vault, &path)?;
+        if segment.disk != disk || segment.first_sequence() != Some(first) {
+            return Err(VaultError::damaged(&path, "segment names another disk or sequence"));
+        }
+        if let Some(expected) = expected.filter(|&expected| expected != first) {
+            if !segment.records.first().is_some_and(&wants) {
+                return Ok(());
+            }
+            return Err(VaultError::damaged(
+                &path,
+                format!("the journal of disk '{disk}' has no records {expected}..{first} (a segment is missing)"),
+            ));
+        }
+        expected = segment.last_sequence().map(|last| last + 1);
+        for record in &segment.records {
+            if !visit(record)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the disk as it was after `target` by replaying its journal into
+/// OUT (through `OUT.standby-partial`, fsynced and renamed, like `restore`).
+pub fn restore_journal(
+    vault: &Vault,
+    disk: &str,
+    target: JournalTarget,
+    output: &Path,
+    force: bool,
+) -> Result<RestoreReport, VaultError> {
+    let started = Instant::now();
+    if output.exists() && !force {
+        return Err(VaultError::OutputExists { path: output.display().to_string() });
+    }
+    let partial = partial_path(output);
+    let result = replay_into(vault, disk, target, &partial);
+    let (last, time_micros, disk_bytes, written, fetched) = match result {
+        Ok(totals) => totals,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    if let Err(e) = std::fs::rename(&partial, output) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(io_error("rename into place", output, e));
+    }
+    Ok(RestoreReport {
+        disk: disk.to_string(),
+        point: last,
+        time: format_time(time_micros),
+        output: output.display().to_string(),
+        disk_bytes,
+        bytes_written: written,
+        bytes_fetched: fetched,
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn replay_into(
+    vault: &Vault,
+    disk: &str,
+    target: JournalTarget,
+    partial: &Path,
+) -> Result<(u64, i64, u64, u64, u64), VaultError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(partial)
+        .map_err(|e| io_error("create", partial, e))?;
+    let index = ChunkIndex::load(vault, &HashSet::new())?;
+    let chunk_bytes = vault.config().chunk_bytes;
+    let (mut last, mut time_micros, mut disk_bytes, mut written, mut fetched) = (0u64, 0i64, 0u64, 0u64, 0u64);
+    let what = format!("journal data of disk '{disk}'");
+    let beyond = |record: &Record| match target {
+        JournalTarget::Sequence(sequence) => record.sequence > sequence,
+        JournalTarget::Time(time) => record.time_micros > time,
+        JournalTarget::Latest => false,
+    };
+    for_each_record(
+        vault,
+        disk,
+        |record| !beyond(record),
+        |record| {
+            if beyond(record) {
+                return Ok(false);
+            }
+            match &record.kind {
+                RecordKind::Write { offset, length, pieces: ids } => {
+                    for ((piece_offset, piece_len), id) in pieces(*offset, u64::from(*length), chunk_bytes).zip(ids) {
+                        let location = index.locate(id, &what)?;
+                        let data = read_chunk(vault, id, location)?;
+                        if data.len() != piece_len as usize {
+                            return Err(VaultError::damaged(&what, format!("chunk {id} has the wrong length")));
+                        }
+                        file.write_all_at(&data, piece_offset).map_err(|e| io_error("write", partial, e))?;
+                        written += data.len() as u64;
+                        fetched += u64::from(location.frame_len);
+                    }
+                }
+                RecordKind::Zero { offset, length } => {
+                    standby_image::zero_range(&file, *offset, *length).map_err(|e| io_error("zero", partial, e))?;
+                }
+                RecordKind::Size { disk_bytes: bytes } => {
+                    disk_bytes = *bytes;
+                    file.set_len(*bytes).map_err(|e| io_error("size", partial, e))?;
+                }
+                RecordKind::Bookmark { .. } => {}
+            }
+            last = record.sequence;
+            time_micros = record.time_micros;
+            Ok(true)
+        },
+    )?;
+    if last == 0 {
+        return Err(VaultError::UnknownPoint {
+            disk: disk.to_string(),
+            point: format!("{target:?}"),
+            reason: "the journal has no record at or before it".into(),
+        });
+    }
+    // Writes past the recorded size (none from a well-behaved splitter) do not grow the disk.
+    file.set_len(disk_bytes).map_err(|e| io_error("size", partial, e))?;
+    file.sync_all().map_err(|e| io_error("flush", partial, e))?;
+    Ok((last, time_micros, disk_bytes, written, fetched))
+}
