@@ -100,6 +100,36 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the splitter for one image: NBD on SOCKET, continuous replication into the vault's journal.
+    /// Runs until interrupted (SIGINT or SIGTERM), then ships what is left and stops.
+    ServeDisk {
+        image: PathBuf,
+        /// The unix socket QEMU (or any NBD client) opens the disk on.
+        #[arg(long)]
+        socket: PathBuf,
+        #[command(flatten)]
+        vault: VaultArguments,
+        #[arg(long)]
+        disk: String,
+        /// A crash-consistent bookmark this often.
+        #[arg(long, default_value = "5s")]
+        bookmark_interval: String,
+        /// Changes reach the vault at least this often.
+        #[arg(long, default_value = "1s")]
+        seal_interval: String,
+    },
+    /// Ask a running splitter to record a named recovery point now.
+    Mark {
+        /// The splitter's NBD socket (as given to serve-disk).
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        app_consistent: bool,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the disk-level journey on a sample disk, narrating each step.
     Demo {
         /// Keep the demo's files in this directory (default: a temporary one, removed after).

@@ -61,8 +61,27 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::ServeDisk { image, socket, vault, disk, bookmark_interval, seal_interval } => {
+            serve_disk(&image, &socket, &vault, &disk, &bookmark_interval, &seal_interval)
+        }
+        Command::Mark { socket, app_consistent, label, json } => {
+            let request = json!({"op": "mark", "app_consistent": app_consistent, "label": label});
+            let reply = standby_splitter::control_request(&socket, &request).map_err(|e| bad_input(e.to_string()))?;
+            if let Some(problem) = reply["error"].as_str() {
+                anyhow::bail!("the splitter on {} could not mark a point: {problem}", socket.display());
+            }
+            if json {
+                print_json(&reply);
+            } else {
+                println!("recorded point {} ({})", reply["point"], reply["kind"].as_str().unwrap_or(""));
+            }
+            Ok(0)
+        }
         Command::Points { vault, disk, json } => {
             let vault = open_vault(&vault)?;
+            if has_journal(&vault, &disk)? {
+                return journal_points(&vault, &disk, json);
+            }
             let listing = vault.points(&disk)?;
             if json {
                 let points: Vec<_> = listing
@@ -101,6 +120,9 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Restore { vault, disk, point, output, force, json } => {
             let selector = PointSelector::parse(&point).map_err(bad_input)?;
             let vault = open_vault(&vault)?;
+            if has_journal(&vault, &disk)? {
+                return journal_restore(&vault, &disk, &selector, &output, force, json);
+            }
             let point = vault.select_point(&disk, &selector)?;
             let progress = Progress::bytes(json, point.disk_bytes, "restore");
             let report = standby_vault::restore::restore_point(
@@ -333,4 +355,140 @@ fn create_key_file(path: &Path) -> anyhow::Result<()> {
     file.write_all(format!("{hex}\n").as_bytes())?;
     file.sync_all()?;
     Ok(())
+}
+
+fn has_journal(vault: &Vault, disk: &str) -> anyhow::Result<bool> {
+    standby_vault::vault_check_disk_name(disk)?;
+    Ok(!standby_vault::journal::segments(vault, disk)?.is_empty())
+}
+
+fn journal_points(vault: &Vault, disk: &str, json: bool) -> anyhow::Result<u8> {
+    let listing = standby_vault::journal::list_journal(vault, disk)?;
+    let window = |micros: Option<i64>| micros.map(format_time);
+    if json {
+        let points: Vec<_> = listing
+            .bookmarks
+            .iter()
+            .map(|b| json!({"id": b.sequence, "time": b.time, "kind": b.kind, "label": b.label}))
+            .collect();
+        print_json(&json!({
+            "disk": disk, "points": points, "damaged": [],
+            "journal": {"first_sequence": listing.first_sequence, "last_sequence": listing.last_sequence,
+                        "from": window(listing.first_time_micros), "to": window(listing.last_time_micros),
+                        "segments": listing.segments},
+        }));
+    } else {
+        println!("{:>10}  {:<27}  {:<16}  LABEL", "POINT", "TIME", "KIND");
+        for b in &listing.bookmarks {
+            println!("{:>10}  {:<27}  {:<16}  {}", b.sequence, b.time, b.kind.name(), b.label);
+        }
+        if let (Some(from), Some(to)) = (window(listing.first_time_micros), window(listing.last_time_micros)) {
+            println!("journal: any time from {from} to {to} can be restored ({} segments)", listing.segments);
+        }
+    }
+    Ok(0)
+}
+
+fn journal_restore(
+    vault: &Vault,
+    disk: &str,
+    selector: &PointSelector,
+    output: &Path,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    use standby_vault::journal::JournalTarget;
+    let listing = standby_vault::journal::list_journal(vault, disk)?;
+    let unknown = |reason: &str| standby_vault::VaultError::UnknownPoint {
+        disk: disk.to_string(),
+        point: format!("{selector:?}"),
+        reason: reason.to_string(),
+    };
+    let target = match selector {
+        PointSelector::Latest | PointSelector::LatestProcessed => JournalTarget::Latest,
+        PointSelector::LatestApp => {
+            let app = listing.bookmarks.iter().rev().find(|b| b.kind == PointKind::AppConsistent);
+            JournalTarget::Sequence(app.ok_or_else(|| unknown("the journal has no app-consistent point"))?.sequence)
+        }
+        PointSelector::Sequence(sequence) => {
+            if !listing.bookmarks.iter().any(|b| b.sequence == *sequence) {
+                return Err(unknown("no bookmark has this id; `standby points` lists them").into());
+            }
+            JournalTarget::Sequence(*sequence)
+        }
+        PointSelector::Time(time) => {
+            let micros = time.as_microsecond();
+            if listing.first_time_micros.is_none_or(|first| micros < first) {
+                return Err(unknown("it is before the journal's first record").into());
+            }
+            JournalTarget::Time(micros)
+        }
+    };
+    let report = standby_vault::journal::restore_journal(vault, disk, target, output, force)?;
+    if json {
+        print_json(&report);
+    } else {
+        println!(
+            "restored disk '{}' at journal sequence {} ({}) to {}: {} in {:.2} s",
+            report.disk,
+            report.point,
+            report.time,
+            report.output,
+            human_bytes(report.disk_bytes),
+            report.elapsed_seconds
+        );
+    }
+    Ok(0)
+}
+
+fn serve_disk(
+    image: &Path,
+    socket: &Path,
+    vault: &VaultArguments,
+    disk: &str,
+    bookmark_interval: &str,
+    seal_interval: &str,
+) -> anyhow::Result<u8> {
+    let bookmark_interval = parse_duration(bookmark_interval, "--bookmark-interval")?;
+    let seal_interval = parse_duration(seal_interval, "--seal-interval")?;
+    if bookmark_interval.is_zero() || seal_interval.is_zero() {
+        return Err(bad_input("--bookmark-interval and --seal-interval must be longer than zero"));
+    }
+    standby_image::Image::open(image, false)?;
+    let vault = open_vault(vault)?;
+    // SIGINT and SIGTERM are taken by a waiting thread, so a stop ships
+    // what is queued instead of dying with it.
+    let signals = blocked_stop_signals();
+    let options = standby_splitter::SplitterOptions {
+        bookmark_interval,
+        seal_interval,
+        ..standby_splitter::SplitterOptions::new(disk)
+    };
+    let splitter = standby_splitter::Splitter::start(vault, image, socket, options)?;
+    eprintln!("standby: serving {} as disk '{disk}' on {}", image.display(), socket.display());
+    wait_for_signal(&signals);
+    eprintln!("standby: stopping: shipping queued changes");
+    let status = splitter.stop()?;
+    eprintln!("standby: stopped; journal sealed to sequence {}", status.sealed_sequence);
+    Ok(0)
+}
+
+fn blocked_stop_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-mask calls on a set this function owns.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) {
+    let mut signal = 0;
+    // SAFETY: sigwait on a set of blocked signals.
+    unsafe {
+        libc::sigwait(set, &mut signal);
+    }
 }

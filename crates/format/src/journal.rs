@@ -13,6 +13,8 @@
 //!   1 zero:      offset u64 | length u64
 //!   2 bookmark:  point kind u8 | label (u16 len + UTF-8)
 //!   3 size:      disk bytes u64
+//!   4 gap:       (none) from here the journal does not describe the disk exactly
+//!   5 exact:     (none) from here it does again
 //! ```
 //!
 //! A write's data is cut at the disk's chunk grid into pieces (the first and
@@ -44,6 +46,11 @@ pub enum RecordKind {
     Bookmark { kind: PointKind, label: String },
     /// The disk's size from here on.
     Size { disk_bytes: u64 },
+    /// Changes were lost (the splitter restarted, or fell behind): until the
+    /// next [`RecordKind::Exact`], records do not rebuild the disk exactly.
+    Gap,
+    /// The journal describes the disk exactly again (a refresh finished).
+    Exact,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +106,8 @@ impl Segment {
                 RecordKind::Zero { .. } => 1,
                 RecordKind::Bookmark { .. } => 2,
                 RecordKind::Size { .. } => 3,
+                RecordKind::Gap => 4,
+                RecordKind::Exact => 5,
             };
             out.push(kind);
             out.extend_from_slice(&[0; 3]);
@@ -122,6 +131,7 @@ impl Segment {
                     put_string(&mut out, label);
                 }
                 RecordKind::Size { disk_bytes } => out.extend_from_slice(&disk_bytes.to_le_bytes()),
+                RecordKind::Gap | RecordKind::Exact => {}
             }
         }
         out
@@ -196,6 +206,8 @@ impl Segment {
                     }
                     RecordKind::Size { disk_bytes }
                 }
+                4 => RecordKind::Gap,
+                5 => RecordKind::Exact,
                 other => return Err(malformed(format!("unknown journal record kind {other}"))),
             };
             records.push(Record { sequence, time_micros, kind });
@@ -230,8 +242,10 @@ mod tests {
                 },
             },
             Record { sequence: 43, time_micros: 11, kind: RecordKind::Zero { offset: 0, length: 4096 } },
+            Record { sequence: 44, time_micros: 12, kind: RecordKind::Gap },
+            Record { sequence: 45, time_micros: 12, kind: RecordKind::Exact },
             Record {
-                sequence: 44,
+                sequence: 46,
                 time_micros: 12,
                 kind: RecordKind::Bookmark { kind: PointKind::AppConsistent, label: "before upgrade".into() },
             },
@@ -261,7 +275,7 @@ mod tests {
         gap.records[2].sequence = 50;
         assert!(Segment::decode_body(&gap.encode_body()).is_err());
         let mut backwards = segment;
-        backwards.records[3].time_micros = 1;
+        backwards.records[5].time_micros = 1;
         assert!(Segment::decode_body(&backwards.encode_body()).is_err());
     }
 }

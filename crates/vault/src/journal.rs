@@ -177,6 +177,16 @@ impl<'v> JournalWriter<'v> {
         self.push(time_micros, RecordKind::Size { disk_bytes })
     }
 
+    /// Marks the start of records that do not rebuild the disk exactly.
+    pub fn gap(&mut self, time_micros: i64) -> u64 {
+        self.push(time_micros, RecordKind::Gap)
+    }
+
+    /// Marks the end of a gap: the journal is exact again from here.
+    pub fn exact(&mut self, time_micros: i64) -> u64 {
+        self.push(time_micros, RecordKind::Exact)
+    }
+
     /// Stores the open segment: its pack and index, then the segment object.
     /// On failure nothing is lost: the records stay open and the next seal
     /// tries again (a pack already stored is not stored twice).
@@ -252,6 +262,9 @@ pub struct JournalListing {
     pub first_time_micros: Option<i64>,
     pub last_time_micros: Option<i64>,
     pub segments: u64,
+    /// Stretches of the journal that cannot be restored (the splitter was
+    /// refreshing): (from time, to time or None while still open).
+    pub gaps: Vec<(i64, Option<i64>)>,
 }
 
 pub fn list_journal(vault: &Vault, disk: &str) -> Result<JournalListing, VaultError> {
@@ -265,6 +278,15 @@ pub fn list_journal(vault: &Vault, disk: &str) -> Result<JournalListing, VaultEr
             listing.first_time_micros.get_or_insert(record.time_micros);
             listing.last_sequence = Some(record.sequence);
             listing.last_time_micros = Some(record.time_micros);
+            match &record.kind {
+                RecordKind::Gap => listing.gaps.push((record.time_micros, None)),
+                RecordKind::Exact => {
+                    if let Some(open) = listing.gaps.last_mut().filter(|gap| gap.1.is_none()) {
+                        open.1 = Some(record.time_micros);
+                    }
+                }
+                _ => {}
+            }
             if let RecordKind::Bookmark { kind, label } = &record.kind {
                 listing.bookmarks.push(Bookmark {
                     sequence: record.sequence,
@@ -368,6 +390,8 @@ fn replay_into(
     let index = ChunkIndex::load(vault, &HashSet::new())?;
     let chunk_bytes = vault.config().chunk_bytes;
     let (mut last, mut time_micros, mut disk_bytes, mut written, mut fetched) = (0u64, 0i64, 0u64, 0u64, 0u64);
+    // Where the current gap began, while the journal is not exact.
+    let mut gap_since: Option<i64> = None;
     let what = format!("journal data of disk '{disk}'");
     let beyond = |record: &Record| match target {
         JournalTarget::Sequence(sequence) => record.sequence > sequence,
@@ -403,12 +427,25 @@ fn replay_into(
                     file.set_len(*bytes).map_err(|e| io_error("size", partial, e))?;
                 }
                 RecordKind::Bookmark { .. } => {}
+                RecordKind::Gap => gap_since = gap_since.or(Some(record.time_micros)),
+                RecordKind::Exact => gap_since = None,
             }
             last = record.sequence;
             time_micros = record.time_micros;
             Ok(true)
         },
     )?;
+    if let Some(since) = gap_since {
+        return Err(VaultError::UnknownPoint {
+            disk: disk.to_string(),
+            point: format!("{target:?}"),
+            reason: format!(
+                "the journal cannot rebuild the disk exactly there: the splitter was catching up with the image from {} \
+                 (after a start or a restart); choose a point before that or after it caught up",
+                format_time(since)
+            ),
+        });
+    }
     if last == 0 {
         return Err(VaultError::UnknownPoint {
             disk: disk.to_string(),

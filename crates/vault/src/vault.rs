@@ -271,7 +271,7 @@ impl Vault {
     }
 }
 
-pub(crate) fn check_disk_name(disk: &str) -> Result<(), VaultError> {
+pub fn check_disk_name(disk: &str) -> Result<(), VaultError> {
     validate_disk_name(disk).map_err(|reason| VaultError::InvalidDiskName { name: disk.to_string(), reason })
 }
 

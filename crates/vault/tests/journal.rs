@@ -38,6 +38,9 @@ enum Operation {
     Restart,
     /// The clock moves on: later records get a later time.
     Tick,
+    /// The journal stops describing the disk exactly (until `Exact`).
+    Gap,
+    Exact,
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
@@ -50,6 +53,8 @@ fn operation() -> impl Strategy<Value = Operation> {
         2 => Just(Operation::Seal),
         1 => Just(Operation::Restart),
         3 => Just(Operation::Tick),
+        1 => Just(Operation::Gap),
+        1 => Just(Operation::Exact),
     ]
 }
 
@@ -71,6 +76,9 @@ proptest! {
         // Model: the disk after each sequence, and the time of each sequence.
         let mut after: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         let mut times: BTreeMap<u64, i64> = BTreeMap::new();
+        // Sequences at which the journal is inside a gap.
+        let mut inexact: std::collections::BTreeSet<u64> = Default::default();
+        let mut in_gap = false;
         let mut clock = 1_000_000i64;
         let mut writer = JournalWriter::open(&vault, "disk").unwrap();
         let sequence = writer.size(initial as u64, clock);
@@ -120,10 +128,21 @@ proptest! {
                     clock += 1000;
                     None
                 }
+                Operation::Gap => {
+                    in_gap = true;
+                    Some(writer.gap(clock))
+                }
+                Operation::Exact => {
+                    in_gap = false;
+                    Some(writer.exact(clock))
+                }
             };
             if let Some(sequence) = sequence {
                 after.insert(sequence, image.clone());
                 times.insert(sequence, clock);
+                if in_gap {
+                    inexact.insert(sequence);
+                }
             }
         }
         writer.seal().unwrap();
@@ -141,14 +160,24 @@ proptest! {
         targets.extend(probes.iter().map(|p| sequences[p.index(sequences.len())]));
         let output = dir.path().join("restored");
         for target in targets {
-            restore_journal(&vault, "disk", JournalTarget::Sequence(target), &output, true).unwrap();
+            let result = restore_journal(&vault, "disk", JournalTarget::Sequence(target), &output, true);
+            if inexact.contains(&target) {
+                prop_assert!(result.is_err(), "sequence {} is inside a gap but restored", target);
+                continue;
+            }
+            result.unwrap();
             prop_assert!(std::fs::read(&output).unwrap() == after[&target], "sequence {} differs", target);
         }
         // A time: the state after the last record stamped at or before it.
         for probe in &probes {
             let time = times[&sequences[probe.index(sequences.len())]];
             let last = *times.iter().filter(|(_, &t)| t <= time).map(|(s, _)| s).next_back().unwrap();
-            restore_journal(&vault, "disk", JournalTarget::Time(time), &output, true).unwrap();
+            let result = restore_journal(&vault, "disk", JournalTarget::Time(time), &output, true);
+            if inexact.contains(&last) {
+                prop_assert!(result.is_err(), "time {} is inside a gap but restored", time);
+                continue;
+            }
+            result.unwrap();
             prop_assert!(std::fs::read(&output).unwrap() == after[&last], "time {} differs", time);
         }
 
@@ -159,8 +188,13 @@ proptest! {
         let report = verify(&vault, &|_| {}).unwrap();
         prop_assert!(report.is_clean(), "{:?}", report);
         prop_assert_eq!(report.packs_unreferenced, 0);
-        restore_journal(&vault, "disk", JournalTarget::Latest, &output, true).unwrap();
-        prop_assert!(std::fs::read(&output).unwrap() == image);
+        let latest = restore_journal(&vault, "disk", JournalTarget::Latest, &output, true);
+        if in_gap {
+            prop_assert!(latest.is_err());
+        } else {
+            latest.unwrap();
+            prop_assert!(std::fs::read(&output).unwrap() == image);
+        }
     }
 }
 

@@ -1,0 +1,92 @@
+//! The splitter's control socket, beside its NBD socket (`<socket>.control`):
+//! one JSON request per connection, one JSON reply. `mark` records a
+//! bookmark and answers once it is sealed into the vault; `status` reports
+//! the lag.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::channel;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use standby_format::PointKind;
+
+use crate::Shared;
+
+pub fn control_path(socket: &Path) -> String {
+    format!("{}.control", socket.display())
+}
+
+pub(crate) fn bind(socket: &Path) -> io::Result<UnixListener> {
+    let listener = standby_nbd::server::bind_unix(Path::new(&control_path(socket)))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+pub(crate) fn serve(listener: UnixListener, shared: &Shared, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if let Err(e) = answer(stream, shared) {
+                    tracing::debug!("control connection ended: {e}");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                tracing::error!("control socket failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(64 << 10)).read_line(&mut line)?;
+    let reply = match serde_json::from_str::<Value>(&line) {
+        Ok(request) => match request["op"].as_str() {
+            Some("mark") => {
+                let kind = if request["app_consistent"].as_bool() == Some(true) {
+                    PointKind::AppConsistent
+                } else {
+                    PointKind::CrashConsistent
+                };
+                let label = request["label"].as_str().unwrap_or("");
+                if label.len() > standby_format::LABEL_BYTES_MAX {
+                    json!({"error": format!("label longer than {} bytes", standby_format::LABEL_BYTES_MAX)})
+                } else {
+                    let (sender, receiver) = channel();
+                    shared.bookmark(kind, label, Some(sender));
+                    match receiver.recv_timeout(Duration::from_secs(120)) {
+                        Ok(Ok(sequence)) => json!({"point": sequence, "kind": kind, "label": label}),
+                        Ok(Err(problem)) => json!({"error": problem}),
+                        Err(_) => {
+                            json!({"error": "the vault did not store the point within 120 s; see the splitter's status"})
+                        }
+                    }
+                }
+            }
+            Some("status") => serde_json::to_value(crate::status(shared)).expect("status serialises"),
+            _ => json!({"error": "unknown request; expected {\"op\": \"mark\"} or {\"op\": \"status\"}"}),
+        },
+        Err(e) => json!({"error": format!("not JSON: {e}")}),
+    };
+    let mut stream = stream;
+    stream.write_all(format!("{reply}\n").as_bytes())
+}
+
+/// Sends one request to a splitter's control socket and returns its reply.
+pub fn request(socket: &Path, request: &Value) -> io::Result<Value> {
+    let path = control_path(socket);
+    let mut stream = UnixStream::connect(&path).map_err(|e| {
+        io::Error::new(e.kind(), format!("no splitter is running on {} ({path}: {e})", socket.display()))
+    })?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
