@@ -117,6 +117,19 @@ pub enum Command {
         /// Changes reach the vault at least this often.
         #[arg(long, default_value = "1s")]
         seal_interval: String,
+        /// Memory for changes on their way to the vault, in MiB; beyond it
+        /// (the vault is slow or down) only changed regions are tracked and
+        /// re-read once the vault catches up.
+        #[arg(long, default_value_t = 256)]
+        queue_mib: u64,
+    },
+    /// Report a running splitter's state: caught up or not, and its lag.
+    SplitterStatus {
+        /// The splitter's NBD socket (as given to serve-disk).
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Ask a running splitter to record a named recovery point now.
     Mark {

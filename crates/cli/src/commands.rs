@@ -61,8 +61,29 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::ServeDisk { image, socket, vault, disk, bookmark_interval, seal_interval } => {
-            serve_disk(&image, &socket, &vault, &disk, &bookmark_interval, &seal_interval)
+        Command::ServeDisk { image, socket, vault, disk, bookmark_interval, seal_interval, queue_mib } => {
+            serve_disk(&image, &socket, &vault, &disk, &bookmark_interval, &seal_interval, queue_mib)
+        }
+        Command::SplitterStatus { socket, json } => {
+            let reply = standby_splitter::control_request(&socket, &json!({"op": "status"}))
+                .map_err(|e| bad_input(e.to_string()))?;
+            if json {
+                print_json(&reply);
+            } else {
+                let state = if reply["refreshed"] == true { "caught up" } else { "catching up with the image" };
+                println!(
+                    "disk '{}': {state}; lag {:.1} s, {} not yet in the vault; {} to re-read; sealed to sequence {}",
+                    reply["disk"].as_str().unwrap_or(""),
+                    reply["lag_seconds"].as_f64().unwrap_or(0.0),
+                    human_bytes(reply["lag_bytes"].as_u64().unwrap_or(0)),
+                    human_bytes(reply["catch_up_bytes"].as_u64().unwrap_or(0)),
+                    reply["sealed_sequence"]
+                );
+                if let Some(error) = reply["error"].as_str() {
+                    println!("vault error: {error}");
+                }
+            }
+            Ok(0)
         }
         Command::Mark { socket, app_consistent, label, json } => {
             let request = json!({"op": "mark", "app_consistent": app_consistent, "label": label});
@@ -448,6 +469,7 @@ fn serve_disk(
     disk: &str,
     bookmark_interval: &str,
     seal_interval: &str,
+    queue_mib: u64,
 ) -> anyhow::Result<u8> {
     let bookmark_interval = parse_duration(bookmark_interval, "--bookmark-interval")?;
     let seal_interval = parse_duration(seal_interval, "--seal-interval")?;
@@ -462,6 +484,7 @@ fn serve_disk(
     let options = standby_splitter::SplitterOptions {
         bookmark_interval,
         seal_interval,
+        queue_bytes_max: queue_mib.max(1) << 20,
         ..standby_splitter::SplitterOptions::new(disk)
     };
     let splitter = standby_splitter::Splitter::start(vault, image, socket, options)?;

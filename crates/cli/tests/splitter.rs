@@ -16,9 +16,21 @@ struct Splitter {
 
 impl Splitter {
     fn start(site: &Site, socket: &Path) -> Splitter {
+        Splitter::start_with(&site.image, path(&site.vault), socket, &[], &[])
+    }
+
+    fn start_with(
+        image: &Path,
+        vault: &str,
+        socket: &Path,
+        extra: &[&str],
+        environment: &[(String, String)],
+    ) -> Splitter {
         let child = standby_command()
-            .args(["serve-disk", path(&site.image), "--socket", path(socket), "--vault", path(&site.vault)])
+            .args(["serve-disk", path(image), "--socket", path(socket), "--vault", vault])
             .args(["--disk", "d", "--bookmark-interval", "1s", "--seal-interval", "200ms"])
+            .args(extra)
+            .envs(environment.iter().cloned())
             .spawn()
             .expect("serve-disk starts");
         let splitter = Splitter { child };
@@ -126,6 +138,96 @@ fn kill_nine_and_restart_lose_no_flushed_write() {
     assert!(restore(&site, &after.to_string()) == model, "the point after the restart differs");
     assert!(restore(&site, "latest") == model);
     run(&["verify", "--vault", path(&site.vault)]).ok();
+}
+
+fn status(socket: &Path) -> serde_json::Value {
+    run(&["splitter-status", "--socket", path(socket), "--json"]).ok().json()
+}
+
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
+}
+
+#[test]
+fn a_clean_restart_rereads_nothing_and_stores_no_data() {
+    let site = Site::new(4 << 20, 63);
+    let socket = site.path("d.sock");
+    let mut splitter = Splitter::start(&site, &socket);
+    qemu_io(&socket, &["write -P 0x77 8192 4096", "flush"]);
+    mark(&socket, "one");
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    let packs = files_under(&site.vault.join("packs"));
+
+    let mut splitter = Splitter::start(&site, &socket);
+    let state = status(&socket);
+    assert_eq!(state["refreshed"], true, "{state}");
+    assert_eq!(state["catch_up_bytes"], 0);
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    assert_eq!(files_under(&site.vault.join("packs")), packs, "a clean restart stored data again");
+    let out = site.path("latest");
+    site.restore("d", "latest", &out).ok();
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&site.image).unwrap());
+}
+
+#[test]
+fn guest_writes_go_on_through_a_vault_outage_and_the_splitter_catches_up() {
+    let mut azurite = standby_testkit::Azurite::start();
+    azurite.create_container("drsite");
+    let environment = azurite.environment();
+    let vault = "az://drsite/vault";
+    support::run_with(&["vault", "init", vault], &environment).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    let mut model = standby_testkit::Random::new(64).disk_data(8 << 20);
+    std::fs::write(&image, &model).unwrap();
+    let socket = dir.path().join("d.sock");
+    // A 1 MiB queue: the outage overflows it at once.
+    let mut splitter = Splitter::start_with(&image, vault, &socket, &["--queue-mib", "1"], &environment);
+    qemu_io(&socket, &["write -P 0x12 0 65536", "flush"]);
+    fill(&mut model, 0, 65536, 0x12);
+    let before = mark(&socket, "before the outage");
+    let at_before = model.clone();
+
+    azurite.stop();
+    // Guest writes complete while the vault is down.
+    let started = Instant::now();
+    qemu_io(&socket, &["write -P 0x34 1048576 4194304", "write -P 0x56 6291456 65536", "flush"]);
+    fill(&mut model, 1048576, 4194304, 0x34);
+    fill(&mut model, 6291456, 65536, 0x56);
+    assert!(started.elapsed() < Duration::from_secs(20), "guest writes waited for the vault");
+    std::thread::sleep(Duration::from_millis(1500));
+    let behind = status(&socket);
+    assert_eq!(behind["refreshed"], false, "{behind}");
+    assert!(behind["lag_seconds"].as_f64().unwrap() > 0.5, "{behind}");
+    assert!(behind["error"].is_string(), "the vault error is reported: {behind}");
+    let refused = run(&["mark", "--socket", path(&socket), "--label", "during"]);
+    assert_ne!(refused.code, 0, "a point was offered while the journal cannot rebuild the disk");
+
+    azurite.restart();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = status(&socket);
+        if state["refreshed"] == true && state["lag_bytes"] == 0 && state["catch_up_bytes"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the splitter did not catch up: {state}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = mark(&socket, "after the outage");
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+
+    let restore = |point: &str| {
+        let out = dir.path().join(format!("restored-{point}"));
+        support::run_with(
+            &["restore", "--vault", vault, "--disk", "d", "--point", point, path(&out), "--force"],
+            &environment,
+        )
+        .ok();
+        std::fs::read(&out).unwrap()
+    };
+    assert!(restore(&before.to_string()) == at_before, "the point before the outage changed");
+    assert!(restore(&after.to_string()) == model, "the point after catching up differs");
+    support::run_with(&["verify", "--vault", vault], &environment).ok();
 }
 
 #[test]

@@ -7,19 +7,22 @@
 //! Order: a change is applied to the image and queued under one lock, so
 //! the journal's order is the image's order even for overlapping writes.
 //!
-//! Start-up: the journal is brought level with the image by a refresh that
-//! reads the image chunk by chunk (each chunk read and queued under the
-//! lock, so it is the chunk's exact content at its place in the stream).
-//! Bookmarks (every `bookmark_interval`, and on `mark`) are only recorded
-//! once the refresh is complete: before that the journal cannot rebuild
-//! the disk exactly.
+//! Falling behind: the queue holds at most `queue_bytes_max` of write data.
+//! When it is full (the vault is slow or unreachable), guest writes still
+//! complete: they are applied to the image and only their regions are
+//! remembered ([`dirty`]); the journal gets a gap record. A catch-up
+//! thread re-reads those regions from the image once there is room (each
+//! read and queued under the lock, so it is the region's exact content at
+//! its place in the stream) and then records that the journal is exact
+//! again. Bookmarks are only recorded while it is exact.
 //!
-//! Known limits of this version (issue 3 continues): a restart refreshes
-//! the whole image instead of only the regions written since the last
-//! shipped write; when the queue is full, guest writes wait for the vault
-//! instead of falling back to dirty-region tracking.
+//! Restarts: an intent log beside the image says which regions may hold
+//! changes the vault lacks (set durably before the image changes, cleared
+//! once sealed). After a stop or a crash only those are re-read; without a
+//! usable log, the whole image is.
 
 mod control;
+pub mod dirty;
 
 use std::collections::VecDeque;
 use std::io;
@@ -36,6 +39,8 @@ use standby_nbd::{Export, FileExport, Server, ServerConfig};
 use standby_vault::journal::JournalWriter;
 use standby_vault::{Vault, VaultError};
 
+use crate::dirty::Regions;
+
 pub use control::{control_path, request as control_request};
 
 #[derive(Debug, Clone)]
@@ -45,8 +50,11 @@ pub struct SplitterOptions {
     pub bookmark_interval: Duration,
     /// Unsealed records are sealed into a segment at least this often.
     pub seal_interval: Duration,
-    /// Bytes of write data queued for the shipper before guest writes wait.
+    /// Bytes of write data queued for the shipper; beyond it, guest writes
+    /// are only tracked as dirty regions until the shipper catches up.
     pub queue_bytes_max: u64,
+    /// The intent log (default: beside the image, `<image>.standby-dirty`).
+    pub intent_log: Option<PathBuf>,
 }
 
 impl SplitterOptions {
@@ -56,6 +64,7 @@ impl SplitterOptions {
             bookmark_interval: Duration::from_secs(5),
             seal_interval: Duration::from_secs(1),
             queue_bytes_max: 256 << 20,
+            intent_log: None,
         }
     }
 }
@@ -83,13 +92,16 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
 struct Queue {
     entries: VecDeque<Entry>,
     bytes: u64,
-    /// The journal can rebuild the disk exactly (the refresh has finished).
+    /// The journal can rebuild the disk exactly (no refresh is due).
     exact: bool,
     stopping: bool,
+    regions: Regions,
+    /// The journal was empty at start and the first catch-up is running:
+    /// zero regions need no record.
+    initial_pass: bool,
 }
 
 /// What `standby mark`/status report about a running splitter.
@@ -104,6 +116,8 @@ pub struct Status {
     pub lag_seconds: f64,
     /// Bytes of write data not yet in the vault.
     pub lag_bytes: u64,
+    /// Bytes of the image to re-read before the journal is exact again.
+    pub catch_up_bytes: u64,
     pub segments_sealed: u64,
     pub bytes_shipped: u64,
     /// The last seal's error, while the vault is failing.
@@ -126,31 +140,60 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an entry; guest writes wait while the queue is over budget.
+    /// Queues an entry.
     fn push(&self, mut queue: MutexGuard<'_, Queue>, entry: Entry, bytes: u64) {
         queue.bytes += bytes;
-        if let Entry::Write { time, .. } | Entry::Zero { time, .. } = &entry {
+        if let Some(time) = entry.change_time() {
             let mut oldest = self.oldest_unsealed.lock().unwrap_or_else(|p| p.into_inner());
-            oldest.get_or_insert(*time);
+            oldest.get_or_insert(time);
         }
         queue.entries.push_back(entry);
         drop(queue);
         self.changed.notify_all();
     }
 
-    fn wait_for_room(&self) -> MutexGuard<'_, Queue> {
+    /// Waits until `bytes` more fit in the queue (for the catch-up thread,
+    /// never for guest writes).
+    fn wait_for_room(&self, bytes: u64) -> MutexGuard<'_, Queue> {
         let mut queue = self.lock();
-        while queue.bytes > self.options.queue_bytes_max && !queue.stopping {
+        while queue.bytes + bytes > self.options.queue_bytes_max && queue.bytes > 0 && !queue.stopping {
             queue = self.changed.wait(queue).unwrap_or_else(|p| p.into_inner());
         }
         queue
+    }
+
+    /// Applies a guest change to the image and queues it, or, when the
+    /// queue is full, only remembers its regions for the catch-up.
+    fn change(&self, offset: u64, length: u64, apply: impl FnOnce() -> io::Result<()>, entry: Entry) -> io::Result<()> {
+        let bytes = if let Entry::Write { data, .. } = &entry { data.len() as u64 } else { 0 };
+        let mut queue = self.lock();
+        queue.regions.intend(offset, length)?;
+        apply()?;
+        if queue.bytes + bytes <= self.options.queue_bytes_max && !queue.stopping {
+            queue.regions.queued(offset, length);
+            self.push(queue, entry, bytes);
+        } else {
+            if queue.exact {
+                queue.exact = false;
+                queue.entries.push_back(Entry::Gap { time: now_micros() });
+                tracing::warn!("the vault is behind: tracking changed regions until it catches up");
+            }
+            queue.regions.need_refresh(offset, length);
+            drop(queue);
+            self.changed.notify_all();
+        }
+        Ok(())
     }
 
     fn bookmark(&self, kind: PointKind, label: &str, reply: Option<Sender<Result<u64, String>>>) {
         let queue = self.lock();
         if !queue.exact {
             if let Some(reply) = reply {
-                let _ = reply.send(Err("the splitter is still refreshing the journal from the image".into()));
+                let _ = reply.send(Err(
+                    "the journal is catching up with the image (after a start, a restart or a vault outage); \
+                     try again when `standby splitter-status` says it has caught up"
+                        .into(),
+                ));
             }
             return;
         }
@@ -173,10 +216,9 @@ impl Export for SplitterExport {
     }
 
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
-        let queue = self.shared.wait_for_room();
-        self.shared.image.write(offset, data, false)?;
         let entry = Entry::Write { offset, data: data.to_vec(), time: now_micros() };
-        self.shared.push(queue, entry, data.len() as u64);
+        let image = &self.shared.image;
+        self.shared.change(offset, data.len() as u64, || image.write(offset, data, false), entry)?;
         if fua {
             self.shared.image.flush()?;
         }
@@ -184,9 +226,9 @@ impl Export for SplitterExport {
     }
 
     fn write_zeroes(&self, offset: u64, length: u64, may_trim: bool, fua: bool) -> io::Result<()> {
-        let queue = self.shared.wait_for_room();
-        self.shared.image.write_zeroes(offset, length, may_trim, false)?;
-        self.shared.push(queue, Entry::Zero { offset, length, time: now_micros() }, 0);
+        let entry = Entry::Zero { offset, length, time: now_micros() };
+        let image = &self.shared.image;
+        self.shared.change(offset, length, || image.write_zeroes(offset, length, may_trim, false), entry)?;
         if fua {
             self.shared.image.flush()?;
         }
@@ -223,10 +265,35 @@ impl Splitter {
             source,
         })?;
         // Fail now, not in the shipper, when the journal cannot be opened.
-        let next_sequence = JournalWriter::open(&vault, &options.disk)?.next_sequence();
+        let journal_empty = JournalWriter::open(&vault, &options.disk)?.next_sequence() == 1;
+        let intent_path = options.intent_log.clone().unwrap_or_else(|| {
+            let mut name = image.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            name.push(".standby-dirty");
+            image.with_file_name(name)
+        });
+        let (mut regions, previous) = Regions::open(&intent_path, export.size()).map_err(|source| VaultError::Io {
+            operation: "open the intent log",
+            path: intent_path.display().to_string(),
+            source,
+        })?;
+        // What the journal may lack: everything on a first start or without
+        // a usable intent log, else the regions the log names.
+        match previous.filter(|_| !journal_empty) {
+            Some(dirty) => dirty.into_iter().for_each(|region| regions.need_refresh_region(region)),
+            None => (0..regions.region_count()).for_each(|region| regions.need_refresh_region(region)),
+        }
+        let time = now_micros();
+        let queue = Queue {
+            entries: VecDeque::from([Entry::Gap { time }, Entry::Size { bytes: export.size(), time }]),
+            bytes: 0,
+            exact: false,
+            stopping: false,
+            regions,
+            initial_pass: journal_empty,
+        };
         let shared = Arc::new(Shared {
             image: export,
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(queue),
             changed: Condvar::new(),
             status: Mutex::new(Status { disk: options.disk.clone(), ..Status::default() }),
             oldest_unsealed: Mutex::new(None),
@@ -259,9 +326,8 @@ impl Splitter {
             std::thread::spawn(move || ship(&vault, &shared))
         };
         {
-            let shared = shared.clone();
-            let first_start = next_sequence == 1;
-            threads.push(std::thread::spawn(move || refresh(&shared, first_start)));
+            let (shared, stop) = (shared.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || catch_up(&shared, &stop)));
         }
         {
             let (shared, stop) = (shared.clone(), stop.clone());
@@ -299,6 +365,7 @@ fn status(shared: &Shared) -> Status {
     let queue = shared.lock();
     status.refreshed = queue.exact;
     status.lag_bytes += queue.bytes;
+    status.catch_up_bytes = queue.regions.refresh_bytes();
     drop(queue);
     if let Some(oldest) = *shared.oldest_unsealed.lock().unwrap_or_else(|p| p.into_inner()) {
         status.lag_seconds = (now_micros() - oldest).max(0) as f64 / 1e6;
@@ -306,45 +373,51 @@ fn status(shared: &Shared) -> Status {
     status
 }
 
-/// Brings the journal level with the image, chunk by chunk.
-fn refresh(shared: &Shared, first_start: bool) {
-    let size = shared.image.size();
-    let chunk = 1u64 << 20;
-    {
-        // Until the refresh ends, the journal does not describe the disk.
-        let queue = shared.wait_for_room();
-        shared.push(queue, Entry::Gap { time: now_micros() }, 0);
-        let queue = shared.wait_for_room();
-        shared.push(queue, Entry::Size { bytes: size, time: now_micros() }, 0);
-    }
-    let mut offset = 0u64;
-    let mut buffer = vec![0u8; chunk as usize];
-    while offset < size {
-        let len = (size - offset).min(chunk);
-        let queue = shared.wait_for_room();
-        if queue.stopping {
+/// Re-reads the regions whose changes were not queued, one at a time,
+/// whenever the queue has room; records that the journal is exact again
+/// when none is left.
+fn catch_up(shared: &Shared, stop: &AtomicBool) {
+    let mut buffer = vec![0u8; dirty::REGION_BYTES as usize];
+    loop {
+        let mut queue = shared.wait_for_room(dirty::REGION_BYTES);
+        if stop.load(Ordering::Relaxed) || queue.stopping {
             return;
         }
-        let buffer = &mut buffer[..len as usize];
+        let Some(region) = queue.regions.take_refresh() else {
+            if !queue.exact {
+                queue.exact = true;
+                queue.initial_pass = false;
+                shared.push(queue, Entry::Exact { time: now_micros() }, 0);
+                shared.bookmark(PointKind::CrashConsistent, "caught up with the image", None);
+                continue;
+            }
+            let timeout = Duration::from_millis(100);
+            drop(shared.changed.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner()));
+            continue;
+        };
+        let (offset, length) = queue.regions.range(region);
+        let buffer = &mut buffer[..length as usize];
         if let Err(e) = shared.image.read(offset, buffer) {
-            tracing::error!("refresh could not read the image at {offset}: {e}");
-            return;
+            tracing::error!("catch-up could not read the image at {offset}: {e}");
+            queue.regions.need_refresh_region(region);
+            drop(queue);
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
         }
         let time = now_micros();
         if !standby_image::is_zero(buffer) {
-            shared.push(queue, Entry::Write { offset, data: buffer.to_vec(), time }, len);
-        } else if !first_start {
-            // The journal may hold data here from before the restart.
-            shared.push(queue, Entry::Zero { offset, length: len, time }, 0);
+            queue.regions.queued(offset, length);
+            shared.push(queue, Entry::Write { offset, data: buffer.to_vec(), time }, length);
+        } else if !queue.initial_pass {
+            // The journal may hold data here from before.
+            queue.regions.queued(offset, length);
+            shared.push(queue, Entry::Zero { offset, length, time }, 0);
         } else {
-            drop(queue);
+            // An empty journal already reads zeros here: the region is level.
+            queue.regions.queued(offset, length);
+            queue.regions.sealed(offset, length);
         }
-        offset += len;
     }
-    let mut queue = shared.lock();
-    queue.exact = true;
-    shared.push(queue, Entry::Exact { time: now_micros() }, 0);
-    shared.bookmark(PointKind::CrashConsistent, "caught up with the image", None);
 }
 
 fn bookmarks(shared: &Shared, stop: &AtomicBool) {
@@ -365,17 +438,35 @@ fn bookmarks(shared: &Shared, stop: &AtomicBool) {
 fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
     let mut writer = JournalWriter::open(vault, &shared.options.disk)?;
     let mut replies: Vec<(u64, Sender<Result<u64, String>>)> = Vec::new();
+    // Ranges of the changes in the open segment, released once it is sealed.
+    let mut unsealed: Vec<(u64, u64)> = Vec::new();
     let mut unsealed_since: Option<Instant> = None;
     let mut retry_at: Option<Instant> = None;
     loop {
         let (entries, stopping) = {
             let mut queue = shared.lock();
-            if queue.entries.is_empty() && !queue.stopping {
+            // While the vault fails, or the open segment is at its budget,
+            // entries stay queued: memory stays bounded and the queue fills,
+            // which turns guest writes into dirty-region tracking.
+            let holding = retry_at.is_some_and(|at| Instant::now() < at)
+                || writer.unsealed_bytes() >= shared.options.queue_bytes_max;
+            if (queue.entries.is_empty() || holding) && !queue.stopping {
                 let timeout = shared.options.seal_interval.min(Duration::from_millis(200));
                 queue = shared.changed.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner()).0;
             }
-            let entries: Vec<Entry> = queue.entries.drain(..).collect();
-            queue.bytes = 0;
+            let mut entries: Vec<Entry> = Vec::new();
+            if !holding || queue.stopping {
+                let mut room = shared.options.queue_bytes_max.saturating_sub(writer.unsealed_bytes());
+                while let Some(entry) = queue.entries.front() {
+                    let bytes = if let Entry::Write { data, .. } = entry { data.len() as u64 } else { 0 };
+                    if bytes > room && !entries.is_empty() && !queue.stopping {
+                        break;
+                    }
+                    room = room.saturating_sub(bytes);
+                    queue.bytes -= bytes;
+                    entries.push(queue.entries.pop_front().expect("peeked"));
+                }
+            }
             (entries, queue.stopping)
         };
         shared.changed.notify_all();
@@ -383,9 +474,11 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
             match entry {
                 Entry::Write { offset, data, time } => {
                     writer.write(offset, &data, time);
+                    unsealed.push((offset, data.len() as u64));
                 }
                 Entry::Zero { offset, length, time } => {
                     writer.zero(offset, length, time);
+                    unsealed.push((offset, length));
                 }
                 Entry::Size { bytes, time } => {
                     writer.size(bytes, time);
@@ -420,7 +513,13 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
                     retry_at = None;
                     {
                         // The lag restarts at the oldest change still queued.
-                        let queue = shared.lock();
+                        let mut queue = shared.lock();
+                        for (offset, length) in unsealed.drain(..) {
+                            queue.regions.sealed(offset, length);
+                        }
+                        if let Err(e) = queue.regions.write_back() {
+                            tracing::warn!("could not update the intent log: {e}");
+                        }
                         *shared.oldest_unsealed.lock().unwrap_or_else(|p| p.into_inner()) =
                             queue.entries.iter().find_map(Entry::change_time);
                     }

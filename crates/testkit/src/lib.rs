@@ -19,7 +19,9 @@ pub fn workspace_root() -> PathBuf {
 pub struct Azurite {
     child: Child,
     pub endpoint: String,
-    _storage: tempfile::TempDir,
+    binary: PathBuf,
+    port: u16,
+    storage: tempfile::TempDir,
 }
 
 impl Azurite {
@@ -36,21 +38,14 @@ impl Azurite {
         );
         let storage = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
-        let child = Command::new(&binary)
-            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--silent", "--skipApiVersionCheck"])
-            .arg("--location")
-            .arg(storage.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Azurite starts");
-        let azurite = Azurite { child, endpoint: format!("http://127.0.0.1:{port}"), _storage: storage };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "Azurite did not start listening on port {port} within 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        azurite
+        let child = spawn_azurite(&binary, port, storage.path());
+        Azurite { child, endpoint: format!("http://127.0.0.1:{port}"), binary, port, storage }
+    }
+
+    /// Starts a stopped server again, on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_azurite(&self.binary, self.port, self.storage.path());
     }
 
     pub fn create_container(&self, name: &str) {
@@ -70,11 +65,39 @@ impl Azurite {
         ]
     }
 
-    /// Stops the server (to test outages); `drop` does the same.
+    /// Stops the server (to test outages) the way an operator would, so it
+    /// saves what it has acknowledged (a killed Azurite loses recent blobs,
+    /// which Azure itself never does); `drop` does the same.
     pub fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_azurite(binary: &Path, port: u16, storage: &Path) -> Child {
+    let child = Command::new(binary)
+        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--silent", "--skipApiVersionCheck"])
+        .arg("--location")
+        .arg(storage)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Azurite starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "Azurite did not start listening on port {port} within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child
 }
 
 impl Drop for Azurite {

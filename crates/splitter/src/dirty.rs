@@ -1,0 +1,257 @@
+//! Which regions of the image may hold changes the vault does not have.
+//!
+//! Two sets, both in regions of [`REGION_BYTES`]:
+//!
+//! - the **intent log**, on disk beside the image: a region's bit is set and
+//!   made durable *before* the image is first changed there, and cleared
+//!   (lazily) once every change to it is sealed in the vault. After a crash
+//!   the set bits are exactly the regions to re-read: nothing else can
+//!   differ from the journal.
+//! - the **refresh set**, in memory: regions whose changes were not queued
+//!   (the queue was full, or the splitter just started) and must be read
+//!   from the image and recorded before the journal is exact again.
+//!
+//! Intent file: `"SBYDIRTY"` | version u16 | reserved (6) | region bytes u64
+//! | image bytes u64 | bitmap (u64 words, LE, bit i of word w = region 64w+i).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+pub const REGION_BYTES: u64 = 1 << 20;
+const MAGIC: &[u8; 8] = b"SBYDIRTY";
+const VERSION: u16 = 1;
+const HEADER_BYTES: u64 = 32;
+
+pub struct Regions {
+    file: File,
+    image_bytes: u64,
+    /// The intent bits as they are on disk (set bits durable).
+    intent: Vec<u64>,
+    /// Changes queued or unsealed per region.
+    pending: Vec<u32>,
+    /// Regions to re-read from the image.
+    refresh: Vec<u64>,
+    /// Intent words cleared in memory but not yet written back.
+    clean_words: Vec<usize>,
+}
+
+fn regions_of(offset: u64, length: u64) -> std::ops::Range<usize> {
+    if length == 0 {
+        return 0..0;
+    }
+    (offset / REGION_BYTES) as usize..((offset + length - 1) / REGION_BYTES + 1) as usize
+}
+
+impl Regions {
+    /// Opens (or creates) the intent log at `path` for an image of
+    /// `image_bytes`. Returns the regions it says may be dirty, or `None`
+    /// when there was no usable log (missing, damaged, another size): then
+    /// nothing is known and everything must be re-read.
+    pub fn open(path: &Path, image_bytes: u64) -> io::Result<(Regions, Option<Vec<usize>>)> {
+        let count = image_bytes.div_ceil(REGION_BYTES) as usize;
+        let words = count.div_ceil(64);
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut previous = None;
+        let expected_len = HEADER_BYTES + 8 * words as u64;
+        if file.metadata()?.len() == expected_len {
+            let mut bytes = vec![0u8; expected_len as usize];
+            file.read_exact_at(&mut bytes, 0)?;
+            let valid = &bytes[..8] == MAGIC
+                && u16::from_le_bytes([bytes[8], bytes[9]]) == VERSION
+                && u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) == REGION_BYTES
+                && u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")) == image_bytes;
+            if valid {
+                let dirty: Vec<usize> = (0..count)
+                    .filter(|&region| {
+                        let at = HEADER_BYTES as usize + 8 * (region / 64);
+                        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+                        word & (1 << (region % 64)) != 0
+                    })
+                    .collect();
+                previous = Some(dirty);
+            }
+        }
+        let mut regions = Regions {
+            file,
+            image_bytes,
+            intent: vec![0; words],
+            pending: vec![0; count],
+            refresh: vec![0; words],
+            clean_words: Vec::new(),
+        };
+        // Start from a log that says what the caller is about to re-read:
+        // every previously dirty region stays dirty until refreshed and sealed.
+        let mut header = [0u8; HEADER_BYTES as usize];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        header[16..24].copy_from_slice(&REGION_BYTES.to_le_bytes());
+        header[24..32].copy_from_slice(&image_bytes.to_le_bytes());
+        let to_keep: Vec<usize> = match &previous {
+            Some(dirty) => dirty.clone(),
+            None => (0..count).collect(),
+        };
+        for &region in &to_keep {
+            regions.intent[region / 64] |= 1 << (region % 64);
+        }
+        let mut body = Vec::with_capacity(expected_len as usize);
+        body.extend_from_slice(&header);
+        for word in &regions.intent {
+            body.extend_from_slice(&word.to_le_bytes());
+        }
+        regions.file.set_len(expected_len)?;
+        regions.file.write_all_at(&body, 0)?;
+        regions.file.sync_data()?;
+        Ok((regions, previous))
+    }
+
+    pub fn region_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The byte range of a region (the last one may be short).
+    pub fn range(&self, region: usize) -> (u64, u64) {
+        let start = region as u64 * REGION_BYTES;
+        (start, (self.image_bytes - start).min(REGION_BYTES))
+    }
+
+    /// Makes the intent durable for every region the range touches, before
+    /// the image changes there. Costs a write and an fdatasync only when a
+    /// region was clean.
+    pub fn intend(&mut self, offset: u64, length: u64) -> io::Result<()> {
+        let mut changed_words = Vec::new();
+        for region in regions_of(offset, length) {
+            let (word, bit) = (region / 64, 1u64 << (region % 64));
+            if self.intent[word] & bit == 0 {
+                self.intent[word] |= bit;
+                changed_words.push(word);
+            }
+        }
+        if changed_words.is_empty() {
+            return Ok(());
+        }
+        changed_words.dedup();
+        for word in changed_words {
+            self.write_word(word)?;
+        }
+        self.file.sync_data()
+    }
+
+    fn write_word(&self, word: usize) -> io::Result<()> {
+        self.file.write_all_at(&self.intent[word].to_le_bytes(), HEADER_BYTES + 8 * word as u64)
+    }
+
+    /// A change to the range was queued.
+    pub fn queued(&mut self, offset: u64, length: u64) {
+        for region in regions_of(offset, length) {
+            self.pending[region] += 1;
+        }
+    }
+
+    /// A queued change to the range is sealed in the vault.
+    pub fn sealed(&mut self, offset: u64, length: u64) {
+        for region in regions_of(offset, length) {
+            self.pending[region] = self.pending[region].saturating_sub(1);
+            let (word, bit) = (region / 64, 1u64 << (region % 64));
+            if self.pending[region] == 0 && self.refresh[word] & bit == 0 && self.intent[word] & bit != 0 {
+                self.intent[word] &= !bit;
+                self.clean_words.push(word);
+            }
+        }
+    }
+
+    /// Writes cleared intent bits back (no fsync: a bit left set only costs
+    /// a re-read after a crash).
+    pub fn write_back(&mut self) -> io::Result<()> {
+        self.clean_words.sort_unstable();
+        self.clean_words.dedup();
+        for word in std::mem::take(&mut self.clean_words) {
+            self.write_word(word)?;
+        }
+        Ok(())
+    }
+
+    /// The range must be re-read from the image (its change was not queued).
+    pub fn need_refresh(&mut self, offset: u64, length: u64) {
+        for region in regions_of(offset, length) {
+            self.refresh[region / 64] |= 1 << (region % 64);
+        }
+    }
+
+    pub fn need_refresh_region(&mut self, region: usize) {
+        self.refresh[region / 64] |= 1 << (region % 64);
+    }
+
+    /// Takes the next region to re-read, if any.
+    pub fn take_refresh(&mut self) -> Option<usize> {
+        let word = self.refresh.iter().position(|&w| w != 0)?;
+        let bit = self.refresh[word].trailing_zeros() as usize;
+        self.refresh[word] &= !(1 << bit);
+        Some(word * 64 + bit)
+    }
+
+    /// Bytes of the image waiting to be re-read.
+    pub fn refresh_bytes(&self) -> u64 {
+        self.refresh.iter().map(|w| u64::from(w.count_ones())).sum::<u64>() * REGION_BYTES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intent_survives_reopening_and_clears_once_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intent");
+        let size = 10 * REGION_BYTES + 5;
+        let (mut regions, previous) = Regions::open(&path, size).unwrap();
+        assert_eq!(previous, None, "a new log knows nothing");
+        // Everything is dirty until refreshed and sealed.
+        for region in 0..regions.region_count() {
+            let (offset, length) = regions.range(region);
+            regions.queued(offset, length);
+            regions.sealed(offset, length);
+        }
+        regions.write_back().unwrap();
+        regions.intend(REGION_BYTES - 1, 2).unwrap();
+        regions.queued(REGION_BYTES - 1, 2);
+        regions.intend(10 * REGION_BYTES, 5).unwrap();
+        drop(regions);
+        let (mut regions, previous) = Regions::open(&path, size).unwrap();
+        assert_eq!(previous, Some(vec![0, 1, 10]));
+        for region in [0, 1, 10] {
+            let (offset, length) = regions.range(region);
+            regions.queued(offset, length);
+            regions.sealed(offset, length);
+        }
+        regions.write_back().unwrap();
+        drop(regions);
+        assert_eq!(Regions::open(&path, size).unwrap().1, Some(vec![]));
+        // Another image size: nothing is known.
+        assert_eq!(Regions::open(&path, size + REGION_BYTES).unwrap().1, None);
+    }
+
+    #[test]
+    fn a_region_stays_dirty_while_any_change_is_unsealed_or_a_refresh_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut regions, _) = Regions::open(&dir.path().join("intent"), 4 * REGION_BYTES).unwrap();
+        for region in 0..4 {
+            let (offset, length) = regions.range(region);
+            regions.queued(offset, length);
+            regions.sealed(offset, length);
+        }
+        regions.intend(0, 10).unwrap();
+        regions.queued(0, 10);
+        regions.queued(5, 10);
+        regions.sealed(0, 10);
+        regions.write_back().unwrap();
+        assert_eq!(Regions::open(&dir.path().join("intent"), 4 * REGION_BYTES).unwrap().1, Some(vec![0]));
+        let (mut regions, _) = Regions::open(&dir.path().join("intent"), 4 * REGION_BYTES).unwrap();
+        regions.need_refresh(2 * REGION_BYTES, 1);
+        assert_eq!(regions.refresh_bytes(), REGION_BYTES);
+        assert_eq!(regions.take_refresh(), Some(2));
+        assert_eq!(regions.take_refresh(), None);
+    }
+}
