@@ -123,6 +123,23 @@ pub enum Command {
         #[arg(long, default_value_t = 256)]
         queue_mib: u64,
     },
+    /// Serve a disk at a recovery point over NBD, at once, without restoring it; writes go to an overlay.
+    /// Runs until interrupted (SIGINT or SIGTERM); the overlay is kept.
+    Export {
+        #[command(flatten)]
+        vault: VaultArguments,
+        #[arg(long)]
+        disk: String,
+        /// latest, latest-app, a point id, or an RFC 3339 time.
+        #[arg(long)]
+        point: String,
+        /// The unix socket to serve on.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Where writes go (default: SOCKET.overlay); must not exist yet.
+        #[arg(long)]
+        overlay: Option<PathBuf>,
+    },
     /// Report a running splitter's state: caught up or not, and its lag.
     SplitterStatus {
         /// The splitter's NBD socket (as given to serve-disk).

@@ -64,6 +64,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::ServeDisk { image, socket, vault, disk, bookmark_interval, seal_interval, queue_mib } => {
             serve_disk(&image, &socket, &vault, &disk, &bookmark_interval, &seal_interval, queue_mib)
         }
+        Command::Export { vault, disk, point, socket, overlay } => export(&vault, &disk, &point, &socket, overlay),
         Command::SplitterStatus { socket, json } => {
             let reply = standby_splitter::control_request(&socket, &json!({"op": "status"}))
                 .map_err(|e| bad_input(e.to_string()))?;
@@ -418,33 +419,7 @@ fn journal_restore(
     force: bool,
     json: bool,
 ) -> anyhow::Result<u8> {
-    use standby_vault::journal::JournalTarget;
-    let listing = standby_vault::journal::list_journal(vault, disk)?;
-    let unknown = |reason: &str| standby_vault::VaultError::UnknownPoint {
-        disk: disk.to_string(),
-        point: format!("{selector:?}"),
-        reason: reason.to_string(),
-    };
-    let target = match selector {
-        PointSelector::Latest | PointSelector::LatestProcessed => JournalTarget::Latest,
-        PointSelector::LatestApp => {
-            let app = listing.bookmarks.iter().rev().find(|b| b.kind == PointKind::AppConsistent);
-            JournalTarget::Sequence(app.ok_or_else(|| unknown("the journal has no app-consistent point"))?.sequence)
-        }
-        PointSelector::Sequence(sequence) => {
-            if !listing.bookmarks.iter().any(|b| b.sequence == *sequence) {
-                return Err(unknown("no bookmark has this id; `standby points` lists them").into());
-            }
-            JournalTarget::Sequence(*sequence)
-        }
-        PointSelector::Time(time) => {
-            let micros = time.as_microsecond();
-            if listing.first_time_micros.is_none_or(|first| micros < first) {
-                return Err(unknown("it is before the journal's first record").into());
-            }
-            JournalTarget::Time(micros)
-        }
-    };
+    let target = journal_target(vault, disk, selector)?;
     let report = standby_vault::journal::restore_journal(vault, disk, target, output, force)?;
     if json {
         print_json(&report);
@@ -514,4 +489,88 @@ fn wait_for_signal(set: &libc::sigset_t) {
     unsafe {
         libc::sigwait(set, &mut signal);
     }
+}
+
+/// Resolves a point selector against a disk's journal.
+fn journal_target(
+    vault: &Vault,
+    disk: &str,
+    selector: &PointSelector,
+) -> anyhow::Result<standby_vault::journal::JournalTarget> {
+    use standby_vault::journal::JournalTarget;
+    let listing = standby_vault::journal::list_journal(vault, disk)?;
+    let unknown = |reason: &str| standby_vault::VaultError::UnknownPoint {
+        disk: disk.to_string(),
+        point: format!("{selector:?}"),
+        reason: reason.to_string(),
+    };
+    Ok(match selector {
+        PointSelector::Latest | PointSelector::LatestProcessed => JournalTarget::Latest,
+        PointSelector::LatestApp => {
+            let app = listing.bookmarks.iter().rev().find(|b| b.kind == PointKind::AppConsistent);
+            JournalTarget::Sequence(app.ok_or_else(|| unknown("the journal has no app-consistent point"))?.sequence)
+        }
+        PointSelector::Sequence(sequence) => {
+            if !listing.bookmarks.iter().any(|b| b.sequence == *sequence) {
+                return Err(unknown("no bookmark has this id; `standby points` lists them").into());
+            }
+            JournalTarget::Sequence(*sequence)
+        }
+        PointSelector::Time(time) => {
+            let micros = time.as_microsecond();
+            if listing.first_time_micros.is_none_or(|first| micros < first) {
+                return Err(unknown("it is before the journal's first record").into());
+            }
+            JournalTarget::Time(micros)
+        }
+    })
+}
+
+fn export(
+    vault: &VaultArguments,
+    disk: &str,
+    point: &str,
+    socket: &Path,
+    overlay: Option<std::path::PathBuf>,
+) -> anyhow::Result<u8> {
+    use standby_vault::view::PointView;
+    let started = std::time::Instant::now();
+    let selector = PointSelector::parse(point).map_err(bad_input)?;
+    let overlay = overlay.unwrap_or_else(|| std::path::PathBuf::from(format!("{}.overlay", socket.display())));
+    if overlay.exists() {
+        return Err(bad_input(format!(
+            "overlay {} already exists (writes of an earlier export); move it away or pass another --overlay",
+            overlay.display()
+        )));
+    }
+    let vault = Arc::new(open_vault(vault)?);
+    let view = if has_journal(&vault, disk)? {
+        PointView::of_journal(vault.clone(), disk, journal_target(&vault, disk, &selector)?)?
+    } else {
+        let point = vault.select_point(disk, &selector)?;
+        PointView::of_point(vault.clone(), &point)?
+    };
+    let signals = blocked_stop_signals();
+    let listener =
+        standby_nbd::server::bind_unix(socket).map_err(|e| bad_input(format!("{}: {e}", socket.display())))?;
+    let export = standby_splitter::export::PointExport::new(view, &overlay)
+        .map_err(|e| anyhow::anyhow!("cannot create the overlay {}: {e}", overlay.display()))?;
+    let server = standby_nbd::Server::new(
+        Arc::new(export),
+        standby_nbd::ServerConfig { name: disk.to_string(), ..standby_nbd::ServerConfig::default() },
+    );
+    let stop = server.stopper();
+    let serving = std::thread::spawn(move || server.serve_listener(listener));
+    eprintln!(
+        "standby: exporting disk '{disk}' at {point} on {} (writes go to {}); ready in {} ms",
+        socket.display(),
+        overlay.display(),
+        started.elapsed().as_millis()
+    );
+    wait_for_signal(&signals);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    serving.join().expect("the server thread does not panic")?;
+    let _ = std::fs::remove_file(socket);
+    eprintln!("standby: export stopped; the overlay {} keeps what was written", overlay.display());
+    Ok(0)
 }

@@ -236,3 +236,82 @@ fn mark_without_a_splitter_is_a_clear_error() {
     let socket = dir.path().join("none.sock");
     run(&["mark", "--socket", path(&socket)]).bad_input("no splitter is running");
 }
+
+struct Exporting {
+    child: Child,
+}
+
+impl Exporting {
+    fn start(vault: &Path, point: &str, socket: &Path) -> Exporting {
+        let child = standby_command()
+            .args(["export", "--vault", path(vault), "--disk", "d", "--point", point, "--socket", path(socket)])
+            .spawn()
+            .expect("export starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(Instant::now() < deadline, "export never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Exporting { child }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(self.child.wait().unwrap().code(), Some(0));
+    }
+}
+
+fn read_export(socket: &Path, out: &Path) -> Vec<u8> {
+    let uri = format!("nbd+unix:///d?socket={}", socket.display());
+    let status =
+        Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "raw", &uri, path(out)]).status().unwrap();
+    assert!(status.success());
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn export_serves_journal_and_sync_points_and_keeps_writes_in_an_overlay() {
+    // A journal point.
+    let site = Site::new(4 << 20, 65);
+    let socket = site.path("d.sock");
+    let mut splitter = Splitter::start(&site, &socket);
+    qemu_io(&socket, &["write -P 0x71 12345 70000", "flush"]);
+    let point = mark(&socket, "exported");
+    qemu_io(&socket, &["write -P 0x72 0 1048576", "flush"]);
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    let expected = restore(&site, &point.to_string());
+
+    let export_socket = site.path("export.sock");
+    let exporting = Exporting::start(&site.vault, &point.to_string(), &export_socket);
+    assert!(read_export(&export_socket, &site.path("read.img")) == expected, "the export differs from the restore");
+    qemu_io(&export_socket, &["write -P 0x99 4096 8192", "flush", "read -P 0x99 4096 8192"]);
+    let mut written = expected.clone();
+    written[4096..4096 + 8192].fill(0x99);
+    assert!(read_export(&export_socket, &site.path("read2.img")) == written, "writes are not read back");
+    exporting.stop();
+    assert!(restore(&site, &point.to_string()) == expected, "a write through the export reached the vault");
+    let overlay = site.path("export.sock.overlay");
+    assert!(overlay.exists(), "the overlay is kept after the export stops");
+    // A second export refuses to reuse the overlay.
+    let refused = run(&[
+        "export",
+        "--vault",
+        path(&site.vault),
+        "--disk",
+        "d",
+        "--point",
+        "latest",
+        "--socket",
+        path(&export_socket),
+    ]);
+    refused.bad_input("already exists");
+
+    // A sync point.
+    let synced = Site::new(3 << 20, 66);
+    synced.sync("d");
+    let socket = synced.path("sync.sock");
+    let exporting = Exporting::start(&synced.vault, "latest", &socket);
+    assert!(read_export(&socket, &synced.path("read.img")) == std::fs::read(&synced.image).unwrap());
+    exporting.stop();
+}

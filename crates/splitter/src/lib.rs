@@ -23,6 +23,7 @@
 
 mod control;
 pub mod dirty;
+pub mod export;
 
 use std::collections::VecDeque;
 use std::io;

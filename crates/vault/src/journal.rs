@@ -375,6 +375,63 @@ pub fn restore_journal(
     })
 }
 
+/// Walks the records up to `target`, calling `apply` on each, and checks
+/// that the journal is exact there; returns the last record's sequence and
+/// time. The caller discards what `apply` built when this fails.
+pub(crate) fn replay_metadata(
+    vault: &Vault,
+    disk: &str,
+    target: JournalTarget,
+    mut apply: impl FnMut(&Record) -> Result<(), VaultError>,
+) -> Result<(u64, i64), VaultError> {
+    let (mut last, mut time_micros) = (0u64, 0i64);
+    // Where the current gap began, while the journal is not exact.
+    let mut gap_since: Option<i64> = None;
+    let beyond = |record: &Record| match target {
+        JournalTarget::Sequence(sequence) => record.sequence > sequence,
+        JournalTarget::Time(time) => record.time_micros > time,
+        JournalTarget::Latest => false,
+    };
+    for_each_record(
+        vault,
+        disk,
+        |record| !beyond(record),
+        |record| {
+            if beyond(record) {
+                return Ok(false);
+            }
+            match record.kind {
+                RecordKind::Gap => gap_since = gap_since.or(Some(record.time_micros)),
+                RecordKind::Exact => gap_since = None,
+                _ => {}
+            }
+            apply(record)?;
+            last = record.sequence;
+            time_micros = record.time_micros;
+            Ok(true)
+        },
+    )?;
+    if let Some(since) = gap_since {
+        return Err(VaultError::UnknownPoint {
+            disk: disk.to_string(),
+            point: format!("{target:?}"),
+            reason: format!(
+                "the journal cannot rebuild the disk exactly there: the splitter was catching up with the image from {} \
+                 (after a start, a restart or a vault outage); choose a point before that or after it caught up",
+                format_time(since)
+            ),
+        });
+    }
+    if last == 0 {
+        return Err(VaultError::UnknownPoint {
+            disk: disk.to_string(),
+            point: format!("{target:?}"),
+            reason: "the journal has no record at or before it".into(),
+        });
+    }
+    Ok((last, time_micros))
+}
+
 fn replay_into(
     vault: &Vault,
     disk: &str,
@@ -389,70 +446,33 @@ fn replay_into(
         .map_err(|e| io_error("create", partial, e))?;
     let index = ChunkIndex::load(vault, &HashSet::new())?;
     let chunk_bytes = vault.config().chunk_bytes;
-    let (mut last, mut time_micros, mut disk_bytes, mut written, mut fetched) = (0u64, 0i64, 0u64, 0u64, 0u64);
-    // Where the current gap began, while the journal is not exact.
-    let mut gap_since: Option<i64> = None;
+    let (mut disk_bytes, mut written, mut fetched) = (0u64, 0u64, 0u64);
     let what = format!("journal data of disk '{disk}'");
-    let beyond = |record: &Record| match target {
-        JournalTarget::Sequence(sequence) => record.sequence > sequence,
-        JournalTarget::Time(time) => record.time_micros > time,
-        JournalTarget::Latest => false,
-    };
-    for_each_record(
-        vault,
-        disk,
-        |record| !beyond(record),
-        |record| {
-            if beyond(record) {
-                return Ok(false);
-            }
-            match &record.kind {
-                RecordKind::Write { offset, length, pieces: ids } => {
-                    for ((piece_offset, piece_len), id) in pieces(*offset, u64::from(*length), chunk_bytes).zip(ids) {
-                        let location = index.locate(id, &what)?;
-                        let data = read_chunk(vault, id, location)?;
-                        if data.len() != piece_len as usize {
-                            return Err(VaultError::damaged(&what, format!("chunk {id} has the wrong length")));
-                        }
-                        file.write_all_at(&data, piece_offset).map_err(|e| io_error("write", partial, e))?;
-                        written += data.len() as u64;
-                        fetched += u64::from(location.frame_len);
+    let (last, time_micros) = replay_metadata(vault, disk, target, |record| {
+        match &record.kind {
+            RecordKind::Write { offset, length, pieces: ids } => {
+                for ((piece_offset, piece_len), id) in pieces(*offset, u64::from(*length), chunk_bytes).zip(ids) {
+                    let location = index.locate(id, &what)?;
+                    let data = read_chunk(vault, id, location)?;
+                    if data.len() != piece_len as usize {
+                        return Err(VaultError::damaged(&what, format!("chunk {id} has the wrong length")));
                     }
+                    file.write_all_at(&data, piece_offset).map_err(|e| io_error("write", partial, e))?;
+                    written += data.len() as u64;
+                    fetched += u64::from(location.frame_len);
                 }
-                RecordKind::Zero { offset, length } => {
-                    standby_image::zero_range(&file, *offset, *length).map_err(|e| io_error("zero", partial, e))?;
-                }
-                RecordKind::Size { disk_bytes: bytes } => {
-                    disk_bytes = *bytes;
-                    file.set_len(*bytes).map_err(|e| io_error("size", partial, e))?;
-                }
-                RecordKind::Bookmark { .. } => {}
-                RecordKind::Gap => gap_since = gap_since.or(Some(record.time_micros)),
-                RecordKind::Exact => gap_since = None,
             }
-            last = record.sequence;
-            time_micros = record.time_micros;
-            Ok(true)
-        },
-    )?;
-    if let Some(since) = gap_since {
-        return Err(VaultError::UnknownPoint {
-            disk: disk.to_string(),
-            point: format!("{target:?}"),
-            reason: format!(
-                "the journal cannot rebuild the disk exactly there: the splitter was catching up with the image from {} \
-                 (after a start or a restart); choose a point before that or after it caught up",
-                format_time(since)
-            ),
-        });
-    }
-    if last == 0 {
-        return Err(VaultError::UnknownPoint {
-            disk: disk.to_string(),
-            point: format!("{target:?}"),
-            reason: "the journal has no record at or before it".into(),
-        });
-    }
+            RecordKind::Zero { offset, length } => {
+                standby_image::zero_range(&file, *offset, *length).map_err(|e| io_error("zero", partial, e))?;
+            }
+            RecordKind::Size { disk_bytes: bytes } => {
+                disk_bytes = *bytes;
+                file.set_len(*bytes).map_err(|e| io_error("size", partial, e))?;
+            }
+            RecordKind::Bookmark { .. } | RecordKind::Gap | RecordKind::Exact => {}
+        }
+        Ok(())
+    })?;
     // Writes past the recorded size (none from a well-behaved splitter) do not grow the disk.
     file.set_len(disk_bytes).map_err(|e| io_error("size", partial, e))?;
     file.sync_all().map_err(|e| io_error("flush", partial, e))?;

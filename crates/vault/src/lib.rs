@@ -23,6 +23,7 @@ pub mod restore;
 pub mod sync;
 mod vault;
 pub mod verify;
+pub mod view;
 
 pub use error::VaultError;
 pub use index::{ChunkIndex, ChunkLocation};

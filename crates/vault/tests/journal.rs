@@ -13,6 +13,7 @@ use standby_vault::backend::LocalBackend;
 use standby_vault::journal::{list_journal, restore_journal, JournalTarget, JournalWriter};
 use standby_vault::prune::{prune, PruneOptions};
 use standby_vault::verify::verify;
+use standby_vault::view::PointView;
 use standby_vault::{InitOptions, Vault};
 
 #[derive(Debug, Clone)]
@@ -68,10 +69,10 @@ proptest! {
         probes in proptest::collection::vec(any::<prop::sample::Index>(), 4),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let vault = Vault::init(
+        let vault = Arc::new(Vault::init(
             Arc::new(LocalBackend::new(dir.path().join("vault"))),
             InitOptions { chunk_bytes: 4096, ..InitOptions::default() },
-        ).unwrap();
+        ).unwrap());
         let mut image = vec![0u8; initial];
         // Model: the disk after each sequence, and the time of each sequence.
         let mut after: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
@@ -167,6 +168,19 @@ proptest! {
             }
             result.unwrap();
             prop_assert!(std::fs::read(&output).unwrap() == after[&target], "sequence {} differs", target);
+            // The same point read on demand, in uneven pieces, as export serves it.
+            let view = PointView::of_journal(vault.clone(), "disk", JournalTarget::Sequence(target)).unwrap();
+            prop_assert_eq!(view.size(), after[&target].len() as u64);
+            let mut read = vec![0u8; after[&target].len()];
+            let mut at = 0usize;
+            let mut step = 1usize + (target as usize * 7919) % 9000;
+            while at < read.len() {
+                let end = (at + step).min(read.len());
+                view.read(at as u64, &mut read[at..end]).unwrap();
+                at = end;
+                step = 1 + (step * 31) % 20_000;
+            }
+            prop_assert!(read == after[&target], "the view of sequence {} differs", target);
         }
         // A time: the state after the last record stamped at or before it.
         for probe in &probes {
