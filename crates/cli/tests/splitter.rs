@@ -54,6 +54,14 @@ impl Splitter {
     }
 }
 
+impl Drop for Splitter {
+    fn drop(&mut self) {
+        // A failed test must not leave a splitter running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn qemu_io(socket: &Path, commands: &[&str]) {
     let mut command = Command::new("qemu-io");
     command.args(["-f", "raw"]);
@@ -239,6 +247,13 @@ fn mark_without_a_splitter_is_a_clear_error() {
 
 struct Exporting {
     child: Child,
+}
+
+impl Drop for Exporting {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Exporting {
