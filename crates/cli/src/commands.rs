@@ -387,6 +387,12 @@ fn has_journal(vault: &Vault, disk: &str) -> anyhow::Result<bool> {
 fn journal_points(vault: &Vault, disk: &str, json: bool) -> anyhow::Result<u8> {
     let listing = standby_vault::journal::list_journal(vault, disk)?;
     let window = |micros: Option<i64>| micros.map(format_time);
+    // How old the newest restorable moment is: the data at risk if the
+    // protected site were lost now (the splitter's own status adds the bytes).
+    let rpo_seconds =
+        listing.last_time_micros.map(|last| (jiff::Timestamp::now().as_microsecond() - last).max(0) as f64 / 1e6);
+    let gaps: Vec<_> =
+        listing.gaps.iter().map(|(from, to)| json!({"from": format_time(*from), "to": to.map(format_time)})).collect();
     if json {
         let points: Vec<_> = listing
             .bookmarks
@@ -397,7 +403,8 @@ fn journal_points(vault: &Vault, disk: &str, json: bool) -> anyhow::Result<u8> {
             "disk": disk, "points": points, "damaged": [],
             "journal": {"first_sequence": listing.first_sequence, "last_sequence": listing.last_sequence,
                         "from": window(listing.first_time_micros), "to": window(listing.last_time_micros),
-                        "segments": listing.segments},
+                        "segments": listing.segments, "gaps": gaps,
+                        "rpo_seconds": rpo_seconds},
         }));
     } else {
         println!("{:>10}  {:<27}  {:<16}  LABEL", "POINT", "TIME", "KIND");
@@ -406,6 +413,13 @@ fn journal_points(vault: &Vault, disk: &str, json: bool) -> anyhow::Result<u8> {
         }
         if let (Some(from), Some(to)) = (window(listing.first_time_micros), window(listing.last_time_micros)) {
             println!("journal: any time from {from} to {to} can be restored ({} segments)", listing.segments);
+            for (gap_from, gap_to) in &listing.gaps {
+                let until = gap_to.map_or("now".to_string(), format_time);
+                println!("  except {} to {until} (the splitter was catching up)", format_time(*gap_from));
+            }
+            if let Some(rpo) = rpo_seconds {
+                println!("newest restorable moment: {rpo:.1} s ago");
+            }
         }
     }
     Ok(0)

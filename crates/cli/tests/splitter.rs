@@ -113,6 +113,9 @@ fn writes_through_the_splitter_restore_at_every_mark() {
 
     let points = run(&["points", "--vault", path(&site.vault), "--disk", "d", "--json"]).ok().json();
     let labels: Vec<&str> = points["points"].as_array().unwrap().iter().filter_map(|p| p["label"].as_str()).collect();
+    let rpo = points["journal"]["rpo_seconds"].as_f64().expect("the journal's RPO is reported");
+    assert!((0.0..60.0).contains(&rpo), "{points}");
+    assert!(!points["journal"]["gaps"].as_array().unwrap().is_empty(), "the start-up catch-up is listed as a gap");
     assert!(labels.contains(&"after A") && labels.contains(&"after B"), "{points}");
     assert!(restore(&site, &a.to_string()) == at_a, "point A differs");
     assert!(restore(&site, &b.to_string()) == model, "point B differs");
