@@ -190,3 +190,38 @@ fn damaged_index_object() {
     restores(&f.site, "1", &f.first);
     let _ = f.second;
 }
+
+#[test]
+fn deleted_index_object_breaks_the_points_that_need_its_pack() {
+    let f = fixture(46);
+    let pack = &f.packs_second[0];
+    let index =
+        f.site.vault.join(object_name(&f.site.vault, pack).replace("packs/", "indexes/").replace(".pack", ".index"));
+    std::fs::remove_file(&index).unwrap();
+    let (damaged, broken) = verify(&f.site);
+    let name = object_name(&f.site.vault, &index);
+    assert!(
+        damaged.iter().any(|(object, breaks)| *object == name && breaks == &vec!["d@2".to_string()]),
+        "{damaged:?}"
+    );
+    assert_eq!(broken, vec![2]);
+    restore_fails(&f.site, "2", "no pack index");
+    restores(&f.site, "1", &f.first);
+}
+
+#[test]
+fn a_pack_without_index_that_nothing_needs_is_a_leftover_not_damage() {
+    // What a sync killed between storing a pack and its index leaves.
+    let f = fixture(47);
+    std::fs::remove_file(f.site.vault.join("disks/d/points/00000000000000000002.point")).unwrap();
+    for pack in &f.packs_second {
+        let index = f
+            .site
+            .vault
+            .join(object_name(&f.site.vault, pack).replace("packs/", "indexes/").replace(".pack", ".index"));
+        std::fs::remove_file(index).unwrap();
+    }
+    let result = run(&["verify", "--vault", path(&f.site.vault), "--json"]).ok();
+    assert_eq!(result.json()["report"]["packs_unreferenced"], f.packs_second.len());
+    restores(&f.site, "1", &f.first);
+}

@@ -98,17 +98,33 @@ pub fn verify(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRe
     let mut good: HashSet<ChunkId> = HashSet::new();
     let mut holder: HashMap<ChunkId, PackId> = HashMap::new();
     let mut pages: HashMap<ChunkId, MapPage> = HashMap::new();
-    for check in checks {
+    // Chunks of packs that have no index object cannot be found by a
+    // restore: they count as good only where an indexed pack holds them too.
+    let (indexed_checks, indexless_checks): (Vec<PackCheck>, Vec<PackCheck>) =
+        checks.into_iter().partition(|check| indexes.contains(&check.pack));
+    let mut indexed_chunks: HashSet<ChunkId> = HashSet::new();
+    for check in &indexed_checks {
+        indexed_chunks.extend(check.claimed.iter().copied());
+    }
+    let indexless: Vec<PackId> = indexless_checks.iter().map(|check| check.pack).collect();
+    for pack in &indexless {
+        damaged.insert(
+            index_path(pack),
+            ("index object is missing, so restores cannot find this pack's chunks".into(), BTreeSet::new()),
+        );
+    }
+    for check in indexed_checks.into_iter().chain(indexless_checks) {
         report.packs_checked += 1;
         report.chunks_checked += check.good.len() as u64;
         report.bytes_checked += check.bytes;
         for (object, problem) in check.problems {
             damaged.entry(object).or_insert_with(|| (problem, BTreeSet::new()));
         }
+        let has_index = indexes.contains(&check.pack);
         for id in check.claimed {
             holder.entry(id).or_insert(check.pack);
         }
-        good.extend(check.good);
+        good.extend(check.good.into_iter().filter(|id| has_index || indexed_chunks.contains(id)));
         pages.extend(check.pages);
     }
     for pack in indexes.difference(&packs) {
@@ -252,6 +268,13 @@ pub fn verify(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRe
             }
         }
     }
+    // A pack without an index that nothing needs is a crashed sync's
+    // leftover (prune collects it), not damage.
+    for pack in &indexless {
+        if damaged.get(&index_path(pack)).is_some_and(|(_, breaks)| breaks.is_empty()) {
+            damaged.remove(&index_path(pack));
+        }
+    }
     report.packs_unreferenced = packs.iter().filter(|pack| !referenced.contains(pack)).count() as u64;
     report.damaged = damaged
         .into_iter()
@@ -285,7 +308,8 @@ fn check_pack(vault: &Vault, pack: PackId, has_index: bool) -> Result<PackCheck,
             Err(other) => return Err(other),
         }
     } else {
-        check.problems.push((index_path(&pack), "index object is missing (a crashed sync, or deleted)".into()));
+        // A crashed sync's leftover, or a deleted index: `verify` decides
+        // which once it knows whether any point needs this pack.
         None
     };
     let embedded = PackIndex::sealed_from_pack(&bytes)
