@@ -112,20 +112,35 @@ pub fn is_zero(buffer: &[u8]) -> bool {
 /// Makes `len` bytes at `offset` of `file` read as zeros: a punched hole
 /// where the filesystem can, written zeros where it cannot.
 pub fn zero_range(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    if punch_hole(file, offset, len).is_ok() {
+        return Ok(());
+    }
+    write_zeros(file, offset, len)
+}
+
+/// Frees `len` bytes at `offset` of `file` (they read as zeros after), or
+/// fails where the filesystem cannot.
+pub fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::FileExt;
     // SAFETY: fallocate on a valid descriptor; failure is reported as -1.
-    let punched = unsafe {
+    let result = unsafe {
         libc::fallocate(
             file.as_raw_fd(),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             offset as libc::off_t,
             len as libc::off_t,
         )
-    } == 0;
-    if punched {
-        return Ok(());
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
+}
+
+/// Writes `len` zero bytes at `offset` of `file` (allocating them).
+pub fn write_zeros(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let zeros = vec![0u8; len.min(1 << 20) as usize];
     let mut at = offset;
     while at < offset + len {

@@ -2,7 +2,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -22,23 +21,6 @@ impl FileExport {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a file", path.display())));
         }
         Ok(FileExport { file, size: metadata.len(), read_only })
-    }
-
-    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
-        // SAFETY: fallocate on a valid descriptor; errors come back as -1.
-        let result = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                offset as libc::off_t,
-                len as libc::off_t,
-            )
-        };
-        if result == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
     }
 
     fn sync_if(&self, fua: bool) -> io::Result<()> {
@@ -69,23 +51,17 @@ impl Export for FileExport {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, may_trim: bool, fua: bool) -> io::Result<()> {
-        // A punched hole reads as zeros; when punching is not allowed or not
-        // supported, write the zeros.
-        if !(may_trim && self.punch_hole(offset, len).is_ok()) {
-            let zeros = vec![0u8; len.min(1 << 20) as usize];
-            let mut at = offset;
-            while at < offset + len {
-                let n = (offset + len - at).min(zeros.len() as u64) as usize;
-                self.file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
-            }
+        if may_trim {
+            standby_image::zero_range(&self.file, offset, len)?;
+        } else {
+            standby_image::write_zeros(&self.file, offset, len)?;
         }
         self.sync_if(fua)
     }
 
     fn trim(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
         // Trim is advisory: a filesystem that cannot punch keeps the data.
-        let _ = self.punch_hole(offset, len);
+        let _ = standby_image::punch_hole(&self.file, offset, len);
         self.sync_if(fua)
     }
 

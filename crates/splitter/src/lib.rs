@@ -103,6 +103,8 @@ struct Queue {
     /// The journal was empty at start and the first catch-up is running:
     /// zero regions need no record.
     initial_pass: bool,
+    /// Time of the oldest change queued or unsealed, for the lag.
+    oldest_unsealed: Option<i64>,
 }
 
 /// What `standby mark`/status report about a running splitter.
@@ -131,8 +133,6 @@ struct Shared {
     /// Signalled when entries arrive (for the shipper) or leave (for writers).
     changed: Condvar,
     status: Mutex<Status>,
-    /// Time of the oldest change queued or unsealed, for the lag.
-    oldest_unsealed: Mutex<Option<i64>>,
     options: SplitterOptions,
 }
 
@@ -145,8 +145,7 @@ impl Shared {
     fn push(&self, mut queue: MutexGuard<'_, Queue>, entry: Entry, bytes: u64) {
         queue.bytes += bytes;
         if let Some(time) = entry.change_time() {
-            let mut oldest = self.oldest_unsealed.lock().unwrap_or_else(|p| p.into_inner());
-            oldest.get_or_insert(time);
+            queue.oldest_unsealed.get_or_insert(time);
         }
         queue.entries.push_back(entry);
         drop(queue);
@@ -291,13 +290,13 @@ impl Splitter {
             stopping: false,
             regions,
             initial_pass: journal_empty,
+            oldest_unsealed: None,
         };
         let shared = Arc::new(Shared {
             image: export,
             queue: Mutex::new(queue),
             changed: Condvar::new(),
             status: Mutex::new(Status { disk: options.disk.clone(), ..Status::default() }),
-            oldest_unsealed: Mutex::new(None),
             options,
         });
         let listener = standby_nbd::server::bind_unix(socket).map_err(|source| VaultError::Io {
@@ -367,8 +366,7 @@ fn status(shared: &Shared) -> Status {
     status.refreshed = queue.exact;
     status.lag_bytes += queue.bytes;
     status.catch_up_bytes = queue.regions.refresh_bytes();
-    drop(queue);
-    if let Some(oldest) = *shared.oldest_unsealed.lock().unwrap_or_else(|p| p.into_inner()) {
+    if let Some(oldest) = queue.oldest_unsealed {
         status.lag_seconds = (now_micros() - oldest).max(0) as f64 / 1e6;
     }
     status
@@ -521,8 +519,7 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
                         if let Err(e) = queue.regions.write_back() {
                             tracing::warn!("could not update the intent log: {e}");
                         }
-                        *shared.oldest_unsealed.lock().unwrap_or_else(|p| p.into_inner()) =
-                            queue.entries.iter().find_map(Entry::change_time);
+                        queue.oldest_unsealed = queue.entries.iter().find_map(Entry::change_time);
                     }
                     let mut status = shared.status.lock().unwrap_or_else(|p| p.into_inner());
                     status.sealed_sequence = report.last_sequence;

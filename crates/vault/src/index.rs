@@ -72,11 +72,16 @@ impl ChunkIndex {
     }
 
     pub fn add_pack(&mut self, pack_index: &PackIndex) {
-        for entry in &pack_index.entries {
+        self.add_entries(pack_index.pack, &pack_index.entries);
+    }
+
+    /// Learns where the chunks of `pack` lie.
+    pub(crate) fn add_entries(&mut self, pack: PackId, entries: &[standby_format::PackEntry]) {
+        for entry in entries {
             self.chunks.insert(
                 entry.id,
                 ChunkLocation {
-                    pack: pack_index.pack,
+                    pack,
                     frame_offset: entry.frame_offset,
                     frame_len: entry.frame_len,
                     frame_raw_len: entry.frame_raw_len,
@@ -128,15 +133,23 @@ impl ChunkIndex {
     }
 }
 
+/// A ranged get of a pack; a pack that is gone is damage, named.
+pub(crate) fn read_pack_range(
+    vault: &Vault,
+    pack: &PackId,
+    range: std::ops::Range<u64>,
+) -> Result<bytes::Bytes, VaultError> {
+    let path = pack_path(pack);
+    vault.backend().get_range(&path, range).map_err(|e| match e {
+        crate::backend::StorageError::NotFound { .. } => VaultError::damaged(&path, "pack is missing"),
+        other => other.into(),
+    })
+}
+
 /// Reads one chunk with a ranged get of its frame and checks it against its id.
 pub(crate) fn read_chunk(vault: &Vault, id: &ChunkId, location: &ChunkLocation) -> Result<Vec<u8>, VaultError> {
-    let path = pack_path(&location.pack);
     let start = u64::from(location.frame_offset);
-    let frame =
-        vault.backend().get_range(&path, start..start + u64::from(location.frame_len)).map_err(|e| match e {
-            crate::backend::StorageError::NotFound { .. } => VaultError::damaged(&path, "pack is missing"),
-            other => other.into(),
-        })?;
+    let frame = read_pack_range(vault, &location.pack, start..start + u64::from(location.frame_len))?;
     let decoded = location.decode_frame(&frame, vault)?;
     location.chunk(&decoded, id, vault).map(<[u8]>::to_vec)
 }

@@ -11,7 +11,6 @@
 //! segments, so a missing segment is detected, never skipped.
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Instant;
@@ -25,7 +24,7 @@ use standby_format::{
 use crate::backend::StorageError;
 use crate::index::{read_chunk, ChunkIndex};
 use crate::packer::{store_pack, PackBuilder, PACK_BYTES_TARGET};
-use crate::restore::{io_error, partial_path, RestoreReport};
+use crate::restore::{create_partial, io_error, partial_path, RestoreReport};
 use crate::vault::check_disk_name;
 use crate::{format_time, Vault, VaultError};
 
@@ -39,6 +38,7 @@ fn segment_path(disk: &str, first_sequence: u64) -> String {
 
 /// The segments of a disk's journal in sequence order: (first sequence, object).
 pub fn segments(vault: &Vault, disk: &str) -> Result<Vec<(u64, String)>, VaultError> {
+    check_disk_name(disk)?;
     let folder = journal_folder(disk);
     let mut found: Vec<(u64, String)> = vault
         .backend()
@@ -88,7 +88,6 @@ pub struct JournalWriter<'v> {
 impl<'v> JournalWriter<'v> {
     /// Opens the journal of `disk` for appending after its last segment.
     pub fn open(vault: &'v Vault, disk: &str) -> Result<Self, VaultError> {
-        check_disk_name(disk)?;
         let next_sequence = match segments(vault, disk)?.last() {
             Some((_, path)) => read_segment(vault, path)?.last_sequence().map_or(1, |last| last + 1),
             None => 1,
@@ -215,7 +214,7 @@ impl<'v> JournalWriter<'v> {
             Err(e) => return Err(e.into()),
         }
         let pack = std::mem::replace(&mut self.pack, PackBuilder::new(self.vault.keys().encrypted()));
-        self.index.add_pack(&pack.index());
+        self.index.add_entries(pack.id, &pack.entries);
         let report = SealReport {
             first_sequence: first,
             last_sequence: last,
@@ -438,12 +437,7 @@ fn replay_into(
     target: JournalTarget,
     partial: &Path,
 ) -> Result<(u64, i64, u64, u64, u64), VaultError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(partial)
-        .map_err(|e| io_error("create", partial, e))?;
+    let file = create_partial(partial)?;
     let index = ChunkIndex::load(vault, &HashSet::new())?;
     let chunk_bytes = vault.config().chunk_bytes;
     let (mut disk_bytes, mut written, mut fetched) = (0u64, 0u64, 0u64);

@@ -27,6 +27,4 @@ pub mod view;
 
 pub use error::VaultError;
 pub use index::{ChunkIndex, ChunkLocation};
-pub use vault::{
-    check_disk_name as vault_check_disk_name, format_time, InitOptions, PointListing, PointSelector, Vault, CONFIG_PATH,
-};
+pub use vault::{format_time, InitOptions, PointListing, PointSelector, Vault, CONFIG_PATH};

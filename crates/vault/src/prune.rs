@@ -71,12 +71,7 @@ pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, Vault
     let now = now_micros();
     if let Some(cutoff) = options.drop_before_micros {
         for disk in vault.disks()? {
-            // A disk protected by a journal alone has no points to drop.
-            let listing = match vault.points(&disk) {
-                Ok(listing) => listing,
-                Err(VaultError::UnknownDisk { .. }) => continue,
-                Err(e) => return Err(e),
-            };
+            let listing = vault.point_listing(&disk)?;
             if let Some((object, problem)) = listing.damaged.first() {
                 return Err(VaultError::damaged(object, problem));
             }
@@ -187,11 +182,7 @@ fn live_packs(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
     let index = ChunkIndex::load(vault, &HashSet::new())?;
     let mut live = HashSet::new();
     for disk in vault.disks()? {
-        let listing = match vault.points(&disk) {
-            Ok(listing) => listing,
-            Err(VaultError::UnknownDisk { .. }) => Default::default(),
-            Err(e) => return Err(e),
-        };
+        let listing = vault.point_listing(&disk)?;
         if let Some((object, problem)) = listing.damaged.first() {
             return Err(VaultError::damaged(object, format!("{problem} (collection needs every point readable)")));
         }

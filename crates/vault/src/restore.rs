@@ -16,9 +16,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 use standby_format::{ChunkId, MapPage, PackId, PointManifest};
 
-use crate::index::{ChunkIndex, ChunkLocation};
+use crate::index::{read_pack_range, ChunkIndex, ChunkLocation};
 use crate::lease::Lease;
-use crate::vault::pack_path;
 use crate::{format_time, Vault, VaultError};
 
 /// Largest single ranged get.
@@ -97,6 +96,11 @@ pub fn restore_point(
     })
 }
 
+/// Creates (or empties) the partial file a restore writes into.
+pub(crate) fn create_partial(partial: &Path) -> Result<std::fs::File, VaultError> {
+    OpenOptions::new().write(true).create(true).truncate(true).open(partial).map_err(|e| io_error("create", partial, e))
+}
+
 pub(crate) fn partial_path(output: &Path) -> PathBuf {
     let mut name = output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".standby-partial");
@@ -126,12 +130,7 @@ fn restore_into(
     partial: &Path,
     options: &RestoreOptions,
 ) -> Result<(u64, u64), VaultError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(partial)
-        .map_err(|e| io_error("create", partial, e))?;
+    let file = create_partial(partial)?;
     file.set_len(point.disk_bytes).map_err(|e| io_error("size", partial, e))?;
     let index = ChunkIndex::load(vault, &HashSet::new())?;
     let chunk_bytes = u64::from(point.chunk_bytes);
@@ -224,11 +223,7 @@ fn plan_reads(chunks: impl Iterator<Item = Placement>) -> Vec<Read> {
 }
 
 fn execute_read(vault: &Vault, read: &Read, file: &std::fs::File, partial: &Path) -> Result<(u64, u64), VaultError> {
-    let path = pack_path(&read.pack);
-    let bytes = vault.backend().get_range(&path, read.start..read.end).map_err(|e| match e {
-        crate::backend::StorageError::NotFound { .. } => VaultError::damaged(&path, "pack is missing"),
-        other => other.into(),
-    })?;
+    let bytes = read_pack_range(vault, &read.pack, read.start..read.end)?;
     let mut written = 0u64;
     let (mut low, mut high) = (u64::MAX, 0u64);
     for chunks in &read.frames {

@@ -214,11 +214,18 @@ impl Vault {
 
     /// Every point of `disk`, oldest first. An unknown disk is an error.
     pub fn points(&self, disk: &str) -> Result<PointListing, VaultError> {
-        check_disk_name(disk)?;
-        let sequences = self.point_sequences(disk)?;
-        if sequences.is_empty() {
+        let listing = self.point_listing(disk)?;
+        if listing.points.is_empty() && listing.damaged.is_empty() {
             return Err(VaultError::UnknownDisk { disk: disk.to_string(), known: self.disks()? });
         }
+        Ok(listing)
+    }
+
+    /// A disk's points, none when it has none (a disk protected by its
+    /// journal alone, say).
+    pub(crate) fn point_listing(&self, disk: &str) -> Result<PointListing, VaultError> {
+        check_disk_name(disk)?;
+        let sequences = self.point_sequences(disk)?;
         let results: Vec<(String, Result<PointManifest, VaultError>)> =
             sequences.par_iter().map(|(_, path)| (path.clone(), self.read_point(path))).collect();
         let mut listing = PointListing::default();
@@ -271,7 +278,7 @@ impl Vault {
     }
 }
 
-pub fn check_disk_name(disk: &str) -> Result<(), VaultError> {
+pub(crate) fn check_disk_name(disk: &str) -> Result<(), VaultError> {
     validate_disk_name(disk).map_err(|reason| VaultError::InvalidDiskName { name: disk.to_string(), reason })
 }
 
