@@ -466,6 +466,7 @@ fn serve_disk(
     }
     standby_image::Image::open(image, false)?;
     let vault = open_vault(vault)?;
+    check_socket_free(socket)?;
     // SIGINT and SIGTERM are taken by a waiting thread, so a stop ships
     // what is queued instead of dying with it.
     let signals = blocked_stop_signals();
@@ -563,6 +564,7 @@ fn export(
         let point = vault.select_point(disk, &selector)?;
         PointView::of_point(vault.clone(), &point)?
     };
+    check_socket_free(socket)?;
     let signals = blocked_stop_signals();
     let listener =
         standby_nbd::server::bind_unix(socket).map_err(|e| bad_input(format!("{}: {e}", socket.display())))?;
@@ -586,4 +588,18 @@ fn export(
     let _ = std::fs::remove_file(socket);
     eprintln!("standby: export stopped; the overlay {} keeps what was written", overlay.display());
     Ok(0)
+}
+
+/// Refuses, before anything is created, a socket path that another server
+/// is using or that is not a socket at all (a stale socket is fine).
+fn check_socket_free(socket: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(metadata) = std::fs::symlink_metadata(socket) else { return Ok(()) };
+    if !metadata.file_type().is_socket() {
+        return Err(bad_input(format!("{} exists and is not a socket; choose another --socket", socket.display())));
+    }
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Err(bad_input(format!("{} is in use by another server; choose another --socket", socket.display())));
+    }
+    Ok(())
 }

@@ -216,3 +216,48 @@ fn missing_azure_container_is_named() {
     run_with(&["vault", "init", "az://absent/prefix"], &azurite.environment())
         .bad_input("does not exist; create it first");
 }
+
+#[test]
+fn serve_disk_and_export_bad_input() {
+    let site = Site::new(65536, 12);
+    let socket = site.path("d.sock");
+    let vault = path(&site.vault);
+    let image = path(&site.image);
+    let socket_text = path(&socket);
+    refused(
+        &site,
+        &["serve-disk", image, "--socket", socket_text, "--vault", vault, "--disk", "d", "--seal-interval", "0s"],
+        "must be longer than zero",
+    );
+    let missing = site.path("missing.img");
+    refused(
+        &site,
+        &["serve-disk", path(&missing), "--socket", socket_text, "--vault", vault, "--disk", "d"],
+        "missing.img",
+    );
+    let not_a_vault = site.path("nowhere");
+    refused(
+        &site,
+        &["serve-disk", image, "--socket", socket_text, "--vault", path(&not_a_vault), "--disk", "d"],
+        "is not a vault",
+    );
+    let plain = site.path("plain-file");
+    std::fs::write(&plain, b"keep").unwrap();
+    refused(
+        &site,
+        &["serve-disk", image, "--socket", path(&plain), "--vault", vault, "--disk", "d"],
+        "is not a socket",
+    );
+    refused(
+        &site,
+        &["export", "--vault", vault, "--disk", "d", "--point", "latest", "--socket", socket_text],
+        "no disk 'd'",
+    );
+    site.sync("d");
+    refused(&site, &["export", "--vault", vault, "--disk", "d", "--point", "7", "--socket", socket_text], "'7'");
+    refused(
+        &site,
+        &["export", "--vault", vault, "--disk", "d", "--point", "latest", "--socket", path(&plain)],
+        "is not a socket",
+    );
+}
