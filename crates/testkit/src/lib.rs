@@ -179,3 +179,123 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     }
     files
 }
+
+/// The project's test guest: Debian's kernel (fetched once into
+/// `target/standby-guest`) and the initramfs built from it.
+pub struct TestGuest {
+    pub vmlinuz: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+/// Builds (once per workspace; several test processes may ask at once) the
+/// test guest. Panics with the fix when a part is missing: the README's test
+/// command installs busybox-static and qemu-system-x86.
+pub fn test_guest() -> TestGuest {
+    let cache = workspace_root().join("target/standby-guest");
+    let kernel = standby_guest::Kernel::debian(&cache).unwrap_or_else(|e| panic!("test guest kernel: {e}"));
+    let busybox = standby_guest::busybox().unwrap_or_else(|e| panic!("test guest: {e}"));
+    let initramfs = standby_guest::initramfs(&kernel, &busybox).unwrap_or_else(|e| panic!("test guest: {e}"));
+    // One file per content, written once: concurrent tests never see a
+    // half-written initramfs.
+    let path = cache.join(format!("initramfs-{}.cpio", fnv_hex(&initramfs)));
+    if !path.exists() {
+        let partial = cache.join(format!(".initramfs-{}.partial", std::process::id()));
+        std::fs::write(&partial, &initramfs).expect("write the initramfs");
+        std::fs::rename(&partial, &path).expect("publish the initramfs");
+    }
+    TestGuest { vmlinuz: kernel.vmlinuz, initramfs: path }
+}
+
+/// FNV-1a: enough to name a cache file by its content.
+fn fnv_hex(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// A QEMU guest under software emulation (TCG), its serial console in a
+/// file, killed on drop.
+pub struct Qemu {
+    child: Child,
+    pub console: PathBuf,
+    _directory: tempfile::TempDir,
+}
+
+impl Qemu {
+    /// Boots `guest` with `workload`, its one virtio disk opened from
+    /// `drive` (a QEMU `-drive file=` value: a path or an NBD URL).
+    pub fn boot(guest: &TestGuest, workload: &standby_guest::Workload, drive: &str) -> Qemu {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let console = directory.path().join("console.log");
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-m", "256", "-smp", "1", "-display", "none", "-no-reboot", "-nodefaults"])
+            .arg("-kernel")
+            .arg(&guest.vmlinuz)
+            .arg("-initrd")
+            .arg(&guest.initramfs)
+            .args(["-append", &workload.cmdline()])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .args(["-drive", &format!("file={drive},format=raw,if=virtio,cache=none,discard=unmap")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu-system-x86_64 starts (scripts/test installs qemu-system-x86)");
+        Qemu { child, console, _directory: directory }
+    }
+
+    pub fn console_text(&self) -> String {
+        // The serial console ends lines with \r\n.
+        String::from_utf8_lossy(&std::fs::read(&self.console).unwrap_or_default()).replace("\r\n", "\n")
+    }
+
+    /// Waits until the console shows `text`; panics with the console after `timeout`.
+    pub fn wait_for(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let console = self.console_text();
+            if console.contains(text) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the guest exited ({status}) before printing {text:?}; console:\n{console}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the guest did not print {text:?} within {timeout:?}; console:\n{console}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for QEMU to exit (the guest powered off); returns its stderr.
+    pub fn wait_exit(mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                assert!(status.success(), "QEMU failed ({status}): {stderr}\nconsole:\n{}", self.console_text());
+                return stderr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the guest did not power off within {timeout:?}; console:\n{}",
+                self.console_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

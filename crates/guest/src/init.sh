@@ -1,0 +1,84 @@
+#!/bin/busybox sh
+# Standby's test guest: PID 1 of a busybox initramfs (standby-guest).
+#
+# It loads the kernel modules listed in /etc/standby-modules (virtio and
+# ext4), mounts the ext4 filesystem on /dev/vda and runs the workload: each
+# step writes one sequence-numbered record to the raw record area at the end
+# of /dev/vda and one file /data/<seq> to the filesystem, makes both durable
+# (sync), and only then prints "standby-guest: record <seq>" on the console.
+# A printed record is an acknowledged write: it must survive every planned
+# move. The sequence resumes after the highest record on the disk, so a
+# copy booted elsewhere carries on where its disk left off.
+#
+# Kernel command line: standby.count=N (steps, 0 = until powered down),
+# standby.interval=SECONDS (pause between steps), standby.file_kib=K.
+# An ACPI power-button press (QEMU's system_powerdown) ends the workload,
+# unmounts the filesystem and powers off.
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /tmp /mnt
+
+say() { echo "standby-guest: $*"; }
+
+while read -r module; do
+  insmod "/lib/modules/$module.ko" || say "warning: module $module did not load"
+done < /etc/standby-modules
+
+count=0
+interval=0.2
+file_kib=16
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    standby.count=*) count=${word#*=} ;;
+    standby.interval=*) interval=${word#*=} ;;
+    standby.file_kib=*) file_kib=${word#*=} ;;
+  esac
+done
+
+# The power button (QEMU system_powerdown) asks the workload to stop.
+mkdir -p /etc/acpi/PWRF
+printf '#!/bin/sh\ntouch /tmp/stop\n' > /etc/acpi/PWRF/00000080
+chmod +x /etc/acpi/PWRF/00000080
+acpid -c /etc/acpi 2>/dev/null
+
+disk=/dev/vda
+n=0
+while [ ! -b $disk ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+if [ ! -b $disk ]; then
+  say "error: no disk at $disk"
+  poweroff -f
+fi
+
+slots=@RECORD_SLOTS@
+area=$(( $(blockdev --getsize64 $disk) / 512 - slots ))
+if ! mount -t ext4 $disk /mnt; then
+  say "error: cannot mount the ext4 filesystem on $disk"
+  poweroff -f
+fi
+mkdir -p /mnt/data
+
+last=$(dd if=$disk bs=512 skip=$area count=$slots 2>/dev/null | tr '\0' '\n' \
+  | grep -a '^standby-record [0-9]*$' | cut -d' ' -f2 | sort -n | tail -n 1)
+seq=$(( ${last:-0} + 1 ))
+say "ready, next record $seq"
+
+steps=0
+while [ ! -e /tmp/stop ] && { [ "$count" = 0 ] || [ $steps -lt "$count" ]; }; do
+  printf 'standby-record %d\n' $seq \
+    | dd of=$disk bs=512 seek=$((area + seq % slots)) conv=notrunc,sync 2>/dev/null
+  yes "standby-file $seq" | head -c $((file_kib * 1024)) > /mnt/data/$seq
+  sync
+  say "record $seq"
+  seq=$((seq + 1))
+  steps=$((steps + 1))
+  sleep "$interval"
+done
+
+sync
+umount /mnt
+say "stopped cleanly after record $((seq - 1))"
+poweroff -f
