@@ -261,6 +261,17 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
                 for dropped in &report.points_dropped {
                     println!("dropped point {} of disk '{}' ({})", dropped.point, dropped.disk, dropped.time);
                 }
+                for compacted in &report.journals_compacted {
+                    println!(
+                        "compacted the journal of disk '{}': it now starts at point {} ({}); {} segments folded into \
+                         the base, {} new",
+                        compacted.disk,
+                        compacted.base_sequence,
+                        compacted.base_time,
+                        compacted.segments_removed,
+                        human_bytes(compacted.bytes_new)
+                    );
+                }
                 println!(
                     "dropped {} points; deleted {} packs ({}); marked {} packs for collection",
                     report.points_dropped.len(),
@@ -380,7 +391,8 @@ fn create_key_file(path: &Path) -> anyhow::Result<()> {
 }
 
 fn has_journal(vault: &Vault, disk: &str) -> anyhow::Result<bool> {
-    Ok(!standby_vault::journal::segments(vault, disk)?.is_empty())
+    let objects = standby_vault::journal::journal_objects(vault, disk)?;
+    Ok(!objects.segments.is_empty() || !objects.bases.is_empty())
 }
 
 fn journal_points(vault: &Vault, disk: &str, json: bool) -> anyhow::Result<u8> {
@@ -524,6 +536,15 @@ fn journal_target(
             let app = listing.bookmarks.iter().rev().find(|b| b.kind == PointKind::AppConsistent);
             JournalTarget::Sequence(app.ok_or_else(|| unknown("the journal has no app-consistent point"))?.sequence)
         }
+        PointSelector::Sequence(sequence) if listing.first_sequence.is_some_and(|first| *sequence < first) => {
+            return Err(unknown(&older_than_window(&listing)).into());
+        }
+        PointSelector::Time(time)
+            if listing.first_time_micros.is_some_and(|first| time.as_microsecond() < first)
+                && listing.bookmarks.first().is_some_and(|b| b.label == standby_vault::journal::BASE_LABEL) =>
+        {
+            return Err(unknown(&older_than_window(&listing)).into());
+        }
         PointSelector::Sequence(sequence) => {
             if !listing.bookmarks.iter().any(|b| b.sequence == *sequence) {
                 return Err(unknown("no bookmark has this id; `standby points` lists them").into());
@@ -538,6 +559,18 @@ fn journal_target(
             JournalTarget::Time(micros)
         }
     })
+}
+
+/// Why a point before a compacted journal's base cannot be restored.
+fn older_than_window(listing: &standby_vault::journal::JournalListing) -> String {
+    match listing.bookmarks.first().filter(|b| b.label == standby_vault::journal::BASE_LABEL) {
+        Some(base) => format!(
+            "it is older than the retention window: older records were compacted; the oldest restorable moment is {} \
+             (point {})",
+            base.time, base.sequence
+        ),
+        None => "it is before the journal's first record".to_string(),
+    }
 }
 
 fn export(

@@ -333,3 +333,59 @@ fn export_serves_journal_and_sync_points_and_keeps_writes_in_an_overlay() {
     assert!(read_export(&socket, &synced.path("read.img")) == std::fs::read(&synced.image).unwrap());
     exporting.stop();
 }
+
+#[test]
+fn retention_compacts_the_journal_under_a_running_splitter() {
+    let site = Site::new(4 << 20, 67);
+    let socket = site.path("d.sock");
+    let mut model = std::fs::read(&site.image).unwrap();
+    let mut splitter = Splitter::start(&site, &socket);
+    qemu_io(&socket, &["write -P 0x21 0 131072", "flush"]);
+    fill(&mut model, 0, 131072, 0x21);
+    let old = mark(&socket, "old");
+    // Bookmarks (every second) seal segments after the old mark.
+    std::thread::sleep(Duration::from_millis(2500));
+    qemu_io(&socket, &["write -P 0x22 65536 4096", "flush"]);
+    fill(&mut model, 65536, 4096, 0x22);
+    let recent = mark(&socket, "recent");
+    let at_recent = model.clone();
+
+    let vault = path(&site.vault);
+    let report = run(&["prune", "--vault", vault, "--retention", "1s", "--grace", "0s", "--json"]).ok().json();
+    let compacted = &report["journals_compacted"][0];
+    assert_eq!(compacted["disk"], "d", "{report}");
+    let base = compacted["base_sequence"].as_u64().unwrap();
+    assert!(old < base && base < recent, "{report}");
+    assert!(compacted["segments_removed"].as_u64().unwrap() >= 2, "{report}");
+
+    // The splitter carries on after the base.
+    qemu_io(&socket, &["write -P 0x23 2097152 65536", "flush"]);
+    fill(&mut model, 2097152, 65536, 0x23);
+    let newest = mark(&socket, "newest");
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+
+    let refused =
+        run(&["restore", "--vault", vault, "--disk", "d", "--point", &old.to_string(), path(&site.path("x"))]);
+    refused.bad_input("older than the retention window");
+    assert!(!site.path("x").exists() && !site.path("x.standby-partial").exists());
+    assert!(
+        restore(&site, &base.to_string()) == {
+            let mut at_base = at_recent.clone();
+            at_base[65536..65536 + 4096].copy_from_slice(&[0x21; 4096]);
+            at_base
+        }
+    );
+    assert!(restore(&site, &recent.to_string()) == at_recent, "a point inside the window changed");
+    assert!(restore(&site, &newest.to_string()) == model);
+    let points = run(&["points", "--vault", vault, "--disk", "d", "--json"]).ok().json();
+    assert_eq!(points["points"][0]["id"].as_u64(), Some(base), "{points}");
+    assert_eq!(points["journal"]["first_sequence"].as_u64(), Some(base), "{points}");
+    run(&["verify", "--vault", vault]).ok();
+
+    // After a restart the journal continues from where it was.
+    let mut splitter = Splitter::start(&site, &socket);
+    let after_restart = mark(&socket, "after restart");
+    assert!(after_restart > newest);
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    assert!(restore(&site, "latest") == model);
+}

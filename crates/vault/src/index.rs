@@ -60,6 +60,29 @@ impl ChunkIndex {
             .collect();
         let loaded: Vec<(String, Result<PackIndex, VaultError>)> =
             wanted.par_iter().map(|object| (object.path.clone(), read_index(vault, &object.path))).collect();
+        Self::merge(loaded, &HashSet::new())
+    }
+
+    /// Loads every pack index; a chunk stored in several packs is located
+    /// in one outside `avoided` when there is one (collection counts the
+    /// packs it finds live: a chunk stored again must not keep a pack marked
+    /// for collection alive).
+    pub fn load_preferring(vault: &Vault, avoided: &HashSet<PackId>) -> Result<Self, VaultError> {
+        let listed = vault.backend().list(INDEXES_FOLDER)?;
+        let loaded: Vec<(String, Result<PackIndex, VaultError>)> = listed
+            .par_iter()
+            .filter(|object| pack_id_of(&object.path, INDEXES_FOLDER, ".index").is_some())
+            .map(|object| (object.path.clone(), read_index(vault, &object.path)))
+            .collect();
+        Self::merge(loaded, avoided)
+    }
+
+    fn merge(
+        mut loaded: Vec<(String, Result<PackIndex, VaultError>)>,
+        avoided: &HashSet<PackId>,
+    ) -> Result<Self, VaultError> {
+        // Avoided packs first: later packs overwrite their locations.
+        loaded.sort_by_key(|(_, result)| !matches!(result, Ok(index) if avoided.contains(&index.pack)));
         let mut index = ChunkIndex::default();
         for (path, result) in loaded {
             match result {
@@ -91,6 +114,13 @@ impl ChunkIndex {
                     codec: entry.codec,
                 },
             );
+        }
+    }
+
+    /// Forgets the chunks of `packs` (marked for collection: not to be reused).
+    pub(crate) fn forget_packs(&mut self, packs: &HashSet<PackId>) {
+        if !packs.is_empty() {
+            self.chunks.retain(|_, location| !packs.contains(&location.pack));
         }
     }
 

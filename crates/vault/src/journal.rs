@@ -13,16 +13,18 @@
 use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
 use standby_format::{
-    encode_frame, pieces, ChunkId, FrameKind, PointKind, Record, RecordKind, Segment, JOURNAL_WRITE_BYTES_MAX,
+    encode_frame, pieces, ChunkId, FrameKind, PointKind, PointManifest, Record, RecordKind, Segment,
+    JOURNAL_WRITE_BYTES_MAX,
 };
 
 use crate::backend::StorageError;
 use crate::index::{read_chunk, ChunkIndex};
+use crate::lease::Lease;
 use crate::packer::{store_pack, PackBuilder, PACK_BYTES_TARGET};
 use crate::restore::{create_partial, io_error, partial_path, RestoreReport};
 use crate::vault::check_disk_name;
@@ -36,21 +38,64 @@ fn segment_path(disk: &str, first_sequence: u64) -> String {
     format!("{}{first_sequence:020}.segment", journal_folder(disk))
 }
 
-/// The segments of a disk's journal in sequence order: (first sequence, object).
-pub fn segments(vault: &Vault, disk: &str) -> Result<Vec<(u64, String)>, VaultError> {
+pub(crate) fn base_path(disk: &str, sequence: u64) -> String {
+    format!("{}{sequence:020}.base", journal_folder(disk))
+}
+
+/// The objects of a disk's journal, each list in sequence order.
+#[derive(Debug, Default)]
+pub struct JournalObjects {
+    /// (first sequence, object)
+    pub segments: Vec<(u64, String)>,
+    /// Compacted bases: (sequence the base is the disk after, object).
+    pub bases: Vec<(u64, String)>,
+}
+
+impl JournalObjects {
+    /// The segments not wholly covered by the base at `after` (every
+    /// segment whose records may go beyond it).
+    pub fn segments_after(&self, after: u64) -> impl Iterator<Item = &(u64, String)> {
+        let next_firsts = self.segments.iter().skip(1).map(|(first, _)| Some(*first)).chain([None]);
+        self.segments
+            .iter()
+            .zip(next_firsts)
+            .filter(move |(_, next)| next.is_none_or(|next| next > after + 1))
+            .map(|(segment, _)| segment)
+    }
+}
+
+/// The segments and bases of a disk's journal (one listing).
+pub fn journal_objects(vault: &Vault, disk: &str) -> Result<JournalObjects, VaultError> {
     check_disk_name(disk)?;
     let folder = journal_folder(disk);
-    let mut found: Vec<(u64, String)> = vault
-        .backend()
-        .list(&folder)?
-        .into_iter()
-        .filter_map(|object| {
-            let name = object.path.strip_prefix(&folder)?.strip_suffix(".segment")?;
-            Some((name.parse().ok()?, object.path))
-        })
-        .collect();
-    found.sort();
-    Ok(found)
+    let mut objects = JournalObjects::default();
+    for object in vault.backend().list(&folder)? {
+        let Some(name) = object.path.strip_prefix(&folder) else { continue };
+        if let Some(sequence) = name.strip_suffix(".segment").and_then(|n| n.parse().ok()) {
+            objects.segments.push((sequence, object.path));
+        } else if let Some(sequence) = name.strip_suffix(".base").and_then(|n| n.parse().ok()) {
+            objects.bases.push((sequence, object.path));
+        }
+    }
+    objects.segments.sort();
+    objects.bases.sort();
+    Ok(objects)
+}
+
+/// The segments of a disk's journal in sequence order: (first sequence, object).
+pub fn segments(vault: &Vault, disk: &str) -> Result<Vec<(u64, String)>, VaultError> {
+    Ok(journal_objects(vault, disk)?.segments)
+}
+
+/// The newest compacted base of a disk's journal: the disk as it was after
+/// the base's sequence, as a point manifest (map pages of chunks).
+pub fn newest_base(vault: &Vault, objects: &JournalObjects, disk: &str) -> Result<Option<PointManifest>, VaultError> {
+    let Some((sequence, path)) = objects.bases.last() else { return Ok(None) };
+    let base = vault.read_point(path)?;
+    if base.disk != disk || base.sequence != *sequence {
+        return Err(VaultError::damaged(path, "the journal base names another disk or sequence"));
+    }
+    Ok(Some(base))
 }
 
 pub fn read_segment(vault: &Vault, path: &str) -> Result<Segment, VaultError> {
@@ -83,15 +128,28 @@ pub struct JournalWriter<'v> {
     pending: HashSet<ChunkId>,
     /// Raw bytes of write data in the open segment.
     data_bytes: u64,
+    /// Announces that this writer may reuse chunks of packs in the index it
+    /// loaded; restarted each time the writer has published everything and
+    /// forgotten the packs newly marked for collection (`maintain`).
+    lease: Lease,
+    maintained: Instant,
 }
+
+/// How often an idle or freshly sealed writer reloads the collection sets
+/// and restarts its lease.
+const MAINTAIN_INTERVAL: Duration = Duration::from_secs(60);
 
 impl<'v> JournalWriter<'v> {
     /// Opens the journal of `disk` for appending after its last segment.
     pub fn open(vault: &'v Vault, disk: &str) -> Result<Self, VaultError> {
-        let next_sequence = match segments(vault, disk)?.last() {
+        let objects = journal_objects(vault, disk)?;
+        let after_segments = match objects.segments.last() {
             Some((_, path)) => read_segment(vault, path)?.last_sequence().map_or(1, |last| last + 1),
             None => 1,
         };
+        // Compaction may have removed every segment up to its base.
+        let after_base = objects.bases.last().map_or(1, |(sequence, _)| sequence + 1);
+        let next_sequence = after_segments.max(after_base);
         let excluded = crate::prune::collection_candidates(vault)?;
         Ok(JournalWriter {
             vault,
@@ -104,7 +162,26 @@ impl<'v> JournalWriter<'v> {
             index: ChunkIndex::load(vault, &excluded)?,
             pending: HashSet::new(),
             data_bytes: 0,
+            lease: Lease::acquire(vault, "journal", disk)?,
+            maintained: Instant::now(),
         })
+    }
+
+    /// With nothing unsealed: every chunk this writer referenced is in a
+    /// published segment. Forget the packs marked for collection since the
+    /// last time and restart the lease, so a sweep of a set marked before
+    /// now does not wait for this writer (which will not reuse its packs),
+    /// while one marked later waits until the next time. Best effort: on
+    /// failure the older lease keeps holding sweeps back, which is safe.
+    fn maintain(&mut self) {
+        if !self.records.is_empty() || self.maintained.elapsed() < MAINTAIN_INTERVAL {
+            return;
+        }
+        let Ok(candidates) = crate::prune::collection_candidates(self.vault) else { return };
+        self.index.forget_packs(&candidates);
+        if self.lease.restart().is_ok() {
+            self.maintained = Instant::now();
+        }
     }
 
     /// The sequence the next record gets.
@@ -191,6 +268,7 @@ impl<'v> JournalWriter<'v> {
     /// tries again (a pack already stored is not stored twice).
     pub fn seal(&mut self) -> Result<Option<SealReport>, VaultError> {
         if self.records.is_empty() {
+            self.maintain();
             return Ok(None);
         }
         if !self.pack.is_empty() && !self.pack_stored {
@@ -226,6 +304,7 @@ impl<'v> JournalWriter<'v> {
         self.pack_stored = false;
         self.pack_stored_bytes = 0;
         self.data_bytes = 0;
+        self.maintain();
         Ok(Some(report))
     }
 }
@@ -266,11 +345,32 @@ pub struct JournalListing {
     pub gaps: Vec<(i64, Option<i64>)>,
 }
 
+/// Label of the listed point that stands for a compacted base.
+pub const BASE_LABEL: &str = "journal base (older records compacted)";
+
 pub fn list_journal(vault: &Vault, disk: &str) -> Result<JournalListing, VaultError> {
+    let objects = journal_objects(vault, disk)?;
+    let base = newest_base(vault, &objects, disk)?;
     let mut listing = JournalListing::default();
+    if let Some(base) = &base {
+        listing.first_sequence = Some(base.sequence);
+        listing.first_time_micros = Some(base.time_micros);
+        listing.last_sequence = Some(base.sequence);
+        listing.last_time_micros = Some(base.time_micros);
+        listing.bookmarks.push(Bookmark {
+            sequence: base.sequence,
+            time: format_time(base.time_micros),
+            time_micros: base.time_micros,
+            kind: base.kind,
+            label: BASE_LABEL.to_string(),
+        });
+    }
+    let after = base.as_ref().map_or(0, |base| base.sequence);
     for_each_record(
         vault,
         disk,
+        &objects,
+        after,
         |_| true,
         |record| {
             listing.first_sequence.get_or_insert(record.sequence);
@@ -298,36 +398,40 @@ pub fn list_journal(vault: &Vault, disk: &str) -> Result<JournalListing, VaultEr
             Ok(true)
         },
     )?;
-    listing.segments = segments(vault, disk)?.len() as u64;
+    listing.segments = objects.segments.len() as u64;
     Ok(listing)
 }
 
-/// Calls `visit` on every record in sequence order until it returns false.
-/// A gap between segments (a segment missing) is an error naming it when
-/// `wants` says the record after the gap is needed.
+/// Calls `visit` on every record after sequence `after` (a base's), in
+/// sequence order, until it returns false. A gap between segments (a
+/// segment missing) is an error naming it when `wants` says the record
+/// after the gap is needed.
 fn for_each_record(
     vault: &Vault,
     disk: &str,
+    objects: &JournalObjects,
+    after: u64,
     wants: impl Fn(&Record) -> bool,
     mut visit: impl FnMut(&Record) -> Result<bool, VaultError>,
 ) -> Result<(), VaultError> {
-    let mut expected: Option<u64> = None;
-    for (first, path) in segments(vault, disk)? {
-        let segment = read_segment(vault, &path)?;
-        if segment.disk != disk || segment.first_sequence() != Some(first) {
-            return Err(VaultError::damaged(&path, "segment names another disk or sequence"));
+    let mut expected: Option<u64> = (after > 0).then_some(after + 1);
+    for (first, path) in objects.segments_after(after) {
+        let segment = read_segment(vault, path)?;
+        if segment.disk != disk || segment.first_sequence() != Some(*first) {
+            return Err(VaultError::damaged(path, "segment names another disk or sequence"));
         }
-        if let Some(expected) = expected.filter(|&expected| expected != first) {
+        // The first segment after a base may begin at or before it.
+        if let Some(expected) = expected.filter(|&expected| expected < *first) {
             if !segment.records.first().is_some_and(&wants) {
                 return Ok(());
             }
             return Err(VaultError::damaged(
-                &path,
+                path,
                 format!("the journal of disk '{disk}' has no records {expected}..{first} (a segment is missing)"),
             ));
         }
         expected = segment.last_sequence().map(|last| last + 1);
-        for record in &segment.records {
+        for record in segment.records.iter().filter(|record| record.sequence > after) {
             if !visit(record)? {
                 return Ok(());
             }
@@ -374,16 +478,46 @@ pub fn restore_journal(
     })
 }
 
-/// Walks the records up to `target`, calling `apply` on each, and checks
-/// that the journal is exact there; returns the last record's sequence and
-/// time. The caller discards what `apply` built when this fails.
+/// One step of a replay: the compacted base it starts from, then records.
+pub(crate) enum Step<'a> {
+    Base(&'a PointManifest),
+    Record(&'a Record),
+}
+
+/// Walks the journal up to `target`: `apply` gets the compacted base the
+/// walk starts from (if the journal has one), then each record after it.
+/// Checks that the journal is exact there; returns the last record's
+/// sequence and time. The caller discards what it built when this fails.
 pub(crate) fn replay_metadata(
     vault: &Vault,
     disk: &str,
     target: JournalTarget,
-    mut apply: impl FnMut(&Record) -> Result<(), VaultError>,
+    mut apply: impl FnMut(Step) -> Result<(), VaultError>,
 ) -> Result<(u64, i64), VaultError> {
+    let objects = journal_objects(vault, disk)?;
+    let base = newest_base(vault, &objects, disk)?;
     let (mut last, mut time_micros) = (0u64, 0i64);
+    if let Some(base) = &base {
+        let before = match target {
+            JournalTarget::Sequence(sequence) => sequence < base.sequence,
+            JournalTarget::Time(time) => time < base.time_micros,
+            JournalTarget::Latest => false,
+        };
+        if before {
+            return Err(VaultError::UnknownPoint {
+                disk: disk.to_string(),
+                point: format!("{target:?}"),
+                reason: format!(
+                    "it is older than the retention window: older records were compacted; the oldest restorable \
+                     moment is {} (point {})",
+                    format_time(base.time_micros),
+                    base.sequence
+                ),
+            });
+        }
+        apply(Step::Base(base))?;
+        (last, time_micros) = (base.sequence, base.time_micros);
+    }
     // Where the current gap began, while the journal is not exact.
     let mut gap_since: Option<i64> = None;
     let beyond = |record: &Record| match target {
@@ -394,6 +528,8 @@ pub(crate) fn replay_metadata(
     for_each_record(
         vault,
         disk,
+        &objects,
+        last,
         |record| !beyond(record),
         |record| {
             if beyond(record) {
@@ -404,7 +540,7 @@ pub(crate) fn replay_metadata(
                 RecordKind::Exact => gap_since = None,
                 _ => {}
             }
-            apply(record)?;
+            apply(Step::Record(record))?;
             last = record.sequence;
             time_micros = record.time_micros;
             Ok(true)
@@ -442,7 +578,19 @@ fn replay_into(
     let chunk_bytes = vault.config().chunk_bytes;
     let (mut disk_bytes, mut written, mut fetched) = (0u64, 0u64, 0u64);
     let what = format!("journal data of disk '{disk}'");
-    let (last, time_micros) = replay_metadata(vault, disk, target, |record| {
+    let (last, time_micros) = replay_metadata(vault, disk, target, |step| {
+        let record = match step {
+            Step::Base(base) => {
+                disk_bytes = base.disk_bytes;
+                file.set_len(base.disk_bytes).map_err(|e| io_error("size", partial, e))?;
+                let (base_written, base_fetched) =
+                    crate::restore::write_point(vault, &index, base, &file, partial, &|_: u64| {})?;
+                written += base_written;
+                fetched += base_fetched;
+                return Ok(());
+            }
+            Step::Record(record) => record,
+        };
         match &record.kind {
             RecordKind::Write { offset, length, pieces: ids } => {
                 for ((piece_offset, piece_len), id) in pieces(*offset, u64::from(*length), chunk_bytes).zip(ids) {
@@ -471,4 +619,58 @@ fn replay_into(
     file.set_len(disk_bytes).map_err(|e| io_error("size", partial, e))?;
     file.sync_all().map_err(|e| io_error("flush", partial, e))?;
     Ok((last, time_micros, disk_bytes, written, fetched))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::prune::{prune, PruneOptions};
+    use crate::InitOptions;
+
+    /// A long-running writer loaded its index before a pack was marked for
+    /// collection: it must not reuse that pack's chunks once the pack can be
+    /// swept, and the sweep must wait until it has stopped relying on it.
+    #[test]
+    fn a_running_writer_never_references_a_swept_pack() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+        let data = vec![7u8; 65536];
+        let mut first = JournalWriter::open(&vault, "a").unwrap();
+        first.write(0, &data, 1);
+        first.seal().unwrap();
+        drop(first);
+        // Its segment goes (as compaction would delete it): the pack is garbage.
+        for (_, path) in segments(&vault, "a").unwrap() {
+            vault.backend().delete(&path).unwrap();
+        }
+        let packs = || vault.backend().list(crate::prune::PACKS_FOLDER).unwrap().len();
+        assert_eq!(packs(), 1);
+
+        let mut writer = JournalWriter::open(&vault, "b").unwrap();
+        let options = PruneOptions { drop_before_micros: None, grace: Duration::ZERO };
+        assert_eq!(prune(&vault, &options).unwrap().packs_marked, 1);
+        let report = prune(&vault, &options).unwrap();
+        assert_eq!(report.packs_deleted, 0, "the writer may still reuse the marked pack: {report:?}");
+        assert!(report.waiting.iter().any(|w| w.contains("journal of b")), "{report:?}");
+
+        // The writer's next maintenance forgets the marked pack...
+        writer.maintained = Instant::now() - MAINTAIN_INTERVAL;
+        writer.seal().unwrap();
+        // ...so the same data is stored again, not referenced.
+        writer.size(65536, 2);
+        writer.write(0, &data, 2);
+        writer.seal().unwrap();
+        assert_eq!(packs(), 2);
+        let report = prune(&vault, &options).unwrap();
+        assert_eq!(report.packs_deleted, 1, "{report:?}");
+        drop(writer);
+
+        let out = dir.path().join("out");
+        restore_journal(&vault, "b", JournalTarget::Latest, &out, false).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        assert!(crate::verify::verify(&vault, &|_| {}).unwrap().is_clean());
+    }
 }

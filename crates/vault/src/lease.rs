@@ -1,4 +1,4 @@
-//! Leases: a running sync (or restore) announces itself with an object under
+//! Leases: a running sync (or restore, compaction, journal writer) announces itself with an object under
 //! `leases/`, refreshed while it runs and deleted when it ends. Collection
 //! does not sweep a candidate set while a lease older than the set is fresh,
 //! because that operation may have chosen to reuse a chunk from it.
@@ -69,6 +69,21 @@ impl Lease {
         if now - self.body.refreshed_micros >= LEASE_REFRESH.as_micros() as i64 {
             self.body.refreshed_micros = now;
             self.write()?;
+        }
+        Ok(())
+    }
+
+    /// Starts the lease again from now: for a long-running writer that has
+    /// just published everything it referenced and reloaded the collection
+    /// sets, so sweeps of sets marked before now need not wait for it.
+    pub(crate) fn restart(&mut self) -> Result<(), VaultError> {
+        let now = now_micros();
+        let previous = (self.body.started_micros, self.body.refreshed_micros);
+        self.body.started_micros = now;
+        self.body.refreshed_micros = now;
+        if let Err(e) = self.write() {
+            (self.body.started_micros, self.body.refreshed_micros) = previous;
+            return Err(e);
         }
         Ok(())
     }

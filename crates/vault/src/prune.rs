@@ -58,6 +58,8 @@ pub struct PruneReport {
     /// temporary files), removed once older than the lease lifetime.
     pub abandoned_writes_removed: u64,
     pub abandoned_bytes_freed: u64,
+    /// Journals whose records older than the window were compacted into a base.
+    pub journals_compacted: Vec<crate::compact::CompactReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +87,11 @@ pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, Vault
                         time: format_time(point.time_micros),
                     });
                 }
+            }
+            // A journal keeps every moment inside the window; what is older
+            // becomes its base.
+            if let Some(compacted) = crate::compact::compact_journal(vault, &disk, cutoff)? {
+                report.journals_compacted.push(compacted);
             }
         }
     }
@@ -179,15 +186,22 @@ fn read_sets(vault: &Vault) -> Result<Vec<(String, CollectionSet)>, VaultError> 
 /// a point or page cannot be read: collecting on a partial view could delete
 /// live data.
 fn live_packs(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
-    let index = ChunkIndex::load(vault, &HashSet::new())?;
+    let index = ChunkIndex::load_preferring(vault, &collection_candidates(vault)?)?;
     let mut live = HashSet::new();
     for disk in vault.disks()? {
         let listing = vault.point_listing(&disk)?;
         if let Some((object, problem)) = listing.damaged.first() {
             return Err(VaultError::damaged(object, format!("{problem} (collection needs every point readable)")));
         }
+        let objects = crate::journal::journal_objects(vault, &disk)?;
+        let mut bases = Vec::new();
+        for (_, path) in &objects.bases {
+            bases.push(vault.read_point(path).map_err(|e| {
+                VaultError::damaged(path, format!("{e} (collection needs every journal base readable)"))
+            })?);
+        }
         let mut pages_seen = HashSet::new();
-        for point in &listing.points {
+        for point in listing.points.iter().chain(&bases) {
             for (page_number, page_id) in point.pages.iter().enumerate() {
                 if page_id.is_zero() || !pages_seen.insert(*page_id) {
                     continue;
@@ -200,9 +214,9 @@ fn live_packs(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
             }
         }
         // Journal data is live as long as its segment exists.
-        for (_, path) in crate::journal::segments(vault, &disk)? {
-            let segment = crate::journal::read_segment(vault, &path)
-                .map_err(|e| VaultError::damaged(&path, format!("{e} (collection needs every segment readable)")))?;
+        for (_, path) in &objects.segments {
+            let segment = crate::journal::read_segment(vault, path)
+                .map_err(|e| VaultError::damaged(path, format!("{e} (collection needs every segment readable)")))?;
             for record in &segment.records {
                 if let standby_format::RecordKind::Write { pieces, .. } = &record.kind {
                     for id in pieces {

@@ -133,6 +133,21 @@ fn restore_into(
     let file = create_partial(partial)?;
     file.set_len(point.disk_bytes).map_err(|e| io_error("size", partial, e))?;
     let index = ChunkIndex::load(vault, &HashSet::new())?;
+    let totals = write_point(vault, &index, point, &file, partial, options.progress)?;
+    file.sync_all().map_err(|e| io_error("flush", partial, e))?;
+    Ok(totals)
+}
+
+/// Writes the chunks of `point` into `file` (already sized; zero chunks are
+/// left as they are); returns bytes written and bytes fetched.
+pub(crate) fn write_point(
+    vault: &Vault,
+    index: &ChunkIndex,
+    point: &PointManifest,
+    file: &std::fs::File,
+    partial: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(u64, u64), VaultError> {
     let chunk_bytes = u64::from(point.chunk_bytes);
     let mut written = 0u64;
     let mut fetched = 0u64;
@@ -171,8 +186,8 @@ fn restore_into(
         let totals: Vec<(u64, u64)> = reads
             .par_iter()
             .map(|read| {
-                let totals = execute_read(vault, read, &file, partial)?;
-                (options.progress)(totals.0);
+                let totals = execute_read(vault, read, file, partial)?;
+                progress(totals.0);
                 Ok(totals)
             })
             .collect::<Result<_, VaultError>>()?;
@@ -189,9 +204,8 @@ fn restore_into(
                     .sum::<u64>()
             })
             .sum();
-        (options.progress)(window_bytes.saturating_sub(window_written));
+        progress(window_bytes.saturating_sub(window_written));
     }
-    file.sync_all().map_err(|e| io_error("flush", partial, e))?;
     Ok((written, fetched))
 }
 

@@ -98,57 +98,12 @@ pub fn sync_image(
     let sequence = sequences.last().map_or(1, |(sequence, _)| sequence + 1);
 
     let mut lease = Lease::acquire(vault, "sync", disk)?;
-    let excluded = crate::prune::collection_candidates(vault)?;
-    let index = ChunkIndex::load(vault, &excluded)?;
-
     let config = vault.config();
-    let chunk_bytes = config.chunk_bytes as usize;
     let chunks_total = PointManifest::chunk_count(image.bytes, config.chunk_bytes);
-    let batch_chunks = (BATCH_BYTES / chunk_bytes).max(1);
-
-    let mut state = Assembler {
-        vault,
-        keys: vault.keys().clone(),
-        level: config.zstd_level,
-        index: &index,
-        pending: HashSet::new(),
-        pack: PackBuilder::new(vault.keys().encrypted()),
-        page: Vec::with_capacity(config.page_entries as usize),
-        pages: Vec::new(),
-        chunks_zero: 0,
-        chunks_new: 0,
-    };
-    let uploaded = Mutex::new(Uploaded::default());
-
-    std::thread::scope(|scope| -> Result<(), VaultError> {
-        let (batch_sender, batch_receiver) = sync_channel::<Result<(u64, Vec<u8>), VaultError>>(BATCHES_AHEAD);
-        let (pack_sender, pack_receiver) = sync_channel::<PackBuilder>(PACKS_QUEUED);
-        let image = &image;
-        scope.spawn(move || read_batches(image, chunk_bytes, batch_chunks, batch_sender));
-        let uploader = scope.spawn(|| upload_packs(vault, pack_receiver, &uploaded, &mut lease));
-
-        let result = (|| -> Result<(), VaultError> {
-            for batch in batch_receiver.iter() {
-                let (first_chunk, buffer) = batch?;
-                state.add_batch(first_chunk, &buffer, chunks_total, &pack_sender)?;
-                (options.progress)(buffer.len() as u64);
-            }
-            state.finish_page(&pack_sender)?;
-            let last = std::mem::replace(&mut state.pack, PackBuilder::new(vault.keys().encrypted()));
-            if !last.entries.is_empty() {
-                send_pack(&pack_sender, last)?;
-            }
-            Ok(())
-        })();
-        drop(pack_sender);
-        let upload_result = uploader.join().expect("the uploader thread does not panic");
-        // An upload failure is the root cause of any "uploader stopped" error.
-        upload_result?;
-        result
-    })?;
+    let read = |offset: u64, buffer: &mut [u8]| image.read_at(buffer, offset).map_err(VaultError::from);
+    let stored = store_disk(vault, image.bytes, &read, &mut lease, options.progress)?;
     let time_micros = crate::lease::now_micros();
 
-    let uploaded = uploaded.into_inner().expect("uploader finished");
     let manifest = PointManifest {
         sequence,
         time_micros,
@@ -159,8 +114,8 @@ pub fn sync_image(
         chunk_bytes: config.chunk_bytes,
         page_entries: config.page_entries,
         bytes_read: image.bytes,
-        bytes_new: uploaded.bytes,
-        pages: state.pages.clone(),
+        bytes_new: stored.bytes_new,
+        pages: stored.pages,
     };
     let sealed = manifest.seal(vault.keys());
     let manifest_bytes = sealed.len() as u64;
@@ -183,30 +138,112 @@ pub fn sync_image(
         disk_bytes: image.bytes,
         disk_bytes_previous: previous.map(|p| p.disk_bytes).filter(|&bytes| bytes != image.bytes),
         bytes_read: image.bytes,
-        bytes_new: uploaded.bytes + manifest_bytes,
+        bytes_new: stored.bytes_new + manifest_bytes,
         chunks_total,
-        chunks_zero: state.chunks_zero,
-        chunks_new: state.chunks_new,
-        packs_new: uploaded.packs,
+        chunks_zero: stored.chunks_zero,
+        chunks_new: stored.chunks_new,
+        packs_new: stored.packs_new,
         elapsed_seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Reads the image in batches of whole chunks, in order.
+/// Reads bytes of a disk at an offset: an image, or a point of the journal.
+pub(crate) type ReadAt<'a> = dyn Fn(u64, &mut [u8]) -> Result<(), VaultError> + Sync + 'a;
+
+/// A disk's chunks stored in the vault: the map pages a manifest lists.
+pub(crate) struct StoredDisk {
+    pub pages: Vec<ChunkId>,
+    pub chunks_zero: u64,
+    pub chunks_new: u64,
+    pub packs_new: u64,
+    /// Bytes of new packs and indexes.
+    pub bytes_new: u64,
+}
+
+/// Reads a disk of `disk_bytes` through `read` (offset, buffer) and stores
+/// every chunk the vault lacks, in packs, with the map pages listing them;
+/// the caller publishes the manifest. Used by `sync` (reading an image) and
+/// by journal compaction (reading a point of the journal).
+pub(crate) fn store_disk(
+    vault: &Vault,
+    disk_bytes: u64,
+    read: &ReadAt,
+    lease: &mut Lease,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<StoredDisk, VaultError> {
+    let excluded = crate::prune::collection_candidates(vault)?;
+    let index = ChunkIndex::load(vault, &excluded)?;
+
+    let config = vault.config();
+    let chunk_bytes = config.chunk_bytes as usize;
+    let chunks_total = PointManifest::chunk_count(disk_bytes, config.chunk_bytes);
+    let batch_chunks = (BATCH_BYTES / chunk_bytes).max(1);
+
+    let mut state = Assembler {
+        vault,
+        keys: vault.keys().clone(),
+        level: config.zstd_level,
+        index: &index,
+        pending: HashSet::new(),
+        pack: PackBuilder::new(vault.keys().encrypted()),
+        page: Vec::with_capacity(config.page_entries as usize),
+        pages: Vec::new(),
+        chunks_zero: 0,
+        chunks_new: 0,
+    };
+    let uploaded = Mutex::new(Uploaded::default());
+
+    std::thread::scope(|scope| -> Result<(), VaultError> {
+        let (batch_sender, batch_receiver) = sync_channel::<Result<(u64, Vec<u8>), VaultError>>(BATCHES_AHEAD);
+        let (pack_sender, pack_receiver) = sync_channel::<PackBuilder>(PACKS_QUEUED);
+        scope.spawn(move || read_batches(read, disk_bytes, chunk_bytes, batch_chunks, batch_sender));
+        let uploader = scope.spawn(|| upload_packs(vault, pack_receiver, &uploaded, lease));
+
+        let result = (|| -> Result<(), VaultError> {
+            for batch in batch_receiver.iter() {
+                let (first_chunk, buffer) = batch?;
+                state.add_batch(first_chunk, &buffer, chunks_total, &pack_sender)?;
+                progress(buffer.len() as u64);
+            }
+            state.finish_page(&pack_sender)?;
+            let last = std::mem::replace(&mut state.pack, PackBuilder::new(vault.keys().encrypted()));
+            if !last.entries.is_empty() {
+                send_pack(&pack_sender, last)?;
+            }
+            Ok(())
+        })();
+        drop(pack_sender);
+        let upload_result = uploader.join().expect("the uploader thread does not panic");
+        // An upload failure is the root cause of any "uploader stopped" error.
+        upload_result?;
+        result
+    })?;
+    let uploaded = uploaded.into_inner().expect("uploader finished");
+    Ok(StoredDisk {
+        pages: state.pages,
+        chunks_zero: state.chunks_zero,
+        chunks_new: state.chunks_new,
+        packs_new: uploaded.packs,
+        bytes_new: uploaded.bytes,
+    })
+}
+
+/// Reads the disk in batches of whole chunks, in order.
 fn read_batches(
-    image: &Image,
+    read: &ReadAt,
+    disk_bytes: u64,
     chunk_bytes: usize,
     batch_chunks: usize,
     sender: SyncSender<Result<(u64, Vec<u8>), VaultError>>,
 ) {
     let batch_bytes = (chunk_bytes * batch_chunks) as u64;
     let mut offset = 0u64;
-    while offset < image.bytes {
-        let len = (image.bytes - offset).min(batch_bytes) as usize;
+    while offset < disk_bytes {
+        let len = (disk_bytes - offset).min(batch_bytes) as usize;
         let mut buffer = vec![0u8; len];
-        let result = image.read_at(&mut buffer, offset).map(|()| (offset / chunk_bytes as u64, buffer));
+        let result = read(offset, &mut buffer).map(|()| (offset / chunk_bytes as u64, buffer));
         let failed = result.is_err();
-        if sender.send(result.map_err(VaultError::from)).is_err() || failed {
+        if sender.send(result).is_err() || failed {
             return;
         }
         offset += len as u64;

@@ -137,25 +137,32 @@ pub fn verify(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRe
         }
     }
 
-    // Every point: its manifest, its pages, every chunk of every page.
+    // Every point and every compacted journal base: its manifest, its
+    // pages, every chunk of every page. A broken base breaks its journal.
     let mut referenced: HashSet<PackId> = HashSet::new();
     for disk in vault.disks()? {
-        for (sequence, path) in vault.point_sequences(&disk)? {
+        let points = vault.point_sequences(&disk)?.into_iter().map(|(sequence, path)| (sequence, path, false));
+        let bases = crate::journal::journal_objects(vault, &disk)?.bases;
+        for (sequence, path, is_base) in points.chain(bases.into_iter().map(|(sequence, path)| (sequence, path, true)))
+        {
+            let name = if is_base { format!("{disk}@journal-base:{sequence}") } else { format!("{disk}@{sequence}") };
+            let mut broken = |reason: String| {
+                if is_base {
+                    report.broken_journals.push(BrokenJournal { disk: disk.clone(), from_sequence: sequence, reason });
+                } else {
+                    report.broken_points.push(BrokenPoint { disk: disk.clone(), point: sequence, reason });
+                }
+            };
             report.points_checked += 1;
             let point = match vault.read_point(&path) {
                 Ok(point) => point,
                 Err(VaultError::Damaged { problem, .. }) => {
-                    damaged.insert(path.clone(), (problem.clone(), BTreeSet::from([format!("{disk}@{sequence}")])));
-                    report.broken_points.push(BrokenPoint {
-                        disk: disk.clone(),
-                        point: sequence,
-                        reason: format!("{path}: {problem}"),
-                    });
+                    damaged.insert(path.clone(), (problem.clone(), BTreeSet::from([name.clone()])));
+                    broken(format!("{path}: {problem}"));
                     continue;
                 }
                 Err(other) => return Err(other),
             };
-            let name = format!("{disk}@{sequence}");
             let mut reasons: BTreeSet<String> = BTreeSet::new();
             let mut missing = |id: &ChunkId, what: &str, reasons: &mut BTreeSet<String>| match holder.get(id) {
                 Some(pack) => {
@@ -204,27 +211,27 @@ pub fn verify(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyRe
                 if total > 3 {
                     reason.push(format!("and {} more", total - 3));
                 }
-                report.broken_points.push(BrokenPoint {
-                    disk: disk.clone(),
-                    point: sequence,
-                    reason: reason.join("; "),
-                });
+                broken(reason.join("; "));
             }
         }
     }
     // Every journal: segments whole and consecutive, every write's data good.
     for disk in vault.disks()? {
-        let mut expected: Option<u64> = None;
-        for (first, path) in crate::journal::segments(vault, &disk)? {
+        let objects = crate::journal::journal_objects(vault, &disk)?;
+        // After a compacted base, records continue at the one after it
+        // (segments it covers may still be there, if a compaction was
+        // interrupted before deleting them).
+        let mut expected: Option<u64> = objects.bases.last().map(|(sequence, _)| sequence + 1);
+        for (first, path) in objects.segments {
             report.segments_checked += 1;
             let name = format!("{disk}@journal:{first}");
             let mut reasons: BTreeSet<String> = BTreeSet::new();
-            if expected.is_some_and(|expected| expected != first) {
+            if expected.is_some_and(|expected| expected < first) {
                 reasons.insert(format!("records {}..{first} are missing", expected.unwrap_or(0)));
             }
             match crate::journal::read_segment(vault, &path) {
                 Ok(segment) => {
-                    expected = segment.last_sequence().map(|last| last + 1);
+                    expected = segment.last_sequence().map(|last| last + 1).max(expected);
                     for record in &segment.records {
                         let standby_format::RecordKind::Write { pieces, .. } = &record.kind else { continue };
                         for id in pieces {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use standby_format::{pieces, ChunkId, PointManifest, RecordKind};
 
 use crate::index::{read_chunk, ChunkIndex};
-use crate::journal::JournalTarget;
+use crate::journal::{JournalTarget, Step};
 use crate::{Vault, VaultError};
 
 /// Decoded chunks kept for reads (64 KiB chunks: 16 MiB).
@@ -44,13 +44,21 @@ impl PointView {
     /// The disk at a sync point.
     pub fn of_point(vault: Arc<Vault>, point: &PointManifest) -> Result<PointView, VaultError> {
         let index = ChunkIndex::load(&vault, &HashSet::new())?;
-        let mut extents = BTreeMap::new();
+        let mut view = PointView { vault, index, size: 0, extents: BTreeMap::new(), cache: Mutex::default() };
+        view.load_point(point)?;
+        Ok(view)
+    }
+
+    /// Makes the view the disk at `point` (a sync point or a journal base).
+    fn load_point(&mut self, point: &PointManifest) -> Result<(), VaultError> {
+        self.extents.clear();
+        self.size = point.disk_bytes;
         let chunk_bytes = u64::from(point.chunk_bytes);
         for (number, page_id) in point.pages.iter().enumerate() {
             if page_id.is_zero() {
                 continue;
             }
-            let page = index.read_page(&vault, page_id, point.entries_in_page(number))?;
+            let page = self.index.read_page(&self.vault, page_id, point.entries_in_page(number))?;
             let first = number as u64 * u64::from(point.page_entries);
             for (position, id) in page.entries.iter().enumerate() {
                 if id.is_zero() {
@@ -58,13 +66,13 @@ impl PointView {
                 }
                 let chunk = first + position as u64;
                 let start = chunk * chunk_bytes;
-                extents.insert(
+                self.extents.insert(
                     start,
                     Extent { end: start + u64::from(point.chunk_len(chunk)), id: *id, chunk_start: start },
                 );
             }
         }
-        Ok(PointView { vault, index, size: point.disk_bytes, extents, cache: Mutex::default() })
+        Ok(())
     }
 
     /// The disk after the journal's records up to `target` (metadata only).
@@ -73,7 +81,11 @@ impl PointView {
         let chunk_bytes = vault.config().chunk_bytes;
         let mut view =
             PointView { vault: vault.clone(), index, size: 0, extents: BTreeMap::new(), cache: Mutex::default() };
-        crate::journal::replay_metadata(&vault, disk, target, |record| {
+        crate::journal::replay_metadata(&vault, disk, target, |step| {
+            let record = match step {
+                Step::Base(base) => return view.load_point(base),
+                Step::Record(record) => record,
+            };
             match &record.kind {
                 RecordKind::Write { offset, length, pieces: ids } => {
                     for ((start, len), id) in pieces(*offset, u64::from(*length), chunk_bytes).zip(ids) {

@@ -1,7 +1,9 @@
 //! Model test of the journal: random streams of writes (any alignment),
 //! zeroings, resizes, bookmarks, seals and writer restarts; replaying the
 //! journal to any sequence, or to any time, gives exactly the model's disk
-//! after the records up to it. Collection keeps journal data; verify is clean.
+//! after the records up to it. Compaction (retention) at random moments
+//! folds old records into a base: later points still equal the model, older
+//! ones are refused. Collection keeps journal data; verify is clean.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +12,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use standby_format::PointKind;
 use standby_vault::backend::LocalBackend;
-use standby_vault::journal::{list_journal, restore_journal, JournalTarget, JournalWriter};
+use standby_vault::compact::compact_journal;
+use standby_vault::journal::{list_journal, restore_journal, JournalTarget, JournalWriter, BASE_LABEL};
 use standby_vault::prune::{prune, PruneOptions};
 use standby_vault::verify::verify;
 use standby_vault::view::PointView;
@@ -42,6 +45,11 @@ enum Operation {
     /// The journal stops describing the disk exactly (until `Exact`).
     Gap,
     Exact,
+    /// Retention: compact what is sealed and older than the clock (or, with
+    /// `now`, everything sealed).
+    Compact {
+        now: bool,
+    },
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
@@ -56,6 +64,7 @@ fn operation() -> impl Strategy<Value = Operation> {
         3 => Just(Operation::Tick),
         1 => Just(Operation::Gap),
         1 => Just(Operation::Exact),
+        1 => any::<bool>().prop_map(|now| Operation::Compact { now }),
     ]
 }
 
@@ -81,6 +90,8 @@ proptest! {
         let mut inexact: std::collections::BTreeSet<u64> = Default::default();
         let mut in_gap = false;
         let mut clock = 1_000_000i64;
+        // The newest compacted base: points before it are gone.
+        let mut base = 0u64;
         let mut writer = JournalWriter::open(&vault, "disk").unwrap();
         let sequence = writer.size(initial as u64, clock);
         after.insert(sequence, image.clone());
@@ -137,6 +148,17 @@ proptest! {
                     in_gap = false;
                     Some(writer.exact(clock))
                 }
+                Operation::Compact { now } => {
+                    writer.seal().unwrap();
+                    let cutoff = if *now { clock + 1 } else { clock };
+                    if let Some(report) = compact_journal(&vault, "disk", cutoff).unwrap() {
+                        prop_assert!(report.base_sequence > base);
+                        prop_assert!(!inexact.contains(&report.base_sequence), "a base inside a gap");
+                        prop_assert!(times[&report.base_sequence] < cutoff);
+                        base = report.base_sequence;
+                    }
+                    None
+                }
             };
             if let Some(sequence) = sequence {
                 after.insert(sequence, image.clone());
@@ -151,8 +173,13 @@ proptest! {
 
         let listing = list_journal(&vault, "disk").unwrap();
         prop_assert_eq!(listing.last_sequence, after.keys().last().copied());
-        let bookmarks = operations.iter().filter(|o| matches!(o, Operation::Bookmark { .. })).count();
-        prop_assert_eq!(listing.bookmarks.len(), bookmarks);
+        let listed: Vec<u64> =
+            listing.bookmarks.iter().filter(|b| b.label != BASE_LABEL).map(|b| b.sequence).collect();
+        prop_assert!(listed.iter().all(|&sequence| sequence > base), "a bookmark before the base is listed");
+        if base > 0 {
+            prop_assert_eq!(listing.first_sequence, Some(base));
+            prop_assert_eq!(listing.bookmarks[0].sequence, base);
+        }
 
         // Every bookmark, the end, and random sequences.
         let sequences: Vec<u64> = after.keys().copied().collect();
@@ -162,6 +189,11 @@ proptest! {
         let output = dir.path().join("restored");
         for target in targets {
             let result = restore_journal(&vault, "disk", JournalTarget::Sequence(target), &output, true);
+            if target < base {
+                let error = result.unwrap_err().to_string();
+                prop_assert!(error.contains("older than the retention window"), "{}", error);
+                continue;
+            }
             if inexact.contains(&target) {
                 prop_assert!(result.is_err(), "sequence {} is inside a gap but restored", target);
                 continue;
@@ -187,6 +219,10 @@ proptest! {
             let time = times[&sequences[probe.index(sequences.len())]];
             let last = *times.iter().filter(|(_, &t)| t <= time).map(|(s, _)| s).next_back().unwrap();
             let result = restore_journal(&vault, "disk", JournalTarget::Time(time), &output, true);
+            if last < base {
+                prop_assert!(result.is_err(), "time {} is before the base but restored", time);
+                continue;
+            }
             if inexact.contains(&last) {
                 prop_assert!(result.is_err(), "time {} is inside a gap but restored", time);
                 continue;
@@ -232,4 +268,98 @@ fn a_missing_segment_is_named_not_skipped() {
     assert_eq!(report.broken_journals[0].from_sequence, 4);
     // Up to before the gap still restores.
     restore_journal(&vault, "d", JournalTarget::Sequence(2), &dir.path().join("out"), false).unwrap();
+}
+
+#[test]
+fn an_interrupted_compaction_replays_the_same_and_a_later_one_finishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    writer.size(1 << 20, 0);
+    for round in 0..6u8 {
+        let time = i64::from(round) * 1000;
+        writer.write(u64::from(round) * 65536, &[round + 1; 65536], time);
+        writer.write(u64::from(round) * 1000 + 7, &[round + 100; 3000], time);
+        writer.bookmark(PointKind::CrashConsistent, "round", time);
+        writer.seal().unwrap();
+    }
+    drop(writer);
+    let restore = |target: JournalTarget, name: &str| {
+        let out = dir.path().join(name);
+        restore_journal(&vault, "d", target, &out, true).map(|_| std::fs::read(&out).unwrap())
+    };
+    let listing = list_journal(&vault, "d").unwrap();
+    let before: Vec<(u64, Vec<u8>)> = listing
+        .bookmarks
+        .iter()
+        .map(|b| (b.sequence, restore(JournalTarget::Sequence(b.sequence), "before").unwrap()))
+        .collect();
+
+    let journal = dir.path().join("vault/disks/d/journal");
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    let report = compact_journal(&vault, "d", 3500).unwrap().expect("records older than the cutoff");
+    assert_eq!(report.segments_removed, 4, "{report:?}");
+    // kill -9 after the base was stored, before the segments were deleted.
+    for (path, bytes) in &saved {
+        std::fs::write(path, bytes).unwrap();
+    }
+    for (sequence, expected) in &before {
+        let restored = restore(JournalTarget::Sequence(*sequence), "after");
+        if *sequence < report.base_sequence {
+            let error = restored.unwrap_err().to_string();
+            assert!(error.contains("older than the retention window"), "{error}");
+        } else {
+            assert!(restored.unwrap() == *expected, "point {sequence} changed");
+        }
+    }
+    assert!(verify(&vault, &|_| {}).unwrap().is_clean());
+
+    let finished = compact_journal(&vault, "d", 3500).unwrap().expect("the leftovers are deleted");
+    assert_eq!((finished.base_sequence, finished.segments_removed, finished.chunks_new), (report.base_sequence, 4, 0));
+    assert!(compact_journal(&vault, "d", 3500).unwrap().is_none(), "nothing left to do");
+    // The writer carries on after the base even with no segment before it.
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    assert_eq!(writer.next_sequence(), listing.last_sequence.unwrap() + 1);
+    writer.write(0, &[9; 512], 9000);
+    writer.seal().unwrap();
+    let mut latest = before.last().unwrap().1.clone();
+    latest[..512].fill(9);
+    assert!(restore(JournalTarget::Latest, "latest").unwrap() == latest);
+}
+
+#[test]
+fn a_journal_compacted_whole_still_restores_and_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    writer.size(300_000, 0);
+    writer.write(70_000, &[5; 100_000], 10);
+    let last = writer.bookmark(PointKind::AppConsistent, "app", 10);
+    writer.seal().unwrap();
+    drop(writer);
+    let report = compact_journal(&vault, "d", 11).unwrap().unwrap();
+    assert_eq!(report.base_sequence, last);
+    assert!(standby_vault::journal::segments(&vault, "d").unwrap().is_empty());
+    let listing = list_journal(&vault, "d").unwrap();
+    assert_eq!(listing.bookmarks.len(), 1);
+    assert_eq!(listing.bookmarks[0].label, BASE_LABEL);
+    let out = dir.path().join("out");
+    restore_journal(&vault, "d", JournalTarget::Latest, &out, false).unwrap();
+    let mut expected = vec![0u8; 300_000];
+    expected[70_000..170_000].fill(5);
+    assert!(std::fs::read(&out).unwrap() == expected);
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    assert_eq!(writer.next_sequence(), last + 1);
+    writer.zero(70_000, 10, 20);
+    writer.seal().unwrap();
+    restore_journal(&vault, "d", JournalTarget::Latest, &out, true).unwrap();
+    expected[70_000..70_010].fill(0);
+    assert!(std::fs::read(&out).unwrap() == expected);
 }
