@@ -15,7 +15,10 @@ Measures, on the same data and the same client:
      100 ms (an upper bound on every write's ack-to-restorable time), p50,
      p99 and max, and the splitter's peak memory;
   4. export: time from `standby export` to the first 4 KiB read served, for a
-     1 GiB and an 8 GiB disk.
+     1 GiB and an 8 GiB disk;
+  5. replication throughput with the guest idle: the splitter's initial
+     replication of the 1 GiB image into an empty local vault (start to all
+     sealed) beside `zstd -1 -T2` of the same file (the compression bound).
 
 Usage: bench/splitter.py [--work DIR] [--keep]
 """
@@ -37,7 +40,7 @@ except ImportError:
     sys.exit("python3-libnbd is missing: apt-get install python3-libnbd (and run this with /usr/bin/python3)")
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDBY = ROOT / "target" / "release" / "standby"
+STANDBY = Path(os.environ.get("STANDBY_BIN", ROOT / "target" / "release" / "standby"))
 GIB = 1 << 30
 
 
@@ -176,8 +179,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--only", default="seq,rand,lag,export,initial",
+                        help="comma-separated sections to run (default: all)")
     arguments = parser.parse_args()
-    for tool in ["nbdcopy", "qemu-nbd", "qemu-io"]:
+    for tool in ["nbdcopy", "qemu-nbd", "qemu-io", "zstd"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install libnbd-bin qemu-utils")
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "standby-cli"], cwd=ROOT, check=True)
@@ -191,119 +196,152 @@ def main():
     image = work / "target.img"
     results = {}
 
+    only = set(arguments.only.split(","))
     # 1. Sequential: nbdcopy of 1 GiB into each export.
-    for name, server in [("qemu-nbd", QemuNbd), ("standby", Splitter)]:
-        times = []
-        for _ in range(3):
-            fresh_image(image, GIB)
-            os.sync()
-            s = server(work, image, name)
-            started = time.perf_counter()
-            subprocess.run(["nbdcopy", "--flush", source, s.uri], check=True)
-            copied = time.perf_counter() - started
-            if name == "standby":
-                wait_caught_up(s.socket)
-                results.setdefault("replicated", []).append(time.perf_counter() - started)
-            s.stop()
-            times.append(copied)
-        results[f"seq_{name}"] = statistics.median(times)
-    if subprocess.run(["cmp", "-s", source, image]).returncode != 0:
-        sys.exit("the splitter's image differs from what nbdcopy wrote")
+    if "seq" in only:
+        for name, server in [("qemu-nbd", QemuNbd), ("standby", Splitter)]:
+            times = []
+            for _ in range(3):
+                fresh_image(image, GIB)
+                os.sync()
+                s = server(work, image, name)
+                started = time.perf_counter()
+                subprocess.run(["nbdcopy", "--flush", source, s.uri], check=True)
+                copied = time.perf_counter() - started
+                if name == "standby":
+                    wait_caught_up(s.socket)
+                    results.setdefault("replicated", []).append(time.perf_counter() - started)
+                s.stop()
+                times.append(copied)
+            results[f"seq_{name}"] = statistics.median(times)
+        if subprocess.run(["cmp", "-s", source, image]).returncode != 0:
+            sys.exit("the splitter's image differs from what nbdcopy wrote")
 
     # 2. Random 64 KiB writes, queue depth 16.
-    for name, server in [("qemu-nbd", QemuNbd), ("standby", Splitter)]:
-        times = []
-        for _ in range(3):
-            fresh_image(image, GIB)
-            os.sync()
-            s = server(work, image, name)
-            times.append(random_writes(s.uri, 8192))
-            s.stop()
-        results[f"rand_{name}"] = statistics.median(times)
+    if "rand" in only:
+        for name, server in [("qemu-nbd", QemuNbd), ("standby", Splitter)]:
+            times = []
+            for _ in range(3):
+                fresh_image(image, GIB)
+                os.sync()
+                s = server(work, image, name)
+                times.append(random_writes(s.uri, 8192))
+                s.stop()
+            results[f"rand_{name}"] = statistics.median(times)
 
     # 3. Lag at a sustained 100 MB/s.
-    fresh_image(image, GIB)
-    s = Splitter(work, image, "lag")
-    samples = []
-    import threading
-    done = threading.Event()
+    if "lag" in only:
+        fresh_image(image, GIB)
+        s = Splitter(work, image, "lag")
+        samples = []
+        import threading
+        done = threading.Event()
 
-    def sample():
-        while not done.is_set():
-            st = status(s.socket)
-            if st:
-                samples.append(st["lag_seconds"])
-            time.sleep(0.1)
+        def sample():
+            while not done.is_set():
+                st = status(s.socket)
+                if st:
+                    samples.append(st["lag_seconds"])
+                time.sleep(0.1)
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    rate = 100_000_000
-    writes = int(rate * 20 / 65536)
-    elapsed = random_writes(s.uri, writes, rate=rate, seed=2)
-    wait_caught_up(s.socket)
-    done.set()
-    sampler.join()
-    lag_rss = s.stop()
-    samples.sort()
-    achieved = writes * 65536 / elapsed
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        rate = 100_000_000
+        writes = int(rate * 20 / 65536)
+        elapsed = random_writes(s.uri, writes, rate=rate, seed=2)
+        wait_caught_up(s.socket)
+        done.set()
+        sampler.join()
+        lag_rss = s.stop()
+        samples.sort()
+        achieved = writes * 65536 / elapsed
 
     # 4. Export: time to the first read, 1 GiB and 8 GiB disks.
-    export_times = {}
-    for size_gib in [1, 8]:
-        disk = work / f"export-{size_gib}g.img"
-        fresh_image(disk, size_gib * GIB)
-        with open(disk, "r+b") as f:
-            rng = random.Random(size_gib)
-            for _ in range(256):
-                f.seek(rng.randrange(size_gib * GIB // 65536) * 65536)
-                f.write(rng.randbytes(65536))
-        sp = Splitter(work, disk, f"export{size_gib}")
-        sp.stop()
-        times = []
-        for attempt in range(3):
-            socket = str(work / f"exp{size_gib}-{attempt}.sock")
-            overlay = Path(socket + ".overlay")
-            if overlay.exists():
-                overlay.unlink()
+    if "export" in only:
+        export_times = {}
+        for size_gib in [1, 8]:
+            disk = work / f"export-{size_gib}g.img"
+            fresh_image(disk, size_gib * GIB)
+            with open(disk, "r+b") as f:
+                rng = random.Random(size_gib)
+                for _ in range(256):
+                    f.seek(rng.randrange(size_gib * GIB // 65536) * 65536)
+                    f.write(rng.randbytes(65536))
+            sp = Splitter(work, disk, f"export{size_gib}")
+            sp.stop()
+            times = []
+            for attempt in range(3):
+                socket = str(work / f"exp{size_gib}-{attempt}.sock")
+                overlay = Path(socket + ".overlay")
+                if overlay.exists():
+                    overlay.unlink()
+                started = time.perf_counter()
+                p = subprocess.Popen([STANDBY, "export", "--vault", sp.vault, "--disk", "d", "--point", "latest",
+                                      "--socket", socket], stderr=subprocess.DEVNULL)
+                handle = None
+                while handle is None:
+                    try:
+                        h = nbd.NBD()
+                        h.connect_uri(f"nbd+unix:///d?socket={socket}")
+                        handle = h
+                    except nbd.Error:
+                        time.sleep(0.005)
+                handle.pread(4096, 0)
+                times.append(time.perf_counter() - started)
+                handle.shutdown()
+                p.terminate()
+                p.wait()
+            export_times[size_gib] = statistics.median(times)
+
+    # 5. Replication with the guest idle: initial replication vs zstd -1 -T2.
+    if "initial" in only:
+        initial, zstd = [], []
+        for _ in range(3):
+            shutil.copyfile(source, image)
+            os.sync()
             started = time.perf_counter()
-            p = subprocess.Popen([STANDBY, "export", "--vault", sp.vault, "--disk", "d", "--point", "latest",
-                                  "--socket", socket], stderr=subprocess.DEVNULL)
-            handle = None
-            while handle is None:
-                try:
-                    h = nbd.NBD()
-                    h.connect_uri(f"nbd+unix:///d?socket={socket}")
-                    handle = h
-                except nbd.Error:
-                    time.sleep(0.005)
-            handle.pread(4096, 0)
-            times.append(time.perf_counter() - started)
-            handle.shutdown()
-            p.terminate()
-            p.wait()
-        export_times[size_gib] = statistics.median(times)
+            s = Splitter(work, image, "initial")
+            wait_caught_up(s.socket)
+            initial.append(time.perf_counter() - started)
+            s.stop()
+            os.sync()
+            started = time.perf_counter()
+            subprocess.run(["zstd", "-1", "-T2", "-q", "-f", source, "-o", str(work / "source.zst")], check=True)
+            zstd.append(time.perf_counter() - started)
 
     print(f"\n1 GiB of a real ext4 image; median of 3 runs; {os.cpu_count()} cores\n")
-    seq_ratio = results["seq_qemu-nbd"] / results["seq_standby"]
-    rand_ratio = results["rand_qemu-nbd"] / results["rand_standby"]
-    rows = [
-        ("nbdcopy 1 GiB (write)", GIB / results["seq_standby"], GIB / results["seq_qemu-nbd"], seq_ratio, ">= 0.8x", seq_ratio >= 0.8),
-        ("random 64 KiB, qd 16", 8192 * 65536 / results["rand_standby"], 8192 * 65536 / results["rand_qemu-nbd"], rand_ratio, ">= 0.8x", rand_ratio >= 0.8),
-    ]
+    rows = []
+    if "seq" in only:
+        seq_ratio = results["seq_qemu-nbd"] / results["seq_standby"]
+        rows.append(("nbdcopy 1 GiB (write)", GIB / results["seq_standby"], GIB / results["seq_qemu-nbd"], seq_ratio,
+                     ">= 0.8x", seq_ratio >= 0.8))
+    if "rand" in only:
+        rand_ratio = results["rand_qemu-nbd"] / results["rand_standby"]
+        rows.append(("random 64 KiB, qd 16", 8192 * 65536 / results["rand_standby"],
+                     8192 * 65536 / results["rand_qemu-nbd"], rand_ratio, ">= 0.8x", rand_ratio >= 0.8))
     print(f"{'workload':<24}{'standby MB/s':>14}{'qemu-nbd MB/s':>15}{'ratio':>8}  target    met")
     for name, ours, theirs, ratio, target, met in rows:
         print(f"{name:<24}{ours / 1e6:>14.0f}{theirs / 1e6:>15.0f}{ratio:>7.2f}x  {target:<9} {'yes' if met else 'NO'}")
-    replicated = GIB / statistics.median(results["replicated"])
-    print(f"\nreplication into a local vault (nbdcopy start to all sealed): {replicated / 1e9:.2f} GB/s "
-          f"(target >= 0.5 GB/s: {'yes' if replicated >= 0.5e9 else 'NO'})")
-    p50 = samples[len(samples) // 2] if samples else 0
-    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] if samples else 0
-    print(f"lag at {achieved / 1e6:.0f} MB/s of random 64 KiB writes for {elapsed:.0f} s: p50 {p50:.2f} s, "
-          f"p99 {p99:.2f} s, max {samples[-1] if samples else 0:.2f} s ({len(samples)} samples; target p99 <= 2 s: "
-          f"{'yes' if p99 <= 2 else 'NO'}); splitter peak memory {lag_rss / (1 << 20):.0f} MiB")
-    one, eight = export_times[1], export_times[8]
-    print(f"export to first read: 1 GiB {one * 1000:.0f} ms, 8 GiB {eight * 1000:.0f} ms "
-          f"(target <= 1 s and independent of size: {'yes' if max(one, eight) <= 1 else 'NO'})")
+    if "seq" in only:
+        replicated = GIB / statistics.median(results["replicated"])
+        print(f"\nreplication into a local vault (nbdcopy start to all sealed): {replicated / 1e9:.2f} GB/s "
+              f"(target >= 0.5 GB/s: {'yes' if replicated >= 0.5e9 else 'NO'})")
+    if "lag" in only:
+        p50 = samples[len(samples) // 2] if samples else 0
+        p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))] if samples else 0
+        print(f"lag at {achieved / 1e6:.0f} MB/s of random 64 KiB writes for {elapsed:.0f} s: p50 {p50:.2f} s, "
+              f"p99 {p99:.2f} s, max {samples[-1] if samples else 0:.2f} s ({len(samples)} samples; target p99 <= 2 s: "
+              f"{'yes' if p99 <= 2 else 'NO'}); splitter peak memory {lag_rss / (1 << 20):.0f} MiB")
+    if "initial" in only:
+        initial_rate, zstd_rate = GIB / statistics.median(initial), GIB / statistics.median(zstd)
+        print(f"initial replication into a local vault, guest idle: {initial_rate / 1e9:.2f} GB/s beside zstd -1 -T2 "
+              f"{zstd_rate / 1e9:.2f} GB/s = {initial_rate / zstd_rate:.2f}x (target >= 0.5 GB/s where zstd does "
+              f"0.67: {'yes' if initial_rate >= 0.5e9 else 'NO'} absolute, "
+              f"{'yes' if initial_rate / zstd_rate >= 0.75 else 'NO'} relative (>= 0.75x))")
+    if "export" in only:
+        one, eight = export_times[1], export_times[8]
+        print(f"export to first read: 1 GiB {one * 1000:.0f} ms, 8 GiB {eight * 1000:.0f} ms "
+              f"(target <= 1 s and independent of size: {'yes' if max(one, eight) <= 1 else 'NO'})")
     if not arguments.keep:
         for path in work.glob("*"):
             if path.name != "built.img":

@@ -584,9 +584,19 @@ fn export(
     let started = std::time::Instant::now();
     let selector = PointSelector::parse(point).map_err(bad_input)?;
     let overlay = overlay.unwrap_or_else(|| std::path::PathBuf::from(format!("{}.overlay", socket.display())));
-    if overlay.exists() {
+    let map = standby_splitter::export::map_path(&overlay);
+    let resuming = overlay.exists();
+    if resuming && !map.exists() {
         return Err(bad_input(format!(
-            "overlay {} already exists (writes of an earlier export); move it away or pass another --overlay",
+            "{} exists but has no map {} (not an overlay of an export); move it away or pass another --overlay",
+            overlay.display(),
+            map.display()
+        )));
+    }
+    if !resuming && map.exists() {
+        return Err(bad_input(format!(
+            "{} exists without its overlay {}; move it away or pass another --overlay",
+            map.display(),
             overlay.display()
         )));
     }
@@ -598,19 +608,32 @@ fn export(
         PointView::of_point(vault.clone(), &point)?
     };
     check_socket_free(socket)?;
+    let header =
+        standby_format::OverlayHeader { disk: disk.to_string(), point: view.point.clone(), disk_bytes: view.size() };
+    let resolved = view.point.clone();
+    let export = if resuming {
+        standby_splitter::export::PointExport::resume(view, &overlay, &header)
+    } else {
+        standby_splitter::export::PointExport::new(view, &overlay, &header)
+    };
+    let export = export.map_err(|e| match e {
+        standby_splitter::export::OverlayError::Mismatch(message) => bad_input(message),
+        other => anyhow::anyhow!("cannot {} the overlay: {other}", if resuming { "resume" } else { "create" }),
+    })?;
+    let written = export.written_bytes();
     let signals = blocked_stop_signals();
     let listener =
         standby_nbd::server::bind_unix(socket).map_err(|e| bad_input(format!("{}: {e}", socket.display())))?;
-    let export = standby_splitter::export::PointExport::new(view, &overlay)
-        .map_err(|e| anyhow::anyhow!("cannot create the overlay {}: {e}", overlay.display()))?;
     let server = standby_nbd::Server::new(
         Arc::new(export),
         standby_nbd::ServerConfig { name: disk.to_string(), ..standby_nbd::ServerConfig::default() },
     );
     let stop = server.stopper();
     let serving = std::thread::spawn(move || server.serve_listener(listener));
+    let resumed =
+        if resuming { format!(", resumed with {} written before", human_bytes(written)) } else { String::new() };
     eprintln!(
-        "standby: exporting disk '{disk}' at {point} on {} (writes go to {}); ready in {} ms",
+        "standby: exporting disk '{disk}' at {point} ({resolved}) on {} (writes go to {}{resumed}); ready in {} ms",
         socket.display(),
         overlay.display(),
         started.elapsed().as_millis()

@@ -278,6 +278,11 @@ impl Exporting {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         assert_eq!(self.child.wait().unwrap().code(), Some(0));
     }
+
+    fn kill_nine(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn read_export(socket: &Path, out: &Path) -> Vec<u8> {
@@ -311,7 +316,7 @@ fn export_serves_journal_and_sync_points_and_keeps_writes_in_an_overlay() {
     assert!(restore(&site, &point.to_string()) == expected, "a write through the export reached the vault");
     let overlay = site.path("export.sock.overlay");
     assert!(overlay.exists(), "the overlay is kept after the export stops");
-    // A second export refuses to reuse the overlay.
+    // An export of another point refuses the overlay.
     let refused = run(&[
         "export",
         "--vault",
@@ -323,7 +328,7 @@ fn export_serves_journal_and_sync_points_and_keeps_writes_in_an_overlay() {
         "--socket",
         path(&export_socket),
     ]);
-    refused.bad_input("already exists");
+    refused.bad_input("holds writes to point");
 
     // A sync point.
     let synced = Site::new(3 << 20, 66);
@@ -388,4 +393,74 @@ fn retention_compacts_the_journal_under_a_running_splitter() {
     assert!(after_restart > newest);
     assert_eq!(splitter.signal(libc::SIGTERM), 0);
     assert!(restore(&site, "latest") == model);
+}
+
+#[test]
+fn an_export_resumes_its_overlay_after_a_stop_or_a_kill_nine() {
+    let site = Site::new(2 << 20, 68);
+    let socket = site.path("d.sock");
+    let mut splitter = Splitter::start(&site, &socket);
+    qemu_io(&socket, &["write -P 0x41 0 65536", "flush"]);
+    let point = mark(&socket, "drill").to_string();
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    let mut expected = restore(&site, &point);
+
+    let export_socket = site.path("drill.sock");
+    let exporting = Exporting::start(&site.vault, &point, &export_socket);
+    qemu_io(&export_socket, &["write -P 0x31 8192 4096", "flush"]);
+    expected[8192..8192 + 4096].fill(0x31);
+    exporting.stop();
+
+    let exporting = Exporting::start(&site.vault, &point, &export_socket);
+    assert!(read_export(&export_socket, &site.path("r1.img")) == expected, "a flushed write was lost on stop");
+    qemu_io(&export_socket, &["write -P 0x32 65536 4096", "write -z 0 512", "flush"]);
+    expected[65536..65536 + 4096].fill(0x32);
+    expected[..512].fill(0);
+    exporting.kill_nine();
+
+    // A torn append at the end of the map (a crash mid-flush) is dropped.
+    let map = site.path("drill.sock.overlay.map");
+    let mut bytes = std::fs::read(&map).unwrap();
+    let length = bytes.len();
+    bytes.extend_from_slice(&[0xAB; 13]);
+    std::fs::write(&map, &bytes).unwrap();
+    let exporting = Exporting::start(&site.vault, &point, &export_socket);
+    assert!(read_export(&export_socket, &site.path("r2.img")) == expected, "a flushed write was lost on kill -9");
+    exporting.stop();
+    assert_eq!(std::fs::metadata(&map).unwrap().len() as usize, length, "the torn tail is truncated");
+
+    // Another point, or a damaged map, is refused and changes nothing.
+    let before = standby_testkit::snapshot(site.dir.path());
+    let points = run(&["points", "--vault", path(&site.vault), "--disk", "d", "--json"]).ok().json();
+    let earlier = points["points"][0]["id"].as_u64().unwrap().to_string();
+    assert_ne!(earlier, point);
+    let other = run(&[
+        "export",
+        "--vault",
+        path(&site.vault),
+        "--disk",
+        "d",
+        "--point",
+        &earlier,
+        "--socket",
+        path(&export_socket),
+    ]);
+    other.bad_input("holds writes to point");
+    let mut damaged = std::fs::read(&map).unwrap();
+    damaged[9] ^= 0xFF;
+    std::fs::write(&map, &damaged).unwrap();
+    let refused = run(&[
+        "export",
+        "--vault",
+        path(&site.vault),
+        "--disk",
+        "d",
+        "--point",
+        &point,
+        "--socket",
+        path(&export_socket),
+    ]);
+    refused.bad_input("cannot be read");
+    std::fs::write(&map, std::fs::read(&map).map(|_| bytes[..length].to_vec()).unwrap()).unwrap();
+    assert_eq!(standby_testkit::snapshot(site.dir.path()), before);
 }

@@ -18,6 +18,7 @@ mod envelope;
 mod error;
 mod journal;
 mod keys;
+mod overlay;
 mod pack;
 mod page;
 mod point;
@@ -28,6 +29,7 @@ pub use envelope::{Envelope, ObjectKind, ENVELOPE_HEADER_BYTES, ENVELOPE_PAYLOAD
 pub use error::FormatError;
 pub use journal::{pieces, Record, RecordKind, Segment, JOURNAL_WRITE_BYTES_MAX, SEGMENT_RECORDS_MAX};
 pub use keys::{KeyMaterial, Keys};
+pub use overlay::{encode_overlay_record, OverlayHeader, OverlayMap, OVERLAY_RECORD_BYTES};
 pub use pack::{PackEntry, PackHeader, PackId, PackIndex, FRAME_RAW_BYTES_MAX, PACK_BYTES_MAX, PACK_HEADER_BYTES};
 pub use page::MapPage;
 pub use point::{PointKind, PointManifest};

@@ -28,7 +28,7 @@ pub mod export;
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use standby_format::PointKind;
 use standby_nbd::{Export, FileExport, Server, ServerConfig};
-use standby_vault::journal::JournalWriter;
+use standby_vault::journal::{JournalWriter, PreparedWrite};
 use standby_vault::{Vault, VaultError};
 
 use crate::dirty::Regions;
@@ -134,9 +134,31 @@ struct Shared {
     changed: Condvar,
     status: Mutex<Status>,
     options: SplitterOptions,
+    /// Catch-up buffers the shipper is done with, for the next regions:
+    /// a fresh MiB each time costs page faults and zeroing in the kernel.
+    spare_buffers: Mutex<Vec<Vec<u8>>>,
+    /// When the guest last changed the disk (µs since the epoch).
+    guest_changed_micros: AtomicI64,
 }
 
+/// Spare catch-up buffers kept (each one region).
+const SPARE_BUFFERS_MAX: usize = 8;
+
 impl Shared {
+    fn spare_buffer(&self) -> Vec<u8> {
+        let spare = self.spare_buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        spare.unwrap_or_else(|| vec![0u8; dirty::REGION_BYTES as usize])
+    }
+
+    fn recycle(&self, buffer: Vec<u8>) {
+        if buffer.len() == dirty::REGION_BYTES as usize {
+            let mut spare = self.spare_buffers.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.len() < SPARE_BUFFERS_MAX {
+                spare.push(buffer);
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -165,6 +187,7 @@ impl Shared {
     /// Applies a guest change to the image and queues it, or, when the
     /// queue is full, only remembers its regions for the catch-up.
     fn change(&self, offset: u64, length: u64, apply: impl FnOnce() -> io::Result<()>, entry: Entry) -> io::Result<()> {
+        self.guest_changed_micros.store(now_micros(), Ordering::Relaxed);
         let bytes = if let Entry::Write { data, .. } = &entry { data.len() as u64 } else { 0 };
         let mut queue = self.lock();
         queue.regions.intend(offset, length)?;
@@ -259,6 +282,7 @@ pub struct Splitter {
 impl Splitter {
     /// Opens the image and the journal, and starts serving `socket`.
     pub fn start(vault: Vault, image: &Path, socket: &Path, options: SplitterOptions) -> Result<Splitter, VaultError> {
+        keep_freed_memory();
         let export = FileExport::open(image, false).map_err(|source| VaultError::Io {
             operation: "open",
             path: image.display().to_string(),
@@ -298,6 +322,8 @@ impl Splitter {
             changed: Condvar::new(),
             status: Mutex::new(Status { disk: options.disk.clone(), ..Status::default() }),
             options,
+            spare_buffers: Mutex::default(),
+            guest_changed_micros: AtomicI64::new(0),
         });
         let listener = standby_nbd::server::bind_unix(socket).map_err(|source| VaultError::Io {
             operation: "listen on",
@@ -376,7 +402,6 @@ fn status(shared: &Shared) -> Status {
 /// whenever the queue has room; records that the journal is exact again
 /// when none is left.
 fn catch_up(shared: &Shared, stop: &AtomicBool) {
-    let mut buffer = vec![0u8; dirty::REGION_BYTES as usize];
     loop {
         let mut queue = shared.wait_for_room(dirty::REGION_BYTES);
         if stop.load(Ordering::Relaxed) || queue.stopping {
@@ -395,19 +420,24 @@ fn catch_up(shared: &Shared, stop: &AtomicBool) {
             continue;
         };
         let (offset, length) = queue.regions.range(region);
-        let buffer = &mut buffer[..length as usize];
-        if let Err(e) = shared.image.read(offset, buffer) {
+        let mut buffer = shared.spare_buffer();
+        buffer.truncate(length as usize);
+        if let Err(e) = shared.image.read(offset, &mut buffer) {
             tracing::error!("catch-up could not read the image at {offset}: {e}");
             queue.regions.need_refresh_region(region);
             drop(queue);
+            shared.recycle(buffer);
             std::thread::sleep(Duration::from_secs(1));
             continue;
         }
         let time = now_micros();
-        if !standby_image::is_zero(buffer) {
+        if !standby_image::is_zero(&buffer) {
             queue.regions.queued(offset, length);
-            shared.push(queue, Entry::Write { offset, data: buffer.to_vec(), time }, length);
-        } else if !queue.initial_pass {
+            shared.push(queue, Entry::Write { offset, data: buffer, time }, length);
+            continue;
+        }
+        shared.recycle(buffer);
+        if !queue.initial_pass {
             // The journal may hold data here from before.
             queue.regions.queued(offset, length);
             shared.push(queue, Entry::Zero { offset, length, time }, 0);
@@ -436,6 +466,7 @@ fn bookmarks(shared: &Shared, stop: &AtomicBool) {
 /// Moves queued entries into the journal and seals segments.
 fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
     let mut writer = JournalWriter::open(vault, &shared.options.disk)?;
+    let compressors = &compressor_pool();
     let mut replies: Vec<(u64, Sender<Result<u64, String>>)> = Vec::new();
     // Ranges of the changes in the open segment, released once it is sealed.
     let mut unsealed: Vec<(u64, u64)> = Vec::new();
@@ -469,34 +500,44 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
             (entries, queue.stopping)
         };
         shared.changed.notify_all();
-        for entry in entries {
+        // Compression on every core only while the guest is quiet: on a
+        // small host (or hyperthreads) it slows the guest's own writes.
+        let guest_quiet = now_micros() - shared.guest_changed_micros.load(Ordering::Relaxed) > GUEST_QUIET_MICROS;
+        let prepared = prepare_writes(&writer, &entries, guest_quiet.then_some(compressors));
+        for (entry, prepared) in entries.iter().zip(prepared) {
             match entry {
                 Entry::Write { offset, data, time } => {
-                    writer.write(offset, &data, time);
-                    unsealed.push((offset, data.len() as u64));
+                    let prepared = prepared.expect("every write is prepared");
+                    writer.append(prepared, *time);
+                    unsealed.push((*offset, data.len() as u64));
                 }
                 Entry::Zero { offset, length, time } => {
-                    writer.zero(offset, length, time);
-                    unsealed.push((offset, length));
+                    writer.zero(*offset, *length, *time);
+                    unsealed.push((*offset, *length));
                 }
                 Entry::Size { bytes, time } => {
-                    writer.size(bytes, time);
+                    writer.size(*bytes, *time);
                 }
                 Entry::Gap { time } => {
-                    writer.gap(time);
+                    writer.gap(*time);
                 }
                 Entry::Exact { time } => {
-                    writer.exact(time);
+                    writer.exact(*time);
                 }
                 Entry::Bookmark { kind, label, time, reply } => {
-                    let sequence = writer.bookmark(kind, &label, time);
+                    let sequence = writer.bookmark(*kind, label, *time);
                     if let Some(reply) = reply {
-                        replies.push((sequence, reply));
+                        replies.push((sequence, reply.clone()));
                     }
                 }
             }
             if writer.unsealed_records() > 0 && unsealed_since.is_none() {
                 unsealed_since = Some(Instant::now());
+            }
+        }
+        for entry in entries {
+            if let Entry::Write { data, .. } = entry {
+                shared.recycle(data);
             }
         }
         shared.status.lock().unwrap_or_else(|p| p.into_inner()).lag_bytes = writer.unsealed_bytes();
@@ -542,8 +583,70 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
                 }
             }
         }
+        if writer.unsealed_records() == 0 {
+            // Idle or just sealed: the collection bookkeeping of a long run.
+            writer.maintain();
+        }
         if stopping && writer.unsealed_records() == 0 && shared.lock().entries.is_empty() {
             return Ok(());
         }
     }
+}
+
+/// Every write's data passes through buffers of up to a few MiB (NBD
+/// payloads, catch-up regions, frames, 16 MiB packs). glibc returns such
+/// blocks to the kernel when freed, so the next one is faulted in and zeroed
+/// again: a third of the shipper's CPU time in measurements. Keep them in
+/// the process instead (memory stays bounded by the queue and the pack).
+fn keep_freed_memory() {
+    // SAFETY: mallopt only tunes glibc's allocator; failure keeps defaults.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
+
+/// Below this many bytes of writes in a batch, hashing and compressing on
+/// the shipper's own thread is cheaper than handing them to the pool.
+const PARALLEL_BYTES_MIN: usize = 256 << 10;
+/// The guest counts as quiet when it has not written for this long.
+const GUEST_QUIET_MICROS: i64 = 200_000;
+
+/// Hashes and compresses the batch's writes: on the pool (every core) when
+/// one is given and there is enough to share, else on this thread.
+fn prepare_writes<'a>(
+    writer: &JournalWriter,
+    entries: &'a [Entry],
+    compressors: Option<&rayon::ThreadPool>,
+) -> Vec<Option<PreparedWrite<'a>>> {
+    let prepare = |entry: &'a Entry| match entry {
+        Entry::Write { offset, data, .. } => Some(writer.prepare(*offset, data)),
+        _ => None,
+    };
+    let bytes: usize = entries.iter().map(|e| if let Entry::Write { data, .. } = e { data.len() } else { 0 }).sum();
+    match compressors {
+        Some(pool) if bytes >= PARALLEL_BYTES_MIN => {
+            use rayon::prelude::*;
+            pool.install(|| entries.par_iter().map(prepare).collect())
+        }
+        _ => entries.iter().map(prepare).collect(),
+    }
+}
+
+/// Threads that compress journal data, under `SCHED_IDLE`: they run on
+/// CPU time nothing else wants, so the guest's writes never wait for
+/// replication; when the guest leaves no CPU over, the queue absorbs the
+/// backlog (and beyond it, dirty-region tracking).
+fn compressor_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name(|i| format!("standby-compress-{i}"))
+        .start_handler(|_| {
+            let parameters = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sets the calling thread's policy (Linux scheduling
+            // policies are per thread); failure leaves the default policy.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &parameters) };
+        })
+        .build()
+        .expect("a thread pool starts")
 }

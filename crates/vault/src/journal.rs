@@ -135,6 +135,33 @@ pub struct JournalWriter<'v> {
     maintained: Instant,
 }
 
+/// Journal data is compressed for speed (the shipper must keep up with the
+/// guest): zstd level 1 (or the vault's level, if lower), in frames of up
+/// to four adjacent new pieces; docs/format.md has the measurement.
+pub const JOURNAL_ZSTD_LEVEL: i32 = 1;
+pub const JOURNAL_FRAME_PIECES: usize = 4;
+
+/// A write hashed and compressed by [`JournalWriter::prepare`], ready to append.
+pub struct PreparedWrite<'a> {
+    parts: Vec<PreparedPart<'a>>,
+}
+
+/// One record's worth of a write (at most `JOURNAL_WRITE_BYTES_MAX`).
+struct PreparedPart<'a> {
+    offset: u64,
+    data: &'a [u8],
+    ids: Vec<ChunkId>,
+    frames: Vec<PreparedFrame>,
+}
+
+struct PreparedFrame {
+    frame: Vec<u8>,
+    codec: standby_format::Codec,
+    chunks: Vec<(ChunkId, u32)>,
+    /// The frame's raw bytes within the part.
+    raw: std::ops::Range<usize>,
+}
+
 /// How often an idle or freshly sealed writer reloads the collection sets
 /// and restarts its lease.
 const MAINTAIN_INTERVAL: Duration = Duration::from_secs(60);
@@ -173,7 +200,7 @@ impl<'v> JournalWriter<'v> {
     /// now does not wait for this writer (which will not reuse its packs),
     /// while one marked later waits until the next time. Best effort: on
     /// failure the older lease keeps holding sweeps back, which is safe.
-    fn maintain(&mut self) {
+    pub fn maintain(&mut self) {
         if !self.records.is_empty() || self.maintained.elapsed() < MAINTAIN_INTERVAL {
             return;
         }
@@ -215,27 +242,94 @@ impl<'v> JournalWriter<'v> {
 
     /// Appends a write; returns the sequence of its (last) record.
     pub fn write(&mut self, offset: u64, data: &[u8], time_micros: i64) -> u64 {
+        let prepared = self.prepare(offset, data);
+        self.append(prepared, time_micros)
+    }
+
+    /// The CPU work of a write, without changing the writer: hashes its
+    /// chunk-grid pieces and compresses those the vault lacks, in frames
+    /// of up to [`JOURNAL_FRAME_PIECES`] adjacent pieces. Callers with many
+    /// writes prepare them in parallel, then [`append`](Self::append) them
+    /// in order.
+    pub fn prepare<'a>(&self, offset: u64, data: &'a [u8]) -> PreparedWrite<'a> {
         let chunk_bytes = self.vault.config().chunk_bytes;
-        let mut last = self.next_sequence;
+        let level = self.vault.config().zstd_level.min(JOURNAL_ZSTD_LEVEL);
+        let keys = self.vault.keys();
+        let mut parts = Vec::new();
         for (part, part_offset) in data
             .chunks(JOURNAL_WRITE_BYTES_MAX as usize)
             .zip((0u64..).map(|i| offset + i * u64::from(JOURNAL_WRITE_BYTES_MAX)))
         {
-            let mut ids = Vec::new();
+            let mut pieces_of_part: Vec<(ChunkId, std::ops::Range<usize>)> = Vec::new();
             let mut at = 0usize;
             for (_, len) in pieces(part_offset, part.len() as u64, chunk_bytes) {
-                let piece = &part[at..at + len as usize];
+                let range = at..at + len as usize;
                 at += len as usize;
-                let id = self.vault.keys().chunk_id(piece);
-                if !self.index.contains(&id) && self.pending.insert(id) {
-                    let (frame, codec) = encode_frame(piece, self.vault.config().zstd_level, self.vault.keys());
-                    self.pack.add(&frame, codec, &[(id, len)], FrameKind::Data);
-                }
-                ids.push(id);
+                pieces_of_part.push((keys.chunk_id(&part[range.clone()]), range));
             }
-            self.data_bytes += part.len() as u64;
-            last = self
-                .push(time_micros, RecordKind::Write { offset: part_offset, length: part.len() as u32, pieces: ids });
+            // Runs of adjacent pieces the vault lacks become frames.
+            let mut frames: Vec<PreparedFrame> = Vec::new();
+            let mut run: Vec<usize> = Vec::new();
+            let flush = |run: &mut Vec<usize>, frames: &mut Vec<PreparedFrame>| {
+                if run.is_empty() {
+                    return;
+                }
+                let raw = pieces_of_part[run[0]].1.start..pieces_of_part[*run.last().expect("non-empty")].1.end;
+                let (frame, codec) = encode_frame(&part[raw.clone()], level, keys);
+                let chunks = run.iter().map(|&i| (pieces_of_part[i].0, pieces_of_part[i].1.len() as u32)).collect();
+                frames.push(PreparedFrame { frame, codec, chunks, raw });
+                run.clear();
+            };
+            for (position, (id, _)) in pieces_of_part.iter().enumerate() {
+                let known = self.index.contains(id)
+                    || self.pending.contains(id)
+                    || run.iter().any(|&i| pieces_of_part[i].0 == *id);
+                if known {
+                    flush(&mut run, &mut frames);
+                    continue;
+                }
+                run.push(position);
+                if run.len() == JOURNAL_FRAME_PIECES {
+                    flush(&mut run, &mut frames);
+                }
+            }
+            flush(&mut run, &mut frames);
+            let ids = pieces_of_part.into_iter().map(|(id, _)| id).collect();
+            parts.push(PreparedPart { offset: part_offset, data: part, ids, frames });
+        }
+        PreparedWrite { parts }
+    }
+
+    /// Appends a prepared write; returns the sequence of its (last) record.
+    pub fn append(&mut self, prepared: PreparedWrite, time_micros: i64) -> u64 {
+        let mut last = self.next_sequence;
+        for part in prepared.parts {
+            for frame in part.frames {
+                let new: Vec<bool> =
+                    frame.chunks.iter().map(|(id, _)| !self.index.contains(id) && !self.pending.contains(id)).collect();
+                if new.iter().all(|&n| n) {
+                    self.pending.extend(frame.chunks.iter().map(|(id, _)| *id));
+                    self.pack.add(&frame.frame, frame.codec, &frame.chunks, FrameKind::Data);
+                    continue;
+                }
+                // Another write prepared alongside stored some of these
+                // chunks first: store the rest alone (rare).
+                let mut at = frame.raw.start;
+                for ((id, len), new) in frame.chunks.iter().zip(new) {
+                    let raw = &part.data[at..at + *len as usize];
+                    at += *len as usize;
+                    if new && self.pending.insert(*id) {
+                        let level = self.vault.config().zstd_level.min(JOURNAL_ZSTD_LEVEL);
+                        let (encoded, codec) = encode_frame(raw, level, self.vault.keys());
+                        self.pack.add(&encoded, codec, &[(*id, *len)], FrameKind::Data);
+                    }
+                }
+            }
+            self.data_bytes += part.data.len() as u64;
+            last = self.push(
+                time_micros,
+                RecordKind::Write { offset: part.offset, length: part.data.len() as u32, pieces: part.ids },
+            );
         }
         last
     }

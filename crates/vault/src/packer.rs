@@ -24,7 +24,9 @@ pub(crate) struct PackBuilder {
 impl PackBuilder {
     pub(crate) fn new(encrypted: bool) -> Self {
         let id = PackId::random();
-        let mut bytes = Vec::new();
+        // Room for a full pack and the frame that fills it, so the buffer
+        // never grows (each doubling copies it into fresh pages).
+        let mut bytes = Vec::with_capacity(PACK_BYTES_TARGET + standby_format::FRAME_RAW_BYTES_MAX as usize);
         bytes.extend_from_slice(&PackHeader { id, encrypted }.encode());
         PackBuilder { id, bytes, entries: Vec::new() }
     }

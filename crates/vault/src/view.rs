@@ -32,6 +32,9 @@ struct Extent {
 }
 
 pub struct PointView {
+    /// What the view shows, e.g. "journal 1234" or "point 7": the sequence
+    /// a journal replay stopped at, or the sync point's sequence.
+    pub point: String,
     vault: Arc<Vault>,
     index: ChunkIndex,
     size: u64,
@@ -44,7 +47,14 @@ impl PointView {
     /// The disk at a sync point.
     pub fn of_point(vault: Arc<Vault>, point: &PointManifest) -> Result<PointView, VaultError> {
         let index = ChunkIndex::load(&vault, &HashSet::new())?;
-        let mut view = PointView { vault, index, size: 0, extents: BTreeMap::new(), cache: Mutex::default() };
+        let mut view = PointView {
+            point: format!("point {}", point.sequence),
+            vault,
+            index,
+            size: 0,
+            extents: BTreeMap::new(),
+            cache: Mutex::default(),
+        };
         view.load_point(point)?;
         Ok(view)
     }
@@ -79,9 +89,15 @@ impl PointView {
     pub fn of_journal(vault: Arc<Vault>, disk: &str, target: JournalTarget) -> Result<PointView, VaultError> {
         let index = ChunkIndex::load(&vault, &HashSet::new())?;
         let chunk_bytes = vault.config().chunk_bytes;
-        let mut view =
-            PointView { vault: vault.clone(), index, size: 0, extents: BTreeMap::new(), cache: Mutex::default() };
-        crate::journal::replay_metadata(&vault, disk, target, |step| {
+        let mut view = PointView {
+            point: String::new(),
+            vault: vault.clone(),
+            index,
+            size: 0,
+            extents: BTreeMap::new(),
+            cache: Mutex::default(),
+        };
+        let (last, _) = crate::journal::replay_metadata(&vault, disk, target, |step| {
             let record = match step {
                 Step::Base(base) => return view.load_point(base),
                 Step::Record(record) => record,
@@ -102,6 +118,7 @@ impl PointView {
             }
             Ok(())
         })?;
+        view.point = format!("journal {last}");
         Ok(view)
     }
 
@@ -202,6 +219,7 @@ mod tests {
 
     fn remove_from(map: &mut BTreeMap<u64, Extent>, start: u64, end: u64) {
         let mut view = PointView {
+            point: String::new(),
             vault: Arc::new(test_vault()),
             index: ChunkIndex::default(),
             size: 200,
