@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use standby_format::PointKind;
 use standby_nbd::{Export, FileExport, Server, ServerConfig};
-use standby_vault::journal::{JournalWriter, PreparedWrite};
+use standby_vault::journal::{JournalWriter, PreparedWrite, SealJob, SealReport};
 use standby_vault::{Vault, VaultError};
 
 use crate::dirty::Regions;
@@ -463,33 +463,77 @@ fn bookmarks(shared: &Shared, stop: &AtomicBool) {
     }
 }
 
-/// Moves queued entries into the journal and seals segments.
+/// A segment being stored by the sealer thread, and what waits for it.
+struct Sealing {
+    /// Ranges of its changes, released (intent log) once it is stored.
+    ranges: Vec<(u64, u64)>,
+    /// Marks answered once it is stored.
+    replies: Vec<(u64, Sender<Result<u64, String>>)>,
+    /// Back from a failed attempt, waiting to be retried.
+    failed: Option<SealJob>,
+}
+
+/// Moves queued entries into the journal and seals segments: the shipper
+/// compresses and appends while a sealer thread stores the previous
+/// segment (one at a time, in order).
 fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
+    let (job_sender, jobs) = std::sync::mpsc::channel::<SealJob>();
+    let (outcome_sender, outcomes) = std::sync::mpsc::channel::<(SealJob, Result<SealReport, VaultError>)>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for mut job in jobs {
+                let result = job.store(vault);
+                if outcome_sender.send((job, result)).is_err() {
+                    return;
+                }
+                shared.changed.notify_all();
+            }
+        });
+        // Dropping the job sender (on any return) ends the sealer.
+        ship_with(vault, shared, job_sender, &outcomes)
+    })
+}
+
+fn ship_with(
+    vault: &Vault,
+    shared: &Shared,
+    jobs: Sender<SealJob>,
+    outcomes: &std::sync::mpsc::Receiver<(SealJob, Result<SealReport, VaultError>)>,
+) -> Result<(), VaultError> {
     let mut writer = JournalWriter::open(vault, &shared.options.disk)?;
     let compressors = &compressor_pool();
     let mut replies: Vec<(u64, Sender<Result<u64, String>>)> = Vec::new();
     // Ranges of the changes in the open segment, released once it is sealed.
     let mut unsealed: Vec<(u64, u64)> = Vec::new();
     let mut unsealed_since: Option<Instant> = None;
+    // Time of the open segment's first change (for the lag).
+    let mut open_since: Option<i64> = None;
+    let mut sealing: Option<Sealing> = None;
     let mut retry_at: Option<Instant> = None;
     loop {
-        let (entries, stopping) = {
+        let (entries, stopping, drained) = {
             let mut queue = shared.lock();
             // While the vault fails, or the open segment is at its budget,
             // entries stay queued: memory stays bounded and the queue fills,
             // which turns guest writes into dirty-region tracking.
             let holding = retry_at.is_some_and(|at| Instant::now() < at)
-                || writer.unsealed_bytes() >= shared.options.queue_bytes_max;
+                || writer.unsealed_bytes() >= shared.options.queue_bytes_max
+                // The open pack is full and the last one is still being
+                // stored: wait for it rather than grow the pack past its size.
+                || (writer.is_full() && sealing.is_some());
             if (queue.entries.is_empty() || holding) && !queue.stopping {
                 let timeout = shared.options.seal_interval.min(Duration::from_millis(200));
                 queue = shared.changed.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner()).0;
             }
             let mut entries: Vec<Entry> = Vec::new();
             if !holding || queue.stopping {
-                let mut room = shared.options.queue_bytes_max.saturating_sub(writer.unsealed_bytes());
+                // Batches of a few MiB: compressing one while the last one's
+                // pack is sealed keeps packs near their target size.
+                let mut room =
+                    shared.options.queue_bytes_max.saturating_sub(writer.unsealed_bytes()).min(BATCH_BYTES_MAX);
                 while let Some(entry) = queue.entries.front() {
                     let bytes = if let Entry::Write { data, .. } = entry { data.len() as u64 } else { 0 };
-                    if bytes > room && !entries.is_empty() && !queue.stopping {
+                    if bytes > room && !entries.is_empty() {
                         break;
                     }
                     room = room.saturating_sub(bytes);
@@ -497,7 +541,7 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
                     entries.push(queue.entries.pop_front().expect("peeked"));
                 }
             }
-            (entries, queue.stopping)
+            (entries, queue.stopping, queue.entries.is_empty())
         };
         shared.changed.notify_all();
         // Compression on every core only while the guest is quiet: on a
@@ -510,10 +554,12 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
                     let prepared = prepared.expect("every write is prepared");
                     writer.append(prepared, *time);
                     unsealed.push((*offset, data.len() as u64));
+                    open_since.get_or_insert(*time);
                 }
                 Entry::Zero { offset, length, time } => {
                     writer.zero(*offset, *length, *time);
                     unsealed.push((*offset, *length));
+                    open_since.get_or_insert(*time);
                 }
                 Entry::Size { bytes, time } => {
                     writer.size(*bytes, *time);
@@ -543,51 +589,80 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
         shared.status.lock().unwrap_or_else(|p| p.into_inner()).lag_bytes = writer.unsealed_bytes();
         let due = unsealed_since.is_some_and(|since| since.elapsed() >= shared.options.seal_interval)
             || writer.is_full()
+            // A burst has ended: what it wrote need not wait for the interval.
+            || (drained && writer.unsealed_bytes() >= BURST_SEAL_BYTES)
             || !replies.is_empty()
             || stopping;
         let may_try = retry_at.is_none_or(|at| Instant::now() >= at) || stopping;
-        if writer.unsealed_records() > 0 && due && may_try {
-            match writer.seal() {
-                Ok(Some(report)) => {
-                    unsealed_since = None;
+
+        // The outcome of the segment being stored (waited for when stopping).
+        let waiting = sealing.as_ref().is_some_and(|s| s.failed.is_none());
+        let outcome = match (waiting, stopping) {
+            (true, true) => outcomes.recv().ok(),
+            (true, false) => outcomes.try_recv().ok(),
+            (false, _) => None,
+        };
+        if let Some((job, result)) = outcome {
+            match result {
+                Ok(report) => {
+                    writer.sealed(job);
                     retry_at = None;
+                    let done = sealing.take().expect("a segment was being stored");
                     {
-                        // The lag restarts at the oldest change still queued.
+                        // The lag restarts at the oldest change not sealed.
                         let mut queue = shared.lock();
-                        for (offset, length) in unsealed.drain(..) {
+                        for (offset, length) in done.ranges {
                             queue.regions.sealed(offset, length);
                         }
                         if let Err(e) = queue.regions.write_back() {
                             tracing::warn!("could not update the intent log: {e}");
                         }
-                        queue.oldest_unsealed = queue.entries.iter().find_map(Entry::change_time);
+                        queue.oldest_unsealed =
+                            open_since.or_else(|| queue.entries.iter().find_map(Entry::change_time));
                     }
                     let mut status = shared.status.lock().unwrap_or_else(|p| p.into_inner());
                     status.sealed_sequence = report.last_sequence;
                     status.sealed_time = Some(standby_vault::format_time(now_micros()));
                     status.segments_sealed += 1;
                     status.bytes_shipped += report.bytes_new;
-                    status.lag_bytes = 0;
+                    status.lag_bytes = writer.unsealed_bytes();
                     status.error = None;
                     drop(status);
-                    for (sequence, reply) in replies.drain(..) {
+                    for (sequence, reply) in done.replies {
                         let _ = reply.send(Ok(sequence));
                     }
                 }
-                Ok(None) => {}
                 Err(e) if stopping => return Err(e),
                 Err(e) => {
                     tracing::warn!("sealing the journal failed, retrying: {e}");
                     shared.status.lock().unwrap_or_else(|p| p.into_inner()).error = Some(e.to_string());
                     retry_at = Some(Instant::now() + Duration::from_secs(1));
+                    sealing.as_mut().expect("a segment was being stored").failed = Some(job);
                 }
             }
         }
-        if writer.unsealed_records() == 0 {
+        // A failed segment is retried before any later one.
+        if let Some(current) = sealing.as_mut().filter(|s| s.failed.is_some()) {
+            if may_try {
+                let job = current.failed.take().expect("filtered");
+                jobs.send(job).expect("the sealer runs as long as the shipper");
+            }
+        } else if sealing.is_none() && writer.unsealed_records() > 0 && due {
+            let job = writer.take_seal().expect("records to seal");
+            sealing = Some(Sealing {
+                ranges: std::mem::take(&mut unsealed),
+                replies: std::mem::take(&mut replies),
+                failed: None,
+            });
+            unsealed_since = None;
+            open_since = None;
+            jobs.send(job).expect("the sealer runs as long as the shipper");
+        }
+        if writer.unsealed_records() == 0 && sealing.is_none() {
             // Idle or just sealed: the collection bookkeeping of a long run.
             writer.maintain();
         }
-        if stopping && writer.unsealed_records() == 0 && shared.lock().entries.is_empty() {
+        if stopping && writer.unsealed_records() == 0 && sealing.is_none() && shared.lock().entries.is_empty() {
             return Ok(());
         }
     }
@@ -605,6 +680,13 @@ fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }
+
+/// Write data the shipper takes from the queue at a time.
+const BATCH_BYTES_MAX: u64 = 16 << 20;
+
+/// An open segment holding this much write data is sealed as soon as the
+/// queue runs dry, rather than at the next seal interval.
+const BURST_SEAL_BYTES: u64 = 4 << 20;
 
 /// Below this many bytes of writes in a batch, hashing and compressing on
 /// the shipper's own thread is cheaper than handing them to the pool.

@@ -128,6 +128,10 @@ pub struct JournalWriter<'v> {
     pending: HashSet<ChunkId>,
     /// Raw bytes of write data in the open segment.
     data_bytes: u64,
+    /// A segment taken out for storing ([`take_seal`](Self::take_seal)) and
+    /// not yet reported stored: its chunks (not to be stored again) and its
+    /// write bytes.
+    in_flight: Option<(HashSet<ChunkId>, u64)>,
     /// Announces that this writer may reuse chunks of packs in the index it
     /// loaded; restarted each time the writer has published everything and
     /// forgotten the packs newly marked for collection (`maintain`).
@@ -189,6 +193,7 @@ impl<'v> JournalWriter<'v> {
             index: ChunkIndex::load(vault, &excluded)?,
             pending: HashSet::new(),
             data_bytes: 0,
+            in_flight: None,
             lease: Lease::acquire(vault, "journal", disk)?,
             maintained: Instant::now(),
         })
@@ -201,7 +206,7 @@ impl<'v> JournalWriter<'v> {
     /// while one marked later waits until the next time. Best effort: on
     /// failure the older lease keeps holding sweeps back, which is safe.
     pub fn maintain(&mut self) {
-        if !self.records.is_empty() || self.maintained.elapsed() < MAINTAIN_INTERVAL {
+        if !self.records.is_empty() || self.in_flight.is_some() || self.maintained.elapsed() < MAINTAIN_INTERVAL {
             return;
         }
         let Ok(candidates) = crate::prune::collection_candidates(self.vault) else { return };
@@ -221,9 +226,21 @@ impl<'v> JournalWriter<'v> {
         self.records.len()
     }
 
-    /// Raw write bytes not yet sealed.
+    /// Raw write bytes not yet sealed (including a segment being stored).
     pub fn unsealed_bytes(&self) -> u64 {
-        self.data_bytes
+        self.data_bytes + self.in_flight.as_ref().map_or(0, |(_, bytes)| *bytes)
+    }
+
+    /// Whether a segment taken out by [`take_seal`](Self::take_seal) is
+    /// still being stored.
+    pub fn sealing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    fn known(&self, id: &ChunkId) -> bool {
+        self.index.contains(id)
+            || self.pending.contains(id)
+            || self.in_flight.as_ref().is_some_and(|(c, _)| c.contains(id))
     }
 
     /// Whether the open segment should be sealed now for size reasons.
@@ -281,9 +298,7 @@ impl<'v> JournalWriter<'v> {
                 run.clear();
             };
             for (position, (id, _)) in pieces_of_part.iter().enumerate() {
-                let known = self.index.contains(id)
-                    || self.pending.contains(id)
-                    || run.iter().any(|&i| pieces_of_part[i].0 == *id);
+                let known = self.known(id) || run.iter().any(|&i| pieces_of_part[i].0 == *id);
                 if known {
                     flush(&mut run, &mut frames);
                     continue;
@@ -361,45 +376,102 @@ impl<'v> JournalWriter<'v> {
     /// On failure nothing is lost: the records stay open and the next seal
     /// tries again (a pack already stored is not stored twice).
     pub fn seal(&mut self) -> Result<Option<SealReport>, VaultError> {
-        if self.records.is_empty() {
+        assert!(self.in_flight.is_none(), "seal() while a taken segment is being stored");
+        let Some(mut job) = self.take_seal() else {
             self.maintain();
             return Ok(None);
+        };
+        match job.store(self.vault) {
+            Ok(report) => {
+                self.sealed(job);
+                self.maintain();
+                Ok(Some(report))
+            }
+            Err(e) => {
+                self.put_back(job);
+                Err(e)
+            }
         }
-        if !self.pack.is_empty() && !self.pack_stored {
-            self.pack_stored_bytes = store_pack(self.vault, &self.pack)?;
-            self.pack_stored = true;
+    }
+
+    /// Takes the open segment out to be stored, on another thread perhaps,
+    /// while new records go into a new open segment; `None` when there is
+    /// nothing to seal. One segment at a time: segments must be stored in
+    /// order (a later one stored before an earlier one would leave a hole
+    /// after a crash). Report the outcome with [`sealed`](Self::sealed).
+    pub fn take_seal(&mut self) -> Option<SealJob> {
+        assert!(self.in_flight.is_none(), "one segment is stored at a time");
+        if self.records.is_empty() {
+            return None;
         }
-        let segment = Segment {
+        let job = SealJob {
             disk: self.disk.clone(),
             chunk_bytes: self.vault.config().chunk_bytes,
-            records: self.records.clone(),
+            records: std::mem::take(&mut self.records),
+            pack: std::mem::replace(&mut self.pack, PackBuilder::new(self.vault.keys().encrypted())),
+            pack_stored: std::mem::take(&mut self.pack_stored),
+            pack_stored_bytes: std::mem::take(&mut self.pack_stored_bytes),
         };
+        self.in_flight = Some((std::mem::take(&mut self.pending), std::mem::take(&mut self.data_bytes)));
+        Some(job)
+    }
+
+    /// The taken segment is stored: its chunks join the index.
+    pub fn sealed(&mut self, job: SealJob) {
+        self.index.add_entries(job.pack.id, &job.pack.entries);
+        self.in_flight = None;
+    }
+
+    /// Undoes [`take_seal`] when nothing was appended since (for `seal`).
+    fn put_back(&mut self, job: SealJob) {
+        let (pending, data_bytes) = self.in_flight.take().expect("a taken segment");
+        debug_assert!(self.records.is_empty() && self.pack.is_empty());
+        self.records = job.records;
+        self.pack = job.pack;
+        self.pack_stored = job.pack_stored;
+        self.pack_stored_bytes = job.pack_stored_bytes;
+        self.pending = pending;
+        self.data_bytes = data_bytes;
+    }
+}
+
+/// A segment taken out of a [`JournalWriter`] to be stored.
+pub struct SealJob {
+    disk: String,
+    chunk_bytes: u32,
+    records: Vec<Record>,
+    pack: PackBuilder,
+    /// The pack is already stored (an earlier attempt failed after it).
+    pack_stored: bool,
+    pack_stored_bytes: u64,
+}
+
+impl SealJob {
+    /// Stores the pack and its index, then the segment (create-only). May be
+    /// retried after a failure; a pack already stored is not stored again.
+    pub fn store(&mut self, vault: &Vault) -> Result<SealReport, VaultError> {
+        if !self.pack.is_empty() && !self.pack_stored {
+            self.pack_stored_bytes = store_pack(vault, &self.pack)?;
+            self.pack_stored = true;
+        }
+        let segment = Segment { disk: self.disk.clone(), chunk_bytes: self.chunk_bytes, records: self.records.clone() };
         let first = segment.first_sequence().expect("a segment with records");
         let last = segment.last_sequence().expect("a segment with records");
-        let sealed = segment.seal(self.vault.keys());
+        let sealed = segment.seal(vault.keys());
         let segment_bytes = sealed.len() as u64;
-        match self.vault.backend().put_new(&segment_path(&self.disk, first), Bytes::from(sealed)) {
+        match vault.backend().put_new(&segment_path(&self.disk, first), Bytes::from(sealed)) {
             Ok(()) => {}
             Err(StorageError::AlreadyExists { .. }) => {
                 return Err(VaultError::ConcurrentSync { disk: self.disk.clone(), sequence: first });
             }
             Err(e) => return Err(e.into()),
         }
-        let pack = std::mem::replace(&mut self.pack, PackBuilder::new(self.vault.keys().encrypted()));
-        self.index.add_entries(pack.id, &pack.entries);
-        let report = SealReport {
+        Ok(SealReport {
             first_sequence: first,
             last_sequence: last,
             records: self.records.len() as u64,
             bytes_new: self.pack_stored_bytes + segment_bytes,
-        };
-        self.records.clear();
-        self.pending.clear();
-        self.pack_stored = false;
-        self.pack_stored_bytes = 0;
-        self.data_bytes = 0;
-        self.maintain();
-        Ok(Some(report))
+        })
     }
 }
 
