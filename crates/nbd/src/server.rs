@@ -58,6 +58,11 @@ pub trait Export: Send + Sync + 'static {
     fn read(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()>;
     /// With `fua`, the data is durable before this returns.
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()>;
+    /// A write whose buffer the export may keep (the server is done with
+    /// it): exports that queue the data avoid a copy.
+    fn write_owned(&self, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()> {
+        self.write(offset, &data, fua)
+    }
     /// Makes the range read as zeros; `may_trim` allows freeing it.
     fn write_zeroes(&self, offset: u64, len: u64, may_trim: bool, fua: bool) -> io::Result<()>;
     /// The client no longer needs the range; reads of it may return anything.
@@ -475,8 +480,10 @@ fn read_requests<S: Stream>(
                 reply_error(writer, &request, session, EINVAL, "write larger than the maximum block size")?;
                 return Err(protocol(format!("write of {} bytes exceeds the maximum", request.length)));
             }
-            payload = vec![0u8; request.length as usize];
-            if !read_exact_or_eof(&mut stream, &mut payload)? {
+            // Read into fresh capacity: no zeroing of a buffer about to be filled.
+            payload = Vec::with_capacity(request.length as usize);
+            let read = Read::by_ref(&mut stream).take(u64::from(request.length)).read_to_end(&mut payload)?;
+            if read != request.length as usize {
                 return Err(protocol("connection closed in the middle of a write payload"));
             }
         }
@@ -527,7 +534,7 @@ fn work<S: Stream>(export: &dyn Export, writer: &Mutex<S>, receiver: &Mutex<Rece
                     Err(e) => Err(e),
                 }
             }
-            Command::Write => export.write(offset, &payload, fua),
+            Command::Write => export.write_owned(offset, payload, fua),
             Command::Flush => export.flush(),
             Command::Trim => export.trim(offset, length, fua),
             Command::WriteZeroes => {

@@ -33,9 +33,19 @@ pub struct Regions {
     pending: Vec<u32>,
     /// Regions to re-read from the image.
     refresh: Vec<u64>,
-    /// Intent words cleared in memory but not yet written back.
-    clean_words: Vec<usize>,
+    /// When intent bits were last cleared (see [`Regions::write_back`]).
+    last_sweep: std::time::Instant,
+    /// Regions written since the last sweep: their bits stay set.
+    touched: Vec<u64>,
 }
+
+/// Intent bits of regions whose changes are all sealed are cleared at most
+/// this often, and only for regions not written since the previous time
+/// (quiet for a whole interval). Clearing at once would make the next write
+/// there set the bit again, with an fdatasync on the guest's write path: a
+/// region written every few seconds would pay one at every seal. Left set,
+/// a bit only costs re-reading its MiB after a crash.
+pub const CLEAR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn regions_of(offset: u64, length: u64) -> std::ops::Range<usize> {
     if length == 0 {
@@ -79,7 +89,8 @@ impl Regions {
             intent: vec![0; words],
             pending: vec![0; count],
             refresh: vec![0; words],
-            clean_words: Vec::new(),
+            last_sweep: std::time::Instant::now(),
+            touched: vec![0; words],
         };
         // Start from a log that says what the caller is about to re-read:
         // every previously dirty region stays dirty until refreshed and sealed.
@@ -123,6 +134,7 @@ impl Regions {
         let mut changed_words = Vec::new();
         for region in regions_of(offset, length) {
             let (word, bit) = (region / 64, 1u64 << (region % 64));
+            self.touched[word] |= bit;
             if self.intent[word] & bit == 0 {
                 self.intent[word] |= bit;
                 changed_words.push(word);
@@ -153,23 +165,42 @@ impl Regions {
     pub fn sealed(&mut self, offset: u64, length: u64) {
         for region in regions_of(offset, length) {
             self.pending[region] = self.pending[region].saturating_sub(1);
-            let (word, bit) = (region / 64, 1u64 << (region % 64));
-            if self.pending[region] == 0 && self.refresh[word] & bit == 0 && self.intent[word] & bit != 0 {
-                self.intent[word] &= !bit;
-                self.clean_words.push(word);
-            }
         }
     }
 
-    /// Writes cleared intent bits back (no fsync: a bit left set only costs
-    /// a re-read after a crash).
-    pub fn write_back(&mut self) -> io::Result<()> {
-        self.clean_words.sort_unstable();
-        self.clean_words.dedup();
-        for word in std::mem::take(&mut self.clean_words) {
-            self.write_word(word)?;
+    /// Clears the intent bits of regions whose every change is sealed and
+    /// that need no refresh and were not written since the last sweep, and
+    /// writes the words that changed (no fsync: a bit left set only costs a
+    /// re-read after a crash). Does nothing until [`CLEAR_INTERVAL`] has
+    /// passed since the last time, unless `now` (a clean stop: every region
+    /// whose changes are sealed is cleared).
+    pub fn write_back(&mut self, now: bool) -> io::Result<()> {
+        if !now && self.last_sweep.elapsed() < CLEAR_INTERVAL {
+            return Ok(());
+        }
+        self.last_sweep = std::time::Instant::now();
+        for word in 0..self.intent.len() {
+            let quiet = if now { u64::MAX } else { !std::mem::take(&mut self.touched[word]) };
+            let mut bits = self.intent[word] & !self.refresh[word] & quiet;
+            let before = self.intent[word];
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if self.pending[word * 64 + bit] == 0 {
+                    self.intent[word] &= !(1u64 << bit);
+                }
+            }
+            if self.intent[word] != before {
+                self.write_word(word)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether a region's intent bit is set.
+    #[cfg(test)]
+    fn intended(&self, region: usize) -> bool {
+        self.intent[region / 64] & (1 << (region % 64)) != 0
     }
 
     /// The range must be re-read from the image (its change was not queued).
@@ -214,7 +245,7 @@ mod tests {
             regions.queued(offset, length);
             regions.sealed(offset, length);
         }
-        regions.write_back().unwrap();
+        regions.write_back(true).unwrap();
         regions.intend(REGION_BYTES - 1, 2).unwrap();
         regions.queued(REGION_BYTES - 1, 2);
         regions.intend(10 * REGION_BYTES, 5).unwrap();
@@ -226,7 +257,7 @@ mod tests {
             regions.queued(offset, length);
             regions.sealed(offset, length);
         }
-        regions.write_back().unwrap();
+        regions.write_back(true).unwrap();
         drop(regions);
         assert_eq!(Regions::open(&path, size).unwrap().1, Some(vec![]));
         // Another image size: nothing is known.
@@ -246,12 +277,35 @@ mod tests {
         regions.queued(0, 10);
         regions.queued(5, 10);
         regions.sealed(0, 10);
-        regions.write_back().unwrap();
+        regions.write_back(true).unwrap();
         assert_eq!(Regions::open(&dir.path().join("intent"), 4 * REGION_BYTES).unwrap().1, Some(vec![0]));
         let (mut regions, _) = Regions::open(&dir.path().join("intent"), 4 * REGION_BYTES).unwrap();
         regions.need_refresh(2 * REGION_BYTES, 1);
         assert_eq!(regions.refresh_bytes(), REGION_BYTES);
         assert_eq!(regions.take_refresh(), Some(2));
         assert_eq!(regions.take_refresh(), None);
+    }
+
+    #[test]
+    fn sealed_regions_keep_their_bit_until_the_next_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut regions, _) = Regions::open(&dir.path().join("intent"), 4 * REGION_BYTES).unwrap();
+        for region in 0..4 {
+            let (offset, length) = regions.range(region);
+            regions.queued(offset, length);
+            regions.sealed(offset, length);
+        }
+        regions.write_back(true).unwrap();
+        regions.intend(0, 10).unwrap();
+        regions.queued(0, 10);
+        regions.sealed(0, 10);
+        regions.write_back(false).unwrap();
+        assert!(regions.intended(0), "cleared before the interval passed");
+        regions.last_sweep -= CLEAR_INTERVAL;
+        regions.write_back(false).unwrap();
+        assert!(regions.intended(0), "cleared though written during the interval");
+        regions.last_sweep -= CLEAR_INTERVAL;
+        regions.write_back(false).unwrap();
+        assert!(!regions.intended(0), "not cleared after a quiet interval");
     }
 }

@@ -186,12 +186,18 @@ impl Shared {
 
     /// Applies a guest change to the image and queues it, or, when the
     /// queue is full, only remembers its regions for the catch-up.
-    fn change(&self, offset: u64, length: u64, apply: impl FnOnce() -> io::Result<()>, entry: Entry) -> io::Result<()> {
+    fn change(
+        &self,
+        offset: u64,
+        length: u64,
+        apply: impl FnOnce(&Entry) -> io::Result<()>,
+        entry: Entry,
+    ) -> io::Result<()> {
         self.guest_changed_micros.store(now_micros(), Ordering::Relaxed);
         let bytes = if let Entry::Write { data, .. } = &entry { data.len() as u64 } else { 0 };
         let mut queue = self.lock();
         queue.regions.intend(offset, length)?;
-        apply()?;
+        apply(&entry)?;
         if queue.bytes + bytes <= self.options.queue_bytes_max && !queue.stopping {
             queue.regions.queued(offset, length);
             self.push(queue, entry, bytes);
@@ -239,9 +245,18 @@ impl Export for SplitterExport {
     }
 
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
-        let entry = Entry::Write { offset, data: data.to_vec(), time: now_micros() };
+        self.write_owned(offset, data.to_vec(), fua)
+    }
+
+    fn write_owned(&self, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()> {
+        let length = data.len() as u64;
+        let entry = Entry::Write { offset, data, time: now_micros() };
         let image = &self.shared.image;
-        self.shared.change(offset, data.len() as u64, || image.write(offset, data, false), entry)?;
+        let apply = |entry: &Entry| match entry {
+            Entry::Write { data, .. } => image.write(offset, data, false),
+            _ => unreachable!("a write entry"),
+        };
+        self.shared.change(offset, length, apply, entry)?;
         if fua {
             self.shared.image.flush()?;
         }
@@ -251,7 +266,7 @@ impl Export for SplitterExport {
     fn write_zeroes(&self, offset: u64, length: u64, may_trim: bool, fua: bool) -> io::Result<()> {
         let entry = Entry::Zero { offset, length, time: now_micros() };
         let image = &self.shared.image;
-        self.shared.change(offset, length, || image.write_zeroes(offset, length, may_trim, false), entry)?;
+        self.shared.change(offset, length, |_| image.write_zeroes(offset, length, may_trim, false), entry)?;
         if fua {
             self.shared.image.flush()?;
         }
@@ -479,8 +494,10 @@ struct Sealing {
 fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
     let (job_sender, jobs) = std::sync::mpsc::channel::<SealJob>();
     let (outcome_sender, outcomes) = std::sync::mpsc::channel::<(SealJob, Result<SealReport, VaultError>)>();
+    replication_priority();
     std::thread::scope(|scope| {
         scope.spawn(move || {
+            replication_priority();
             for mut job in jobs {
                 let result = job.store(vault);
                 if outcome_sender.send((job, result)).is_err() {
@@ -614,7 +631,7 @@ fn ship_with(
                         for (offset, length) in done.ranges {
                             queue.regions.sealed(offset, length);
                         }
-                        if let Err(e) = queue.regions.write_back() {
+                        if let Err(e) = queue.regions.write_back(false) {
                             tracing::warn!("could not update the intent log: {e}");
                         }
                         queue.oldest_unsealed =
@@ -662,8 +679,15 @@ fn ship_with(
             // Idle or just sealed: the collection bookkeeping of a long run.
             writer.maintain();
         }
-        if stopping && writer.unsealed_records() == 0 && sealing.is_none() && shared.lock().entries.is_empty() {
-            return Ok(());
+        if stopping && writer.unsealed_records() == 0 && sealing.is_none() {
+            let mut queue = shared.lock();
+            if queue.entries.is_empty() {
+                // A clean stop leaves only what truly may differ marked.
+                if let Err(e) = queue.regions.write_back(true) {
+                    tracing::warn!("could not update the intent log: {e}");
+                }
+                return Ok(());
+            }
         }
     }
 }
@@ -715,6 +739,17 @@ fn prepare_writes<'a>(
     }
 }
 
+/// Puts the calling thread (shipper, sealer, compressors) under
+/// `SCHED_IDLE`: replication runs on CPU time the guest's writes do not
+/// want. When the guest leaves none, the queue absorbs the backlog (and
+/// beyond it, dirty-region tracking), and the lag says so.
+fn replication_priority() {
+    let parameters = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sets the calling thread's policy (Linux scheduling policies
+    // are per thread); failure leaves the default policy.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &parameters) };
+}
+
 /// Threads that compress journal data, under `SCHED_IDLE`: they run on
 /// CPU time nothing else wants, so the guest's writes never wait for
 /// replication; when the guest leaves no CPU over, the queue absorbs the
@@ -723,12 +758,7 @@ fn compressor_pool() -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .thread_name(|i| format!("standby-compress-{i}"))
-        .start_handler(|_| {
-            let parameters = libc::sched_param { sched_priority: 0 };
-            // SAFETY: sets the calling thread's policy (Linux scheduling
-            // policies are per thread); failure leaves the default policy.
-            unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &parameters) };
-        })
+        .start_handler(|_| replication_priority())
         .build()
         .expect("a thread pool starts")
 }
