@@ -160,6 +160,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Create a deployment: state, config, a primary and a recovery site (with the vault), the default policy.
+    Init {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Define, list, start and stop machines.
+    #[command(subcommand)]
+    Machine(MachineCommand),
     /// Run the disk-level journey on a sample disk, narrating each step.
     Demo {
         /// Keep the demo's files in this directory (default: a temporary one, removed after).
@@ -179,6 +188,50 @@ pub enum VaultCommand {
         /// zstd compression level for chunks (1 is faster, higher stores less).
         #[arg(long, default_value_t = standby_format::ZSTD_LEVEL_DEFAULT)]
         compression_level: i32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the deployment is: --home, else $STANDBY_HOME, else the current directory.
+#[derive(Args, Debug, Clone)]
+pub struct HomeArguments {
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MachineCommand {
+    /// Define a machine; its disks (any image qemu-img reads) are imported as raw images at the primary site.
+    Add {
+        name: String,
+        /// A disk image (repeat for more disks; the first is the boot disk).
+        #[arg(long = "disk", required = true)]
+        disks: Vec<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        memory: u32,
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Boot this kernel directly (else the machine boots from its first disk).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        /// The kernel command line.
+        #[arg(long)]
+        append: Option<String>,
+        /// A network interface, mapped to a site network (repeat for more).
+        #[arg(long = "nic")]
+        nics: Vec<String>,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List machines: state, active site, and each disk's image at each site.
+    List {
+        #[command(flatten)]
+        home: HomeArguments,
         #[arg(long)]
         json: bool,
     },

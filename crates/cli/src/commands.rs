@@ -292,6 +292,8 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::Init { dir, json } => crate::lifecycle::init(&dir, json),
+        Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Demo { dir } => demo::run(dir),
     }
 }

@@ -9,6 +9,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod lifecycle;
 mod output;
 
 use std::process::ExitCode;
@@ -37,6 +38,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             return 2;
         }
         if let Some(e) = cause.downcast_ref::<standby_vault::VaultError>() {
+            return if e.is_bad_input() { 2 } else { 1 };
+        }
+        if let Some(e) = cause.downcast_ref::<standby_control::ControlError>() {
             return if e.is_bad_input() { 2 } else { 1 };
         }
         if let Some(e) = cause.downcast_ref::<standby_image::ResyncError>() {

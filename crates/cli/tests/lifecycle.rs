@@ -1,0 +1,149 @@
+//! Deployments and machine definitions: `init`, `machine add`, `machine
+//! list`, and every refusal (exit 2, one line, nothing changed).
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use standby_testkit::snapshot;
+use support::{path, run, run_with};
+
+fn init(dir: &Path) {
+    run(&["init", path(dir)]).ok();
+}
+
+#[test]
+fn init_makes_both_sites_a_vault_and_the_default_policy() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("deployment");
+    let report = run(&["init", path(&home), "--json"]).ok().json();
+    for folder in ["sites/primary/disks", "sites/recovery/disks", "sites/recovery/vault/vault.config", "state.db"] {
+        assert!(home.join(folder).exists(), "{folder} is missing");
+    }
+    let policy = &report["policies"][0];
+    assert_eq!(policy["name"], "default");
+    assert_eq!(policy["rpo_threshold_seconds"], 900);
+    assert_eq!(policy["retention_seconds"], 86400);
+    assert_eq!(policy["app_consistent_seconds"], 3600);
+    assert_eq!(policy["bookmark_seconds"], 5);
+    // The vault is a real vault.
+    run(&["verify", "--vault", report["vault"].as_str().unwrap()]).ok();
+}
+
+#[test]
+fn init_refuses_an_existing_deployment_or_a_non_empty_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    init(&home);
+    let before = snapshot(root.path());
+    run(&["init", path(&home)]).bad_input("already a Standby deployment");
+    let busy = root.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    run(&["init", path(&busy)]).bad_input("is not empty");
+    let file = root.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    run(&["init", path(&file)]).bad_input("not a directory");
+    let mut after = snapshot(root.path());
+    after.retain(|p, _| !p.starts_with(&busy) && *p != file);
+    let mut before = before;
+    before.retain(|p, _| !p.starts_with(&busy) && *p != file);
+    // SQLite may leave its WAL files; nothing else may change.
+    let strip = |m: &mut std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>| {
+        m.retain(|p, _| !p.to_string_lossy().contains("state.db"));
+    };
+    strip(&mut after);
+    strip(&mut before);
+    assert_eq!(before, after);
+    assert_eq!(std::fs::read_to_string(busy.join("notes.txt")).unwrap(), "mine");
+}
+
+#[test]
+fn machines_import_any_image_as_raw_and_list_their_disks_at_both_sites() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    init(&home);
+    let raw = root.path().join("boot.raw");
+    std::fs::write(&raw, standby_testkit::Random::new(5).disk_data(4 << 20)).unwrap();
+    let qcow2 = root.path().join("data.qcow2");
+    let status = Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", path(&qcow2), "8M"]).status().unwrap();
+    assert!(status.success());
+    let kernel = root.path().join("vmlinuz");
+    std::fs::write(&kernel, "not really a kernel").unwrap();
+
+    let added = run(&[
+        "machine",
+        "add",
+        "web-01",
+        "--disk",
+        path(&raw),
+        "--disk",
+        path(&qcow2),
+        "--memory",
+        "128",
+        "--cpus",
+        "2",
+        "--kernel",
+        path(&kernel),
+        "--append",
+        "console=ttyS0",
+        "--nic",
+        "primary-lan",
+        "--home",
+        path(&home),
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(added["state"], "unprotected");
+    assert_eq!(added["active_site"], "primary");
+
+    // STANDBY_HOME finds the deployment too.
+    let listed = run_with(&["machine", "list", "--json"], &[("STANDBY_HOME".into(), path(&home).into())]).ok().json();
+    let machine = &listed["machines"][0];
+    assert_eq!(machine["name"], "web-01");
+    assert_eq!(machine["memory_mib"], 128);
+    assert_eq!(machine["cpus"], 2);
+    assert_eq!(machine["nics"][0], "primary-lan");
+    let disks = machine["disks"].as_array().unwrap();
+    assert_eq!(disks.len(), 2);
+    let boot = Path::new(disks[0]["primary_path"].as_str().unwrap());
+    assert!(boot.starts_with(home.join("sites/primary/disks").canonicalize().unwrap()));
+    assert!(std::fs::read(boot).unwrap() == std::fs::read(&raw).unwrap(), "the raw disk is imported as is");
+    let data = Path::new(disks[1]["primary_path"].as_str().unwrap());
+    assert_eq!(std::fs::metadata(data).unwrap().len(), 8 << 20, "the qcow2 disk is imported as raw");
+    assert!(disks[1]["recovery_path"].as_str().unwrap().contains("sites/recovery/disks"));
+    assert_eq!(disks[0]["vault_disk"], "web-01.disk0");
+}
+
+#[test]
+fn machine_add_refusals_change_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    init(&home);
+    let raw = root.path().join("boot.raw");
+    std::fs::write(&raw, vec![1u8; 1 << 20]).unwrap();
+    run(&["machine", "add", "db", "--disk", path(&raw), "--home", path(&home)]).ok();
+    let before = snapshot(&home.join("sites"));
+    let h = path(&home);
+    let missing = root.path().join("missing.raw");
+    let empty = root.path().join("empty.raw");
+    std::fs::write(&empty, b"").unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["machine", "add", "db", "--disk", path(&raw), "--home", h], "already exists"),
+        (vec!["machine", "add", "bad name", "--disk", path(&raw), "--home", h], "is not allowed"),
+        (vec!["machine", "add", "web", "--disk", path(&raw), "--disk", path(&missing), "--home", h], "does not exist"),
+        (vec!["machine", "add", "web", "--disk", path(&empty), "--home", h], "is empty"),
+        (vec!["machine", "add", "web", "--disk", path(&raw), "--kernel", path(&missing), "--home", h], "--kernel"),
+        (vec!["machine", "add", "web", "--disk", path(&raw), "--append", "x", "--home", h], "need --kernel"),
+        (vec!["machine", "add", "web", "--disk", path(&raw), "--memory", "1", "--home", h], "16 MiB"),
+        (vec!["machine", "list", "--home", path(root.path())], "no Standby deployment"),
+    ];
+    for (arguments, needle) in cases {
+        run(&arguments).bad_input(needle);
+    }
+    assert_eq!(snapshot(&home.join("sites")), before, "a refused machine add left something behind");
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(listed["machines"].as_array().unwrap().len(), 1);
+}

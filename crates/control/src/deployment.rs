@@ -1,0 +1,242 @@
+//! A deployment on disk:
+//!
+//! ```text
+//! DIR/standby.toml               the config (written last by `init`: its presence means "a deployment")
+//! DIR/state.db                   SQLite: policies, machines, disks, jobs
+//! DIR/run/                       sockets, consoles and pid files of running things
+//! DIR/sites/primary/disks/       the primary site's disk images
+//! DIR/sites/recovery/disks/      the recovery site's disk images
+//! DIR/sites/recovery/vault/      the vault (replicated data) at the recovery site
+//! ```
+//!
+//! Paths in the config are relative to DIR, so a deployment can be moved.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ControlError;
+use crate::state::State;
+
+pub const CONFIG_FILE: &str = "standby.toml";
+pub const STATE_FILE: &str = "state.db";
+
+/// How QEMU runs guests: `kvm` needs a usable /dev/kvm; `tcg` is software
+/// emulation and works everywhere; `auto` probes (see `qemu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteConfig {
+    /// Where the site's disk images live (relative to the deployment).
+    pub disks: PathBuf,
+    /// The site's networks; a machine's NICs map onto them.
+    pub networks: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub accel: Accel,
+    /// The vault, a path relative to the deployment or a URL.
+    pub vault: String,
+    pub primary: SiteConfig,
+    pub recovery: SiteConfig,
+}
+
+impl Config {
+    fn default_for_init() -> Config {
+        Config {
+            accel: Accel::Auto,
+            vault: "sites/recovery/vault".into(),
+            primary: SiteConfig { disks: "sites/primary/disks".into(), networks: vec!["primary-lan".into()] },
+            recovery: SiteConfig { disks: "sites/recovery/disks".into(), networks: vec!["recovery-lan".into()] },
+        }
+    }
+}
+
+pub struct Deployment {
+    pub home: PathBuf,
+    pub config: Config,
+    pub state: State,
+}
+
+impl Deployment {
+    /// Creates a deployment in `dir` (which must not exist or be empty):
+    /// both sites' folders, the vault, the state with the default policy,
+    /// then the config. On failure nothing is left behind.
+    pub fn init(dir: &Path) -> Result<Deployment, ControlError> {
+        if dir.join(CONFIG_FILE).exists() {
+            return Err(ControlError::Refused(format!(
+                "{} is already a Standby deployment; use it with --home {}",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        let existed = dir.exists();
+        if existed {
+            if !dir.is_dir() {
+                return Err(ControlError::Refused(format!("{} exists and is not a directory", dir.display())));
+            }
+            let mut entries = fs::read_dir(dir).map_err(|e| ControlError::io(dir, e))?;
+            if entries.next().is_some() {
+                return Err(ControlError::Refused(format!(
+                    "{} is not empty; give a new or empty directory for the deployment",
+                    dir.display()
+                )));
+            }
+        }
+        let result = Self::create(dir);
+        if result.is_err() {
+            // Leave the directory as it was.
+            if existed {
+                if let Ok(entries) = fs::read_dir(dir) {
+                    for entry in entries.flatten() {
+                        let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
+                    }
+                }
+            } else {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        result
+    }
+
+    fn create(dir: &Path) -> Result<Deployment, ControlError> {
+        let config = Config::default_for_init();
+        for folder in [config.primary.disks.clone(), config.recovery.disks.clone(), PathBuf::from("run")] {
+            let path = dir.join(folder);
+            fs::create_dir_all(&path).map_err(|e| ControlError::io(&path, e))?;
+        }
+        let home = dir.canonicalize().map_err(|e| ControlError::io(dir, e))?;
+        let vault_path = home.join(&config.vault);
+        let backend = std::sync::Arc::new(standby_vault::backend::LocalBackend::new(vault_path));
+        standby_vault::Vault::init(backend, standby_vault::InitOptions::default())?;
+        let state = State::create(&home.join(STATE_FILE))?;
+        let text = format!(
+            "# A Standby deployment, made by `standby init`. Paths are relative to this folder.\n{}",
+            toml::to_string_pretty(&config).map_err(|e| ControlError::Failed(format!("config: {e}")))?
+        );
+        let config_path = home.join(CONFIG_FILE);
+        fs::write(&config_path, text).map_err(|e| ControlError::io(&config_path, e))?;
+        Ok(Deployment { home, config, state })
+    }
+
+    /// Opens the deployment at `home`.
+    pub fn open(home: &Path) -> Result<Deployment, ControlError> {
+        let config_path = home.join(CONFIG_FILE);
+        if !config_path.is_file() {
+            return Err(ControlError::NoDeployment { path: home.to_path_buf(), file: CONFIG_FILE });
+        }
+        let text = fs::read_to_string(&config_path).map_err(|e| ControlError::io(&config_path, e))?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| ControlError::Refused(format!("{} is not a valid config: {e}", config_path.display())))?;
+        let home = home.canonicalize().map_err(|e| ControlError::io(home, e))?;
+        let state = State::open(&home.join(STATE_FILE))?;
+        Ok(Deployment { home, config, state })
+    }
+
+    /// Where the deployment is: `--home`, else `$STANDBY_HOME`, else the
+    /// current directory.
+    pub fn locate(home: Option<&Path>) -> PathBuf {
+        home.map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("STANDBY_HOME").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// A path of the config, made absolute.
+    pub fn path(&self, relative: &Path) -> PathBuf {
+        self.home.join(relative)
+    }
+
+    /// The vault's location as `standby` commands take it.
+    pub fn vault(&self) -> String {
+        if self.config.vault.contains("://") {
+            self.config.vault.clone()
+        } else {
+            self.home.join(&self.config.vault).display().to_string()
+        }
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.home.join("run")
+    }
+}
+
+impl Deployment {
+    /// Defines a machine: imports its disks (any image `qemu-img` reads) as
+    /// raw images at the primary site and records it, unprotected. On
+    /// failure nothing is left behind.
+    pub fn add_machine(
+        &mut self,
+        definition: &crate::MachineDefinition,
+        sources: &[PathBuf],
+    ) -> Result<crate::Machine, ControlError> {
+        crate::validate_machine_name(&definition.name)?;
+        if sources.is_empty() {
+            return Err(ControlError::Refused("a machine needs at least one --disk".into()));
+        }
+        if definition.cpus == 0 || definition.memory_mib < 16 {
+            return Err(ControlError::Refused("a machine needs at least 1 CPU and 16 MiB of memory".into()));
+        }
+        for (flag, path) in [("--kernel", &definition.kernel), ("--initrd", &definition.initrd)] {
+            if let Some(path) = path.as_ref().filter(|path| !path.is_file()) {
+                return Err(ControlError::Refused(format!(
+                    "{flag} {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+        }
+        if definition.kernel.is_none() && (definition.initrd.is_some() || definition.append.is_some()) {
+            return Err(ControlError::Refused("--initrd and --append need --kernel".into()));
+        }
+        if self.state.machines()?.iter().any(|m| m.definition.name == definition.name) {
+            return Err(ControlError::Refused(format!(
+                "a machine named '{}' already exists; `standby machine list` shows it",
+                definition.name
+            )));
+        }
+        let absolute = |path: &Option<PathBuf>| -> Result<Option<PathBuf>, ControlError> {
+            path.as_ref().map(|p| p.canonicalize().map_err(|e| ControlError::io(p, e))).transpose()
+        };
+        let definition = crate::MachineDefinition {
+            kernel: absolute(&definition.kernel)?,
+            initrd: absolute(&definition.initrd)?,
+            ..definition.clone()
+        };
+        let mut disks = Vec::new();
+        let mut imported: Vec<PathBuf> = Vec::new();
+        let result = (|| {
+            for (position, source) in sources.iter().enumerate() {
+                let file = format!("{}-disk{position}.raw", definition.name);
+                let primary_path = self.path(&self.config.primary.disks).join(&file);
+                if primary_path.exists() {
+                    return Err(ControlError::Refused(format!(
+                        "{} already exists at the primary site; remove it or choose another machine name",
+                        primary_path.display()
+                    )));
+                }
+                crate::import_disk(source, &primary_path)?;
+                imported.push(primary_path.clone());
+                disks.push(crate::DiskDefinition {
+                    vault_disk: format!("{}.disk{position}", definition.name),
+                    primary_path,
+                    recovery_path: self.path(&self.config.recovery.disks).join(&file),
+                });
+            }
+            self.state.add_machine(&definition, &disks)
+        })();
+        if let Err(e) = result {
+            for path in imported {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        self.state.machine(&definition.name)
+    }
+}

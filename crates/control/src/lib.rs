@@ -1,0 +1,18 @@
+//! The control plane: a **deployment** (a directory holding a config file,
+//! a SQLite state database, a primary and a recovery site on this host, and
+//! the recovery site's vault), the machines defined in it, and (later in
+//! this crate) the daemon that runs them on QEMU and the jobs that move them
+//! between sites.
+//!
+//! Key types: [`Deployment`] (`init`, `open`), [`State`] (the database),
+//! [`Machine`], [`Policy`].
+
+mod deployment;
+mod error;
+mod machine;
+mod state;
+
+pub use deployment::{Accel, Config, Deployment, SiteConfig, CONFIG_FILE, STATE_FILE};
+pub use error::ControlError;
+pub use machine::{import_disk, validate_machine_name, DiskDefinition, Machine, MachineDefinition};
+pub use state::{Policy, State};

@@ -1,0 +1,114 @@
+//! Machine definitions and disk import.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::error::ControlError;
+
+/// What `standby machine add` defines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MachineDefinition {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Direct kernel boot; without it the machine boots from its first disk.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+    /// NIC specifications, each mapped to a site network.
+    pub nics: Vec<String>,
+}
+
+/// One disk of a machine: its name in the vault and its raw image at each
+/// site (the recovery image exists once the machine has run there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskDefinition {
+    pub vault_disk: String,
+    pub primary_path: PathBuf,
+    pub recovery_path: PathBuf,
+}
+
+/// A machine as the state records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    #[serde(flatten)]
+    pub definition: MachineDefinition,
+    /// Lifecycle state (DESIGN.md §6): unprotected, protected, …
+    pub state: String,
+    /// Where the machine runs: "primary" or "recovery".
+    pub active_site: String,
+    pub policy: Option<String>,
+    /// Bumped whenever the machine's authoritative copy moves between
+    /// sites: two copies with the same generation but different writes are
+    /// a split brain.
+    pub generation: u64,
+    pub disks: Vec<DiskDefinition>,
+}
+
+/// Machine names become file and vault disk names: 1–48 characters of
+/// `A–Z a–z 0–9 . _ -`, not starting with `.` or `-`.
+pub fn validate_machine_name(name: &str) -> Result<(), ControlError> {
+    let valid = !name.is_empty()
+        && name.len() <= 48
+        && !name.starts_with(['.', '-'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !valid {
+        return Err(ControlError::Refused(format!(
+            "machine name {name:?} is not allowed: use 1 to 48 letters, digits, '.', '_' or '-', not starting with \
+             '.' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Imports any image `qemu-img` reads as a raw image at `target` (sparse),
+/// through `target.partial`, so a failed import leaves nothing.
+pub fn import_disk(source: &Path, target: &Path) -> Result<u64, ControlError> {
+    if !source.is_file() {
+        return Err(ControlError::Refused(format!("disk {} does not exist or is not a file", source.display())));
+    }
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(source)
+        .output()
+        .map_err(|e| ControlError::Failed(format!("qemu-img could not run (apt-get install qemu-utils): {e}")))?;
+    if !info.status.success() {
+        return Err(ControlError::Refused(format!(
+            "disk {} is not an image qemu-img can read: {}",
+            source.display(),
+            String::from_utf8_lossy(&info.stderr).trim()
+        )));
+    }
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout)
+        .map_err(|e| ControlError::Failed(format!("qemu-img info printed no JSON: {e}")))?;
+    let format = info["format"].as_str().unwrap_or("raw").to_string();
+    let bytes = info["virtual-size"].as_u64().unwrap_or(0);
+    if bytes == 0 {
+        return Err(ControlError::Refused(format!("disk {} is empty", source.display())));
+    }
+    let mut partial = target.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let output = Command::new("qemu-img")
+        .args(["convert", "-f", &format, "-O", "raw", "-S", "4k"])
+        .arg(source)
+        .arg(&partial)
+        .output()
+        .map_err(|e| ControlError::Failed(format!("qemu-img could not run: {e}")))?;
+    if !output.status.success() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(ControlError::Failed(format!(
+            "importing {} failed: {}",
+            source.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let synced = std::fs::File::open(&partial).and_then(|f| f.sync_all());
+    if let Err(e) = synced.and_then(|()| std::fs::rename(&partial, target)) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(ControlError::io(target, e));
+    }
+    Ok(bytes)
+}

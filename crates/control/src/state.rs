@@ -1,0 +1,289 @@
+//! The deployment's state in SQLite (WAL, so the daemon and the command
+//! line can both use it). Schema version 1:
+//!
+//! ```sql
+//! meta(key PRIMARY KEY, value)                          -- schema_version
+//! policies(name PRIMARY KEY, rpo_threshold_seconds, retention_seconds,
+//!          app_consistent_seconds, bookmark_seconds)
+//! machines(name PRIMARY KEY, cpus, memory_mib, kernel, initrd, append, nics (JSON),
+//!          state, active_site, policy, generation, created)
+//! disks(machine, position, vault_disk, primary_path, recovery_path, PRIMARY KEY (machine, position))
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::ControlError;
+use crate::machine::{DiskDefinition, Machine, MachineDefinition};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE policies (
+    name TEXT PRIMARY KEY,
+    rpo_threshold_seconds INTEGER NOT NULL,
+    retention_seconds INTEGER NOT NULL,
+    app_consistent_seconds INTEGER NOT NULL,
+    bookmark_seconds INTEGER NOT NULL
+);
+CREATE TABLE machines (
+    name TEXT PRIMARY KEY,
+    cpus INTEGER NOT NULL,
+    memory_mib INTEGER NOT NULL,
+    kernel TEXT,
+    initrd TEXT,
+    append TEXT,
+    nics TEXT NOT NULL,
+    state TEXT NOT NULL,
+    active_site TEXT NOT NULL,
+    policy TEXT,
+    generation INTEGER NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE disks (
+    machine TEXT NOT NULL REFERENCES machines(name) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    vault_disk TEXT NOT NULL,
+    primary_path TEXT NOT NULL,
+    recovery_path TEXT NOT NULL,
+    PRIMARY KEY (machine, position)
+);
+";
+
+/// A replication policy (DESIGN.md §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub name: String,
+    pub rpo_threshold_seconds: u64,
+    pub retention_seconds: u64,
+    pub app_consistent_seconds: u64,
+    pub bookmark_seconds: u64,
+}
+
+impl Policy {
+    /// RPO threshold 15 min, retention 24 h, app-consistent every 60 min,
+    /// bookmarks every 5 s.
+    pub fn default_policy() -> Policy {
+        Policy {
+            name: "default".into(),
+            rpo_threshold_seconds: 15 * 60,
+            retention_seconds: 24 * 3600,
+            app_consistent_seconds: 3600,
+            bookmark_seconds: 5,
+        }
+    }
+}
+
+pub struct State {
+    path: PathBuf,
+    connection: Connection,
+}
+
+impl State {
+    pub(crate) fn create(path: &Path) -> Result<State, ControlError> {
+        let state = State::connect(path)?;
+        let policy = Policy::default_policy();
+        state
+            .connection
+            .execute_batch(SCHEMA)
+            .and_then(|()| {
+                state.connection.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
+            })
+            .map_err(|e| state.error(e))?;
+        state.add_policy(&policy)?;
+        Ok(state)
+    }
+
+    pub(crate) fn open(path: &Path) -> Result<State, ControlError> {
+        if !path.is_file() {
+            return Err(ControlError::Failed(format!(
+                "the state database {} is missing; the deployment is damaged",
+                path.display()
+            )));
+        }
+        let state = State::connect(path)?;
+        let version: Option<String> = state
+            .connection
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+            .optional()
+            .map_err(|e| state.error(e))?;
+        match version.as_deref().map(str::parse::<i64>) {
+            Some(Ok(SCHEMA_VERSION)) => Ok(state),
+            Some(Ok(newer)) if newer > SCHEMA_VERSION => Err(ControlError::Refused(format!(
+                "the state database {} is schema version {newer}, newer than this standby reads \
+                 ({SCHEMA_VERSION}); upgrade standby",
+                path.display()
+            ))),
+            _ => {
+                Err(ControlError::Failed(format!("the state database {} has no known schema version", path.display())))
+            }
+        }
+    }
+
+    fn connect(path: &Path) -> Result<State, ControlError> {
+        let error = |source| ControlError::State { path: path.to_path_buf(), source };
+        let connection = Connection::open(path).map_err(error)?;
+        connection.busy_timeout(Duration::from_secs(10)).map_err(error)?;
+        connection.pragma_update(None, "journal_mode", "WAL").map_err(error)?;
+        connection.pragma_update(None, "synchronous", "FULL").map_err(error)?;
+        connection.pragma_update(None, "foreign_keys", "ON").map_err(error)?;
+        Ok(State { path: path.to_path_buf(), connection })
+    }
+
+    fn error(&self, source: rusqlite::Error) -> ControlError {
+        ControlError::State { path: self.path.clone(), source }
+    }
+
+    pub fn add_policy(&self, policy: &Policy) -> Result<(), ControlError> {
+        let inserted = self
+            .connection
+            .execute(
+                "INSERT OR IGNORE INTO policies VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    policy.name,
+                    policy.rpo_threshold_seconds as i64,
+                    policy.retention_seconds as i64,
+                    policy.app_consistent_seconds as i64,
+                    policy.bookmark_seconds as i64
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        if inserted == 0 {
+            return Err(ControlError::Refused(format!("a policy named '{}' already exists", policy.name)));
+        }
+        Ok(())
+    }
+
+    pub fn policies(&self) -> Result<Vec<Policy>, ControlError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name, rpo_threshold_seconds, retention_seconds, app_consistent_seconds, bookmark_seconds FROM policies ORDER BY name")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(Policy {
+                    name: row.get(0)?,
+                    rpo_threshold_seconds: row.get::<_, i64>(1)? as u64,
+                    retention_seconds: row.get::<_, i64>(2)? as u64,
+                    app_consistent_seconds: row.get::<_, i64>(3)? as u64,
+                    bookmark_seconds: row.get::<_, i64>(4)? as u64,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    /// Records a new machine and its disks in one transaction.
+    pub fn add_machine(
+        &mut self,
+        definition: &MachineDefinition,
+        disks: &[DiskDefinition],
+    ) -> Result<(), ControlError> {
+        let path = self.path.clone();
+        let error = |source| ControlError::State { path: path.clone(), source };
+        let transaction = self.connection.transaction().map_err(error)?;
+        let exists: bool = transaction
+            .query_row("SELECT EXISTS (SELECT 1 FROM machines WHERE name = ?1)", [&definition.name], |row| row.get(0))
+            .map_err(error)?;
+        if exists {
+            return Err(ControlError::Refused(format!(
+                "a machine named '{}' already exists; `standby machine list` shows it",
+                definition.name
+            )));
+        }
+        transaction
+            .execute(
+                "INSERT INTO machines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'unprotected', 'primary', NULL, 1, ?8)",
+                params![
+                    definition.name,
+                    definition.cpus,
+                    definition.memory_mib,
+                    definition.kernel.as_ref().map(|p| p.display().to_string()),
+                    definition.initrd.as_ref().map(|p| p.display().to_string()),
+                    definition.append,
+                    serde_json::to_string(&definition.nics).expect("strings serialise"),
+                    jiff::Timestamp::now().to_string(),
+                ],
+            )
+            .map_err(error)?;
+        for (position, disk) in disks.iter().enumerate() {
+            transaction
+                .execute(
+                    "INSERT INTO disks VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        definition.name,
+                        position as i64,
+                        disk.vault_disk,
+                        disk.primary_path.display().to_string(),
+                        disk.recovery_path.display().to_string()
+                    ],
+                )
+                .map_err(error)?;
+        }
+        transaction.commit().map_err(error)
+    }
+
+    pub fn machines(&self) -> Result<Vec<Machine>, ControlError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT name, cpus, memory_mib, kernel, initrd, append, nics, state, active_site, policy, generation \
+                 FROM machines ORDER BY name",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                let nics: String = row.get(6)?;
+                Ok(Machine {
+                    definition: MachineDefinition {
+                        name: row.get(0)?,
+                        cpus: row.get(1)?,
+                        memory_mib: row.get(2)?,
+                        kernel: row.get::<_, Option<String>>(3)?.map(PathBuf::from),
+                        initrd: row.get::<_, Option<String>>(4)?.map(PathBuf::from),
+                        append: row.get(5)?,
+                        nics: serde_json::from_str(&nics).unwrap_or_default(),
+                    },
+                    state: row.get(7)?,
+                    active_site: row.get(8)?,
+                    policy: row.get(9)?,
+                    generation: row.get::<_, i64>(10)? as u64,
+                    disks: Vec::new(),
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        let mut machines: Vec<Machine> = rows.collect::<Result<_, _>>().map_err(|e| self.error(e))?;
+        let mut statement = self
+            .connection
+            .prepare("SELECT vault_disk, primary_path, recovery_path FROM disks WHERE machine = ?1 ORDER BY position")
+            .map_err(|e| self.error(e))?;
+        for machine in &mut machines {
+            let disks = statement
+                .query_map([&machine.definition.name], |row| {
+                    Ok(DiskDefinition {
+                        vault_disk: row.get(0)?,
+                        primary_path: PathBuf::from(row.get::<_, String>(1)?),
+                        recovery_path: PathBuf::from(row.get::<_, String>(2)?),
+                    })
+                })
+                .map_err(|e| self.error(e))?;
+            machine.disks = disks.collect::<Result<_, _>>().map_err(|e| self.error(e))?;
+        }
+        Ok(machines)
+    }
+
+    pub fn machine(&self, name: &str) -> Result<Machine, ControlError> {
+        let machines = self.machines()?;
+        let known: Vec<String> = machines.iter().map(|m| m.definition.name.clone()).collect();
+        machines.into_iter().find(|m| m.definition.name == name).ok_or_else(|| {
+            ControlError::Refused(format!(
+                "no machine named '{name}' (known: {}); `standby machine add` defines one",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })
+    }
+}
