@@ -169,6 +169,9 @@ pub enum Command {
     /// Define, list, start and stop machines.
     #[command(subcommand)]
     Machine(MachineCommand),
+    /// Check whether /dev/kvm runs guests (used by the daemon, in a child process with a timeout).
+    #[command(hide = true)]
+    ProbeKvm,
     /// Run the disk-level journey on a sample disk, narrating each step.
     Demo {
         /// Keep the demo's files in this directory (default: a temporary one, removed after).

@@ -10,6 +10,7 @@
 mod deployment;
 mod error;
 mod machine;
+pub mod qemu;
 mod state;
 
 pub use deployment::{Accel, Config, Deployment, SiteConfig, CONFIG_FILE, STATE_FILE};

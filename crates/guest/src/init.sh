@@ -40,10 +40,18 @@ for word in $(cat /proc/cmdline); do
 done
 
 # The power button (QEMU system_powerdown) asks the workload to stop.
-mkdir -p /etc/acpi/PWRF
+mkdir -p /etc/acpi/PWRF /var/log /var/run
 printf '#!/bin/sh\ntouch /tmp/stop\n' > /etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
-acpid -c /etc/acpi 2>/dev/null
+# acpid opens the event devices present when it starts: wait for devtmpfs
+# to make one per input device (the power button's among them).
+n=0
+while [ "$(ls /dev/input/event* 2>/dev/null | wc -l)" -lt "$(ls -d /sys/class/input/input* 2>/dev/null | wc -l)" ] \
+  && [ $n -lt 50 ]; do
+  sleep 0.1
+  n=$((n + 1))
+done
+acpid -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid || say "warning: acpid did not start; power-down will be forced"
 
 disk=/dev/vda
 n=0

@@ -1,0 +1,441 @@
+//! Machines run as `qemu-system-x86_64` processes driven over QMP (QEMU's
+//! JSON machine protocol, on a unix socket): start, status, ACPI power-down
+//! with a timeout then quit, and the queries lifecycle checks need.
+//!
+//! The accelerator is a setting: `kvm` on a host with a working /dev/kvm,
+//! `tcg` (software emulation) anywhere. `auto` probes KVM by running one
+//! `hlt` instruction in a throw-away VM in a child process (`standby
+//! probe-kvm`): a /dev/kvm that opens but never runs a guest (nested or
+//! broken virtualisation) is caught by the child's timeout.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::deployment::Accel;
+use crate::error::ControlError;
+
+/// What QEMU is started with.
+#[derive(Debug, Clone)]
+pub struct QemuSpec {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+    /// Each disk as QEMU opens it: an image path or an NBD URI
+    /// (`nbd+unix:///NAME?socket=PATH`); the first is the boot disk.
+    pub drives: Vec<String>,
+    /// `kvm` or `tcg` (resolved, never `auto`).
+    pub accel: &'static str,
+    /// Where the QMP socket and the serial console log go.
+    pub run_dir: PathBuf,
+}
+
+/// A running QEMU and its QMP connection.
+pub struct Qemu {
+    child: Child,
+    qmp: Qmp,
+    pub console: PathBuf,
+    pub qmp_socket: PathBuf,
+}
+
+/// How a power-down ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The guest shut itself down after the ACPI request.
+    Clean,
+    /// It did not within the timeout; QEMU was told to quit.
+    Forced,
+}
+
+impl Qemu {
+    pub fn start(spec: &QemuSpec) -> Result<Qemu, ControlError> {
+        std::fs::create_dir_all(&spec.run_dir).map_err(|e| ControlError::io(&spec.run_dir, e))?;
+        let qmp_socket = spec.run_dir.join(format!("{}.qmp", spec.name));
+        let console = spec.run_dir.join(format!("{}.console", spec.name));
+        let _ = std::fs::remove_file(&qmp_socket);
+        let mut command = Command::new("qemu-system-x86_64");
+        command
+            .args(["-name", &spec.name, "-accel", spec.accel, "-smp", &spec.cpus.to_string()])
+            .args(["-m", &spec.memory_mib.to_string(), "-display", "none", "-nodefaults", "-no-reboot"])
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            // Paused until QMP is connected, so nothing the guest does is missed.
+            .arg("-S");
+        if let Some(kernel) = &spec.kernel {
+            command.arg("-kernel").arg(kernel);
+            if let Some(initrd) = &spec.initrd {
+                command.arg("-initrd").arg(initrd);
+            }
+            if let Some(append) = &spec.append {
+                command.args(["-append", append]);
+            }
+        }
+        for drive in &spec.drives {
+            command.args(["-drive", &format!("file={drive},format=raw,if=virtio,cache=none,discard=unmap")]);
+        }
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| {
+                ControlError::Failed(format!(
+                    "qemu-system-x86_64 could not start (apt-get install qemu-system-x86): {e}"
+                ))
+            })?;
+        let qmp = match Qmp::connect(&qmp_socket, &mut child, Duration::from_secs(30)) {
+            Ok(qmp) => qmp,
+            Err(e) => {
+                // QEMU may open QMP and then fail (a kernel it cannot load):
+                // its own message says why.
+                std::thread::sleep(Duration::from_millis(200));
+                let error = match child.try_wait() {
+                    Ok(Some(status)) => exited_at_start(&mut child, status),
+                    _ => e,
+                };
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&qmp_socket);
+                return Err(error);
+            }
+        };
+        let mut qemu = Qemu { child, qmp, console, qmp_socket };
+        if let Err(e) = qemu.qmp.execute("cont", json!({})) {
+            qemu.kill();
+            return Err(e);
+        }
+        Ok(qemu)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// QEMU's run state: "running", "paused", "shutdown", …
+    pub fn status(&mut self) -> Result<String, ControlError> {
+        let reply = self.qmp.execute("query-status", json!({}))?;
+        Ok(reply["status"].as_str().unwrap_or("unknown").to_string())
+    }
+
+    /// Internal snapshots of the machine's disks (`info snapshots`): a
+    /// machine with any cannot be reprotected safely.
+    pub fn snapshots(&mut self) -> Result<Vec<String>, ControlError> {
+        let reply = self.qmp.execute("human-monitor-command", json!({"command-line": "info snapshots"}))?;
+        let text = reply.as_str().unwrap_or("");
+        Ok(text
+            .lines()
+            .skip_while(|line| !line.trim_start().starts_with("ID"))
+            .skip(1)
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| line.trim().to_string())
+            .collect())
+    }
+
+    /// Asks the guest to shut down (ACPI power button); if it has not within
+    /// `timeout`, tells QEMU to quit. Waits for the process to end.
+    pub fn power_down(mut self, timeout: Duration) -> Result<Stopped, ControlError> {
+        // The guest may already be gone; then the request fails harmlessly.
+        let _ = self.qmp.execute("system_powerdown", json!({}));
+        if self.wait_exit(timeout) {
+            return Ok(Stopped::Clean);
+        }
+        let _ = self.qmp.execute("quit", json!({}));
+        if !self.wait_exit(Duration::from_secs(10)) {
+            self.kill();
+        }
+        Ok(Stopped::Forced)
+    }
+
+    /// Ends QEMU at once (the guest sees a power cut).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.qmp_socket);
+    }
+
+    /// Whether the process has ended (and reaps it).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.exited() {
+                let _ = std::fs::remove_file(&self.qmp_socket);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if !self.exited() {
+            self.kill();
+        }
+    }
+}
+
+fn exited_at_start(child: &mut Child, status: std::process::ExitStatus) -> ControlError {
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message").to_string();
+    ControlError::Failed(format!("QEMU exited at start ({status}): {last}"))
+}
+
+/// A QMP connection: one command at a time, events skipped.
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    fn connect(path: &Path, child: &mut Child, timeout: Duration) -> Result<Qmp, ControlError> {
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            if let Ok(stream) = UnixStream::connect(path) {
+                break stream;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(exited_at_start(child, status));
+            }
+            if Instant::now() > deadline {
+                return Err(ControlError::Failed(format!("QEMU's QMP socket {} never opened", path.display())));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let io = |e| ControlError::io(path, e);
+        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+        let writer = stream.try_clone().map_err(io)?;
+        let mut qmp = Qmp { reader: BufReader::new(stream), writer };
+        let greeting = qmp.read_message(path)?;
+        if greeting.get("QMP").is_none() {
+            return Err(ControlError::Failed(format!("{} did not greet like QMP: {greeting}", path.display())));
+        }
+        qmp.execute("qmp_capabilities", json!({}))?;
+        Ok(qmp)
+    }
+
+    fn read_message(&mut self, path: &Path) -> Result<Value, ControlError> {
+        let mut line = String::new();
+        let read = self.reader.read_line(&mut line).map_err(|e| ControlError::io(path, e))?;
+        if read == 0 {
+            return Err(ControlError::Failed("QEMU closed its QMP connection".into()));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| ControlError::Failed(format!("QMP sent something not JSON ({e}): {line}")))
+    }
+
+    /// Runs a command; returns its `return` value or its error.
+    pub fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, ControlError> {
+        let request = json!({"execute": command, "arguments": arguments});
+        let mut bytes = serde_json::to_vec(&request).expect("JSON serialises");
+        bytes.push(b'\n');
+        self.writer
+            .write_all(&bytes)
+            .map_err(|e| ControlError::Failed(format!("QMP {command}: the connection to QEMU is gone ({e})")))?;
+        loop {
+            let message = self.read_message(Path::new("QMP"))?;
+            if let Some(value) = message.get("return") {
+                return Ok(value.clone());
+            }
+            if let Some(error) = message.get("error") {
+                return Err(ControlError::Failed(format!(
+                    "QMP {command} failed: {}",
+                    error["desc"].as_str().unwrap_or("no description")
+                )));
+            }
+            // An asynchronous event ({"event": ...}): not our answer.
+        }
+    }
+}
+
+/// The accelerator to run guests with, and why.
+pub fn resolve_accel(configured: Accel, probe: impl FnOnce() -> Result<(), String>) -> (&'static str, String) {
+    match configured {
+        Accel::Tcg => ("tcg", "the deployment's config says accel = \"tcg\"".into()),
+        Accel::Kvm => ("kvm", "the deployment's config says accel = \"kvm\"".into()),
+        Accel::Auto => match probe() {
+            Ok(()) => ("kvm", "/dev/kvm runs guests".into()),
+            Err(why) => ("tcg", format!("software emulation: {why}")),
+        },
+    }
+}
+
+/// Probes KVM in a child process (`exe probe-kvm`) that must report
+/// success within `timeout`: a KVM that hangs is as unusable as none.
+pub fn probe_kvm_in_child(exe: &Path, timeout: Duration) -> Result<(), String> {
+    if !Path::new("/dev/kvm").exists() {
+        return Err("/dev/kvm is missing".into());
+    }
+    let mut child = Command::new(exe)
+        .arg("probe-kvm")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("the KVM probe could not start: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(_)) => {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                return Err(stderr.trim().to_string());
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("/dev/kvm did not run a guest instruction within {timeout:?}"));
+            }
+        }
+    }
+}
+
+/// Runs one `hlt` in a fresh KVM virtual machine (the reset vector of a
+/// 4 KiB page at the top of the 32-bit space). For `standby probe-kvm`:
+/// may hang on a broken KVM, which is why it runs in a child.
+pub fn probe_kvm() -> Result<(), String> {
+    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+    const KVM_CREATE_VM: libc::c_ulong = 0xAE01;
+    const KVM_GET_VCPU_MMAP_SIZE: libc::c_ulong = 0xAE04;
+    const KVM_CREATE_VCPU: libc::c_ulong = 0xAE41;
+    const KVM_SET_USER_MEMORY_REGION: libc::c_ulong = 0x4020_AE46;
+    const KVM_RUN: libc::c_ulong = 0xAE80;
+    const KVM_EXIT_HLT: u32 = 5;
+
+    #[repr(C)]
+    struct MemoryRegion {
+        slot: u32,
+        flags: u32,
+        guest_phys_addr: u64,
+        memory_size: u64,
+        userspace_addr: u64,
+    }
+
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: plain KVM ioctls on descriptors this function owns, with
+    // arguments laid out as <linux/kvm.h> defines them; the guest page and
+    // the run area are mappings this function creates and never frees
+    // (the process exits right after the probe).
+    unsafe {
+        let kvm = libc::open(c"/dev/kvm".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if kvm < 0 {
+            return Err(os("cannot open /dev/kvm"));
+        }
+        if libc::ioctl(kvm, KVM_GET_API_VERSION, 0) != 12 {
+            return Err("/dev/kvm speaks an unknown API version".into());
+        }
+        let vm = libc::ioctl(kvm, KVM_CREATE_VM, 0);
+        if vm < 0 {
+            return Err(os("KVM_CREATE_VM"));
+        }
+        let page = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if page == libc::MAP_FAILED {
+            return Err(os("mmap"));
+        }
+        // The reset vector is physical 0xFFFFFFF0: offset 0xFF0 of this page.
+        *(page as *mut u8).add(0xFF0) = 0xF4; // hlt
+        let region = MemoryRegion {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0xFFFF_F000,
+            memory_size: 4096,
+            userspace_addr: page as u64,
+        };
+        if libc::ioctl(vm, KVM_SET_USER_MEMORY_REGION, &region) < 0 {
+            return Err(os("KVM_SET_USER_MEMORY_REGION"));
+        }
+        let vcpu = libc::ioctl(vm, KVM_CREATE_VCPU, 0);
+        if vcpu < 0 {
+            return Err(os("KVM_CREATE_VCPU"));
+        }
+        let size = libc::ioctl(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+        if size <= 0 {
+            return Err(os("KVM_GET_VCPU_MMAP_SIZE"));
+        }
+        let run = libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            vcpu,
+            0,
+        );
+        if run == libc::MAP_FAILED {
+            return Err(os("mmap of the vCPU"));
+        }
+        if libc::ioctl(vcpu, KVM_RUN, 0) < 0 {
+            return Err(os("KVM_RUN"));
+        }
+        // struct kvm_run: request_interrupt_window u8, immediate_exit u8, padding [6], exit_reason u32.
+        let exit_reason = *((run as *const u8).add(8) as *const u32);
+        if exit_reason != KVM_EXIT_HLT {
+            return Err(format!("the KVM probe guest exited with reason {exit_reason}, not hlt"));
+        }
+    }
+    Ok(())
+}
+
+/// A stronger KVM check for machines that boot a kernel: starts it under
+/// KVM with no root device and waits for it to get as far as looking for
+/// one (or to panic trying), which takes a second or two on a working KVM.
+/// Some nested hosts run simple code under KVM but hang a real kernel
+/// early (seen here: "Physical KASLR disabled: no suitable memory region",
+/// then nothing); the `hlt` probe cannot see that, this one does.
+pub fn probe_kvm_boot(kernel: &Path, run_dir: &Path, timeout: Duration) -> Result<(), String> {
+    let console = run_dir.join(format!("kvm-probe-{}.console", std::process::id()));
+    let _ = std::fs::remove_file(&console);
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults", "-no-reboot"])
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", "console=ttyS0 panic=-1 root=/dev/nonexistent"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("qemu-system-x86_64 could not start: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let booted = loop {
+        let text = std::fs::read_to_string(&console).unwrap_or_default();
+        if text.contains("VFS:") || text.contains("Kernel panic") || text.contains("Run /init") {
+            break true;
+        }
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&console);
+    if booted {
+        Ok(())
+    } else {
+        Err(format!("a kernel started under KVM did not get to mounting its root within {timeout:?}"))
+    }
+}

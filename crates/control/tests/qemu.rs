@@ -1,0 +1,131 @@
+//! The QEMU runtime on the project's own guest under TCG: start, QMP
+//! status and queries, an ACPI power-down the guest honours, a forced one
+//! when it cannot, and the accelerator probes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use standby_control::qemu::{probe_kvm_in_child, resolve_accel, Qemu, QemuSpec, Stopped};
+use standby_control::Accel;
+use standby_guest::{check_disk, prepare_disk, Workload};
+
+fn wait_for(console: &Path, text: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = std::fs::read_to_string(console).unwrap_or_default().replace("\r\n", "\n");
+        if seen.contains(text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the guest did not print {text:?}; console:\n{seen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_guest_runs_answers_qmp_and_powers_down_cleanly() {
+    let guest = standby_testkit::test_guest();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.raw");
+    prepare_disk(&disk, 64 << 20).unwrap();
+    let workload = Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
+    let spec = QemuSpec {
+        name: "web".into(),
+        cpus: 1,
+        memory_mib: 256,
+        kernel: Some(guest.vmlinuz.clone()),
+        initrd: Some(guest.initramfs.clone()),
+        append: Some(workload.cmdline()),
+        drives: vec![disk.display().to_string()],
+        accel: "tcg",
+        run_dir: dir.path().join("run"),
+    };
+    let mut qemu = Qemu::start(&spec).unwrap();
+    wait_for(&qemu.console, "standby-guest: record 3\n", Duration::from_secs(120));
+    assert_eq!(qemu.status().unwrap(), "running");
+    assert!(qemu.snapshots().unwrap().is_empty(), "a raw disk has no internal snapshots");
+    let console = qemu.console.clone();
+    assert_eq!(qemu.power_down(Duration::from_secs(60)).unwrap(), Stopped::Clean);
+    let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
+    assert!(text.contains("stopped cleanly"), "{text}");
+    let acknowledged = standby_guest::acknowledged(&text).unwrap();
+    let report = check_disk(&disk, 4).unwrap();
+    assert!(report.complete_through >= acknowledged, "{report} but {acknowledged} acknowledged");
+    assert!(!dir.path().join("run/web.qmp").exists(), "the QMP socket is removed");
+}
+
+#[test]
+fn a_guest_that_ignores_the_power_button_is_stopped_by_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("blank.raw");
+    std::fs::File::create(&disk).unwrap().set_len(1 << 20).unwrap();
+    // No kernel and a blank disk: the firmware finds nothing to boot and
+    // never answers ACPI.
+    let spec = QemuSpec {
+        name: "blank".into(),
+        cpus: 1,
+        memory_mib: 64,
+        kernel: None,
+        initrd: None,
+        append: None,
+        drives: vec![disk.display().to_string()],
+        accel: "tcg",
+        run_dir: dir.path().join("run"),
+    };
+    let mut qemu = Qemu::start(&spec).unwrap();
+    assert_eq!(qemu.status().unwrap(), "running");
+    let started = Instant::now();
+    assert_eq!(qemu.power_down(Duration::from_secs(2)).unwrap(), Stopped::Forced);
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn qemu_that_cannot_start_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = QemuSpec {
+        name: "broken".into(),
+        cpus: 1,
+        memory_mib: 64,
+        kernel: Some(dir.path().join("no-such-kernel")),
+        initrd: None,
+        append: None,
+        drives: vec![],
+        accel: "tcg",
+        run_dir: dir.path().join("run"),
+    };
+    let error = Qemu::start(&spec).err().expect("QEMU cannot load a missing kernel").to_string();
+    assert!(error.contains("QEMU exited at start"), "{error}");
+}
+
+#[test]
+fn the_accelerator_follows_the_setting_and_the_probe() {
+    assert_eq!(resolve_accel(Accel::Tcg, || Ok(())).0, "tcg");
+    assert_eq!(resolve_accel(Accel::Kvm, || Err("unused".into())).0, "kvm");
+    assert_eq!(resolve_accel(Accel::Auto, || Ok(())).0, "kvm");
+    let (accel, why) = resolve_accel(Accel::Auto, || Err("no /dev/kvm".into()));
+    assert_eq!(accel, "tcg");
+    assert!(why.contains("no /dev/kvm"));
+}
+
+#[test]
+fn a_kvm_probe_that_hangs_or_fails_means_no_kvm() {
+    if !Path::new("/dev/kvm").exists() {
+        // Nothing to probe: the missing device is the answer.
+        assert!(probe_kvm_in_child(Path::new("/bin/true"), Duration::from_secs(1)).is_err());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hangs = dir.path().join("hangs");
+    std::fs::write(&hangs, "#!/bin/sh\nsleep 30\n").unwrap();
+    let fails = dir.path().join("fails");
+    std::fs::write(&fails, "#!/bin/sh\necho 'KVM_RUN: no' >&2\nexit 1\n").unwrap();
+    for script in [&hangs, &fails] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let started = Instant::now();
+    let error = probe_kvm_in_child(&hangs, Duration::from_millis(500)).unwrap_err();
+    assert!(error.contains("did not run a guest instruction"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(probe_kvm_in_child(&fails, Duration::from_secs(5)).unwrap_err(), "KVM_RUN: no");
+    assert!(probe_kvm_in_child(Path::new("/bin/true"), Duration::from_secs(5)).is_ok());
+}
