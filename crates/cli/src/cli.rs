@@ -169,6 +169,12 @@ pub enum Command {
     /// Define, list, start and stop machines.
     #[command(subcommand)]
     Machine(MachineCommand),
+    /// The daemon: runs the deployment's machines (both sites' agents) and serves the lifecycle commands
+    /// over HTTP on HOME/run/standby.sock. Runs until interrupted; machines are shut down on the way out.
+    Serve {
+        #[command(flatten)]
+        home: HomeArguments,
+    },
     /// Check whether /dev/kvm runs guests (used by the daemon, in a child process with a timeout).
     #[command(hide = true)]
     ProbeKvm,
@@ -226,6 +232,25 @@ pub enum MachineCommand {
         /// A network interface, mapped to a site network (repeat for more).
         #[arg(long = "nic")]
         nics: Vec<String>,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Boot a machine at its active site (needs `standby serve`).
+    Start {
+        name: String,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shut a machine down: ACPI power button, then forced after a timeout (needs `standby serve`).
+    Stop {
+        name: String,
+        /// Cut the power at once.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         home: HomeArguments,
         #[arg(long)]

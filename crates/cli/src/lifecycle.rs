@@ -1,5 +1,6 @@
 //! The lifecycle commands (DESIGN.md §5): deployments and machines.
 
+use std::io::{Read, Write};
 use std::path::Path;
 
 use serde_json::json;
@@ -33,6 +34,42 @@ fn open(home: &HomeArguments) -> anyhow::Result<Deployment> {
     Ok(Deployment::open(&Deployment::locate(home.home.as_deref()))?)
 }
 
+pub fn serve(home: &HomeArguments) -> anyhow::Result<u8> {
+    let exe = std::env::current_exe()?;
+    standby_control::daemon::serve(&Deployment::locate(home.home.as_deref()), &exe)?;
+    Ok(0)
+}
+
+/// One request to the deployment's daemon; its JSON answer, or its error
+/// (a refusal is bad input).
+fn call(deployment: &Deployment, method: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let socket = deployment.run_dir().join(standby_control::daemon::SOCKET);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|_| {
+        crate::bad_input(format!(
+            "no daemon is running for the deployment at {}: start it with `standby serve --home {}`",
+            deployment.home.display(),
+            deployment.home.display()
+        ))
+    })?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: standby\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("the daemon sent no HTTP response"))?;
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| anyhow::anyhow!("the daemon answered {status} without JSON ({e})"))?;
+    if status == 200 {
+        return Ok(value);
+    }
+    let message = value["error"].as_str().unwrap_or("no message").to_string();
+    if value["bad_input"].as_bool() == Some(true) {
+        return Err(crate::bad_input(message));
+    }
+    Err(anyhow::anyhow!(message))
+}
+
 pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
     match command {
         MachineCommand::Add { name, disks, memory, cpus, kernel, initrd, append, nics, home, json } => {
@@ -56,11 +93,40 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        MachineCommand::Start { name, home, json } => {
+            let deployment = open(&home)?;
+            let started = call(&deployment, "POST", &format!("/v1/machines/{name}/start"))?;
+            if json {
+                print_json(&started);
+            } else {
+                println!(
+                    "machine '{name}' is running at the {} site (pid {}, {}); its console is {}",
+                    started["site"].as_str().unwrap_or("?"),
+                    started["pid"],
+                    started["accel"].as_str().unwrap_or("?"),
+                    started["console"].as_str().unwrap_or("?")
+                );
+            }
+            Ok(0)
+        }
+        MachineCommand::Stop { name, force, home, json } => {
+            let deployment = open(&home)?;
+            let stopped = call(&deployment, "POST", &format!("/v1/machines/{name}/stop?force={force}"))?;
+            if json {
+                print_json(&stopped);
+            } else {
+                println!("machine '{name}' stopped ({})", stopped["stopped"].as_str().unwrap_or("?"));
+            }
+            Ok(0)
+        }
         MachineCommand::List { home, json } => {
             let deployment = open(&home)?;
             let machines = deployment.state.machines()?;
             if json {
-                print_json(&json!({ "machines": machines }));
+                // With a daemon, each machine's runtime too.
+                let listed =
+                    call(&deployment, "GET", "/v1/machines").unwrap_or_else(|_| json!({ "machines": machines }));
+                print_json(&listed);
             } else if machines.is_empty() {
                 println!("no machines; `standby machine add NAME --disk IMAGE` defines one");
             } else {

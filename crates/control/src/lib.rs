@@ -7,6 +7,7 @@
 //! Key types: [`Deployment`] (`init`, `open`), [`State`] (the database),
 //! [`Machine`], [`Policy`].
 
+pub mod daemon;
 mod deployment;
 mod error;
 mod machine;

@@ -163,6 +163,20 @@ impl Qemu {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// Whether the QEMU process is still there (without reaping it).
+    pub fn running(&self) -> bool {
+        // SAFETY: kill(2) with signal 0 only checks the pid; it is our own
+        // child and not reaped, so the pid cannot have been reused.
+        let alive = unsafe { libc::kill(self.child.id() as i32, 0) } == 0;
+        if !alive {
+            return false;
+        }
+        // A zombie (exited, not reaped) still answers signal 0.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    }
+
     fn wait_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {

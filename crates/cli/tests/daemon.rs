@@ -1,0 +1,123 @@
+//! `standby serve` and the machine commands it answers: a real guest under
+//! TCG started and stopped through the daemon, the refusals, and a daemon
+//! stopped with machines running (they are shut down cleanly).
+
+mod support;
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use support::{path, run, standby_command};
+
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(home: &Path) -> Daemon {
+        let child = standby_command()
+            .args(["serve", "--home", path(home)])
+            .env("STANDBY_ACCEL", "tcg")
+            .spawn()
+            .expect("standby serve starts");
+        let socket = home.join("run/standby.sock");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the daemon never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon(child)
+    }
+
+    fn terminate(mut self) -> i32 {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        self.0.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn console_of(home: &Path, name: &str) -> String {
+    let listed = run(&["machine", "list", "--home", path(home), "--json"]).ok().json();
+    let machine = listed["machines"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap().clone();
+    let console = machine["runtime"]["console"].as_str().expect("a running machine has a console").to_string();
+    console
+}
+
+fn wait_for(console: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = std::fs::read_to_string(console).unwrap_or_default().replace("\r\n", "\n");
+        if seen.contains(text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the guest did not print {text:?}:\n{seen}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn machines_start_and_stop_through_the_daemon() {
+    let guest = standby_testkit::test_guest();
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    run(&["init", path(&home)]).ok();
+    let disk = root.path().join("guest.raw");
+    standby_guest::prepare_disk(&disk, 64 << 20).unwrap();
+    let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
+    let h = path(&home);
+    run(&[
+        "machine",
+        "add",
+        "web",
+        "--disk",
+        path(&disk),
+        "--kernel",
+        path(&guest.vmlinuz),
+        "--initrd",
+        path(&guest.initramfs),
+        "--append",
+        &workload.cmdline(),
+        "--home",
+        h,
+    ])
+    .ok();
+
+    // Without a daemon the commands say how to start one.
+    run(&["machine", "start", "web", "--home", h]).bad_input("standby serve --home");
+
+    let daemon = Daemon::start(&home);
+    let second = run(&["serve", "--home", h]);
+    second.bad_input("already running");
+    run(&["machine", "start", "nope", "--home", h]).bad_input("no machine named 'nope'");
+    run(&["machine", "stop", "web", "--home", h]).bad_input("is not running");
+
+    let started = run(&["machine", "start", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(started["accel"], "tcg");
+    run(&["machine", "start", "web", "--home", h]).bad_input("already running");
+    let console = console_of(&home, "web");
+    wait_for(&console, "standby-guest: record 3\n");
+    let stopped = run(&["machine", "stop", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(stopped["stopped"], "clean");
+    let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
+    let acknowledged = standby_guest::acknowledged(&text).unwrap();
+    let image = home.join("sites/primary/disks/web-disk0.raw");
+    let report = standby_guest::check_disk(&image, 4).unwrap();
+    assert!(report.complete_through >= acknowledged, "{report}, {acknowledged} acknowledged");
+
+    // It carries on where it stopped, and a daemon that stops shuts it down.
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    wait_for(&console, &format!("standby-guest: record {}\n", acknowledged + 2));
+    assert_eq!(daemon.terminate(), 0);
+    let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
+    assert!(text.contains("stopped cleanly"), "the daemon did not shut the guest down cleanly:\n{text}");
+    assert!(!home.join("run/standby.sock").exists() && !home.join("run/standby.pid").exists());
+    let report = standby_guest::check_disk(&image, 4).unwrap();
+    assert!(report.complete_through >= standby_guest::acknowledged(&text).unwrap());
+}

@@ -1,0 +1,328 @@
+//! `standby serve`: the daemon that runs a deployment's machines (both
+//! sites' agents, in one process in the embedded default). Lifecycle
+//! commands talk to it over HTTP on `run/standby.sock` (a unix socket, so
+//! only users who can reach the deployment's folder can use it):
+//!
+//! ```text
+//! GET  /v1/health                     pid, home, accelerator and why
+//! GET  /v1/machines                   every machine with its runtime (running or not, pid, console)
+//! POST /v1/machines/NAME/start        boot it at its active site
+//! POST /v1/machines/NAME/stop         ACPI power-down, then quit after a timeout (?force=true: at once)
+//! ```
+//!
+//! Errors are `{"error": MESSAGE, "bad_input": BOOL}` with status 409 for a
+//! refused request and 500 for a failure. The daemon restarts nothing
+//! behind the operator's back: a machine that stops stays stopped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::deployment::{Accel, Deployment};
+use crate::error::ControlError;
+use crate::qemu::{self, Qemu, QemuSpec, Stopped};
+
+pub const SOCKET: &str = "standby.sock";
+const PID_FILE: &str = "standby.pid";
+/// How long a guest has to shut down after the ACPI request.
+pub const POWER_DOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A machine's runtime as the daemon sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Runtime {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub console: Option<PathBuf>,
+    pub accel: Option<&'static str>,
+}
+
+struct Running {
+    qemu: Qemu,
+    accel: &'static str,
+}
+
+struct Daemon {
+    home: PathBuf,
+    exe: PathBuf,
+    accel: Mutex<Accelerator>,
+    machines: Mutex<HashMap<String, Running>>,
+}
+
+struct Accelerator {
+    chosen: &'static str,
+    why: String,
+    /// `auto` chose KVM: a kernel must still prove it boots under it.
+    unproven_kvm: bool,
+}
+
+impl Daemon {
+    fn deployment(&self) -> Result<Deployment, ControlError> {
+        Deployment::open(&self.home)
+    }
+
+    /// The accelerator for a machine that boots `kernel` (if any).
+    fn accel_for(&self, kernel: Option<&Path>) -> &'static str {
+        let mut accel = self.accel.lock().unwrap_or_else(|p| p.into_inner());
+        if accel.unproven_kvm {
+            if let Some(kernel) = kernel {
+                match qemu::probe_kvm_boot(kernel, &self.home.join("run"), Duration::from_secs(10)) {
+                    Ok(()) => accel.why = format!("{}; a kernel boots under it", accel.why),
+                    Err(why) => {
+                        accel.chosen = "tcg";
+                        accel.why = format!("software emulation: {why}");
+                    }
+                }
+                accel.unproven_kvm = false;
+            }
+        }
+        accel.chosen
+    }
+
+    fn start(&self, name: &str) -> Result<Value, ControlError> {
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        {
+            let mut machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(running) = machines.get_mut(name) {
+                if !running.qemu.exited() {
+                    return Err(ControlError::Refused(format!(
+                        "machine '{name}' is already running (pid {}); `standby machine stop {name}` stops it",
+                        running.qemu.pid()
+                    )));
+                }
+                machines.remove(name);
+            }
+        }
+        let site_recovery = machine.active_site == "recovery";
+        let drives: Vec<String> = machine
+            .disks
+            .iter()
+            .map(|disk| if site_recovery { &disk.recovery_path } else { &disk.primary_path })
+            .map(|path| path.display().to_string())
+            .collect();
+        for drive in &drives {
+            if !Path::new(drive).is_file() {
+                return Err(ControlError::Failed(format!("disk {drive} of machine '{name}' is missing")));
+            }
+        }
+        let accel = self.accel_for(machine.definition.kernel.as_deref());
+        let spec = QemuSpec {
+            name: name.to_string(),
+            cpus: machine.definition.cpus,
+            memory_mib: machine.definition.memory_mib,
+            kernel: machine.definition.kernel.clone(),
+            initrd: machine.definition.initrd.clone(),
+            append: machine.definition.append.clone(),
+            drives,
+            accel,
+            run_dir: deployment.run_dir().join("machines").join(name),
+        };
+        let qemu = Qemu::start(&spec)?;
+        let runtime = json!({"name": name, "pid": qemu.pid(), "console": qemu.console, "accel": accel, "site": machine.active_site});
+        self.machines.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Running { qemu, accel });
+        Ok(runtime)
+    }
+
+    fn stop(&self, name: &str, force: bool) -> Result<Value, ControlError> {
+        self.deployment()?.state.machine(name)?;
+        let running = self.machines.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let Some(mut running) = running.filter(|r| r.qemu.running()) else {
+            return Err(ControlError::Refused(format!(
+                "machine '{name}' is not running; `standby machine start {name}` starts it"
+            )));
+        };
+        let stopped = if force {
+            running.qemu.kill();
+            "forced"
+        } else {
+            match running.qemu.power_down(POWER_DOWN_TIMEOUT)? {
+                Stopped::Clean => "clean",
+                Stopped::Forced => "forced after the guest ignored the power button",
+            }
+        };
+        Ok(json!({"name": name, "stopped": stopped}))
+    }
+
+    fn runtime(&self, name: &str) -> Runtime {
+        let machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+        match machines.get(name) {
+            Some(running) if running.qemu.running() => Runtime {
+                running: true,
+                pid: Some(running.qemu.pid()),
+                console: Some(running.qemu.console.clone()),
+                accel: Some(running.accel),
+            },
+            _ => Runtime { running: false, pid: None, console: None, accel: None },
+        }
+    }
+
+    /// Shuts every running machine down (the daemon is stopping).
+    fn stop_all(&self) {
+        let all: Vec<(String, Running)> = self.machines.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let handles: Vec<_> = all
+            .into_iter()
+            .map(|(name, running)| {
+                std::thread::spawn(move || {
+                    let outcome = running.qemu.power_down(Duration::from_secs(30));
+                    eprintln!("standby: machine '{name}' stopped: {outcome:?}");
+                })
+            })
+            .collect();
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Runs the daemon for the deployment at `home` until SIGINT or SIGTERM.
+/// `exe` is this binary (for the KVM probe child).
+pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
+    let deployment = Deployment::open(home)?;
+    let run = deployment.run_dir();
+    std::fs::create_dir_all(&run).map_err(|e| ControlError::io(&run, e))?;
+    let socket = run.join(SOCKET);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        let pid = std::fs::read_to_string(run.join(PID_FILE)).unwrap_or_default();
+        return Err(ControlError::Refused(format!(
+            "a daemon is already running for {} (pid {}); stop it first",
+            deployment.home.display(),
+            pid.trim()
+        )));
+    }
+    let _ = std::fs::remove_file(&socket);
+    let configured = match std::env::var("STANDBY_ACCEL").ok().as_deref() {
+        Some("tcg") => Accel::Tcg,
+        Some("kvm") => Accel::Kvm,
+        Some("auto") | None => deployment.config.accel,
+        Some(other) => {
+            return Err(ControlError::Refused(format!("STANDBY_ACCEL={other:?}: use tcg, kvm or auto")));
+        }
+    };
+    let (chosen, why) = qemu::resolve_accel(configured, || qemu::probe_kvm_in_child(exe, Duration::from_secs(5)));
+    let unproven_kvm = configured == Accel::Auto && chosen == "kvm";
+    let daemon = Arc::new(Daemon {
+        home: deployment.home.clone(),
+        exe: exe.to_path_buf(),
+        accel: Mutex::new(Accelerator { chosen, why, unproven_kvm }),
+        machines: Mutex::default(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ControlError::Failed(format!("cannot start the daemon's runtime: {e}")))?;
+    let pid_file = run.join(PID_FILE);
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| ControlError::io(&pid_file, e))?;
+    let result = runtime.block_on(serve_http(daemon.clone(), &socket));
+    daemon.stop_all();
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&pid_file);
+    result
+}
+
+async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlError> {
+    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| ControlError::io(socket, e))?;
+    let app = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/machines", get(machines))
+        .route("/v1/machines/{name}/start", post(start))
+        .route("/v1/machines/{name}/stop", post(stop))
+        .with_state(daemon.clone());
+    {
+        let accel = daemon.accel.lock().unwrap_or_else(|p| p.into_inner());
+        eprintln!(
+            "standby: serving {} on {} (accelerator: {}, {})",
+            daemon.home.display(),
+            socket.display(),
+            accel.chosen,
+            accel.why
+        );
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler installs");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("standby: stopping: shutting machines down");
+        })
+        .await
+        .map_err(|e| ControlError::Failed(format!("the daemon's API failed: {e}")))
+}
+
+struct ApiError(ControlError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let bad_input = self.0.is_bad_input();
+        let status = if bad_input { StatusCode::CONFLICT } else { StatusCode::INTERNAL_SERVER_ERROR };
+        (status, Json(json!({"error": self.0.to_string(), "bad_input": bad_input}))).into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+async fn blocking(work: impl FnOnce() -> Result<Value, ControlError> + Send + 'static) -> ApiResult {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(Json(value)),
+        Ok(Err(e)) => Err(ApiError(e)),
+        Err(e) => Err(ApiError(ControlError::Failed(format!("the request's worker failed: {e}")))),
+    }
+}
+
+async fn health(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
+    let accel = daemon.accel.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(Json(json!({
+        "pid": std::process::id(),
+        "home": daemon.home,
+        "accel": accel.chosen,
+        "accel_reason": accel.why,
+        "exe": daemon.exe,
+    })))
+}
+
+async fn machines(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
+    blocking(move || {
+        let machines = daemon.deployment()?.state.machines()?;
+        let listed: Vec<Value> = machines
+            .into_iter()
+            .map(|machine| {
+                let runtime = daemon.runtime(&machine.definition.name);
+                let mut value = serde_json::to_value(&machine).expect("machines serialise");
+                value["runtime"] = serde_json::to_value(runtime).expect("runtimes serialise");
+                value
+            })
+            .collect();
+        Ok(json!({"machines": listed}))
+    })
+    .await
+}
+
+async fn start(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || daemon.start(&name)).await
+}
+
+#[derive(Deserialize)]
+struct StopQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn stop(
+    AxumState(daemon): AxumState<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    Query(query): Query<StopQuery>,
+) -> ApiResult {
+    blocking(move || daemon.stop(&name, query.force)).await
+}
