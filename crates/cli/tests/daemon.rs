@@ -1,6 +1,7 @@
 //! `standby serve` and the machine commands it answers: a real guest under
-//! TCG started and stopped through the daemon, the refusals, and a daemon
-//! stopped with machines running (they are shut down cleanly).
+//! TCG started and stopped through the daemon, the refusals, and daemons
+//! that stop or die with a machine running: the machine keeps running, the
+//! next daemon adopts it, and it is never started twice.
 
 mod support;
 
@@ -110,14 +111,29 @@ fn machines_start_and_stop_through_the_daemon() {
     let report = standby_guest::check_disk(&image, 4).unwrap();
     assert!(report.complete_through >= acknowledged, "{report}, {acknowledged} acknowledged");
 
-    // It carries on where it stopped, and a daemon that stops shuts it down.
+    // It carries on where it stopped; the daemon dies (kill -9) and then
+    // stops cleanly (SIGTERM): each time the guest keeps running and the
+    // next daemon adopts it.
     run(&["machine", "start", "web", "--home", h]).ok();
     let console = console_of(&home, "web");
     wait_for(&console, &format!("standby-guest: record {}\n", acknowledged + 2));
+    drop(daemon); // kill -9
+    let before = standby_guest::acknowledged(&std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n"));
+    wait_for(&console, &format!("standby-guest: record {}\n", before.unwrap() + 3));
+    let daemon = Daemon::start(&home);
+    run(&["machine", "start", "web", "--home", h]).bad_input("already running");
     assert_eq!(daemon.terminate(), 0);
+    let daemon = Daemon::start(&home);
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(listed["machines"][0]["runtime"]["running"], true, "{listed}");
+    let stopped = run(&["machine", "stop", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(stopped["stopped"], "clean");
     let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
-    assert!(text.contains("stopped cleanly"), "the daemon did not shut the guest down cleanly:\n{text}");
-    assert!(!home.join("run/standby.sock").exists() && !home.join("run/standby.pid").exists());
+    // The console restarts with each boot: one boot since the last start,
+    // not a second one by a daemon that failed to adopt the first.
+    assert_eq!(text.matches("standby-guest: ready").count(), 1, "the guest was booted again:\n{text}");
     let report = standby_guest::check_disk(&image, 4).unwrap();
-    assert!(report.complete_through >= standby_guest::acknowledged(&text).unwrap());
+    assert!(report.complete_through >= standby_guest::acknowledged(&text).unwrap(), "{report}");
+    assert_eq!(daemon.terminate(), 0);
+    assert!(!home.join("run/standby.sock").exists() && !home.join("run/standby.pid").exists());
 }

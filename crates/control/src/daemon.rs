@@ -12,7 +12,10 @@
 //!
 //! Errors are `{"error": MESSAGE, "bad_input": BOOL}` with status 409 for a
 //! refused request and 500 for a failure. The daemon restarts nothing
-//! behind the operator's back: a machine that stops stays stopped.
+//! behind the operator's back: a machine that stops stays stopped. Machines
+//! outlive the daemon: when it stops (or dies), they keep running, and the
+//! next daemon adopts them (pid file and QMP socket in `run/machines/NAME`),
+//! so a machine is never started twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +50,6 @@ pub struct Runtime {
 
 struct Running {
     qemu: Qemu,
-    accel: &'static str,
 }
 
 struct Daemon {
@@ -128,7 +130,7 @@ impl Daemon {
         };
         let qemu = Qemu::start(&spec)?;
         let runtime = json!({"name": name, "pid": qemu.pid(), "console": qemu.console, "accel": accel, "site": machine.active_site});
-        self.machines.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Running { qemu, accel });
+        self.machines.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Running { qemu });
         Ok(runtime)
     }
 
@@ -159,27 +161,36 @@ impl Daemon {
                 running: true,
                 pid: Some(running.qemu.pid()),
                 console: Some(running.qemu.console.clone()),
-                accel: Some(running.accel),
+                accel: Some(running.qemu.accel),
             },
             _ => Runtime { running: false, pid: None, console: None, accel: None },
         }
     }
 
-    /// Shuts every running machine down (the daemon is stopping).
-    fn stop_all(&self) {
-        let all: Vec<(String, Running)> = self.machines.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
-        let handles: Vec<_> = all
-            .into_iter()
-            .map(|(name, running)| {
-                std::thread::spawn(move || {
-                    let outcome = running.qemu.power_down(Duration::from_secs(30));
-                    eprintln!("standby: machine '{name}' stopped: {outcome:?}");
-                })
-            })
-            .collect();
-        for handle in handles {
-            let _ = handle.join();
+    /// Takes over the machines a previous daemon left running.
+    fn adopt_all(&self) -> Result<Vec<String>, ControlError> {
+        let deployment = self.deployment()?;
+        let mut adopted = Vec::new();
+        for machine in deployment.state.machines()? {
+            let name = machine.definition.name;
+            let run_dir = deployment.run_dir().join("machines").join(&name);
+            match Qemu::adopt(&run_dir, &name) {
+                Ok(Some(qemu)) => {
+                    self.machines.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), Running { qemu });
+                    adopted.push(name);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Running, but its QMP socket does not answer: refuse to
+                    // go on rather than risk starting it a second time.
+                    return Err(ControlError::Failed(format!(
+                        "machine '{name}' seems to be running from an earlier daemon but cannot be reached ({e}); \
+                         check its QEMU process before starting the daemon again"
+                    )));
+                }
+            }
         }
+        Ok(adopted)
     }
 }
 
@@ -199,6 +210,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         )));
     }
     let _ = std::fs::remove_file(&socket);
+    let from_environment = std::env::var_os("STANDBY_ACCEL").is_some();
     let configured = match std::env::var("STANDBY_ACCEL").ok().as_deref() {
         Some("tcg") => Accel::Tcg,
         Some("kvm") => Accel::Kvm,
@@ -207,7 +219,10 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
             return Err(ControlError::Refused(format!("STANDBY_ACCEL={other:?}: use tcg, kvm or auto")));
         }
     };
-    let (chosen, why) = qemu::resolve_accel(configured, || qemu::probe_kvm_in_child(exe, Duration::from_secs(5)));
+    let (chosen, mut why) = qemu::resolve_accel(configured, || qemu::probe_kvm_in_child(exe, Duration::from_secs(5)));
+    if from_environment {
+        why = why.replace("the deployment's config says", "STANDBY_ACCEL says");
+    }
     let unproven_kvm = configured == Accel::Auto && chosen == "kvm";
     let daemon = Arc::new(Daemon {
         home: deployment.home.clone(),
@@ -222,8 +237,21 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         .map_err(|e| ControlError::Failed(format!("cannot start the daemon's runtime: {e}")))?;
     let pid_file = run.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| ControlError::io(&pid_file, e))?;
+    let adopted = match daemon.adopt_all() {
+        Ok(adopted) => adopted,
+        Err(e) => {
+            let _ = std::fs::remove_file(&pid_file);
+            return Err(e);
+        }
+    };
+    if !adopted.is_empty() {
+        eprintln!("standby: adopted running machines: {}", adopted.join(", "));
+    }
     let result = runtime.block_on(serve_http(daemon.clone(), &socket));
-    daemon.stop_all();
+    let running: Vec<String> = daemon.machines.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+    if !running.is_empty() {
+        eprintln!("standby: machines left running (the next daemon adopts them): {}", running.join(", "));
+    }
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&pid_file);
     result
@@ -255,7 +283,7 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminate.recv() => {}
             }
-            eprintln!("standby: stopping: shutting machines down");
+            eprintln!("standby: stopping");
         })
         .await
         .map_err(|e| ControlError::Failed(format!("the daemon's API failed: {e}")))

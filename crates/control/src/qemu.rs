@@ -39,10 +39,20 @@ pub struct QemuSpec {
 
 /// A running QEMU and its QMP connection.
 pub struct Qemu {
-    child: Child,
+    process: Process,
     qmp: Qmp,
     pub console: PathBuf,
     pub qmp_socket: PathBuf,
+    pid_file: PathBuf,
+    /// The accelerator it runs with.
+    pub accel: &'static str,
+}
+
+/// QEMU as this process knows it: its own child, or one a previous daemon
+/// started (adopted after a restart: machines outlive the daemon).
+enum Process {
+    Child(Child),
+    Adopted(u32),
 }
 
 /// How a power-down ended.
@@ -59,6 +69,8 @@ impl Qemu {
         std::fs::create_dir_all(&spec.run_dir).map_err(|e| ControlError::io(&spec.run_dir, e))?;
         let qmp_socket = spec.run_dir.join(format!("{}.qmp", spec.name));
         let console = spec.run_dir.join(format!("{}.console", spec.name));
+        let pid_file = spec.run_dir.join(format!("{}.pid", spec.name));
+        let log = spec.run_dir.join(format!("{}.log", spec.name));
         let _ = std::fs::remove_file(&qmp_socket);
         let mut command = Command::new("qemu-system-x86_64");
         command
@@ -68,6 +80,8 @@ impl Qemu {
             .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
+            .arg("-pidfile")
+            .arg(&pid_file)
             // Paused until QMP is connected, so nothing the guest does is missed.
             .arg("-S");
         if let Some(kernel) = &spec.kernel {
@@ -82,20 +96,27 @@ impl Qemu {
         for drive in &spec.drives {
             command.args(["-drive", &format!("file={drive},format=raw,if=virtio,cache=none,discard=unmap")]);
         }
+        // QEMU outlives the daemon: its output goes to a file (a pipe would
+        // break when the daemon goes), and it has its own process group (a
+        // Ctrl-C meant for the daemon must not reach the guests).
+        let log_file = std::fs::File::create(&log).map_err(|e| ControlError::io(&log, e))?;
+        use std::os::unix::process::CommandExt;
         let mut child =
-            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| {
-                ControlError::Failed(format!(
-                    "qemu-system-x86_64 could not start (apt-get install qemu-system-x86): {e}"
-                ))
-            })?;
-        let qmp = match Qmp::connect(&qmp_socket, &mut child, Duration::from_secs(30)) {
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file).process_group(0).spawn().map_err(
+                |e| {
+                    ControlError::Failed(format!(
+                        "qemu-system-x86_64 could not start (apt-get install qemu-system-x86): {e}"
+                    ))
+                },
+            )?;
+        let qmp = match Qmp::connect(&qmp_socket, Some((&mut child, &log)), Duration::from_secs(30)) {
             Ok(qmp) => qmp,
             Err(e) => {
                 // QEMU may open QMP and then fail (a kernel it cannot load):
                 // its own message says why.
                 std::thread::sleep(Duration::from_millis(200));
                 let error = match child.try_wait() {
-                    Ok(Some(status)) => exited_at_start(&mut child, status),
+                    Ok(Some(status)) => exited_at_start(&log, status),
                     _ => e,
                 };
                 let _ = child.kill();
@@ -104,7 +125,7 @@ impl Qemu {
                 return Err(error);
             }
         };
-        let mut qemu = Qemu { child, qmp, console, qmp_socket };
+        let mut qemu = Qemu { process: Process::Child(child), qmp, console, qmp_socket, pid_file, accel: spec.accel };
         if let Err(e) = qemu.qmp.execute("cont", json!({})) {
             qemu.kill();
             return Err(e);
@@ -112,8 +133,39 @@ impl Qemu {
         Ok(qemu)
     }
 
+    /// The QEMU a previous daemon started for machine `name` in `run_dir`,
+    /// if it still runs: reconnected over its QMP socket.
+    pub fn adopt(run_dir: &Path, name: &str) -> Result<Option<Qemu>, ControlError> {
+        let pid_file = run_dir.join(format!("{name}.pid"));
+        let Ok(text) = std::fs::read_to_string(&pid_file) else { return Ok(None) };
+        let Ok(pid) = text.trim().parse::<u32>() else { return Ok(None) };
+        // The pid must still be that QEMU: its command line names the machine.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let arguments: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let named = arguments.windows(2).any(|pair| pair[0] == b"-name" && pair[1] == name.as_bytes());
+        if !named || !alive(pid) {
+            let _ = std::fs::remove_file(&pid_file);
+            return Ok(None);
+        }
+        let accel =
+            if arguments.windows(2).any(|pair| pair[0] == b"-accel" && pair[1] == b"kvm") { "kvm" } else { "tcg" };
+        let qmp_socket = run_dir.join(format!("{name}.qmp"));
+        let qmp = Qmp::connect(&qmp_socket, None, Duration::from_secs(10))?;
+        Ok(Some(Qemu {
+            process: Process::Adopted(pid),
+            qmp,
+            console: run_dir.join(format!("{name}.console")),
+            qmp_socket,
+            pid_file,
+            accel,
+        }))
+    }
+
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Child(child) => child.id(),
+            Process::Adopted(pid) => *pid,
+        }
     }
 
     /// QEMU's run state: "running", "paused", "shutdown", …
@@ -153,35 +205,46 @@ impl Qemu {
 
     /// Ends QEMU at once (the guest sees a power cut).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.qmp_socket);
+        match &mut self.process {
+            Process::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Process::Adopted(pid) => {
+                // SAFETY: kill(2) on a pid checked to be this machine's QEMU.
+                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while alive(*pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        self.forget();
     }
 
-    /// Whether the process has ended (and reaps it).
+    fn forget(&self) {
+        let _ = std::fs::remove_file(&self.qmp_socket);
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+
+    /// Whether the process has ended (reaping it when it is our child).
     pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+        match &mut self.process {
+            Process::Child(child) => matches!(child.try_wait(), Ok(Some(_))),
+            Process::Adopted(pid) => !alive(*pid),
+        }
     }
 
     /// Whether the QEMU process is still there (without reaping it).
     pub fn running(&self) -> bool {
-        // SAFETY: kill(2) with signal 0 only checks the pid; it is our own
-        // child and not reaped, so the pid cannot have been reused.
-        let alive = unsafe { libc::kill(self.child.id() as i32, 0) } == 0;
-        if !alive {
-            return false;
-        }
-        // A zombie (exited, not reaped) still answers signal 0.
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .map(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
-            .unwrap_or(false)
+        alive(self.pid())
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.exited() {
-                let _ = std::fs::remove_file(&self.qmp_socket);
+                self.forget();
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -190,19 +253,16 @@ impl Qemu {
     }
 }
 
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        if !self.exited() {
-            self.kill();
-        }
-    }
+/// Whether `pid` is a live process (not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    // A zombie still answers kill(pid, 0); its state in /proc says Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
-fn exited_at_start(child: &mut Child, status: std::process::ExitStatus) -> ControlError {
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-    }
+fn exited_at_start(log: &Path, status: std::process::ExitStatus) -> ControlError {
+    let stderr = std::fs::read_to_string(log).unwrap_or_default();
     let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message").to_string();
     ControlError::Failed(format!("QEMU exited at start ({status}): {last}"))
 }
@@ -214,14 +274,16 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    fn connect(path: &Path, child: &mut Child, timeout: Duration) -> Result<Qmp, ControlError> {
+    fn connect(path: &Path, mut child: Option<(&mut Child, &Path)>, timeout: Duration) -> Result<Qmp, ControlError> {
         let deadline = Instant::now() + timeout;
         let stream = loop {
             if let Ok(stream) = UnixStream::connect(path) {
                 break stream;
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(exited_at_start(child, status));
+            if let Some((child, log)) = child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(exited_at_start(log, status));
+                }
             }
             if Instant::now() > deadline {
                 return Err(ControlError::Failed(format!("QEMU's QMP socket {} never opened", path.display())));
