@@ -459,10 +459,17 @@ impl SealJob {
         let last = segment.last_sequence().expect("a segment with records");
         let sealed = segment.seal(vault.keys());
         let segment_bytes = sealed.len() as u64;
-        match vault.backend().put_new(&segment_path(&self.disk, first), Bytes::from(sealed)) {
+        let path = segment_path(&self.disk, first);
+        match vault.backend().put_new(&path, Bytes::from(sealed)) {
             Ok(()) => {}
+            // An earlier attempt may have stored it and lost the answer (a
+            // timeout after the object store committed): then it holds our
+            // records. Anything else there is another writer's.
             Err(StorageError::AlreadyExists { .. }) => {
-                return Err(VaultError::ConcurrentSync { disk: self.disk.clone(), sequence: first });
+                let stored = read_segment(vault, &path).ok();
+                if stored.is_none_or(|stored| stored.records != self.records || stored.disk != self.disk) {
+                    return Err(VaultError::ConcurrentSync { disk: self.disk.clone(), sequence: first });
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -795,6 +802,31 @@ mod tests {
     use crate::backend::LocalBackend;
     use crate::prune::{prune, PruneOptions};
     use crate::InitOptions;
+
+    /// A retried seal whose segment an earlier attempt already stored (the
+    /// answer was lost) succeeds; another writer's segment is refused.
+    #[test]
+    fn storing_a_segment_twice_is_idempotent_but_a_foreign_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+        let mut writer = JournalWriter::open(&vault, "d").unwrap();
+        writer.size(1 << 20, 1);
+        writer.write(0, &[3; 70_000], 1);
+        let mut job = writer.take_seal().unwrap();
+        let first = job.store(&vault).unwrap();
+        let again = job.store(&vault).unwrap();
+        assert_eq!((again.first_sequence, again.last_sequence), (first.first_sequence, first.last_sequence));
+        writer.sealed(job);
+        drop(writer);
+
+        // A second writer that believes it owns the same sequences.
+        let mut other = JournalWriter::open(&vault, "d").unwrap();
+        other.next_sequence = 1;
+        other.size(2 << 20, 2);
+        let mut foreign = other.take_seal().unwrap();
+        let error = foreign.store(&vault).unwrap_err();
+        assert!(matches!(error, VaultError::ConcurrentSync { .. }), "{error}");
+    }
 
     /// A long-running writer loaded its index before a pack was marked for
     /// collection: it must not reuse that pack's chunks once the pack can be
