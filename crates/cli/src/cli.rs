@@ -175,6 +175,17 @@ pub enum Command {
         #[command(flatten)]
         home: HomeArguments,
     },
+    /// Jobs (every lifecycle operation is one) with their steps; with ID, one job.
+    Jobs {
+        id: Option<i64>,
+        /// Follow until the job (or, without ID, every running job) has finished.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check whether /dev/kvm runs guests (used by the daemon, in a child process with a timeout).
     #[command(hide = true)]
     ProbeKvm,

@@ -295,6 +295,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Init { dir, json } => crate::lifecycle::init(&dir, json),
         Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Serve { home } => crate::lifecycle::serve(&home),
+        Command::Jobs { id, watch, home, json } => crate::lifecycle::jobs(id, watch, &home, json),
         Command::ProbeKvm => match standby_control::qemu::probe_kvm() {
             Ok(()) => Ok(0),
             Err(why) => Err(anyhow::anyhow!("{why}")),

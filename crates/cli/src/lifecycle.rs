@@ -152,3 +152,51 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
         }
     }
 }
+
+fn print_job(job: &standby_control::Job) {
+    println!("job {} {} of '{}': {} (started {})", job.id, job.command, job.machine, job.state, job.created);
+    for step in &job.steps {
+        let detail = if step.detail.is_empty() { String::new() } else { format!(" ({})", step.detail) };
+        println!("  {:<8} {}{detail}", step.state, step.name);
+    }
+    if let Some(error) = &job.error {
+        println!("  error: {error}");
+    }
+}
+
+/// `standby jobs`: read from the state, so it works with or without a daemon.
+pub fn jobs(id: Option<i64>, watch: bool, home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
+    let deployment = open(home)?;
+    let mut shown = String::new();
+    loop {
+        let jobs = match id {
+            Some(id) => vec![deployment.state.job(id)?],
+            None => deployment.state.jobs()?,
+        };
+        let running = jobs.iter().any(|job| job.state == "running");
+        if json {
+            if !watch || !running {
+                match id {
+                    Some(_) => print_json(&jobs[0]),
+                    None => print_json(&json!({ "jobs": jobs })),
+                }
+            }
+        } else {
+            // With --watch, print again only when something changed.
+            let text = serde_json::to_string(&jobs)?;
+            if text != shown {
+                if jobs.is_empty() {
+                    println!("no jobs yet");
+                }
+                for job in &jobs {
+                    print_job(job);
+                }
+                shown = text;
+            }
+        }
+        if !watch || !running {
+            return Ok(0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -134,6 +134,48 @@ fn machines_start_and_stop_through_the_daemon() {
     assert_eq!(text.matches("standby-guest: ready").count(), 1, "the guest was booted again:\n{text}");
     let report = standby_guest::check_disk(&image, 4).unwrap();
     assert!(report.complete_through >= standby_guest::acknowledged(&text).unwrap(), "{report}");
+
+    // Every start and stop was a job with its steps.
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    let jobs = jobs["jobs"].as_array().unwrap().clone();
+    assert!(jobs.iter().all(|job| job["state"] == "succeeded"), "{jobs:?}");
+    assert_eq!(jobs.iter().filter(|job| job["command"] == "machine start").count(), 2);
+    let stop = jobs.iter().find(|job| job["command"] == "machine stop").unwrap();
+    assert!(stop["steps"].as_array().unwrap().iter().all(|step| step["state"] == "done"), "{stop}");
+    let one = run(&["jobs", &stop["id"].to_string(), "--home", h, "--json"]).ok().json();
+    assert_eq!(one["id"], stop["id"]);
+    run(&["jobs", "999", "--home", h]).bad_input("no job 999");
+
+    // The daemon dies in the middle of a stop: the job is marked interrupted
+    // at the next start, and the machine is re-read (adopted if it still runs).
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    wait_for(&console, "standby-guest: ready");
+    let mut stopping = standby_command().args(["machine", "stop", "web", "--home", h]).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+        if jobs["jobs"][0]["command"] == "machine stop" && jobs["jobs"][0]["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stop job never started: {jobs}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(daemon); // kill -9 mid-job
+    assert_ne!(stopping.wait().unwrap().code(), Some(0), "a stop cut short must not report success");
+    let daemon = Daemon::start(&home);
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    assert_eq!(jobs["jobs"][0]["state"], "interrupted", "{jobs}");
+    assert!(jobs["jobs"][0]["error"].as_str().unwrap().contains("daemon stopped"), "{jobs}");
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    if listed["machines"][0]["runtime"]["running"] == true {
+        run(&["machine", "stop", "web", "--home", h]).ok();
+    }
+    let report = standby_guest::check_disk(&image, 4).unwrap();
+    let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
+    if let Some(acknowledged) = standby_guest::acknowledged(&text) {
+        assert!(report.complete_through >= acknowledged, "{report}");
+    }
     assert_eq!(daemon.terminate(), 0);
     assert!(!home.join("run/standby.sock").exists() && !home.join("run/standby.pid").exists());
 }

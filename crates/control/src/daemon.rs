@@ -8,6 +8,7 @@
 //! GET  /v1/machines                   every machine with its runtime (running or not, pid, console)
 //! POST /v1/machines/NAME/start        boot it at its active site
 //! POST /v1/machines/NAME/stop         ACPI power-down, then quit after a timeout (?force=true: at once)
+//! GET  /v1/jobs, /v1/jobs/ID          jobs with their steps (start and stop are jobs)
 //! ```
 //!
 //! Errors are `{"error": MESSAGE, "bad_input": BOOL}` with status 409 for a
@@ -52,6 +53,18 @@ struct Running {
     qemu: Qemu,
 }
 
+/// A running job's handle for recording its steps.
+struct JobSteps<'a> {
+    deployment: &'a Deployment,
+    id: i64,
+}
+
+impl JobSteps<'_> {
+    fn step(&self, name: &str, state: &str, detail: &str) -> Result<(), ControlError> {
+        self.deployment.state.job_step(self.id, name, state, detail)
+    }
+}
+
 struct Daemon {
     home: PathBuf,
     exe: PathBuf,
@@ -89,7 +102,46 @@ impl Daemon {
         accel.chosen
     }
 
+    /// Runs `work` as a job of `command` on machine `name` with these
+    /// steps: recorded in the state before it starts, every step's progress
+    /// as it goes, and the outcome. A refusal before any step started
+    /// leaves no job behind.
+    fn job(
+        &self,
+        name: &str,
+        command: &str,
+        steps: &[&str],
+        work: impl FnOnce(&JobSteps) -> Result<Value, ControlError>,
+    ) -> Result<Value, ControlError> {
+        let deployment = self.deployment()?;
+        deployment.state.machine(name)?;
+        let id = deployment.state.create_job(name, command, steps)?;
+        let progress = JobSteps { deployment: &deployment, id };
+        let outcome = work(&progress);
+        match &outcome {
+            Ok(_) => deployment.state.finish_job(id, "succeeded", None)?,
+            Err(e) => deployment.state.finish_job(id, "failed", Some(&e.to_string()))?,
+        }
+        let mut value = outcome?;
+        value["job"] = json!(id);
+        Ok(value)
+    }
+
     fn start(&self, name: &str) -> Result<Value, ControlError> {
+        // Refuse before recording a job when it already runs.
+        self.deployment()?.state.machine(name)?;
+        if self.runtime(name).running {
+            let pid = self.runtime(name).pid.unwrap_or(0);
+            return Err(ControlError::Refused(format!(
+                "machine '{name}' is already running (pid {pid}); `standby machine stop {name}` stops it"
+            )));
+        }
+        let steps = ["check the machine", "choose the accelerator", "start QEMU"];
+        self.job(name, "machine start", &steps, |job| self.start_job(name, job))
+    }
+
+    fn start_job(&self, name: &str, job: &JobSteps) -> Result<Value, ControlError> {
+        job.step("check the machine", "running", "")?;
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         {
@@ -116,7 +168,15 @@ impl Daemon {
                 return Err(ControlError::Failed(format!("disk {drive} of machine '{name}' is missing")));
             }
         }
+        job.step(
+            "check the machine",
+            "done",
+            &format!("{} disk(s) at the {} site", drives.len(), machine.active_site),
+        )?;
+        job.step("choose the accelerator", "running", "")?;
         let accel = self.accel_for(machine.definition.kernel.as_deref());
+        job.step("choose the accelerator", "done", accel)?;
+        job.step("start QEMU", "running", "")?;
         let spec = QemuSpec {
             name: name.to_string(),
             cpus: machine.definition.cpus,
@@ -129,13 +189,25 @@ impl Daemon {
             run_dir: deployment.run_dir().join("machines").join(name),
         };
         let qemu = Qemu::start(&spec)?;
+        job.step("start QEMU", "done", &format!("pid {}", qemu.pid()))?;
         let runtime = json!({"name": name, "pid": qemu.pid(), "console": qemu.console, "accel": accel, "site": machine.active_site});
         self.machines.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Running { qemu });
         Ok(runtime)
     }
 
     fn stop(&self, name: &str, force: bool) -> Result<Value, ControlError> {
+        // Refuse before recording a job when there is nothing to stop.
         self.deployment()?.state.machine(name)?;
+        if !self.runtime(name).running {
+            return Err(ControlError::Refused(format!(
+                "machine '{name}' is not running; `standby machine start {name}` starts it"
+            )));
+        }
+        let steps: &[&str] = if force { &["cut the power"] } else { &["ACPI power-down", "wait for the guest"] };
+        self.job(name, "machine stop", steps, |job| self.stop_job(name, force, job))
+    }
+
+    fn stop_job(&self, name: &str, force: bool, job: &JobSteps) -> Result<Value, ControlError> {
         let running = self.machines.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         let Some(mut running) = running.filter(|r| r.qemu.running()) else {
             return Err(ControlError::Refused(format!(
@@ -143,13 +215,19 @@ impl Daemon {
             )));
         };
         let stopped = if force {
+            job.step("cut the power", "running", "")?;
             running.qemu.kill();
+            job.step("cut the power", "done", "")?;
             "forced"
         } else {
-            match running.qemu.power_down(POWER_DOWN_TIMEOUT)? {
+            job.step("ACPI power-down", "done", "power button pressed")?;
+            job.step("wait for the guest", "running", &format!("up to {} s", POWER_DOWN_TIMEOUT.as_secs()))?;
+            let stopped = match running.qemu.power_down(POWER_DOWN_TIMEOUT)? {
                 Stopped::Clean => "clean",
                 Stopped::Forced => "forced after the guest ignored the power button",
-            }
+            };
+            job.step("wait for the guest", "done", stopped)?;
+            stopped
         };
         Ok(json!({"name": name, "stopped": stopped}))
     }
@@ -237,6 +315,12 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         .map_err(|e| ControlError::Failed(format!("cannot start the daemon's runtime: {e}")))?;
     let pid_file = run.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| ControlError::io(&pid_file, e))?;
+    let interrupted = deployment.state.interrupt_running_jobs(
+        "the daemon stopped while the job ran; machines were re-read (adopted when still running) at its restart",
+    )?;
+    if !interrupted.is_empty() {
+        eprintln!("standby: jobs interrupted by the previous daemon: {interrupted:?}");
+    }
     let adopted = match daemon.adopt_all() {
         Ok(adopted) => adopted,
         Err(e) => {
@@ -264,6 +348,8 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
         .route("/v1/machines", get(machines))
         .route("/v1/machines/{name}/start", post(start))
         .route("/v1/machines/{name}/stop", post(stop))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{id}", get(job))
         .with_state(daemon.clone());
     {
         let accel = daemon.accel.lock().unwrap_or_else(|p| p.into_inner());
@@ -353,4 +439,12 @@ async fn stop(
     Query(query): Query<StopQuery>,
 ) -> ApiResult {
     blocking(move || daemon.stop(&name, query.force)).await
+}
+
+async fn jobs(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
+    blocking(move || Ok(json!({"jobs": daemon.deployment()?.state.jobs()?}))).await
+}
+
+async fn job(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(id): UrlPath<i64>) -> ApiResult {
+    blocking(move || Ok(serde_json::to_value(daemon.deployment()?.state.job(id)?).expect("jobs serialise"))).await
 }

@@ -17,4 +17,4 @@ mod state;
 pub use deployment::{Accel, Config, Deployment, SiteConfig, CONFIG_FILE, STATE_FILE};
 pub use error::ControlError;
 pub use machine::{import_disk, validate_machine_name, DiskDefinition, Machine, MachineDefinition};
-pub use state::{Policy, State};
+pub use state::{Job, Policy, State, Step};

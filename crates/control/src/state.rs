@@ -8,7 +8,11 @@
 //! machines(name PRIMARY KEY, cpus, memory_mib, kernel, initrd, append, nics (JSON),
 //!          state, active_site, policy, generation, created)
 //! disks(machine, position, vault_disk, primary_path, recovery_path, PRIMARY KEY (machine, position))
+//! jobs(id INTEGER PRIMARY KEY, machine, command, state, steps (JSON), error, created, updated)   -- version 2
 //! ```
+//!
+//! A database of an older version is migrated when opened (in one
+//! transaction); a newer one is refused.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,7 +23,23 @@ use serde::Serialize;
 use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Migrations from each version to the next: `MIGRATIONS[v - 1]` takes a
+/// database from version v to v + 1.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    machine TEXT NOT NULL,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL,
+    steps TEXT NOT NULL,
+    error TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+"];
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,10 +110,10 @@ impl State {
         state
             .connection
             .execute_batch(SCHEMA)
-            .and_then(|()| {
-                state.connection.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
-            })
+            .and_then(|()| state.connection.execute("INSERT INTO meta VALUES ('schema_version', '1')", []))
             .map_err(|e| state.error(e))?;
+        let mut state = state;
+        state.migrate(1)?;
         state.add_policy(&policy)?;
         Ok(state)
     }
@@ -111,8 +131,13 @@ impl State {
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
             .optional()
             .map_err(|e| state.error(e))?;
+        let mut state = state;
         match version.as_deref().map(str::parse::<i64>) {
             Some(Ok(SCHEMA_VERSION)) => Ok(state),
+            Some(Ok(older)) if (1..SCHEMA_VERSION).contains(&older) => {
+                state.migrate(older)?;
+                Ok(state)
+            }
             Some(Ok(newer)) if newer > SCHEMA_VERSION => Err(ControlError::Refused(format!(
                 "the state database {} is schema version {newer}, newer than this standby reads \
                  ({SCHEMA_VERSION}); upgrade standby",
@@ -122,6 +147,20 @@ impl State {
                 Err(ControlError::Failed(format!("the state database {} has no known schema version", path.display())))
             }
         }
+    }
+
+    /// Brings the schema from `version` to [`SCHEMA_VERSION`], in one transaction.
+    fn migrate(&mut self, version: i64) -> Result<(), ControlError> {
+        let path = self.path.clone();
+        let error = |source| ControlError::State { path: path.clone(), source };
+        let transaction = self.connection.transaction().map_err(error)?;
+        for migration in &MIGRATIONS[(version - 1) as usize..] {
+            transaction.execute_batch(migration).map_err(error)?;
+        }
+        transaction
+            .execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])
+            .map_err(error)?;
+        transaction.commit().map_err(error)
     }
 
     fn connect(path: &Path) -> Result<State, ControlError> {
@@ -285,5 +324,165 @@ impl State {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
         })
+    }
+}
+
+/// One step of a job, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Step {
+    pub name: String,
+    /// pending, running, done, failed
+    pub state: String,
+    pub detail: String,
+}
+
+/// A job: one operation on one machine, with named steps (DESIGN.md §2).
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub machine: String,
+    pub command: String,
+    /// running, succeeded, failed, interrupted
+    pub state: String,
+    pub steps: Vec<Step>,
+    pub error: Option<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+impl State {
+    /// Records a new running job with its steps, all pending.
+    pub fn create_job(&self, machine: &str, command: &str, steps: &[&str]) -> Result<i64, ControlError> {
+        let steps: Vec<Step> = steps
+            .iter()
+            .map(|name| Step { name: name.to_string(), state: "pending".into(), detail: String::new() })
+            .collect();
+        let now = jiff::Timestamp::now().to_string();
+        self.connection
+            .execute(
+                "INSERT INTO jobs (machine, command, state, steps, error, created, updated) VALUES (?1, ?2, 'running', ?3, NULL, ?4, ?4)",
+                params![machine, command, serde_json::to_string(&steps).expect("steps serialise"), now],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(self.connection.last_insert_rowid())
+    }
+
+    /// Sets one step's state and detail.
+    pub fn job_step(&self, id: i64, step: &str, state: &str, detail: &str) -> Result<(), ControlError> {
+        let mut job = self.job(id)?;
+        for candidate in &mut job.steps {
+            if candidate.name == step {
+                candidate.state = state.to_string();
+                candidate.detail = detail.to_string();
+            }
+        }
+        self.connection
+            .execute(
+                "UPDATE jobs SET steps = ?1, updated = ?2 WHERE id = ?3",
+                params![
+                    serde_json::to_string(&job.steps).expect("steps serialise"),
+                    jiff::Timestamp::now().to_string(),
+                    id
+                ],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Ends a job: succeeded, failed (with the error) or interrupted.
+    pub fn finish_job(&self, id: i64, state: &str, error: Option<&str>) -> Result<(), ControlError> {
+        self.connection
+            .execute(
+                "UPDATE jobs SET state = ?1, error = ?2, updated = ?3 WHERE id = ?4",
+                params![state, error, jiff::Timestamp::now().to_string(), id],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    pub fn job(&self, id: i64) -> Result<Job, ControlError> {
+        self.jobs_where("WHERE id = ?1", params![id])?
+            .pop()
+            .ok_or_else(|| ControlError::Refused(format!("no job {id}; `standby jobs` lists them")))
+    }
+
+    /// Every job, newest first.
+    pub fn jobs(&self) -> Result<Vec<Job>, ControlError> {
+        self.jobs_where("ORDER BY id DESC", params![])
+    }
+
+    /// Marks jobs a dead daemon left running as interrupted; returns them.
+    pub fn interrupt_running_jobs(&self, why: &str) -> Result<Vec<i64>, ControlError> {
+        let running: Vec<i64> =
+            self.jobs_where("WHERE state = 'running'", params![])?.into_iter().map(|job| job.id).collect();
+        for id in &running {
+            self.finish_job(*id, "interrupted", Some(why))?;
+        }
+        Ok(running)
+    }
+
+    fn jobs_where(&self, clause: &str, parameters: &[&dyn rusqlite::ToSql]) -> Result<Vec<Job>, ControlError> {
+        let mut statement = self
+            .connection
+            .prepare(&format!("SELECT id, machine, command, state, steps, error, created, updated FROM jobs {clause}"))
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(parameters, |row| {
+                let steps: String = row.get(4)?;
+                Ok(Job {
+                    id: row.get(0)?,
+                    machine: row.get(1)?,
+                    command: row.get(2)?,
+                    state: row.get(3)?,
+                    steps: serde_json::from_str(&steps).unwrap_or_default(),
+                    error: row.get(5)?,
+                    created: row.get(6)?,
+                    updated: row.get(7)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version_one(path: &Path) {
+        let state = State::connect(path).unwrap();
+        state.connection.execute_batch(SCHEMA).unwrap();
+        state.connection.execute("INSERT INTO meta VALUES ('schema_version', '1')", []).unwrap();
+    }
+
+    #[test]
+    fn a_version_one_database_is_migrated_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        version_one(&path);
+        let state = State::open(&path).unwrap();
+        assert!(state.jobs().unwrap().is_empty());
+        let id = state.create_job("web", "machine start", &["one", "two"]).unwrap();
+        state.job_step(id, "one", "done", "fine").unwrap();
+        let job = state.job(id).unwrap();
+        assert_eq!(
+            (job.state.as_str(), job.steps[0].state.as_str(), job.steps[1].state.as_str()),
+            ("running", "done", "pending")
+        );
+        assert_eq!(state.interrupt_running_jobs("gone").unwrap(), vec![id]);
+        assert_eq!(state.job(id).unwrap().state, "interrupted");
+        drop(state);
+        // Opening again finds it current.
+        State::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_newer_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        version_one(&path);
+        State::connect(&path).unwrap().connection.execute("UPDATE meta SET value = '99'", []).unwrap();
+        let error = State::open(&path).err().unwrap();
+        assert!(error.is_bad_input() && error.to_string().contains("upgrade standby"), "{error}");
     }
 }
