@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use standby_testkit::{console_text, wait_for_console};
 use support::{path, run, standby_command};
 
 struct Daemon(Child);
@@ -43,23 +44,15 @@ impl Drop for Daemon {
     }
 }
 
+fn wait_for(console: &str, text: &str) {
+    wait_for_console(Path::new(console), text, Duration::from_secs(120));
+}
+
 fn console_of(home: &Path, name: &str) -> String {
     let listed = run(&["machine", "list", "--home", path(home), "--json"]).ok().json();
     let machine = listed["machines"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap().clone();
     let console = machine["runtime"]["console"].as_str().expect("a running machine has a console").to_string();
     console
-}
-
-fn wait_for(console: &str, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let seen = std::fs::read_to_string(console).unwrap_or_default().replace("\r\n", "\n");
-        if seen.contains(text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the guest did not print {text:?}:\n{seen}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -105,7 +98,7 @@ fn machines_start_and_stop_through_the_daemon() {
     wait_for(&console, "standby-guest: record 3\n");
     let stopped = run(&["machine", "stop", "web", "--home", h, "--json"]).ok().json();
     assert_eq!(stopped["stopped"], "clean");
-    let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
+    let text = console_text(Path::new(&console));
     let acknowledged = standby_guest::acknowledged(&text).unwrap();
     let image = home.join("sites/primary/disks/web-disk0.raw");
     let report = standby_guest::check_disk(&image, 4).unwrap();
@@ -118,7 +111,7 @@ fn machines_start_and_stop_through_the_daemon() {
     let console = console_of(&home, "web");
     wait_for(&console, &format!("standby-guest: record {}\n", acknowledged + 2));
     drop(daemon); // kill -9
-    let before = standby_guest::acknowledged(&std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n"));
+    let before = standby_guest::acknowledged(&console_text(Path::new(&console)));
     wait_for(&console, &format!("standby-guest: record {}\n", before.unwrap() + 3));
     let daemon = Daemon::start(&home);
     run(&["machine", "start", "web", "--home", h]).bad_input("already running");
@@ -128,7 +121,7 @@ fn machines_start_and_stop_through_the_daemon() {
     assert_eq!(listed["machines"][0]["runtime"]["running"], true, "{listed}");
     let stopped = run(&["machine", "stop", "web", "--home", h, "--json"]).ok().json();
     assert_eq!(stopped["stopped"], "clean");
-    let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
+    let text = console_text(Path::new(&console));
     // The console restarts with each boot: one boot since the last start,
     // not a second one by a daemon that failed to adopt the first.
     assert_eq!(text.matches("standby-guest: ready").count(), 1, "the guest was booted again:\n{text}");
@@ -172,7 +165,7 @@ fn machines_start_and_stop_through_the_daemon() {
         run(&["machine", "stop", "web", "--home", h]).ok();
     }
     let report = standby_guest::check_disk(&image, 4).unwrap();
-    let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
+    let text = console_text(Path::new(&console));
     if let Some(acknowledged) = standby_guest::acknowledged(&text) {
         assert!(report.complete_through >= acknowledged, "{report}");
     }

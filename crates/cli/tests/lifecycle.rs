@@ -147,3 +147,14 @@ fn machine_add_refusals_change_nothing() {
     let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
     assert_eq!(listed["machines"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn serve_refuses_a_bad_accelerator_or_a_missing_deployment() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    init(&home);
+    let bogus = run_with(&["serve", "--home", path(&home)], &[("STANDBY_ACCEL".into(), "fast".into())]);
+    bogus.bad_input("STANDBY_ACCEL");
+    assert!(!home.join("run/standby.pid").exists() && !home.join("run/standby.sock").exists());
+    run(&["serve", "--home", path(root.path())]).bad_input("no Standby deployment");
+}

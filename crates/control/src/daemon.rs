@@ -53,6 +53,16 @@ struct Running {
     qemu: Qemu,
 }
 
+fn already_running(name: &str, pid: u32) -> ControlError {
+    ControlError::Refused(format!(
+        "machine '{name}' is already running (pid {pid}); `standby machine stop {name}` stops it"
+    ))
+}
+
+fn not_running(name: &str) -> ControlError {
+    ControlError::Refused(format!("machine '{name}' is not running; `standby machine start {name}` starts it"))
+}
+
 /// A running job's handle for recording its steps.
 struct JobSteps<'a> {
     deployment: &'a Deployment,
@@ -108,15 +118,14 @@ impl Daemon {
     /// leaves no job behind.
     fn job(
         &self,
+        deployment: &Deployment,
         name: &str,
         command: &str,
         steps: &[&str],
         work: impl FnOnce(&JobSteps) -> Result<Value, ControlError>,
     ) -> Result<Value, ControlError> {
-        let deployment = self.deployment()?;
-        deployment.state.machine(name)?;
         let id = deployment.state.create_job(name, command, steps)?;
-        let progress = JobSteps { deployment: &deployment, id };
+        let progress = JobSteps { deployment, id };
         let outcome = work(&progress);
         match &outcome {
             Ok(_) => deployment.state.finish_job(id, "succeeded", None)?,
@@ -128,30 +137,27 @@ impl Daemon {
     }
 
     fn start(&self, name: &str) -> Result<Value, ControlError> {
-        // Refuse before recording a job when it already runs.
-        self.deployment()?.state.machine(name)?;
-        if self.runtime(name).running {
-            let pid = self.runtime(name).pid.unwrap_or(0);
-            return Err(ControlError::Refused(format!(
-                "machine '{name}' is already running (pid {pid}); `standby machine stop {name}` stops it"
-            )));
-        }
-        let steps = ["check the machine", "choose the accelerator", "start QEMU"];
-        self.job(name, "machine start", &steps, |job| self.start_job(name, job))
-    }
-
-    fn start_job(&self, name: &str, job: &JobSteps) -> Result<Value, ControlError> {
-        job.step("check the machine", "running", "")?;
+        // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
+        if let Some(pid) = self.runtime(name).pid {
+            return Err(already_running(name, pid));
+        }
+        let steps = ["check the machine", "choose the accelerator", "start QEMU"];
+        self.job(&deployment, name, "machine start", &steps, |job| self.start_job(&machine, job))
+    }
+
+    fn start_job(&self, machine: &crate::Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        let name = machine.definition.name.as_str();
+        let deployment = job.deployment;
+        job.step("check the machine", "running", "")?;
         {
+            // A machine that stopped by itself leaves an entry behind; one
+            // started meanwhile by another request is refused.
             let mut machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(running) = machines.get_mut(name) {
                 if !running.qemu.exited() {
-                    return Err(ControlError::Refused(format!(
-                        "machine '{name}' is already running (pid {}); `standby machine stop {name}` stops it",
-                        running.qemu.pid()
-                    )));
+                    return Err(already_running(name, running.qemu.pid()));
                 }
                 machines.remove(name);
             }
@@ -196,23 +202,20 @@ impl Daemon {
     }
 
     fn stop(&self, name: &str, force: bool) -> Result<Value, ControlError> {
-        // Refuse before recording a job when there is nothing to stop.
-        self.deployment()?.state.machine(name)?;
+        // Refusals come before a job is recorded.
+        let deployment = self.deployment()?;
+        deployment.state.machine(name)?;
         if !self.runtime(name).running {
-            return Err(ControlError::Refused(format!(
-                "machine '{name}' is not running; `standby machine start {name}` starts it"
-            )));
+            return Err(not_running(name));
         }
         let steps: &[&str] = if force { &["cut the power"] } else { &["ACPI power-down", "wait for the guest"] };
-        self.job(name, "machine stop", steps, |job| self.stop_job(name, force, job))
+        self.job(&deployment, name, "machine stop", steps, |job| self.stop_job(name, force, job))
     }
 
     fn stop_job(&self, name: &str, force: bool, job: &JobSteps) -> Result<Value, ControlError> {
         let running = self.machines.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         let Some(mut running) = running.filter(|r| r.qemu.running()) else {
-            return Err(ControlError::Refused(format!(
-                "machine '{name}' is not running; `standby machine start {name}` starts it"
-            )));
+            return Err(not_running(name));
         };
         let stopped = if force {
             job.step("cut the power", "running", "")?;
@@ -288,7 +291,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         )));
     }
     let _ = std::fs::remove_file(&socket);
-    let from_environment = std::env::var_os("STANDBY_ACCEL").is_some();
+    let source = if std::env::var_os("STANDBY_ACCEL").is_some() { "STANDBY_ACCEL" } else { "the deployment's config" };
     let configured = match std::env::var("STANDBY_ACCEL").ok().as_deref() {
         Some("tcg") => Accel::Tcg,
         Some("kvm") => Accel::Kvm,
@@ -297,10 +300,8 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
             return Err(ControlError::Refused(format!("STANDBY_ACCEL={other:?}: use tcg, kvm or auto")));
         }
     };
-    let (chosen, mut why) = qemu::resolve_accel(configured, || qemu::probe_kvm_in_child(exe, Duration::from_secs(5)));
-    if from_environment {
-        why = why.replace("the deployment's config says", "STANDBY_ACCEL says");
-    }
+    let (chosen, why) =
+        qemu::resolve_accel(configured, source, || qemu::probe_kvm_in_child(exe, Duration::from_secs(5)));
     let unproven_kvm = configured == Accel::Auto && chosen == "kvm";
     let daemon = Arc::new(Daemon {
         home: deployment.home.clone(),

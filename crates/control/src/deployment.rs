@@ -195,11 +195,9 @@ impl Deployment {
         if definition.kernel.is_none() && (definition.initrd.is_some() || definition.append.is_some()) {
             return Err(ControlError::Refused("--initrd and --append need --kernel".into()));
         }
+        // Checked again when recorded; here so no disk is imported in vain.
         if self.state.machines()?.iter().any(|m| m.definition.name == definition.name) {
-            return Err(ControlError::Refused(format!(
-                "a machine named '{}' already exists; `standby machine list` shows it",
-                definition.name
-            )));
+            return Err(crate::state::machine_exists(&definition.name));
         }
         let absolute = |path: &Option<PathBuf>| -> Result<Option<PathBuf>, ControlError> {
             path.as_ref().map(|p| p.canonicalize().map_err(|e| ControlError::io(p, e))).transpose()

@@ -336,11 +336,16 @@ impl Qmp {
     }
 }
 
-/// The accelerator to run guests with, and why.
-pub fn resolve_accel(configured: Accel, probe: impl FnOnce() -> Result<(), String>) -> (&'static str, String) {
+/// The accelerator to run guests with, and why. `source` names where the
+/// setting came from (the deployment's config, an environment variable).
+pub fn resolve_accel(
+    configured: Accel,
+    source: &str,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> (&'static str, String) {
     match configured {
-        Accel::Tcg => ("tcg", "the deployment's config says accel = \"tcg\"".into()),
-        Accel::Kvm => ("kvm", "the deployment's config says accel = \"kvm\"".into()),
+        Accel::Tcg => ("tcg", format!("{source} says accel = \"tcg\"")),
+        Accel::Kvm => ("kvm", format!("{source} says accel = \"kvm\"")),
         Accel::Auto => match probe() {
             Ok(()) => ("kvm", "/dev/kvm runs guests".into()),
             Err(why) => ("tcg", format!("software emulation: {why}")),

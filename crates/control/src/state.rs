@@ -74,6 +74,10 @@ CREATE TABLE disks (
 );
 ";
 
+pub(crate) fn machine_exists(name: &str) -> ControlError {
+    ControlError::Refused(format!("a machine named '{name}' already exists; `standby machine list` shows it"))
+}
+
 /// A replication policy (DESIGN.md §2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Policy {
@@ -229,10 +233,7 @@ impl State {
             .query_row("SELECT EXISTS (SELECT 1 FROM machines WHERE name = ?1)", [&definition.name], |row| row.get(0))
             .map_err(error)?;
         if exists {
-            return Err(ControlError::Refused(format!(
-                "a machine named '{}' already exists; `standby machine list` shows it",
-                definition.name
-            )));
+            return Err(machine_exists(&definition.name));
         }
         transaction
             .execute(

@@ -8,18 +8,7 @@ use std::time::{Duration, Instant};
 use standby_control::qemu::{probe_kvm_in_child, resolve_accel, Qemu, QemuSpec, Stopped};
 use standby_control::Accel;
 use standby_guest::{check_disk, prepare_disk, Workload};
-
-fn wait_for(console: &Path, text: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let seen = std::fs::read_to_string(console).unwrap_or_default().replace("\r\n", "\n");
-        if seen.contains(text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the guest did not print {text:?}; console:\n{seen}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use standby_testkit::{console_text, wait_for_console};
 
 #[test]
 fn a_guest_runs_answers_qmp_and_powers_down_cleanly() {
@@ -40,12 +29,12 @@ fn a_guest_runs_answers_qmp_and_powers_down_cleanly() {
         run_dir: dir.path().join("run"),
     };
     let mut qemu = Qemu::start(&spec).unwrap();
-    wait_for(&qemu.console, "standby-guest: record 3\n", Duration::from_secs(120));
+    wait_for_console(&qemu.console, "standby-guest: record 3\n", Duration::from_secs(120));
     assert_eq!(qemu.status().unwrap(), "running");
     assert!(qemu.snapshots().unwrap().is_empty(), "a raw disk has no internal snapshots");
     let console = qemu.console.clone();
     assert_eq!(qemu.power_down(Duration::from_secs(60)).unwrap(), Stopped::Clean);
-    let text = std::fs::read_to_string(&console).unwrap().replace("\r\n", "\n");
+    let text = console_text(&console);
     assert!(text.contains("stopped cleanly"), "{text}");
     let acknowledged = standby_guest::acknowledged(&text).unwrap();
     let report = check_disk(&disk, 4).unwrap();
@@ -98,10 +87,10 @@ fn qemu_that_cannot_start_is_a_clear_error() {
 
 #[test]
 fn the_accelerator_follows_the_setting_and_the_probe() {
-    assert_eq!(resolve_accel(Accel::Tcg, || Ok(())).0, "tcg");
-    assert_eq!(resolve_accel(Accel::Kvm, || Err("unused".into())).0, "kvm");
-    assert_eq!(resolve_accel(Accel::Auto, || Ok(())).0, "kvm");
-    let (accel, why) = resolve_accel(Accel::Auto, || Err("no /dev/kvm".into()));
+    assert_eq!(resolve_accel(Accel::Tcg, "the config", || Ok(())).0, "tcg");
+    assert_eq!(resolve_accel(Accel::Kvm, "the config", || Err("unused".into())).0, "kvm");
+    assert_eq!(resolve_accel(Accel::Auto, "the config", || Ok(())).0, "kvm");
+    let (accel, why) = resolve_accel(Accel::Auto, "the config", || Err("no /dev/kvm".into()));
     assert_eq!(accel, "tcg");
     assert!(why.contains("no /dev/kvm"));
 }

@@ -264,48 +264,36 @@ pub fn check_disk(image: &Path, file_kib: u64) -> Result<DiskReport, Error> {
         complete_through = expected;
     }
 
-    let dump = tempfile_dir(image)?;
+    let parent = image.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dump = tempfile::Builder::new()
+        .prefix(".standby-guest-check-")
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, e))?;
     let output = Command::new(sbin("debugfs"))
         .arg("-R")
-        .arg(format!("rdump /data {}", dump.display()))
+        .arg(format!("rdump /data {}", dump.path().display()))
         .arg(image)
         .output()
         .map_err(|e| Error::Disk(format!("debugfs could not run: {e}")))?;
-    let result = (|| {
-        if !output.status.success() {
-            return Err(Error::Disk(format!("debugfs rdump failed: {}", String::from_utf8_lossy(&output.stderr))));
+    if !output.status.success() {
+        return Err(Error::Disk(format!("debugfs rdump failed: {}", String::from_utf8_lossy(&output.stderr))));
+    }
+    for seq in 1..=complete_through {
+        let path = dump.path().join("data").join(seq.to_string());
+        let intact = fs::read(&path).is_ok_and(|bytes| bytes == file_content(seq, file_kib));
+        if intact {
+            continue;
         }
-        for seq in 1..=complete_through {
-            let path = dump.join("data").join(seq.to_string());
-            let intact = fs::read(&path).is_ok_and(|bytes| bytes == file_content(seq, file_kib));
-            if intact {
-                continue;
-            }
-            // The workload writes the record, then the file, then makes both
-            // durable: in a crash-consistent copy taken mid-step the newest
-            // record's file may be missing or partly written.
-            if seq == complete_through {
-                complete_through -= 1;
-                break;
-            }
-            return Err(Error::Disk(format!(
-                "{}: file /data/{seq} is missing or has the wrong content",
-                image.display()
-            )));
+        // The workload writes the record, then the file, then makes both
+        // durable: in a crash-consistent copy taken mid-step the newest
+        // record's file may be missing or partly written.
+        if seq == complete_through {
+            complete_through -= 1;
+            break;
         }
-        Ok(DiskReport { complete_through, highest_record })
-    })();
-    let _ = fs::remove_dir_all(&dump);
-    result
-}
-
-fn tempfile_dir(beside: &Path) -> Result<PathBuf, Error> {
-    let parent = beside.parent().unwrap_or(Path::new("."));
-    let name = format!(".standby-guest-check-{}", std::process::id());
-    let path = parent.join(name);
-    let _ = fs::remove_dir_all(&path);
-    fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(path)
+        return Err(Error::Disk(format!("{}: file /data/{seq} is missing or has the wrong content", image.display())));
+    }
+    Ok(DiskReport { complete_through, highest_record })
 }
 
 /// e2fsprogs live in /sbin, which a non-root PATH may lack.

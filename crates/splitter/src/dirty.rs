@@ -232,6 +232,15 @@ impl Regions {
 mod tests {
     use super::*;
 
+    /// Every region refreshed and its change sealed.
+    fn level_everything(regions: &mut Regions) {
+        for region in 0..regions.region_count() {
+            let (offset, length) = regions.range(region);
+            regions.queued(offset, length);
+            regions.sealed(offset, length);
+        }
+    }
+
     #[test]
     fn intent_survives_reopening_and_clears_once_sealed() {
         let dir = tempfile::tempdir().unwrap();
@@ -240,11 +249,7 @@ mod tests {
         let (mut regions, previous) = Regions::open(&path, size).unwrap();
         assert_eq!(previous, None, "a new log knows nothing");
         // Everything is dirty until refreshed and sealed.
-        for region in 0..regions.region_count() {
-            let (offset, length) = regions.range(region);
-            regions.queued(offset, length);
-            regions.sealed(offset, length);
-        }
+        level_everything(&mut regions);
         regions.write_back(true).unwrap();
         regions.intend(REGION_BYTES - 1, 2).unwrap();
         regions.queued(REGION_BYTES - 1, 2);
@@ -268,11 +273,7 @@ mod tests {
     fn a_region_stays_dirty_while_any_change_is_unsealed_or_a_refresh_is_due() {
         let dir = tempfile::tempdir().unwrap();
         let (mut regions, _) = Regions::open(&dir.path().join("intent"), 4 * REGION_BYTES).unwrap();
-        for region in 0..4 {
-            let (offset, length) = regions.range(region);
-            regions.queued(offset, length);
-            regions.sealed(offset, length);
-        }
+        level_everything(&mut regions);
         regions.intend(0, 10).unwrap();
         regions.queued(0, 10);
         regions.queued(5, 10);
@@ -290,11 +291,7 @@ mod tests {
     fn sealed_regions_keep_their_bit_until_the_next_sweep() {
         let dir = tempfile::tempdir().unwrap();
         let (mut regions, _) = Regions::open(&dir.path().join("intent"), 4 * REGION_BYTES).unwrap();
-        for region in 0..4 {
-            let (offset, length) = regions.range(region);
-            regions.queued(offset, length);
-            regions.sealed(offset, length);
-        }
+        level_everything(&mut regions);
         regions.write_back(true).unwrap();
         regions.intend(0, 10).unwrap();
         regions.queued(0, 10);

@@ -193,7 +193,9 @@ impl Shared {
         apply: impl FnOnce(&Entry) -> io::Result<()>,
         entry: Entry,
     ) -> io::Result<()> {
-        self.guest_changed_micros.store(now_micros(), Ordering::Relaxed);
+        if let Some(time) = entry.change_time() {
+            self.guest_changed_micros.store(time, Ordering::Relaxed);
+        }
         let bytes = if let Entry::Write { data, .. } = &entry { data.len() as u64 } else { 0 };
         let mut queue = self.lock();
         queue.regions.intend(offset, length)?;

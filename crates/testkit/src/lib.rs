@@ -197,7 +197,8 @@ pub fn test_guest() -> TestGuest {
     let initramfs = standby_guest::initramfs(&kernel, &busybox).unwrap_or_else(|e| panic!("test guest: {e}"));
     // One file per content, written once: concurrent tests never see a
     // half-written initramfs.
-    let path = cache.join(format!("initramfs-{}.cpio", fnv_hex(&initramfs)));
+    let name = &blake3::hash(&initramfs).to_hex()[..16];
+    let path = cache.join(format!("initramfs-{name}.cpio"));
     if !path.exists() {
         let partial = cache.join(format!(".initramfs-{}.partial", std::process::id()));
         std::fs::write(&partial, &initramfs).expect("write the initramfs");
@@ -206,13 +207,24 @@ pub fn test_guest() -> TestGuest {
     TestGuest { vmlinuz: kernel.vmlinuz, initramfs: path }
 }
 
-/// FNV-1a: enough to name a cache file by its content.
-fn fnv_hex(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
+/// A guest's serial console log, with its \r\n line ends made \n (empty
+/// while the file does not exist yet).
+pub fn console_text(path: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(path).unwrap_or_default()).replace("\r\n", "\n")
+}
+
+/// Waits until the console log at `path` shows `text`; panics with the
+/// console after `timeout`.
+pub fn wait_for_console(path: &Path, text: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let console = console_text(path);
+        if console.contains(text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the guest did not print {text:?} within {timeout:?}; console:\n{console}");
+        std::thread::sleep(Duration::from_millis(50));
     }
-    format!("{hash:016x}")
 }
 
 /// A QEMU guest under software emulation (TCG), its serial console in a
@@ -247,8 +259,7 @@ impl Qemu {
     }
 
     pub fn console_text(&self) -> String {
-        // The serial console ends lines with \r\n.
-        String::from_utf8_lossy(&std::fs::read(&self.console).unwrap_or_default()).replace("\r\n", "\n")
+        console_text(&self.console)
     }
 
     /// Waits until the console shows `text`; panics with the console after `timeout`.

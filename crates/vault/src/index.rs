@@ -50,17 +50,7 @@ pub struct ChunkIndex {
 impl ChunkIndex {
     /// Loads every pack index except those of `excluded` packs.
     pub fn load(vault: &Vault, excluded: &HashSet<PackId>) -> Result<Self, VaultError> {
-        let listed = vault.backend().list(INDEXES_FOLDER)?;
-        let wanted: Vec<_> = listed
-            .into_iter()
-            .filter(|object| match pack_id_of(&object.path, INDEXES_FOLDER, ".index") {
-                Some(id) => !excluded.contains(&id),
-                None => false,
-            })
-            .collect();
-        let loaded: Vec<(String, Result<PackIndex, VaultError>)> =
-            wanted.par_iter().map(|object| (object.path.clone(), read_index(vault, &object.path))).collect();
-        Self::merge(loaded, &HashSet::new())
+        Self::load_with(vault, |pack| !excluded.contains(pack), &HashSet::new())
     }
 
     /// Loads every pack index; a chunk stored in several packs is located
@@ -68,10 +58,18 @@ impl ChunkIndex {
     /// packs it finds live: a chunk stored again must not keep a pack marked
     /// for collection alive).
     pub fn load_preferring(vault: &Vault, avoided: &HashSet<PackId>) -> Result<Self, VaultError> {
+        Self::load_with(vault, |_| true, avoided)
+    }
+
+    fn load_with(
+        vault: &Vault,
+        wanted: impl Fn(&PackId) -> bool + Sync,
+        avoided: &HashSet<PackId>,
+    ) -> Result<Self, VaultError> {
         let listed = vault.backend().list(INDEXES_FOLDER)?;
         let loaded: Vec<(String, Result<PackIndex, VaultError>)> = listed
             .par_iter()
-            .filter(|object| pack_id_of(&object.path, INDEXES_FOLDER, ".index").is_some())
+            .filter(|object| pack_id_of(&object.path, INDEXES_FOLDER, ".index").is_some_and(|id| wanted(&id)))
             .map(|object| (object.path.clone(), read_index(vault, &object.path)))
             .collect();
         Self::merge(loaded, avoided)

@@ -237,6 +237,11 @@ impl<'v> JournalWriter<'v> {
         self.in_flight.is_some()
     }
 
+    /// The zstd level of journal data: level 1, or the vault's if lower.
+    fn level(&self) -> i32 {
+        self.vault.config().zstd_level.min(JOURNAL_ZSTD_LEVEL)
+    }
+
     fn known(&self, id: &ChunkId) -> bool {
         self.index.contains(id)
             || self.pending.contains(id)
@@ -270,7 +275,7 @@ impl<'v> JournalWriter<'v> {
     /// in order.
     pub fn prepare<'a>(&self, offset: u64, data: &'a [u8]) -> PreparedWrite<'a> {
         let chunk_bytes = self.vault.config().chunk_bytes;
-        let level = self.vault.config().zstd_level.min(JOURNAL_ZSTD_LEVEL);
+        let level = self.level();
         let keys = self.vault.keys();
         let mut parts = Vec::new();
         for (part, part_offset) in data
@@ -334,8 +339,7 @@ impl<'v> JournalWriter<'v> {
                     let raw = &part.data[at..at + *len as usize];
                     at += *len as usize;
                     if new && self.pending.insert(*id) {
-                        let level = self.vault.config().zstd_level.min(JOURNAL_ZSTD_LEVEL);
-                        let (encoded, codec) = encode_frame(raw, level, self.vault.keys());
+                        let (encoded, codec) = encode_frame(raw, self.level(), self.vault.keys());
                         self.pack.add(&encoded, codec, &[(*id, *len)], FrameKind::Data);
                     }
                 }
