@@ -169,11 +169,51 @@ pub enum Command {
     /// Define, list, start and stop machines.
     #[command(subcommand)]
     Machine(MachineCommand),
+    /// Replication policies: RPO threshold, retention, app-consistent frequency, bookmark frequency.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The daemon: runs the deployment's machines (both sites' agents) and serves the lifecycle commands
     /// over HTTP on HOME/run/standby.sock. Runs until interrupted; machines are shut down on the way out.
     Serve {
         #[command(flatten)]
         home: HomeArguments,
+    },
+    /// Enable replication of a machine: initial replication into the vault, then every write, continuously.
+    /// Works on a running machine (its disks move onto the splitters without a restart). Follows the job.
+    Protect {
+        name: String,
+        /// The replication policy (default: `default`).
+        #[arg(long)]
+        policy: Option<String>,
+        /// A replication group (machines whose points are consistent with each other); not supported yet.
+        #[arg(long)]
+        group: Option<String>,
+        /// Print the job's id and return at once instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable replication: the machine's disks leave the splitters (still running), the last writes are shipped.
+    /// The vault keeps what it holds.
+    Unprotect {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replicated machines: state, health, current RPO, latest points.
+    Status {
+        name: Option<String>,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
     },
     /// Jobs (every lifecycle operation is one) with their steps; with ID, one job.
     Jobs {
@@ -218,6 +258,37 @@ pub enum VaultCommand {
 pub struct HomeArguments {
     #[arg(long)]
     pub home: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Define a policy; `standby protect NAME --policy P` chooses it.
+    Add {
+        name: String,
+        /// Health turns critical when the RPO is over this.
+        #[arg(long, default_value = "15m")]
+        rpo_threshold: String,
+        /// How far back any point can be restored.
+        #[arg(long, default_value = "24h")]
+        retention: String,
+        /// An app-consistent point this often.
+        #[arg(long, default_value = "60m")]
+        app_consistent: String,
+        /// A crash-consistent bookmark this often.
+        #[arg(long, default_value = "5s")]
+        bookmarks: String,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the policies.
+    List {
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

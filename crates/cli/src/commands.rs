@@ -294,8 +294,24 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         }
         Command::Init { dir, json } => crate::lifecycle::init(&dir, json),
         Command::Machine(command) => crate::lifecycle::machine(command),
+        Command::Policy(command) => crate::lifecycle::policy(command),
         Command::Serve { home } => crate::lifecycle::serve(&home),
         Command::Jobs { id, watch, home, json } => crate::lifecycle::jobs(id, watch, &home, json),
+        Command::Protect { name, policy, group, no_wait, home, json } => {
+            if group.is_some() {
+                return Err(bad_input("--group: replication groups are not supported yet; protect without it"));
+            }
+            use crate::lifecycle::encode;
+            let query = policy.map(|p| format!("?policy={}", encode(&p))).unwrap_or_default();
+            crate::lifecycle::run_job(&home, &format!("/v1/machines/{}/protect{query}", encode(&name)), no_wait, json)
+        }
+        Command::Unprotect { name, no_wait, home, json } => crate::lifecycle::run_job(
+            &home,
+            &format!("/v1/machines/{}/unprotect", crate::lifecycle::encode(&name)),
+            no_wait,
+            json,
+        ),
+        Command::Status { name, home, json } => crate::lifecycle::status(name.as_deref(), &home, json),
         Command::ProbeKvm => match standby_control::qemu::probe_kvm() {
             Ok(()) => Ok(0),
             Err(why) => Err(anyhow::anyhow!("{why}")),
@@ -304,7 +320,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
     }
 }
 
-fn parse_duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
+pub(crate) fn parse_duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(text)
         .map_err(|e| bad_input(format!("{flag} {text:?} is not a duration ({e}); use e.g. 90s, 15m, 24h, 7d")))
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::json;
 use standby_control::{Deployment, MachineDefinition};
 
-use crate::cli::{HomeArguments, MachineCommand};
+use crate::cli::{HomeArguments, MachineCommand, PolicyCommand};
 use crate::output::print_json;
 
 pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
@@ -38,6 +38,16 @@ pub fn serve(home: &HomeArguments) -> anyhow::Result<u8> {
     let exe = std::env::current_exe()?;
     standby_control::daemon::serve(&Deployment::locate(home.home.as_deref()), &exe)?;
     Ok(0)
+}
+
+/// `text` as one URL path segment or query value (percent-encoded).
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// One request to the deployment's daemon; its JSON answer, or its error
@@ -95,7 +105,7 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
         }
         MachineCommand::Start { name, home, json } => {
             let deployment = open(&home)?;
-            let started = call(&deployment, "POST", &format!("/v1/machines/{name}/start"))?;
+            let started = call(&deployment, "POST", &format!("/v1/machines/{}/start", encode(&name)))?;
             if json {
                 print_json(&started);
             } else {
@@ -111,7 +121,7 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
         }
         MachineCommand::Stop { name, force, home, json } => {
             let deployment = open(&home)?;
-            let stopped = call(&deployment, "POST", &format!("/v1/machines/{name}/stop?force={force}"))?;
+            let stopped = call(&deployment, "POST", &format!("/v1/machines/{}/stop?force={force}", encode(&name)))?;
             if json {
                 print_json(&stopped);
             } else {
@@ -145,6 +155,165 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
                         machine.definition.cpus,
                         machine.definition.memory_mib,
                         disks.join(", ")
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Starts a job through the daemon and, unless `no_wait`, follows it to
+/// its end, printing each step as it changes; exit 0 when it succeeded.
+pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> anyhow::Result<u8> {
+    let deployment = open(home)?;
+    let started = call(&deployment, "POST", path)?;
+    let id = started["job"].as_i64().ok_or_else(|| anyhow::anyhow!("the daemon started no job: {started}"))?;
+    if no_wait {
+        if json {
+            print_json(&started);
+        } else {
+            println!("job {id} started; follow it with `standby jobs {id} --watch`");
+        }
+        return Ok(0);
+    }
+    let mut printed: Vec<(String, String, String)> = Vec::new();
+    let job = loop {
+        let job = deployment.state.job(id)?;
+        if !json {
+            for (index, step) in job.steps.iter().enumerate() {
+                let line = (step.name.clone(), step.state.clone(), step.detail.clone());
+                if printed.get(index) != Some(&line) && step.state != "pending" {
+                    let detail = if step.detail.is_empty() { String::new() } else { format!(": {}", step.detail) };
+                    println!("  {:<8} {}{detail}", step.state, step.name);
+                }
+            }
+            printed = job.steps.iter().map(|s| (s.name.clone(), s.state.clone(), s.detail.clone())).collect();
+        }
+        if job.state != "running" {
+            break job;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    if json {
+        print_json(&job);
+    } else {
+        println!("job {id} {} of '{}': {}", job.command, job.machine, job.state);
+    }
+    match job.state.as_str() {
+        "succeeded" => Ok(0),
+        _ => Err(anyhow::anyhow!("job {id} {}: {}", job.state, job.error.unwrap_or_default())),
+    }
+}
+
+/// `standby status`: health, RPO and latest points (from the daemon).
+pub fn status(name: Option<&str>, home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
+    let deployment = open(home)?;
+    let path = match name {
+        Some(name) => format!("/v1/status/{}", encode(name)),
+        None => "/v1/status".to_string(),
+    };
+    let status = call(&deployment, "GET", &path)?;
+    if json {
+        print_json(&status);
+        return Ok(0);
+    }
+    let machines = status["machines"].as_array().cloned().unwrap_or_default();
+    if machines.is_empty() {
+        println!("no machines; `standby machine add NAME --disk IMAGE` defines one");
+    }
+    for machine in &machines {
+        let name = machine["name"].as_str().unwrap_or("?");
+        let state = machine["state"].as_str().unwrap_or("?");
+        let site = machine["site"].as_str().unwrap_or("?");
+        let running = if machine["running"] == true { "running" } else { "stopped" };
+        let Some(health) = machine["health"].as_str() else {
+            println!("{name}: {state}, {running} at the {site} site (not replicated)");
+            continue;
+        };
+        println!(
+            "{name}: {state}, {running} at the {site} site; health {health}; RPO {:.1} s (threshold {} s)",
+            machine["rpo_seconds"].as_f64().unwrap_or(0.0),
+            machine["rpo_threshold_seconds"]
+        );
+        for problem in machine["problems"].as_array().into_iter().flatten() {
+            println!("  ! {}", problem.as_str().unwrap_or(""));
+        }
+        for disk in machine["disks"].as_array().into_iter().flatten() {
+            let point = |key: &str| match disk[key]["time"].as_str() {
+                Some(time) => format!("{} ({})", disk[key]["sequence"], time),
+                None => "none".to_string(),
+            };
+            println!(
+                "  disk {}: latest {}; latest processed {}; latest app-consistent {}",
+                disk["disk"].as_str().unwrap_or("?"),
+                disk["latest"].as_str().unwrap_or("none"),
+                point("latest_processed"),
+                point("latest_app_consistent")
+            );
+        }
+        if let Some(consistency) = machine["consistency"].as_str() {
+            println!("  points: {consistency}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
+    use crate::commands::parse_duration;
+    match command {
+        PolicyCommand::Add { name, rpo_threshold, retention, app_consistent, bookmarks, home, json } => {
+            standby_control::validate_machine_name(&name).map_err(|_| {
+                crate::bad_input(format!(
+                    "policy name {name:?} is not allowed: use 1 to 48 letters, digits, '.', '_' or '-'"
+                ))
+            })?;
+            let seconds = |text: &str, flag: &str| -> anyhow::Result<u64> {
+                let duration = parse_duration(text, flag)?;
+                if duration.as_secs() == 0 {
+                    return Err(crate::bad_input(format!("{flag} {text:?} must be at least one second")));
+                }
+                Ok(duration.as_secs())
+            };
+            let policy = standby_control::Policy {
+                name,
+                rpo_threshold_seconds: seconds(&rpo_threshold, "--rpo-threshold")?,
+                retention_seconds: seconds(&retention, "--retention")?,
+                app_consistent_seconds: seconds(&app_consistent, "--app-consistent")?,
+                bookmark_seconds: seconds(&bookmarks, "--bookmarks")?,
+            };
+            if policy.bookmark_seconds > policy.retention_seconds {
+                return Err(crate::bad_input(format!(
+                    "--bookmarks {bookmarks} is longer than --retention {retention}: no bookmark would be kept"
+                )));
+            }
+            let deployment = open(&home)?;
+            deployment.state.add_policy(&policy)?;
+            if json {
+                print_json(&policy);
+            } else {
+                println!("defined policy '{}'; `standby protect NAME --policy {}` uses it", policy.name, policy.name);
+            }
+            Ok(0)
+        }
+        PolicyCommand::List { home, json } => {
+            let policies = open(&home)?.state.policies()?;
+            if json {
+                print_json(&json!({ "policies": policies }));
+            } else {
+                println!(
+                    "{:<20} {:>10} {:>10} {:>15} {:>10}",
+                    "name", "RPO", "retention", "app-consistent", "bookmarks"
+                );
+                for p in &policies {
+                    let d = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
+                    println!(
+                        "{:<20} {:>10} {:>10} {:>15} {:>10}",
+                        p.name,
+                        d(p.rpo_threshold_seconds),
+                        d(p.retention_seconds),
+                        d(p.app_consistent_seconds),
+                        d(p.bookmark_seconds)
                     );
                 }
             }

@@ -6,54 +6,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use standby_testkit::{console_text, wait_for_console};
+use standby_testkit::console_text;
+use support::daemon::{console_of, wait_for, Daemon};
 use support::{path, run, standby_command};
-
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(home: &Path) -> Daemon {
-        let child = standby_command()
-            .args(["serve", "--home", path(home)])
-            .env("STANDBY_ACCEL", "tcg")
-            .spawn()
-            .expect("standby serve starts");
-        let socket = home.join("run/standby.sock");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the daemon never listened");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Daemon(child)
-    }
-
-    fn terminate(mut self) -> i32 {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        self.0.wait().unwrap().code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(console: &str, text: &str) {
-    wait_for_console(Path::new(console), text, Duration::from_secs(120));
-}
-
-fn console_of(home: &Path, name: &str) -> String {
-    let listed = run(&["machine", "list", "--home", path(home), "--json"]).ok().json();
-    let machine = listed["machines"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap().clone();
-    let console = machine["runtime"]["console"].as_str().expect("a running machine has a console").to_string();
-    console
-}
 
 #[test]
 fn machines_start_and_stop_through_the_daemon() {

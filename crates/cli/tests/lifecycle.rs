@@ -158,3 +158,41 @@ fn serve_refuses_a_bad_accelerator_or_a_missing_deployment() {
     assert!(!home.join("run/standby.pid").exists() && !home.join("run/standby.sock").exists());
     run(&["serve", "--home", path(root.path())]).bad_input("no Standby deployment");
 }
+
+#[test]
+fn policies_are_added_listed_and_refused_when_wrong() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    init(&home);
+    let h = path(&home);
+    let added = run(&[
+        "policy",
+        "add",
+        "gold",
+        "--rpo-threshold",
+        "5m",
+        "--retention",
+        "7d",
+        "--app-consistent",
+        "4h",
+        "--bookmarks",
+        "1s",
+        "--home",
+        h,
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(added["rpo_threshold_seconds"], 300);
+    assert_eq!(added["retention_seconds"], 7 * 86400);
+    run(&["policy", "add", "gold", "--home", h]).bad_input("a policy named 'gold' already exists");
+    run(&["policy", "add", "bad", "--rpo-threshold", "soon", "--home", h]).bad_input("--rpo-threshold \"soon\"");
+    run(&["policy", "add", "bad", "--bookmarks", "0s", "--home", h]).bad_input("at least one second");
+    run(&["policy", "add", "bad", "--bookmarks", "2h", "--retention", "1h", "--home", h]).bad_input("longer than");
+    run(&["policy", "add", "no/slash", "--home", h]).bad_input("policy name");
+    let listed = run(&["policy", "list", "--home", h, "--json"]).ok().json();
+    let names: Vec<&str> = listed["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["default", "gold"]);
+    let human = run(&["policy", "list", "--home", h]).ok().stdout;
+    assert!(human.contains("gold") && human.contains("7days"), "{human}");
+}

@@ -8,7 +8,10 @@
 //! GET  /v1/machines                   every machine with its runtime (running or not, pid, console)
 //! POST /v1/machines/NAME/start        boot it at its active site
 //! POST /v1/machines/NAME/stop         ACPI power-down, then quit after a timeout (?force=true: at once)
-//! GET  /v1/jobs, /v1/jobs/ID          jobs with their steps (start and stop are jobs)
+//! POST /v1/machines/NAME/protect      ?policy=P: initial replication, then continuous (a job, answered at once)
+//! POST /v1/machines/NAME/unprotect    back to its images, splitters stopped (a job, answered at once)
+//! GET  /v1/status, /v1/status/NAME    health, RPO and latest points of replicated machines
+//! GET  /v1/jobs, /v1/jobs/ID          jobs with their steps (every operation is a job)
 //! ```
 //!
 //! Errors are `{"error": MESSAGE, "bad_input": BOOL}` with status 409 for a
@@ -31,9 +34,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::agent::Splitter;
 use crate::deployment::{Accel, Deployment};
 use crate::error::ControlError;
-use crate::qemu::{self, Qemu, QemuSpec, Stopped};
+use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
+
+mod protection;
 
 pub const SOCKET: &str = "standby.sock";
 const PID_FILE: &str = "standby.pid";
@@ -80,6 +86,32 @@ struct Daemon {
     exe: PathBuf,
     accel: Mutex<Accelerator>,
     machines: Mutex<HashMap<String, Running>>,
+    /// The splitters of protected machines, by vault disk name.
+    splitters: Mutex<HashMap<String, Splitter>>,
+    /// Machines with a job running, and its id: one job per machine at a time.
+    busy: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+/// A machine claimed for one job; released when dropped.
+struct Claim {
+    busy: Arc<Mutex<HashMap<String, i64>>>,
+    name: String,
+}
+
+impl Claim {
+    fn set_job(&self, id: i64) {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(self.name.clone(), id);
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.name);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Accelerator {
@@ -112,6 +144,20 @@ impl Daemon {
         accel.chosen
     }
 
+    /// Claims machine `name` for one job, or refuses naming the job that
+    /// holds it.
+    fn claim(&self, deployment: &Deployment, name: &str) -> Result<Claim, ControlError> {
+        let mut busy = lock(&self.busy);
+        if let Some(id) = busy.get(name) {
+            let command = deployment.state.job(*id).map(|job| job.command).unwrap_or_default();
+            return Err(ControlError::Refused(format!(
+                "machine '{name}' is busy with job {id} ({command}); follow it with `standby jobs {id} --watch`"
+            )));
+        }
+        busy.insert(name.to_string(), 0);
+        Ok(Claim { busy: self.busy.clone(), name: name.to_string() })
+    }
+
     /// Runs `work` as a job of `command` on machine `name` with these
     /// steps: recorded in the state before it starts, every step's progress
     /// as it goes, and the outcome. A refusal before any step started
@@ -124,16 +170,46 @@ impl Daemon {
         steps: &[&str],
         work: impl FnOnce(&JobSteps) -> Result<Value, ControlError>,
     ) -> Result<Value, ControlError> {
+        let claim = self.claim(deployment, name)?;
         let id = deployment.state.create_job(name, command, steps)?;
+        claim.set_job(id);
         let progress = JobSteps { deployment, id };
         let outcome = work(&progress);
-        match &outcome {
-            Ok(_) => deployment.state.finish_job(id, "succeeded", None)?,
-            Err(e) => deployment.state.finish_job(id, "failed", Some(&e.to_string()))?,
-        }
+        record_outcome(deployment, id, &outcome);
         let mut value = outcome?;
         value["job"] = json!(id);
         Ok(value)
+    }
+
+    /// Like [`Daemon::job`] for long work: the job runs on its own thread
+    /// and the answer (its id) comes at once; `standby jobs ID --watch`
+    /// follows it.
+    fn spawn_job(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        name: &str,
+        command: &str,
+        steps: &[&str],
+        work: impl FnOnce(&Daemon, &JobSteps) -> Result<Value, ControlError> + Send + 'static,
+    ) -> Result<Value, ControlError> {
+        let claim = self.claim(deployment, name)?;
+        let id = deployment.state.create_job(name, command, steps)?;
+        claim.set_job(id);
+        let daemon = self.clone();
+        std::thread::Builder::new()
+            .name(format!("job {id}"))
+            .spawn(move || {
+                let _claim = claim;
+                match Deployment::open(&daemon.home) {
+                    Ok(deployment) => {
+                        let outcome = work(&daemon, &JobSteps { deployment: &deployment, id });
+                        record_outcome(&deployment, id, &outcome);
+                    }
+                    Err(e) => eprintln!("standby: job {id} could not open the deployment: {e}"),
+                }
+            })
+            .map_err(|e| ControlError::Failed(format!("cannot start a thread for job {id}: {e}")))?;
+        Ok(json!({"job": id, "machine": name, "command": command}))
     }
 
     fn start(&self, name: &str) -> Result<Value, ControlError> {
@@ -154,7 +230,7 @@ impl Daemon {
         {
             // A machine that stopped by itself leaves an entry behind; one
             // started meanwhile by another request is refused.
-            let mut machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+            let mut machines = lock(&self.machines);
             if let Some(running) = machines.get_mut(name) {
                 if !running.qemu.exited() {
                     return Err(already_running(name, running.qemu.pid()));
@@ -162,22 +238,28 @@ impl Daemon {
                 machines.remove(name);
             }
         }
-        let site_recovery = machine.active_site == "recovery";
-        let drives: Vec<String> = machine
-            .disks
-            .iter()
-            .map(|disk| if site_recovery { &disk.recovery_path } else { &disk.primary_path })
-            .map(|path| path.display().to_string())
-            .collect();
-        for drive in &drives {
-            if !Path::new(drive).is_file() {
-                return Err(ControlError::Failed(format!("disk {drive} of machine '{name}' is missing")));
+        for image in machine.images() {
+            if !image.is_file() {
+                return Err(ControlError::Failed(format!("disk {} of machine '{name}' is missing", image.display())));
             }
         }
+        let replicated = protection::replicating(&machine.state);
+        let drives = if replicated {
+            // Every write goes through the disks' splitters.
+            self.ensure_splitters(deployment, machine)?;
+            self.splitter_drives(machine)
+        } else {
+            machine.images().into_iter().map(Drive::File).collect()
+        };
         job.step(
             "check the machine",
             "done",
-            &format!("{} disk(s) at the {} site", drives.len(), machine.active_site),
+            &format!(
+                "{} disk(s) at the {} site{}",
+                drives.len(),
+                machine.active_site,
+                if replicated { ", replicated" } else { "" }
+            ),
         )?;
         job.step("choose the accelerator", "running", "")?;
         let accel = self.accel_for(machine.definition.kernel.as_deref());
@@ -197,7 +279,7 @@ impl Daemon {
         let qemu = Qemu::start(&spec)?;
         job.step("start QEMU", "done", &format!("pid {}", qemu.pid()))?;
         let runtime = json!({"name": name, "pid": qemu.pid(), "console": qemu.console, "accel": accel, "site": machine.active_site});
-        self.machines.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), Running { qemu });
+        lock(&self.machines).insert(name.to_string(), Running { qemu });
         Ok(runtime)
     }
 
@@ -213,7 +295,7 @@ impl Daemon {
     }
 
     fn stop_job(&self, name: &str, force: bool, job: &JobSteps) -> Result<Value, ControlError> {
-        let running = self.machines.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let running = lock(&self.machines).remove(name);
         let Some(mut running) = running.filter(|r| r.qemu.running()) else {
             return Err(not_running(name));
         };
@@ -236,7 +318,7 @@ impl Daemon {
     }
 
     fn runtime(&self, name: &str) -> Runtime {
-        let machines = self.machines.lock().unwrap_or_else(|p| p.into_inner());
+        let machines = lock(&self.machines);
         match machines.get(name) {
             Some(running) if running.qemu.running() => Runtime {
                 running: true,
@@ -257,7 +339,7 @@ impl Daemon {
             let run_dir = deployment.run_dir().join("machines").join(&name);
             match Qemu::adopt(&run_dir, &name) {
                 Ok(Some(qemu)) => {
-                    self.machines.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), Running { qemu });
+                    lock(&self.machines).insert(name.clone(), Running { qemu });
                     adopted.push(name);
                 }
                 Ok(None) => {}
@@ -308,6 +390,8 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         exe: exe.to_path_buf(),
         accel: Mutex::new(Accelerator { chosen, why, unproven_kvm }),
         machines: Mutex::default(),
+        splitters: Mutex::default(),
+        busy: Arc::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -332,8 +416,13 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     if !adopted.is_empty() {
         eprintln!("standby: adopted running machines: {}", adopted.join(", "));
     }
+    match daemon.resume_protection() {
+        Ok(resumed) if !resumed.is_empty() => eprintln!("standby: protect jobs resumed: {}", resumed.join(", ")),
+        Ok(_) => {}
+        Err(e) => eprintln!("standby: protection could not be resumed ({e}); `standby status` shows what is missing"),
+    }
     let result = runtime.block_on(serve_http(daemon.clone(), &socket));
-    let running: Vec<String> = daemon.machines.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+    let running: Vec<String> = lock(&daemon.machines).keys().cloned().collect();
     if !running.is_empty() {
         eprintln!("standby: machines left running (the next daemon adopts them): {}", running.join(", "));
     }
@@ -349,6 +438,10 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
         .route("/v1/machines", get(machines))
         .route("/v1/machines/{name}/start", post(start))
         .route("/v1/machines/{name}/stop", post(stop))
+        .route("/v1/machines/{name}/protect", post(protect))
+        .route("/v1/machines/{name}/unprotect", post(unprotect))
+        .route("/v1/status", get(status_all))
+        .route("/v1/status/{name}", get(status_one))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(job))
         .with_state(daemon.clone());
@@ -374,6 +467,16 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
         })
         .await
         .map_err(|e| ControlError::Failed(format!("the daemon's API failed: {e}")))
+}
+
+fn record_outcome(deployment: &Deployment, id: i64, outcome: &Result<Value, ControlError>) {
+    let recorded = match outcome {
+        Ok(_) => deployment.state.finish_job(id, "succeeded", None),
+        Err(e) => deployment.state.finish_job(id, "failed", Some(&e.to_string())),
+    };
+    if let Err(e) = recorded {
+        eprintln!("standby: the outcome of job {id} could not be recorded: {e}");
+    }
 }
 
 struct ApiError(ControlError);
@@ -440,6 +543,31 @@ async fn stop(
     Query(query): Query<StopQuery>,
 ) -> ApiResult {
     blocking(move || daemon.stop(&name, query.force)).await
+}
+
+#[derive(Deserialize)]
+struct ProtectQuery {
+    policy: Option<String>,
+}
+
+async fn protect(
+    AxumState(daemon): AxumState<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    Query(query): Query<ProtectQuery>,
+) -> ApiResult {
+    blocking(move || daemon.protect(&name, query.policy)).await
+}
+
+async fn unprotect(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || daemon.unprotect(&name)).await
+}
+
+async fn status_all(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
+    blocking(move || daemon.status(None)).await
+}
+
+async fn status_one(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || daemon.status(Some(&name))).await
 }
 
 async fn jobs(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {

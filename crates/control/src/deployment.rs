@@ -163,6 +163,15 @@ impl Deployment {
         }
     }
 
+    /// Opens the deployment's vault.
+    pub fn open_vault(&self) -> Result<standby_vault::Vault, ControlError> {
+        let location = self.vault();
+        let problem = |e: String| ControlError::Failed(format!("the deployment's vault {location}: {e}"));
+        let parsed = standby_vault::backend::VaultLocation::parse(&location).map_err(problem)?;
+        let backend = standby_vault::backend::open_location(&parsed).map_err(problem)?;
+        Ok(standby_vault::Vault::open(backend, None)?)
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.home.join("run")
     }

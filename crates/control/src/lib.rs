@@ -7,10 +7,12 @@
 //! Key types: [`Deployment`] (`init`, `open`), [`State`] (the database),
 //! [`Machine`], [`Policy`].
 
+mod agent;
 pub mod daemon;
 mod deployment;
 mod error;
 mod machine;
+mod process;
 pub mod qemu;
 mod state;
 

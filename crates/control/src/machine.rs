@@ -47,6 +47,17 @@ pub struct Machine {
     pub disks: Vec<DiskDefinition>,
 }
 
+impl Machine {
+    /// Its disks' images at its active site.
+    pub fn images(&self) -> Vec<PathBuf> {
+        self.disks
+            .iter()
+            .map(|disk| if self.active_site == "recovery" { &disk.recovery_path } else { &disk.primary_path })
+            .cloned()
+            .collect()
+    }
+}
+
 /// Machine names become file and vault disk names: 1–48 characters of
 /// `A–Z a–z 0–9 . _ -`, not starting with `.` or `-`.
 pub fn validate_machine_name(name: &str) -> Result<(), ControlError> {

@@ -11,13 +11,60 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::deployment::Accel;
 use crate::error::ControlError;
+use crate::process::{alive, last_line, Process};
+
+/// Where a machine's disk comes from, as QEMU opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Drive {
+    /// A raw image, opened directly (the machine is not replicated).
+    File(PathBuf),
+    /// An NBD export on a unix socket: a splitter (replicated) or an export
+    /// of a recovery point (test failover, failover).
+    Nbd { socket: PathBuf, export: String },
+}
+
+impl Drive {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Drive::File(_) => "file",
+            Drive::Nbd { .. } => "nbd",
+        }
+    }
+
+    /// The `-blockdev` / `blockdev-add` options of the protocol node of disk
+    /// `index`.
+    fn protocol_node(&self, index: usize) -> Value {
+        let node = format!("disk{index}-{}", self.kind());
+        match self {
+            Drive::File(path) => json!({
+                "driver": "file", "node-name": node, "filename": path,
+                "cache": {"direct": true}, "discard": "unmap",
+            }),
+            // A splitter or export that restarts (an upgrade, a crash) is
+            // reconnected to; the guest's requests wait meanwhile.
+            Drive::Nbd { socket, export } => json!({
+                "driver": "nbd", "node-name": node, "export": export,
+                "server": {"type": "unix", "path": socket}, "reconnect-delay": RECONNECT_DELAY_SECONDS,
+            }),
+        }
+    }
+
+    fn format_node(&self, index: usize) -> Value {
+        json!({"driver": "raw", "node-name": format!("disk{index}"), "file": format!("disk{index}-{}", self.kind()),
+               "discard": "unmap"})
+    }
+}
+
+/// How long QEMU keeps a guest's disk requests waiting while it reconnects
+/// to a splitter or export that went away.
+const RECONNECT_DELAY_SECONDS: u64 = 60;
 
 /// What QEMU is started with.
 #[derive(Debug, Clone)]
@@ -28,9 +75,8 @@ pub struct QemuSpec {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub append: Option<String>,
-    /// Each disk as QEMU opens it: an image path or an NBD URI
-    /// (`nbd+unix:///NAME?socket=PATH`); the first is the boot disk.
-    pub drives: Vec<String>,
+    /// Each disk; the first is the boot disk.
+    pub drives: Vec<Drive>,
     /// `kvm` or `tcg` (resolved, never `auto`).
     pub accel: &'static str,
     /// Where the QMP socket and the serial console log go.
@@ -46,13 +92,6 @@ pub struct Qemu {
     pid_file: PathBuf,
     /// The accelerator it runs with.
     pub accel: &'static str,
-}
-
-/// QEMU as this process knows it: its own child, or one a previous daemon
-/// started (adopted after a restart: machines outlive the daemon).
-enum Process {
-    Child(Child),
-    Adopted(u32),
 }
 
 /// How a power-down ended.
@@ -93,39 +132,28 @@ impl Qemu {
                 command.args(["-append", append]);
             }
         }
-        for drive in &spec.drives {
-            command.args(["-drive", &format!("file={drive},format=raw,if=virtio,cache=none,discard=unmap")]);
+        // Named block nodes (diskN over diskN-file or diskN-nbd), so a
+        // running machine's disk can be moved onto a splitter and back.
+        for (index, drive) in spec.drives.iter().enumerate() {
+            command.arg("-blockdev").arg(drive.protocol_node(index).to_string());
+            command.arg("-blockdev").arg(drive.format_node(index).to_string());
+            command
+                .args(["-device", &format!("virtio-blk-pci,drive=disk{index},id=vd{index},bootindex={}", index + 1)]);
         }
-        // QEMU outlives the daemon: its output goes to a file (a pipe would
-        // break when the daemon goes), and it has its own process group (a
-        // Ctrl-C meant for the daemon must not reach the guests).
-        let log_file = std::fs::File::create(&log).map_err(|e| ControlError::io(&log, e))?;
-        use std::os::unix::process::CommandExt;
-        let mut child =
-            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log_file).process_group(0).spawn().map_err(
-                |e| {
-                    ControlError::Failed(format!(
-                        "qemu-system-x86_64 could not start (apt-get install qemu-system-x86): {e}"
-                    ))
-                },
-            )?;
-        let qmp = match Qmp::connect(&qmp_socket, Some((&mut child, &log)), Duration::from_secs(30)) {
+        let mut process = Process::spawn(&mut command, &log, "qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        let qmp = match Qmp::connect(&qmp_socket, Some((&mut process, &log)), Duration::from_secs(30)) {
             Ok(qmp) => qmp,
             Err(e) => {
                 // QEMU may open QMP and then fail (a kernel it cannot load):
                 // its own message says why.
                 std::thread::sleep(Duration::from_millis(200));
-                let error = match child.try_wait() {
-                    Ok(Some(status)) => exited_at_start(&log, status),
-                    _ => e,
-                };
-                let _ = child.kill();
-                let _ = child.wait();
+                let error = if process.exited() { exited_at_start(&log) } else { e };
+                process.kill();
                 let _ = std::fs::remove_file(&qmp_socket);
                 return Err(error);
             }
         };
-        let mut qemu = Qemu { process: Process::Child(child), qmp, console, qmp_socket, pid_file, accel: spec.accel };
+        let mut qemu = Qemu { process, qmp, console, qmp_socket, pid_file, accel: spec.accel };
         if let Err(e) = qemu.qmp.execute("cont", json!({})) {
             qemu.kill();
             return Err(e);
@@ -137,41 +165,70 @@ impl Qemu {
     /// if it still runs: reconnected over its QMP socket.
     pub fn adopt(run_dir: &Path, name: &str) -> Result<Option<Qemu>, ControlError> {
         let pid_file = run_dir.join(format!("{name}.pid"));
-        let Ok(text) = std::fs::read_to_string(&pid_file) else { return Ok(None) };
-        let Ok(pid) = text.trim().parse::<u32>() else { return Ok(None) };
-        // The pid must still be that QEMU: its command line names the machine.
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let Some(process) = Process::adopt(&pid_file, "-name", name.as_ref()) else { return Ok(None) };
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", process.pid())).unwrap_or_default();
         let arguments: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let named = arguments.windows(2).any(|pair| pair[0] == b"-name" && pair[1] == name.as_bytes());
-        if !named || !alive(pid) {
-            let _ = std::fs::remove_file(&pid_file);
-            return Ok(None);
-        }
         let accel =
             if arguments.windows(2).any(|pair| pair[0] == b"-accel" && pair[1] == b"kvm") { "kvm" } else { "tcg" };
         let qmp_socket = run_dir.join(format!("{name}.qmp"));
         let qmp = Qmp::connect(&qmp_socket, None, Duration::from_secs(10))?;
-        Ok(Some(Qemu {
-            process: Process::Adopted(pid),
-            qmp,
-            console: run_dir.join(format!("{name}.console")),
-            qmp_socket,
-            pid_file,
-            accel,
-        }))
+        Ok(Some(Qemu { process, qmp, console: run_dir.join(format!("{name}.console")), qmp_socket, pid_file, accel }))
     }
 
     pub fn pid(&self) -> u32 {
-        match &self.process {
-            Process::Child(child) => child.id(),
-            Process::Adopted(pid) => *pid,
-        }
+        self.process.pid()
     }
 
     /// QEMU's run state: "running", "paused", "shutdown", …
     pub fn status(&mut self) -> Result<String, ControlError> {
         let reply = self.qmp.execute("query-status", json!({}))?;
         Ok(reply["status"].as_str().unwrap_or("unknown").to_string())
+    }
+
+    /// Moves disk `index` of the running machine onto `to` (a splitter, or
+    /// back to its image), with the guest paused meanwhile so that no
+    /// write goes to the old place after the new one took over: pausing
+    /// drains every request in flight. The guest sees a pause of a few
+    /// milliseconds, not an error.
+    pub fn switch_drive(&mut self, index: usize, to: &Drive) -> Result<(), ControlError> {
+        let current = self.drive_kind(index)?;
+        if current == to.kind() {
+            // Each kind has one node name; moving between two NBD servers
+            // is not something the lifecycle needs.
+            return match to {
+                Drive::File(_) => Ok(()),
+                Drive::Nbd { .. } => Err(ControlError::Failed(format!("disk {index} is already on an NBD server"))),
+            };
+        }
+        let was_running = self.status()? == "running";
+        self.qmp.execute("stop", json!({}))?;
+        let switched = (|| {
+            let node = to.protocol_node(index);
+            self.qmp.execute("blockdev-add", node.clone())?;
+            if let Err(e) = self.qmp.execute("blockdev-reopen", json!({"options": [to.format_node(index)]})) {
+                let _ = self.qmp.execute("blockdev-del", json!({"node-name": node["node-name"]}));
+                return Err(e);
+            }
+            self.qmp.execute("blockdev-del", json!({"node-name": format!("disk{index}-{current}")}))?;
+            Ok(())
+        })();
+        if was_running {
+            self.qmp.execute("cont", json!({}))?;
+        }
+        switched
+    }
+
+    /// `file` or `nbd`: what disk `index` is opened on now.
+    pub fn drive_kind(&mut self, index: usize) -> Result<&'static str, ControlError> {
+        let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
+        let names: Vec<&str> =
+            nodes.as_array().into_iter().flatten().filter_map(|node| node["node-name"].as_str()).collect();
+        for kind in ["file", "nbd"] {
+            if names.contains(&format!("disk{index}-{kind}").as_str()) {
+                return Ok(kind);
+            }
+        }
+        Err(ControlError::Failed(format!("QEMU has no disk {index}")))
     }
 
     /// Internal snapshots of the machine's disks (`info snapshots`): a
@@ -205,20 +262,7 @@ impl Qemu {
 
     /// Ends QEMU at once (the guest sees a power cut).
     pub fn kill(&mut self) {
-        match &mut self.process {
-            Process::Child(child) => {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            Process::Adopted(pid) => {
-                // SAFETY: kill(2) on a pid checked to be this machine's QEMU.
-                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while alive(*pid) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
+        self.process.kill();
         self.forget();
     }
 
@@ -229,10 +273,7 @@ impl Qemu {
 
     /// Whether the process has ended (reaping it when it is our child).
     pub fn exited(&mut self) -> bool {
-        match &mut self.process {
-            Process::Child(child) => matches!(child.try_wait(), Ok(Some(_))),
-            Process::Adopted(pid) => !alive(*pid),
-        }
+        self.process.exited()
     }
 
     /// Whether the QEMU process is still there (without reaping it).
@@ -241,30 +282,16 @@ impl Qemu {
     }
 
     fn wait_exit(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.exited() {
-                self.forget();
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let exited = self.process.wait_exit(timeout);
+        if exited {
+            self.forget();
         }
-        false
+        exited
     }
 }
 
-/// Whether `pid` is a live process (not a zombie waiting to be reaped).
-fn alive(pid: u32) -> bool {
-    // A zombie still answers kill(pid, 0); its state in /proc says Z.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
-}
-
-fn exited_at_start(log: &Path, status: std::process::ExitStatus) -> ControlError {
-    let stderr = std::fs::read_to_string(log).unwrap_or_default();
-    let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message").to_string();
-    ControlError::Failed(format!("QEMU exited at start ({status}): {last}"))
+fn exited_at_start(log: &Path) -> ControlError {
+    ControlError::Failed(format!("QEMU exited at start: {}", last_line(log)))
 }
 
 /// A QMP connection: one command at a time, events skipped.
@@ -274,15 +301,15 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    fn connect(path: &Path, mut child: Option<(&mut Child, &Path)>, timeout: Duration) -> Result<Qmp, ControlError> {
+    fn connect(path: &Path, mut child: Option<(&mut Process, &Path)>, timeout: Duration) -> Result<Qmp, ControlError> {
         let deadline = Instant::now() + timeout;
         let stream = loop {
             if let Ok(stream) = UnixStream::connect(path) {
                 break stream;
             }
             if let Some((child, log)) = child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(exited_at_start(log, status));
+                if child.exited() {
+                    return Err(exited_at_start(log));
                 }
             }
             if Instant::now() > deadline {

@@ -220,6 +220,30 @@ impl State {
         rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
     }
 
+    pub fn policy(&self, name: &str) -> Result<Policy, ControlError> {
+        let policies = self.policies()?;
+        let known: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
+        policies
+            .into_iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ControlError::Refused(format!("no policy named '{name}' (known: {})", known.join(", "))))
+    }
+
+    /// Sets a machine's lifecycle state and, when given, its policy.
+    pub fn set_machine_state(&self, name: &str, state: &str, policy: Option<Option<&str>>) -> Result<(), ControlError> {
+        let changed = match policy {
+            Some(policy) => self
+                .connection
+                .execute("UPDATE machines SET state = ?1, policy = ?2 WHERE name = ?3", params![state, policy, name]),
+            None => self.connection.execute("UPDATE machines SET state = ?1 WHERE name = ?2", params![state, name]),
+        }
+        .map_err(|e| self.error(e))?;
+        if changed == 0 {
+            return Err(ControlError::Failed(format!("machine '{name}' vanished from the state")));
+        }
+        Ok(())
+    }
+
     /// Records a new machine and its disks in one transaction.
     pub fn add_machine(
         &mut self,

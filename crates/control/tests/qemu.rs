@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use standby_control::qemu::{probe_kvm_in_child, resolve_accel, Qemu, QemuSpec, Stopped};
+use standby_control::qemu::{probe_kvm_in_child, resolve_accel, Drive, Qemu, QemuSpec, Stopped};
 use standby_control::Accel;
 use standby_guest::{check_disk, prepare_disk, Workload};
 use standby_testkit::{console_text, wait_for_console};
@@ -24,7 +24,7 @@ fn a_guest_runs_answers_qmp_and_powers_down_cleanly() {
         kernel: Some(guest.vmlinuz.clone()),
         initrd: Some(guest.initramfs.clone()),
         append: Some(workload.cmdline()),
-        drives: vec![disk.display().to_string()],
+        drives: vec![Drive::File(disk.clone())],
         accel: "tcg",
         run_dir: dir.path().join("run"),
     };
@@ -56,7 +56,7 @@ fn a_guest_that_ignores_the_power_button_is_stopped_by_force() {
         kernel: None,
         initrd: None,
         append: None,
-        drives: vec![disk.display().to_string()],
+        drives: vec![Drive::File(disk.clone())],
         accel: "tcg",
         run_dir: dir.path().join("run"),
     };

@@ -70,6 +70,15 @@ impl SplitterOptions {
     }
 }
 
+/// The intent log of `image` when none is given: `<image>.standby-dirty`.
+/// Whoever writes the image without the splitter must delete it, so the
+/// next splitter re-reads the whole image instead of trusting it.
+pub fn default_intent_log(image: &Path) -> PathBuf {
+    let mut name = image.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".standby-dirty");
+    image.with_file_name(name)
+}
+
 fn now_micros() -> i64 {
     jiff::Timestamp::now().as_microsecond()
 }
@@ -307,11 +316,7 @@ impl Splitter {
         })?;
         // Fail now, not in the shipper, when the journal cannot be opened.
         let journal_empty = JournalWriter::open(&vault, &options.disk)?.next_sequence() == 1;
-        let intent_path = options.intent_log.clone().unwrap_or_else(|| {
-            let mut name = image.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-            name.push(".standby-dirty");
-            image.with_file_name(name)
-        });
+        let intent_path = options.intent_log.clone().unwrap_or_else(|| default_intent_log(image));
         let (mut regions, previous) = Regions::open(&intent_path, export.size()).map_err(|source| VaultError::Io {
             operation: "open the intent log",
             path: intent_path.display().to_string(),

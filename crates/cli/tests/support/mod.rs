@@ -1,6 +1,8 @@
 //! Running the real `standby` binary in a temporary directory.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

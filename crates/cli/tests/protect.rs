@@ -1,0 +1,124 @@
+//! `standby protect`, `unprotect` and `status` on a real guest under TCG:
+//! a running machine's disks move onto the splitters and back without a
+//! restart, the vault holds every acknowledged record, the daemon can die
+//! under a protected machine without it losing protection, and every
+//! refusal names the state and what is allowed.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use standby_testkit::console_text;
+use support::daemon::{add_guest_machine, console_of, wait_for, Daemon};
+use support::{path, run};
+
+fn acknowledged(console: &str) -> u64 {
+    standby_guest::acknowledged(&console_text(Path::new(console))).expect("the guest acknowledged records")
+}
+
+fn restore_latest(home: &Path, out: &Path) {
+    let vault = home.join("sites/recovery/vault");
+    let _ = std::fs::remove_file(out);
+    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(out)]).ok();
+}
+
+#[test]
+fn a_running_machine_is_protected_and_unprotected_without_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
+    let image = add_guest_machine(&home, "web", &workload);
+    run(&["protect", "web", "--home", h]).bad_input("standby serve --home");
+    let daemon = Daemon::start(&home);
+
+    // Refusals name the state and the commands it allows; none leaves a job.
+    run(&["unprotect", "web", "--home", h])
+        .bad_input("the machine is unprotected: unprotect is not allowed now; allowed: protect");
+    run(&["protect", "web", "--policy", "gold", "--home", h]).bad_input("no policy named 'gold'");
+    run(&["protect", "web", "--group", "g", "--home", h]).bad_input("--group");
+    run(&["protect", "nope", "--home", h]).bad_input("no machine named 'nope'");
+    run(&["protect", "a b/c", "--home", h]).bad_input("no machine named 'a b/c'");
+    assert!(run(&["jobs", "--home", h, "--json"]).ok().json()["jobs"].as_array().unwrap().is_empty());
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(status["machines"][0]["health"], serde_json::Value::Null, "{status}");
+
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    wait_for(&console, "standby-guest: record 3\n");
+
+    // Protected while it runs: the guest never notices (one boot, records
+    // keep coming), and the vault holds every record acknowledged before.
+    let job = run(&["protect", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(job["steps"][1]["detail"].as_str().unwrap().contains("while running"), "{job}");
+    let protected_after = acknowledged(&console);
+    run(&["protect", "web", "--home", h]).bad_input("the machine is protected: protect is not allowed now");
+    wait_for(&console, &format!("standby-guest: record {}\n", protected_after + 5));
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    let machine = &status["machines"][0];
+    assert_eq!(
+        (machine["state"].as_str(), machine["health"].as_str()),
+        (Some("protected"), Some("healthy")),
+        "{status}"
+    );
+    assert!(machine["rpo_seconds"].as_f64().unwrap() < 60.0, "{status}");
+    assert_eq!(machine["disks"][0]["latest_processed"]["label"], "protected", "{status}");
+    let human = run(&["status", "--home", h]).ok().stdout;
+    assert!(human.contains("web: protected, running at the primary site; health healthy"), "{human}");
+
+    // Records acknowledged by now reach the vault within seconds.
+    let wanted = acknowledged(&console);
+    let restored = root.path().join("restored.raw");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        restore_latest(&home, &restored);
+        let report = standby_guest::check_disk(&restored, 4).unwrap();
+        if report.complete_through >= wanted {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the vault lags: {report}, {wanted} acknowledged");
+    }
+
+    // The daemon dies under the protected, running machine: the splitters
+    // are processes of their own, the guest keeps writing through them,
+    // and the next daemon adopts them.
+    drop(daemon);
+    let before = acknowledged(&console);
+    wait_for(&console, &format!("standby-guest: record {}\n", before + 5));
+    let daemon = Daemon::start(&home);
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(status["machines"][0]["health"], "healthy", "{status}");
+
+    // Unprotected while it runs: back on its image, the last writes
+    // shipped (every record acknowledged before the command is in the
+    // vault), the intent log gone; the guest carries on.
+    let before_unprotect = acknowledged(&console);
+    let job = run(&["unprotect", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let unprotected_at = acknowledged(&console);
+    assert!(!home.join("sites/primary/disks/web-disk0.raw.standby-dirty").exists());
+    wait_for(&console, &format!("standby-guest: record {}\n", unprotected_at + 5));
+    run(&["machine", "stop", "web", "--home", h]).ok();
+    let text = console_text(Path::new(&console));
+    assert_eq!(text.matches("standby-guest: ready").count(), 1, "the guest was booted again:\n{text}");
+    let report = standby_guest::check_disk(&image, 4).unwrap();
+    assert!(report.complete_through >= standby_guest::acknowledged(&text).unwrap(), "{report}");
+    restore_latest(&home, &restored);
+    let report = standby_guest::check_disk(&restored, 4).unwrap();
+    assert!(report.complete_through >= before_unprotect, "{report}, {before_unprotect} acknowledged before unprotect");
+
+    // Protected again while stopped: the whole disk is read again (it was
+    // written without a splitter), and the vault's latest equals the image.
+    run(&["protect", "web", "--home", h]).ok();
+    restore_latest(&home, &restored);
+    assert!(std::fs::read(&restored).unwrap() == std::fs::read(&image).unwrap(), "latest differs from the image");
+
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    let commands: Vec<&str> = jobs["jobs"].as_array().unwrap().iter().map(|j| j["command"].as_str().unwrap()).collect();
+    assert_eq!(commands, ["protect", "machine stop", "unprotect", "protect", "machine start"]);
+    assert_eq!(daemon.terminate(), 0);
+}

@@ -1,0 +1,423 @@
+//! Protection: `protect` (initial replication, then continuous),
+//! `unprotect`, and `status` (health, RPO, latest points).
+//!
+//! A replicated machine has one splitter per disk at its active site,
+//! running whether the machine runs or not (a stopped machine's splitter
+//! is idle), and QEMU opens its disks on them. Protecting a running
+//! machine moves its disks onto the splitters while it runs (a pause of
+//! milliseconds, see [`Qemu::switch_drive`]); unprotecting moves them back.
+//!
+//! Invariant: whenever a disk's image is written without its splitter, its
+//! intent log is gone, so the next splitter re-reads the whole image
+//! instead of trusting a log that missed writes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use standby_lifecycle::{transition, Command, Transition};
+
+use super::{lock, Daemon, JobSteps};
+use crate::agent::{Splitter, SplitterSpec};
+use crate::deployment::Deployment;
+use crate::error::ControlError;
+use crate::machine::Machine;
+use crate::qemu::Drive;
+use crate::state::Policy;
+
+/// Whether machines in `state` replicate (run their disks through splitters).
+pub(super) fn replicating(state: &str) -> bool {
+    matches!(state, "enabling" | "protected" | "test-failover" | "ready-to-complete")
+}
+
+/// Checks `command` against the lifecycle: where it leads, or a refusal
+/// naming the machine's state and the commands it accepts.
+pub(super) fn check(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
+    let name = &machine.definition.name;
+    let state = standby_lifecycle::State::parse(&machine.state).ok_or_else(|| {
+        ControlError::Failed(format!("machine '{name}' is in a state this version does not know: {}", machine.state))
+    })?;
+    transition(state, command).map_err(|refusal| ControlError::Refused(format!("machine '{name}': {refusal}")))
+}
+
+const PROTECT_STEPS: [&str; 4] =
+    ["start the splitters", "move the running disks onto them", "initial replication", "first recovery point"];
+const UNPROTECT_STEPS: [&str; 3] = [
+    "move the running disks off the splitters",
+    "ship the last writes and stop the splitters",
+    "forget change tracking",
+];
+
+impl Daemon {
+    /// Starts the splitter of every disk of `machine` that is not running
+    /// (adopting one an earlier daemon left running).
+    pub(super) fn ensure_splitters(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
+        let policy = self.policy_of(deployment, machine)?;
+        let vault = deployment.vault();
+        let run_dir = deployment.run_dir().join("disks");
+        let mut splitters = lock(&self.splitters);
+        for (disk, image) in machine.disks.iter().zip(machine.images()) {
+            if let Some(splitter) = splitters.get_mut(&disk.vault_disk) {
+                if splitter.running() {
+                    continue;
+                }
+                splitters.remove(&disk.vault_disk);
+            }
+            let splitter = match Splitter::adopt(&run_dir, &disk.vault_disk) {
+                Some(splitter) => splitter,
+                None => Splitter::start(&SplitterSpec {
+                    exe: &self.exe,
+                    disk: &disk.vault_disk,
+                    image: &image,
+                    vault: &vault,
+                    bookmark_interval: Duration::from_secs(policy.bookmark_seconds),
+                    run_dir: &run_dir,
+                })?,
+            };
+            splitters.insert(disk.vault_disk.clone(), splitter);
+        }
+        Ok(())
+    }
+
+    /// The drives QEMU opens for a replicated machine: its splitters.
+    pub(super) fn splitter_drives(&self, machine: &Machine) -> Vec<Drive> {
+        let splitters = lock(&self.splitters);
+        machine
+            .disks
+            .iter()
+            .map(|disk| Drive::Nbd {
+                socket: splitters.get(&disk.vault_disk).map(|s| s.socket.clone()).unwrap_or_default(),
+                export: disk.vault_disk.clone(),
+            })
+            .collect()
+    }
+
+    fn policy_of(&self, deployment: &Deployment, machine: &Machine) -> Result<Policy, ControlError> {
+        deployment.state.policy(machine.policy.as_deref().unwrap_or("default"))
+    }
+
+    /// Moves the disks of `machine`, when it runs, onto `drives`.
+    fn switch_running_drives(&self, machine: &Machine, drives: &[Drive]) -> Result<bool, ControlError> {
+        let mut machines = lock(&self.machines);
+        let Some(running) = machines.get_mut(&machine.definition.name).filter(|r| r.qemu.running()) else {
+            return Ok(false);
+        };
+        for (index, drive) in drives.iter().enumerate() {
+            if running.qemu.drive_kind(index)? != drive.kind() {
+                running.qemu.switch_drive(index, drive)?;
+            }
+        }
+        Ok(true)
+    }
+
+    pub(super) fn protect(self: &Arc<Self>, name: &str, policy: Option<String>) -> Result<Value, ControlError> {
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::Protect)?;
+        let policy = deployment.state.policy(policy.as_deref().unwrap_or("default"))?;
+        for image in machine.images() {
+            if !image.is_file() {
+                return Err(ControlError::Refused(format!(
+                    "disk {} of machine '{name}' is missing; it cannot be protected",
+                    image.display()
+                )));
+            }
+        }
+        self.spawn_job(&deployment, name, "protect", &PROTECT_STEPS, move |daemon, job| {
+            job.deployment.state.set_machine_state(&machine.definition.name, "enabling", Some(Some(&policy.name)))?;
+            let machine = job.deployment.state.machine(&machine.definition.name)?;
+            daemon.protect_or_roll_back(&machine, job)
+        })
+    }
+
+    /// Runs the protect job; when it fails, the machine goes back to where
+    /// it was: unprotected, nothing running through a splitter (what the
+    /// vault received stays).
+    fn protect_or_roll_back(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        self.protect_job(machine, job).map_err(|e| {
+            let name = &machine.definition.name;
+            match self.unreplicate(job.deployment, machine, None) {
+                Ok(()) => match job.deployment.state.set_machine_state(name, "unprotected", Some(None)) {
+                    Ok(()) => ControlError::Failed(format!("{e}; the machine is unprotected again")),
+                    Err(recording) => ControlError::Failed(format!("{e}; recording the roll-back failed: {recording}")),
+                },
+                Err(rollback) => ControlError::Failed(format!(
+                    "{e}; rolling back failed too ({rollback}): the machine stays enabling, `standby unprotect {name}` \
+                     tries again"
+                )),
+            }
+        })
+    }
+
+    /// The protect job, also run again by a restarted daemon for a machine
+    /// it finds `enabling`: every step is safe to repeat.
+    fn protect_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        let name = &machine.definition.name;
+        job.step(PROTECT_STEPS[0], "running", "")?;
+        self.ensure_splitters(job.deployment, machine)?;
+        let pids: Vec<String> = {
+            let splitters = lock(&self.splitters);
+            machine.disks.iter().filter_map(|d| splitters.get(&d.vault_disk)).map(|s| s.pid().to_string()).collect()
+        };
+        job.step(PROTECT_STEPS[0], "done", &format!("pid {}", pids.join(", ")))?;
+        job.step(PROTECT_STEPS[1], "running", "")?;
+        let moved = self.switch_running_drives(machine, &self.splitter_drives(machine))?;
+        job.step(PROTECT_STEPS[1], "done", if moved { "moved while running" } else { "the machine is stopped" })?;
+        job.step(PROTECT_STEPS[2], "running", "")?;
+        let started = Instant::now();
+        loop {
+            let (caught_up, detail) = self.replication_progress(machine)?;
+            if caught_up {
+                job.step(PROTECT_STEPS[2], "done", &format!("in {:.1} s", started.elapsed().as_secs_f64()))?;
+                break;
+            }
+            job.step(PROTECT_STEPS[2], "running", &detail)?;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        job.step(PROTECT_STEPS[3], "running", "")?;
+        let mut points = Vec::new();
+        for disk in &machine.disks {
+            // Marking waits for the vault: not under the splitters' lock.
+            let control = lock(&self.splitters)
+                .get(&disk.vault_disk)
+                .map(Splitter::control)
+                .ok_or_else(|| splitter_gone(&disk.vault_disk))?;
+            points.push(format!("{} point {}", disk.vault_disk, control.mark(false, "protected")?));
+        }
+        job.step(PROTECT_STEPS[3], "done", &points.join(", "))?;
+        job.deployment.state.set_machine_state(name, "protected", None)?;
+        Ok(json!({"name": name, "state": "protected", "points": points}))
+    }
+
+    /// Whether every disk's splitter has read the whole image and shipped
+    /// everything, and a line saying how far they are.
+    fn replication_progress(&self, machine: &Machine) -> Result<(bool, String), ControlError> {
+        let mut caught_up = true;
+        let mut left = 0;
+        let mut queued = 0;
+        let mut problems = Vec::new();
+        let mut splitters = lock(&self.splitters);
+        for disk in &machine.disks {
+            let splitter = splitters.get_mut(&disk.vault_disk).ok_or_else(|| splitter_gone(&disk.vault_disk))?;
+            if !splitter.running() {
+                return Err(ControlError::Failed(format!(
+                    "the splitter of disk '{}' stopped: {}",
+                    disk.vault_disk,
+                    crate::process::last_line(&splitter.log)
+                )));
+            }
+            let status = splitter.control().status()?;
+            let refreshed = status["refreshed"].as_bool() == Some(true);
+            let lag_bytes = status["lag_bytes"].as_u64().unwrap_or(0);
+            left += status["catch_up_bytes"].as_u64().unwrap_or(0);
+            queued += lag_bytes;
+            caught_up &= refreshed && lag_bytes == 0;
+            if let Some(error) = status["error"].as_str() {
+                problems.push(format!("{}: {error}", disk.vault_disk));
+            }
+        }
+        let mut detail = format!("{} MiB left to read, {} MiB on the way to the vault", left >> 20, queued >> 20);
+        if !problems.is_empty() {
+            detail.push_str(&format!("; the vault is failing ({})", problems.join("; ")));
+        }
+        Ok((caught_up, detail))
+    }
+
+    /// Takes `machine` off replication: its running disks back onto their
+    /// images, the splitters stopped after shipping what they queued, their
+    /// intent logs removed (the images will be written without them).
+    fn unreplicate(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        job: Option<&JobSteps>,
+    ) -> Result<(), ControlError> {
+        let step = |index: usize, state: &str, detail: &str| match job {
+            Some(job) => job.step(UNPROTECT_STEPS[index], state, detail),
+            None => Ok(()),
+        };
+        step(0, "running", "")?;
+        let files: Vec<Drive> = machine.images().into_iter().map(Drive::File).collect();
+        let moved = self.switch_running_drives(machine, &files)?;
+        step(0, "done", if moved { "moved while running" } else { "the machine is stopped" })?;
+        step(1, "running", "")?;
+        let run_dir = deployment.run_dir().join("disks");
+        let mut failures = Vec::new();
+        for disk in &machine.disks {
+            let splitter =
+                lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Splitter::adopt(&run_dir, &disk.vault_disk));
+            if let Some(splitter) = splitter {
+                if let Err(e) = splitter.stop() {
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        step(1, "done", &format!("{} splitter(s) stopped", machine.disks.len()))?;
+        step(2, "running", "")?;
+        for image in machine.images() {
+            let log = standby_splitter::default_intent_log(&image);
+            if let Err(e) = std::fs::remove_file(&log) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(ControlError::io(&log, e));
+                }
+            }
+        }
+        step(2, "done", "the next protect reads the whole disk")?;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ControlError::Failed(failures.join("; ")))
+        }
+    }
+
+    pub(super) fn unprotect(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::Unprotect)?;
+        self.spawn_job(&deployment, name, "unprotect", &UNPROTECT_STEPS, move |daemon, job| {
+            daemon.unreplicate(job.deployment, &machine, Some(job))?;
+            job.deployment.state.set_machine_state(&machine.definition.name, "unprotected", Some(None))?;
+            Ok(json!({"name": machine.definition.name, "state": "unprotected"}))
+        })
+    }
+
+    /// At the daemon's start: the splitters of replicated machines adopted
+    /// (or started again, their intent logs saying what to re-read), and
+    /// protect jobs an earlier daemon left unfinished run again.
+    pub(super) fn resume_protection(self: &Arc<Self>) -> Result<Vec<String>, ControlError> {
+        let deployment = self.deployment()?;
+        let mut resumed = Vec::new();
+        for machine in deployment.state.machines()? {
+            if !replicating(&machine.state) {
+                continue;
+            }
+            self.ensure_splitters(&deployment, &machine)?;
+            if machine.state == "enabling" {
+                let name = machine.definition.name.clone();
+                self.spawn_job(&deployment, &name, "protect (resumed)", &PROTECT_STEPS, move |daemon, job| {
+                    daemon.protect_or_roll_back(&machine, job)
+                })?;
+                resumed.push(name);
+            }
+        }
+        Ok(resumed)
+    }
+
+    /// `standby status`: every protected machine's (or one machine's)
+    /// state, health, current RPO and latest points.
+    pub(super) fn status(&self, name: Option<&str>) -> Result<Value, ControlError> {
+        let deployment = self.deployment()?;
+        let machines = match name {
+            Some(name) => vec![deployment.state.machine(name)?],
+            None => deployment.state.machines()?,
+        };
+        let vault = deployment.open_vault()?;
+        let mut items = Vec::new();
+        for machine in &machines {
+            items.push(self.machine_status(&deployment, &vault, machine)?);
+        }
+        Ok(json!({"machines": items}))
+    }
+
+    fn machine_status(
+        &self,
+        deployment: &Deployment,
+        vault: &standby_vault::Vault,
+        machine: &Machine,
+    ) -> Result<Value, ControlError> {
+        let name = &machine.definition.name;
+        let running = self.runtime(name).running;
+        let mut value = json!({
+            "name": name, "state": machine.state, "site": machine.active_site, "running": running,
+            "policy": machine.policy,
+        });
+        if !replicating(&machine.state) {
+            value["health"] = json!(null);
+            return Ok(value);
+        }
+        let policy = self.policy_of(deployment, machine)?;
+        let now = jiff::Timestamp::now().as_microsecond();
+        let mut critical = Vec::new();
+        let mut warnings = Vec::new();
+        let mut rpo: f64 = 0.0;
+        let mut disks = Vec::new();
+        for disk in &machine.disks {
+            let control = lock(&self.splitters)
+                .get_mut(&disk.vault_disk)
+                .and_then(|splitter| splitter.running().then(|| splitter.control()));
+            let splitter_status = control.and_then(|control| control.status().ok());
+            let listing = standby_vault::journal::list_journal(vault, &disk.vault_disk)?;
+            let newest = |app: bool| {
+                listing
+                    .bookmarks
+                    .iter()
+                    .rev()
+                    .find(|b| (b.kind == standby_format::PointKind::AppConsistent) == app)
+                    .map(|b| json!({"sequence": b.sequence, "time": b.time, "label": b.label}))
+            };
+            let latest = listing.last_time_micros.map(standby_vault::format_time);
+            match &splitter_status {
+                Some(status) => {
+                    let lag = status["lag_seconds"].as_f64().unwrap_or(0.0);
+                    rpo = rpo.max(lag);
+                    if let Some(error) = status["error"].as_str() {
+                        warnings.push(format!("disk '{}': the vault is failing: {error}", disk.vault_disk));
+                    }
+                    if status["refreshed"].as_bool() != Some(true) {
+                        warnings.push(format!(
+                            "disk '{}': {} MiB still to read before every point is exact",
+                            disk.vault_disk,
+                            status["catch_up_bytes"].as_u64().unwrap_or(0) >> 20
+                        ));
+                    }
+                }
+                None => {
+                    critical.push(format!(
+                        "disk '{}': its splitter is not running; the daemon starts it again at its next start",
+                        disk.vault_disk
+                    ));
+                    if running {
+                        let since = listing.last_time_micros.unwrap_or(now);
+                        rpo = rpo.max((now - since) as f64 / 1e6);
+                    }
+                }
+            }
+            disks.push(json!({
+                "disk": disk.vault_disk,
+                "splitter": splitter_status,
+                "latest": latest,
+                "latest_processed": newest(false),
+                "latest_app_consistent": newest(true),
+            }));
+        }
+        if machine.state == "enabling" {
+            warnings.push("initial replication is running".to_string());
+        }
+        let threshold = policy.rpo_threshold_seconds as f64;
+        if rpo > threshold {
+            critical.push(format!("RPO {rpo:.0} s is over the policy's threshold of {threshold:.0} s"));
+        } else if rpo > threshold / 2.0 {
+            warnings.push(format!("RPO {rpo:.0} s is over half the policy's threshold of {threshold:.0} s"));
+        }
+        let health = if !critical.is_empty() {
+            "critical"
+        } else if !warnings.is_empty() {
+            "warning"
+        } else {
+            "healthy"
+        };
+        value["consistency"] = json!(
+            "crash-consistent: app-consistent points through qemu-guest-agent are not scheduled by this version yet"
+        );
+        value["health"] = json!(health);
+        value["rpo_seconds"] = json!(rpo);
+        value["rpo_threshold_seconds"] = json!(policy.rpo_threshold_seconds);
+        value["problems"] = json!(critical.into_iter().chain(warnings).collect::<Vec<_>>());
+        value["disks"] = json!(disks);
+        Ok(value)
+    }
+}
+
+fn splitter_gone(disk: &str) -> ControlError {
+    ControlError::Failed(format!("the splitter of disk '{disk}' is not running"))
+}

@@ -1,0 +1,109 @@
+//! Processes the daemon starts that must outlive it: QEMU and the agents
+//! (splitters, exports). Each runs in its own process group (a Ctrl-C meant
+//! for the daemon must not reach it) with its output in a file (a pipe
+//! would break when the daemon goes) and a pid file, so the next daemon can
+//! adopt it after checking the pid is still that process.
+
+use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::ControlError;
+
+/// A process as this daemon knows it: its own child, or one a previous
+/// daemon started.
+pub(crate) enum Process {
+    Child(Child),
+    Adopted(u32),
+}
+
+impl Process {
+    /// Starts `command` detached: own process group, stdin from /dev/null,
+    /// stdout and stderr appended to `log`.
+    pub(crate) fn spawn(command: &mut Command, log: &Path, what: &str) -> Result<Process, ControlError> {
+        let log_file = std::fs::File::create(log).map_err(|e| ControlError::io(log, e))?;
+        let stdout = log_file.try_clone().map_err(|e| ControlError::io(log, e))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| ControlError::Failed(format!("{what} could not start: {e}")))?;
+        Ok(Process::Child(child))
+    }
+
+    /// The process a pid file names, if it is alive and its command line
+    /// holds `argument` followed by `value` (so a recycled pid is never
+    /// taken for it).
+    pub(crate) fn adopt(pid_file: &Path, argument: &str, value: &OsStr) -> Option<Process> {
+        let pid: u32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let arguments: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        use std::os::unix::ffi::OsStrExt;
+        let named = arguments.windows(2).any(|pair| pair[0] == argument.as_bytes() && pair[1] == value.as_bytes());
+        if named && alive(pid) {
+            Some(Process::Adopted(pid))
+        } else {
+            let _ = std::fs::remove_file(pid_file);
+            None
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        match self {
+            Process::Child(child) => child.id(),
+            Process::Adopted(pid) => *pid,
+        }
+    }
+
+    /// Whether the process has ended (reaping it when it is our child).
+    pub(crate) fn exited(&mut self) -> bool {
+        match self {
+            Process::Child(child) => matches!(child.try_wait(), Ok(Some(_))),
+            Process::Adopted(pid) => !alive(*pid),
+        }
+    }
+
+    /// Waits up to `timeout` for the process to end.
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.exited() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on a pid this daemon started or checked to be the
+        // process it adopted.
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Ends the process at once and waits for it.
+    pub(crate) fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(Duration::from_secs(10));
+    }
+}
+
+/// Whether `pid` is a live process (not a zombie waiting to be reaped).
+pub(crate) fn alive(pid: u32) -> bool {
+    // A zombie still answers kill(pid, 0); its state in /proc says Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// The last non-empty line of a log, for an error message.
+pub(crate) fn last_line(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string()
+}
