@@ -207,6 +207,80 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A drill: boot a copy of a protected machine at the recovery site from a point, at once, with no network
+    /// device (isolated), while replication carries on. Follows the job.
+    TestFailover {
+        name: String,
+        /// latest (default), latest-processed, latest-app, a point id, or an RFC 3339 time.
+        #[arg(long)]
+        point: Option<String>,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a drill: its copy, exports, overlays, sockets and logs (and say what was removed).
+    CleanupTestFailover {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unplanned failover: boot the machine at the recovery site from a point, at once. With --shutdown-source
+    /// the source is shut down first (if it cannot be, the failover carries on and says why) and its last
+    /// writes are waited for.
+    Failover {
+        name: String,
+        /// latest (default), latest-processed, latest-app, a point id, or an RFC 3339 time.
+        #[arg(long)]
+        point: Option<String>,
+        #[arg(long)]
+        shutdown_source: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Before commit: boot the recovery VM again from another point (its writes so far are set aside, not deleted).
+    ChangePoint {
+        name: String,
+        #[arg(long)]
+        point: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a failover final.
+    Commit {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll back an unfinished failover: the machine returns to its source, protected, replication resumed;
+    /// the recovery VM's writes are set aside, not deleted.
+    Cancel {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
     /// Replicated machines: state, health, current RPO, latest points.
     Status {
         name: Option<String>,

@@ -303,14 +303,33 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             }
             use crate::lifecycle::encode;
             let query = policy.map(|p| format!("?policy={}", encode(&p))).unwrap_or_default();
-            crate::lifecycle::run_job(&home, &format!("/v1/machines/{}/protect{query}", encode(&name)), no_wait, json)
+            crate::lifecycle::run_job(&home, &machine_path(&name, &format!("protect{query}")), no_wait, json)
         }
-        Command::Unprotect { name, no_wait, home, json } => crate::lifecycle::run_job(
-            &home,
-            &format!("/v1/machines/{}/unprotect", crate::lifecycle::encode(&name)),
-            no_wait,
-            json,
-        ),
+        Command::Unprotect { name, no_wait, home, json } => {
+            crate::lifecycle::run_job(&home, &machine_path(&name, "unprotect"), no_wait, json)
+        }
+        Command::TestFailover { name, point, no_wait, home, json } => {
+            let query = point.map(|p| format!("?point={}", crate::lifecycle::encode(&p))).unwrap_or_default();
+            crate::lifecycle::run_job(&home, &machine_path(&name, &format!("test-failover{query}")), no_wait, json)
+        }
+        Command::CleanupTestFailover { name, no_wait, home, json } => {
+            crate::lifecycle::run_job(&home, &machine_path(&name, "cleanup-test-failover"), no_wait, json)
+        }
+        Command::Failover { name, point, shutdown_source, no_wait, home, json } => {
+            let point = point.map(|p| format!("&point={}", crate::lifecycle::encode(&p))).unwrap_or_default();
+            let path = machine_path(&name, &format!("failover?shutdown_source={shutdown_source}{point}"));
+            crate::lifecycle::run_job(&home, &path, no_wait, json)
+        }
+        Command::ChangePoint { name, point, no_wait, home, json } => {
+            let path = machine_path(&name, &format!("change-point?point={}", crate::lifecycle::encode(&point)));
+            crate::lifecycle::run_job(&home, &path, no_wait, json)
+        }
+        Command::Commit { name, no_wait, home, json } => {
+            crate::lifecycle::run_job(&home, &machine_path(&name, "commit"), no_wait, json)
+        }
+        Command::Cancel { name, no_wait, home, json } => {
+            crate::lifecycle::run_job(&home, &machine_path(&name, "cancel"), no_wait, json)
+        }
         Command::Status { name, home, json } => crate::lifecycle::status(name.as_deref(), &home, json),
         Command::ProbeKvm => match standby_control::qemu::probe_kvm() {
             Ok(()) => Ok(0),
@@ -318,6 +337,11 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         },
         Command::Demo { dir } => demo::run(dir),
     }
+}
+
+/// The API path of an operation on machine `name`.
+fn machine_path(name: &str, operation: &str) -> String {
+    format!("/v1/machines/{}/{operation}", crate::lifecycle::encode(name))
 }
 
 pub(crate) fn parse_duration(text: &str, flag: &str) -> anyhow::Result<Duration> {

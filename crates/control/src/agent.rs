@@ -1,11 +1,14 @@
-//! The site agents the daemon runs for protected machines: one splitter
-//! process (`standby serve-disk`) per disk, serving the disk's image to
-//! QEMU over NBD and replicating every write into the vault. They are
-//! processes of their own, like QEMU, so a daemon that dies or restarts
-//! never takes a running guest's disk with it: the next daemon adopts them.
+//! The site agents the daemon runs as processes of their own, like QEMU,
+//! so a daemon that dies or restarts never takes a running guest's disk
+//! with it (the next daemon adopts them):
 //!
-//! Files, in `run/disks/`: `DISK.sock` (NBD), `DISK.sock.control` (the
-//! splitter's status and mark requests), `DISK.pid`, `DISK.log`.
+//! - a **splitter** (`standby serve-disk`) per disk of a protected machine,
+//!   serving the disk's image to QEMU over NBD and replicating every write
+//!   into the vault; files in `run/disks/`: `DISK.sock` (NBD),
+//!   `DISK.sock.control` (status and mark requests), `DISK.pid`, `DISK.log`;
+//! - an **export** (`standby export`) per disk of a machine running from a
+//!   recovery point (failover, drill): the point's view over NBD with an
+//!   overlay taking the writes; files in `run/exports/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,24 +35,41 @@ pub struct SplitterSpec<'a> {
     pub run_dir: &'a Path,
 }
 
-/// A running splitter.
-pub struct Splitter {
+/// What an export of a recovery point is started with.
+pub struct ExportSpec<'a> {
+    /// This binary.
+    pub exe: &'a Path,
+    /// The agent's name in `run_dir` (one per export).
+    pub name: &'a str,
+    /// The disk's name in the vault (and the NBD export name).
+    pub disk: &'a str,
+    pub vault: &'a str,
+    /// The point, as `standby export --point` takes it.
+    pub point: &'a str,
+    /// Where the writes go (resumed when it exists with its map).
+    pub overlay: &'a Path,
+    /// `run/exports`.
+    pub run_dir: &'a Path,
+}
+
+/// A running agent: a splitter or an export.
+pub struct Agent {
     process: Process,
+    /// For a splitter, its disk; for an export, its name.
     pub disk: String,
     pub socket: PathBuf,
     pid_file: PathBuf,
     pub log: PathBuf,
 }
 
-fn files(run_dir: &Path, disk: &str) -> (PathBuf, PathBuf, PathBuf) {
-    (run_dir.join(format!("{disk}.sock")), run_dir.join(format!("{disk}.pid")), run_dir.join(format!("{disk}.log")))
+fn files(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    (run_dir.join(format!("{name}.sock")), run_dir.join(format!("{name}.pid")), run_dir.join(format!("{name}.log")))
 }
 
-impl Splitter {
+impl Agent {
     /// Starts a splitter and waits until it answers on its control socket.
-    pub fn start(spec: &SplitterSpec) -> Result<Splitter, ControlError> {
-        std::fs::create_dir_all(spec.run_dir).map_err(|e| ControlError::io(spec.run_dir, e))?;
-        let (socket, pid_file, log) = files(spec.run_dir, spec.disk);
+    pub fn splitter(spec: &SplitterSpec) -> Result<Agent, ControlError> {
+        let socket = files(spec.run_dir, spec.disk).0;
         let mut command = Command::new(spec.exe);
         command
             .arg("serve-disk")
@@ -58,40 +78,65 @@ impl Splitter {
             .arg(&socket)
             .args(["--vault", spec.vault, "--disk", spec.disk])
             .args(["--bookmark-interval", &format!("{}s", spec.bookmark_interval.as_secs().max(1))]);
-        let mut process = Process::spawn(&mut command, &log, "the splitter (standby serve-disk)")?;
+        Agent::spawn(command, spec.run_dir, spec.disk, "the splitter", |socket| {
+            standby_splitter::control_request(socket, &json!({"op": "status"})).is_ok()
+        })
+    }
+
+    /// Starts an export of a recovery point and waits until it serves.
+    pub fn export(spec: &ExportSpec) -> Result<Agent, ControlError> {
+        let socket = files(spec.run_dir, spec.name).0;
+        let mut command = Command::new(spec.exe);
+        command
+            .arg("export")
+            .args(["--vault", spec.vault, "--disk", spec.disk, "--point", spec.point])
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--overlay")
+            .arg(spec.overlay);
+        Agent::spawn(command, spec.run_dir, spec.name, "the export", |socket| {
+            std::os::unix::net::UnixStream::connect(socket).is_ok()
+        })
+    }
+
+    fn spawn(
+        mut command: Command,
+        run_dir: &Path,
+        name: &str,
+        what: &str,
+        ready: impl Fn(&Path) -> bool,
+    ) -> Result<Agent, ControlError> {
+        std::fs::create_dir_all(run_dir).map_err(|e| ControlError::io(run_dir, e))?;
+        let (socket, pid_file, log) = files(run_dir, name);
+        let mut process = Process::spawn(&mut command, &log, what)?;
         std::fs::write(&pid_file, format!("{}\n", process.pid())).map_err(|e| ControlError::io(&pid_file, e))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if standby_splitter::control_request(&socket, &json!({"op": "status"})).is_ok() {
+            if ready(&socket) {
                 break;
             }
             if process.exited() {
                 let _ = std::fs::remove_file(&pid_file);
-                return Err(ControlError::Failed(format!(
-                    "the splitter of disk '{}' stopped at start: {}",
-                    spec.disk,
-                    last_line(&log)
-                )));
+                return Err(ControlError::Failed(format!("{what} of '{name}' stopped at start: {}", last_line(&log))));
             }
             if Instant::now() > deadline {
                 process.kill();
                 let _ = std::fs::remove_file(&pid_file);
                 return Err(ControlError::Failed(format!(
-                    "the splitter of disk '{}' did not answer within 60 s (its log: {})",
-                    spec.disk,
+                    "{what} of '{name}' did not answer within 60 s (its log: {})",
                     log.display()
                 )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Splitter { process, disk: spec.disk.to_string(), socket, pid_file, log })
+        Ok(Agent { process, disk: name.to_string(), socket, pid_file, log })
     }
 
-    /// The splitter an earlier daemon started for `disk`, if it still runs.
-    pub fn adopt(run_dir: &Path, disk: &str) -> Option<Splitter> {
-        let (socket, pid_file, log) = files(run_dir, disk);
+    /// The agent an earlier daemon started as `name`, if it still runs.
+    pub fn adopt(run_dir: &Path, name: &str) -> Option<Agent> {
+        let (socket, pid_file, log) = files(run_dir, name);
         let process = Process::adopt(&pid_file, "--socket", socket.as_os_str())?;
-        Some(Splitter { process, disk: disk.to_string(), socket, pid_file, log })
+        Some(Agent { process, disk: name.to_string(), socket, pid_file, log })
     }
 
     pub fn pid(&self) -> u32 {
@@ -102,9 +147,10 @@ impl Splitter {
         !self.process.exited()
     }
 
-    /// Stops the splitter after it shipped everything queued (SIGTERM);
-    /// forced after [`SPLITTER_STOP_TIMEOUT`] (its intent log keeps what
-    /// it could not ship known for the next start).
+    /// Stops the agent (SIGTERM): a splitter ships everything queued
+    /// first, an export flushes its overlay. Forced after
+    /// [`SPLITTER_STOP_TIMEOUT`] (a splitter's intent log keeps what it
+    /// could not ship known for the next start).
     pub fn stop(mut self) -> Result<(), ControlError> {
         self.process.signal(libc::SIGTERM);
         let shipped = self.process.wait_exit(SPLITTER_STOP_TIMEOUT);
@@ -116,7 +162,7 @@ impl Splitter {
             Ok(())
         } else {
             Err(ControlError::Failed(format!(
-                "the splitter of disk '{}' did not finish shipping within {} s and was killed; its log: {}",
+                "the agent '{}' did not stop within {} s and was killed; its log: {}",
                 self.disk,
                 SPLITTER_STOP_TIMEOUT.as_secs(),
                 self.log.display()
@@ -130,7 +176,7 @@ impl Splitter {
     }
 }
 
-/// Requests to a running splitter (usable without holding the [`Splitter`]).
+/// Requests to a running splitter (usable without holding its [`Agent`]).
 pub struct SplitterControl {
     pub disk: String,
     pub socket: PathBuf,

@@ -10,6 +10,11 @@
 //! POST /v1/machines/NAME/stop         ACPI power-down, then quit after a timeout (?force=true: at once)
 //! POST /v1/machines/NAME/protect      ?policy=P: initial replication, then continuous (a job, answered at once)
 //! POST /v1/machines/NAME/unprotect    back to its images, splitters stopped (a job, answered at once)
+//! POST /v1/machines/NAME/test-failover          ?point=P: a drill copy at the recovery site, isolated
+//! POST /v1/machines/NAME/cleanup-test-failover  removes the drill copy and every file it used
+//! POST /v1/machines/NAME/failover               ?point=P&shutdown_source=BOOL
+//! POST /v1/machines/NAME/change-point           ?point=P (before commit)
+//! POST /v1/machines/NAME/commit, …/cancel
 //! GET  /v1/status, /v1/status/NAME    health, RPO and latest points of replicated machines
 //! GET  /v1/jobs, /v1/jobs/ID          jobs with their steps (every operation is a job)
 //! ```
@@ -34,11 +39,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::agent::Splitter;
+use crate::agent::Agent;
 use crate::deployment::{Accel, Deployment};
 use crate::error::ControlError;
 use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
 
+mod failover;
 mod protection;
 
 pub const SOCKET: &str = "standby.sock";
@@ -57,6 +63,17 @@ pub struct Runtime {
 
 struct Running {
     qemu: Qemu,
+}
+
+/// The QEMU instances a machine can have: at its primary site, at its
+/// recovery site, and a drill copy (test failover) at the recovery site.
+pub(crate) const INSTANCE_SITES: [&str; 3] = ["primary", "recovery", "drill"];
+
+/// The key of machine `name`'s instance at `site` (one of
+/// [`INSTANCE_SITES`]): its QEMU's `-name`, its folder under
+/// `run/machines/`, and its key in the daemon's table.
+pub(crate) fn instance(name: &str, site: &str) -> String {
+    format!("{name}@{site}")
 }
 
 fn already_running(name: &str, pid: u32) -> ControlError {
@@ -87,7 +104,9 @@ struct Daemon {
     accel: Mutex<Accelerator>,
     machines: Mutex<HashMap<String, Running>>,
     /// The splitters of protected machines, by vault disk name.
-    splitters: Mutex<HashMap<String, Splitter>>,
+    splitters: Mutex<HashMap<String, Agent>>,
+    /// Exports of recovery points (failover, drill), by `DISK@SITE`.
+    exports: Mutex<HashMap<String, Agent>>,
     /// Machines with a job running, and its id: one job per machine at a time.
     busy: Arc<Mutex<HashMap<String, i64>>>,
 }
@@ -216,7 +235,7 @@ impl Daemon {
         // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        if let Some(pid) = self.runtime(name).pid {
+        if let Some(pid) = self.runtime(&instance(name, &machine.active_site)).pid {
             return Err(already_running(name, pid));
         }
         let steps = ["check the machine", "choose the accelerator", "start QEMU"];
@@ -225,48 +244,76 @@ impl Daemon {
 
     fn start_job(&self, machine: &crate::Machine, job: &JobSteps) -> Result<Value, ControlError> {
         let name = machine.definition.name.as_str();
+        let key = instance(name, &machine.active_site);
         let deployment = job.deployment;
         job.step("check the machine", "running", "")?;
         {
             // A machine that stopped by itself leaves an entry behind; one
             // started meanwhile by another request is refused.
             let mut machines = lock(&self.machines);
-            if let Some(running) = machines.get_mut(name) {
+            if let Some(running) = machines.get_mut(&key) {
                 if !running.qemu.exited() {
                     return Err(already_running(name, running.qemu.pid()));
                 }
-                machines.remove(name);
+                machines.remove(&key);
             }
+        }
+        let (drives, how) = self.drives(deployment, machine)?;
+        job.step(
+            "check the machine",
+            "done",
+            &format!("{} disk(s) at the {} site, {how}", drives.len(), machine.active_site),
+        )?;
+        job.step("choose the accelerator", "running", "")?;
+        let accel = self.accel_for(machine.definition.kernel.as_deref());
+        job.step("choose the accelerator", "done", accel)?;
+        job.step("start QEMU", "running", "")?;
+        let runtime = self.launch(deployment, machine, &key, drives, accel)?;
+        job.step("start QEMU", "done", &format!("pid {}", runtime["pid"]))?;
+        Ok(runtime)
+    }
+
+    /// The drives machine `machine` runs on at its active site, and how:
+    /// its splitters when replicated, the exports of its failover point
+    /// when it runs from one, else its images.
+    fn drives(
+        &self,
+        deployment: &Deployment,
+        machine: &crate::Machine,
+    ) -> Result<(Vec<Drive>, &'static str), ControlError> {
+        let name = &machine.definition.name;
+        if failover::on_exports(&machine.state) {
+            let point: crate::points::MachinePoint =
+                serde_json::from_value(machine.details["failover"]["point"].clone()).map_err(|e| {
+                    ControlError::Failed(format!("machine '{name}' has no failover point recorded ({e})"))
+                })?;
+            let drives = self.serve_point(deployment, machine, &point, "recovery")?;
+            return Ok((drives, "from the failover point's exports"));
         }
         for image in machine.images() {
             if !image.is_file() {
                 return Err(ControlError::Failed(format!("disk {} of machine '{name}' is missing", image.display())));
             }
         }
-        let replicated = protection::replicating(&machine.state);
-        let drives = if replicated {
+        if protection::replicating(&machine.state) {
             // Every write goes through the disks' splitters.
             self.ensure_splitters(deployment, machine)?;
-            self.splitter_drives(machine)
-        } else {
-            machine.images().into_iter().map(Drive::File).collect()
-        };
-        job.step(
-            "check the machine",
-            "done",
-            &format!(
-                "{} disk(s) at the {} site{}",
-                drives.len(),
-                machine.active_site,
-                if replicated { ", replicated" } else { "" }
-            ),
-        )?;
-        job.step("choose the accelerator", "running", "")?;
-        let accel = self.accel_for(machine.definition.kernel.as_deref());
-        job.step("choose the accelerator", "done", accel)?;
-        job.step("start QEMU", "running", "")?;
+            return Ok((self.splitter_drives(machine), "replicated"));
+        }
+        Ok((machine.images().into_iter().map(Drive::File).collect(), "not replicated"))
+    }
+
+    /// Starts QEMU for instance `key` of `machine` on `drives`.
+    fn launch(
+        &self,
+        deployment: &Deployment,
+        machine: &crate::Machine,
+        key: &str,
+        drives: Vec<Drive>,
+        accel: &'static str,
+    ) -> Result<Value, ControlError> {
         let spec = QemuSpec {
-            name: name.to_string(),
+            name: key.to_string(),
             cpus: machine.definition.cpus,
             memory_mib: machine.definition.memory_mib,
             kernel: machine.definition.kernel.clone(),
@@ -274,28 +321,30 @@ impl Daemon {
             append: machine.definition.append.clone(),
             drives,
             accel,
-            run_dir: deployment.run_dir().join("machines").join(name),
+            run_dir: deployment.run_dir().join("machines").join(key),
         };
         let qemu = Qemu::start(&spec)?;
-        job.step("start QEMU", "done", &format!("pid {}", qemu.pid()))?;
-        let runtime = json!({"name": name, "pid": qemu.pid(), "console": qemu.console, "accel": accel, "site": machine.active_site});
-        lock(&self.machines).insert(name.to_string(), Running { qemu });
+        let site = key.rsplit('@').next().unwrap_or("");
+        let runtime = json!({"name": machine.definition.name, "pid": qemu.pid(), "console": qemu.console,
+                             "accel": accel, "site": site});
+        lock(&self.machines).insert(key.to_string(), Running { qemu });
         Ok(runtime)
     }
 
     fn stop(&self, name: &str, force: bool) -> Result<Value, ControlError> {
         // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
-        deployment.state.machine(name)?;
-        if !self.runtime(name).running {
+        let machine = deployment.state.machine(name)?;
+        let key = instance(name, &machine.active_site);
+        if !self.runtime(&key).running {
             return Err(not_running(name));
         }
         let steps: &[&str] = if force { &["cut the power"] } else { &["ACPI power-down", "wait for the guest"] };
-        self.job(&deployment, name, "machine stop", steps, |job| self.stop_job(name, force, job))
+        self.job(&deployment, name, "machine stop", steps, |job| self.stop_job(name, &key, force, job))
     }
 
-    fn stop_job(&self, name: &str, force: bool, job: &JobSteps) -> Result<Value, ControlError> {
-        let running = lock(&self.machines).remove(name);
+    fn stop_job(&self, name: &str, key: &str, force: bool, job: &JobSteps) -> Result<Value, ControlError> {
+        let running = lock(&self.machines).remove(key);
         let Some(mut running) = running.filter(|r| r.qemu.running()) else {
             return Err(not_running(name));
         };
@@ -317,9 +366,10 @@ impl Daemon {
         Ok(json!({"name": name, "stopped": stopped}))
     }
 
-    fn runtime(&self, name: &str) -> Runtime {
+    /// The runtime of instance `key` (see [`instance`]).
+    fn runtime(&self, key: &str) -> Runtime {
         let machines = lock(&self.machines);
-        match machines.get(name) {
+        match machines.get(key) {
             Some(running) if running.qemu.running() => Runtime {
                 running: true,
                 pid: Some(running.qemu.pid()),
@@ -335,21 +385,23 @@ impl Daemon {
         let deployment = self.deployment()?;
         let mut adopted = Vec::new();
         for machine in deployment.state.machines()? {
-            let name = machine.definition.name;
-            let run_dir = deployment.run_dir().join("machines").join(&name);
-            match Qemu::adopt(&run_dir, &name) {
-                Ok(Some(qemu)) => {
-                    lock(&self.machines).insert(name.clone(), Running { qemu });
-                    adopted.push(name);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // Running, but its QMP socket does not answer: refuse to
-                    // go on rather than risk starting it a second time.
-                    return Err(ControlError::Failed(format!(
-                        "machine '{name}' seems to be running from an earlier daemon but cannot be reached ({e}); \
-                         check its QEMU process before starting the daemon again"
-                    )));
+            for site in INSTANCE_SITES {
+                let key = instance(&machine.definition.name, site);
+                let run_dir = deployment.run_dir().join("machines").join(&key);
+                match Qemu::adopt(&run_dir, &key) {
+                    Ok(Some(qemu)) => {
+                        lock(&self.machines).insert(key.clone(), Running { qemu });
+                        adopted.push(key);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Running, but its QMP socket does not answer: refuse
+                        // to go on rather than risk starting it a second time.
+                        return Err(ControlError::Failed(format!(
+                            "machine '{key}' seems to be running from an earlier daemon but cannot be reached \
+                             ({e}); check its QEMU process before starting the daemon again"
+                        )));
+                    }
                 }
             }
         }
@@ -391,6 +443,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         accel: Mutex::new(Accelerator { chosen, why, unproven_kvm }),
         machines: Mutex::default(),
         splitters: Mutex::default(),
+        exports: Mutex::default(),
         busy: Arc::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -416,6 +469,13 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     if !adopted.is_empty() {
         eprintln!("standby: adopted running machines: {}", adopted.join(", "));
     }
+    match daemon.roll_back_interrupted_failovers() {
+        Ok(rolled) if !rolled.is_empty() => {
+            eprintln!("standby: interrupted failovers rolled back: {}", rolled.join(", "))
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("standby: interrupted failovers could not be rolled back ({e})"),
+    }
     match daemon.resume_protection() {
         Ok(resumed) if !resumed.is_empty() => eprintln!("standby: protect jobs resumed: {}", resumed.join(", ")),
         Ok(_) => {}
@@ -440,6 +500,12 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
         .route("/v1/machines/{name}/stop", post(stop))
         .route("/v1/machines/{name}/protect", post(protect))
         .route("/v1/machines/{name}/unprotect", post(unprotect))
+        .route("/v1/machines/{name}/test-failover", post(test_failover))
+        .route("/v1/machines/{name}/cleanup-test-failover", post(cleanup_test_failover))
+        .route("/v1/machines/{name}/failover", post(failover))
+        .route("/v1/machines/{name}/change-point", post(change_point))
+        .route("/v1/machines/{name}/commit", post(commit))
+        .route("/v1/machines/{name}/cancel", post(cancel))
         .route("/v1/status", get(status_all))
         .route("/v1/status/{name}", get(status_one))
         .route("/v1/jobs", get(jobs))
@@ -516,7 +582,7 @@ async fn machines(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
         let listed: Vec<Value> = machines
             .into_iter()
             .map(|machine| {
-                let runtime = daemon.runtime(&machine.definition.name);
+                let runtime = daemon.runtime(&instance(&machine.definition.name, &machine.active_site));
                 let mut value = serde_json::to_value(&machine).expect("machines serialise");
                 value["runtime"] = serde_json::to_value(runtime).expect("runtimes serialise");
                 value
@@ -560,6 +626,53 @@ async fn protect(
 
 async fn unprotect(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
     blocking(move || daemon.unprotect(&name)).await
+}
+
+#[derive(Deserialize)]
+struct FailoverQuery {
+    point: Option<String>,
+    #[serde(default)]
+    shutdown_source: bool,
+}
+
+async fn test_failover(
+    AxumState(daemon): AxumState<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    Query(query): Query<FailoverQuery>,
+) -> ApiResult {
+    blocking(move || daemon.test_failover(&name, query.point)).await
+}
+
+async fn cleanup_test_failover(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || daemon.cleanup_test_failover(&name)).await
+}
+
+async fn failover(
+    AxumState(daemon): AxumState<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    Query(query): Query<FailoverQuery>,
+) -> ApiResult {
+    blocking(move || daemon.failover(&name, query.point, query.shutdown_source)).await
+}
+
+async fn change_point(
+    AxumState(daemon): AxumState<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    Query(query): Query<FailoverQuery>,
+) -> ApiResult {
+    blocking(move || match query.point {
+        Some(point) => daemon.change_point(&name, point),
+        None => Err(ControlError::Refused("change-point needs --point P".into())),
+    })
+    .await
+}
+
+async fn commit(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || daemon.commit(&name)).await
+}
+
+async fn cancel(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || daemon.cancel(&name)).await
 }
 
 async fn status_all(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {

@@ -12,6 +12,7 @@ pub mod daemon;
 mod deployment;
 mod error;
 mod machine;
+pub mod points;
 mod process;
 pub mod qemu;
 mod state;

@@ -45,6 +45,9 @@ pub struct Machine {
     /// a split brain.
     pub generation: u64,
     pub disks: Vec<DiskDefinition>,
+    /// What the lifecycle needs to remember: the running drill, the
+    /// failover's point and what happened to the source, …
+    pub details: serde_json::Value,
 }
 
 impl Machine {

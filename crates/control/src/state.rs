@@ -1,5 +1,5 @@
 //! The deployment's state in SQLite (WAL, so the daemon and the command
-//! line can both use it). Schema version 1:
+//! line can both use it). Schema (version 1, and what later versions added):
 //!
 //! ```sql
 //! meta(key PRIMARY KEY, value)                          -- schema_version
@@ -9,6 +9,7 @@
 //!          state, active_site, policy, generation, created)
 //! disks(machine, position, vault_disk, primary_path, recovery_path, PRIMARY KEY (machine, position))
 //! jobs(id INTEGER PRIMARY KEY, machine, command, state, steps (JSON), error, created, updated)   -- version 2
+//! machines.details (JSON: the running drill, the failover's point and source, …)                -- version 3
 //! ```
 //!
 //! A database of an older version is migrated when opened (in one
@@ -23,11 +24,12 @@ use serde::Serialize;
 use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations from each version to the next: `MIGRATIONS[v - 1]` takes a
 /// database from version v to v + 1.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE jobs (
     id INTEGER PRIMARY KEY,
     machine TEXT NOT NULL,
@@ -38,7 +40,11 @@ CREATE TABLE jobs (
     created TEXT NOT NULL,
     updated TEXT NOT NULL
 );
-"];
+",
+    "
+ALTER TABLE machines ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
+",
+];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
 const SCHEMA: &str = "
@@ -244,6 +250,29 @@ impl State {
         Ok(())
     }
 
+    /// Records where a machine runs and its details (after a failover, a
+    /// cancel, …) together with its state, in one statement.
+    pub fn set_machine_placement(
+        &self,
+        name: &str,
+        state: &str,
+        active_site: &str,
+        generation: u64,
+        details: &serde_json::Value,
+    ) -> Result<(), ControlError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE machines SET state = ?1, active_site = ?2, generation = ?3, details = ?4 WHERE name = ?5",
+                params![state, active_site, generation as i64, details.to_string(), name],
+            )
+            .map_err(|e| self.error(e))?;
+        if changed == 0 {
+            return Err(ControlError::Failed(format!("machine '{name}' vanished from the state")));
+        }
+        Ok(())
+    }
+
     /// Records a new machine and its disks in one transaction.
     pub fn add_machine(
         &mut self,
@@ -261,7 +290,7 @@ impl State {
         }
         transaction
             .execute(
-                "INSERT INTO machines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'unprotected', 'primary', NULL, 1, ?8)",
+                "INSERT INTO machines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'unprotected', 'primary', NULL, 1, ?8, '{}')",
                 params![
                     definition.name,
                     definition.cpus,
@@ -295,8 +324,8 @@ impl State {
         let mut statement = self
             .connection
             .prepare(
-                "SELECT name, cpus, memory_mib, kernel, initrd, append, nics, state, active_site, policy, generation \
-                 FROM machines ORDER BY name",
+                "SELECT name, cpus, memory_mib, kernel, initrd, append, nics, state, active_site, policy, generation, \
+                 details FROM machines ORDER BY name",
             )
             .map_err(|e| self.error(e))?;
         let rows = statement
@@ -316,6 +345,7 @@ impl State {
                     active_site: row.get(8)?,
                     policy: row.get(9)?,
                     generation: row.get::<_, i64>(10)? as u64,
+                    details: serde_json::from_str(&row.get::<_, String>(11)?).unwrap_or_default(),
                     disks: Vec::new(),
                 })
             })

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use standby_lifecycle::{transition, Command, Transition};
 
-use super::{lock, Daemon, JobSteps};
-use crate::agent::{Splitter, SplitterSpec};
+use super::{instance, lock, Daemon, JobSteps};
+use crate::agent::{Agent, SplitterSpec};
 use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
@@ -63,9 +63,9 @@ impl Daemon {
                 }
                 splitters.remove(&disk.vault_disk);
             }
-            let splitter = match Splitter::adopt(&run_dir, &disk.vault_disk) {
+            let splitter = match Agent::adopt(&run_dir, &disk.vault_disk) {
                 Some(splitter) => splitter,
-                None => Splitter::start(&SplitterSpec {
+                None => Agent::splitter(&SplitterSpec {
                     exe: &self.exe,
                     disk: &disk.vault_disk,
                     image: &image,
@@ -99,7 +99,8 @@ impl Daemon {
     /// Moves the disks of `machine`, when it runs, onto `drives`.
     fn switch_running_drives(&self, machine: &Machine, drives: &[Drive]) -> Result<bool, ControlError> {
         let mut machines = lock(&self.machines);
-        let Some(running) = machines.get_mut(&machine.definition.name).filter(|r| r.qemu.running()) else {
+        let key = instance(&machine.definition.name, &machine.active_site);
+        let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else {
             return Ok(false);
         };
         for (index, drive) in drives.iter().enumerate() {
@@ -180,7 +181,7 @@ impl Daemon {
             // Marking waits for the vault: not under the splitters' lock.
             let control = lock(&self.splitters)
                 .get(&disk.vault_disk)
-                .map(Splitter::control)
+                .map(Agent::control)
                 .ok_or_else(|| splitter_gone(&disk.vault_disk))?;
             points.push(format!("{} point {}", disk.vault_disk, control.mark(false, "protected")?));
         }
@@ -191,7 +192,7 @@ impl Daemon {
 
     /// Whether every disk's splitter has read the whole image and shipped
     /// everything, and a line saying how far they are.
-    fn replication_progress(&self, machine: &Machine) -> Result<(bool, String), ControlError> {
+    pub(super) fn replication_progress(&self, machine: &Machine) -> Result<(bool, String), ControlError> {
         let mut caught_up = true;
         let mut left = 0;
         let mut queued = 0;
@@ -245,7 +246,7 @@ impl Daemon {
         let mut failures = Vec::new();
         for disk in &machine.disks {
             let splitter =
-                lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Splitter::adopt(&run_dir, &disk.vault_disk));
+                lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Agent::adopt(&run_dir, &disk.vault_disk));
             if let Some(splitter) = splitter {
                 if let Err(e) = splitter.stop() {
                     failures.push(e.to_string());
@@ -326,7 +327,7 @@ impl Daemon {
         machine: &Machine,
     ) -> Result<Value, ControlError> {
         let name = &machine.definition.name;
-        let running = self.runtime(name).running;
+        let running = self.runtime(&instance(name, &machine.active_site)).running;
         let mut value = json!({
             "name": name, "state": machine.state, "site": machine.active_site, "running": running,
             "policy": machine.policy,

@@ -1,0 +1,146 @@
+//! Drills and failovers on a real guest under TCG: test-failover boots a
+//! copy from the vault at once while replication carries on, and its
+//! cleanup removes every trace; failover with --shutdown-source loses no
+//! acknowledged record; change-point boots an older point; cancel returns
+//! the machine to its source with nothing lost; commit makes it final.
+//! Every refused transition names the state and what it allows.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use standby_testkit::{console_text, wait_for_console};
+use support::daemon::{add_guest_machine, console_of, wait_for, Daemon};
+use support::{path, run};
+
+fn acknowledged(console: &str) -> u64 {
+    standby_guest::acknowledged(&console_text(Path::new(console))).expect("the guest acknowledged records")
+}
+
+/// The records a booted copy found on its disk ("ready, next record N").
+fn found_at_boot(console: &Path) -> u64 {
+    wait_for_console(console, "standby-guest: ready, next record ", Duration::from_secs(120));
+    let text = console_text(console);
+    let line = text.lines().rfind(|l| l.contains("standby-guest: ready, next record ")).unwrap();
+    line.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap() - 1
+}
+
+fn instance_console(home: &Path, key: &str) -> PathBuf {
+    home.join(format!("run/machines/{key}/{key}.console"))
+}
+
+#[test]
+fn drill_failover_change_point_cancel_and_commit() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
+    add_guest_machine(&home, "web", &workload);
+    let _daemon = Daemon::start(&home);
+    run(&["test-failover", "web", "--home", h]).bad_input("the machine is unprotected: test-failover is not allowed");
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    wait_for(&console, "standby-guest: record 3\n");
+    run(&["protect", "web", "--home", h]).ok();
+    for refused in [["commit"], ["cancel"], ["cleanup-test-failover"]] {
+        run(&[refused[0], "web", "--home", h]).bad_input("the machine is protected");
+    }
+    run(&["test-failover", "web", "--point", "yesterday", "--home", h])
+        .bad_input("'yesterday' is not a recovery point");
+    run(&["test-failover", "web", "--point", "2001-01-01T00:00:00Z", "--home", h]).bad_input("older than disk");
+
+    // A drill from latest: the copy boots from what the vault holds (every
+    // record acknowledged a few seconds before: the RPO is the seal
+    // interval), while the source keeps writing and replicating.
+    let before_drill = acknowledged(&console);
+    std::thread::sleep(Duration::from_secs(3));
+    let job = run(&["test-failover", "web", "--home", h, "--json"]).ok().json();
+    assert!(job["steps"][2]["detail"].as_str().unwrap().contains("isolated"), "{job}");
+    let drill_console = instance_console(&home, "web@drill");
+    let drill_found = found_at_boot(&drill_console);
+    assert!(drill_found >= before_drill, "the drill found {drill_found} records, {before_drill} were acknowledged");
+    wait_for(drill_console.to_str().unwrap(), &format!("standby-guest: record {}\n", drill_found + 3));
+    run(&["test-failover", "web", "--home", h]).bad_input("the machine is test-failover");
+    run(&["commit", "web", "--home", h]).bad_input("allowed: cleanup-test-failover, failover");
+    let source_now = acknowledged(&console);
+    wait_for(&console, &format!("standby-guest: record {}\n", source_now + 3));
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(status["machines"][0]["health"], "healthy", "{status}");
+    let overlay = home.join("sites/recovery/drills/web-disk0.overlay");
+    assert!(overlay.exists());
+    let job = run(&["cleanup-test-failover", "web", "--home", h, "--json"]).ok().json();
+    let removed = job["steps"][0]["detail"].as_str().unwrap();
+    assert!(removed.contains("web-disk0.overlay") && removed.contains("web@drill"), "{job}");
+    assert!(!overlay.exists() && !home.join("run/machines/web@drill").exists());
+    assert!(!home.join("run/exports/web.disk0@drill.sock").exists());
+
+    // An older moment, remembered for change-point.
+    let older_acknowledged = acknowledged(&console);
+    let older = jiff::Timestamp::now().to_string();
+    wait_for(&console, &format!("standby-guest: record {}\n", older_acknowledged + 20));
+
+    // Failover shutting the source down: the recovery VM has every record
+    // the source acknowledged.
+    let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
+    assert!(job["steps"][1]["detail"].as_str().unwrap().contains("shut down cleanly"), "{job}");
+    let source_acknowledged = acknowledged(&console);
+    let recovery_console = instance_console(&home, "web@recovery");
+    let recovered = found_at_boot(&recovery_console);
+    assert!(recovered >= source_acknowledged, "{recovered} records recovered, {source_acknowledged} acknowledged");
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(
+        (listed["machines"][0]["state"].as_str(), listed["machines"][0]["active_site"].as_str()),
+        (Some("failed-over"), Some("recovery"))
+    );
+    run(&["failover", "web", "--home", h]).bad_input("the machine is failed-over");
+
+    // Change of point to the older moment: fewer records, all of those
+    // acknowledged before it; the recovery VM's writes so far set aside.
+    run(&["change-point", "web", "--point", &older, "--home", h]).ok();
+    let at_older = found_at_boot(&recovery_console);
+    assert!(at_older >= older_acknowledged && at_older < recovered, "{at_older} records at {older}");
+    assert!(std::fs::read_dir(home.join("sites/recovery/set-aside")).unwrap().count() == 1);
+
+    // Cancel: back at the source, started again, nothing it acknowledged lost.
+    run(&["cancel", "web", "--home", h]).ok();
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(
+        (listed["machines"][0]["state"].as_str(), listed["machines"][0]["active_site"].as_str()),
+        (Some("protected"), Some("primary"))
+    );
+    assert!(!home.join("run/machines/web@recovery/web@recovery.pid").exists());
+    let console = console_of(&home, "web");
+    let resumed = found_at_boot(Path::new(&console));
+    assert!(resumed >= source_acknowledged, "{resumed} records at the source, {source_acknowledged} acknowledged");
+    wait_for(&console, &format!("standby-guest: record {}\n", resumed + 3));
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(status["machines"][0]["health"], "healthy", "{status}");
+
+    // Failover again and commit.
+    run(&["failover", "web", "--shutdown-source", "--home", h]).ok();
+    let source_acknowledged = acknowledged(&console);
+    assert!(found_at_boot(&recovery_console) >= source_acknowledged);
+    run(&["commit", "web", "--home", h]).ok();
+    run(&["cancel", "web", "--home", h]).bad_input("the machine is committed");
+    run(&["change-point", "web", "--point", "latest", "--home", h]).bad_input("the machine is committed");
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    let commands: Vec<&str> = jobs["jobs"].as_array().unwrap().iter().map(|j| j["command"].as_str().unwrap()).collect();
+    assert_eq!(
+        commands,
+        [
+            "commit",
+            "failover",
+            "cancel",
+            "change-point",
+            "failover",
+            "cleanup-test-failover",
+            "test-failover",
+            "protect",
+            "machine start"
+        ]
+    );
+    assert!(jobs["jobs"].as_array().unwrap().iter().all(|j| j["state"] == "succeeded"), "{jobs}");
+    run(&["machine", "stop", "web", "--home", h]).ok();
+}

@@ -1,0 +1,580 @@
+//! Drills and failovers: a machine booted at the recovery site, at once,
+//! from a recovery point (each disk an export of the point with an overlay
+//! taking its writes, so the boot does not wait for a restore and its
+//! writes are tracked from the first one).
+//!
+//! - `test-failover` boots a drill copy (`NAME@drill`) with no network
+//!   device at all (isolated by construction) while replication carries on;
+//!   `cleanup-test-failover` removes the copy, its exports, overlays,
+//!   sockets and logs, and lists them.
+//! - `failover` (optionally shutting the source down first, then waiting
+//!   for its last writes to reach the vault) boots `NAME@recovery`;
+//!   `change-point` boots it again from another point; `cancel` stops it
+//!   and returns the machine to its source, restarting the source when the
+//!   failover had shut it down; `commit` makes the move final.
+//!
+//! Writes a recovery VM made are never deleted by these commands: a
+//! change of point or a cancel sets its overlays aside in
+//! `sites/recovery/set-aside/NAME-jobID/` and says so.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use standby_lifecycle::Command;
+
+use super::protection::check;
+use super::{instance, lock, Daemon, POWER_DOWN_TIMEOUT};
+use crate::agent::{Agent, ExportSpec};
+use crate::deployment::Deployment;
+use crate::error::ControlError;
+use crate::machine::Machine;
+use crate::points::{self, MachinePoint};
+use crate::qemu::{Drive, Stopped};
+
+/// States in which a machine runs (or would run) from its failover point's exports.
+pub(super) fn on_exports(state: &str) -> bool {
+    matches!(state, "failed-over" | "committed")
+}
+
+/// How long a failover waits for the source's last writes to reach the vault.
+const LAST_WRITES_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Daemon {
+    /// Starts (or adopts) an export of `point` for every disk of `machine`
+    /// at `site` (`recovery` or `drill`) and returns the drives on them.
+    pub(super) fn serve_point(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        point: &MachinePoint,
+        site: &str,
+    ) -> Result<Vec<Drive>, ControlError> {
+        let run_dir = deployment.run_dir().join("exports");
+        let vault = deployment.vault();
+        let mut drives = Vec::new();
+        for (index, disk) in machine.disks.iter().enumerate() {
+            let name = instance(&disk.vault_disk, site);
+            let overlay = overlay_path(deployment, machine, index, site);
+            if let Some(parent) = overlay.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| ControlError::io(parent, e))?;
+            }
+            let mut exports = lock(&self.exports);
+            let running = exports.get_mut(&name).is_some_and(|agent| agent.running());
+            if !running {
+                let agent = match Agent::adopt(&run_dir, &name) {
+                    Some(agent) => agent,
+                    None => Agent::export(&ExportSpec {
+                        exe: &self.exe,
+                        name: &name,
+                        disk: &disk.vault_disk,
+                        vault: &vault,
+                        point: &point.time,
+                        overlay: &overlay,
+                        run_dir: &run_dir,
+                    })?,
+                };
+                exports.insert(name.clone(), agent);
+            }
+            let socket = exports[&name].socket.clone();
+            drives.push(Drive::Nbd { socket, export: disk.vault_disk.clone() });
+        }
+        Ok(drives)
+    }
+
+    /// Stops the exports of `machine` at `site`; returns the files they used.
+    fn stop_exports(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        site: &str,
+    ) -> Result<Vec<PathBuf>, ControlError> {
+        let run_dir = deployment.run_dir().join("exports");
+        let mut removed = Vec::new();
+        for disk in &machine.disks {
+            let name = instance(&disk.vault_disk, site);
+            let agent = lock(&self.exports).remove(&name).or_else(|| Agent::adopt(&run_dir, &name));
+            if let Some(agent) = agent {
+                let (socket, log) = (agent.socket.clone(), agent.log.clone());
+                agent.stop()?;
+                removed.extend(remove_files(&[socket, log])?);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Ends instance `key` of a machine: ACPI power-down with the usual
+    /// timeout, or at once. Returns how it ended, or `None` when it was
+    /// not running.
+    fn stop_instance(&self, key: &str, at_once: bool) -> Result<Option<&'static str>, ControlError> {
+        let running = lock(&self.machines).remove(key);
+        let Some(mut running) = running.filter(|r| r.qemu.running()) else { return Ok(None) };
+        if at_once {
+            running.qemu.kill();
+            return Ok(Some("powered off"));
+        }
+        Ok(Some(match running.qemu.power_down(POWER_DOWN_TIMEOUT)? {
+            Stopped::Clean => "shut down cleanly",
+            Stopped::Forced => "forced off after the guest ignored the power button",
+        }))
+    }
+
+    /// Boots instance `key` of `machine` on `drives`.
+    fn boot(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        key: &str,
+        drives: Vec<Drive>,
+    ) -> Result<Value, ControlError> {
+        let accel = self.accel_for(machine.definition.kernel.as_deref());
+        self.launch(deployment, machine, key, drives, accel)
+    }
+
+    pub(super) fn test_failover(self: &Arc<Self>, name: &str, point: Option<String>) -> Result<Value, ControlError> {
+        const STEPS: [&str; 3] = ["choose the point", "serve the point", "boot the drill copy"];
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::TestFailover)?;
+        let point = self.resolve_point(&deployment, &machine, point.as_deref())?;
+        self.spawn_job(&deployment, name, "test-failover", &STEPS, move |daemon, job| {
+            let deployment = job.deployment;
+            let mut details = machine.details.clone();
+            details["drill"] = json!({"point": point, "job": job.id});
+            deployment.state.set_machine_placement(
+                name_of(&machine),
+                "test-failover",
+                &machine.active_site,
+                machine.generation,
+                &details,
+            )?;
+            job.step(STEPS[0], "done", &point.described)?;
+            let booted = (|| {
+                // Leftovers of a drill a crash interrupted are not resumed.
+                daemon.remove_drill(deployment, &machine)?;
+                job.step(STEPS[1], "running", "")?;
+                let drives = daemon.serve_point(deployment, &machine, &point, "drill")?;
+                job.step(STEPS[1], "done", &format!("{} disk(s) exported", drives.len()))?;
+                job.step(STEPS[2], "running", "")?;
+                let key = instance(name_of(&machine), "drill");
+                let runtime = daemon.boot(deployment, &machine, &key, drives)?;
+                job.step(STEPS[2], "done", &format!("pid {}, no network device (isolated)", runtime["pid"]))?;
+                Ok(runtime)
+            })();
+            match booted {
+                Ok(runtime) => Ok(json!({"name": name_of(&machine), "state": "test-failover", "point": point,
+                                         "drill": runtime})),
+                Err(e) => {
+                    // Nothing of a half-started drill stays behind.
+                    let _ = daemon.remove_drill(deployment, &machine);
+                    deployment.state.set_machine_placement(
+                        name_of(&machine),
+                        &machine.state,
+                        &machine.active_site,
+                        machine.generation,
+                        &machine.details,
+                    )?;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Stops the drill copy and its exports and removes every file they
+    /// used; returns what it removed.
+    fn remove_drill(&self, deployment: &Deployment, machine: &Machine) -> Result<Vec<PathBuf>, ControlError> {
+        let key = instance(name_of(machine), "drill");
+        let mut removed = Vec::new();
+        self.stop_instance(&key, true)?;
+        let run_dir = deployment.run_dir().join("machines").join(&key);
+        if run_dir.exists() {
+            std::fs::remove_dir_all(&run_dir).map_err(|e| ControlError::io(&run_dir, e))?;
+            removed.push(run_dir);
+        }
+        removed.extend(self.stop_exports(deployment, machine, "drill")?);
+        for index in 0..machine.disks.len() {
+            let overlay = overlay_path(deployment, machine, index, "drill");
+            removed.extend(remove_files(&[standby_splitter::export::map_path(&overlay), overlay])?);
+        }
+        Ok(removed)
+    }
+
+    pub(super) fn cleanup_test_failover(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+        const STEPS: [&str; 1] = ["remove the drill copy, its exports and overlays"];
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::CleanupTestFailover)?;
+        self.spawn_job(&deployment, name, "cleanup-test-failover", &STEPS, move |daemon, job| {
+            job.step(STEPS[0], "running", "")?;
+            let removed = daemon.remove_drill(job.deployment, &machine)?;
+            let mut details = machine.details.clone();
+            if let Some(map) = details.as_object_mut() {
+                map.remove("drill");
+            }
+            job.deployment.state.set_machine_placement(
+                name_of(&machine),
+                "protected",
+                &machine.active_site,
+                machine.generation,
+                &details,
+            )?;
+            let listed: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+            job.step(STEPS[0], "done", &format!("removed {}", listed.join(", ")))?;
+            Ok(json!({"name": name_of(&machine), "state": "protected", "removed": listed}))
+        })
+    }
+
+    /// Resolves the operator's point (default `latest`) for `machine`.
+    fn resolve_point(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        point: Option<&str>,
+    ) -> Result<MachinePoint, ControlError> {
+        let vault = deployment.open_vault()?;
+        let disks: Vec<String> = machine.disks.iter().map(|d| d.vault_disk.clone()).collect();
+        points::resolve(&vault, &disks, point.unwrap_or("latest"))
+    }
+
+    pub(super) fn failover(
+        self: &Arc<Self>,
+        name: &str,
+        point: Option<String>,
+        shutdown_source: bool,
+    ) -> Result<Value, ControlError> {
+        const STEPS: [&str; 6] = [
+            "remove the drill",
+            "shut down the source",
+            "wait for the source's last writes",
+            "choose the point",
+            "serve the point",
+            "boot at the recovery site",
+        ];
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::Failover)?;
+        if machine.active_site != "primary" {
+            return Err(ControlError::Refused(format!(
+                "machine '{name}' runs at its {} site; failover moves machines from their primary site",
+                machine.active_site
+            )));
+        }
+        // An explicit point is checked now; `latest` is chosen after the
+        // source's last writes arrived.
+        if let Some(point) = &point {
+            self.resolve_point(&deployment, &machine, Some(point))?;
+        }
+        self.spawn_job(&deployment, name, "failover", &STEPS, move |daemon, job| {
+            let deployment = job.deployment;
+            let name = name_of(&machine);
+            let mut details = machine.details.clone();
+            deployment.state.set_machine_placement(
+                name,
+                "failover-in-progress",
+                &machine.active_site,
+                machine.generation,
+                &details,
+            )?;
+            let outcome = (|| -> Result<(MachinePoint, Value), ControlError> {
+                if machine.state == "test-failover" {
+                    job.step(STEPS[0], "running", "")?;
+                    daemon.remove_drill(deployment, &machine)?;
+                    job.step(STEPS[0], "done", "the drill copy is gone")?;
+                } else {
+                    job.step(STEPS[0], "done", "no drill was running")?;
+                }
+                job.step(STEPS[1], "running", "")?;
+                let source = instance(name, &machine.active_site);
+                let (source_detail, shut_down) = if !daemon.runtime(&source).running {
+                    ("the source was not running".to_string(), false)
+                } else if shutdown_source {
+                    match daemon.stop_instance(&source, false) {
+                        Ok(Some(how)) => (format!("the source {how}"), true),
+                        Ok(None) => ("the source stopped by itself".to_string(), false),
+                        // It cannot be reached: carry on, saying why.
+                        Err(e) => (format!("the source could not be shut down ({e}); it may still be running"), false),
+                    }
+                } else {
+                    (
+                        "the source is left running (no --shutdown-source): its writes after the point are not in \
+                         the recovery VM"
+                            .to_string(),
+                        false,
+                    )
+                };
+                job.step(STEPS[1], "done", &source_detail)?;
+                job.step(STEPS[2], "running", "")?;
+                let waited = daemon.wait_for_last_writes(&machine, shut_down || !daemon.runtime(&source).running);
+                job.step(STEPS[2], "done", &waited)?;
+                job.step(STEPS[3], "running", "")?;
+                let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
+                job.step(STEPS[3], "done", &chosen.described)?;
+                details["failover"] = json!({"point": chosen, "job": job.id, "source": source_detail,
+                                             "source_shut_down": shut_down, "from_site": machine.active_site});
+                // Recorded before the boot: a daemon that dies from here on
+                // finds the point to roll back from or run on.
+                deployment.state.set_machine_placement(
+                    name,
+                    "failover-in-progress",
+                    &machine.active_site,
+                    machine.generation,
+                    &details,
+                )?;
+                job.step(STEPS[4], "running", "")?;
+                // Overlays of an earlier failover are never resumed at another point.
+                daemon.set_aside(deployment, &machine, job.id)?;
+                let drives = daemon.serve_point(deployment, &machine, &chosen, "recovery")?;
+                job.step(STEPS[4], "done", &format!("{} disk(s) exported", drives.len()))?;
+                job.step(STEPS[5], "running", "")?;
+                let started = Instant::now();
+                let runtime = daemon.boot(deployment, &machine, &instance(name, "recovery"), drives)?;
+                job.step(STEPS[5], "done", &format!("pid {} in {} ms", runtime["pid"], started.elapsed().as_millis()))?;
+                Ok((chosen, runtime))
+            })();
+            match outcome {
+                Ok((chosen, runtime)) => {
+                    deployment.state.set_machine_placement(
+                        name,
+                        "failed-over",
+                        "recovery",
+                        machine.generation + 1,
+                        &details,
+                    )?;
+                    Ok(json!({"name": name, "state": "failed-over", "point": chosen, "recovery": runtime}))
+                }
+                Err(e) => {
+                    let rolled = daemon.roll_back_failover(deployment, &machine, &details, job.id);
+                    Err(match rolled {
+                        Ok(_) => ControlError::Failed(format!("{e}; the machine is back at its source, protected")),
+                        Err(rollback) => ControlError::Failed(format!("{e}; rolling back failed too: {rollback}")),
+                    })
+                }
+            }
+        })
+    }
+
+    /// Waits until the splitters shipped everything, when the source is
+    /// stopped (else there is no "last" write). Says what it found.
+    fn wait_for_last_writes(&self, machine: &Machine, source_stopped: bool) -> String {
+        if !source_stopped {
+            return "not waited for: the source runs".to_string();
+        }
+        let deadline = Instant::now() + LAST_WRITES_TIMEOUT;
+        loop {
+            match self.replication_progress(machine) {
+                Ok((true, _)) => return "every write of the source is in the vault".to_string(),
+                Ok((false, detail)) if Instant::now() > deadline => {
+                    return format!("gave up after {} s: {detail}", LAST_WRITES_TIMEOUT.as_secs());
+                }
+                Err(e) => return format!("the splitters cannot tell ({e}); failing over with what the vault has"),
+                Ok(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Undoes a failover: the recovery VM stopped, its writes set aside,
+    /// the exports stopped, the source started again when the failover
+    /// shut it down; the machine protected at its source. Returns what it
+    /// did.
+    fn roll_back_failover(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        details: &Value,
+        job: i64,
+    ) -> Result<Vec<String>, ControlError> {
+        let name = name_of(machine);
+        let mut done = Vec::new();
+        if let Some(how) = self.stop_instance(&instance(name, "recovery"), true)? {
+            done.push(format!("the recovery VM was {how}"));
+        }
+        self.stop_exports(deployment, machine, "recovery")?;
+        if let Some(folder) = self.set_aside(deployment, machine, job)? {
+            done.push(format!("its writes are set aside in {}", folder.display()));
+        }
+        let source_site = details["failover"]["from_site"].as_str().unwrap_or("primary");
+        let mut details = details.clone();
+        let shut_down = details["failover"]["source_shut_down"].as_bool() == Some(true);
+        if let Some(map) = details.as_object_mut() {
+            map.remove("failover");
+        }
+        let generation = if machine.active_site == source_site { machine.generation } else { machine.generation + 1 };
+        deployment.state.set_machine_placement(name, "protected", source_site, generation, &details)?;
+        if shut_down {
+            let machine = deployment.state.machine(name)?;
+            let (drives, _) = self.drives(deployment, &machine)?;
+            let runtime = self.boot(deployment, &machine, &instance(name, source_site), drives)?;
+            done.push(format!("the source was started again (pid {})", runtime["pid"]));
+        }
+        Ok(done)
+    }
+
+    /// Moves the recovery overlays of `machine` (the writes its recovery VM
+    /// made) to `sites/recovery/set-aside/NAME-jobID/`; returns the folder
+    /// when there was anything to move.
+    fn set_aside(&self, deployment: &Deployment, machine: &Machine, job: i64) -> Result<Option<PathBuf>, ControlError> {
+        let folder = deployment
+            .path(&deployment.config.recovery.disks)
+            .parent()
+            .unwrap_or(&deployment.home)
+            .join("set-aside")
+            .join(format!("{}-job{job}", name_of(machine)));
+        let mut moved = false;
+        for index in 0..machine.disks.len() {
+            let overlay = overlay_path(deployment, machine, index, "recovery");
+            for file in [standby_splitter::export::map_path(&overlay), overlay] {
+                if file.exists() {
+                    std::fs::create_dir_all(&folder).map_err(|e| ControlError::io(&folder, e))?;
+                    let target = folder.join(file.file_name().expect("overlays have names"));
+                    std::fs::rename(&file, &target).map_err(|e| ControlError::io(&file, e))?;
+                    moved = true;
+                }
+            }
+        }
+        Ok(moved.then_some(folder))
+    }
+
+    pub(super) fn change_point(self: &Arc<Self>, name: &str, point: String) -> Result<Value, ControlError> {
+        const STEPS: [&str; 4] =
+            ["stop the recovery VM", "set its writes aside", "serve the new point", "boot at the recovery site"];
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::ChangePoint)?;
+        let chosen = self.resolve_point(&deployment, &machine, Some(&point))?;
+        self.spawn_job(&deployment, name, "change-point", &STEPS, move |daemon, job| {
+            let deployment = job.deployment;
+            let name = name_of(&machine);
+            let key = instance(name, "recovery");
+            job.step(STEPS[0], "running", "")?;
+            let how = daemon.stop_instance(&key, true)?;
+            daemon.stop_exports(deployment, &machine, "recovery")?;
+            job.step(STEPS[0], "done", how.unwrap_or("it was not running"))?;
+            job.step(STEPS[1], "running", "")?;
+            let folder = daemon.set_aside(deployment, &machine, job.id)?;
+            let aside = folder.map(|f| format!("in {}", f.display())).unwrap_or_else(|| "it wrote nothing".into());
+            job.step(STEPS[1], "done", &aside)?;
+            let mut details = machine.details.clone();
+            details["failover"]["point"] = json!(chosen);
+            deployment.state.set_machine_placement(name, "failed-over", "recovery", machine.generation, &details)?;
+            job.step(STEPS[2], "running", "")?;
+            let drives = daemon.serve_point(deployment, &machine, &chosen, "recovery")?;
+            job.step(STEPS[2], "done", &chosen.described)?;
+            job.step(STEPS[3], "running", "")?;
+            let runtime = daemon.boot(deployment, &machine, &key, drives)?;
+            job.step(STEPS[3], "done", &format!("pid {}", runtime["pid"]))?;
+            Ok(json!({"name": name, "state": "failed-over", "point": chosen, "recovery": runtime}))
+        })
+    }
+
+    pub(super) fn cancel(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+        const STEPS: [&str; 1] = ["return to the source"];
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::Cancel)?;
+        if machine.state == "ready-to-complete" {
+            return Err(ControlError::Refused(format!(
+                "machine '{name}': cancelling a planned failover is not supported by this version yet"
+            )));
+        }
+        self.spawn_job(&deployment, name, "cancel", &STEPS, move |daemon, job| {
+            job.step(STEPS[0], "running", "")?;
+            let done = daemon.roll_back_failover(job.deployment, &machine, &machine.details, job.id)?;
+            job.step(STEPS[0], "done", &done.join("; "))?;
+            Ok(json!({"name": name_of(&machine), "state": "protected", "done": done}))
+        })
+    }
+
+    pub(super) fn commit(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+        const STEPS: [&str; 2] = ["stop replication from the old source", "commit"];
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::Commit)?;
+        let source_site = machine.details["failover"]["from_site"].as_str().unwrap_or("primary").to_string();
+        self.spawn_job(&deployment, name, "commit", &STEPS, move |daemon, job| {
+            let name = name_of(&machine);
+            job.step(STEPS[0], "running", "")?;
+            // The old source's splitters ship what they have and stop; their
+            // intent logs stay (reprotect reads what they never shipped).
+            let source_running = daemon.runtime(&instance(name, &source_site)).running;
+            let detail = if source_running {
+                "the old source still runs: its splitters keep tracking its writes".to_string()
+            } else {
+                let mut stopped = 0;
+                for disk in &machine.disks {
+                    if let Some(agent) = lock(&daemon.splitters).remove(&disk.vault_disk) {
+                        agent.stop()?;
+                        stopped += 1;
+                    }
+                }
+                format!("{stopped} splitter(s) stopped after shipping")
+            };
+            job.step(STEPS[0], "done", &detail)?;
+            job.step(STEPS[1], "running", "")?;
+            let mut details = machine.details.clone();
+            details["failover"]["committed"] = json!(jiff::Timestamp::now().to_string());
+            job.deployment.state.set_machine_placement(name, "committed", "recovery", machine.generation, &details)?;
+            job.step(STEPS[1], "done", "the machine runs at the recovery site for good; reprotect replicates it back")?;
+            Ok(json!({"name": name, "state": "committed"}))
+        })
+    }
+
+    /// At the daemon's start: a failover an earlier daemon left in the
+    /// middle is rolled back (the machine returns to its source,
+    /// protected); returns the machines it rolled back.
+    pub(super) fn roll_back_interrupted_failovers(self: &Arc<Self>) -> Result<Vec<String>, ControlError> {
+        let deployment = self.deployment()?;
+        let mut rolled = Vec::new();
+        for machine in deployment.state.machines()? {
+            if machine.state != "failover-in-progress" {
+                continue;
+            }
+            let name = machine.definition.name.clone();
+            let steps = ["roll back the interrupted failover"];
+            self.spawn_job(
+                &deployment,
+                &name,
+                "failover (rolled back after a daemon restart)",
+                &steps,
+                move |daemon, job| {
+                    job.step(steps[0], "running", "")?;
+                    let done = daemon.roll_back_failover(job.deployment, &machine, &machine.details, job.id)?;
+                    job.step(steps[0], "done", &done.join("; "))?;
+                    Ok(json!({"name": name_of(&machine), "state": "protected", "done": done}))
+                },
+            )?;
+            rolled.push(name);
+        }
+        Ok(rolled)
+    }
+}
+
+fn name_of(machine: &Machine) -> &str {
+    &machine.definition.name
+}
+
+/// Where the writes of disk `index` go when `machine` runs from a point at
+/// `site`: beside the recovery site's disks for a failover, in `drills/`
+/// for a drill.
+fn overlay_path(deployment: &Deployment, machine: &Machine, index: usize, site: &str) -> PathBuf {
+    let disks = deployment.path(&deployment.config.recovery.disks);
+    let file = machine.disks[index].recovery_path.with_extension("overlay");
+    let file = file.file_name().expect("disk images have names");
+    match site {
+        "drill" => disks.parent().unwrap_or(&deployment.home).join("drills").join(file),
+        _ => disks.join(file),
+    }
+}
+
+/// Removes the files that exist among `files`; returns them.
+fn remove_files(files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
+    let mut removed = Vec::new();
+    for file in files {
+        match std::fs::remove_file(file) {
+            Ok(()) => removed.push(file.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ControlError::io(file, e)),
+        }
+    }
+    Ok(removed)
+}
