@@ -281,6 +281,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// After a committed failover, replicate the machine back to the site it came from, moving only the
+    /// blocks that differ (the old source stays off). Follows the job.
+    Reprotect {
+        name: String,
+        /// Do not use the old source's disks: every block is copied.
+        #[arg(long)]
+        alternate_location: bool,
+        /// Overwrite writes the old source made after the failover began (a split brain).
+        #[arg(long)]
+        discard_source_writes: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
     /// Replicated machines: state, health, current RPO, latest points.
     Status {
         name: Option<String>,
@@ -407,6 +424,10 @@ pub enum MachineCommand {
         /// Cut the power at once.
         #[arg(long)]
         force: bool,
+        /// Stop its instance at this site (primary or recovery) rather than at its active site: an old source
+        /// left running by a failover.
+        #[arg(long)]
+        site: Option<String>,
         #[command(flatten)]
         home: HomeArguments,
         #[arg(long)]

@@ -330,6 +330,12 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Cancel { name, no_wait, home, json } => {
             crate::lifecycle::run_job(&home, &machine_path(&name, "cancel"), no_wait, json)
         }
+        Command::Reprotect { name, alternate_location, discard_source_writes, no_wait, home, json } => {
+            let query = format!(
+                "reprotect?alternate_location={alternate_location}&discard_source_writes={discard_source_writes}"
+            );
+            crate::lifecycle::run_job(&home, &machine_path(&name, &query), no_wait, json)
+        }
         Command::Status { name, home, json } => crate::lifecycle::status(name.as_deref(), &home, json),
         Command::ProbeKvm => match standby_control::qemu::probe_kvm() {
             Ok(()) => Ok(0),

@@ -119,9 +119,11 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        MachineCommand::Stop { name, force, home, json } => {
+        MachineCommand::Stop { name, force, site, home, json } => {
             let deployment = open(&home)?;
-            let stopped = call(&deployment, "POST", &format!("/v1/machines/{}/stop?force={force}", encode(&name)))?;
+            let site = site.map(|s| format!("&site={}", encode(&s))).unwrap_or_default();
+            let stopped =
+                call(&deployment, "POST", &format!("/v1/machines/{}/stop?force={force}{site}", encode(&name)))?;
             if json {
                 print_json(&stopped);
             } else {
@@ -193,7 +195,7 @@ pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> a
         if job.state != "running" {
             break job;
         }
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(std::time::Duration::from_millis(100));
     };
     if json {
         print_json(&job);

@@ -118,18 +118,73 @@ fn drill_failover_change_point_cancel_and_commit() {
     let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
     assert_eq!(status["machines"][0]["health"], "healthy", "{status}");
 
-    // Failover again and commit.
-    run(&["failover", "web", "--shutdown-source", "--home", h]).ok();
-    let source_acknowledged = acknowledged(&console);
-    assert!(found_at_boot(&recovery_console) >= source_acknowledged);
+    // Failover again, this time leaving the source running (a split brain
+    // in the making), and commit.
+    let job = run(&["failover", "web", "--home", h, "--json"]).ok().json();
+    assert!(job["steps"][1]["detail"].as_str().unwrap().contains("left running"), "{job}");
+    found_at_boot(&recovery_console);
     run(&["commit", "web", "--home", h]).ok();
     run(&["cancel", "web", "--home", h]).bad_input("the machine is committed");
     run(&["change-point", "web", "--point", "latest", "--home", h]).bad_input("the machine is committed");
+
+    // Reprotect refuses while the old source runs, then because it wrote
+    // after the failover began; with the flag it overwrites those writes.
+    run(&["reprotect", "web", "--home", h]).bad_input("still runs at the primary site");
+    let old_acknowledged = acknowledged(&console);
+    wait_for(&console, &format!("standby-guest: record {}\n", old_acknowledged + 3));
+    run(&["machine", "stop", "web", "--site", "primary", "--home", h]).ok();
+    run(&["reprotect", "web", "--home", h]).bad_input("split brain");
+    let job = run(&["reprotect", "web", "--discard-source-writes", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    eprintln!("reprotect: {job}");
+    let moved: f64 = job["steps"][4]["detail"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap();
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    let machine = &status["machines"][0];
+    assert_eq!((machine["state"].as_str(), machine["replicates_to"].as_str()), (Some("protected"), Some("primary")));
+    assert_eq!(machine["health"], "healthy", "{status}");
+    let recovery_now = acknowledged(recovery_console.to_str().unwrap());
+    wait_for(recovery_console.to_str().unwrap(), &format!("standby-guest: record {}\n", recovery_now + 3));
+    run(&["machine", "stop", "web", "--home", h]).ok();
+
+    // The primary site's vault now holds the machine exactly, and reprotect
+    // moved little more than the blocks that differ between the two disks.
+    let running_image = home.join("sites/recovery/disks/web-disk0.raw");
+    let old_image = home.join("sites/primary/disks/web-disk0.raw");
+    let primary_vault = home.join("sites/primary/vault");
+    let restored = root.path().join("restored.raw");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // The splitter ships the guest's last writes within a second or two.
+        let _ = std::fs::remove_file(&restored);
+        let vault = path(&primary_vault);
+        run(&["restore", "--vault", vault, "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+        if std::fs::read(&restored).unwrap() == std::fs::read(&running_image).unwrap() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
+                let _ = std::process::Command::new("cp").args(["-a", path(&home), &keep]).status();
+                let _ = std::fs::copy(&restored, format!("{keep}/restored.raw"));
+            }
+            panic!("the reverse replica differs from the running disk");
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (a, b) = (std::fs::read(&running_image).unwrap(), std::fs::read(&old_image).unwrap());
+    let differing = a.chunks(64 << 10).zip(b.chunks(64 << 10)).filter(|(x, y)| x != y).count() as f64 * 64.0 / 1024.0;
+    let disk_mib = a.len() as f64 / (1 << 20) as f64;
+    assert!(moved <= differing + disk_mib / 100.0, "{moved} MiB moved, {differing} MiB of 64 KiB blocks differ");
+    let report = standby_guest::check_disk(&running_image, 4).unwrap();
+    assert!(report.complete_through >= recovery_now, "{report}");
+
     let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
     let commands: Vec<&str> = jobs["jobs"].as_array().unwrap().iter().map(|j| j["command"].as_str().unwrap()).collect();
     assert_eq!(
         commands,
         [
+            "machine stop",
+            "reprotect",
+            "machine stop",
             "commit",
             "failover",
             "cancel",
@@ -142,5 +197,4 @@ fn drill_failover_change_point_cancel_and_commit() {
         ]
     );
     assert!(jobs["jobs"].as_array().unwrap().iter().all(|j| j["state"] == "succeeded"), "{jobs}");
-    run(&["machine", "stop", "web", "--home", h]).ok();
 }

@@ -15,6 +15,7 @@
 //! POST /v1/machines/NAME/failover               ?point=P&shutdown_source=BOOL
 //! POST /v1/machines/NAME/change-point           ?point=P (before commit)
 //! POST /v1/machines/NAME/commit, …/cancel
+//! POST /v1/machines/NAME/reprotect              ?alternate_location=BOOL&discard_source_writes=BOOL
 //! GET  /v1/status, /v1/status/NAME    health, RPO and latest points of replicated machines
 //! GET  /v1/jobs, /v1/jobs/ID          jobs with their steps (every operation is a job)
 //! ```
@@ -46,6 +47,7 @@ use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
 
 mod failover;
 mod protection;
+mod reprotect;
 
 pub const SOCKET: &str = "standby.sock";
 const PID_FILE: &str = "standby.pid";
@@ -287,7 +289,7 @@ impl Daemon {
                 serde_json::from_value(machine.details["failover"]["point"].clone()).map_err(|e| {
                     ControlError::Failed(format!("machine '{name}' has no failover point recorded ({e})"))
                 })?;
-            let drives = self.serve_point(deployment, machine, &point, "recovery")?;
+            let drives = self.serve_point(deployment, machine, &point, &machine.active_site)?;
             return Ok((drives, "from the failover point's exports"));
         }
         for image in machine.images() {
@@ -331,11 +333,15 @@ impl Daemon {
         Ok(runtime)
     }
 
-    fn stop(&self, name: &str, force: bool) -> Result<Value, ControlError> {
+    fn stop(&self, name: &str, force: bool, site: Option<&str>) -> Result<Value, ControlError> {
         // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        let key = instance(name, &machine.active_site);
+        let site = site.unwrap_or(&machine.active_site);
+        if !["primary", "recovery"].contains(&site) {
+            return Err(ControlError::Refused(format!("--site {site:?}: use primary or recovery")));
+        }
+        let key = instance(name, site);
         if !self.runtime(&key).running {
             return Err(not_running(name));
         }
@@ -506,6 +512,7 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
         .route("/v1/machines/{name}/change-point", post(change_point))
         .route("/v1/machines/{name}/commit", post(commit))
         .route("/v1/machines/{name}/cancel", post(cancel))
+        .route("/v1/machines/{name}/reprotect", post(reprotect))
         .route("/v1/status", get(status_all))
         .route("/v1/status/{name}", get(status_one))
         .route("/v1/jobs", get(jobs))
@@ -601,6 +608,8 @@ async fn start(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath
 struct StopQuery {
     #[serde(default)]
     force: bool,
+    /// An instance at another site than the active one (an old source).
+    site: Option<String>,
 }
 
 async fn stop(
@@ -608,7 +617,7 @@ async fn stop(
     UrlPath(name): UrlPath<String>,
     Query(query): Query<StopQuery>,
 ) -> ApiResult {
-    blocking(move || daemon.stop(&name, query.force)).await
+    blocking(move || daemon.stop(&name, query.force, query.site.as_deref())).await
 }
 
 #[derive(Deserialize)]
@@ -673,6 +682,22 @@ async fn commit(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPat
 
 async fn cancel(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
     blocking(move || daemon.cancel(&name)).await
+}
+
+#[derive(Deserialize)]
+struct ReprotectQuery {
+    #[serde(default)]
+    alternate_location: bool,
+    #[serde(default)]
+    discard_source_writes: bool,
+}
+
+async fn reprotect(
+    AxumState(daemon): AxumState<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    Query(query): Query<ReprotectQuery>,
+) -> ApiResult {
+    blocking(move || daemon.reprotect(&name, query.alternate_location, query.discard_source_writes)).await
 }
 
 async fn status_all(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {

@@ -38,6 +38,12 @@ pub struct SiteConfig {
     pub disks: PathBuf,
     /// The site's networks; a machine's NICs map onto them.
     pub networks: Vec<String>,
+    /// The vault at this site (replication *into* this site): a path
+    /// relative to the deployment or a URL. The recovery site's is the
+    /// top-level `vault`; the primary site's (reverse replication after a
+    /// reprotect) defaults to `sites/primary/vault`, created when first used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,8 +60,16 @@ impl Config {
         Config {
             accel: Accel::Auto,
             vault: "sites/recovery/vault".into(),
-            primary: SiteConfig { disks: "sites/primary/disks".into(), networks: vec!["primary-lan".into()] },
-            recovery: SiteConfig { disks: "sites/recovery/disks".into(), networks: vec!["recovery-lan".into()] },
+            primary: SiteConfig {
+                disks: "sites/primary/disks".into(),
+                networks: vec!["primary-lan".into()],
+                vault: None,
+            },
+            recovery: SiteConfig {
+                disks: "sites/recovery/disks".into(),
+                networks: vec!["recovery-lan".into()],
+                vault: None,
+            },
         }
     }
 }
@@ -154,22 +168,43 @@ impl Deployment {
         self.home.join(relative)
     }
 
-    /// The vault's location as `standby` commands take it.
+    /// The recovery site's vault, as `standby` commands take it.
     pub fn vault(&self) -> String {
-        if self.config.vault.contains("://") {
-            self.config.vault.clone()
+        self.vault_at("recovery")
+    }
+
+    /// The vault at `site` (`primary` or `recovery`): where replication
+    /// into that site goes.
+    pub fn vault_at(&self, site: &str) -> String {
+        let configured = match site {
+            "primary" => self.config.primary.vault.clone().unwrap_or_else(|| "sites/primary/vault".into()),
+            _ => self.config.recovery.vault.clone().unwrap_or_else(|| self.config.vault.clone()),
+        };
+        if configured.contains("://") {
+            configured
         } else {
-            self.home.join(&self.config.vault).display().to_string()
+            self.home.join(&configured).display().to_string()
         }
     }
 
-    /// Opens the deployment's vault.
+    /// Opens the recovery site's vault.
     pub fn open_vault(&self) -> Result<standby_vault::Vault, ControlError> {
-        let location = self.vault();
-        let problem = |e: String| ControlError::Failed(format!("the deployment's vault {location}: {e}"));
+        self.open_vault_at("recovery")
+    }
+
+    /// Opens the vault at `site`; the primary site's is created the first
+    /// time (a deployment starts with the recovery site's only).
+    pub fn open_vault_at(&self, site: &str) -> Result<standby_vault::Vault, ControlError> {
+        let location = self.vault_at(site);
+        let problem = |e: String| ControlError::Failed(format!("the {site} site's vault {location}: {e}"));
         let parsed = standby_vault::backend::VaultLocation::parse(&location).map_err(problem)?;
         let backend = standby_vault::backend::open_location(&parsed).map_err(problem)?;
-        Ok(standby_vault::Vault::open(backend, None)?)
+        match standby_vault::Vault::open(backend.clone(), None) {
+            Err(standby_vault::VaultError::NotAVault { .. }) if site == "primary" => {
+                Ok(standby_vault::Vault::init(backend, standby_vault::InitOptions::default())?)
+            }
+            other => Ok(other?),
+        }
     }
 
     pub fn run_dir(&self) -> PathBuf {

@@ -185,31 +185,33 @@ impl Qemu {
         Ok(reply["status"].as_str().unwrap_or("unknown").to_string())
     }
 
-    /// Moves disk `index` of the running machine onto `to` (a splitter, or
-    /// back to its image), with the guest paused meanwhile so that no
-    /// write goes to the old place after the new one took over: pausing
-    /// drains every request in flight. The guest sees a pause of a few
-    /// milliseconds, not an error.
+    /// Moves disk `index` of the running machine onto `to` (a splitter, back
+    /// to its image, or from one NBD server to another), with the guest
+    /// paused meanwhile so that no write goes to the old place after the
+    /// new one took over: pausing drains every request in flight and
+    /// flushes. The guest sees a pause of a few milliseconds, not an error.
+    /// A guest the caller paused stays paused.
     pub fn switch_drive(&mut self, index: usize, to: &Drive) -> Result<(), ControlError> {
-        let current = self.drive_kind(index)?;
-        if current == to.kind() {
-            // Each kind has one node name; moving between two NBD servers
-            // is not something the lifecycle needs.
-            return match to {
-                Drive::File(_) => Ok(()),
-                Drive::Nbd { .. } => Err(ControlError::Failed(format!("disk {index} is already on an NBD server"))),
-            };
+        let current = self.protocol_node(index)?;
+        if matches!(to, Drive::File(_)) && current.starts_with(&format!("disk{index}-file")) {
+            return Ok(());
         }
+        // Each kind has two names, so one node can replace another of its kind.
+        let mut node = to.protocol_node(index);
+        let name = node["node-name"].as_str().expect("nodes have names").to_string();
+        let name = if current == name { format!("{name}-b") } else { name };
+        node["node-name"] = json!(name);
+        let mut format = to.format_node(index);
+        format["file"] = json!(name);
         let was_running = self.status()? == "running";
         self.qmp.execute("stop", json!({}))?;
         let switched = (|| {
-            let node = to.protocol_node(index);
             self.qmp.execute("blockdev-add", node.clone())?;
-            if let Err(e) = self.qmp.execute("blockdev-reopen", json!({"options": [to.format_node(index)]})) {
-                let _ = self.qmp.execute("blockdev-del", json!({"node-name": node["node-name"]}));
+            if let Err(e) = self.qmp.execute("blockdev-reopen", json!({"options": [format]})) {
+                let _ = self.qmp.execute("blockdev-del", json!({"node-name": name}));
                 return Err(e);
             }
-            self.qmp.execute("blockdev-del", json!({"node-name": format!("disk{index}-{current}")}))?;
+            self.qmp.execute("blockdev-del", json!({"node-name": current}))?;
             Ok(())
         })();
         if was_running {
@@ -218,17 +220,35 @@ impl Qemu {
         switched
     }
 
+    /// Pauses the guest (its disk requests drained and flushed).
+    pub fn pause(&mut self) -> Result<(), ControlError> {
+        self.qmp.execute("stop", json!({})).map(|_| ())
+    }
+
+    /// Lets a paused guest run again.
+    pub fn resume(&mut self) -> Result<(), ControlError> {
+        self.qmp.execute("cont", json!({})).map(|_| ())
+    }
+
+    /// The name of the node disk `index` is opened on (`diskN-file`,
+    /// `diskN-nbd`, or either with `-b`).
+    fn protocol_node(&mut self, index: usize) -> Result<String, ControlError> {
+        let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
+        let prefix = format!("disk{index}-");
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|node| node["node-name"].as_str())
+            .find(|name| name.starts_with(&prefix))
+            .map(str::to_string)
+            .ok_or_else(|| ControlError::Failed(format!("QEMU has no disk {index}")))
+    }
+
     /// `file` or `nbd`: what disk `index` is opened on now.
     pub fn drive_kind(&mut self, index: usize) -> Result<&'static str, ControlError> {
-        let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
-        let names: Vec<&str> =
-            nodes.as_array().into_iter().flatten().filter_map(|node| node["node-name"].as_str()).collect();
-        for kind in ["file", "nbd"] {
-            if names.contains(&format!("disk{index}-{kind}").as_str()) {
-                return Ok(kind);
-            }
-        }
-        Err(ControlError::Failed(format!("QEMU has no disk {index}")))
+        let node = self.protocol_node(index)?;
+        Ok(if node.starts_with(&format!("disk{index}-file")) { "file" } else { "nbd" })
     }
 
     /// Internal snapshots of the machine's disks (`info snapshots`): a

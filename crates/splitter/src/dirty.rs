@@ -54,6 +54,80 @@ fn regions_of(offset: u64, length: u64) -> std::ops::Range<usize> {
     (offset / REGION_BYTES) as usize..((offset + length - 1) / REGION_BYTES + 1) as usize
 }
 
+/// The byte ranges an intent log at `path` marks dirty for an image of
+/// `image_bytes`, or `None` when there is no usable log (then nothing is
+/// known about what changed). Reads only; the log stays as it is.
+pub fn read_intent_log(path: &Path, image_bytes: u64) -> io::Result<Option<Vec<(u64, u64)>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(decode_intent(&bytes, image_bytes).map(|dirty| {
+        dirty
+            .into_iter()
+            .map(|region| {
+                let start = region as u64 * REGION_BYTES;
+                (start, REGION_BYTES.min(image_bytes - start))
+            })
+            .collect()
+    }))
+}
+
+/// Writes an intent log at `path` (fsynced) marking the regions `ranges`
+/// touch as dirty: a splitter started on the image then re-reads exactly
+/// those. For reprotect, which knows from tracking which blocks differ
+/// between the image and the vault's base.
+pub fn write_intent_log(path: &Path, image_bytes: u64, ranges: &[(u64, u64)]) -> io::Result<()> {
+    let count = image_bytes.div_ceil(REGION_BYTES) as usize;
+    let mut intent = vec![0u64; count.div_ceil(64)];
+    for &(offset, length) in ranges {
+        for region in regions_of(offset, length.min(image_bytes.saturating_sub(offset))) {
+            intent[region / 64] |= 1 << (region % 64);
+        }
+    }
+    let mut body = header(image_bytes).to_vec();
+    for word in &intent {
+        body.extend_from_slice(&word.to_le_bytes());
+    }
+    let file = File::create(path)?;
+    file.write_all_at(&body, 0)?;
+    file.sync_all()
+}
+
+fn header(image_bytes: u64) -> [u8; HEADER_BYTES as usize] {
+    let mut header = [0u8; HEADER_BYTES as usize];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&REGION_BYTES.to_le_bytes());
+    header[24..32].copy_from_slice(&image_bytes.to_le_bytes());
+    header
+}
+
+/// The dirty regions of an intent log's bytes, if it is a valid log for
+/// an image of `image_bytes`.
+fn decode_intent(bytes: &[u8], image_bytes: u64) -> Option<Vec<usize>> {
+    let count = image_bytes.div_ceil(REGION_BYTES) as usize;
+    let expected_len = HEADER_BYTES as usize + 8 * count.div_ceil(64);
+    let valid = bytes.len() == expected_len
+        && &bytes[..8] == MAGIC
+        && u16::from_le_bytes([bytes[8], bytes[9]]) == VERSION
+        && u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) == REGION_BYTES
+        && u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")) == image_bytes;
+    if !valid {
+        return None;
+    }
+    Some(
+        (0..count)
+            .filter(|&region| {
+                let at = HEADER_BYTES as usize + 8 * (region / 64);
+                let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+                word & (1 << (region % 64)) != 0
+            })
+            .collect(),
+    )
+}
+
 impl Regions {
     /// Opens (or creates) the intent log at `path` for an image of
     /// `image_bytes`. Returns the regions it says may be dirty, or `None`
@@ -68,20 +142,7 @@ impl Regions {
         if file.metadata()?.len() == expected_len {
             let mut bytes = vec![0u8; expected_len as usize];
             file.read_exact_at(&mut bytes, 0)?;
-            let valid = &bytes[..8] == MAGIC
-                && u16::from_le_bytes([bytes[8], bytes[9]]) == VERSION
-                && u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) == REGION_BYTES
-                && u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")) == image_bytes;
-            if valid {
-                let dirty: Vec<usize> = (0..count)
-                    .filter(|&region| {
-                        let at = HEADER_BYTES as usize + 8 * (region / 64);
-                        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-                        word & (1 << (region % 64)) != 0
-                    })
-                    .collect();
-                previous = Some(dirty);
-            }
+            previous = decode_intent(&bytes, image_bytes);
         }
         let mut regions = Regions {
             file,
@@ -94,11 +155,7 @@ impl Regions {
         };
         // Start from a log that says what the caller is about to re-read:
         // every previously dirty region stays dirty until refreshed and sealed.
-        let mut header = [0u8; HEADER_BYTES as usize];
-        header[..8].copy_from_slice(MAGIC);
-        header[8..10].copy_from_slice(&VERSION.to_le_bytes());
-        header[16..24].copy_from_slice(&REGION_BYTES.to_le_bytes());
-        header[24..32].copy_from_slice(&image_bytes.to_le_bytes());
+        let header = header(image_bytes);
         let to_keep: Vec<usize> = match &previous {
             Some(dirty) => dirty.clone(),
             None => (0..count).collect(),
@@ -304,5 +361,26 @@ mod tests {
         regions.last_sweep -= CLEAR_INTERVAL;
         regions.write_back(false).unwrap();
         assert!(!regions.intended(0), "not cleared after a quiet interval");
+    }
+}
+
+#[cfg(test)]
+mod log_files {
+    use super::*;
+
+    #[test]
+    fn a_written_intent_log_is_what_a_splitter_and_a_reader_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image.standby-dirty");
+        let image_bytes = 10 * REGION_BYTES + 4096;
+        assert_eq!(read_intent_log(&path, image_bytes).unwrap(), None, "no log: nothing is known");
+        // A write across a region boundary marks both; one in the short last region marks it.
+        write_intent_log(&path, image_bytes, &[(REGION_BYTES - 10, 20), (10 * REGION_BYTES + 5, 1)]).unwrap();
+        let ranges = read_intent_log(&path, image_bytes).unwrap().unwrap();
+        assert_eq!(ranges, [(0, REGION_BYTES), (REGION_BYTES, REGION_BYTES), (10 * REGION_BYTES, 4096)]);
+        let (_, previous) = Regions::open(&path, image_bytes).unwrap();
+        assert_eq!(previous, Some(vec![0, 1, 10]));
+        // A log for another size is not used.
+        assert_eq!(read_intent_log(&path, image_bytes * 2).unwrap(), None);
     }
 }

@@ -123,7 +123,21 @@ fn store_base(
 ) -> Result<(u64, u64), VaultError> {
     let view = PointView::of_journal(Arc::new(vault.clone()), disk, JournalTarget::Sequence(sequence))?;
     let read = |offset: u64, buffer: &mut [u8]| view.read(offset, buffer);
-    let stored = store_disk(vault, view.size(), &read, lease, &|_| {})?;
+    write_base(vault, disk, sequence, time_micros, view.size(), &read, lease)
+}
+
+/// Stores a disk of `disk_bytes` read through `read` as the base at
+/// `sequence` (create-only; an identical base already there is fine).
+fn write_base(
+    vault: &Vault,
+    disk: &str,
+    sequence: u64,
+    time_micros: i64,
+    disk_bytes: u64,
+    read: &crate::sync::ReadAt,
+    lease: &mut Lease,
+) -> Result<(u64, u64), VaultError> {
+    let stored = store_disk(vault, disk_bytes, read, lease, &|_| {})?;
     let config = vault.config();
     let base = PointManifest {
         sequence,
@@ -131,10 +145,10 @@ fn store_base(
         kind: PointKind::CrashConsistent,
         disk: disk.to_string(),
         label: BASE_LABEL.to_string(),
-        disk_bytes: view.size(),
+        disk_bytes,
         chunk_bytes: config.chunk_bytes,
         page_entries: config.page_entries,
-        bytes_read: view.size(),
+        bytes_read: disk_bytes,
         bytes_new: stored.bytes_new,
         pages: stored.pages,
     };
@@ -146,4 +160,83 @@ fn store_base(
         Err(e) => return Err(e.into()),
     }
     Ok((stored.chunks_new, stored.bytes_new + base_bytes))
+}
+
+/// What [`seed_journal`] stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedReport {
+    pub disk: String,
+    /// The base's sequence: the journal continues after it.
+    pub base_sequence: u64,
+    pub disk_bytes: u64,
+    pub chunks_new: u64,
+    pub bytes_new: u64,
+}
+
+/// Makes the disk image at `image` the newest base of `disk`'s journal, so
+/// that a splitter started on an image that differs from it only where its
+/// intent log says re-reads just those regions. Used by reprotect at the
+/// site that receives the reversed replication: the old source's disk is
+/// there already, and storing it moves nothing between sites (its chunks
+/// then make the splitter's re-reads store only what differs). Records
+/// the journal held before become older than its window.
+pub fn seed_journal(vault: &Vault, disk: &str, image: &std::path::Path) -> Result<SeedReport, VaultError> {
+    let objects = journal_objects(vault, disk)?;
+    let after_segments = match objects.segments.last() {
+        Some((_, path)) => read_segment(vault, path)?.last_sequence().unwrap_or(0),
+        None => 0,
+    };
+    let after_base = objects.bases.last().map_or(0, |(sequence, _)| *sequence);
+    // Past every record, and never 1: a writer that finds nothing but a
+    // base at 1 would take the journal for empty.
+    let sequence = after_segments.max(after_base).max(1) + 1;
+    let file = std::fs::File::open(image).map_err(|source| VaultError::Io {
+        operation: "open",
+        path: image.display().to_string(),
+        source,
+    })?;
+    let disk_bytes = file
+        .metadata()
+        .map_err(|source| VaultError::Io { operation: "stat", path: image.display().to_string(), source })?
+        .len();
+    let read = |offset: u64, buffer: &mut [u8]| {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buffer, offset).map_err(|source| VaultError::Io {
+            operation: "read",
+            path: image.display().to_string(),
+            source,
+        })
+    };
+    let mut lease = Lease::acquire(vault, "seed", disk)?;
+    let (chunks_new, bytes_new) =
+        write_base(vault, disk, sequence, jiff::Timestamp::now().as_microsecond(), disk_bytes, &read, &mut lease)?;
+    lease.release()?;
+    Ok(SeedReport { disk: disk.to_string(), base_sequence: sequence, disk_bytes, chunks_new, bytes_new })
+}
+
+/// The byte ranges `disk`'s journal changed (writes, zeroings) in records
+/// stamped after `after_micros`, or `None` when the journal no longer holds
+/// all of them (compacted, or a gap: the splitter lost track there).
+pub fn changed_since(vault: &Vault, disk: &str, after_micros: i64) -> Result<Option<Vec<(u64, u64)>>, VaultError> {
+    let objects = journal_objects(vault, disk)?;
+    let base = newest_base(vault, &objects, disk)?;
+    if base.as_ref().is_some_and(|base| base.time_micros > after_micros) {
+        return Ok(None);
+    }
+    let from = base.map_or(0, |base| base.sequence);
+    let mut ranges = Vec::new();
+    for (_, path) in objects.segments_after(from) {
+        for record in read_segment(vault, path)?.records {
+            if record.sequence <= from || record.time_micros <= after_micros {
+                continue;
+            }
+            match record.kind {
+                RecordKind::Write { offset, length, .. } => ranges.push((offset, u64::from(length))),
+                RecordKind::Zero { offset, length } => ranges.push((offset, length)),
+                RecordKind::Gap => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+    Ok(Some(ranges))
 }

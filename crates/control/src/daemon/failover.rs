@@ -43,20 +43,23 @@ const LAST_WRITES_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Daemon {
     /// Starts (or adopts) an export of `point` for every disk of `machine`
-    /// at `site` (`recovery` or `drill`) and returns the drives on them.
+    /// as `role` (`drill`, or the site the machine fails over to) and
+    /// returns the drives on them. The exports read the vault at the site
+    /// the copy runs at.
     pub(super) fn serve_point(
         &self,
         deployment: &Deployment,
         machine: &Machine,
         point: &MachinePoint,
-        site: &str,
+        role: &str,
     ) -> Result<Vec<Drive>, ControlError> {
+        let site = copy_site(machine, role);
         let run_dir = deployment.run_dir().join("exports");
-        let vault = deployment.vault();
+        let vault = deployment.vault_at(site);
         let mut drives = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
-            let name = instance(&disk.vault_disk, site);
-            let overlay = overlay_path(deployment, machine, index, site);
+            let name = instance(&disk.vault_disk, role);
+            let overlay = overlay_path(deployment, machine, index, role);
             if let Some(parent) = overlay.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| ControlError::io(parent, e))?;
             }
@@ -83,8 +86,8 @@ impl Daemon {
         Ok(drives)
     }
 
-    /// Stops the exports of `machine` at `site`; returns the files they used.
-    fn stop_exports(
+    /// Stops the exports of `machine` as `role` (see [`Daemon::serve_point`]); returns the files they used.
+    pub(super) fn stop_exports(
         &self,
         deployment: &Deployment,
         machine: &Machine,
@@ -232,7 +235,11 @@ impl Daemon {
         machine: &Machine,
         point: Option<&str>,
     ) -> Result<MachinePoint, ControlError> {
-        let vault = deployment.open_vault()?;
+        // A machine running from a point reads the vault where it runs; a
+        // replicated one is restored from the vault it replicates into.
+        let site =
+            if on_exports(&machine.state) { machine.active_site.as_str() } else { other_site(&machine.active_site) };
+        let vault = deployment.open_vault_at(site)?;
         let disks: Vec<String> = machine.disks.iter().map(|d| d.vault_disk.clone()).collect();
         points::resolve(&vault, &disks, point.unwrap_or("latest"))
     }
@@ -254,18 +261,14 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Failover)?;
-        if machine.active_site != "primary" {
-            return Err(ControlError::Refused(format!(
-                "machine '{name}' runs at its {} site; failover moves machines from their primary site",
-                machine.active_site
-            )));
-        }
+        let to_site = other_site(&machine.active_site);
         // An explicit point is checked now; `latest` is chosen after the
         // source's last writes arrived.
         if let Some(point) = &point {
             self.resolve_point(&deployment, &machine, Some(point))?;
         }
         self.spawn_job(&deployment, name, "failover", &STEPS, move |daemon, job| {
+            let started_micros = jiff::Timestamp::now().as_microsecond();
             let deployment = job.deployment;
             let name = name_of(&machine);
             let mut details = machine.details.clone();
@@ -311,7 +314,8 @@ impl Daemon {
                 let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
                 job.step(STEPS[3], "done", &chosen.described)?;
                 details["failover"] = json!({"point": chosen, "job": job.id, "source": source_detail,
-                                             "source_shut_down": shut_down, "from_site": machine.active_site});
+                                             "source_shut_down": shut_down, "from_site": machine.active_site,
+                                             "started": started_micros});
                 // Recorded before the boot: a daemon that dies from here on
                 // finds the point to roll back from or run on.
                 deployment.state.set_machine_placement(
@@ -323,12 +327,12 @@ impl Daemon {
                 )?;
                 job.step(STEPS[4], "running", "")?;
                 // Overlays of an earlier failover are never resumed at another point.
-                daemon.set_aside(deployment, &machine, job.id)?;
-                let drives = daemon.serve_point(deployment, &machine, &chosen, "recovery")?;
+                daemon.set_aside(deployment, &machine, to_site, job.id)?;
+                let drives = daemon.serve_point(deployment, &machine, &chosen, to_site)?;
                 job.step(STEPS[4], "done", &format!("{} disk(s) exported", drives.len()))?;
                 job.step(STEPS[5], "running", "")?;
                 let started = Instant::now();
-                let runtime = daemon.boot(deployment, &machine, &instance(name, "recovery"), drives)?;
+                let runtime = daemon.boot(deployment, &machine, &instance(name, to_site), drives)?;
                 job.step(STEPS[5], "done", &format!("pid {} in {} ms", runtime["pid"], started.elapsed().as_millis()))?;
                 Ok((chosen, runtime))
             })();
@@ -337,7 +341,7 @@ impl Daemon {
                     deployment.state.set_machine_placement(
                         name,
                         "failed-over",
-                        "recovery",
+                        to_site,
                         machine.generation + 1,
                         &details,
                     )?;
@@ -362,7 +366,7 @@ impl Daemon {
         }
         let deadline = Instant::now() + LAST_WRITES_TIMEOUT;
         loop {
-            match self.replication_progress(machine) {
+            match self.replication_progress(machine, true) {
                 Ok((true, _)) => return "every write of the source is in the vault".to_string(),
                 Ok((false, detail)) if Instant::now() > deadline => {
                     return format!("gave up after {} s: {detail}", LAST_WRITES_TIMEOUT.as_secs());
@@ -385,15 +389,16 @@ impl Daemon {
         job: i64,
     ) -> Result<Vec<String>, ControlError> {
         let name = name_of(machine);
+        let source_site = details["failover"]["from_site"].as_str().unwrap_or("primary");
+        let to_site = other_site(source_site);
         let mut done = Vec::new();
-        if let Some(how) = self.stop_instance(&instance(name, "recovery"), true)? {
+        if let Some(how) = self.stop_instance(&instance(name, to_site), true)? {
             done.push(format!("the recovery VM was {how}"));
         }
-        self.stop_exports(deployment, machine, "recovery")?;
-        if let Some(folder) = self.set_aside(deployment, machine, job)? {
+        self.stop_exports(deployment, machine, to_site)?;
+        if let Some(folder) = self.set_aside(deployment, machine, to_site, job)? {
             done.push(format!("its writes are set aside in {}", folder.display()));
         }
-        let source_site = details["failover"]["from_site"].as_str().unwrap_or("primary");
         let mut details = details.clone();
         let shut_down = details["failover"]["source_shut_down"].as_bool() == Some(true);
         if let Some(map) = details.as_object_mut() {
@@ -410,19 +415,20 @@ impl Daemon {
         Ok(done)
     }
 
-    /// Moves the recovery overlays of `machine` (the writes its recovery VM
-    /// made) to `sites/recovery/set-aside/NAME-jobID/`; returns the folder
-    /// when there was anything to move.
-    fn set_aside(&self, deployment: &Deployment, machine: &Machine, job: i64) -> Result<Option<PathBuf>, ControlError> {
-        let folder = deployment
-            .path(&deployment.config.recovery.disks)
-            .parent()
-            .unwrap_or(&deployment.home)
-            .join("set-aside")
-            .join(format!("{}-job{job}", name_of(machine)));
+    /// Moves the overlays of `machine` at `site` (the writes a VM running
+    /// there from a point made) to `SITE/set-aside/NAME-jobID/`; returns
+    /// the folder when there was anything to move.
+    fn set_aside(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        site: &str,
+        job: i64,
+    ) -> Result<Option<PathBuf>, ControlError> {
+        let folder = site_folder(deployment, site).join("set-aside").join(format!("{}-job{job}", name_of(machine)));
         let mut moved = false;
         for index in 0..machine.disks.len() {
-            let overlay = overlay_path(deployment, machine, index, "recovery");
+            let overlay = overlay_path(deployment, machine, index, site);
             for file in [standby_splitter::export::map_path(&overlay), overlay] {
                 if file.exists() {
                     std::fs::create_dir_all(&folder).map_err(|e| ControlError::io(&folder, e))?;
@@ -445,20 +451,21 @@ impl Daemon {
         self.spawn_job(&deployment, name, "change-point", &STEPS, move |daemon, job| {
             let deployment = job.deployment;
             let name = name_of(&machine);
-            let key = instance(name, "recovery");
+            let site = machine.active_site.as_str();
+            let key = instance(name, site);
             job.step(STEPS[0], "running", "")?;
             let how = daemon.stop_instance(&key, true)?;
-            daemon.stop_exports(deployment, &machine, "recovery")?;
+            daemon.stop_exports(deployment, &machine, site)?;
             job.step(STEPS[0], "done", how.unwrap_or("it was not running"))?;
             job.step(STEPS[1], "running", "")?;
-            let folder = daemon.set_aside(deployment, &machine, job.id)?;
+            let folder = daemon.set_aside(deployment, &machine, site, job.id)?;
             let aside = folder.map(|f| format!("in {}", f.display())).unwrap_or_else(|| "it wrote nothing".into());
             job.step(STEPS[1], "done", &aside)?;
             let mut details = machine.details.clone();
             details["failover"]["point"] = json!(chosen);
-            deployment.state.set_machine_placement(name, "failed-over", "recovery", machine.generation, &details)?;
+            deployment.state.set_machine_placement(name, "failed-over", site, machine.generation, &details)?;
             job.step(STEPS[2], "running", "")?;
-            let drives = daemon.serve_point(deployment, &machine, &chosen, "recovery")?;
+            let drives = daemon.serve_point(deployment, &machine, &chosen, site)?;
             job.step(STEPS[2], "done", &chosen.described)?;
             job.step(STEPS[3], "running", "")?;
             let runtime = daemon.boot(deployment, &machine, &key, drives)?;
@@ -513,8 +520,18 @@ impl Daemon {
             job.step(STEPS[1], "running", "")?;
             let mut details = machine.details.clone();
             details["failover"]["committed"] = json!(jiff::Timestamp::now().to_string());
-            job.deployment.state.set_machine_placement(name, "committed", "recovery", machine.generation, &details)?;
-            job.step(STEPS[1], "done", "the machine runs at the recovery site for good; reprotect replicates it back")?;
+            job.deployment.state.set_machine_placement(
+                name,
+                "committed",
+                &machine.active_site,
+                machine.generation,
+                &details,
+            )?;
+            job.step(
+                STEPS[1],
+                "done",
+                &format!("the machine runs at the {} site for good; reprotect replicates it back", machine.active_site),
+            )?;
             Ok(json!({"name": name, "state": "committed"}))
         })
     }
@@ -553,16 +570,45 @@ fn name_of(machine: &Machine) -> &str {
     &machine.definition.name
 }
 
-/// Where the writes of disk `index` go when `machine` runs from a point at
-/// `site`: beside the recovery site's disks for a failover, in `drills/`
+/// The other site of a machine's two.
+pub(super) fn other_site(site: &str) -> &'static str {
+    if site == "primary" {
+        "recovery"
+    } else {
+        "primary"
+    }
+}
+
+/// Where a copy of `machine` in `role` runs: a drill at the site holding
+/// its replica, a failover at the site it names.
+fn copy_site<'a>(machine: &Machine, role: &'a str) -> &'a str {
+    if role == "drill" {
+        other_site(&machine.active_site)
+    } else {
+        role
+    }
+}
+
+/// The folder of `site` (`sites/SITE`).
+fn site_folder(deployment: &Deployment, site: &str) -> PathBuf {
+    let config = if site == "primary" { &deployment.config.primary } else { &deployment.config.recovery };
+    let disks = deployment.path(&config.disks);
+    disks.parent().unwrap_or(&deployment.home).to_path_buf()
+}
+
+/// Where the writes of disk `index` go when `machine` runs from a point in
+/// `role`: beside the site's disks for a failover, in the site's `drills/`
 /// for a drill.
-fn overlay_path(deployment: &Deployment, machine: &Machine, index: usize, site: &str) -> PathBuf {
-    let disks = deployment.path(&deployment.config.recovery.disks);
+pub(super) fn overlay_path(deployment: &Deployment, machine: &Machine, index: usize, role: &str) -> PathBuf {
+    let site = copy_site(machine, role);
     let file = machine.disks[index].recovery_path.with_extension("overlay");
     let file = file.file_name().expect("disk images have names");
-    match site {
-        "drill" => disks.parent().unwrap_or(&deployment.home).join("drills").join(file),
-        _ => disks.join(file),
+    match role {
+        "drill" => site_folder(deployment, site).join("drills").join(file),
+        _ => {
+            let config = if site == "primary" { &deployment.config.primary } else { &deployment.config.recovery };
+            deployment.path(&config.disks).join(file)
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use standby_lifecycle::{transition, Command, Transition};
 
+use super::failover::other_site;
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::{Agent, SplitterSpec};
 use crate::deployment::Deployment;
@@ -27,7 +28,7 @@ use crate::state::Policy;
 
 /// Whether machines in `state` replicate (run their disks through splitters).
 pub(super) fn replicating(state: &str) -> bool {
-    matches!(state, "enabling" | "protected" | "test-failover" | "ready-to-complete")
+    matches!(state, "enabling" | "protected" | "test-failover" | "ready-to-complete" | "reprotecting")
 }
 
 /// Checks `command` against the lifecycle: where it leads, or a refusal
@@ -39,6 +40,10 @@ pub(super) fn check(machine: &Machine, command: Command) -> Result<Transition, C
     })?;
     transition(state, command).map_err(|refusal| ControlError::Refused(format!("machine '{name}': {refusal}")))
 }
+
+/// A running guest's changes reach the vault within this: replication is
+/// keeping up (a guest that writes all the time never leaves it empty).
+const KEEPING_UP_SECONDS: f64 = 3.0;
 
 const PROTECT_STEPS: [&str; 4] =
     ["start the splitters", "move the running disks onto them", "initial replication", "first recovery point"];
@@ -53,7 +58,11 @@ impl Daemon {
     /// (adopting one an earlier daemon left running).
     pub(super) fn ensure_splitters(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
         let policy = self.policy_of(deployment, machine)?;
-        let vault = deployment.vault();
+        // Replication goes to the vault at the other site (created there
+        // the first time, for the primary site's).
+        let target = other_site(&machine.active_site);
+        deployment.open_vault_at(target)?;
+        let vault = deployment.vault_at(target);
         let run_dir = deployment.run_dir().join("disks");
         let mut splitters = lock(&self.splitters);
         for (disk, image) in machine.disks.iter().zip(machine.images()) {
@@ -167,7 +176,7 @@ impl Daemon {
         job.step(PROTECT_STEPS[2], "running", "")?;
         let started = Instant::now();
         loop {
-            let (caught_up, detail) = self.replication_progress(machine)?;
+            let (caught_up, detail) = self.replication_progress(machine, false)?;
             if caught_up {
                 job.step(PROTECT_STEPS[2], "done", &format!("in {:.1} s", started.elapsed().as_secs_f64()))?;
                 break;
@@ -190,9 +199,14 @@ impl Daemon {
         Ok(json!({"name": name, "state": "protected", "points": points}))
     }
 
-    /// Whether every disk's splitter has read the whole image and shipped
-    /// everything, and a line saying how far they are.
-    pub(super) fn replication_progress(&self, machine: &Machine) -> Result<(bool, String), ControlError> {
+    /// Whether every disk's splitter has re-read what it had to and keeps
+    /// up (with `drained`: has shipped everything, which only a guest that
+    /// stopped writing allows), and a line saying how far they are.
+    pub(super) fn replication_progress(
+        &self,
+        machine: &Machine,
+        drained: bool,
+    ) -> Result<(bool, String), ControlError> {
         let mut caught_up = true;
         let mut left = 0;
         let mut queued = 0;
@@ -212,7 +226,9 @@ impl Daemon {
             let lag_bytes = status["lag_bytes"].as_u64().unwrap_or(0);
             left += status["catch_up_bytes"].as_u64().unwrap_or(0);
             queued += lag_bytes;
-            caught_up &= refreshed && lag_bytes == 0;
+            let lag_seconds = status["lag_seconds"].as_f64().unwrap_or(f64::MAX);
+            let keeping_up = if drained { lag_bytes == 0 } else { lag_seconds <= KEEPING_UP_SECONDS };
+            caught_up &= refreshed && status["catch_up_bytes"].as_u64() == Some(0) && keeping_up;
             if let Some(error) = status["error"].as_str() {
                 problems.push(format!("{}: {error}", disk.vault_disk));
             }
@@ -293,6 +309,19 @@ impl Daemon {
                 continue;
             }
             self.ensure_splitters(&deployment, &machine)?;
+            if machine.state == "reprotecting" {
+                let name = machine.definition.name.clone();
+                let machine = machine.clone();
+                let steps = ["ship the blocks that differ"];
+                self.spawn_job(&deployment, &name, "reprotect (resumed)", &steps, move |daemon, job| {
+                    let shipped =
+                        daemon.wait_for_replication(&machine, |detail| job.step(steps[0], "running", detail))?;
+                    job.step(steps[0], "done", &format!("{shipped} bytes moved since the restart"))?;
+                    job.deployment.state.set_machine_state(&machine.definition.name, "protected", None)?;
+                    Ok(json!({"name": machine.definition.name, "state": "protected"}))
+                })?;
+                resumed.push(name);
+            }
             if machine.state == "enabling" {
                 let name = machine.definition.name.clone();
                 self.spawn_job(&deployment, &name, "protect (resumed)", &PROTECT_STEPS, move |daemon, job| {
@@ -312,10 +341,14 @@ impl Daemon {
             Some(name) => vec![deployment.state.machine(name)?],
             None => deployment.state.machines()?,
         };
-        let vault = deployment.open_vault()?;
         let mut items = Vec::new();
         for machine in &machines {
-            items.push(self.machine_status(&deployment, &vault, machine)?);
+            let vault = if replicating(&machine.state) {
+                Some(deployment.open_vault_at(other_site(&machine.active_site))?)
+            } else {
+                None
+            };
+            items.push(self.machine_status(&deployment, vault.as_ref(), machine)?);
         }
         Ok(json!({"machines": items}))
     }
@@ -323,7 +356,7 @@ impl Daemon {
     fn machine_status(
         &self,
         deployment: &Deployment,
-        vault: &standby_vault::Vault,
+        vault: Option<&standby_vault::Vault>,
         machine: &Machine,
     ) -> Result<Value, ControlError> {
         let name = &machine.definition.name;
@@ -332,10 +365,11 @@ impl Daemon {
             "name": name, "state": machine.state, "site": machine.active_site, "running": running,
             "policy": machine.policy,
         });
-        if !replicating(&machine.state) {
+        let Some(vault) = vault.filter(|_| replicating(&machine.state)) else {
             value["health"] = json!(null);
             return Ok(value);
-        }
+        };
+        value["replicates_to"] = json!(other_site(&machine.active_site));
         let policy = self.policy_of(deployment, machine)?;
         let now = jiff::Timestamp::now().as_microsecond();
         let mut critical = Vec::new();

@@ -1,0 +1,366 @@
+//! Reprotect: after a committed failover, replicate the machine back to
+//! the site it came from, moving only the blocks that differ.
+//!
+//! The machine runs at its new site from exports of the failover point T
+//! with overlays; the old source's disks are at the old site. They differ
+//! only where one of them was written after T:
+//!
+//! - **S**, the old source's writes after T: the journal records stamped
+//!   after T in the vault it replicated into, plus the regions its intent
+//!   log says never reached that vault;
+//! - **O**, the writes at the new site since T: the overlays' maps.
+//!
+//! The old disk becomes the base of the journal in the old site's vault
+//! (stored there, locally: no bytes between sites, and its chunks are then
+//! known to that vault); the running disk is rebuilt from T at the new
+//! site (locally again) plus the overlays; a splitter on it, replicating
+//! into the old site's vault, starts with an intent log marking S ∪ O, so
+//! it re-reads just those regions, and the vault stores only chunks it does
+//! not have. When tracking is missing (no usable intent log or overlay
+//! map, a compacted or gapped journal), every region is re-read and the
+//! chunk ids (keyed BLAKE3) do the comparison.
+//!
+//! Refused while the old source runs, when the machine has internal
+//! snapshots, and when the old source wrote after the failover began
+//! (split brain) unless `--discard-source-writes` says to overwrite that.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use standby_lifecycle::Command;
+
+use super::failover::{other_site, overlay_path};
+use super::protection::check;
+use super::{instance, lock, Daemon, JobSteps};
+use crate::agent::Agent;
+use crate::deployment::Deployment;
+use crate::error::ControlError;
+use crate::machine::Machine;
+use crate::points::MachinePoint;
+
+const STEPS: [&str; 5] = [
+    "find the blocks that differ",
+    "seed the old site's vault from the old disks",
+    "rebuild the running disks from the point",
+    "move the machine onto reverse replication",
+    "ship the blocks that differ",
+];
+
+/// What is known to differ on one disk, or `None`: tracking is missing.
+type Differences = Option<Vec<(u64, u64)>>;
+
+fn total(ranges: &[(u64, u64)]) -> u64 {
+    ranges.iter().map(|(_, length)| length).sum()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+/// The image of `machine`'s disk `index` at `site`.
+fn image_at(machine: &Machine, index: usize, site: &str) -> PathBuf {
+    let disk = &machine.disks[index];
+    if site == "primary" {
+        disk.primary_path.clone()
+    } else {
+        disk.recovery_path.clone()
+    }
+}
+
+/// The ranges an overlay's map says were written, or `None` without a map.
+fn overlay_ranges(overlay: &Path) -> Result<Differences, ControlError> {
+    let map = standby_splitter::export::map_path(overlay);
+    let bytes = match std::fs::read(&map) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ControlError::io(&map, e)),
+    };
+    let decoded = standby_format::OverlayMap::decode(&bytes)
+        .map_err(|e| ControlError::Failed(format!("{} cannot be read: {e}", map.display())))?;
+    Ok(Some(decoded.ranges.into_iter().map(|(start, end)| (start, end - start)).collect()))
+}
+
+impl Daemon {
+    pub(super) fn reprotect(
+        self: &Arc<Self>,
+        name: &str,
+        alternate_location: bool,
+        discard_source_writes: bool,
+    ) -> Result<Value, ControlError> {
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::Reprotect)?;
+        let active = machine.active_site.clone();
+        let old = other_site(&active);
+        if let Some(pid) = self.runtime(&instance(name, old)).pid {
+            return Err(ControlError::Refused(format!(
+                "the old source of '{name}' still runs at the {old} site (pid {pid}); reprotect keeps it off: stop \
+                 it with `standby machine stop {name} --site {old}`"
+            )));
+        }
+        if let Some(running) = lock(&self.machines).get_mut(&instance(name, &active)) {
+            let snapshots = running.qemu.snapshots()?;
+            if !snapshots.is_empty() {
+                return Err(ControlError::Refused(format!(
+                    "machine '{name}' has QEMU internal snapshots ({}); reprotect cannot track them: delete them first",
+                    snapshots.join("; ")
+                )));
+            }
+        }
+        let point: MachinePoint = serde_json::from_value(machine.details["failover"]["point"].clone())
+            .map_err(|e| ControlError::Failed(format!("machine '{name}' has no failover point recorded ({e})")))?;
+        // Split brain: the old source wrote after the failover began.
+        let history = deployment.open_vault_at(&active)?;
+        if let Some(started) = machine.details["failover"]["started"].as_i64() {
+            let mut written = 0;
+            for disk in &machine.disks {
+                let ranges = standby_vault::compact::changed_since(&history, &disk.vault_disk, started)?;
+                written += ranges.map_or(0, |r| total(&r));
+            }
+            if written > 0 && !discard_source_writes {
+                return Err(ControlError::Refused(format!(
+                    "split brain: the old source of '{name}' wrote {} after the failover began, and the {active} \
+                     copy (generation {}) is the newer one; reprotect would overwrite those writes: pass \
+                     --discard-source-writes to accept that",
+                    mib(written),
+                    machine.generation
+                )));
+            }
+        }
+        let steps = STEPS;
+        self.spawn_job(&deployment, name, "reprotect", &steps, move |daemon, job| {
+            daemon.reprotect_job(&machine, &point, alternate_location, job)
+        })
+    }
+
+    fn reprotect_job(
+        &self,
+        machine: &Machine,
+        point: &MachinePoint,
+        alternate_location: bool,
+        job: &JobSteps,
+    ) -> Result<Value, ControlError> {
+        let deployment = job.deployment;
+        let name = machine.definition.name.as_str();
+        let active = machine.active_site.as_str();
+        let old = other_site(active);
+        let history = deployment.open_vault_at(active)?;
+        let target = deployment.open_vault_at(old)?;
+
+        job.step(STEPS[0], "running", "")?;
+        // The old source's splitters ship what they still hold and stop:
+        // their intent logs then say exactly what never reached the vault.
+        let run_dir = deployment.run_dir().join("disks");
+        for disk in &machine.disks {
+            let agent =
+                lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Agent::adopt(&run_dir, &disk.vault_disk));
+            if let Some(agent) = agent {
+                agent.stop()?;
+            }
+        }
+        let mut source_writes: Vec<Differences> = Vec::new();
+        let mut notes = Vec::new();
+        for (index, disk) in machine.disks.iter().enumerate() {
+            let old_image = image_at(machine, index, old);
+            if alternate_location || !old_image.is_file() {
+                source_writes.push(None);
+                continue;
+            }
+            let journal = standby_vault::compact::changed_since(&history, &disk.vault_disk, point.time_micros)?;
+            let size = std::fs::metadata(&old_image).map_err(|e| ControlError::io(&old_image, e))?.len();
+            let unshipped =
+                standby_splitter::dirty::read_intent_log(&standby_splitter::default_intent_log(&old_image), size)
+                    .map_err(|e| ControlError::io(&old_image, e))?;
+            source_writes.push(match (journal, unshipped) {
+                (Some(mut journal), Some(unshipped)) => {
+                    journal.extend(unshipped);
+                    Some(journal)
+                }
+                _ => None,
+            });
+        }
+        for (index, disk) in machine.disks.iter().enumerate() {
+            let here = overlay_ranges(&overlay_path(deployment, machine, index, active))?;
+            match (&source_writes[index], &here) {
+                (Some(s), Some(o)) => notes.push(format!(
+                    "{}: {} written by the old source after the point, {} at the {active} site since",
+                    disk.vault_disk,
+                    mib(total(s)),
+                    mib(total(o))
+                )),
+                _ if alternate_location => {
+                    notes.push(format!("{}: alternate location, every block is copied", disk.vault_disk))
+                }
+                _ => notes.push(format!(
+                    "{}: tracking is missing, every block is compared by its BLAKE3 id",
+                    disk.vault_disk
+                )),
+            }
+        }
+        job.step(STEPS[0], "done", &notes.join("; "))?;
+
+        job.step(STEPS[1], "running", "")?;
+        let mut seeded = Vec::new();
+        for (index, disk) in machine.disks.iter().enumerate() {
+            if source_writes[index].is_none() && alternate_location {
+                continue;
+            }
+            let old_image = image_at(machine, index, old);
+            if !old_image.is_file() {
+                continue;
+            }
+            let report = standby_vault::compact::seed_journal(&target, &disk.vault_disk, &old_image)?;
+            seeded.push(format!("{} ({} new at the {old} site)", disk.vault_disk, mib(report.bytes_new)));
+        }
+        let seeded = if seeded.is_empty() { "nothing to seed".to_string() } else { seeded.join(", ") };
+        job.step(STEPS[1], "done", &seeded)?;
+
+        job.step(STEPS[2], "running", "")?;
+        for (index, disk) in machine.disks.iter().enumerate() {
+            let image = image_at(machine, index, active);
+            standby_vault::journal::restore_journal(
+                &history,
+                &disk.vault_disk,
+                standby_vault::journal::JournalTarget::Time(point.time_micros),
+                &image,
+                true,
+            )?;
+        }
+        job.step(STEPS[2], "done", &format!("at {} ({})", point.time, point.described))?;
+
+        job.step(STEPS[3], "running", "")?;
+        let paused = self.move_onto_reverse_replication(deployment, machine, &source_writes)?;
+        deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &machine.details)?;
+        job.step(STEPS[3], "done", &paused)?;
+
+        job.step(STEPS[4], "running", "")?;
+        let shipped = self.wait_for_replication(machine, |detail| job.step(STEPS[4], "running", detail))?;
+        job.step(STEPS[4], "done", &format!("{} moved to the {old} site", mib(shipped)))?;
+        let mut details = machine.details.clone();
+        if let Some(map) = details.as_object_mut() {
+            map.remove("failover");
+        }
+        details["reprotected"] = json!({"job": job.id, "bytes_moved": shipped, "to": old});
+        deployment.state.set_machine_placement(name, "protected", active, machine.generation, &details)?;
+        Ok(json!({"name": name, "state": "protected", "replicates_to": old, "bytes_moved": shipped}))
+    }
+
+    /// Waits until every splitter of `machine` is caught up; returns the
+    /// bytes they stored in the vault, reporting progress on the way.
+    pub(super) fn wait_for_replication(
+        &self,
+        machine: &Machine,
+        progress: impl Fn(&str) -> Result<(), ControlError>,
+    ) -> Result<u64, ControlError> {
+        loop {
+            let (caught_up, detail) = self.replication_progress(machine, false)?;
+            if caught_up {
+                break;
+            }
+            progress(&detail)?;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let mut shipped = 0;
+        for disk in &machine.disks {
+            let control = lock(&self.splitters).get(&disk.vault_disk).map(|agent| agent.control());
+            if let Some(control) = control {
+                shipped += control.status()?["bytes_shipped"].as_u64().unwrap_or(0);
+            }
+        }
+        Ok(shipped)
+    }
+
+    /// With the machine paused (when it runs): the overlays' writes copied
+    /// into the rebuilt images, intent logs marking what differs, the
+    /// splitters started on the images and the disks moved onto them; then
+    /// the machine runs on, its exports stopped and overlays removed.
+    /// Returns how long the guest was paused.
+    fn move_onto_reverse_replication(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        source_writes: &[Differences],
+    ) -> Result<String, ControlError> {
+        let name = machine.definition.name.as_str();
+        let active = machine.active_site.as_str();
+        let key = instance(name, active);
+        let mut machines = lock(&self.machines);
+        let mut running = machines.get_mut(&key).filter(|r| r.qemu.running());
+        let started = Instant::now();
+        if let Some(running) = running.as_mut() {
+            running.qemu.pause()?;
+        }
+        let moved = (|| {
+            for (index, _) in machine.disks.iter().enumerate() {
+                let image = image_at(machine, index, active);
+                let overlay = overlay_path(deployment, machine, index, active);
+                let written = overlay_ranges(&overlay)?;
+                if let Some(written) = &written {
+                    copy_ranges(&overlay, &image, written)?;
+                }
+                let intent = standby_splitter::default_intent_log(&image);
+                match (&source_writes[index], written) {
+                    (Some(source), Some(mut written)) => {
+                        written.extend(source.iter().copied());
+                        let size = std::fs::metadata(&image).map_err(|e| ControlError::io(&image, e))?.len();
+                        standby_splitter::dirty::write_intent_log(&intent, size, &written)
+                            .map_err(|e| ControlError::io(&intent, e))?;
+                    }
+                    // Unknown: the splitter re-reads the whole image.
+                    _ => {
+                        let _ = std::fs::remove_file(&intent);
+                    }
+                }
+            }
+            self.ensure_splitters(deployment, machine)?;
+            if let Some(running) = running.as_mut() {
+                for (index, drive) in self.splitter_drives(machine).iter().enumerate() {
+                    running.qemu.switch_drive(index, drive)?;
+                }
+            }
+            Ok::<(), ControlError>(())
+        })();
+        if let Some(running) = running.as_mut() {
+            running.qemu.resume()?;
+        }
+        let paused = started.elapsed();
+        drop(machines);
+        moved?;
+        self.stop_exports(deployment, machine, active)?;
+        for index in 0..machine.disks.len() {
+            let overlay = overlay_path(deployment, machine, index, active);
+            for file in [standby_splitter::export::map_path(&overlay), overlay] {
+                if let Err(e) = std::fs::remove_file(&file) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(ControlError::io(&file, e));
+                    }
+                }
+            }
+        }
+        Ok(if self.runtime(&key).running {
+            format!("the guest was paused for {} ms", paused.as_millis())
+        } else {
+            "the machine is stopped".to_string()
+        })
+    }
+}
+
+/// Copies `ranges` of `from` into `to` at the same offsets, then fsyncs.
+fn copy_ranges(from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), ControlError> {
+    let source = std::fs::File::open(from).map_err(|e| ControlError::io(from, e))?;
+    let target = std::fs::OpenOptions::new().write(true).open(to).map_err(|e| ControlError::io(to, e))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    for &(offset, length) in ranges {
+        let mut done = 0;
+        while done < length {
+            let n = (length - done).min(buffer.len() as u64) as usize;
+            source.read_exact_at(&mut buffer[..n], offset + done).map_err(|e| ControlError::io(from, e))?;
+            target.write_all_at(&buffer[..n], offset + done).map_err(|e| ControlError::io(to, e))?;
+            done += n as u64;
+        }
+    }
+    target.sync_all().map_err(|e| ControlError::io(to, e))
+}
