@@ -11,11 +11,18 @@ disk is that image extended with unused space).
      and the wall time of `standby failover` (the CLI polls the job);
   2. reprotect of the 8 GiB disk after 1% of it changed at the recovery
      site (82 MiB in scattered 64 KiB blocks, written over NBD into the
-     failover's export while the VM runs): bytes moved between the sites and
+     failover's export while the VM runs; random data, so neither
+     compression nor deduplication hides it): bytes moved between the sites and
      time, beside `rsync --inplace --no-whole-file --stats` from the recovery
      site's disk onto a copy of the old primary disk (the same images).
 
-Needs qemu-system-x86 and qemu-utils (qemu-io), rsync.
+  3. planned failover downtime with --sync-first (source stopped to target
+     started, excluding the guest's boot), on the project's test guest
+     (Debian kernel + busybox initramfs, writing records every 100 ms):
+     the job's own measure, and the complete-failover job's duration.
+
+Needs qemu-system-x86, python3-libnbd, rsync, and the test guest built
+once by the tests (target/standby-guest: run scripts/test first).
 Usage: bench/lifecycle.py [--work DIR] [--keep]
 """
 import argparse
@@ -29,6 +36,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+try:
+    import nbd
+except ImportError:
+    sys.exit("python3-libnbd is missing: apt-get install python3-libnbd (and run this with /usr/bin/python3)")
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDBY = Path(os.environ.get("STANDBY_BIN", ROOT / "target" / "release" / "standby"))
@@ -53,28 +65,33 @@ def job_seconds(job):
     return parse(job["updated"]) - parse(job["created"])
 
 
+def start_daemon(home, log):
+    """`standby serve` for `home` (TCG), once it listens."""
+    environment = dict(os.environ, STANDBY_ACCEL="tcg")
+    daemon = subprocess.Popen([STANDBY, "serve", "--home", home], env=environment, stderr=log)
+    socket = str(home / "run" / "standby.sock")
+    deadline = time.time() + 30
+    while True:
+        probe = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+        try:
+            probe.connect(socket)
+            return daemon
+        except OSError:
+            if time.time() > deadline:
+                sys.exit("the daemon did not start")
+            time.sleep(0.05)
+        finally:
+            probe.close()
+
+
 class Deployment:
     def __init__(self, work, name, image):
         self.home = work / name
         shutil.rmtree(self.home, ignore_errors=True)
         standby("init", self.home)
         standby("machine", "add", "web", "--disk", image, "--memory", "128", "--home", self.home)
-        environment = dict(os.environ, STANDBY_ACCEL="tcg")
         self.log = open(work / f"{name}-daemon.log", "w")
-        self.daemon = subprocess.Popen([STANDBY, "serve", "--home", self.home], env=environment, stderr=self.log)
-        socket = str(self.home / "run" / "standby.sock")
-        deadline = time.time() + 30
-        while True:
-            probe = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
-            try:
-                probe.connect(socket)
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("the daemon did not start")
-                time.sleep(0.05)
-            finally:
-                probe.close()
+        self.daemon = start_daemon(self.home, self.log)
 
     def run_job(self, *arguments):
         started = time.perf_counter()
@@ -100,15 +117,61 @@ def failover_case(work, name, image):
 
 
 def write_scattered(socket, disk_bytes, total, seed=7):
-    """`total` bytes in scattered 64 KiB blocks, through qemu-io over NBD."""
+    """`total` bytes of random data (incompressible, each block unique) in
+    scattered 64 KiB blocks, through libnbd over NBD."""
     rng = random.Random(seed)
     blocks = rng.sample(range(disk_bytes // (64 << 10)), total // (64 << 10))
-    commands = []
-    for number, block in enumerate(blocks):
-        commands += ["-c", f"write -P {1 + number % 250} {block * (64 << 10)} 64k"]
-    uri = f"nbd+unix:///web.disk0?socket={socket}"
-    subprocess.run(["qemu-io", "-f", "raw", *commands, uri], check=True, capture_output=True)
+    handle = nbd.NBD()
+    handle.connect_uri(f"nbd+unix:///web.disk0?socket={socket}")
+    for block in blocks:
+        handle.pwrite(rng.randbytes(64 << 10), block * (64 << 10))
+    handle.flush()
+    handle.shutdown()
     return len(blocks) * (64 << 10)
+
+
+def test_guest():
+    cache = ROOT / "target" / "standby-guest"
+    kernels = sorted((cache / "debian-kernel" / "boot").glob("vmlinuz-*"))
+    initramfs = sorted(cache.glob("initramfs-*.cpio"), key=lambda p: p.stat().st_mtime)
+    if not kernels or not initramfs:
+        sys.exit("the test guest is not built yet: run scripts/test (or cargo nextest run -p standby-guest) once")
+    return kernels[-1], initramfs[-1]
+
+
+def planned_case(work):
+    kernel, initramfs = test_guest()
+    disk = work / "planned-guest.raw"
+    with open(disk, "wb") as f:
+        f.truncate(256 * MIB)
+    subprocess.run(["/sbin/mke2fs", "-q", "-F", "-t", "ext4", disk, f"{240 * 1024}k"], check=True)
+    home = work / "lc-planned"
+    shutil.rmtree(home, ignore_errors=True)
+    standby("init", home)
+    append = "console=ttyS0 quiet loglevel=3 panic=-1 standby.count=0 standby.interval=0.100 standby.file_kib=4"
+    standby("machine", "add", "web", "--disk", disk, "--kernel", kernel, "--initrd", initramfs, "--append", append,
+            "--home", home)
+    log = open(work / "lc-planned-daemon.log", "w")
+    daemon = start_daemon(home, log)
+    standby("machine", "start", "web", "--home", home)
+    console = home / "run" / "machines" / "web@primary" / "web@primary.console"
+    deadline = time.time() + 120
+    while b"standby-guest: record 3" not in (console.read_bytes() if console.exists() else b""):
+        if time.time() > deadline:
+            sys.exit("the test guest did not start writing")
+        time.sleep(0.2)
+    standby("protect", "web", "--home", home)
+    standby("planned-failover", "web", "--sync-first", "--home", home)
+    time.sleep(3)
+    out = standby("complete-failover", "web", "--home", home, "--json")
+    job = json.loads(out.stdout)
+    listed = json.loads(standby("machine", "list", "--home", home, "--json").stdout)
+    downtime = listed["machines"][0]["details"]["failover"]["downtime_ms"]
+    subprocess.run(["pkill", "-f", str(home)], capture_output=True)
+    daemon.terminate()
+    daemon.wait()
+    log.close()
+    return {"downtime_ms": downtime, "job_seconds": job_seconds(job), "boot_step": job["steps"][5]["detail"]}
 
 
 def main():
@@ -116,9 +179,9 @@ def main():
     parser.add_argument("--work", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--keep", action="store_true")
     arguments = parser.parse_args()
-    for tool in ["qemu-system-x86_64", "qemu-io", "rsync"]:
+    for tool in ["qemu-system-x86_64", "rsync"]:
         if not shutil.which(tool):
-            sys.exit(f"{tool} is missing: apt-get install qemu-system-x86 qemu-utils rsync")
+            sys.exit(f"{tool} is missing: apt-get install qemu-system-x86 rsync")
     subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "standby-cli"], cwd=ROOT, check=True)
     work = Path(arguments.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -171,17 +234,24 @@ def main():
     results["reprotect"] = {"changed": changed, "bytes_moved": moved, "seconds": seconds, "steps": steps,
                             "rsync_seconds": rsync_seconds, "rsync_literal": literal, "rsync_sent": sent}
     print(f"reprotect after {changed / MIB:.0f} MiB (1%) of 8 GiB changed at the recovery site:")
-    print(f"  standby reprotect: {moved / MIB:.1f} MiB moved between sites (compressed), {seconds:.1f} s")
+    print(f"  standby reprotect: {moved / MIB:.1f} MiB moved between sites (packed, compressed), {seconds:.1f} s "
+          f"(wall {wall:.1f} s)")
     for name, detail in steps.items():
         print(f"    {name}: {detail}")
     print(f"  rsync --inplace --no-whole-file: {sent / MIB:.1f} MiB sent ({literal / MIB:.1f} MiB literal), "
           f"{rsync_seconds:.1f} s")
     print(f"  ratios: bytes {moved / sent:.2f}x of rsync's, time {seconds / rsync_seconds:.2f}x of rsync's")
+    # 3. Planned failover downtime, with sync first, on a real guest.
+    results["planned"] = planned_case(work)
+    planned = results["planned"]
+    print(f"planned failover --sync-first then complete-failover, real guest under TCG: downtime "
+          f"{planned['downtime_ms'] / 1000:.2f} s (source stopped to target started; target <= 5 s); "
+          f"complete-failover job {planned['job_seconds']:.1f} s, of which the guest's clean shutdown is the rest")
     with open(work / "lifecycle-results.json", "w") as f:
         json.dump(results, f, indent=2)
     os.unlink(copy)
     if not arguments.keep:
-        for name in ["lc-1g", "lc-8g"]:
+        for name in ["lc-1g", "lc-8g", "lc-planned"]:
             shutil.rmtree(work / name, ignore_errors=True)
 
 

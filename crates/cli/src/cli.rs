@@ -248,6 +248,31 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Planned failover (or failback), losing no write. With --sync-first the machine keeps running and
+    /// replicating, and waits in ready-to-complete for `complete-failover`; without, it is shut down, its last
+    /// writes shipped, and started at the other site at once.
+    PlannedFailover {
+        name: String,
+        #[arg(long)]
+        sync_first: bool,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish a planned failover: shut the machine down, ship its last writes, start it at the other site;
+    /// the job reports the downtime.
+    CompleteFailover {
+        name: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
     /// Before commit: boot the recovery VM again from another point (its writes so far are set aside, not deleted).
     ChangePoint {
         name: String,

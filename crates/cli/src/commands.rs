@@ -320,6 +320,13 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             let path = machine_path(&name, &format!("failover?shutdown_source={shutdown_source}{point}"));
             crate::lifecycle::run_job(&home, &path, no_wait, json)
         }
+        Command::PlannedFailover { name, sync_first, no_wait, home, json } => {
+            let path = machine_path(&name, &format!("planned-failover?sync_first={sync_first}"));
+            crate::lifecycle::run_job(&home, &path, no_wait, json)
+        }
+        Command::CompleteFailover { name, no_wait, home, json } => {
+            crate::lifecycle::run_job(&home, &machine_path(&name, "complete-failover"), no_wait, json)
+        }
         Command::ChangePoint { name, point, no_wait, home, json } => {
             let path = machine_path(&name, &format!("change-point?point={}", crate::lifecycle::encode(&point)));
             crate::lifecycle::run_job(&home, &path, no_wait, json)

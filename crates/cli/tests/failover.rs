@@ -137,7 +137,8 @@ fn drill_failover_change_point_cancel_and_commit() {
     let job = run(&["reprotect", "web", "--discard-source-writes", "--home", h, "--json"]).ok().json();
     assert_eq!(job["state"], "succeeded", "{job}");
     eprintln!("reprotect: {job}");
-    let moved: f64 = job["steps"][4]["detail"].as_str().unwrap().split(' ').next().unwrap().parse().unwrap();
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    let moved = listed["machines"][0]["details"]["reprotected"]["bytes_moved"].as_f64().unwrap() / (1 << 20) as f64;
     let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
     let machine = &status["machines"][0];
     assert_eq!((machine["state"].as_str(), machine["replicates_to"].as_str()), (Some("protected"), Some("primary")));
@@ -177,11 +178,60 @@ fn drill_failover_change_point_cancel_and_commit() {
     let report = standby_guest::check_disk(&running_image, 4).unwrap();
     assert!(report.complete_through >= recovery_now, "{report}");
 
+    // Failback, planned, with sync first: the machine keeps running at the
+    // recovery site until complete-failover, which loses no record.
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let recovery_console = console_of(&home, "web");
+    let booted = found_at_boot(Path::new(&recovery_console));
+    wait_for(&recovery_console, &format!("standby-guest: record {}\n", booted + 3));
+    run(&["complete-failover", "web", "--home", h]).bad_input("the machine is protected");
+    run(&["planned-failover", "web", "--sync-first", "--home", h]).ok();
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(listed["machines"][0]["state"], "ready-to-complete", "{listed}");
+    let before = acknowledged(&recovery_console);
+    wait_for(&recovery_console, &format!("standby-guest: record {}\n", before + 3));
+    let job = run(&["complete-failover", "web", "--home", h, "--json"]).ok().json();
+    let boot = job["steps"][5]["detail"].as_str().unwrap();
+    assert!(boot.contains("downtime"), "{job}");
+    let at_recovery = acknowledged(&recovery_console);
+    let primary_console = instance_console(&home, "web@primary");
+    let failed_back = found_at_boot(&primary_console);
+    assert!(failed_back >= at_recovery, "{failed_back} records after failback, {at_recovery} acknowledged");
+    run(&["commit", "web", "--home", h]).ok();
+
+    // Reprotect again, forward: the recovery site's vault takes the machine back.
+    run(&["reprotect", "web", "--home", h]).ok();
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(status["machines"][0]["replicates_to"], "recovery", "{status}");
+    wait_for(primary_console.to_str().unwrap(), &format!("standby-guest: record {}\n", failed_back + 3));
+    run(&["machine", "stop", "web", "--home", h]).ok();
+    let primary_image = home.join("sites/primary/disks/web-disk0.raw");
+    let recovery_vault = home.join("sites/recovery/vault");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = std::fs::remove_file(&restored);
+        let vault = path(&recovery_vault);
+        run(&["restore", "--vault", vault, "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+        if std::fs::read(&restored).unwrap() == std::fs::read(&primary_image).unwrap() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the recovery site's replica differs after the round trip");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let report = standby_guest::check_disk(&primary_image, 4).unwrap();
+    assert!(report.complete_through >= failed_back + 3, "{report}");
+
     let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
     let commands: Vec<&str> = jobs["jobs"].as_array().unwrap().iter().map(|j| j["command"].as_str().unwrap()).collect();
     assert_eq!(
         commands,
         [
+            "machine stop",
+            "reprotect",
+            "commit",
+            "complete-failover",
+            "planned-failover --sync-first",
+            "machine start",
             "machine stop",
             "reprotect",
             "machine stop",

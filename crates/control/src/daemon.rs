@@ -13,6 +13,8 @@
 //! POST /v1/machines/NAME/test-failover          ?point=P: a drill copy at the recovery site, isolated
 //! POST /v1/machines/NAME/cleanup-test-failover  removes the drill copy and every file it used
 //! POST /v1/machines/NAME/failover               ?point=P&shutdown_source=BOOL
+//! POST /v1/machines/NAME/planned-failover       ?sync_first=BOOL (with it: waits in ready-to-complete)
+//! POST /v1/machines/NAME/complete-failover      stop, ship the last writes, start at the other site
 //! POST /v1/machines/NAME/change-point           ?point=P (before commit)
 //! POST /v1/machines/NAME/commit, …/cancel
 //! POST /v1/machines/NAME/reprotect              ?alternate_location=BOOL&discard_source_writes=BOOL
@@ -509,6 +511,8 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
         .route("/v1/machines/{name}/test-failover", post(test_failover))
         .route("/v1/machines/{name}/cleanup-test-failover", post(cleanup_test_failover))
         .route("/v1/machines/{name}/failover", post(failover))
+        .route("/v1/machines/{name}/planned-failover", post(planned_failover))
+        .route("/v1/machines/{name}/complete-failover", post(complete_failover))
         .route("/v1/machines/{name}/change-point", post(change_point))
         .route("/v1/machines/{name}/commit", post(commit))
         .route("/v1/machines/{name}/cancel", post(cancel))
@@ -662,6 +666,24 @@ async fn failover(
     Query(query): Query<FailoverQuery>,
 ) -> ApiResult {
     blocking(move || daemon.failover(&name, query.point, query.shutdown_source)).await
+}
+
+#[derive(Deserialize)]
+struct PlannedQuery {
+    #[serde(default)]
+    sync_first: bool,
+}
+
+async fn planned_failover(
+    AxumState(daemon): AxumState<Arc<Daemon>>,
+    UrlPath(name): UrlPath<String>,
+    Query(query): Query<PlannedQuery>,
+) -> ApiResult {
+    blocking(move || daemon.planned_failover(&name, query.sync_first)).await
+}
+
+async fn complete_failover(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
+    blocking(move || daemon.complete_failover(&name)).await
 }
 
 async fn change_point(

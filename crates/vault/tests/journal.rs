@@ -363,3 +363,60 @@ fn a_journal_compacted_whole_still_restores_and_continues() {
     expected[70_000..70_010].fill(0);
     assert!(std::fs::read(&out).unwrap() == expected);
 }
+
+#[test]
+fn a_seeded_base_is_the_image_and_the_journal_continues_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+    let image = dir.path().join("old.raw");
+    let mut content: Vec<u8> = (0..400_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&image, &content).unwrap();
+    // A journal with history: the seed goes after it and covers it.
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    writer.size(400_000, 0);
+    writer.write(0, &[9; 1000], 5);
+    writer.seal().unwrap();
+    let before = writer.next_sequence();
+    drop(writer);
+    let seeded = standby_vault::compact::seed_journal(&vault, "d", &image).unwrap();
+    assert!(seeded.base_sequence >= before, "{seeded:?}");
+    let out = dir.path().join("out");
+    restore_journal(&vault, "d", JournalTarget::Latest, &out, false).unwrap();
+    assert!(std::fs::read(&out).unwrap() == content, "the seeded base is not the image");
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    assert_eq!(writer.next_sequence(), seeded.base_sequence + 1);
+    writer.write(100_000, &[1; 5000], 50);
+    writer.seal().unwrap();
+    content[100_000..105_000].fill(1);
+    restore_journal(&vault, "d", JournalTarget::Latest, &out, true).unwrap();
+    assert!(std::fs::read(&out).unwrap() == content);
+    // A fresh journal seeded is never taken for empty.
+    let seeded = standby_vault::compact::seed_journal(&vault, "e", &image).unwrap();
+    assert!(JournalWriter::open(&vault, "e").unwrap().next_sequence() > 1, "{seeded:?}");
+}
+
+#[test]
+fn changes_since_a_moment_are_the_ranges_written_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    writer.size(1 << 20, 0);
+    writer.write(0, &[1; 4096], 10);
+    writer.write(8192, &[2; 4096], 20);
+    writer.seal().unwrap();
+    writer.zero(65_536, 1000, 30);
+    writer.write(4096, &[3; 10], 30);
+    writer.seal().unwrap();
+    let changed = |after| standby_vault::compact::changed_since(&vault, "d", after).unwrap();
+    assert_eq!(changed(20), Some(vec![(65_536, 1000), (4096, 10)]));
+    assert_eq!(changed(10), Some(vec![(8192, 4096), (65_536, 1000), (4096, 10)]));
+    assert_eq!(changed(30), Some(vec![]));
+    // After a gap the journal cannot say what changed.
+    writer.gap(40);
+    writer.seal().unwrap();
+    assert_eq!(changed(35), None);
+    drop(writer);
+    // Nor once what followed the moment was compacted.
+    compact_journal(&vault, "d", 25).unwrap();
+    assert_eq!(changed(5), None);
+}

@@ -38,6 +38,13 @@ pub(super) fn on_exports(state: &str) -> bool {
     matches!(state, "failed-over" | "committed")
 }
 
+/// A failover forced by a disaster, or a planned move that loses nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Move {
+    Unplanned { shutdown_source: bool },
+    Planned,
+}
+
 /// How long a failover waits for the source's last writes to reach the vault.
 const LAST_WRITES_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -250,25 +257,75 @@ impl Daemon {
         point: Option<String>,
         shutdown_source: bool,
     ) -> Result<Value, ControlError> {
+        self.move_machine(name, Command::Failover, point, Move::Unplanned { shutdown_source })
+    }
+
+    /// `planned-failover`: with `sync_first`, a job that waits until
+    /// replication keeps up and leaves the machine `ready-to-complete`
+    /// (running, replicating; `complete-failover` moves it); without, the
+    /// move at once: shut down, last writes shipped, started at the other
+    /// site, no data lost.
+    pub(super) fn planned_failover(self: &Arc<Self>, name: &str, sync_first: bool) -> Result<Value, ControlError> {
+        if !sync_first {
+            return self.move_machine(name, Command::PlannedFailover { sync_first }, None, Move::Planned);
+        }
+        const STEPS: [&str; 1] = ["replicate until the remaining delta is small"];
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        check(&machine, Command::PlannedFailover { sync_first })?;
+        self.spawn_job(&deployment, name, "planned-failover --sync-first", &STEPS, move |daemon, job| {
+            let name = name_of(&machine);
+            job.step(STEPS[0], "running", "")?;
+            loop {
+                let (keeping_up, detail) = daemon.replication_progress(&machine, false)?;
+                if keeping_up {
+                    job.step(STEPS[0], "done", &format!("{detail}; run `standby complete-failover {name}`"))?;
+                    break;
+                }
+                job.step(STEPS[0], "running", &detail)?;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            job.deployment.state.set_machine_state(name, "ready-to-complete", None)?;
+            Ok(json!({"name": name, "state": "ready-to-complete"}))
+        })
+    }
+
+    pub(super) fn complete_failover(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+        self.move_machine(name, Command::CompleteFailover, None, Move::Planned)
+    }
+
+    /// Moves a machine to its other site from a recovery point: the
+    /// failover job, planned or not.
+    fn move_machine(
+        self: &Arc<Self>,
+        name: &str,
+        command: Command,
+        point: Option<String>,
+        kind: Move,
+    ) -> Result<Value, ControlError> {
         const STEPS: [&str; 6] = [
             "remove the drill",
             "shut down the source",
             "wait for the source's last writes",
             "choose the point",
             "serve the point",
-            "boot at the recovery site",
+            "boot at the other site",
         ];
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        check(&machine, Command::Failover)?;
+        check(&machine, command)?;
         let to_site = other_site(&machine.active_site);
+        let planned = kind == Move::Planned;
+        let shutdown_source = match kind {
+            Move::Planned => true,
+            Move::Unplanned { shutdown_source } => shutdown_source,
+        };
         // An explicit point is checked now; `latest` is chosen after the
         // source's last writes arrived.
         if let Some(point) = &point {
             self.resolve_point(&deployment, &machine, Some(point))?;
         }
-        self.spawn_job(&deployment, name, "failover", &STEPS, move |daemon, job| {
-            let started_micros = jiff::Timestamp::now().as_microsecond();
+        self.spawn_job(&deployment, name, command.name(), &STEPS, move |daemon, job| {
             let deployment = job.deployment;
             let name = name_of(&machine);
             let mut details = machine.details.clone();
@@ -279,7 +336,7 @@ impl Daemon {
                 machine.generation,
                 &details,
             )?;
-            let outcome = (|| -> Result<(MachinePoint, Value), ControlError> {
+            let outcome = (|| -> Result<(MachinePoint, Value, Option<Duration>), ControlError> {
                 if machine.state == "test-failover" {
                     job.step(STEPS[0], "running", "")?;
                     daemon.remove_drill(deployment, &machine)?;
@@ -295,7 +352,9 @@ impl Daemon {
                     match daemon.stop_instance(&source, false) {
                         Ok(Some(how)) => (format!("the source {how}"), true),
                         Ok(None) => ("the source stopped by itself".to_string(), false),
-                        // It cannot be reached: carry on, saying why.
+                        // A planned move needs the source down; a disaster
+                        // does not wait for it: carry on, saying why.
+                        Err(e) if planned => return Err(e),
                         Err(e) => (format!("the source could not be shut down ({e}); it may still be running"), false),
                     }
                 } else {
@@ -306,16 +365,32 @@ impl Daemon {
                         false,
                     )
                 };
+                let stopped_at = Instant::now();
+                // Recorded at once: a roll-back starts a source it stopped.
+                details["failover"] = json!({"job": job.id, "source": source_detail, "source_shut_down": shut_down,
+                                             "from_site": machine.active_site});
+                deployment.state.set_machine_placement(
+                    name,
+                    "failover-in-progress",
+                    &machine.active_site,
+                    machine.generation,
+                    &details,
+                )?;
                 job.step(STEPS[1], "done", &source_detail)?;
                 job.step(STEPS[2], "running", "")?;
-                let waited = daemon.wait_for_last_writes(&machine, shut_down || !daemon.runtime(&source).running);
+                let source_stopped = shut_down || !daemon.runtime(&source).running;
+                let (drained, waited) = daemon.wait_for_last_writes(&machine, source_stopped);
+                if planned && !drained {
+                    return Err(ControlError::Failed(format!(
+                        "a planned failover loses no write, and the source's last writes are not all in the vault: \
+                         {waited}"
+                    )));
+                }
                 job.step(STEPS[2], "done", &waited)?;
                 job.step(STEPS[3], "running", "")?;
                 let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
                 job.step(STEPS[3], "done", &chosen.described)?;
-                details["failover"] = json!({"point": chosen, "job": job.id, "source": source_detail,
-                                             "source_shut_down": shut_down, "from_site": machine.active_site,
-                                             "started": started_micros});
+                details["failover"]["point"] = json!(chosen);
                 // Recorded before the boot: a daemon that dies from here on
                 // finds the point to roll back from or run on.
                 deployment.state.set_machine_placement(
@@ -332,12 +407,25 @@ impl Daemon {
                 job.step(STEPS[4], "done", &format!("{} disk(s) exported", drives.len()))?;
                 job.step(STEPS[5], "running", "")?;
                 let started = Instant::now();
+                // From here on the copies diverge: a write the old source
+                // makes later is a split brain.
+                details["failover"]["diverged"] = json!(jiff::Timestamp::now().as_microsecond());
                 let runtime = daemon.boot(deployment, &machine, &instance(name, to_site), drives)?;
-                job.step(STEPS[5], "done", &format!("pid {} in {} ms", runtime["pid"], started.elapsed().as_millis()))?;
-                Ok((chosen, runtime))
+                let downtime = shut_down.then(|| stopped_at.elapsed());
+                let mut detail = format!("pid {} in {} ms", runtime["pid"], started.elapsed().as_millis());
+                if let Some(downtime) = downtime {
+                    detail.push_str(&format!(
+                        "; downtime {} ms (source stopped to target started)",
+                        downtime.as_millis()
+                    ));
+                }
+                job.step(STEPS[5], "done", &detail)?;
+                Ok((chosen, runtime, downtime))
             })();
             match outcome {
-                Ok((chosen, runtime)) => {
+                Ok((chosen, runtime, downtime)) => {
+                    let downtime_ms = downtime.map(|d| d.as_millis() as u64);
+                    details["failover"]["downtime_ms"] = json!(downtime_ms);
                     deployment.state.set_machine_placement(
                         name,
                         "failed-over",
@@ -345,7 +433,8 @@ impl Daemon {
                         machine.generation + 1,
                         &details,
                     )?;
-                    Ok(json!({"name": name, "state": "failed-over", "point": chosen, "recovery": runtime}))
+                    Ok(json!({"name": name, "state": "failed-over", "point": chosen, "recovery": runtime,
+                              "downtime_ms": downtime_ms}))
                 }
                 Err(e) => {
                     let rolled = daemon.roll_back_failover(deployment, &machine, &details, job.id);
@@ -359,20 +448,23 @@ impl Daemon {
     }
 
     /// Waits until the splitters shipped everything, when the source is
-    /// stopped (else there is no "last" write). Says what it found.
-    fn wait_for_last_writes(&self, machine: &Machine, source_stopped: bool) -> String {
+    /// stopped (else there is no "last" write). Says whether they did, and
+    /// what it found.
+    fn wait_for_last_writes(&self, machine: &Machine, source_stopped: bool) -> (bool, String) {
         if !source_stopped {
-            return "not waited for: the source runs".to_string();
+            return (false, "not waited for: the source runs".to_string());
         }
         let deadline = Instant::now() + LAST_WRITES_TIMEOUT;
         loop {
             match self.replication_progress(machine, true) {
-                Ok((true, _)) => return "every write of the source is in the vault".to_string(),
+                Ok((true, _)) => return (true, "every write of the source is in the vault".to_string()),
                 Ok((false, detail)) if Instant::now() > deadline => {
-                    return format!("gave up after {} s: {detail}", LAST_WRITES_TIMEOUT.as_secs());
+                    return (false, format!("gave up after {} s: {detail}", LAST_WRITES_TIMEOUT.as_secs()));
                 }
-                Err(e) => return format!("the splitters cannot tell ({e}); failing over with what the vault has"),
-                Ok(_) => std::thread::sleep(Duration::from_millis(200)),
+                Err(e) => {
+                    return (false, format!("the splitters cannot tell ({e}); failing over with what the vault has"));
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
     }
@@ -480,9 +572,12 @@ impl Daemon {
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Cancel)?;
         if machine.state == "ready-to-complete" {
-            return Err(ControlError::Refused(format!(
-                "machine '{name}': cancelling a planned failover is not supported by this version yet"
-            )));
+            // Nothing moved yet: the machine just stops waiting.
+            return self.spawn_job(&deployment, name, "cancel", &STEPS, move |_, job| {
+                job.deployment.state.set_machine_state(name_of(&machine), "protected", None)?;
+                job.step(STEPS[0], "done", "the planned failover is called off; replication carries on")?;
+                Ok(json!({"name": name_of(&machine), "state": "protected"}))
+            });
         }
         self.spawn_job(&deployment, name, "cancel", &STEPS, move |daemon, job| {
             job.step(STEPS[0], "running", "")?;

@@ -314,8 +314,8 @@ impl Daemon {
                 let machine = machine.clone();
                 let steps = ["ship the blocks that differ"];
                 self.spawn_job(&deployment, &name, "reprotect (resumed)", &steps, move |daemon, job| {
-                    let shipped =
-                        daemon.wait_for_replication(&machine, |detail| job.step(steps[0], "running", detail))?;
+                    let progress = |detail: &str| job.step(steps[0], "running", detail);
+                    let shipped = daemon.wait_for_replication(&machine, "reprotected", progress)?;
                     job.step(steps[0], "done", &format!("{shipped} bytes moved since the restart"))?;
                     job.deployment.state.set_machine_state(&machine.definition.name, "protected", None)?;
                     Ok(json!({"name": machine.definition.name, "state": "protected"}))

@@ -22,7 +22,8 @@
 //!
 //! Refused while the old source runs, when the machine has internal
 //! snapshots, and when the old source wrote after the failover began
-//! (split brain) unless `--discard-source-writes` says to overwrite that.
+//! (split brain: after the copy at the new site started) unless
+//! `--discard-source-writes` says to overwrite that.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -57,7 +58,11 @@ fn total(ranges: &[(u64, u64)]) -> u64 {
 }
 
 fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    if bytes < 1 << 20 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    }
 }
 
 /// The image of `machine`'s disk `index` at `site`.
@@ -112,9 +117,9 @@ impl Daemon {
         }
         let point: MachinePoint = serde_json::from_value(machine.details["failover"]["point"].clone())
             .map_err(|e| ControlError::Failed(format!("machine '{name}' has no failover point recorded ({e})")))?;
-        // Split brain: the old source wrote after the failover began.
+        // Split brain: the old source wrote after the copy at this site started.
         let history = deployment.open_vault_at(&active)?;
-        if let Some(started) = machine.details["failover"]["started"].as_i64() {
+        if let Some(started) = machine.details["failover"]["diverged"].as_i64() {
             let mut written = 0;
             for disk in &machine.disks {
                 let ranges = standby_vault::compact::changed_since(&history, &disk.vault_disk, started)?;
@@ -122,8 +127,8 @@ impl Daemon {
             }
             if written > 0 && !discard_source_writes {
                 return Err(ControlError::Refused(format!(
-                    "split brain: the old source of '{name}' wrote {} after the failover began, and the {active} \
-                     copy (generation {}) is the newer one; reprotect would overwrite those writes: pass \
+                    "split brain: the old source of '{name}' wrote {} after the copy at the {active} site started, \
+                     and that copy (generation {}) is the newer one; reprotect would overwrite those writes: pass \
                      --discard-source-writes to accept that",
                     mib(written),
                     machine.generation
@@ -237,7 +242,8 @@ impl Daemon {
         job.step(STEPS[3], "done", &paused)?;
 
         job.step(STEPS[4], "running", "")?;
-        let shipped = self.wait_for_replication(machine, |detail| job.step(STEPS[4], "running", detail))?;
+        let shipped =
+            self.wait_for_replication(machine, "reprotected", |detail| job.step(STEPS[4], "running", detail))?;
         job.step(STEPS[4], "done", &format!("{} moved to the {old} site", mib(shipped)))?;
         let mut details = machine.details.clone();
         if let Some(map) = details.as_object_mut() {
@@ -248,11 +254,15 @@ impl Daemon {
         Ok(json!({"name": name, "state": "protected", "replicates_to": old, "bytes_moved": shipped}))
     }
 
-    /// Waits until every splitter of `machine` is caught up; returns the
-    /// bytes they stored in the vault, reporting progress on the way.
+    /// Waits until every splitter of `machine` has re-read what it had to
+    /// and keeps up, then marks a point labelled `label` on each (answered
+    /// once sealed, so everything queued before it is in the vault);
+    /// returns the bytes they stored in the vault, reporting progress on
+    /// the way.
     pub(super) fn wait_for_replication(
         &self,
         machine: &Machine,
+        label: &str,
         progress: impl Fn(&str) -> Result<(), ControlError>,
     ) -> Result<u64, ControlError> {
         loop {
@@ -267,6 +277,7 @@ impl Daemon {
         for disk in &machine.disks {
             let control = lock(&self.splitters).get(&disk.vault_disk).map(|agent| agent.control());
             if let Some(control) = control {
+                control.mark(false, label)?;
                 shipped += control.status()?["bytes_shipped"].as_u64().unwrap_or(0);
             }
         }
