@@ -179,6 +179,7 @@ pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> a
         }
         return Ok(0);
     }
+    let socket = deployment.run_dir().join(standby_control::daemon::SOCKET);
     let mut printed: Vec<(String, String, String)> = Vec::new();
     let job = loop {
         let job = deployment.state.job(id)?;
@@ -194,6 +195,12 @@ pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> a
         }
         if job.state != "running" {
             break job;
+        }
+        if std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            return Err(anyhow::anyhow!(
+                "the daemon stopped while job {id} ran; when it starts again it resumes or rolls the job back \
+                 (`standby jobs {id}`)"
+            ));
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };

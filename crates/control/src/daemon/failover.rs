@@ -346,7 +346,20 @@ impl Daemon {
                 }
                 job.step(STEPS[1], "running", "")?;
                 let source = instance(name, &machine.active_site);
-                let (source_detail, shut_down) = if !daemon.runtime(&source).running {
+                // Recorded before anything is stopped: a roll-back (even by
+                // a daemon that restarts after this one died) starts the
+                // source again when it ran before the failover.
+                let source_was_running = daemon.runtime(&source).running;
+                details["failover"] = json!({"job": job.id, "from_site": machine.active_site,
+                                             "source_was_running": source_was_running});
+                deployment.state.set_machine_placement(
+                    name,
+                    "failover-in-progress",
+                    &machine.active_site,
+                    machine.generation,
+                    &details,
+                )?;
+                let (source_detail, shut_down) = if !source_was_running {
                     ("the source was not running".to_string(), false)
                 } else if shutdown_source {
                     match daemon.stop_instance(&source, false) {
@@ -367,8 +380,8 @@ impl Daemon {
                 };
                 let stopped_at = Instant::now();
                 // Recorded at once: a roll-back starts a source it stopped.
-                details["failover"] = json!({"job": job.id, "source": source_detail, "source_shut_down": shut_down,
-                                             "from_site": machine.active_site});
+                details["failover"]["source"] = json!(source_detail);
+                details["failover"]["source_shut_down"] = json!(shut_down);
                 deployment.state.set_machine_placement(
                     name,
                     "failover-in-progress",
@@ -470,9 +483,9 @@ impl Daemon {
     }
 
     /// Undoes a failover: the recovery VM stopped, its writes set aside,
-    /// the exports stopped, the source started again when the failover
-    /// shut it down; the machine protected at its source. Returns what it
-    /// did.
+    /// the exports stopped, the source started again when it ran before
+    /// the failover and does not now; the machine protected at its source.
+    /// Returns what it did.
     fn roll_back_failover(
         &self,
         deployment: &Deployment,
@@ -481,7 +494,7 @@ impl Daemon {
         job: i64,
     ) -> Result<Vec<String>, ControlError> {
         let name = name_of(machine);
-        let source_site = details["failover"]["from_site"].as_str().unwrap_or("primary");
+        let source_site = details["failover"]["from_site"].as_str().unwrap_or(&machine.active_site);
         let to_site = other_site(source_site);
         let mut done = Vec::new();
         if let Some(how) = self.stop_instance(&instance(name, to_site), true)? {
@@ -492,13 +505,23 @@ impl Daemon {
             done.push(format!("its writes are set aside in {}", folder.display()));
         }
         let mut details = details.clone();
-        let shut_down = details["failover"]["source_shut_down"].as_bool() == Some(true);
+        let was_running = details["failover"]["source_was_running"].as_bool() == Some(true);
+        let source = instance(name, source_site);
+        if was_running && details["failover"]["source"].is_null() {
+            // A daemon died while shutting the source down: the guest may
+            // still be on its way down. Let it finish (or ignore the power
+            // button) before deciding whether to start it again.
+            let deadline = Instant::now() + POWER_DOWN_TIMEOUT;
+            while self.runtime(&source).running && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         if let Some(map) = details.as_object_mut() {
             map.remove("failover");
         }
         let generation = if machine.active_site == source_site { machine.generation } else { machine.generation + 1 };
         deployment.state.set_machine_placement(name, "protected", source_site, generation, &details)?;
-        if shut_down {
+        if was_running && !self.runtime(&source).running {
             let machine = deployment.state.machine(name)?;
             let (drives, _) = self.drives(deployment, &machine)?;
             let runtime = self.boot(deployment, &machine, &instance(name, source_site), drives)?;
@@ -592,7 +615,8 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Commit)?;
-        let source_site = machine.details["failover"]["from_site"].as_str().unwrap_or("primary").to_string();
+        let source_site =
+            machine.details["failover"]["from_site"].as_str().unwrap_or(other_site(&machine.active_site)).to_string();
         self.spawn_job(&deployment, name, "commit", &STEPS, move |daemon, job| {
             let name = name_of(&machine);
             job.step(STEPS[0], "running", "")?;
