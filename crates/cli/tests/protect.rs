@@ -122,3 +122,74 @@ fn a_running_machine_is_protected_and_unprotected_without_a_restart() {
     assert_eq!(commands, ["protect", "machine stop", "unprotect", "protect", "machine start"]);
     assert_eq!(daemon.terminate(), 0);
 }
+
+#[test]
+fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explained() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    run(&["policy", "add", "often", "--app-consistent", "5s", "--home", h]).ok();
+    let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
+    add_guest_machine(&home, "web", &workload);
+    // The same guest told not to start its agent.
+    let plain = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
+    let guest = standby_testkit::test_guest();
+    let source = home.join("plain-source.raw");
+    standby_guest::prepare_disk(&source, 64 << 20).unwrap();
+    let append = format!("{} standby.agent=0", plain.cmdline());
+    run(&[
+        "machine",
+        "add",
+        "plain",
+        "--disk",
+        path(&source),
+        "--kernel",
+        path(&guest.vmlinuz),
+        "--initrd",
+        path(&guest.initramfs),
+        "--append",
+        &append,
+        "--home",
+        h,
+    ])
+    .ok();
+    let daemon = Daemon::start(&home);
+    for name in ["web", "plain"] {
+        run(&["machine", "start", name, "--home", h]).ok();
+        wait_for(&console_of(&home, name), "standby-guest: record 2\n");
+        run(&["protect", name, "--policy", "often", "--home", h]).ok();
+    }
+    assert!(console_text(Path::new(&console_of(&home, "web"))).contains("standby-guest: guest agent running"));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (web, plain) = loop {
+        let status = run(&["status", "--home", h, "--json"]).ok().json();
+        let machines = status["machines"].as_array().unwrap().clone();
+        let find = |name: &str| machines.iter().find(|m| m["name"] == name).unwrap().clone();
+        let (web, plain) = (find("web"), find("plain"));
+        let explained = plain["consistency"].as_str().unwrap().starts_with("crash-consistent only");
+        if !web["disks"][0]["latest_app_consistent"].is_null() && explained {
+            break (web, plain);
+        }
+        assert!(std::time::Instant::now() < deadline, "no app-consistent point or no explanation: {status}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(web["consistency"].as_str().unwrap().starts_with("app-consistent: the latest web.disk0 point"), "{web}");
+    assert!(plain["consistency"].as_str().unwrap().contains("no qemu-guest-agent answered"), "{plain}");
+    assert!(plain["disks"][0]["latest_app_consistent"].is_null(), "{plain}");
+
+    // An app-consistent point's filesystem is clean as it is: no journal
+    // to replay (it was frozen), e2fsck finds nothing to fix.
+    let vault = home.join("sites/recovery/vault");
+    let restored = root.path().join("app.raw");
+    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest-app", path(&restored)]).ok();
+    let fsck = std::process::Command::new("/sbin/e2fsck").args(["-fn"]).arg(&restored).output().unwrap();
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    let report = standby_guest::check_disk(&restored, 4).unwrap();
+    assert!(report.complete_through >= 2, "{report}");
+    for name in ["web", "plain"] {
+        run(&["machine", "stop", name, "--home", h]).ok();
+    }
+    assert_eq!(daemon.terminate(), 0);
+}

@@ -47,6 +47,7 @@ use crate::deployment::{Accel, Deployment};
 use crate::error::ControlError;
 use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
 
+mod consistency;
 mod failover;
 mod protection;
 mod reprotect;
@@ -113,6 +114,8 @@ struct Daemon {
     exports: Mutex<HashMap<String, Agent>>,
     /// Machines with a job running, and its id: one job per machine at a time.
     busy: Arc<Mutex<HashMap<String, i64>>>,
+    /// App-consistent points: when each machine's next is due, how the last went.
+    consistency: Mutex<HashMap<String, consistency::Consistency>>,
 }
 
 /// A machine claimed for one job; released when dropped.
@@ -453,6 +456,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         splitters: Mutex::default(),
         exports: Mutex::default(),
         busy: Arc::default(),
+        consistency: Mutex::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -476,6 +480,16 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     };
     if !adopted.is_empty() {
         eprintln!("standby: adopted running machines: {}", adopted.join(", "));
+    }
+    {
+        let daemon = daemon.clone();
+        std::thread::Builder::new()
+            .name("app-consistency".into())
+            .spawn(move || {
+                daemon.thaw_all();
+                daemon.consistency_loop();
+            })
+            .map_err(|e| ControlError::Failed(format!("cannot start the app-consistency thread: {e}")))?;
     }
     match daemon.roll_back_interrupted_failovers() {
         Ok(rolled) if !rolled.is_empty() => {

@@ -11,6 +11,7 @@ mod agent;
 pub mod daemon;
 mod deployment;
 mod error;
+pub mod guest_agent;
 mod machine;
 pub mod points;
 mod process;

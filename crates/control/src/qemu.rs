@@ -89,6 +89,10 @@ pub struct Qemu {
     qmp: Qmp,
     pub console: PathBuf,
     pub qmp_socket: PathBuf,
+    /// The guest agent's channel (a virtio-serial port named
+    /// `org.qemu.guest_agent.0`), answered by qemu-guest-agent when the
+    /// guest runs one.
+    pub agent_socket: PathBuf,
     pid_file: PathBuf,
     /// The accelerator it runs with.
     pub accel: &'static str,
@@ -110,7 +114,9 @@ impl Qemu {
         let console = spec.run_dir.join(format!("{}.console", spec.name));
         let pid_file = spec.run_dir.join(format!("{}.pid", spec.name));
         let log = spec.run_dir.join(format!("{}.log", spec.name));
+        let agent_socket = spec.run_dir.join(format!("{}.qga", spec.name));
         let _ = std::fs::remove_file(&qmp_socket);
+        let _ = std::fs::remove_file(&agent_socket);
         let mut command = Command::new("qemu-system-x86_64");
         command
             .args(["-name", &spec.name, "-accel", spec.accel, "-smp", &spec.cpus.to_string()])
@@ -122,7 +128,11 @@ impl Qemu {
             .arg("-pidfile")
             .arg(&pid_file)
             // Paused until QMP is connected, so nothing the guest does is missed.
-            .arg("-S");
+            .arg("-S")
+            .arg("-chardev")
+            .arg(format!("socket,id=agent,path={},server=on,wait=off", agent_socket.display()))
+            .args(["-device", "virtio-serial-pci,id=serial0"])
+            .args(["-device", "virtserialport,bus=serial0.0,chardev=agent,name=org.qemu.guest_agent.0"]);
         if let Some(kernel) = &spec.kernel {
             command.arg("-kernel").arg(kernel);
             if let Some(initrd) = &spec.initrd {
@@ -153,7 +163,7 @@ impl Qemu {
                 return Err(error);
             }
         };
-        let mut qemu = Qemu { process, qmp, console, qmp_socket, pid_file, accel: spec.accel };
+        let mut qemu = Qemu { process, qmp, console, qmp_socket, agent_socket, pid_file, accel: spec.accel };
         if let Err(e) = qemu.qmp.execute("cont", json!({})) {
             qemu.kill();
             return Err(e);
@@ -172,7 +182,15 @@ impl Qemu {
             if arguments.windows(2).any(|pair| pair[0] == b"-accel" && pair[1] == b"kvm") { "kvm" } else { "tcg" };
         let qmp_socket = run_dir.join(format!("{name}.qmp"));
         let qmp = Qmp::connect(&qmp_socket, None, Duration::from_secs(10))?;
-        Ok(Some(Qemu { process, qmp, console: run_dir.join(format!("{name}.console")), qmp_socket, pid_file, accel }))
+        Ok(Some(Qemu {
+            process,
+            qmp,
+            console: run_dir.join(format!("{name}.console")),
+            qmp_socket,
+            agent_socket: run_dir.join(format!("{name}.qga")),
+            pid_file,
+            accel,
+        }))
     }
 
     pub fn pid(&self) -> u32 {
@@ -288,6 +306,7 @@ impl Qemu {
 
     fn forget(&self) {
         let _ = std::fs::remove_file(&self.qmp_socket);
+        let _ = std::fs::remove_file(&self.agent_socket);
         let _ = std::fs::remove_file(&self.pid_file);
     }
 

@@ -11,7 +11,10 @@
 # copy booted elsewhere carries on where its disk left off.
 #
 # Kernel command line: standby.count=N (steps, 0 = until powered down),
-# standby.interval=SECONDS (pause between steps), standby.file_kib=K.
+# standby.interval=SECONDS (pause between steps), standby.file_kib=K,
+# standby.agent=0 (do not start qemu-guest-agent even when the initramfs
+# carries it). With the agent, the host can freeze the filesystem
+# (guest-fsfreeze-freeze) for an app-consistent point.
 # An ACPI power-button press (QEMU's system_powerdown) ends the workload,
 # unmounts the filesystem and powers off.
 
@@ -31,11 +34,13 @@ done < /etc/standby-modules
 count=0
 interval=0.2
 file_kib=16
+agent=1
 for word in $(cat /proc/cmdline); do
   case "$word" in
     standby.count=*) count=${word#*=} ;;
     standby.interval=*) interval=${word#*=} ;;
     standby.file_kib=*) file_kib=${word#*=} ;;
+    standby.agent=*) agent=${word#*=} ;;
   esac
 done
 
@@ -68,6 +73,26 @@ if ! mount -t ext4 $disk /mnt; then
   poweroff -f
 fi
 mkdir -p /mnt/data
+
+# qemu-guest-agent on its virtio-serial port, when carried and wanted.
+# (Virtio device id 3 is the console device its port hangs off.)
+if [ "$agent" != 0 ] && [ -x /usr/sbin/qemu-ga ] \
+  && grep -qx 0x0003 /sys/bus/virtio/devices/*/device 2>/dev/null; then
+  port=
+  n=0
+  while [ -z "$port" ] && [ $n -lt 30 ]; do
+    for p in /sys/class/virtio-ports/*; do
+      [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+    done
+    [ -z "$port" ] && sleep 0.1
+    n=$((n + 1))
+  done
+  if [ -n "$port" ] && /usr/sbin/qemu-ga -m virtio-serial -p "$port" -d -f /tmp/qemu-ga.pid; then
+    say "guest agent running"
+  else
+    say "warning: qemu-guest-agent did not start"
+  fi
+fi
 
 last=$(dd if=$disk bs=512 skip=$area count=$slots 2>/dev/null | tr '\0' '\n' \
   | grep -a '^standby-record [0-9]*$' | cut -d' ' -f2 | sort -n | tail -n 1)

@@ -40,7 +40,39 @@ pub const MODULES: &[&str] = &[
     "ext4",
     "button",
     "evdev",
+    "virtio_console",
 ];
+
+/// qemu-guest-agent as this host has it (Debian's qemu-guest-agent
+/// package): the binary and the shared libraries it loads, copied into
+/// the initramfs at the same paths so that it runs there.
+#[derive(Debug, Clone)]
+pub struct GuestAgent {
+    pub binary: PathBuf,
+    pub libraries: Vec<PathBuf>,
+}
+
+impl GuestAgent {
+    /// The host's qemu-ga, if installed (apt-get install qemu-guest-agent).
+    pub fn from_host() -> Result<Option<GuestAgent>, Error> {
+        let binary = PathBuf::from("/usr/sbin/qemu-ga");
+        if !binary.is_file() {
+            return Ok(None);
+        }
+        let output = Command::new("ldd")
+            .arg(&binary)
+            .output()
+            .map_err(|e| Error::Busybox(format!("ldd could not run to list qemu-ga's libraries: {e}")))?;
+        // "libglib-2.0.so.0 => /lib/x86_64-linux-gnu/libglib-2.0.so.0 (0x…)"
+        // and "/lib64/ld-linux-x86-64.so.2 (0x…)".
+        let libraries = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')))
+            .map(PathBuf::from)
+            .collect();
+        Ok(Some(GuestAgent { binary, libraries }))
+    }
+}
 
 const INIT: &str = include_str!("init.sh");
 
@@ -92,7 +124,7 @@ impl Workload {
 
 /// The initramfs (a newc cpio archive) for `kernel`, with `busybox` (a
 /// static build: Debian's busybox-static) as every command.
-pub fn initramfs(kernel: &Kernel, busybox: &Path) -> Result<Vec<u8>, Error> {
+pub fn initramfs(kernel: &Kernel, busybox: &Path, agent: Option<&GuestAgent>) -> Result<Vec<u8>, Error> {
     let busybox_bytes = fs::read(busybox).map_err(|e| Error::io(busybox, e))?;
     if has_interpreter(&busybox_bytes) {
         return Err(Error::Busybox(format!(
@@ -121,6 +153,32 @@ pub fn initramfs(kernel: &Kernel, busybox: &Path) -> Result<Vec<u8>, Error> {
         order.push('\n');
     }
     archive.file("etc/standby-modules", 0o644, order.as_bytes());
+    if let Some(agent) = agent {
+        // Each file at its own path (the dynamic loader and the library
+        // paths are compiled in), with its folders.
+        let mut folders = std::collections::BTreeSet::new();
+        for file in std::iter::once(&agent.binary).chain(&agent.libraries) {
+            let relative = file.strip_prefix("/").unwrap_or(file);
+            for ancestor in relative.ancestors().skip(1) {
+                if !ancestor.as_os_str().is_empty() {
+                    folders.insert(ancestor.to_path_buf());
+                }
+            }
+        }
+        for folder in &folders {
+            if !["bin", "dev", "etc", "lib", "lib/modules", "mnt", "proc", "sys", "tmp"]
+                .contains(&folder.to_str().unwrap_or(""))
+            {
+                archive.directory(&folder.display().to_string());
+            }
+        }
+        for file in std::iter::once(&agent.binary).chain(&agent.libraries) {
+            // Follow symbolic links: the archive holds the library itself.
+            let bytes = fs::read(file).map_err(|e| Error::io(file, e))?;
+            let relative = file.strip_prefix("/").unwrap_or(file);
+            archive.file(&relative.display().to_string(), 0o755, &bytes);
+        }
+    }
     let init = INIT.replace("@RECORD_SLOTS@", &(RECORD_AREA_BYTES / RECORD_SLOT_BYTES).to_string());
     archive.file("init", 0o755, init.as_bytes());
     Ok(archive.finish())

@@ -194,7 +194,9 @@ pub fn test_guest() -> TestGuest {
     let cache = workspace_root().join("target/standby-guest");
     let kernel = standby_guest::Kernel::debian(&cache).unwrap_or_else(|e| panic!("test guest kernel: {e}"));
     let busybox = standby_guest::busybox().unwrap_or_else(|e| panic!("test guest: {e}"));
-    let initramfs = standby_guest::initramfs(&kernel, &busybox).unwrap_or_else(|e| panic!("test guest: {e}"));
+    let agent = standby_guest::GuestAgent::from_host().unwrap_or_else(|e| panic!("test guest: {e}"));
+    let initramfs =
+        standby_guest::initramfs(&kernel, &busybox, agent.as_ref()).unwrap_or_else(|e| panic!("test guest: {e}"));
     // One file per content, written once: concurrent tests never see a
     // half-written initramfs.
     let name = &blake3::hash(&initramfs).to_hex()[..16];

@@ -441,9 +441,14 @@ impl Daemon {
         } else {
             "healthy"
         };
-        value["consistency"] = json!(
-            "crash-consistent: app-consistent points through qemu-guest-agent are not scheduled by this version yet"
-        );
+        value["consistency"] = json!(match lock(&self.consistency).get(name) {
+            Some(consistency) => consistency.last.clone(),
+            None => format!(
+                "app-consistent points every {} s through qemu-guest-agent; the first is taken once the machine \
+                 runs protected",
+                policy.app_consistent_seconds
+            ),
+        });
         value["health"] = json!(health);
         value["rpo_seconds"] = json!(rpo);
         value["rpo_threshold_seconds"] = json!(policy.rpo_threshold_seconds);

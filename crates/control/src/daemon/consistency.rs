@@ -1,0 +1,118 @@
+//! App-consistent points on each policy's schedule: the guest's
+//! filesystems frozen through qemu-guest-agent (`guest-fsfreeze-freeze`),
+//! an app-consistent point marked on every disk (answered once sealed in
+//! the vault), the filesystems thawed. A guest without an agent gets
+//! crash-consistent points only, and `status` says why.
+//!
+//! A daemon that dies with a guest frozen would leave it frozen: the next
+//! daemon thaws every running machine's filesystems when it starts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::protection::replicating;
+use super::{instance, lock, Daemon};
+use crate::guest_agent::GuestAgent;
+use crate::machine::Machine;
+
+/// How long a guest has to answer on its agent channel.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the schedule is looked at.
+const TICK: Duration = Duration::from_secs(2);
+
+/// A machine's app-consistency as the daemon last saw it.
+#[derive(Debug, Clone)]
+pub(super) struct Consistency {
+    /// When the next app-consistent point is due.
+    pub due: Instant,
+    /// What the last attempt gave, for `status`.
+    pub last: String,
+}
+
+impl Daemon {
+    /// Freezes, marks and thaws; says what it recorded, or why the point
+    /// could only be crash-consistent.
+    pub(super) fn app_consistent_point(&self, machine: &Machine) -> Result<String, String> {
+        let name = &machine.definition.name;
+        let key = instance(name, &machine.active_site);
+        let socket = lock(&self.machines)
+            .get(&key)
+            .filter(|running| running.qemu.running())
+            .map(|running| running.qemu.agent_socket.clone())
+            .ok_or_else(|| "the machine is not running".to_string())?;
+        let mut agent = GuestAgent::connect(&socket, AGENT_TIMEOUT)?;
+        let started = Instant::now();
+        let frozen = agent
+            .execute("guest-fsfreeze-freeze", json!({}))
+            .map_err(|e| format!("the guest agent could not freeze the filesystems ({e})"))?;
+        let mut points = Vec::new();
+        let mut failure = None;
+        for disk in &machine.disks {
+            let control = lock(&self.splitters).get(&disk.vault_disk).map(|agent| agent.control());
+            match control.map(|control| control.mark(true, "app-consistent")) {
+                Some(Ok(point)) => points.push(format!("{} point {point}", disk.vault_disk)),
+                Some(Err(e)) => failure = Some(e.to_string()),
+                None => failure = Some(format!("the splitter of disk '{}' is not running", disk.vault_disk)),
+            }
+        }
+        // Thawed whatever happened.
+        let thawed = agent.execute("guest-fsfreeze-thaw", json!({}));
+        let held = started.elapsed();
+        if let Some(failure) = failure {
+            return Err(format!("the point could not be recorded ({failure})"));
+        }
+        thawed.map_err(|e| format!("the guest agent could not thaw ({e})"))?;
+        Ok(format!(
+            "{} at {} ({} filesystem(s) frozen for {} ms)",
+            points.join(", "),
+            jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            frozen,
+            held.as_millis()
+        ))
+    }
+
+    /// Runs forever: takes app-consistent points when due.
+    pub(super) fn consistency_loop(self: Arc<Self>) {
+        loop {
+            std::thread::sleep(TICK);
+            let Ok(deployment) = self.deployment() else { continue };
+            let Ok(machines) = deployment.state.machines() else { continue };
+            for machine in machines {
+                let name = machine.definition.name.clone();
+                let eligible = replicating(&machine.state)
+                    && machine.state != "enabling"
+                    && self.runtime(&instance(&name, &machine.active_site)).running
+                    && !lock(&self.busy).contains_key(&name);
+                if !eligible {
+                    continue;
+                }
+                let Ok(policy) = deployment.state.policy(machine.policy.as_deref().unwrap_or("default")) else {
+                    continue;
+                };
+                let period = Duration::from_secs(policy.app_consistent_seconds.max(1));
+                let due = lock(&self.consistency).get(&name).map(|c| c.due);
+                if due.is_some_and(|due| Instant::now() < due) {
+                    continue;
+                }
+                let last = match self.app_consistent_point(&machine) {
+                    Ok(recorded) => format!("app-consistent: the latest {recorded}"),
+                    Err(why) => format!("crash-consistent only: {why}"),
+                };
+                lock(&self.consistency).insert(name, Consistency { due: Instant::now() + period, last });
+            }
+        }
+    }
+
+    /// Thaws the filesystems of every running machine whose guest answers:
+    /// a daemon that died between a freeze and its thaw left them frozen.
+    pub(super) fn thaw_all(&self) {
+        let sockets: Vec<_> = lock(&self.machines).values().map(|running| running.qemu.agent_socket.clone()).collect();
+        for socket in sockets {
+            if let Ok(mut agent) = GuestAgent::connect(&socket, Duration::from_secs(1)) {
+                let _ = agent.execute("guest-fsfreeze-thaw", json!({}));
+            }
+        }
+    }
+}
