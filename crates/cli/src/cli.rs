@@ -345,11 +345,15 @@ pub enum Command {
     /// Check whether /dev/kvm runs guests (used by the daemon, in a child process with a timeout).
     #[command(hide = true)]
     ProbeKvm,
-    /// Run the disk-level journey on a sample disk, narrating each step.
+    /// Run the whole disaster-recovery journey on a real guest under QEMU in a temporary deployment,
+    /// narrating each step: protect, drill, failover, reprotect, planned failback, reprotect.
     Demo {
         /// Keep the demo's files in this directory (default: a temporary one, removed after).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The disk-level journey instead (a vault, sync, restore; no QEMU needed).
+        #[arg(long)]
+        disk: bool,
     },
 }
 

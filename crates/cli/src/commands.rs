@@ -348,7 +348,8 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             Ok(()) => Ok(0),
             Err(why) => Err(anyhow::anyhow!("{why}")),
         },
-        Command::Demo { dir } => demo::run(dir),
+        Command::Demo { dir, disk: true } => demo::run(dir),
+        Command::Demo { dir, disk: false } => crate::journey::run(dir),
     }
 }
 

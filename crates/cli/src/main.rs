@@ -9,6 +9,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod journey;
 mod lifecycle;
 mod output;
 

@@ -263,7 +263,7 @@ fn azure_blob_vault_end_to_end() {
 #[test]
 fn demo_runs_the_disk_level_journey() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = run(&["demo", "--dir", path(&dir.path().join("demo"))]).ok();
+    let demo = run(&["demo", "--disk", "--dir", path(&dir.path().join("demo"))]).ok();
     assert!(demo.stdout.contains("byte-identical to the disk at point 2"), "{}", demo.stdout);
     assert!(demo.stdout.contains("healthy"));
 }

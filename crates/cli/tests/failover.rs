@@ -26,6 +26,21 @@ fn found_at_boot(console: &Path) -> u64 {
     line.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap() - 1
 }
 
+/// Waits until the vault holds every write made before `moment`.
+fn wait_replicated_past(home: &str, moment: jiff::Timestamp) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = run(&["status", "web", "--home", home, "--json"]).ok().json();
+        let latest =
+            status["machines"][0]["disks"][0]["latest"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if latest.is_some_and(|latest| latest >= moment) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "replication never caught up with {moment}: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn instance_console(home: &Path, key: &str) -> PathBuf {
     home.join(format!("run/machines/{key}/{key}.console"))
 }
@@ -52,10 +67,10 @@ fn drill_failover_change_point_cancel_and_commit() {
     run(&["test-failover", "web", "--point", "2001-01-01T00:00:00Z", "--home", h]).bad_input("older than disk");
 
     // A drill from latest: the copy boots from what the vault holds (every
-    // record acknowledged a few seconds before: the RPO is the seal
-    // interval), while the source keeps writing and replicating.
+    // record acknowledged before the vault's latest moment), while the
+    // source keeps writing and replicating.
     let before_drill = acknowledged(&console);
-    std::thread::sleep(Duration::from_secs(3));
+    wait_replicated_past(h, jiff::Timestamp::now());
     let job = run(&["test-failover", "web", "--home", h, "--json"]).ok().json();
     assert!(job["steps"][2]["detail"].as_str().unwrap().contains("isolated"), "{job}");
     let drill_console = instance_console(&home, "web@drill");
