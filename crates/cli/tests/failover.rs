@@ -11,12 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use standby_testkit::{console_text, wait_for_console};
-use support::daemon::{add_guest_machine, console_of, wait_for, Daemon};
+use support::daemon::{acknowledged, add_guest_machine, console_of, test_workload, wait_for, Daemon};
 use support::{path, run};
-
-fn acknowledged(console: &str) -> u64 {
-    standby_guest::acknowledged(&console_text(Path::new(console))).expect("the guest acknowledged records")
-}
 
 /// The records a booted copy found on its disk ("ready, next record N").
 fn found_at_boot(console: &Path) -> u64 {
@@ -51,8 +47,7 @@ fn drill_failover_change_point_cancel_and_commit() {
     let home = root.path().join("d");
     let h = path(&home);
     run(&["init", h]).ok();
-    let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
-    add_guest_machine(&home, "web", &workload);
+    add_guest_machine(&home, "web", &test_workload());
     let _daemon = Daemon::start(&home);
     run(&["test-failover", "web", "--home", h]).bad_input("the machine is unprotected: test-failover is not allowed");
     run(&["machine", "start", "web", "--home", h]).ok();
@@ -203,6 +198,12 @@ fn drill_failover_change_point_cancel_and_commit() {
     run(&["planned-failover", "web", "--sync-first", "--home", h]).ok();
     let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
     assert_eq!(listed["machines"][0]["state"], "ready-to-complete", "{listed}");
+    // Called off and asked again: nothing moved, replication carried on.
+    run(&["cancel", "web", "--home", h]).ok();
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(listed["machines"][0]["state"], "protected", "{listed}");
+    assert_eq!(listed["machines"][0]["runtime"]["running"], true, "{listed}");
+    run(&["planned-failover", "web", "--sync-first", "--home", h]).ok();
     let before = acknowledged(&recovery_console);
     wait_for(&recovery_console, &format!("standby-guest: record {}\n", before + 3));
     let job = run(&["complete-failover", "web", "--home", h, "--json"]).ok().json();
@@ -245,6 +246,8 @@ fn drill_failover_change_point_cancel_and_commit() {
             "reprotect",
             "commit",
             "complete-failover",
+            "planned-failover --sync-first",
+            "cancel",
             "planned-failover --sync-first",
             "machine start",
             "machine stop",

@@ -10,12 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use standby_testkit::console_text;
-use support::daemon::{add_guest_machine, console_of, wait_for, Daemon};
+use support::daemon::{
+    acknowledged, add_guest_machine, add_guest_machine_with, console_of, test_workload, wait_for, Daemon,
+};
 use support::{path, run};
-
-fn acknowledged(console: &str) -> u64 {
-    standby_guest::acknowledged(&console_text(Path::new(console))).expect("the guest acknowledged records")
-}
 
 fn restore_latest(home: &Path, out: &Path) {
     let vault = home.join("sites/recovery/vault");
@@ -29,8 +27,7 @@ fn a_running_machine_is_protected_and_unprotected_without_a_restart() {
     let home = root.path().join("d");
     let h = path(&home);
     run(&["init", h]).ok();
-    let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
-    let image = add_guest_machine(&home, "web", &workload);
+    let image = add_guest_machine(&home, "web", &test_workload());
     run(&["protect", "web", "--home", h]).bad_input("standby serve --home");
     let daemon = Daemon::start(&home);
 
@@ -129,32 +126,13 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
     let home = root.path().join("d");
     let h = path(&home);
     run(&["init", h]).ok();
-    run(&["policy", "add", "often", "--app-consistent", "5s", "--home", h]).ok();
-    let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
-    add_guest_machine(&home, "web", &workload);
+    let policy = ["policy", "add", "often", "--app-consistent", "5s", "--retention", "20s", "--bookmarks", "1s"];
+    run(&[&policy[..], &["--home", h]].concat()).ok();
+    add_guest_machine(&home, "web", &test_workload());
     // The same guest told not to start its agent.
-    let plain = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
-    let guest = standby_testkit::test_guest();
-    let source = home.join("plain-source.raw");
-    standby_guest::prepare_disk(&source, 64 << 20).unwrap();
-    let append = format!("{} standby.agent=0", plain.cmdline());
-    run(&[
-        "machine",
-        "add",
-        "plain",
-        "--disk",
-        path(&source),
-        "--kernel",
-        path(&guest.vmlinuz),
-        "--initrd",
-        path(&guest.initramfs),
-        "--append",
-        &append,
-        "--home",
-        h,
-    ])
-    .ok();
-    let daemon = Daemon::start(&home);
+    add_guest_machine_with(&home, "plain", &format!("{} standby.agent=0", test_workload().cmdline()));
+    // Retention every 2 s: the policy keeps 20 s of history.
+    let daemon = Daemon::start_with(&home, &[("STANDBY_RETENTION_INTERVAL", "2s")]);
     for name in ["web", "plain"] {
         run(&["machine", "start", name, "--home", h]).ok();
         wait_for(&console_of(&home, name), "standby-guest: record 2\n");
@@ -188,8 +166,35 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
     let report = standby_guest::check_disk(&restored, 4).unwrap();
     assert!(report.complete_through >= 2, "{report}");
+
+    // The daemon applies the policy's retention: older records fold into a
+    // base, a moment before the window is refused, latest still restores.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let points = run(&["points", "--vault", path(&vault), "--disk", "web.disk0", "--json"]).ok().json();
+        if points["points"][0]["label"] == "journal base (older records compacted)" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention never compacted the journal: {points}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let old = root.path().join("old.raw");
+    let long_ago = "2026-01-01T00:00:00Z";
+    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", long_ago, path(&old)])
+        .bad_input("older than");
     for name in ["web", "plain"] {
         run(&["machine", "stop", name, "--home", h]).ok();
+    }
+    let latest = root.path().join("latest.raw");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // The splitter ships the guest's last writes within a second or two.
+        restore_latest(&home, &latest);
+        if std::fs::read(&latest).unwrap() == std::fs::read(home.join("sites/primary/disks/web-disk0.raw")).unwrap() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "latest differs from the disk after retention");
+        std::thread::sleep(Duration::from_secs(1));
     }
     assert_eq!(daemon.terminate(), 0);
 }

@@ -9,12 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use standby_testkit::console_text;
-use support::daemon::{add_guest_machine, console_of, wait_for, Daemon};
+use support::daemon::{acknowledged, console_of, protected_guest, wait_for, Daemon};
 use support::{path, run, standby_command};
-
-fn acknowledged(console: &str) -> u64 {
-    standby_guest::acknowledged(&console_text(Path::new(console))).expect("the guest acknowledged records")
-}
 
 /// Waits until the newest job is `command` with step `step` past pending.
 fn wait_for_step(home: &str, command: &str, step: usize) {
@@ -40,15 +36,8 @@ fn pid_running(pid_file: &Path) -> bool {
 #[test]
 fn a_daemon_killed_during_a_failover_rolls_it_back() {
     let root = tempfile::tempdir().unwrap();
-    let home = root.path().join("d");
+    let (home, image, mut daemon) = protected_guest(root.path());
     let h = path(&home);
-    run(&["init", h]).ok();
-    let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 };
-    let image = add_guest_machine(&home, "web", &workload);
-    let mut daemon = Daemon::start(&home);
-    run(&["machine", "start", "web", "--home", h]).ok();
-    wait_for(&console_of(&home, "web"), "standby-guest: record 3\n");
-    run(&["protect", "web", "--home", h]).ok();
 
     // Killed while the source shuts down, then once the point is served.
     for step in [1, 4] {

@@ -51,6 +51,7 @@ mod consistency;
 mod failover;
 mod protection;
 mod reprotect;
+mod retention;
 
 pub const SOCKET: &str = "standby.sock";
 const PID_FILE: &str = "standby.pid";
@@ -490,6 +491,13 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
                 daemon.consistency_loop();
             })
             .map_err(|e| ControlError::Failed(format!("cannot start the app-consistency thread: {e}")))?;
+    }
+    {
+        let daemon = daemon.clone();
+        std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || daemon.retention_loop())
+            .map_err(|e| ControlError::Failed(format!("cannot start the retention thread: {e}")))?;
     }
     match daemon.roll_back_interrupted_failovers() {
         Ok(rolled) if !rolled.is_empty() => {

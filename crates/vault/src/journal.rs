@@ -525,7 +525,36 @@ pub struct JournalListing {
 /// Label of the listed point that stands for a compacted base.
 pub const BASE_LABEL: &str = "journal base (older records compacted)";
 
+/// Runs `read`, a walk over `disk`'s journal, again when it failed because
+/// an object it had listed is gone and a compaction made a newer base
+/// meanwhile (compaction deletes the segments a base covers right after
+/// storing it): readers never hold compaction back, they start again from
+/// the new base. A missing object without a new base is an error as ever.
+pub fn across_compactions<T>(
+    vault: &Vault,
+    disk: &str,
+    mut read: impl FnMut() -> Result<T, VaultError>,
+) -> Result<T, VaultError> {
+    let newest = || -> Result<Option<u64>, VaultError> {
+        Ok(journal_objects(vault, disk)?.bases.last().map(|(sequence, _)| *sequence))
+    };
+    let mut attempts = 0;
+    loop {
+        let before = newest()?;
+        match read() {
+            Err(VaultError::Storage(StorageError::NotFound { .. })) if attempts < 3 && newest()? != before => {
+                attempts += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn list_journal(vault: &Vault, disk: &str) -> Result<JournalListing, VaultError> {
+    across_compactions(vault, disk, || list_journal_once(vault, disk))
+}
+
+fn list_journal_once(vault: &Vault, disk: &str) -> Result<JournalListing, VaultError> {
     let objects = journal_objects(vault, disk)?;
     let base = newest_base(vault, &objects, disk)?;
     let mut listing = JournalListing::default();
@@ -631,7 +660,7 @@ pub fn restore_journal(
         return Err(VaultError::OutputExists { path: output.display().to_string() });
     }
     let partial = partial_path(output);
-    let result = replay_into(vault, disk, target, &partial);
+    let result = across_compactions(vault, disk, || replay_into(vault, disk, target, &partial));
     let (last, time_micros, disk_bytes, written, fetched) = match result {
         Ok(totals) => totals,
         Err(e) => {

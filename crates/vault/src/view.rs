@@ -87,6 +87,12 @@ impl PointView {
 
     /// The disk after the journal's records up to `target` (metadata only).
     pub fn of_journal(vault: Arc<Vault>, disk: &str, target: JournalTarget) -> Result<PointView, VaultError> {
+        crate::journal::across_compactions(&vault.clone(), disk, || {
+            PointView::of_journal_once(vault.clone(), disk, target)
+        })
+    }
+
+    fn of_journal_once(vault: Arc<Vault>, disk: &str, target: JournalTarget) -> Result<PointView, VaultError> {
         let index = ChunkIndex::load(&vault, &HashSet::new())?;
         let chunk_bytes = vault.config().chunk_bytes;
         let mut view = PointView {

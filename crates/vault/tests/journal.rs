@@ -420,3 +420,38 @@ fn changes_since_a_moment_are_the_ranges_written_after_it() {
     compact_journal(&vault, "d", 25).unwrap();
     assert_eq!(changed(5), None);
 }
+
+#[test]
+fn a_reader_that_a_compaction_overtakes_starts_again_from_the_new_base() {
+    use standby_vault::journal::{across_compactions, journal_objects, read_segment};
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    writer.size(100_000, 0);
+    for time in 1..5 {
+        writer.write(time as u64 * 1000, &[time as u8; 500], time * 10);
+        writer.seal().unwrap();
+    }
+    drop(writer);
+    // The first attempt lists the segments, then a compaction deletes them
+    // before they are read: the reader starts again and succeeds.
+    let mut attempts = 0;
+    let read = across_compactions(&vault, "d", || {
+        attempts += 1;
+        let objects = journal_objects(&vault, "d")?;
+        if attempts == 1 {
+            compact_journal(&vault, "d", 35).unwrap().unwrap();
+        }
+        for (_, path) in &objects.segments {
+            read_segment(&vault, path)?;
+        }
+        Ok(objects.segments.len())
+    })
+    .unwrap();
+    assert_eq!((attempts, read), (2, 1), "one segment is left after the base");
+    // A segment gone without a newer base is an error, as ever.
+    let objects = journal_objects(&vault, "d").unwrap();
+    std::fs::remove_file(dir.path().join("vault").join(&objects.segments[0].1)).unwrap();
+    let missing = across_compactions(&vault, "d", || read_segment(&vault, &objects.segments[0].1));
+    assert!(missing.is_err());
+}

@@ -12,9 +12,15 @@ pub struct Daemon(Child);
 
 impl Daemon {
     pub fn start(home: &Path) -> Daemon {
+        Daemon::start_with(home, &[])
+    }
+
+    /// With extra environment variables (e.g. a short retention interval).
+    pub fn start_with(home: &Path, environment: &[(&str, &str)]) -> Daemon {
         let child = standby_command()
             .args(["serve", "--home", path(home)])
             .env("STANDBY_ACCEL", "tcg")
+            .envs(environment.iter().copied())
             .spawn()
             .expect("standby serve starts");
         let socket = home.join("run/standby.sock");
@@ -51,10 +57,20 @@ pub fn console_of(home: &Path, name: &str) -> String {
     console
 }
 
+/// The workload the lifecycle tests run: a record every 100 ms, 4 KiB files.
+pub fn test_workload() -> standby_guest::Workload {
+    standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib: 4 }
+}
+
 /// Defines machine `name` in the deployment at `home`: the project's test
 /// guest running `workload` on a fresh 64 MiB disk. Returns the disk's
 /// image at the primary site.
 pub fn add_guest_machine(home: &Path, name: &str, workload: &standby_guest::Workload) -> std::path::PathBuf {
+    add_guest_machine_with(home, name, &workload.cmdline())
+}
+
+/// Like [`add_guest_machine`] with the kernel command line `append`.
+pub fn add_guest_machine_with(home: &Path, name: &str, append: &str) -> std::path::PathBuf {
     let guest = standby_testkit::test_guest();
     let source = home.join(format!("{name}-source.raw"));
     standby_guest::prepare_disk(&source, 64 << 20).unwrap();
@@ -69,11 +85,31 @@ pub fn add_guest_machine(home: &Path, name: &str, workload: &standby_guest::Work
         "--initrd",
         path(&guest.initramfs),
         "--append",
-        &workload.cmdline(),
+        append,
         "--home",
         path(home),
     ])
     .ok();
     std::fs::remove_file(&source).unwrap();
     home.join(format!("sites/primary/disks/{name}-disk0.raw"))
+}
+
+/// The highest record a guest's console says was acknowledged.
+pub fn acknowledged(console: &str) -> u64 {
+    standby_guest::acknowledged(&standby_testkit::console_text(Path::new(console)))
+        .expect("the guest acknowledged records")
+}
+
+/// A deployment in `root/d` with machine `web` (the test guest) running
+/// under a daemon and protected. Returns the deployment's folder, the
+/// machine's image at the primary site, and the daemon.
+pub fn protected_guest(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, Daemon) {
+    let home = root.join("d");
+    run(&["init", path(&home)]).ok();
+    let image = add_guest_machine(&home, "web", &test_workload());
+    let daemon = Daemon::start(&home);
+    run(&["machine", "start", "web", "--home", path(&home)]).ok();
+    wait_for(&console_of(&home, "web"), "standby-guest: record 3\n");
+    run(&["protect", "web", "--home", path(&home)]).ok();
+    (home, image, daemon)
 }

@@ -329,13 +329,17 @@ impl Daemon {
             let deployment = job.deployment;
             let name = name_of(&machine);
             let mut details = machine.details.clone();
-            deployment.state.set_machine_placement(
-                name,
-                "failover-in-progress",
-                &machine.active_site,
-                machine.generation,
-                &details,
-            )?;
+            // What a daemon that dies from here on needs to roll back.
+            let in_progress = |details: &Value| {
+                deployment.state.set_machine_placement(
+                    name,
+                    "failover-in-progress",
+                    &machine.active_site,
+                    machine.generation,
+                    details,
+                )
+            };
+            in_progress(&details)?;
             let outcome = (|| -> Result<(MachinePoint, Value, Option<Duration>), ControlError> {
                 if machine.state == "test-failover" {
                     job.step(STEPS[0], "running", "")?;
@@ -352,13 +356,7 @@ impl Daemon {
                 let source_was_running = daemon.runtime(&source).running;
                 details["failover"] = json!({"job": job.id, "from_site": machine.active_site,
                                              "source_was_running": source_was_running});
-                deployment.state.set_machine_placement(
-                    name,
-                    "failover-in-progress",
-                    &machine.active_site,
-                    machine.generation,
-                    &details,
-                )?;
+                in_progress(&details)?;
                 let (source_detail, shut_down) = if !source_was_running {
                     ("the source was not running".to_string(), false)
                 } else if shutdown_source {
@@ -382,13 +380,7 @@ impl Daemon {
                 // Recorded at once: a roll-back starts a source it stopped.
                 details["failover"]["source"] = json!(source_detail);
                 details["failover"]["source_shut_down"] = json!(shut_down);
-                deployment.state.set_machine_placement(
-                    name,
-                    "failover-in-progress",
-                    &machine.active_site,
-                    machine.generation,
-                    &details,
-                )?;
+                in_progress(&details)?;
                 job.step(STEPS[1], "done", &source_detail)?;
                 job.step(STEPS[2], "running", "")?;
                 let source_stopped = shut_down || !daemon.runtime(&source).running;
@@ -406,13 +398,7 @@ impl Daemon {
                 details["failover"]["point"] = json!(chosen);
                 // Recorded before the boot: a daemon that dies from here on
                 // finds the point to roll back from or run on.
-                deployment.state.set_machine_placement(
-                    name,
-                    "failover-in-progress",
-                    &machine.active_site,
-                    machine.generation,
-                    &details,
-                )?;
+                in_progress(&details)?;
                 job.step(STEPS[4], "running", "")?;
                 // Overlays of an earlier failover are never resumed at another point.
                 daemon.set_aside(deployment, &machine, to_site, job.id)?;
