@@ -233,11 +233,23 @@ impl Demo {
     }
 
     fn stop_everything(&mut self) {
-        // Machines and agents outlive the daemon: stop them first.
-        let _ = Command::new("pkill").arg("-f").arg(self.home.as_os_str()).status();
+        // Machines and agents outlive the daemon: stop them too, and wait
+        // until they are gone (a splitter ships what it holds first).
         if let Some(mut daemon) = self.daemon.take() {
             let _ = daemon.kill();
             let _ = daemon.wait();
+        }
+        let running = || {
+            Command::new("pgrep").arg("-f").arg(self.home.as_os_str()).output().is_ok_and(|o| !o.stdout.is_empty())
+        };
+        let _ = Command::new("pkill").arg("-f").arg(self.home.as_os_str()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if running() {
+            let _ = Command::new("pkill").arg("-9").arg("-f").arg(self.home.as_os_str()).status();
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 }
