@@ -239,9 +239,8 @@ impl Demo {
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
-        let running = || {
-            Command::new("pgrep").arg("-f").arg(self.home.as_os_str()).output().is_ok_and(|o| !o.stdout.is_empty())
-        };
+        let running =
+            || Command::new("pgrep").arg("-f").arg(self.home.as_os_str()).output().is_ok_and(|o| !o.stdout.is_empty());
         let _ = Command::new("pkill").arg("-f").arg(self.home.as_os_str()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while running() && Instant::now() < deadline {
