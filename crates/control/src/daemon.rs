@@ -127,13 +127,13 @@ struct Claim {
 
 impl Claim {
     fn set_job(&self, id: i64) {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner()).insert(self.name.clone(), id);
+        lock(&self.busy).insert(self.name.clone(), id);
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.name);
+        lock(&self.busy).remove(&self.name);
     }
 }
 
@@ -155,7 +155,7 @@ impl Daemon {
 
     /// The accelerator for a machine that boots `kernel` (if any).
     fn accel_for(&self, kernel: Option<&Path>) -> &'static str {
-        let mut accel = self.accel.lock().unwrap_or_else(|p| p.into_inner());
+        let mut accel = lock(&self.accel);
         if accel.unproven_kvm {
             if let Some(kernel) = kernel {
                 match qemu::probe_kvm_boot(kernel, &self.home.join("run"), Duration::from_secs(10)) {
@@ -545,7 +545,7 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
         .route("/v1/jobs/{id}", get(job))
         .with_state(daemon.clone());
     {
-        let accel = daemon.accel.lock().unwrap_or_else(|p| p.into_inner());
+        let accel = lock(&daemon.accel);
         eprintln!(
             "standby: serving {} on {} (accelerator: {}, {})",
             daemon.home.display(),
@@ -599,7 +599,7 @@ async fn blocking(work: impl FnOnce() -> Result<Value, ControlError> + Send + 's
 }
 
 async fn health(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
-    let accel = daemon.accel.lock().unwrap_or_else(|p| p.into_inner());
+    let accel = lock(&daemon.accel);
     Ok(Json(json!({
         "pid": std::process::id(),
         "home": daemon.home,

@@ -56,6 +56,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The configuration of `site` (`primary` or `recovery`).
+    pub fn site(&self, site: &str) -> &SiteConfig {
+        if site == "primary" {
+            &self.primary
+        } else {
+            &self.recovery
+        }
+    }
+
     fn default_for_init() -> Config {
         Config {
             accel: Accel::Auto,

@@ -50,14 +50,21 @@ pub struct Machine {
     pub details: serde_json::Value,
 }
 
+impl DiskDefinition {
+    /// Its image at `site` (`primary` or `recovery`).
+    pub fn image_at(&self, site: &str) -> &Path {
+        if site == "recovery" {
+            &self.recovery_path
+        } else {
+            &self.primary_path
+        }
+    }
+}
+
 impl Machine {
     /// Its disks' images at its active site.
     pub fn images(&self) -> Vec<PathBuf> {
-        self.disks
-            .iter()
-            .map(|disk| if self.active_site == "recovery" { &disk.recovery_path } else { &disk.primary_path })
-            .cloned()
-            .collect()
+        self.disks.iter().map(|disk| disk.image_at(&self.active_site).to_path_buf()).collect()
     }
 }
 

@@ -696,8 +696,7 @@ fn copy_site<'a>(machine: &Machine, role: &'a str) -> &'a str {
 
 /// The folder of `site` (`sites/SITE`).
 fn site_folder(deployment: &Deployment, site: &str) -> PathBuf {
-    let config = if site == "primary" { &deployment.config.primary } else { &deployment.config.recovery };
-    let disks = deployment.path(&config.disks);
+    let disks = deployment.path(&deployment.config.site(site).disks);
     disks.parent().unwrap_or(&deployment.home).to_path_buf()
 }
 
@@ -710,15 +709,12 @@ pub(super) fn overlay_path(deployment: &Deployment, machine: &Machine, index: us
     let file = file.file_name().expect("disk images have names");
     match role {
         "drill" => site_folder(deployment, site).join("drills").join(file),
-        _ => {
-            let config = if site == "primary" { &deployment.config.primary } else { &deployment.config.recovery };
-            deployment.path(&config.disks).join(file)
-        }
+        _ => deployment.path(&deployment.config.site(site).disks).join(file),
     }
 }
 
 /// Removes the files that exist among `files`; returns them.
-fn remove_files(files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
+pub(super) fn remove_files(files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
     let mut removed = Vec::new();
     for file in files {
         match std::fs::remove_file(file) {

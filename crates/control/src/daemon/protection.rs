@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use standby_lifecycle::{transition, Command, Transition};
 
-use super::failover::other_site;
+use super::failover::{other_site, remove_files};
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::{Agent, SplitterSpec};
 use crate::deployment::Deployment;
@@ -271,14 +271,8 @@ impl Daemon {
         }
         step(1, "done", &format!("{} splitter(s) stopped", machine.disks.len()))?;
         step(2, "running", "")?;
-        for image in machine.images() {
-            let log = standby_splitter::default_intent_log(&image);
-            if let Err(e) = std::fs::remove_file(&log) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    return Err(ControlError::io(&log, e));
-                }
-            }
-        }
+        let logs: Vec<_> = machine.images().iter().map(|image| standby_splitter::default_intent_log(image)).collect();
+        remove_files(&logs)?;
         step(2, "done", "the next protect reads the whole disk")?;
         if failures.is_empty() {
             Ok(())

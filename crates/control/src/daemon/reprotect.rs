@@ -26,14 +26,14 @@
 //! `--discard-source-writes` says to overwrite that.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use standby_lifecycle::Command;
 
-use super::failover::{other_site, overlay_path};
+use super::failover::{other_site, overlay_path, remove_files};
 use super::protection::check;
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::Agent;
@@ -62,16 +62,6 @@ fn mib(bytes: u64) -> String {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
     } else {
         format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
-    }
-}
-
-/// The image of `machine`'s disk `index` at `site`.
-fn image_at(machine: &Machine, index: usize, site: &str) -> PathBuf {
-    let disk = &machine.disks[index];
-    if site == "primary" {
-        disk.primary_path.clone()
-    } else {
-        disk.recovery_path.clone()
     }
 }
 
@@ -169,7 +159,7 @@ impl Daemon {
         let mut source_writes: Vec<Differences> = Vec::new();
         let mut notes = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
-            let old_image = image_at(machine, index, old);
+            let old_image = machine.disks[index].image_at(old).to_path_buf();
             if alternate_location || !old_image.is_file() {
                 source_writes.push(None);
                 continue;
@@ -213,7 +203,7 @@ impl Daemon {
             if source_writes[index].is_none() && alternate_location {
                 continue;
             }
-            let old_image = image_at(machine, index, old);
+            let old_image = machine.disks[index].image_at(old).to_path_buf();
             if !old_image.is_file() {
                 continue;
             }
@@ -225,7 +215,7 @@ impl Daemon {
 
         job.step(STEPS[2], "running", "")?;
         for (index, disk) in machine.disks.iter().enumerate() {
-            let image = image_at(machine, index, active);
+            let image = machine.disks[index].image_at(active).to_path_buf();
             standby_vault::journal::restore_journal(
                 &history,
                 &disk.vault_disk,
@@ -306,7 +296,7 @@ impl Daemon {
         }
         let moved = (|| {
             for (index, _) in machine.disks.iter().enumerate() {
-                let image = image_at(machine, index, active);
+                let image = machine.disks[index].image_at(active).to_path_buf();
                 let overlay = overlay_path(deployment, machine, index, active);
                 let written = overlay_ranges(&overlay)?;
                 if let Some(written) = &written {
@@ -343,13 +333,7 @@ impl Daemon {
         self.stop_exports(deployment, machine, active)?;
         for index in 0..machine.disks.len() {
             let overlay = overlay_path(deployment, machine, index, active);
-            for file in [standby_splitter::export::map_path(&overlay), overlay] {
-                if let Err(e) = std::fs::remove_file(&file) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        return Err(ControlError::io(&file, e));
-                    }
-                }
-            }
+            remove_files(&[standby_splitter::export::map_path(&overlay), overlay])?;
         }
         Ok(if self.runtime(&key).running {
             format!("the guest was paused for {} ms", paused.as_millis())
