@@ -157,6 +157,10 @@ pub enum Command {
         app_consistent: bool,
         #[arg(long, default_value = "")]
         label: String,
+        /// Answer as soon as the point has its place in the disk's change stream, without waiting for the vault
+        /// to store it (for a guest frozen meanwhile); `points` lists it once stored.
+        #[arg(long)]
+        no_wait: bool,
         #[arg(long)]
         json: bool,
     },
@@ -207,8 +211,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A drill: boot a copy of a protected machine at the recovery site from a point, at once, with no network
-    /// device (isolated), while replication carries on. Follows the job.
+    /// A drill: boot a copy of a protected machine at the recovery site from a point, at once, its NICs on the
+    /// site's isolated test network, while replication carries on. Follows the job.
     TestFailover {
         name: String,
         /// latest (default), latest-processed, latest-app, a point id, or an RFC 3339 time.
@@ -431,8 +435,10 @@ pub enum MachineCommand {
         /// The kernel command line.
         #[arg(long)]
         append: Option<String>,
-        /// A network interface, mapped to a site network (repeat for more).
-        #[arg(long = "nic")]
+        /// A network interface: NETWORK[,recovery=NETWORK][,mac=MAC][,model=MODEL]. NETWORK is a primary
+        /// site network; at the recovery site it is plugged into `recovery=` or the one [network_map] in
+        /// standby.toml names; drills use the site's isolated test network (repeat for more NICs).
+        #[arg(long = "nic", value_name = "SPEC")]
         nics: Vec<String>,
         #[command(flatten)]
         home: HomeArguments,

@@ -86,14 +86,22 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Command::Mark { socket, app_consistent, label, json } => {
-            let request = json!({"op": "mark", "app_consistent": app_consistent, "label": label});
+        Command::Mark { socket, app_consistent, label, no_wait, json } => {
+            let mut request = json!({"op": "mark", "app_consistent": app_consistent, "label": label});
+            if no_wait {
+                request["wait"] = json!("queued");
+            }
             let reply = standby_splitter::control_request(&socket, &request).map_err(|e| bad_input(e.to_string()))?;
             if let Some(problem) = reply["error"].as_str() {
                 anyhow::bail!("the splitter on {} could not mark a point: {problem}", socket.display());
             }
             if json {
                 print_json(&reply);
+            } else if no_wait {
+                println!(
+                    "point queued ({}); `standby points` lists it once stored",
+                    reply["kind"].as_str().unwrap_or("")
+                );
             } else {
                 println!("recorded point {} ({})", reply["point"], reply["kind"].as_str().unwrap_or(""));
             }

@@ -144,8 +144,21 @@ impl Demo {
         }
         let (vmlinuz, initrd, disk_path) = (path(&kernel.vmlinuz)?, path(&initramfs_path)?, path(&disk)?);
         let append = workload.cmdline();
+        say("one NIC on the primary site's LAN: it lands on recovery-lan after a failover, drills on recovery-test");
         self.standby(&[
-            "machine", "add", "web", "--disk", disk_path, "--kernel", vmlinuz, "--initrd", initrd, "--append", &append,
+            "machine",
+            "add",
+            "web",
+            "--disk",
+            disk_path,
+            "--kernel",
+            vmlinuz,
+            "--initrd",
+            initrd,
+            "--append",
+            &append,
+            "--nic",
+            "primary-lan",
         ])?;
         say("the daemon runs both sites' agents; lifecycle commands talk to it");
         println!("$ standby serve --home {} &", self.home.display());

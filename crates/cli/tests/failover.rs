@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use standby_testkit::{console_text, wait_for_console};
-use support::daemon::{acknowledged, add_guest_machine, console_of, test_workload, wait_for, Daemon};
+use support::daemon::{
+    acknowledged, add_guest_machine, console_of, test_workload, wait_for, wait_replicated_past, Daemon,
+};
 use support::{path, run};
 
 /// The records a booted copy found on its disk ("ready, next record N").
@@ -20,21 +22,6 @@ fn found_at_boot(console: &Path) -> u64 {
     let text = console_text(console);
     let line = text.lines().rfind(|l| l.contains("standby-guest: ready, next record ")).unwrap();
     line.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap() - 1
-}
-
-/// Waits until the vault holds every write made before `moment`.
-fn wait_replicated_past(home: &str, moment: jiff::Timestamp) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = run(&["status", "web", "--home", home, "--json"]).ok().json();
-        let latest =
-            status["machines"][0]["disks"][0]["latest"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
-        if latest.is_some_and(|latest| latest >= moment) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "replication never caught up with {moment}: {status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn instance_console(home: &Path, key: &str) -> PathBuf {
@@ -65,9 +52,9 @@ fn drill_failover_change_point_cancel_and_commit() {
     // record acknowledged before the vault's latest moment), while the
     // source keeps writing and replicating.
     let before_drill = acknowledged(&console);
-    wait_replicated_past(h, jiff::Timestamp::now());
+    wait_replicated_past(h, "web", jiff::Timestamp::now());
     let job = run(&["test-failover", "web", "--home", h, "--json"]).ok().json();
-    assert!(job["steps"][2]["detail"].as_str().unwrap().contains("isolated"), "{job}");
+    assert!(job["steps"][2]["detail"].as_str().unwrap().contains("no network device"), "{job}");
     let drill_console = instance_console(&home, "web@drill");
     let drill_found = found_at_boot(&drill_console);
     assert!(drill_found >= before_drill, "the drill found {drill_found} records, {before_drill} were acknowledged");
@@ -265,4 +252,37 @@ fn drill_failover_change_point_cancel_and_commit() {
         ]
     );
     assert!(jobs["jobs"].as_array().unwrap().iter().all(|j| j["state"] == "succeeded"), "{jobs}");
+}
+
+/// A source that does not answer (its QEMU stopped: a hung hypervisor)
+/// cannot be shut down by asking: the failover cuts its power instead of
+/// waiting out the guest's power-down time, says so, and loses none of the
+/// records the guest acknowledged before it hung. The machine never runs
+/// at both sites.
+#[test]
+fn a_hung_source_has_its_power_cut_and_the_failover_goes_on() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _image, _daemon) = support::daemon::protected_guest(root.path());
+    let h = path(&home);
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    let pid = listed["machines"][0]["runtime"]["pid"].as_i64().unwrap() as i32;
+    let console = console_of(&home, "web");
+    // SAFETY: kill(2) on the source's QEMU, a process this test's deployment started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let hung_at = acknowledged(&console);
+
+    let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
+    let source = job["steps"][1]["detail"].as_str().unwrap();
+    assert!(source.contains("the source was hung and had its power cut"), "{job}");
+    assert!(source.contains("did not answer QMP system_powerdown"), "{job}");
+    assert_eq!(job["steps"][2]["detail"], "every write of the source is in the vault", "{job}");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "the hung source still exists: {stat}");
+    let recovered = found_at_boot(&instance_console(&home, "web@recovery"));
+    assert!(recovered >= hung_at, "{recovered} records recovered, {hung_at} acknowledged before the source hung");
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    let machine = &listed["machines"][0];
+    assert_eq!((machine["state"].as_str(), machine["active_site"].as_str()), (Some("failed-over"), Some("recovery")));
+    assert_eq!(machine["details"]["failover"]["source_shut_down"], true, "{machine}");
 }

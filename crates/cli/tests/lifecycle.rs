@@ -105,7 +105,9 @@ fn machines_import_any_image_as_raw_and_list_their_disks_at_both_sites() {
     assert_eq!(machine["name"], "web-01");
     assert_eq!(machine["memory_mib"], 128);
     assert_eq!(machine["cpus"], 2);
-    assert_eq!(machine["nics"][0], "primary-lan");
+    // Stored resolved: the recovery network it maps to and a stable MAC.
+    let nic = machine["nics"][0].as_str().unwrap();
+    assert!(nic.starts_with("primary-lan,recovery=recovery-lan,mac=52:54:00:"), "{nic}");
     let disks = machine["disks"].as_array().unwrap();
     assert_eq!(disks.len(), 2);
     let boot = Path::new(disks[0]["primary_path"].as_str().unwrap());
@@ -195,4 +197,54 @@ fn policies_are_added_listed_and_refused_when_wrong() {
     assert_eq!(names, ["default", "gold"]);
     let human = run(&["policy", "list", "--home", h]).ok().stdout;
     assert!(human.contains("gold") && human.contains("7days"), "{human}");
+}
+
+/// Every command a state does not accept, asked of a real daemon with the
+/// machine in that state: exit 2 and one line naming the machine's state,
+/// the command and the commands the state allows, and nothing changes.
+#[test]
+fn every_refused_transition_exits_2_naming_the_state_and_what_is_allowed() {
+    use standby_lifecycle::{transition, COMMANDS, STATES};
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    let disk = root.path().join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    run(&["machine", "add", "web", "--disk", path(&disk), "--home", h]).ok();
+    let _daemon = support::daemon::Daemon::start(&home);
+    let state_db = home.join("state.db");
+    let mut refused = 0;
+    for state in STATES {
+        // The state as a job would leave it (set behind the daemon's back:
+        // it reads the state on every request).
+        let set = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+                          c.execute('UPDATE machines SET state = ?', (sys.argv[2],)); c.commit()",
+            ])
+            .arg(&state_db)
+            .arg(state.name())
+            .status()
+            .unwrap();
+        assert!(set.success());
+        for command in COMMANDS {
+            let Err(refusal) = transition(state, command) else { continue };
+            let mut words = command.name().split(' ');
+            let mut arguments = vec![words.next().unwrap(), "web"];
+            arguments.extend(words);
+            if command.name() == "change-point" {
+                arguments.extend(["--point", "latest"]);
+            }
+            arguments.extend(["--home", h]);
+            run(&arguments).bad_input(&format!("machine 'web': {refusal}"));
+            refused += 1;
+        }
+        let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+        assert_eq!(listed["machines"][0]["state"], state.name(), "a refusal changed the state: {listed}");
+    }
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    assert_eq!(jobs["jobs"], serde_json::json!([]), "a refusal recorded a job");
+    assert!(refused > 60, "{refused} refusals checked");
 }

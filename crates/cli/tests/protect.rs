@@ -153,7 +153,10 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
         assert!(std::time::Instant::now() < deadline, "no app-consistent point or no explanation: {status}");
         std::thread::sleep(Duration::from_secs(1));
     };
-    assert!(web["consistency"].as_str().unwrap().starts_with("app-consistent: the latest web.disk0 point"), "{web}");
+    assert!(
+        web["consistency"].as_str().unwrap().starts_with("app-consistent: the latest point of web.disk0 at "),
+        "{web}"
+    );
     assert!(plain["consistency"].as_str().unwrap().contains("no qemu-guest-agent answered"), "{plain}");
     assert!(plain["disks"][0]["latest_app_consistent"].is_null(), "{plain}");
 
@@ -190,11 +193,90 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
     loop {
         // The splitter ships the guest's last writes within a second or two.
         restore_latest(&home, &latest);
-        if std::fs::read(&latest).unwrap() == std::fs::read(home.join("sites/primary/disks/web-disk0.raw")).unwrap() {
+        let (restored, disk) =
+            (std::fs::read(&latest).unwrap(), std::fs::read(home.join("sites/primary/disks/web-disk0.raw")).unwrap());
+        if restored == disk {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "latest differs from the disk after retention");
+        if std::time::Instant::now() > deadline {
+            let differing: Vec<usize> = restored
+                .chunks(64 << 10)
+                .zip(disk.chunks(64 << 10))
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(block, _)| block)
+                .collect();
+            let points = run(&["points", "--vault", path(&vault), "--disk", "web.disk0", "--json"]).stdout;
+            let status = run(&["status", "web", "--home", h, "--json"]).stdout;
+            if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
+                let _ = std::process::Command::new("cp").args(["-a", path(&home), &keep]).status();
+            }
+            panic!(
+                "latest differs from the disk after retention in 64 KiB blocks {differing:?} (of {})\npoints: \
+                 {points}\nstatus: {status}",
+                disk.len() >> 16
+            );
+        }
         std::thread::sleep(Duration::from_secs(1));
     }
     assert_eq!(daemon.terminate(), 0);
+}
+
+/// `unprotect` while the initial replication runs (here held up by a
+/// vault outage) stops it: the protect job rolls back and says why, the
+/// unprotect job says what it stopped, and the machine is unprotected with
+/// no splitter left and no change tracking kept.
+#[test]
+fn unprotect_during_initial_replication_stops_it() {
+    let mut azurite = standby_testkit::Azurite::start();
+    azurite.create_container("standby");
+    let environment = azurite.environment();
+    let run = |arguments: &[&str]| support::run_with(arguments, &environment);
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    let config_path = home.join("standby.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, config.replace("\"sites/recovery/vault\"", "\"az://standby/vault\"")).unwrap();
+    run(&["vault", "init", "az://standby/vault"]).ok();
+    // Random data: the initial replication has real work to do.
+    let disk = root.path().join("disk.raw");
+    std::fs::write(&disk, standby_testkit::Random::new(7).disk_data(256 << 20)).unwrap();
+    run(&["machine", "add", "web", "--disk", path(&disk), "--home", h]).ok();
+    let environment_refs: Vec<(&str, &str)> = environment.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let _daemon = Daemon::start_with(&home, &environment_refs);
+
+    run(&["protect", "web", "--no-wait", "--home", h]).ok();
+    // The vault goes away once the splitter has started shipping.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+        if jobs["jobs"][0]["steps"][2]["state"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the initial replication never started: {jobs}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    azurite.stop();
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(listed["machines"][0]["state"], "enabling", "{listed}");
+    let unprotect = std::thread::scope(|scope| {
+        let unprotect = scope.spawn(|| run(&["unprotect", "web", "--home", h, "--json"]));
+        // The splitter ships what it queued before it stops: let it.
+        std::thread::sleep(Duration::from_secs(2));
+        azurite.restart();
+        unprotect.join().unwrap()
+    });
+    let job = unprotect.ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert!(job["steps"][0]["detail"].as_str().unwrap().contains("stopped and rolled back"), "{job}");
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    let protect = &jobs["jobs"][1];
+    assert_eq!((protect["command"].as_str(), protect["state"].as_str()), (Some("protect"), Some("failed")));
+    assert!(protect["error"].as_str().unwrap().contains("stopped by `standby unprotect`"), "{protect}");
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(listed["machines"][0]["state"], "unprotected", "{listed}");
+    assert!(!home.join("run/disks/web.disk0.pid").exists(), "a splitter was left running");
+    assert!(!home.join("sites/primary/disks/web-disk0.raw.standby-dirty").exists(), "change tracking was kept");
 }

@@ -80,3 +80,91 @@ fn a_daemon_killed_during_a_failover_rolls_it_back() {
     assert!(report.complete_through >= standby_guest::acknowledged(&text).unwrap(), "{report}");
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// A reprotect cut short by a kill -9 of the daemon: before the machine
+/// moved onto reverse replication (rebuilding its disks), the machine stays
+/// committed and reprotect simply runs again; during the move, the next
+/// daemon finishes it without copying anything over the guest's newer
+/// writes. Either way the machine ends protected in the reverse direction,
+/// running (never left paused), its replica equal to its disk, no record
+/// lost.
+#[test]
+fn a_daemon_killed_during_a_reprotect_is_followed_by_one_that_finishes_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _image, mut daemon) = protected_guest(root.path());
+    let h = path(&home);
+    run(&["failover", "web", "--shutdown-source", "--home", h]).ok();
+    run(&["commit", "web", "--home", h]).ok();
+    let console = home.join("run/machines/web@recovery/web@recovery.console");
+    let console = path(&console).to_string();
+    let next = next_record_at_boot(&console);
+    wait_for(&console, &format!("standby-guest: record {}\n", next + 3));
+
+    // Killed while it rebuilds the running disk: nothing moved yet.
+    let mut reprotect = standby_command().args(["reprotect", "web", "--home", h]).spawn().unwrap();
+    wait_for_step(h, "reprotect", 2);
+    drop(daemon); // kill -9
+    assert_ne!(reprotect.wait().unwrap().code(), Some(0), "a reprotect cut short must not report success");
+    daemon = Daemon::start(&home);
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(listed["machines"][0]["state"], "committed", "{listed}");
+    assert_eq!(listed["machines"][0]["runtime"]["running"], true, "{listed}");
+
+    // Again, killed as the machine moves onto reverse replication.
+    let mut reprotect = standby_command().args(["reprotect", "web", "--home", h]).spawn().unwrap();
+    wait_for_step(h, "reprotect", 3);
+    drop(daemon);
+    let _ = reprotect.wait();
+    daemon = Daemon::start(&home);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let job = loop {
+        let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+        let newest = jobs["jobs"][0].clone();
+        let finished = newest["state"] != "running";
+        if newest["command"] == "reprotect" && finished {
+            // It finished before the kill landed.
+            break newest;
+        }
+        if newest["command"] == "reprotect (resumed)" && finished {
+            break newest;
+        }
+        assert!(Instant::now() < deadline, "the reprotect never finished: {jobs}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(job["state"], "succeeded", "{job}");
+    eprintln!("finished by: {job}");
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    let machine = &status["machines"][0];
+    assert_eq!((machine["state"].as_str(), machine["replicates_to"].as_str()), (Some("protected"), Some("primary")));
+    // Running, not paused: it keeps acknowledging records.
+    let now = acknowledged(&console);
+    wait_for(&console, &format!("standby-guest: record {}\n", now + 3));
+    run(&["machine", "stop", "web", "--home", h]).ok();
+    let acknowledged_at_stop = acknowledged(&console);
+
+    let image = home.join("sites/recovery/disks/web-disk0.raw");
+    let report = standby_guest::check_disk(&image, 4).unwrap();
+    assert!(report.complete_through >= acknowledged_at_stop, "{report}");
+    let restored = root.path().join("restored.raw");
+    let primary_vault = home.join("sites/primary/vault");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = std::fs::remove_file(&restored);
+        let vault = path(&primary_vault);
+        run(&["restore", "--vault", vault, "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+        if std::fs::read(&restored).unwrap() == std::fs::read(&image).unwrap() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reverse replica differs from the disk");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(daemon.terminate(), 0);
+}
+
+/// The record a freshly booted guest starts at ("ready, next record N").
+fn next_record_at_boot(console: &str) -> u64 {
+    wait_for(console, "standby-guest: ready, next record ");
+    let text = console_text(Path::new(console));
+    let line = text.lines().rfind(|l| l.contains("standby-guest: ready, next record ")).unwrap();
+    line.rsplit(' ').next().unwrap().trim().parse().unwrap()
+}

@@ -464,3 +464,56 @@ fn an_export_resumes_its_overlay_after_a_stop_or_a_kill_nine() {
     std::fs::write(&map, std::fs::read(&map).map(|_| bytes[..length].to_vec()).unwrap()).unwrap();
     assert_eq!(standby_testkit::snapshot(site.dir.path()), before);
 }
+
+/// A mark that does not wait for the vault (what an app-consistent point
+/// needs: the guest is frozen until it answers) answers at once while the
+/// vault is down, and the point it placed reaches the vault afterwards,
+/// restoring exactly the writes before it.
+#[test]
+fn a_mark_that_does_not_wait_answers_at_once_through_an_outage_and_lands_later() {
+    let mut azurite = standby_testkit::Azurite::start();
+    azurite.create_container("drsite");
+    let environment = azurite.environment();
+    let vault = "az://drsite/vault";
+    support::run_with(&["vault", "init", vault], &environment).ok();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    let mut model = standby_testkit::Random::new(65).disk_data(8 << 20);
+    std::fs::write(&image, &model).unwrap();
+    let socket = dir.path().join("d.sock");
+    let mut splitter = Splitter::start_with(&image, vault, &socket, &[], &environment);
+    mark(&socket, "caught up");
+
+    azurite.stop();
+    qemu_io(&socket, &["write -P 0x21 65536 131072", "flush"]);
+    fill(&mut model, 65536, 131072, 0x21);
+    let at_mark = model.clone();
+    let started = Instant::now();
+    let queued = run(&["mark", "--socket", path(&socket), "--app-consistent", "--label", "frozen", "--no-wait"]).ok();
+    assert!(started.elapsed() < Duration::from_secs(5), "the mark waited for the vault: {:?}", started.elapsed());
+    assert!(queued.stdout.contains("point queued (app-consistent)"), "{}", queued.stdout);
+    qemu_io(&socket, &["write -P 0x43 0 65536", "flush"]);
+    fill(&mut model, 0, 65536, 0x43);
+
+    azurite.restart();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let point = loop {
+        let points =
+            support::run_with(&["points", "--vault", vault, "--disk", "d", "--json"], &environment).ok().json();
+        let frozen = points["points"].as_array().unwrap().iter().find(|p| p["label"] == "frozen").cloned();
+        if let Some(point) = frozen {
+            assert_eq!(point["kind"], "app-consistent", "{point}");
+            break point["id"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the queued point never reached the vault: {points}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    let out = dir.path().join("restored");
+    support::run_with(
+        &["restore", "--vault", vault, "--disk", "d", "--point", &point.to_string(), path(&out), "--force"],
+        &environment,
+    )
+    .ok();
+    assert!(std::fs::read(&out).unwrap() == at_mark, "the queued point does not restore the writes before it");
+}

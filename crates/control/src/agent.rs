@@ -33,6 +33,8 @@ pub struct SplitterSpec<'a> {
     pub bookmark_interval: Duration,
     /// `run/disks`.
     pub run_dir: &'a Path,
+    /// The site's network namespace, if it has one.
+    pub netns: Option<&'a Path>,
 }
 
 /// What an export of a recovery point is started with.
@@ -50,6 +52,8 @@ pub struct ExportSpec<'a> {
     pub overlay: &'a Path,
     /// `run/exports`.
     pub run_dir: &'a Path,
+    /// The site's network namespace, if it has one.
+    pub netns: Option<&'a Path>,
 }
 
 /// A running agent: a splitter or an export.
@@ -78,7 +82,7 @@ impl Agent {
             .arg(&socket)
             .args(["--vault", spec.vault, "--disk", spec.disk])
             .args(["--bookmark-interval", &format!("{}s", spec.bookmark_interval.as_secs().max(1))]);
-        Agent::spawn(command, spec.run_dir, spec.disk, "the splitter", |socket| {
+        Agent::spawn(command, spec.run_dir, spec.netns, spec.disk, "the splitter", |socket| {
             standby_splitter::control_request(socket, &json!({"op": "status"})).is_ok()
         })
     }
@@ -94,7 +98,7 @@ impl Agent {
             .arg(&socket)
             .arg("--overlay")
             .arg(spec.overlay);
-        Agent::spawn(command, spec.run_dir, spec.name, "the export", |socket| {
+        Agent::spawn(command, spec.run_dir, spec.netns, spec.name, "the export", |socket| {
             std::os::unix::net::UnixStream::connect(socket).is_ok()
         })
     }
@@ -102,13 +106,14 @@ impl Agent {
     fn spawn(
         mut command: Command,
         run_dir: &Path,
+        netns: Option<&Path>,
         name: &str,
         what: &str,
         ready: impl Fn(&Path) -> bool,
     ) -> Result<Agent, ControlError> {
         std::fs::create_dir_all(run_dir).map_err(|e| ControlError::io(run_dir, e))?;
         let (socket, pid_file, log) = files(run_dir, name);
-        let mut process = Process::spawn(&mut command, &log, what)?;
+        let mut process = Process::spawn(&mut command, &log, what, netns)?;
         std::fs::write(&pid_file, format!("{}\n", process.pid())).map_err(|e| ControlError::io(&pid_file, e))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -188,6 +193,22 @@ impl SplitterControl {
         let reply = standby_splitter::control_request(&self.socket, &json!({"op": "status"}))
             .map_err(|e| ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk)))?;
         Ok(reply)
+    }
+
+    /// Records a bookmark at this place in the disk's change stream,
+    /// answered as soon as it has that place (it reaches the vault with the
+    /// writes before it). For a guest that is frozen meanwhile.
+    pub fn mark_queued(&self, app_consistent: bool, label: &str) -> Result<(), ControlError> {
+        let request = json!({"op": "mark", "app_consistent": app_consistent, "label": label, "wait": "queued"});
+        let reply = standby_splitter::control_request(&self.socket, &request)
+            .map_err(|e| ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk)))?;
+        match (reply["queued"].as_bool(), reply["error"].as_str()) {
+            (Some(true), _) => Ok(()),
+            (_, Some(error)) => {
+                Err(ControlError::Failed(format!("disk '{}' could not record a point: {error}", self.disk)))
+            }
+            _ => Err(ControlError::Failed(format!("the splitter of disk '{}' answered {reply}", self.disk))),
+        }
     }
 
     /// Records a bookmark; returns its journal sequence once it is sealed

@@ -115,6 +115,8 @@ struct Daemon {
     exports: Mutex<HashMap<String, Agent>>,
     /// Machines with a job running, and its id: one job per machine at a time.
     busy: Arc<Mutex<HashMap<String, i64>>>,
+    /// Machines whose initial replication `unprotect` asked to stop.
+    cancelling: Mutex<std::collections::HashSet<String>>,
     /// App-consistent points: when each machine's next is due, how the last went.
     consistency: Mutex<HashMap<String, consistency::Consistency>>,
 }
@@ -320,6 +322,12 @@ impl Daemon {
         drives: Vec<Drive>,
         accel: &'static str,
     ) -> Result<Value, ControlError> {
+        let site = key.rsplit('@').next().unwrap_or("");
+        let config = &deployment.config;
+        let nics = crate::network::nics(&machine.definition.nics, &machine.definition.name, config)?;
+        // A drill runs at the site the machine is not active at.
+        let drill_site = if machine.active_site == "primary" { "recovery" } else { "primary" };
+        let attachments = crate::network::attachments(&nics, site, drill_site, config, &deployment.home);
         let spec = QemuSpec {
             name: key.to_string(),
             cpus: machine.definition.cpus,
@@ -328,13 +336,14 @@ impl Daemon {
             initrd: machine.definition.initrd.clone(),
             append: machine.definition.append.clone(),
             drives,
+            network: crate::network::qemu_arguments(&attachments, &deployment.run_dir().join("machines").join(key))?,
             accel,
             run_dir: deployment.run_dir().join("machines").join(key),
+            netns: deployment.netns(if site == "drill" { drill_site } else { site }),
         };
         let qemu = Qemu::start(&spec)?;
-        let site = key.rsplit('@').next().unwrap_or("");
         let runtime = json!({"name": machine.definition.name, "pid": qemu.pid(), "console": qemu.console,
-                             "accel": accel, "site": site});
+                             "accel": accel, "site": site, "nics": attachments});
         lock(&self.machines).insert(key.to_string(), Running { qemu });
         Ok(runtime)
     }
@@ -364,15 +373,16 @@ impl Daemon {
             job.step("cut the power", "running", "")?;
             running.qemu.kill();
             job.step("cut the power", "done", "")?;
-            "forced"
+            "forced".to_string()
         } else {
             job.step("ACPI power-down", "done", "power button pressed")?;
             job.step("wait for the guest", "running", &format!("up to {} s", POWER_DOWN_TIMEOUT.as_secs()))?;
             let stopped = match running.qemu.power_down(POWER_DOWN_TIMEOUT)? {
-                Stopped::Clean => "clean",
-                Stopped::Forced => "forced after the guest ignored the power button",
+                Stopped::Clean => "clean".to_string(),
+                Stopped::Forced => "forced after the guest ignored the power button".to_string(),
+                hung => hung.describe(),
             };
-            job.step("wait for the guest", "done", stopped)?;
+            job.step("wait for the guest", "done", &stopped)?;
             stopped
         };
         Ok(json!({"name": name, "stopped": stopped}))
@@ -457,6 +467,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         splitters: Mutex::default(),
         exports: Mutex::default(),
         busy: Arc::default(),
+        cancelling: Mutex::default(),
         consistency: Mutex::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -611,16 +622,15 @@ async fn health(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
 
 async fn machines(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
     blocking(move || {
-        let machines = daemon.deployment()?.state.machines()?;
-        let listed: Vec<Value> = machines
-            .into_iter()
-            .map(|machine| {
-                let runtime = daemon.runtime(&instance(&machine.definition.name, &machine.active_site));
-                let mut value = serde_json::to_value(&machine).expect("machines serialise");
-                value["runtime"] = serde_json::to_value(runtime).expect("runtimes serialise");
-                value
-            })
-            .collect();
+        let deployment = daemon.deployment()?;
+        let mut listed = Vec::new();
+        for machine in deployment.state.machines()? {
+            let runtime = daemon.runtime(&instance(&machine.definition.name, &machine.active_site));
+            let mut value = serde_json::to_value(&machine).expect("machines serialise");
+            value["runtime"] = serde_json::to_value(runtime).expect("runtimes serialise");
+            value["networks"] = crate::network::describe(&machine, &deployment.config, &deployment.home)?;
+            listed.push(value);
+        }
         Ok(json!({"machines": listed}))
     })
     .await

@@ -11,6 +11,7 @@
 //!
 //! Paths in the config are relative to DIR, so a deployment can be moved.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,16 @@ pub struct SiteConfig {
     /// reprotect) defaults to `sites/primary/vault`, created when first used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<String>,
+    /// The isolated network drills at this site are plugged into
+    /// (default `SITE-test`); never one of the production networks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_network: Option<String>,
+    /// The network namespace the site's processes (QEMU, splitters,
+    /// exports) run in: a name (`ip netns add NAME`) or a path. Without it
+    /// they run in the daemon's. Two sites on one host in two namespaces
+    /// have separate networks, and the link between them can be cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +64,13 @@ pub struct Config {
     pub vault: String,
     pub primary: SiteConfig,
     pub recovery: SiteConfig,
+    /// Which recovery network each primary network becomes on failover.
+    #[serde(default)]
+    pub network_map: BTreeMap<String, String>,
+    /// Networks plugged into a Linux bridge of the host rather than a
+    /// segment of their own (see `network`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bridges: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -65,6 +83,11 @@ impl Config {
         }
     }
 
+    /// The isolated network drills at `site` use.
+    pub fn test_network(&self, site: &str) -> String {
+        self.site(site).test_network.clone().unwrap_or_else(|| format!("{site}-test"))
+    }
+
     fn default_for_init() -> Config {
         Config {
             accel: Accel::Auto,
@@ -73,12 +96,18 @@ impl Config {
                 disks: "sites/primary/disks".into(),
                 networks: vec!["primary-lan".into()],
                 vault: None,
+                test_network: None,
+                netns: None,
             },
             recovery: SiteConfig {
                 disks: "sites/recovery/disks".into(),
                 networks: vec!["recovery-lan".into()],
                 vault: None,
+                test_network: None,
+                netns: None,
             },
+            network_map: crate::network::default_map(),
+            bridges: BTreeMap::new(),
         }
     }
 }
@@ -159,6 +188,7 @@ impl Deployment {
         let text = fs::read_to_string(&config_path).map_err(|e| ControlError::io(&config_path, e))?;
         let config: Config = toml::from_str(&text)
             .map_err(|e| ControlError::Refused(format!("{} is not a valid config: {e}", config_path.display())))?;
+        crate::network::check_config(&config)?;
         let home = home.canonicalize().map_err(|e| ControlError::io(home, e))?;
         let state = State::open(&home.join(STATE_FILE))?;
         Ok(Deployment { home, config, state })
@@ -216,6 +246,12 @@ impl Deployment {
         }
     }
 
+    /// The network namespace of `site`'s processes, as a file.
+    pub fn netns(&self, site: &str) -> Option<PathBuf> {
+        let name = self.config.site(site).netns.as_ref()?;
+        Some(if name.starts_with('/') { PathBuf::from(name) } else { Path::new("/run/netns").join(name) })
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.home.join("run")
     }
@@ -255,9 +291,12 @@ impl Deployment {
         let absolute = |path: &Option<PathBuf>| -> Result<Option<PathBuf>, ControlError> {
             path.as_ref().map(|p| p.canonicalize().map_err(|e| ControlError::io(p, e))).transpose()
         };
+        // NICs are stored resolved: both sites' networks and the MAC.
+        let nics = crate::network::nics(&definition.nics, &definition.name, &self.config)?;
         let definition = crate::MachineDefinition {
             kernel: absolute(&definition.kernel)?,
             initrd: absolute(&definition.initrd)?,
+            nics: nics.iter().map(crate::network::Nic::spec).collect(),
             ..definition.clone()
         };
         let mut disks = Vec::new();

@@ -13,6 +13,7 @@ mod deployment;
 mod error;
 pub mod guest_agent;
 mod machine;
+pub mod network;
 pub mod points;
 mod process;
 pub mod qemu;

@@ -21,8 +21,38 @@ pub(crate) enum Process {
 
 impl Process {
     /// Starts `command` detached: own process group, stdin from /dev/null,
-    /// stdout and stderr appended to `log`.
-    pub(crate) fn spawn(command: &mut Command, log: &Path, what: &str) -> Result<Process, ControlError> {
+    /// stdout and stderr appended to `log`; in network namespace `netns`
+    /// (a file like `/run/netns/NAME`) when given, the site's.
+    pub(crate) fn spawn(
+        command: &mut Command,
+        log: &Path,
+        what: &str,
+        netns: Option<&Path>,
+    ) -> Result<Process, ControlError> {
+        let namespace = match netns {
+            Some(path) => Some(std::fs::File::open(path).map_err(|e| {
+                ControlError::Failed(format!(
+                    "{what} could not start: network namespace {}: {e} (create it with `ip netns add`, or remove \
+                     netns from the site in standby.toml)",
+                    path.display()
+                ))
+            })?),
+            None => None,
+        };
+        if let Some(namespace) = &namespace {
+            use std::os::fd::AsRawFd;
+            let fd = namespace.as_raw_fd();
+            // SAFETY: setns(2) is async-signal-safe; the file stays open
+            // until spawn returns.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let log_file = std::fs::File::create(log).map_err(|e| ControlError::io(log, e))?;
         let stdout = log_file.try_clone().map_err(|e| ControlError::io(log, e))?;
         let child = command

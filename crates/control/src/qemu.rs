@@ -77,10 +77,15 @@ pub struct QemuSpec {
     pub append: Option<String>,
     /// Each disk; the first is the boot disk.
     pub drives: Vec<Drive>,
+    /// `-netdev`/`-device` arguments of its NICs (see `network`); none
+    /// means no network device at all.
+    pub network: Vec<String>,
     /// `kvm` or `tcg` (resolved, never `auto`).
     pub accel: &'static str,
     /// Where the QMP socket and the serial console log go.
     pub run_dir: PathBuf,
+    /// The site's network namespace, if it has one.
+    pub netns: Option<PathBuf>,
 }
 
 /// A running QEMU and its QMP connection.
@@ -99,13 +104,30 @@ pub struct Qemu {
 }
 
 /// How a power-down ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stopped {
     /// The guest shut itself down after the ACPI request.
     Clean,
     /// It did not within the timeout; QEMU was told to quit.
     Forced,
+    /// QEMU did not answer the power-down request (hung): it was killed.
+    Unresponsive(String),
 }
+
+impl Stopped {
+    /// What happened to the guest, for a job's step.
+    pub fn describe(&self) -> String {
+        match self {
+            Stopped::Clean => "shut down cleanly".into(),
+            Stopped::Forced => "was forced off after the guest ignored the power button".into(),
+            Stopped::Unresponsive(why) => format!("was hung and had its power cut ({why})"),
+        }
+    }
+}
+
+/// How long QEMU has to answer a power-down request before it is taken
+/// for hung.
+const HUNG_AFTER: Duration = Duration::from_secs(5);
 
 impl Qemu {
     pub fn start(spec: &QemuSpec) -> Result<Qemu, ControlError> {
@@ -132,7 +154,8 @@ impl Qemu {
             .arg("-chardev")
             .arg(format!("socket,id=agent,path={},server=on,wait=off", agent_socket.display()))
             .args(["-device", "virtio-serial-pci,id=serial0"])
-            .args(["-device", "virtserialport,bus=serial0.0,chardev=agent,name=org.qemu.guest_agent.0"]);
+            .args(["-device", "virtserialport,bus=serial0.0,chardev=agent,name=org.qemu.guest_agent.0"])
+            .args(&spec.network);
         if let Some(kernel) = &spec.kernel {
             command.arg("-kernel").arg(kernel);
             if let Some(initrd) = &spec.initrd {
@@ -150,7 +173,12 @@ impl Qemu {
             command
                 .args(["-device", &format!("virtio-blk-pci,drive=disk{index},id=vd{index},bootindex={}", index + 1)]);
         }
-        let mut process = Process::spawn(&mut command, &log, "qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        let mut process = Process::spawn(
+            &mut command,
+            &log,
+            "qemu-system-x86_64 (apt-get install qemu-system-x86)",
+            spec.netns.as_deref(),
+        )?;
         let qmp = match Qmp::connect(&qmp_socket, Some((&mut process, &log)), Duration::from_secs(30)) {
             Ok(qmp) => qmp,
             Err(e) => {
@@ -286,8 +314,15 @@ impl Qemu {
     /// Asks the guest to shut down (ACPI power button); if it has not within
     /// `timeout`, tells QEMU to quit. Waits for the process to end.
     pub fn power_down(mut self, timeout: Duration) -> Result<Stopped, ControlError> {
-        // The guest may already be gone; then the request fails harmlessly.
-        let _ = self.qmp.execute("system_powerdown", json!({}));
+        // QEMU answers at once; one that does not is hung (a stopped
+        // process, a stuck host) and will not quit when asked either: its
+        // power is cut rather than waited for.
+        if let Err(e) = self.qmp.execute_within("system_powerdown", json!({}), HUNG_AFTER) {
+            if self.running() {
+                self.kill();
+                return Ok(Stopped::Unresponsive(e.to_string()));
+            }
+        }
         if self.wait_exit(timeout) {
             return Ok(Stopped::Clean);
         }
@@ -333,6 +368,9 @@ fn exited_at_start(log: &Path) -> ControlError {
     ControlError::Failed(format!("QEMU exited at start: {}", last_line(log)))
 }
 
+/// How long a QMP command may take.
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A QMP connection: one command at a time, events skipped.
 pub struct Qmp {
     reader: BufReader<UnixStream>,
@@ -357,7 +395,7 @@ impl Qmp {
             std::thread::sleep(Duration::from_millis(20));
         };
         let io = |e| ControlError::io(path, e);
-        stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+        stream.set_read_timeout(Some(QMP_TIMEOUT)).map_err(io)?;
         let writer = stream.try_clone().map_err(io)?;
         let mut qmp = Qmp { reader: BufReader::new(stream), writer };
         let greeting = qmp.read_message(path)?;
@@ -376,6 +414,25 @@ impl Qmp {
         }
         serde_json::from_str(&line)
             .map_err(|e| ControlError::Failed(format!("QMP sent something not JSON ({e}): {line}")))
+    }
+
+    /// Runs a command that QEMU must answer within `timeout`.
+    pub fn execute_within(
+        &mut self,
+        command: &str,
+        arguments: Value,
+        timeout: Duration,
+    ) -> Result<Value, ControlError> {
+        let stream = self.reader.get_ref();
+        let _ = stream.set_read_timeout(Some(timeout));
+        let result = self.execute(command, arguments);
+        let _ = self.reader.get_ref().set_read_timeout(Some(QMP_TIMEOUT));
+        result.map_err(|e| match e {
+            ControlError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
+                ControlError::Failed(format!("QEMU did not answer QMP {command} within {} s", timeout.as_secs()))
+            }
+            e => e,
+        })
     }
 
     /// Runs a command; returns its `return` value or its error.

@@ -25,6 +25,8 @@ fn a_guest_runs_answers_qmp_and_powers_down_cleanly() {
         initrd: Some(guest.initramfs.clone()),
         append: Some(workload.cmdline()),
         drives: vec![Drive::File(disk.clone())],
+        network: vec![],
+        netns: None,
         accel: "tcg",
         run_dir: dir.path().join("run"),
     };
@@ -57,6 +59,8 @@ fn a_guest_that_ignores_the_power_button_is_stopped_by_force() {
         initrd: None,
         append: None,
         drives: vec![Drive::File(disk.clone())],
+        network: vec![],
+        netns: None,
         accel: "tcg",
         run_dir: dir.path().join("run"),
     };
@@ -78,6 +82,8 @@ fn qemu_that_cannot_start_is_a_clear_error() {
         initrd: None,
         append: None,
         drives: vec![],
+        network: vec![],
+        netns: None,
         accel: "tcg",
         run_dir: dir.path().join("run"),
     };

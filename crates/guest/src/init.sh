@@ -15,6 +15,9 @@
 # standby.agent=0 (do not start qemu-guest-agent even when the initramfs
 # carries it). With the agent, the host can freeze the filesystem
 # (guest-fsfreeze-freeze) for an app-consistent point.
+# Each NIC present is brought up and announces itself with a DHCP discover
+# every second (busybox udhcpc; nothing answers on Standby's test
+# networks), so a host can see which network the guest is plugged into.
 # An ACPI power-button press (QEMU's system_powerdown) ends the workload,
 # unmounts the filesystem and powers off.
 
@@ -93,6 +96,17 @@ if [ "$agent" != 0 ] && [ -x /usr/sbin/qemu-ga ] \
     say "warning: qemu-guest-agent did not start"
   fi
 fi
+
+for nic in /sys/class/net/eth*; do
+  [ -e "$nic" ] || continue
+  nic=${nic##*/}
+  if ip link set "$nic" up; then
+    say "network $nic up, mac $(cat /sys/class/net/$nic/address)"
+    udhcpc -i "$nic" -f -n -t 1000000 -T 1 -A 1 -s /bin/true >/dev/null 2>&1 &
+  else
+    say "warning: network $nic did not come up"
+  fi
+done
 
 last=$(dd if=$disk bs=512 skip=$area count=$slots 2>/dev/null | tr '\0' '\n' \
   | grep -a '^standby-record [0-9]*$' | cut -d' ' -f2 | sort -n | tail -n 1)

@@ -28,7 +28,8 @@ pub const RECORD_SLOT_BYTES: u64 = 512;
 
 /// Modules the guest loads, in this order (each after its dependencies):
 /// virtio over PCI, the virtio disk, ext4 (with crc32c for its checksums),
-/// and the ACPI power button for a clean power-down.
+/// the ACPI power button for a clean power-down, the agent's virtio-serial
+/// port and the virtio NIC.
 pub const MODULES: &[&str] = &[
     "virtio_ring",
     "virtio",
@@ -41,6 +42,7 @@ pub const MODULES: &[&str] = &[
     "button",
     "evdev",
     "virtio_console",
+    "virtio_net",
 ];
 
 /// qemu-guest-agent as this host has it (Debian's qemu-guest-agent

@@ -1,7 +1,10 @@
 //! The splitter's control socket, beside its NBD socket (`<socket>.control`):
 //! one JSON request per connection, one JSON reply. `mark` records a
-//! bookmark and answers once it is sealed into the vault; `status` reports
-//! the lag.
+//! bookmark and answers once it is sealed into the vault, or, with
+//! `"wait": "queued"`, as soon as it has its place in the change stream
+//! (what an app-consistent point needs while the guest is frozen: the
+//! freeze must not last as long as the vault takes); `status` reports the
+//! lag.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -58,9 +61,14 @@ fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
                 let label = request["label"].as_str().unwrap_or("");
                 if label.len() > standby_format::LABEL_BYTES_MAX {
                     json!({"error": format!("label longer than {} bytes", standby_format::LABEL_BYTES_MAX)})
+                } else if request["wait"].as_str() == Some("queued") {
+                    match shared.bookmark(kind, label, None) {
+                        Ok(()) => json!({"queued": true, "kind": kind, "label": label}),
+                        Err(problem) => json!({"error": problem}),
+                    }
                 } else {
                     let (sender, receiver) = channel();
-                    shared.bookmark(kind, label, Some(sender));
+                    let _ = shared.bookmark(kind, label, Some(sender));
                     match receiver.recv_timeout(Duration::from_secs(120)) {
                         Ok(Ok(sequence)) => json!({"point": sequence, "kind": kind, "label": label}),
                         Ok(Err(problem)) => json!({"error": problem}),
@@ -79,12 +87,17 @@ fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
     stream.write_all(format!("{reply}\n").as_bytes())
 }
 
+/// How long a request may wait for its answer (a mark waits up to 120 s
+/// for the vault).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(150);
+
 /// Sends one request to a splitter's control socket and returns its reply.
 pub fn request(socket: &Path, request: &Value) -> io::Result<Value> {
     let path = control_path(socket);
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         io::Error::new(e.kind(), format!("no splitter is running on {} ({path}: {e})", socket.display()))
     })?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;

@@ -225,19 +225,25 @@ impl Shared {
         Ok(())
     }
 
-    fn bookmark(&self, kind: PointKind, label: &str, reply: Option<Sender<Result<u64, String>>>) {
+    /// Queues a bookmark at this place in the change stream; refused while
+    /// the journal is not exact (the refusal is also sent to `reply`).
+    fn bookmark(
+        &self,
+        kind: PointKind,
+        label: &str,
+        reply: Option<Sender<Result<u64, String>>>,
+    ) -> Result<(), &'static str> {
         let queue = self.lock();
         if !queue.exact {
+            let problem = "the journal is catching up with the image (after a start, a restart or a vault outage); \
+                           try again when `standby splitter-status` says it has caught up";
             if let Some(reply) = reply {
-                let _ = reply.send(Err(
-                    "the journal is catching up with the image (after a start, a restart or a vault outage); \
-                     try again when `standby splitter-status` says it has caught up"
-                        .into(),
-                ));
+                let _ = reply.send(Err(problem.into()));
             }
-            return;
+            return Err(problem);
         }
         self.push(queue, Entry::Bookmark { kind, label: label.to_string(), time: now_micros(), reply }, 0);
+        Ok(())
     }
 }
 
@@ -434,7 +440,7 @@ fn catch_up(shared: &Shared, stop: &AtomicBool) {
                 queue.exact = true;
                 queue.initial_pass = false;
                 shared.push(queue, Entry::Exact { time: now_micros() }, 0);
-                shared.bookmark(PointKind::CrashConsistent, "caught up with the image", None);
+                let _ = shared.bookmark(PointKind::CrashConsistent, "caught up with the image", None);
                 continue;
             }
             let timeout = Duration::from_millis(100);
@@ -478,7 +484,7 @@ fn bookmarks(shared: &Shared, stop: &AtomicBool) {
         if Instant::now() >= next {
             let exact = shared.lock().exact;
             if exact {
-                shared.bookmark(PointKind::CrashConsistent, "", None);
+                let _ = shared.bookmark(PointKind::CrashConsistent, "", None);
             }
             next = Instant::now() + shared.options.bookmark_interval;
         }

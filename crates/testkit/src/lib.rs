@@ -22,12 +22,25 @@ pub struct Azurite {
     binary: PathBuf,
     port: u16,
     storage: tempfile::TempDir,
+    /// The network namespace it runs in and its address there, when not
+    /// the test's own loopback.
+    netns: Option<(String, String)>,
 }
 
 impl Azurite {
     /// Starts Azurite. Panics with the fix when it is not installed: the
     /// README's test command (`scripts/test`) installs it.
     pub fn start() -> Azurite {
+        Azurite::start_at(None)
+    }
+
+    /// Starts Azurite in network namespace `netns` listening on `host` (an
+    /// address of that namespace): a vault at another site.
+    pub fn start_in(netns: &str, host: &str) -> Azurite {
+        Azurite::start_at(Some((netns.to_string(), host.to_string())))
+    }
+
+    fn start_at(netns: Option<(String, String)>) -> Azurite {
         let binary = std::env::var_os("STANDBY_AZURITE_BLOB")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace_root().join("tools/node_modules/.bin/azurite-blob"));
@@ -38,18 +51,19 @@ impl Azurite {
         );
         let storage = tempfile::tempdir().expect("temporary directory");
         let port = free_port();
-        let child = spawn_azurite(&binary, port, storage.path());
-        Azurite { child, endpoint: format!("http://127.0.0.1:{port}"), binary, port, storage }
+        let child = spawn_azurite(&binary, port, storage.path(), netns.as_ref());
+        let host = netns.as_ref().map_or("127.0.0.1", |(_, host)| host.as_str());
+        Azurite { child, endpoint: format!("http://{host}:{port}"), binary, port, storage, netns }
     }
 
     /// Starts a stopped server again, on the same port with the same data.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = spawn_azurite(&self.binary, self.port, self.storage.path());
+        self.child = spawn_azurite(&self.binary, self.port, self.storage.path(), self.netns.as_ref());
     }
 
     pub fn create_container(&self, name: &str) {
-        let status = Command::new("python3")
+        let status = in_netns(self.netns.as_ref(), "python3")
             .arg(workspace_root().join("scripts/azurite-container.py"))
             .args([&self.endpoint, name])
             .status()
@@ -83,9 +97,22 @@ impl Azurite {
     }
 }
 
-fn spawn_azurite(binary: &Path, port: u16, storage: &Path) -> Child {
-    let child = Command::new(binary)
-        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--silent", "--skipApiVersionCheck"])
+/// `program`, run in network namespace `netns` when given (`ip netns exec`).
+fn in_netns(netns: Option<&(String, String)>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some((netns, _)) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+fn spawn_azurite(binary: &Path, port: u16, storage: &Path, netns: Option<&(String, String)>) -> Child {
+    let host = netns.map_or("127.0.0.1", |(_, host)| host.as_str());
+    let child = in_netns(netns, binary)
+        .args(["--blobHost", host, "--blobPort", &port.to_string(), "--silent", "--skipApiVersionCheck"])
         .arg("--location")
         .arg(storage)
         .stdout(Stdio::null())
@@ -93,7 +120,15 @@ fn spawn_azurite(binary: &Path, port: u16, storage: &Path) -> Child {
         .spawn()
         .expect("Azurite starts");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    let listening = || match netns {
+        None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        Some(_) => in_netns(netns, "bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/{host}/{port}")])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success()),
+    };
+    while !listening() {
         assert!(Instant::now() < deadline, "Azurite did not start listening on port {port} within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -17,12 +17,26 @@ impl Daemon {
 
     /// With extra environment variables (e.g. a short retention interval).
     pub fn start_with(home: &Path, environment: &[(&str, &str)]) -> Daemon {
-        let child = standby_command()
+        Daemon::start_in(home, None, environment)
+    }
+
+    /// In network namespace `netns` when given (`ip netns exec`).
+    pub fn start_in(home: &Path, netns: Option<&str>, environment: &[(&str, &str)]) -> Daemon {
+        let mut command = match netns {
+            Some(netns) => {
+                let mut command = std::process::Command::new("ip");
+                command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_standby")]);
+                command
+            }
+            None => standby_command(),
+        };
+        let child = command
             .args(["serve", "--home", path(home)])
             .env("STANDBY_ACCEL", "tcg")
             .envs(environment.iter().copied())
             .spawn()
             .expect("standby serve starts");
+        reap_at_exit(home);
         let socket = home.join("run/standby.sock");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
@@ -44,6 +58,36 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Deployments whose processes the test process kills when it exits.
+static DEPLOYMENTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes sure nothing a test's deployment started outlives the test: when
+/// the test process exits (pass or fail), every process whose command line
+/// names the deployment's folder (QEMU, splitters, exports, daemons) is
+/// killed. Not in `Daemon`'s drop, which stands for a daemon killed -9 and
+/// must leave the machines running for the next daemon to adopt.
+fn reap_at_exit(home: &Path) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn reap() {
+        let homes = DEPLOYMENTS.lock().map(|homes| homes.clone()).unwrap_or_default();
+        let Ok(processes) = std::fs::read_dir("/proc") else { return };
+        for entry in processes.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if pid != std::process::id() as i32 && homes.iter().any(|home| cmdline.contains(home.as_str())) {
+                // SAFETY: kill(2) with a pid read from /proc.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    DEPLOYMENTS.lock().unwrap().push(path(home).to_string());
+    // SAFETY: registers a plain function with no captured state.
+    REGISTERED.call_once(|| unsafe {
+        libc::atexit(reap);
+    });
 }
 
 pub fn wait_for(console: &str, text: &str) {
@@ -71,10 +115,15 @@ pub fn add_guest_machine(home: &Path, name: &str, workload: &standby_guest::Work
 
 /// Like [`add_guest_machine`] with the kernel command line `append`.
 pub fn add_guest_machine_with(home: &Path, name: &str, append: &str) -> std::path::PathBuf {
+    add_guest_machine_args(home, name, append, &[])
+}
+
+/// Like [`add_guest_machine_with`] with more `machine add` arguments.
+pub fn add_guest_machine_args(home: &Path, name: &str, append: &str, more: &[&str]) -> std::path::PathBuf {
     let guest = standby_testkit::test_guest();
     let source = home.join(format!("{name}-source.raw"));
     standby_guest::prepare_disk(&source, 64 << 20).unwrap();
-    run(&[
+    let mut arguments = vec![
         "machine",
         "add",
         name,
@@ -88,10 +137,26 @@ pub fn add_guest_machine_with(home: &Path, name: &str, append: &str) -> std::pat
         append,
         "--home",
         path(home),
-    ])
-    .ok();
+    ];
+    arguments.extend_from_slice(more);
+    run(&arguments).ok();
     std::fs::remove_file(&source).unwrap();
     home.join(format!("sites/primary/disks/{name}-disk0.raw"))
+}
+
+/// Waits until the vault holds every write machine `name` made before `moment`.
+pub fn wait_replicated_past(home: &str, name: &str, moment: jiff::Timestamp) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = run(&["status", name, "--home", home, "--json"]).ok().json();
+        let latest =
+            status["machines"][0]["disks"][0]["latest"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if latest.is_some_and(|latest| latest >= moment) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replication never caught up with {moment}: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The highest record a guest's console says was acknowledged.

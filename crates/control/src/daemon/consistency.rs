@@ -1,8 +1,11 @@
 //! App-consistent points on each policy's schedule: the guest's
 //! filesystems frozen through qemu-guest-agent (`guest-fsfreeze-freeze`),
-//! an app-consistent point marked on every disk (answered once sealed in
-//! the vault), the filesystems thawed. A guest without an agent gets
-//! crash-consistent points only, and `status` says why.
+//! an app-consistent point marked on every disk (answered as soon as it has
+//! its place in the disk's change stream: the guest stays frozen for
+//! milliseconds even when the vault is slow or out of reach, and the point
+//! reaches the vault with the writes before it), the filesystems thawed. A
+//! guest without an agent gets crash-consistent points only, and `status`
+//! says why.
 //!
 //! A daemon that dies with a guest frozen would leave it frozen: the next
 //! daemon thaws every running machine's filesystems when it starts.
@@ -51,8 +54,8 @@ impl Daemon {
         let mut failure = None;
         for disk in &machine.disks {
             let control = lock(&self.splitters).get(&disk.vault_disk).map(|agent| agent.control());
-            match control.map(|control| control.mark(true, "app-consistent")) {
-                Some(Ok(point)) => points.push(format!("{} point {point}", disk.vault_disk)),
+            match control.map(|control| control.mark_queued(true, "app-consistent")) {
+                Some(Ok(())) => points.push(disk.vault_disk.clone()),
                 Some(Err(e)) => failure = Some(e.to_string()),
                 None => failure = Some(format!("the splitter of disk '{}' is not running", disk.vault_disk)),
             }
@@ -65,7 +68,7 @@ impl Daemon {
         }
         thawed.map_err(|e| format!("the guest agent could not thaw ({e})"))?;
         Ok(format!(
-            "{} at {} ({} filesystem(s) frozen for {} ms)",
+            "point of {} at {} ({} filesystem(s) frozen for {} ms)",
             points.join(", "),
             jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"),
             frozen,

@@ -3,8 +3,9 @@
 //! taking its writes, so the boot does not wait for a restore and its
 //! writes are tracked from the first one).
 //!
-//! - `test-failover` boots a drill copy (`NAME@drill`) with no network
-//!   device at all (isolated by construction) while replication carries on;
+//! - `test-failover` boots a drill copy (`NAME@drill`) whose NICs are on
+//!   the site's isolated test network (`network`) while replication
+//!   carries on;
 //!   `cleanup-test-failover` removes the copy, its exports, overlays,
 //!   sockets and logs, and lists them.
 //! - `failover` (optionally shutting the source down first, then waiting
@@ -31,7 +32,7 @@ use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::points::{self, MachinePoint};
-use crate::qemu::{Drive, Stopped};
+use crate::qemu::Drive;
 
 /// States in which a machine runs (or would run) from its failover point's exports.
 pub(super) fn on_exports(state: &str) -> bool {
@@ -83,6 +84,7 @@ impl Daemon {
                         point: &point.time,
                         overlay: &overlay,
                         run_dir: &run_dir,
+                        netns: deployment.netns(site).as_deref(),
                     })?,
                 };
                 exports.insert(name.clone(), agent);
@@ -117,17 +119,14 @@ impl Daemon {
     /// Ends instance `key` of a machine: ACPI power-down with the usual
     /// timeout, or at once. Returns how it ended, or `None` when it was
     /// not running.
-    fn stop_instance(&self, key: &str, at_once: bool) -> Result<Option<&'static str>, ControlError> {
+    fn stop_instance(&self, key: &str, at_once: bool) -> Result<Option<String>, ControlError> {
         let running = lock(&self.machines).remove(key);
         let Some(mut running) = running.filter(|r| r.qemu.running()) else { return Ok(None) };
         if at_once {
             running.qemu.kill();
-            return Ok(Some("powered off"));
+            return Ok(Some("powered off".into()));
         }
-        Ok(Some(match running.qemu.power_down(POWER_DOWN_TIMEOUT)? {
-            Stopped::Clean => "shut down cleanly",
-            Stopped::Forced => "forced off after the guest ignored the power button",
-        }))
+        Ok(Some(running.qemu.power_down(POWER_DOWN_TIMEOUT)?.describe()))
     }
 
     /// Boots instance `key` of `machine` on `drives`.
@@ -169,7 +168,11 @@ impl Daemon {
                 job.step(STEPS[2], "running", "")?;
                 let key = instance(name_of(&machine), "drill");
                 let runtime = daemon.boot(deployment, &machine, &key, drives)?;
-                job.step(STEPS[2], "done", &format!("pid {}, no network device (isolated)", runtime["pid"]))?;
+                let network = match runtime["nics"][0]["network"].as_str() {
+                    Some(test_network) => format!("on the isolated network {test_network}"),
+                    None => "no network device".to_string(),
+                };
+                job.step(STEPS[2], "done", &format!("pid {}, {network}", runtime["pid"]))?;
                 Ok(runtime)
             })();
             match booted {
@@ -557,7 +560,7 @@ impl Daemon {
             job.step(STEPS[0], "running", "")?;
             let how = daemon.stop_instance(&key, true)?;
             daemon.stop_exports(deployment, &machine, site)?;
-            job.step(STEPS[0], "done", how.unwrap_or("it was not running"))?;
+            job.step(STEPS[0], "done", how.as_deref().unwrap_or("it was not running"))?;
             job.step(STEPS[1], "running", "")?;
             let folder = daemon.set_aside(deployment, &machine, site, job.id)?;
             let aside = folder.map(|f| format!("in {}", f.display())).unwrap_or_else(|| "it wrote nothing".into());

@@ -81,6 +81,7 @@ impl Daemon {
                     vault: &vault,
                     bookmark_interval: Duration::from_secs(policy.bookmark_seconds),
                     run_dir: &run_dir,
+                    netns: deployment.netns(&machine.active_site).as_deref(),
                 })?,
             };
             splitters.insert(disk.vault_disk.clone(), splitter);
@@ -164,18 +165,44 @@ impl Daemon {
     fn protect_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
         let name = &machine.definition.name;
         job.step(PROTECT_STEPS[0], "running", "")?;
-        self.ensure_splitters(job.deployment, machine)?;
-        let pids: Vec<String> = {
-            let splitters = lock(&self.splitters);
-            machine.disks.iter().filter_map(|d| splitters.get(&d.vault_disk)).map(|s| s.pid().to_string()).collect()
+        // A running guest is paused from before its splitters start until
+        // its disks are on them: a write it made to an image directly after
+        // the splitter had read that region would never reach the vault.
+        let key = instance(name, &machine.active_site);
+        let paused_at = match lock(&self.machines).get_mut(&key).filter(|r| r.qemu.running()) {
+            Some(running) => {
+                running.qemu.pause()?;
+                Some(Instant::now())
+            }
+            None => None,
         };
-        job.step(PROTECT_STEPS[0], "done", &format!("pid {}", pids.join(", ")))?;
-        job.step(PROTECT_STEPS[1], "running", "")?;
-        let moved = self.switch_running_drives(machine, &self.splitter_drives(machine))?;
-        job.step(PROTECT_STEPS[1], "done", if moved { "moved while running" } else { "the machine is stopped" })?;
+        let moved = (|| {
+            self.ensure_splitters(job.deployment, machine)?;
+            let pids: Vec<String> = {
+                let splitters = lock(&self.splitters);
+                machine.disks.iter().filter_map(|d| splitters.get(&d.vault_disk)).map(|s| s.pid().to_string()).collect()
+            };
+            job.step(PROTECT_STEPS[0], "done", &format!("pid {}", pids.join(", ")))?;
+            job.step(PROTECT_STEPS[1], "running", "")?;
+            self.switch_running_drives(machine, &self.splitter_drives(machine))
+        })();
+        if let Some(paused_at) = paused_at {
+            if let Some(running) = lock(&self.machines).get_mut(&key).filter(|r| r.qemu.running()) {
+                running.qemu.resume()?;
+            }
+            let paused = format!("moved while running (the guest paused for {} ms)", paused_at.elapsed().as_millis());
+            moved?;
+            job.step(PROTECT_STEPS[1], "done", &paused)?;
+        } else {
+            moved?;
+            job.step(PROTECT_STEPS[1], "done", "the machine is stopped")?;
+        }
         job.step(PROTECT_STEPS[2], "running", "")?;
         let started = Instant::now();
         loop {
+            if lock(&self.cancelling).contains(name) {
+                return Err(ControlError::Failed("initial replication stopped by `standby unprotect`".into()));
+            }
             let (caught_up, detail) = self.replication_progress(machine, false)?;
             if caught_up {
                 job.step(PROTECT_STEPS[2], "done", &format!("in {:.1} s", started.elapsed().as_secs_f64()))?;
@@ -285,10 +312,46 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Unprotect)?;
+        let protecting = lock(&self.busy).get(name).copied();
+        if let (Some(protect_job), "enabling") = (protecting, machine.state.as_str()) {
+            return self.stop_initial_replication(&deployment, name, protect_job);
+        }
         self.spawn_job(&deployment, name, "unprotect", &UNPROTECT_STEPS, move |daemon, job| {
             daemon.unreplicate(job.deployment, &machine, Some(job))?;
             job.deployment.state.set_machine_state(&machine.definition.name, "unprotected", Some(None))?;
             Ok(json!({"name": machine.definition.name, "state": "unprotected"}))
+        })
+    }
+
+    /// `unprotect` during initial replication: the protect job is told to
+    /// stop, and its own roll-back (disks back on their images, splitters
+    /// stopped, intent logs removed) leaves the machine unprotected. The
+    /// unprotect job follows it and says how it ended.
+    fn stop_initial_replication(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        name: &str,
+        protect_job: i64,
+    ) -> Result<Value, ControlError> {
+        lock(&self.cancelling).insert(name.to_string());
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while lock(&self.busy).contains_key(name) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lock(&self.cancelling).remove(name);
+        let machine = deployment.state.machine(name)?;
+        if machine.state != "unprotected" {
+            // The roll-back did not finish: a plain unprotect tries again.
+            check(&machine, Command::Unprotect)?;
+            return self.unprotect(name);
+        }
+        let steps = ["stop the initial replication"];
+        let machine_name = name.to_string();
+        self.spawn_job(deployment, name, "unprotect", &steps, move |_, job| {
+            let detail =
+                format!("protect job {protect_job} stopped and rolled back: disks on their images, splitters stopped");
+            job.step(steps[0], "done", &detail)?;
+            Ok(json!({"name": machine_name, "state": "unprotected"}))
         })
     }
 
@@ -302,19 +365,16 @@ impl Daemon {
             if !replicating(&machine.state) {
                 continue;
             }
-            self.ensure_splitters(&deployment, &machine)?;
             if machine.state == "reprotecting" {
-                let name = machine.definition.name.clone();
-                let machine = machine.clone();
-                let steps = ["ship the blocks that differ"];
-                self.spawn_job(&deployment, &name, "reprotect (resumed)", &steps, move |daemon, job| {
-                    let progress = |detail: &str| job.step(steps[0], "running", detail);
-                    let shipped = daemon.wait_for_replication(&machine, "reprotected", progress)?;
-                    job.step(steps[0], "done", &format!("{shipped} bytes moved since the restart"))?;
-                    job.deployment.state.set_machine_state(&machine.definition.name, "protected", None)?;
-                    Ok(json!({"name": machine.definition.name, "state": "protected"}))
-                })?;
-                resumed.push(name);
+                // Splitters are started by the resumed job, in the order
+                // that keeps the vault equal to the disks.
+                resumed.push(machine.definition.name.clone());
+                self.resume_reprotect(&deployment, machine)?;
+                continue;
+            }
+            if machine.state != "enabling" {
+                // (An unfinished protect starts them itself, the guest paused.)
+                self.ensure_splitters(&deployment, &machine)?;
             }
             if machine.state == "enabling" {
                 let name = machine.definition.name.clone();

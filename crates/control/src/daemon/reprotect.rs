@@ -148,14 +148,7 @@ impl Daemon {
         job.step(STEPS[0], "running", "")?;
         // The old source's splitters ship what they still hold and stop:
         // their intent logs then say exactly what never reached the vault.
-        let run_dir = deployment.run_dir().join("disks");
-        for disk in &machine.disks {
-            let agent =
-                lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Agent::adopt(&run_dir, &disk.vault_disk));
-            if let Some(agent) = agent {
-                agent.stop()?;
-            }
-        }
+        self.stop_splitters_of(deployment, machine)?;
         let mut source_writes: Vec<Differences> = Vec::new();
         let mut notes = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
@@ -227,8 +220,14 @@ impl Daemon {
         job.step(STEPS[2], "done", &format!("at {} ({})", point.time, point.described))?;
 
         job.step(STEPS[3], "running", "")?;
-        let paused = self.move_onto_reverse_replication(deployment, machine, &source_writes)?;
-        deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &machine.details)?;
+        // The intent logs first, then the state: from here on a daemon that
+        // dies is followed by one that finishes the move (see
+        // `resume_reprotect`), never one that rebuilds the disks again.
+        write_reverse_intent_logs(deployment, machine, &source_writes)?;
+        let mut details = machine.details.clone();
+        details["reprotect"] = json!({"job": job.id, "switched": false});
+        deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &details)?;
+        let paused = self.move_onto_reverse_replication(deployment, machine, &details)?;
         job.step(STEPS[3], "done", &paused)?;
 
         job.step(STEPS[4], "running", "")?;
@@ -238,10 +237,92 @@ impl Daemon {
         let mut details = machine.details.clone();
         if let Some(map) = details.as_object_mut() {
             map.remove("failover");
+            map.remove("reprotect");
         }
         details["reprotected"] = json!({"job": job.id, "bytes_moved": shipped, "to": old});
         deployment.state.set_machine_placement(name, "protected", active, machine.generation, &details)?;
         Ok(json!({"name": name, "state": "protected", "replicates_to": old, "bytes_moved": shipped}))
+    }
+
+    /// Finishes a reprotect a daemon died in (state `reprotecting`).
+    /// Before the disks were switched (`details.reprotect.switched` false)
+    /// the guest has written only to its overlays: any splitter an earlier
+    /// attempt started ships what it read and stops, and the move is done
+    /// again (the intent logs are on disk). After, the guest may have
+    /// written through the splitters: nothing is redone, the guest is
+    /// resumed if it was left paused, the exports and overlays go. Then
+    /// the blocks that differ are shipped as usual.
+    pub(super) fn resume_reprotect(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        machine: Machine,
+    ) -> Result<(), ControlError> {
+        const STEPS: [&str; 2] = ["move the machine onto reverse replication", "ship the blocks that differ"];
+        let name = machine.definition.name.clone();
+        self.spawn_job(deployment, &name, "reprotect (resumed)", &STEPS, move |daemon, job| {
+            let deployment = job.deployment;
+            let active = machine.active_site.as_str();
+            job.step(STEPS[0], "running", "")?;
+            let switched = machine.details["reprotect"]["switched"].as_bool().unwrap_or(true);
+            let detail = if switched {
+                let key = instance(&machine.definition.name, active);
+                if let Some(running) = lock(&daemon.machines).get_mut(&key).filter(|r| r.qemu.running()) {
+                    running.qemu.resume()?;
+                }
+                daemon.ensure_splitters(deployment, &machine)?;
+                daemon.remove_reverse_leftovers(deployment, &machine)?;
+                "the disks were already on reverse replication".to_string()
+            } else {
+                daemon.stop_splitters_of(deployment, &machine)?;
+                daemon.move_onto_reverse_replication(deployment, &machine, &machine.details)?
+            };
+            job.step(STEPS[0], "done", &detail)?;
+            job.step(STEPS[1], "running", "")?;
+            let shipped =
+                daemon.wait_for_replication(&machine, "reprotected", |detail| job.step(STEPS[1], "running", detail))?;
+            job.step(STEPS[1], "done", &format!("{} moved since the restart", mib(shipped)))?;
+            let mut details = machine.details.clone();
+            if let Some(map) = details.as_object_mut() {
+                map.remove("failover");
+                map.remove("reprotect");
+            }
+            let old = other_site(active);
+            details["reprotected"] = json!({"job": job.id, "bytes_moved": shipped, "to": old, "resumed": true});
+            let generation = machine.generation;
+            deployment.state.set_machine_placement(
+                &machine.definition.name,
+                "protected",
+                active,
+                generation,
+                &details,
+            )?;
+            Ok(json!({"name": machine.definition.name, "state": "protected", "replicates_to": old}))
+        })?;
+        Ok(())
+    }
+
+    /// Stops the splitters of `machine`'s disks (they ship what they queued).
+    fn stop_splitters_of(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
+        let run_dir = deployment.run_dir().join("disks");
+        for disk in &machine.disks {
+            let agent =
+                lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Agent::adopt(&run_dir, &disk.vault_disk));
+            if let Some(agent) = agent {
+                agent.stop()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The exports and overlays a machine ran on before reverse replication.
+    fn remove_reverse_leftovers(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
+        let active = machine.active_site.as_str();
+        self.stop_exports(deployment, machine, active)?;
+        for index in 0..machine.disks.len() {
+            let overlay = overlay_path(deployment, machine, index, active);
+            remove_files(&[standby_splitter::export::map_path(&overlay), overlay])?;
+        }
+        Ok(())
     }
 
     /// Waits until every splitter of `machine` has re-read what it had to
@@ -283,7 +364,7 @@ impl Daemon {
         &self,
         deployment: &Deployment,
         machine: &Machine,
-        source_writes: &[Differences],
+        details: &Value,
     ) -> Result<String, ControlError> {
         let name = machine.definition.name.as_str();
         let active = machine.active_site.as_str();
@@ -298,22 +379,8 @@ impl Daemon {
             for (index, _) in machine.disks.iter().enumerate() {
                 let image = machine.disks[index].image_at(active).to_path_buf();
                 let overlay = overlay_path(deployment, machine, index, active);
-                let written = overlay_ranges(&overlay)?;
-                if let Some(written) = &written {
-                    copy_ranges(&overlay, &image, written)?;
-                }
-                let intent = standby_splitter::default_intent_log(&image);
-                match (&source_writes[index], written) {
-                    (Some(source), Some(mut written)) => {
-                        written.extend(source.iter().copied());
-                        let size = std::fs::metadata(&image).map_err(|e| ControlError::io(&image, e))?.len();
-                        standby_splitter::dirty::write_intent_log(&intent, size, &written)
-                            .map_err(|e| ControlError::io(&intent, e))?;
-                    }
-                    // Unknown: the splitter re-reads the whole image.
-                    _ => {
-                        let _ = std::fs::remove_file(&intent);
-                    }
+                if let Some(written) = overlay_ranges(&overlay)? {
+                    copy_ranges(&overlay, &image, &written)?;
                 }
             }
             self.ensure_splitters(deployment, machine)?;
@@ -322,6 +389,13 @@ impl Daemon {
                     running.qemu.switch_drive(index, drive)?;
                 }
             }
+            // Recorded while the guest is still paused: from here on it
+            // writes through the splitters, and a restarted daemon must not
+            // copy the overlays over those writes.
+            let mut details = details.clone();
+            details["reprotect"]["switched"] = json!(true);
+            let name = machine.definition.name.as_str();
+            deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &details)?;
             Ok::<(), ControlError>(())
         })();
         if let Some(running) = running.as_mut() {
@@ -330,17 +404,41 @@ impl Daemon {
         let paused = started.elapsed();
         drop(machines);
         moved?;
-        self.stop_exports(deployment, machine, active)?;
-        for index in 0..machine.disks.len() {
-            let overlay = overlay_path(deployment, machine, index, active);
-            remove_files(&[standby_splitter::export::map_path(&overlay), overlay])?;
-        }
+        self.remove_reverse_leftovers(deployment, machine)?;
         Ok(if self.runtime(&key).running {
             format!("the guest was paused for {} ms", paused.as_millis())
         } else {
             "the machine is stopped".to_string()
         })
     }
+}
+
+/// The intent logs of the reverse splitters, written before the machine
+/// moves onto them: the overlays' writes and the old source's since the
+/// point, or none (the splitter re-reads the whole image) when either is
+/// unknown.
+fn write_reverse_intent_logs(
+    deployment: &Deployment,
+    machine: &Machine,
+    source_writes: &[Differences],
+) -> Result<(), ControlError> {
+    let active = machine.active_site.as_str();
+    for (index, disk) in machine.disks.iter().enumerate() {
+        let image = disk.image_at(active);
+        let intent = standby_splitter::default_intent_log(image);
+        match (&source_writes[index], overlay_ranges(&overlay_path(deployment, machine, index, active))?) {
+            (Some(source), Some(mut written)) => {
+                written.extend(source.iter().copied());
+                let size = std::fs::metadata(image).map_err(|e| ControlError::io(image, e))?.len();
+                standby_splitter::dirty::write_intent_log(&intent, size, &written)
+                    .map_err(|e| ControlError::io(&intent, e))?;
+            }
+            _ => {
+                remove_files(&[intent])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Copies `ranges` of `from` into `to` at the same offsets, then fsyncs.
