@@ -177,7 +177,8 @@ pub enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// The daemon: runs the deployment's machines (both sites' agents) and serves the lifecycle commands
-    /// over HTTP on HOME/run/standby.sock. Runs until interrupted; machines are shut down on the way out.
+    /// over HTTP on HOME/run/standby.sock. Runs until interrupted (SIGINT or SIGTERM); it then waits up to a
+    /// minute for running jobs, and leaves machines and replication running for the next daemon to adopt.
     Serve {
         #[command(flatten)]
         home: HomeArguments,

@@ -671,6 +671,9 @@ fn export(
         )));
     }
     let vault = Arc::new(open_vault(vault)?);
+    // Held while the export runs: collection never sweeps what its point
+    // needs, even once retention has compacted the point away.
+    let _hold = vault.hold("export", &format!("{disk} at {point}"))?;
     let view = if has_journal(&vault, disk)? {
         PointView::of_journal(vault.clone(), disk, journal_target(&vault, disk, &selector)?)?
     } else {

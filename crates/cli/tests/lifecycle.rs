@@ -248,3 +248,30 @@ fn every_refused_transition_exits_2_naming_the_state_and_what_is_allowed() {
     assert_eq!(jobs["jobs"], serde_json::json!([]), "a refusal recorded a job");
     assert!(refused > 60, "{refused} refusals checked");
 }
+
+/// A daemon asked to stop (SIGTERM) lets a running job finish first, and
+/// leaves replication running for the next daemon.
+#[test]
+fn a_stopping_daemon_lets_running_jobs_finish() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    let disk = root.path().join("disk.raw");
+    std::fs::write(&disk, standby_testkit::Random::new(9).disk_data(256 << 20)).unwrap();
+    run(&["machine", "add", "web", "--disk", path(&disk), "--home", h]).ok();
+    let daemon = support::daemon::Daemon::start(&home);
+    run(&["protect", "web", "--no-wait", "--home", h]).ok();
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    assert_eq!(jobs["jobs"][0]["state"], "running", "the job must still run when the daemon is told to stop");
+    assert_eq!(daemon.terminate(), 0);
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    assert_eq!(
+        (jobs["jobs"][0]["command"].as_str(), jobs["jobs"][0]["state"].as_str()),
+        (Some("protect"), Some("succeeded")),
+        "{jobs}"
+    );
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(listed["machines"][0]["state"], "protected", "{listed}");
+    assert!(home.join("run/disks/web.disk0.pid").exists(), "replication stopped with the daemon");
+}

@@ -55,6 +55,8 @@ mod retention;
 
 pub const SOCKET: &str = "standby.sock";
 const PID_FILE: &str = "standby.pid";
+/// How long a stopping daemon waits for running jobs.
+const JOBS_AT_STOP: Duration = Duration::from_secs(60);
 /// How long a guest has to shut down after the ACPI request.
 pub const POWER_DOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -523,6 +525,28 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         Err(e) => eprintln!("standby: protection could not be resumed ({e}); `standby status` shows what is missing"),
     }
     let result = runtime.block_on(serve_http(daemon.clone(), &socket));
+    // No new job can start now; running ones get a minute to finish (one
+    // that does not is resumed or rolled back by the next daemon).
+    let deadline = std::time::Instant::now() + JOBS_AT_STOP;
+    let mut told = false;
+    loop {
+        let busy: Vec<String> = lock(&daemon.busy).iter().map(|(name, id)| format!("{name} (job {id})")).collect();
+        if busy.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!(
+                "standby: stopping with jobs still running (the next daemon takes them over): {}",
+                busy.join(", ")
+            );
+            break;
+        }
+        if !told {
+            eprintln!("standby: waiting up to {} s for running jobs: {}", JOBS_AT_STOP.as_secs(), busy.join(", "));
+            told = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let running: Vec<String> = lock(&daemon.machines).keys().cloned().collect();
     if !running.is_empty() {
         eprintln!("standby: machines left running (the next daemon adopts them): {}", running.join(", "));

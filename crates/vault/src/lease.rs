@@ -105,6 +105,50 @@ impl Drop for Lease {
     }
 }
 
+/// A lease held for as long as a long-lived reader runs (an export serving
+/// a recovery point to a drill or a failed-over machine): while it is
+/// fresh, no pack marked for collection after it started is swept, so the
+/// chunks the reader's point needs stay even when a retention run compacts
+/// that point away. A thread of its own refreshes it; dropping the hold
+/// releases it.
+pub struct Hold {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Vault {
+    /// Takes a [`Hold`] for `operation` on `detail` (both shown by `prune`
+    /// when the hold makes it wait).
+    pub fn hold(&self, operation: &str, detail: &str) -> Result<Hold, VaultError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut lease = Lease::acquire(self, operation, detail)?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("standby-hold".into())
+            .spawn(move || {
+                while !stopping.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    // A failed refresh is retried on the next tick (the lease
+                    // stays fresh for five refresh periods).
+                    let _ = lease.refresh_if_due();
+                }
+                let _ = lease.release();
+            })
+            .map_err(|e| VaultError::Io { operation: "start the lease thread", path: String::new(), source: e })?;
+        Ok(Hold { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Every lease in the vault. One that cannot be decoded is kept, dated by
 /// its listing time, so that it blocks collection until it goes stale.
 pub(crate) fn list_leases(vault: &Vault) -> Result<Vec<LeaseBody>, VaultError> {

@@ -28,4 +28,5 @@ pub mod view;
 
 pub use error::VaultError;
 pub use index::{ChunkIndex, ChunkLocation};
+pub use lease::Hold;
 pub use vault::{format_time, InitOptions, PointListing, PointSelector, Vault, CONFIG_PATH};

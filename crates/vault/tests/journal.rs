@@ -455,3 +455,42 @@ fn a_reader_that_a_compaction_overtakes_starts_again_from_the_new_base() {
     let missing = across_compactions(&vault, "d", || read_segment(&vault, &objects.segments[0].1));
     assert!(missing.is_err());
 }
+
+/// A reader's hold (what a running export takes) keeps collection from
+/// sweeping the chunks of its point after retention compacted the point
+/// away; once released, the sweep goes ahead.
+#[test]
+fn a_hold_keeps_a_compacted_points_chunks_until_it_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+    let mut writer = JournalWriter::open(&vault, "d").unwrap();
+    writer.size(200_000, 0);
+    writer.write(0, &standby_testkit::Random::new(3).disk_data(100_000), 10);
+    writer.bookmark(PointKind::CrashConsistent, "old", 10);
+    writer.seal().unwrap();
+    writer.write(0, &standby_testkit::Random::new(4).disk_data(100_000), 20);
+    writer.seal().unwrap();
+    drop(writer);
+    let vault = Arc::new(vault);
+    let hold = vault.hold("export", "d at old").unwrap();
+    let view = PointView::of_journal(vault.clone(), "d", JournalTarget::Time(10)).unwrap();
+    let mut expected = vec![0u8; 200_000];
+    expected[..100_000].copy_from_slice(&standby_testkit::Random::new(3).disk_data(100_000));
+
+    // Retention folds everything into a base at the newest write: the old
+    // point's data is unreferenced, marked, and its sweep waits.
+    compact_journal(&vault, "d", 21).unwrap().unwrap();
+    let options = PruneOptions { drop_before_micros: None, grace: Duration::ZERO };
+    let marked = prune(&vault, &options).unwrap();
+    assert!(marked.packs_marked > 0, "{marked:?}");
+    let held = prune(&vault, &options).unwrap();
+    assert_eq!(held.packs_deleted, 0, "{held:?}");
+    assert!(held.waiting.iter().any(|w| w.contains("waiting for export of d at old")), "{held:?}");
+    let mut read = vec![0u8; 200_000];
+    view.read(0, &mut read).unwrap();
+    assert!(read == expected, "the held point no longer reads as it was");
+
+    drop(hold);
+    let swept = prune(&vault, &options).unwrap();
+    assert!(swept.packs_deleted > 0, "{swept:?}");
+}

@@ -323,6 +323,39 @@ impl Daemon {
         })
     }
 
+    /// A replicated machine that runs with a disk on its image instead of
+    /// its splitter (a daemon died between an unprotect moving the disks
+    /// off and recording it) has written what no splitter saw: with the
+    /// guest paused, the splitters are started again with no intent log
+    /// (so they re-read everything) and the disks moved onto them. Says
+    /// whether it had to.
+    fn reattach_splitters(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
+        let key = instance(&machine.definition.name, &machine.active_site);
+        let mut machines = lock(&self.machines);
+        let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else { return Ok(false) };
+        let mut off = false;
+        for index in 0..machine.disks.len() {
+            off |= running.qemu.drive_kind(index)? == "file";
+        }
+        if !off {
+            return Ok(false);
+        }
+        running.qemu.pause()?;
+        let moved = (|| {
+            self.stop_splitters_of(deployment, machine)?;
+            let logs: Vec<_> =
+                machine.images().iter().map(|image| standby_splitter::default_intent_log(image)).collect();
+            remove_files(&logs)?;
+            self.ensure_splitters(deployment, machine)?;
+            for (index, drive) in self.splitter_drives(machine).iter().enumerate() {
+                running.qemu.switch_drive(index, drive)?;
+            }
+            Ok::<(), ControlError>(())
+        })();
+        running.qemu.resume()?;
+        moved.map(|()| true)
+    }
+
     /// `unprotect` during initial replication: the protect job is told to
     /// stop, and its own roll-back (disks back on their images, splitters
     /// stopped, intent logs removed) leaves the machine unprotected. The
@@ -374,6 +407,13 @@ impl Daemon {
             }
             if machine.state != "enabling" {
                 // (An unfinished protect starts them itself, the guest paused.)
+                if self.reattach_splitters(&deployment, &machine)? {
+                    eprintln!(
+                        "standby: machine '{}' was running off its splitters (a daemon died in the middle of an \
+                         unprotect?): moved back onto them, its disks re-read in full",
+                        machine.definition.name
+                    );
+                }
                 self.ensure_splitters(&deployment, &machine)?;
             }
             if machine.state == "enabling" {

@@ -302,7 +302,7 @@ impl Daemon {
     }
 
     /// Stops the splitters of `machine`'s disks (they ship what they queued).
-    fn stop_splitters_of(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
+    pub(super) fn stop_splitters_of(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
         let run_dir = deployment.run_dir().join("disks");
         for disk in &machine.disks {
             let agent =
