@@ -139,6 +139,10 @@ pub enum Command {
         /// Where writes go (default: SOCKET.overlay); must not exist yet.
         #[arg(long)]
         overlay: Option<PathBuf>,
+        /// Copy the whole point into the overlay in the background, until the export no longer reads the
+        /// vault (the written ranges are kept apart: they are what a reprotect ships).
+        #[arg(long)]
+        hydrate: bool,
     },
     /// Report a running splitter's state: caught up or not, and its lag.
     SplitterStatus {
@@ -315,7 +319,8 @@ pub enum Command {
     /// blocks that differ (the old source stays off). Follows the job.
     Reprotect {
         name: String,
-        /// Do not use the old source's disks: every block is copied.
+        /// Leave the old source's disks untouched: every block is copied, and the machine's disks at the old
+        /// site are built at new paths beside them (`NAME-diskN.alt-jobID.raw`, see `machine list`).
         #[arg(long)]
         alternate_location: bool,
         /// Overwrite writes the old source made after the failover began (a split brain).

@@ -64,7 +64,9 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::ServeDisk { image, socket, vault, disk, bookmark_interval, seal_interval, queue_mib } => {
             serve_disk(&image, &socket, &vault, &disk, &bookmark_interval, &seal_interval, queue_mib)
         }
-        Command::Export { vault, disk, point, socket, overlay } => export(&vault, &disk, &point, &socket, overlay),
+        Command::Export { vault, disk, point, socket, overlay, hydrate } => {
+            export(&vault, &disk, &point, &socket, overlay, hydrate)
+        }
         Command::SplitterStatus { socket, json } => {
             let reply = standby_splitter::control_request(&socket, &json!({"op": "status"}))
                 .map_err(|e| bad_input(e.to_string()))?;
@@ -649,6 +651,7 @@ fn export(
     point: &str,
     socket: &Path,
     overlay: Option<std::path::PathBuf>,
+    hydrate: bool,
 ) -> anyhow::Result<u8> {
     use standby_vault::view::PointView;
     let started = std::time::Instant::now();
@@ -671,9 +674,6 @@ fn export(
         )));
     }
     let vault = Arc::new(open_vault(vault)?);
-    // Held while the export runs: collection never sweeps what its point
-    // needs, even once retention has compacted the point away.
-    let _hold = vault.hold("export", &format!("{disk} at {point}"))?;
     let view = if has_journal(&vault, disk)? {
         PointView::of_journal(vault.clone(), disk, journal_target(&vault, disk, &selector)?)?
     } else {
@@ -697,12 +697,40 @@ fn export(
     let signals = blocked_stop_signals();
     let listener =
         standby_nbd::server::bind_unix(socket).map_err(|e| bad_input(format!("{}: {e}", socket.display())))?;
+    // Held while the export reads the vault: collection never sweeps what
+    // its point needs, even once retention has compacted the point away.
+    // (Taken once nothing can be refused any more.)
+    let hold = Arc::new(std::sync::Mutex::new(Some(vault.hold("export", &format!("{disk} at {point}"))?)));
+    let export = Arc::new(export);
     let server = standby_nbd::Server::new(
-        Arc::new(export),
+        export.clone(),
         standby_nbd::ServerConfig { name: disk.to_string(), ..standby_nbd::ServerConfig::default() },
     );
     let stop = server.stopper();
     let serving = std::thread::spawn(move || server.serve_listener(listener));
+    let stop_hydrating = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hydrating = hydrate.then(|| {
+        let (export, stopping, hold) = (export.clone(), stop_hydrating.clone(), hold.clone());
+        std::thread::spawn(move || {
+            let mut told = 0;
+            let hydrated = export.hydrate(&stopping, |local, size| {
+                let percent = local * 100 / size.max(1);
+                if percent >= told + 10 || local == size {
+                    told = percent;
+                    eprintln!("standby: hydrating: {percent}% of the disk is local ({})", human_bytes(local));
+                }
+            });
+            match hydrated {
+                Ok(()) if export.local_bytes().0 == export.local_bytes().1 => {
+                    // Every read is local now: the vault may let the point go.
+                    hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    eprintln!("standby: hydrated: the whole disk is in the overlay; the vault is no longer read");
+                }
+                Ok(()) => {}
+                Err(e) => eprintln!("standby: hydration stopped: {e}; reads of the rest still come from the vault"),
+            }
+        })
+    });
     let resumed =
         if resuming { format!(", resumed with {} written before", human_bytes(written)) } else { String::new() };
     eprintln!(
@@ -713,7 +741,12 @@ fn export(
     );
     wait_for_signal(&signals);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop_hydrating.store(true, std::sync::atomic::Ordering::Relaxed);
     serving.join().expect("the server thread does not panic")?;
+    if let Some(hydrating) = hydrating {
+        let _ = hydrating.join();
+    }
+    drop(hold);
     let _ = std::fs::remove_file(socket);
     eprintln!("standby: export stopped; the overlay {} keeps what was written", overlay.display());
     Ok(0)

@@ -286,3 +286,42 @@ fn a_hung_source_has_its_power_cut_and_the_failover_goes_on() {
     assert_eq!((machine["state"].as_str(), machine["active_site"].as_str()), (Some("failed-over"), Some("recovery")));
     assert_eq!(machine["details"]["failover"]["source_shut_down"], true, "{machine}");
 }
+
+/// `reprotect --alternate-location` never uses nor touches the old source's
+/// disks: every block is copied, the machine's disks at the old site move
+/// to new paths beside the originals, and a failback builds them there
+/// while the originals stay byte for byte as they were.
+#[test]
+fn an_alternate_location_leaves_the_original_disks_untouched() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, original, _daemon) = support::daemon::protected_guest(root.path());
+    let h = path(&home);
+    run(&["failover", "web", "--shutdown-source", "--home", h]).ok();
+    run(&["commit", "web", "--home", h]).ok();
+    let recovery_console = instance_console(&home, "web@recovery");
+    let booted = found_at_boot(&recovery_console);
+    wait_for(recovery_console.to_str().unwrap(), &format!("standby-guest: record {}\n", booted + 4));
+    let before = std::fs::read(&original).unwrap();
+
+    let job = run(&["reprotect", "web", "--alternate-location", "--home", h, "--json"]).ok().json();
+    let found = job["steps"][0]["detail"].as_str().unwrap();
+    assert!(found.contains("alternate location, every block is copied"), "{job}");
+    assert!(found.contains("stays untouched"), "{job}");
+    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    let primary_path = PathBuf::from(listed["machines"][0]["disks"][0]["primary_path"].as_str().unwrap());
+    assert_eq!(primary_path, original.with_file_name(format!("web-disk0.alt-job{}.raw", job["id"])), "{listed}");
+    assert!(!primary_path.exists(), "nothing is built before a failback");
+
+    // Fail back, commit and reprotect: the machine's disk is built at the
+    // new path; the original never changed.
+    run(&["planned-failover", "web", "--home", h]).ok();
+    let primary_console = instance_console(&home, "web@primary");
+    let back = found_at_boot(&primary_console);
+    wait_for(primary_console.to_str().unwrap(), &format!("standby-guest: record {}\n", back + 3));
+    run(&["commit", "web", "--home", h]).ok();
+    run(&["reprotect", "web", "--home", h]).ok();
+    run(&["machine", "stop", "web", "--home", h]).ok();
+    let report = standby_guest::check_disk(&primary_path, 4).unwrap();
+    assert!(report.complete_through >= back + 3, "{report}");
+    assert!(std::fs::read(&original).unwrap() == before, "the original disk changed");
+}

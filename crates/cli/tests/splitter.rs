@@ -261,10 +261,19 @@ impl Drop for Exporting {
 
 impl Exporting {
     fn start(vault: &Path, point: &str, socket: &Path) -> Exporting {
-        let child = standby_command()
+        Exporting::start_with(vault, point, socket, &[], None)
+    }
+
+    /// With more arguments, and its stderr in `log` when given.
+    fn start_with(vault: &Path, point: &str, socket: &Path, more: &[&str], log: Option<&Path>) -> Exporting {
+        let mut command = standby_command();
+        command
             .args(["export", "--vault", path(vault), "--disk", "d", "--point", point, "--socket", path(socket)])
-            .spawn()
-            .expect("export starts");
+            .args(more);
+        if let Some(log) = log {
+            command.stderr(std::fs::File::create(log).unwrap());
+        }
+        let child = command.spawn().expect("export starts");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::os::unix::net::UnixStream::connect(socket).is_err() {
             assert!(Instant::now() < deadline, "export never listened");
@@ -516,4 +525,75 @@ fn a_mark_that_does_not_wait_answers_at_once_through_an_outage_and_lands_later()
     )
     .ok();
     assert!(std::fs::read(&out).unwrap() == at_mark, "the queued point does not restore the writes before it");
+}
+
+fn wait_for_log(log: &Path, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(log).unwrap_or_default().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never said {text:?}: {}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `export --hydrate` copies the point into the overlay while the guest
+/// reads and writes, until it needs no vault at all: with the vault gone,
+/// the export still serves the point with the guest's writes, and the
+/// overlay's map still names only what the guest wrote (what a reprotect
+/// ships). Killed and started again, it hydrates again and serves the same.
+#[test]
+fn a_hydrating_export_ends_up_needing_no_vault() {
+    let site = Site::new(24 << 20, 68);
+    let socket = site.path("d.sock");
+    let mut splitter = Splitter::start(&site, &socket);
+    qemu_io(&socket, &["write -P 0x31 3000000 500000", "write -z 8388608 1048576", "flush"]);
+    let point = mark(&socket, "hydrated").to_string();
+    qemu_io(&socket, &["write -P 0x32 0 1048576", "flush"]);
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    let mut expected = restore(&site, &point);
+
+    let export_socket = site.path("export.sock");
+    let log = site.path("export.log");
+    let exporting = Exporting::start_with(&site.vault, &point, &export_socket, &["--hydrate"], Some(&log));
+    // Guest writes while the hydration runs, all over the disk.
+    let mut commands = vec!["write -P 0x5a 20000000 131072".to_string(), "write -P 0x5b 4096 8192".to_string()];
+    expected[20_000_000..20_000_000 + 131_072].fill(0x5a);
+    expected[4096..4096 + 8192].fill(0x5b);
+    let mut guest_writes = vec![(4096, 4096 + 8192), (20_000_000, 20_000_000 + 131_072)];
+    for n in 0..60u64 {
+        let offset = (n * 397 * 65536 + 65536 * 7) % (24 << 20) / 65536 * 65536;
+        if guest_writes.iter().any(|&(s, e)| offset < e && offset + 65536 > s) {
+            continue;
+        }
+        commands.push(format!("write -P {} {offset} 65536", 0x60 + n % 16));
+        expected[offset as usize..offset as usize + 65536].fill((0x60 + n % 16) as u8);
+        guest_writes.push((offset, offset + 65536));
+    }
+    commands.push("flush".into());
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
+    qemu_io(&export_socket, &commands);
+    wait_for_log(&log, "standby: hydrated: the whole disk is in the overlay");
+
+    let gone = site.path("vault.gone");
+    std::fs::rename(&site.vault, &gone).unwrap();
+    assert!(read_export(&export_socket, &site.path("read.img")) == expected, "the hydrated export differs");
+    let map = std::fs::read(site.path("export.sock.overlay.map")).unwrap();
+    let mut written = standby_format::OverlayMap::decode(&map).unwrap().ranges;
+    written.sort_unstable();
+    guest_writes.sort_unstable();
+    assert_eq!(written, guest_writes, "the map names only the guest's writes");
+
+    // Killed, then started again on the same overlay: it hydrates again.
+    exporting.kill_nine();
+    std::fs::rename(&gone, &site.vault).unwrap();
+    let log = site.path("export2.log");
+    let exporting = Exporting::start_with(&site.vault, &point, &export_socket, &["--hydrate"], Some(&log));
+    wait_for_log(&log, "standby: hydrated: the whole disk is in the overlay");
+    std::fs::rename(&site.vault, &gone).unwrap();
+    assert!(read_export(&export_socket, &site.path("read2.img")) == expected, "the export differs after a restart");
+    exporting.stop();
 }

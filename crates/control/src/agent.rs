@@ -54,6 +54,8 @@ pub struct ExportSpec<'a> {
     pub run_dir: &'a Path,
     /// The site's network namespace, if it has one.
     pub netns: Option<&'a Path>,
+    /// Copy the point into the overlay in the background (`--hydrate`).
+    pub hydrate: bool,
 }
 
 /// A running agent: a splitter or an export.
@@ -98,6 +100,9 @@ impl Agent {
             .arg(&socket)
             .arg("--overlay")
             .arg(spec.overlay);
+        if spec.hydrate {
+            command.arg("--hydrate");
+        }
         Agent::spawn(command, spec.run_dir, spec.netns, spec.name, "the export", |socket| {
             std::os::unix::net::UnixStream::connect(socket).is_ok()
         })

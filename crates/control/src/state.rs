@@ -273,6 +273,23 @@ impl State {
         Ok(())
     }
 
+    /// Moves disk `position` of machine `name` at `site` (`primary` or
+    /// `recovery`) to another image path.
+    pub fn set_disk_path(&self, name: &str, position: usize, site: &str, path: &Path) -> Result<(), ControlError> {
+        let column = if site == "recovery" { "recovery_path" } else { "primary_path" };
+        let changed = self
+            .connection
+            .execute(
+                &format!("UPDATE disks SET {column} = ?1 WHERE machine = ?2 AND position = ?3"),
+                params![path.display().to_string(), name, position as i64],
+            )
+            .map_err(|e| self.error(e))?;
+        if changed == 0 {
+            return Err(ControlError::Failed(format!("disk {position} of machine '{name}' vanished from the state")));
+        }
+        Ok(())
+    }
+
     /// Records a new machine and its disks in one transaction.
     pub fn add_machine(
         &mut self,

@@ -85,6 +85,9 @@ impl Daemon {
                         overlay: &overlay,
                         run_dir: &run_dir,
                         netns: deployment.netns(site).as_deref(),
+                        // A failed-over machine's disk becomes local in the
+                        // background; a drill's is short-lived.
+                        hydrate: role != "drill",
                     })?,
                 };
                 exports.insert(name.clone(), agent);
@@ -208,7 +211,7 @@ impl Daemon {
         removed.extend(self.stop_exports(deployment, machine, "drill")?);
         for index in 0..machine.disks.len() {
             let overlay = overlay_path(deployment, machine, index, "drill");
-            removed.extend(remove_files(&[standby_splitter::export::map_path(&overlay), overlay])?);
+            removed.extend(remove_files(&standby_splitter::export::overlay_files(&overlay))?);
         }
         Ok(removed)
     }
@@ -533,7 +536,7 @@ impl Daemon {
         let mut moved = false;
         for index in 0..machine.disks.len() {
             let overlay = overlay_path(deployment, machine, index, site);
-            for file in [standby_splitter::export::map_path(&overlay), overlay] {
+            for file in standby_splitter::export::overlay_files(&overlay) {
                 if file.exists() {
                     std::fs::create_dir_all(&folder).map_err(|e| ControlError::io(&folder, e))?;
                     let target = folder.join(file.file_name().expect("overlays have names"));

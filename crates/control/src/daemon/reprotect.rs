@@ -26,7 +26,7 @@
 //! `--discard-source-writes` says to overwrite that.
 
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,9 +179,13 @@ impl Daemon {
                     mib(total(s)),
                     mib(total(o))
                 )),
-                _ if alternate_location => {
-                    notes.push(format!("{}: alternate location, every block is copied", disk.vault_disk))
-                }
+                _ if alternate_location => notes.push(format!(
+                    "{}: alternate location, every block is copied; the original disk {} stays untouched, the \
+                     machine's disk at the {old} site becomes {}",
+                    disk.vault_disk,
+                    disk.image_at(old).display(),
+                    alternate_path(disk.image_at(old), job.id).display()
+                )),
                 _ => notes.push(format!(
                     "{}: tracking is missing, every block is compared by its BLAKE3 id",
                     disk.vault_disk
@@ -207,17 +211,32 @@ impl Daemon {
         job.step(STEPS[1], "done", &seeded)?;
 
         job.step(STEPS[2], "running", "")?;
+        let mut local = 0;
         for (index, disk) in machine.disks.iter().enumerate() {
             let image = machine.disks[index].image_at(active).to_path_buf();
-            standby_vault::journal::restore_journal(
-                &history,
-                &disk.vault_disk,
-                standby_vault::journal::JournalTarget::Time(point.time_micros),
-                &image,
-                true,
-            )?;
+            let overlay = overlay_path(deployment, machine, index, active);
+            if standby_splitter::export::fully_hydrated(&overlay).map_err(|e| ControlError::io(&overlay, e))? {
+                // The overlay already holds the point and the writes since:
+                // copied locally while the guest runs (ranges it writes
+                // meanwhile are in its map, copied again under the pause).
+                copy_sparse(&overlay, &image)?;
+                local += 1;
+            } else {
+                standby_vault::journal::restore_journal(
+                    &history,
+                    &disk.vault_disk,
+                    standby_vault::journal::JournalTarget::Time(point.time_micros),
+                    &image,
+                    true,
+                )?;
+            }
         }
-        job.step(STEPS[2], "done", &format!("at {} ({})", point.time, point.described))?;
+        let from = match local {
+            0 => "restored from the vault".to_string(),
+            n if n == machine.disks.len() => "copied from the hydrated overlays".to_string(),
+            n => format!("{n} copied from hydrated overlays, the rest restored from the vault"),
+        };
+        job.step(STEPS[2], "done", &format!("at {} ({}), {from}", point.time, point.described))?;
 
         job.step(STEPS[3], "running", "")?;
         // The intent logs first, then the state: from here on a daemon that
@@ -225,7 +244,7 @@ impl Daemon {
         // `resume_reprotect`), never one that rebuilds the disks again.
         write_reverse_intent_logs(deployment, machine, &source_writes)?;
         let mut details = machine.details.clone();
-        details["reprotect"] = json!({"job": job.id, "switched": false});
+        details["reprotect"] = json!({"job": job.id, "switched": false, "alternate_location": alternate_location});
         deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &details)?;
         let paused = self.move_onto_reverse_replication(deployment, machine, &details)?;
         job.step(STEPS[3], "done", &paused)?;
@@ -234,6 +253,9 @@ impl Daemon {
         let shipped =
             self.wait_for_replication(machine, "reprotected", |detail| job.step(STEPS[4], "running", detail))?;
         job.step(STEPS[4], "done", &format!("{} moved to the {old} site", mib(shipped)))?;
+        if alternate_location {
+            use_alternate_paths(deployment, machine, job.id)?;
+        }
         let mut details = machine.details.clone();
         if let Some(map) = details.as_object_mut() {
             map.remove("failover");
@@ -281,6 +303,10 @@ impl Daemon {
             let shipped =
                 daemon.wait_for_replication(&machine, "reprotected", |detail| job.step(STEPS[1], "running", detail))?;
             job.step(STEPS[1], "done", &format!("{} moved since the restart", mib(shipped)))?;
+            if machine.details["reprotect"]["alternate_location"].as_bool() == Some(true) {
+                let first_job = machine.details["reprotect"]["job"].as_i64().unwrap_or(job.id);
+                use_alternate_paths(deployment, &machine, first_job)?;
+            }
             let mut details = machine.details.clone();
             if let Some(map) = details.as_object_mut() {
                 map.remove("failover");
@@ -320,7 +346,7 @@ impl Daemon {
         self.stop_exports(deployment, machine, active)?;
         for index in 0..machine.disks.len() {
             let overlay = overlay_path(deployment, machine, index, active);
-            remove_files(&[standby_splitter::export::map_path(&overlay), overlay])?;
+            remove_files(&standby_splitter::export::overlay_files(&overlay))?;
         }
         Ok(())
     }
@@ -413,6 +439,26 @@ impl Daemon {
     }
 }
 
+/// Where a disk is built at the old site after `reprotect
+/// --alternate-location` (job `job`), beside the original, which stays:
+/// `web-disk0.raw` → `web-disk0.alt-job12.raw`.
+fn alternate_path(original: &Path, job: i64) -> PathBuf {
+    let stem = original.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let extension = original.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    original.with_file_name(format!("{stem}.alt-job{job}{extension}"))
+}
+
+/// Records the alternate paths of `machine`'s disks at its old site: the
+/// original disks are never written again by Standby.
+fn use_alternate_paths(deployment: &Deployment, machine: &Machine, job: i64) -> Result<(), ControlError> {
+    let old = other_site(&machine.active_site);
+    for (position, disk) in machine.disks.iter().enumerate() {
+        let path = alternate_path(disk.image_at(old), job);
+        deployment.state.set_disk_path(&machine.definition.name, position, old, &path)?;
+    }
+    Ok(())
+}
+
 /// The intent logs of the reverse splitters, written before the machine
 /// moves onto them: the overlays' writes and the old source's since the
 /// point, or none (the splitter re-reads the whole image) when either is
@@ -439,6 +485,31 @@ fn write_reverse_intent_logs(
         }
     }
     Ok(())
+}
+
+/// Makes `to` a copy of `from` (sparse: zero blocks are not written), then
+/// fsyncs it.
+fn copy_sparse(from: &Path, to: &Path) -> Result<(), ControlError> {
+    let source = std::fs::File::open(from).map_err(|e| ControlError::io(from, e))?;
+    let size = source.metadata().map_err(|e| ControlError::io(from, e))?.len();
+    let target = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(to)
+        .map_err(|e| ControlError::io(to, e))?;
+    target.set_len(size).map_err(|e| ControlError::io(to, e))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    while offset < size {
+        let n = (size - offset).min(buffer.len() as u64) as usize;
+        source.read_exact_at(&mut buffer[..n], offset).map_err(|e| ControlError::io(from, e))?;
+        if !standby_image::is_zero(&buffer[..n]) {
+            target.write_all_at(&buffer[..n], offset).map_err(|e| ControlError::io(to, e))?;
+        }
+        offset += n as u64;
+    }
+    target.sync_all().map_err(|e| ControlError::io(to, e))
 }
 
 /// Copies `ranges` of `from` into `to` at the same offsets, then fsyncs.
