@@ -186,11 +186,10 @@ fn a_bridged_network_puts_the_nic_on_the_hosts_bridge() {
     let home = root.path().join("d");
     let h = path(&home);
     run(&["init", h]).ok();
-    let config_path = home.join("standby.toml");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    let config = config.replace("[primary]\n", &format!("[primary]\nnetns = \"{netns}\"\n"))
-        + "\n[bridges]\nprimary-lan = \"sbbr\"\n";
-    std::fs::write(&config_path, config).unwrap();
+    support::edit_config(&home, |config| {
+        config.replace("[primary]\n", &format!("[primary]\nnetns = \"{netns}\"\n"))
+            + "\n[bridges]\nprimary-lan = \"sbbr\"\n"
+    });
     add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--nic", "primary-lan"]);
     let _daemon = Daemon::start(&home);
     let networks = machines(&home)["machines"][0]["networks"][0].clone();

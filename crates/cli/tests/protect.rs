@@ -236,16 +236,13 @@ fn unprotect_during_initial_replication_stops_it() {
     let home = root.path().join("d");
     let h = path(&home);
     run(&["init", h]).ok();
-    let config_path = home.join("standby.toml");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    std::fs::write(&config_path, config.replace("\"sites/recovery/vault\"", "\"az://standby/vault\"")).unwrap();
+    support::edit_config(&home, |config| config.replace("\"sites/recovery/vault\"", "\"az://standby/vault\""));
     run(&["vault", "init", "az://standby/vault"]).ok();
     // Random data: the initial replication has real work to do.
     let disk = root.path().join("disk.raw");
     std::fs::write(&disk, standby_testkit::Random::new(7).disk_data(256 << 20)).unwrap();
     run(&["machine", "add", "web", "--disk", path(&disk), "--home", h]).ok();
-    let environment_refs: Vec<(&str, &str)> = environment.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let _daemon = Daemon::start_with(&home, &environment_refs);
+    let _daemon = Daemon::start_with(&home, &environment);
 
     run(&["protect", "web", "--no-wait", "--home", h]).ok();
     // The vault goes away once the splitter has started shipping.

@@ -105,13 +105,12 @@ fn a_cut_link_and_a_lost_primary_host_lose_only_what_never_crossed() {
     run(&["init", h]).ok();
     // The recovery site's vault is across the link; each site's processes
     // run in the site's namespace.
-    let config_path = home.join("standby.toml");
-    let config = std::fs::read_to_string(&config_path).unwrap();
-    let config = config
-        .replace("vault = \"sites/recovery/vault\"", "vault = \"az://standby/vault\"")
-        .replace("[primary]\n", &format!("[primary]\nnetns = \"{}\"\n", sites.primary))
-        .replace("[recovery]\n", &format!("[recovery]\nnetns = \"{}\"\n", sites.recovery));
-    std::fs::write(&config_path, config).unwrap();
+    support::edit_config(&home, |config| {
+        config
+            .replace("vault = \"sites/recovery/vault\"", "vault = \"az://standby/vault\"")
+            .replace("[primary]\n", &format!("[primary]\nnetns = \"{}\"\n", sites.primary))
+            .replace("[recovery]\n", &format!("[recovery]\nnetns = \"{}\"\n", sites.recovery))
+    });
     let vault_init = Command::new("ip")
         .args(["netns", "exec", &sites.recovery, env!("CARGO_BIN_EXE_standby"), "vault", "init", "az://standby/vault"])
         .envs(environment.iter().cloned())
@@ -119,8 +118,7 @@ fn a_cut_link_and_a_lost_primary_host_lose_only_what_never_crossed() {
         .unwrap();
     assert!(vault_init.success());
     add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--nic", "primary-lan"]);
-    let environment_refs: Vec<(&str, &str)> = environment.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let _daemon = Daemon::start_in(&home, Some(&sites.recovery), &environment_refs);
+    let _daemon = Daemon::start_in(&home, Some(&sites.recovery), &environment);
 
     run(&["machine", "start", "web", "--home", h]).ok();
     let console = home.join("run/machines/web@primary/web@primary.console");

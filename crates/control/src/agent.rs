@@ -205,25 +205,26 @@ impl SplitterControl {
     /// writes before it). For a guest that is frozen meanwhile.
     pub fn mark_queued(&self, app_consistent: bool, label: &str) -> Result<(), ControlError> {
         let request = json!({"op": "mark", "app_consistent": app_consistent, "label": label, "wait": "queued"});
-        let reply = standby_splitter::control_request(&self.socket, &request)
-            .map_err(|e| ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk)))?;
-        match (reply["queued"].as_bool(), reply["error"].as_str()) {
-            (Some(true), _) => Ok(()),
-            (_, Some(error)) => {
-                Err(ControlError::Failed(format!("disk '{}' could not record a point: {error}", self.disk)))
-            }
-            _ => Err(ControlError::Failed(format!("the splitter of disk '{}' answered {reply}", self.disk))),
-        }
+        self.request_mark(&request, "queued").map(|_| ())
     }
 
     /// Records a bookmark; returns its journal sequence once it is sealed
     /// in the vault.
     pub fn mark(&self, app_consistent: bool, label: &str) -> Result<u64, ControlError> {
         let request = json!({"op": "mark", "app_consistent": app_consistent, "label": label});
-        let reply = standby_splitter::control_request(&self.socket, &request)
+        let reply = self.request_mark(&request, "point")?;
+        reply["point"]
+            .as_u64()
+            .ok_or_else(|| ControlError::Failed(format!("the splitter of disk '{}' answered {reply}", self.disk)))
+    }
+
+    /// Sends a mark request; the reply when it holds `expected`, else the
+    /// splitter's refusal as an error.
+    fn request_mark(&self, request: &Value, expected: &str) -> Result<Value, ControlError> {
+        let reply = standby_splitter::control_request(&self.socket, request)
             .map_err(|e| ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk)))?;
-        match (reply["point"].as_u64(), reply["error"].as_str()) {
-            (Some(point), _) => Ok(point),
+        match (reply.get(expected), reply["error"].as_str()) {
+            (Some(_), _) => Ok(reply),
             (None, Some(error)) => {
                 Err(ControlError::Failed(format!("disk '{}' could not record a point: {error}", self.disk)))
             }

@@ -328,7 +328,7 @@ impl Daemon {
         let config = &deployment.config;
         let nics = crate::network::nics(&machine.definition.nics, &machine.definition.name, config)?;
         // A drill runs at the site the machine is not active at.
-        let drill_site = if machine.active_site == "primary" { "recovery" } else { "primary" };
+        let drill_site = crate::machine::other_site(&machine.active_site);
         let attachments = crate::network::attachments(&nics, site, drill_site, config, &deployment.home);
         let spec = QemuSpec {
             name: key.to_string(),

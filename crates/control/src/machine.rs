@@ -68,6 +68,15 @@ impl Machine {
     }
 }
 
+/// The other site of a machine's two.
+pub(crate) fn other_site(site: &str) -> &'static str {
+    if site == "primary" {
+        "recovery"
+    } else {
+        "primary"
+    }
+}
+
 /// Machine names become file and vault disk names: 1–48 characters of
 /// `A–Z a–z 0–9 . _ -`, not starting with `.` or `-`.
 pub fn validate_machine_name(name: &str) -> Result<(), ControlError> {

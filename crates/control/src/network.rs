@@ -166,7 +166,7 @@ pub fn attachments(nics: &[Nic], site: &str, drill_site: &str, config: &Config, 
 /// the machine is not active at).
 pub fn describe(machine: &crate::Machine, config: &Config, home: &Path) -> Result<serde_json::Value, ControlError> {
     let nics = nics(&machine.definition.nics, &machine.definition.name, config)?;
-    let drill_site = if machine.active_site == "primary" { "recovery" } else { "primary" };
+    let drill_site = crate::machine::other_site(&machine.active_site);
     let at = |site| attachments(&nics, site, drill_site, config, home);
     let (primary, recovery, drill) = (at("primary"), at("recovery"), at("drill"));
     Ok(serde_json::Value::Array(

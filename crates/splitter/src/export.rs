@@ -44,8 +44,8 @@ pub struct PointExport {
 
 #[derive(Default)]
 struct Written {
-    /// Ranges written through the export: start → end, never overlapping.
-    ranges: BTreeMap<u64, u64>,
+    /// Ranges written through the export.
+    ranges: Ranges,
     /// Ranges written since the last flush, not yet in the map file.
     unflushed: Vec<(u64, u64)>,
     /// Ranges copied from the point by hydration (durable ones and those
@@ -87,6 +87,18 @@ impl Ranges {
     fn bytes(&self) -> u64 {
         self.0.iter().map(|(start, end)| end - start).sum()
     }
+}
+
+/// `parts` (sorted by start) with overlapping and touching ones joined.
+fn merge(parts: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (s, e) in parts {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
 }
 
 /// `[start, end)` minus `taken` (sorted, non-overlapping parts of it).
@@ -143,7 +155,7 @@ pub fn fully_hydrated(overlay: &Path) -> io::Result<bool> {
     for (start, end) in written.ranges.into_iter().chain(hydrated.ranges) {
         local.insert(start, end);
     }
-    Ok(local.0.get(&0) == Some(&written.header.disk_bytes))
+    Ok(local.parts(0, written.header.disk_bytes) == [(0, written.header.disk_bytes)])
 }
 
 /// Every file of an overlay: its map, its hydrated ranges, itself.
@@ -230,7 +242,7 @@ impl PointExport {
         }
         let mut written = Written::default();
         for (start, end) in decoded.ranges {
-            written.insert(start, end);
+            written.ranges.insert(start, end);
         }
         // An earlier hydration is started over: a guest write that was
         // never flushed may have landed in a hydrated range, and only a
@@ -264,12 +276,9 @@ impl PointExport {
 
     /// Bytes of the disk held locally (written or hydrated), and its size.
     pub fn local_bytes(&self) -> (u64, u64) {
-        let written = self.lock();
-        let mut local = Ranges::default();
-        for (&start, &end) in written.ranges.iter().chain(written.hydrated.0.iter()) {
-            local.insert(start, end);
-        }
-        (local.bytes(), self.view.size())
+        let size = self.view.size();
+        let local = self.lock().local(0, size).iter().map(|(start, end)| end - start).sum();
+        (local, size)
     }
 
     /// Copies the point into the overlay until every byte is local (or
@@ -289,31 +298,23 @@ impl PointExport {
         let mut start = 0;
         while start < size && !stop.load(Ordering::Relaxed) {
             let end = (start + HYDRATE_REGION).min(size);
-            let missing = {
-                let written = self.lock();
-                let mut local = written.hydrated.parts(start, end);
-                local.extend(self.written_parts_locked(&written, start, end));
-                local.sort_unstable();
-                subtract(start, end, &local)
-            };
+            let missing = subtract(start, end, &self.lock().local(start, end));
             if !missing.is_empty() {
                 let region = &mut buffer[..(end - start) as usize];
                 self.view.read(start, region).map_err(vault_error)?;
                 let written = &mut *self.lock();
                 // Again, under the lock: what the guest wrote or is writing
                 // since is left alone.
-                let mut taken = written.hydrated.parts(start, end);
-                taken.extend(self.written_parts_locked(written, start, end));
-                taken.extend(written.landing.iter().filter(|(s, e)| *s < end && *e > start).copied());
+                let mut taken = written.local(start, end);
+                taken.extend(
+                    written
+                        .landing
+                        .iter()
+                        .filter(|(s, e)| *s < end && *e > start)
+                        .map(|&(s, e)| (s.max(start), e.min(end))),
+                );
                 taken.sort_unstable();
-                let mut merged: Vec<(u64, u64)> = Vec::new();
-                for (s, e) in taken {
-                    match merged.last_mut() {
-                        Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                        _ => merged.push((s.max(start), e.min(end))),
-                    }
-                }
-                for (from, to) in subtract(start, end, &merged) {
+                for (from, to) in subtract(start, end, &merge(taken)) {
                     let data = &region[(from - start) as usize..(to - start) as usize];
                     if standby_image::is_zero(data) {
                         // Stale bytes of a write never flushed may be there.
@@ -351,7 +352,7 @@ impl PointExport {
 
     /// Bytes written through the export (and its earlier runs).
     pub fn written_bytes(&self) -> u64 {
-        self.lock().ranges.iter().map(|(start, end)| end - start).sum()
+        self.lock().ranges.bytes()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Written> {
@@ -368,54 +369,20 @@ impl PointExport {
             written.landing.swap_remove(position);
         }
         landed?;
-        written.insert(start, end);
+        written.ranges.insert(start, end);
         written.unflushed.push((start, end));
         Ok(())
-    }
-
-    /// The parts of `[start, end)` held in the overlay (written or
-    /// hydrated), in order.
-    fn local_parts(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
-        let written = self.lock();
-        let mut parts = written.hydrated.parts(start, end);
-        parts.extend(self.written_parts_locked(&written, start, end));
-        parts.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (s, e) in parts {
-            match merged.last_mut() {
-                Some(last) if s <= last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
-        merged
-    }
-
-    /// The parts of `[start, end)` that were written, in order.
-    fn written_parts_locked(&self, written: &Written, start: u64, end: u64) -> Vec<(u64, u64)> {
-        let first = written.ranges.range(..=start).next_back().map_or(start, |(&s, _)| s);
-        written
-            .ranges
-            .range(first..end)
-            .filter_map(|(&s, &e)| {
-                let (from, to) = (s.max(start), e.min(end));
-                (from < to).then_some((from, to))
-            })
-            .collect()
     }
 }
 
 impl Written {
-    fn insert(&mut self, start: u64, end: u64) {
-        let (mut start, mut end) = (start, end);
-        // Merge with every range that touches [start, end].
-        let touching: Vec<(u64, u64)> =
-            self.ranges.range(..=end).rev().take_while(|(_, &e)| e >= start).map(|(&s, &e)| (s, e)).collect();
-        for (s, e) in touching {
-            self.ranges.remove(&s);
-            start = start.min(s);
-            end = end.max(e);
-        }
-        self.ranges.insert(start, end);
+    /// The parts of `[start, end)` held in the overlay (written or
+    /// hydrated), in order, joined.
+    fn local(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut parts = self.hydrated.parts(start, end);
+        parts.extend(self.ranges.parts(start, end));
+        parts.sort_unstable();
+        merge(parts)
     }
 }
 
@@ -431,7 +398,8 @@ impl Export for PointExport {
     fn read(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
         let end = offset + buffer.len() as u64;
         let mut at = offset;
-        for (from, to) in self.local_parts(offset, end).into_iter().chain([(end, end)]) {
+        let local = self.lock().local(offset, end);
+        for (from, to) in local.into_iter().chain([(end, end)]) {
             if at < from {
                 self.view
                     .read(at, &mut buffer[(at - offset) as usize..(from - offset) as usize])

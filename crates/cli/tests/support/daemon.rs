@@ -1,5 +1,6 @@
 //! A deployment's daemon (`standby serve`) under test, and its machines' consoles.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -12,16 +13,20 @@ pub struct Daemon(Child);
 
 impl Daemon {
     pub fn start(home: &Path) -> Daemon {
-        Daemon::start_with(home, &[])
+        Daemon::start_with(home, &[] as &[(&str, &str)])
     }
 
     /// With extra environment variables (e.g. a short retention interval).
-    pub fn start_with(home: &Path, environment: &[(&str, &str)]) -> Daemon {
+    pub fn start_with(home: &Path, environment: &[(impl AsRef<OsStr>, impl AsRef<OsStr>)]) -> Daemon {
         Daemon::start_in(home, None, environment)
     }
 
     /// In network namespace `netns` when given (`ip netns exec`).
-    pub fn start_in(home: &Path, netns: Option<&str>, environment: &[(&str, &str)]) -> Daemon {
+    pub fn start_in(
+        home: &Path,
+        netns: Option<&str>,
+        environment: &[(impl AsRef<OsStr>, impl AsRef<OsStr>)],
+    ) -> Daemon {
         let mut command = match netns {
             Some(netns) => {
                 let mut command = std::process::Command::new("ip");
@@ -33,7 +38,7 @@ impl Daemon {
         let child = command
             .args(["serve", "--home", path(home)])
             .env("STANDBY_ACCEL", "tcg")
-            .envs(environment.iter().copied())
+            .envs(environment.iter().map(|(key, value)| (key, value)))
             .spawn()
             .expect("standby serve starts");
         reap_at_exit(home);

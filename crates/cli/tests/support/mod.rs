@@ -52,6 +52,13 @@ pub fn run(arguments: &[&str]) -> Run {
     run_with(arguments, &[])
 }
 
+/// Rewrites the deployment's `standby.toml` at `home` with `edit`.
+pub fn edit_config(home: &Path, edit: impl FnOnce(String) -> String) {
+    let config_path = home.join("standby.toml");
+    let config = std::fs::read_to_string(&config_path).expect("the deployment has a config");
+    std::fs::write(&config_path, edit(config)).expect("the config is writable");
+}
+
 pub fn path(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }

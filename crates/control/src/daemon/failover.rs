@@ -34,6 +34,9 @@ use crate::machine::Machine;
 use crate::points::{self, MachinePoint};
 use crate::qemu::Drive;
 
+/// (Defined with the machines; the daemon's modules take it from here.)
+pub(super) use crate::machine::other_site;
+
 /// States in which a machine runs (or would run) from its failover point's exports.
 pub(super) fn on_exports(state: &str) -> bool {
     matches!(state, "failed-over" | "committed")
@@ -679,15 +682,6 @@ impl Daemon {
 
 fn name_of(machine: &Machine) -> &str {
     &machine.definition.name
-}
-
-/// The other site of a machine's two.
-pub(super) fn other_site(site: &str) -> &'static str {
-    if site == "primary" {
-        "recovery"
-    } else {
-        "primary"
-    }
 }
 
 /// Where a copy of `machine` in `role` runs: a drill at the site holding

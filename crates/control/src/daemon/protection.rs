@@ -31,6 +31,13 @@ pub(super) fn replicating(state: &str) -> bool {
     matches!(state, "enabling" | "protected" | "test-failover" | "ready-to-complete" | "reprotecting")
 }
 
+/// Deletes the intent logs of `machine`'s disks at its active site: the
+/// next splitter on them re-reads everything.
+fn forget_change_tracking(machine: &Machine) -> Result<(), ControlError> {
+    let logs: Vec<_> = machine.images().iter().map(|image| standby_splitter::default_intent_log(image)).collect();
+    remove_files(&logs).map(|_| ())
+}
+
 /// Checks `command` against the lifecycle: where it leads, or a refusal
 /// naming the machine's state and the commands it accepts.
 pub(super) fn check(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
@@ -298,8 +305,7 @@ impl Daemon {
         }
         step(1, "done", &format!("{} splitter(s) stopped", machine.disks.len()))?;
         step(2, "running", "")?;
-        let logs: Vec<_> = machine.images().iter().map(|image| standby_splitter::default_intent_log(image)).collect();
-        remove_files(&logs)?;
+        forget_change_tracking(machine)?;
         step(2, "done", "the next protect reads the whole disk")?;
         if failures.is_empty() {
             Ok(())
@@ -343,9 +349,7 @@ impl Daemon {
         running.qemu.pause()?;
         let moved = (|| {
             self.stop_splitters_of(deployment, machine)?;
-            let logs: Vec<_> =
-                machine.images().iter().map(|image| standby_splitter::default_intent_log(image)).collect();
-            remove_files(&logs)?;
+            forget_change_tracking(machine)?;
             self.ensure_splitters(deployment, machine)?;
             for (index, drive) in self.splitter_drives(machine).iter().enumerate() {
                 running.qemu.switch_drive(index, drive)?;

@@ -253,17 +253,7 @@ impl Daemon {
         let shipped =
             self.wait_for_replication(machine, "reprotected", |detail| job.step(STEPS[4], "running", detail))?;
         job.step(STEPS[4], "done", &format!("{} moved to the {old} site", mib(shipped)))?;
-        if alternate_location {
-            use_alternate_paths(deployment, machine, job.id)?;
-        }
-        let mut details = machine.details.clone();
-        if let Some(map) = details.as_object_mut() {
-            map.remove("failover");
-            map.remove("reprotect");
-        }
-        details["reprotected"] = json!({"job": job.id, "bytes_moved": shipped, "to": old});
-        deployment.state.set_machine_placement(name, "protected", active, machine.generation, &details)?;
-        Ok(json!({"name": name, "state": "protected", "replicates_to": old, "bytes_moved": shipped}))
+        finish_reprotect(deployment, machine, &details["reprotect"], job.id, shipped)
     }
 
     /// Finishes a reprotect a daemon died in (state `reprotecting`).
@@ -303,26 +293,7 @@ impl Daemon {
             let shipped =
                 daemon.wait_for_replication(&machine, "reprotected", |detail| job.step(STEPS[1], "running", detail))?;
             job.step(STEPS[1], "done", &format!("{} moved since the restart", mib(shipped)))?;
-            if machine.details["reprotect"]["alternate_location"].as_bool() == Some(true) {
-                let first_job = machine.details["reprotect"]["job"].as_i64().unwrap_or(job.id);
-                use_alternate_paths(deployment, &machine, first_job)?;
-            }
-            let mut details = machine.details.clone();
-            if let Some(map) = details.as_object_mut() {
-                map.remove("failover");
-                map.remove("reprotect");
-            }
-            let old = other_site(active);
-            details["reprotected"] = json!({"job": job.id, "bytes_moved": shipped, "to": old, "resumed": true});
-            let generation = machine.generation;
-            deployment.state.set_machine_placement(
-                &machine.definition.name,
-                "protected",
-                active,
-                generation,
-                &details,
-            )?;
-            Ok(json!({"name": machine.definition.name, "state": "protected", "replicates_to": old}))
+            finish_reprotect(deployment, &machine, &machine.details["reprotect"], job.id, shipped)
         })?;
         Ok(())
     }
@@ -437,6 +408,36 @@ impl Daemon {
             "the machine is stopped".to_string()
         })
     }
+}
+
+/// Records a finished reprotect (`reprotect`: what its job recorded in the
+/// machine's details when it began; `job`: the job finishing it): the
+/// alternate disk paths when asked for, then the machine protected in the
+/// reverse direction.
+fn finish_reprotect(
+    deployment: &Deployment,
+    machine: &Machine,
+    reprotect: &Value,
+    job: i64,
+    shipped: u64,
+) -> Result<Value, ControlError> {
+    let name = machine.definition.name.as_str();
+    let (active, old) = (machine.active_site.as_str(), other_site(&machine.active_site));
+    let started_by = reprotect["job"].as_i64().unwrap_or(job);
+    if reprotect["alternate_location"].as_bool() == Some(true) {
+        use_alternate_paths(deployment, machine, started_by)?;
+    }
+    let mut details = machine.details.clone();
+    if let Some(map) = details.as_object_mut() {
+        map.remove("failover");
+        map.remove("reprotect");
+    }
+    details["reprotected"] = json!({"job": job, "bytes_moved": shipped, "to": old});
+    if started_by != job {
+        details["reprotected"]["resumed"] = json!(true);
+    }
+    deployment.state.set_machine_placement(name, "protected", active, machine.generation, &details)?;
+    Ok(json!({"name": name, "state": "protected", "replicates_to": old, "bytes_moved": shipped}))
 }
 
 /// Where a disk is built at the old site after `reprotect
