@@ -209,8 +209,15 @@ impl Qemu {
         let accel =
             if arguments.windows(2).any(|pair| pair[0] == b"-accel" && pair[1] == b"kvm") { "kvm" } else { "tcg" };
         let qmp_socket = run_dir.join(format!("{name}.qmp"));
-        let qmp = Qmp::connect(&qmp_socket, None, Duration::from_secs(10))?;
-        Ok(Some(Qemu {
+        // A QEMU on its way out (its guest just powered off) closes QMP
+        // under us: that one is not running any more.
+        let mut process = process;
+        let qmp = match Qmp::connect(&qmp_socket, None, Duration::from_secs(10)) {
+            Ok(qmp) => qmp,
+            Err(_) if process.wait_exit(Duration::from_secs(5)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut qemu = Qemu {
             process,
             qmp,
             console: run_dir.join(format!("{name}.console")),
@@ -218,7 +225,21 @@ impl Qemu {
             agent_socket: run_dir.join(format!("{name}.qga")),
             pid_file,
             accel,
-        }))
+        };
+        match qemu.status() {
+            Ok(status) if status == "prelaunch" => {
+                // Started paused (`-S`) by a daemon that died before letting
+                // it boot: the start never happened; it goes.
+                qemu.kill();
+                Ok(None)
+            }
+            Ok(_) => Ok(Some(qemu)),
+            Err(_) if qemu.process.wait_exit(Duration::from_secs(5)) => {
+                qemu.forget();
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -238,7 +259,12 @@ impl Qemu {
     /// flushes. The guest sees a pause of a few milliseconds, not an error.
     /// A guest the caller paused stays paused.
     pub fn switch_drive(&mut self, index: usize, to: &Drive) -> Result<(), ControlError> {
-        let current = self.protocol_node(index)?;
+        let (current, leftovers) = self.protocol_nodes(index)?;
+        for leftover in leftovers {
+            // Added by a switch that never finished: it holds a name (and
+            // maybe a connection) and nothing else.
+            self.qmp.execute("blockdev-del", json!({"node-name": leftover}))?;
+        }
         if matches!(to, Drive::File(_)) && current.starts_with(&format!("disk{index}-file")) {
             return Ok(());
         }
@@ -266,6 +292,12 @@ impl Qemu {
         switched
     }
 
+    /// Runs a raw QMP command (diagnostics, and tests that put QEMU in
+    /// states a crash leaves behind).
+    pub fn qmp(&mut self, command: &str, arguments: Value) -> Result<Value, ControlError> {
+        self.qmp.execute(command, arguments)
+    }
+
     /// Pauses the guest (its disk requests drained and flushed).
     pub fn pause(&mut self) -> Result<(), ControlError> {
         self.qmp.execute("stop", json!({})).map(|_| ())
@@ -277,21 +309,65 @@ impl Qemu {
     }
 
     /// The name of the node disk `index` is opened on (`diskN-file`,
-    /// `diskN-nbd`, or either with `-b`).
+    /// `diskN-nbd`, or either with `-b`): the protocol node under the
+    /// format node `diskN`.
     fn protocol_node(&mut self, index: usize) -> Result<String, ControlError> {
+        Ok(self.protocol_nodes(index)?.0)
+    }
+
+    /// The protocol node disk `index` is opened on, and its other protocol
+    /// nodes: leftovers of a switch a daemon died in the middle of (added,
+    /// never opened by the format node). Which one is in use is told by
+    /// the format node's file name, never by the order QEMU lists nodes in.
+    fn protocol_nodes(&mut self, index: usize) -> Result<(String, Vec<String>), ControlError> {
         let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
+        let nodes: Vec<&Value> = nodes.as_array().into_iter().flatten().collect();
+        let format = format!("disk{index}");
         let prefix = format!("disk{index}-");
-        nodes
+        let opened = nodes
+            .iter()
+            .find(|node| node["node-name"] == format.as_str())
+            .and_then(|node| node["file"].as_str())
+            .ok_or_else(|| ControlError::Failed(format!("QEMU has no disk {index}")))?
+            .to_string();
+        let protocol: Vec<&Value> = nodes
+            .into_iter()
+            .filter(|node| node["node-name"].as_str().is_some_and(|name| name.starts_with(&prefix)))
+            .collect();
+        let named = |node: &&Value| node["node-name"].as_str().unwrap_or_default().to_string();
+        let in_use: Vec<String> = protocol.iter().filter(|node| node["file"] == opened.as_str()).map(named).collect();
+        let current = match in_use.as_slice() {
+            [one] => one.clone(),
+            // Two nodes on the same file: the block graph says which is the child.
+            _ => self.child_of(&format)?,
+        };
+        let others = protocol.iter().map(named).filter(|name| *name != current).collect();
+        Ok((current, others))
+    }
+
+    /// The `file` child of node `parent`, from QEMU's block graph.
+    fn child_of(&mut self, parent: &str) -> Result<String, ControlError> {
+        let graph = self.qmp.execute("x-debug-query-block-graph", json!({}))?;
+        let id_of = |name: &str| {
+            graph["nodes"].as_array().into_iter().flatten().find(|n| n["name"] == name).map(|n| n["id"].clone())
+        };
+        let parent = id_of(parent).ok_or_else(|| ControlError::Failed(format!("QEMU has no node {parent}")))?;
+        let child = graph["edges"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|node| node["node-name"].as_str())
-            .find(|name| name.starts_with(&prefix))
+            .find(|edge| edge["parent"] == parent && edge["name"] == "file")
+            .map(|edge| edge["child"].clone());
+        graph["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|node| Some(&node["id"]) == child.as_ref())
+            .and_then(|node| node["name"].as_str())
             .map(str::to_string)
-            .ok_or_else(|| ControlError::Failed(format!("QEMU has no disk {index}")))
+            .ok_or_else(|| ControlError::Failed("QEMU's block graph names no file under the disk".into()))
     }
 
-    /// `file` or `nbd`: what disk `index` is opened on now.
     pub fn drive_kind(&mut self, index: usize) -> Result<&'static str, ControlError> {
         let node = self.protocol_node(index)?;
         Ok(if node.starts_with(&format!("disk{index}-file")) { "file" } else { "nbd" })
