@@ -238,6 +238,21 @@ pub fn status(name: Option<&str>, home: &HomeArguments, json: bool) -> anyhow::R
         let running = if machine["running"] == true { "running" } else { "stopped" };
         let Some(health) = machine["health"].as_str() else {
             println!("{name}: {state}, {running} at the {site} site (not replicated)");
+            for disk in machine["hydration"].as_array().into_iter().flatten() {
+                let disk_name = disk["disk"].as_str().unwrap_or("?");
+                match (disk["local_bytes"].as_u64(), disk["disk_bytes"].as_u64()) {
+                    (Some(local), Some(total)) if local == total => {
+                        println!("  disk {disk_name}: local (hydrated), reads nothing from the vault")
+                    }
+                    (Some(local), Some(total)) => println!(
+                        "  disk {disk_name}: hydrating, {} of {} MiB local ({:.0}%); the rest is read from the vault",
+                        local >> 20,
+                        total >> 20,
+                        local as f64 * 100.0 / total.max(1) as f64
+                    ),
+                    _ => println!("  disk {disk_name}: served from the vault (not hydrating)"),
+                }
+            }
             continue;
         };
         println!(

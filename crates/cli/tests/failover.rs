@@ -325,3 +325,56 @@ fn an_alternate_location_leaves_the_original_disks_untouched() {
     assert!(report.complete_through >= back + 3, "{report}");
     assert!(std::fs::read(&original).unwrap() == before, "the original disk changed");
 }
+
+/// `cancel` while the failover job runs, at each of its steps (the job held
+/// there by `STANDBY_TEST_STALL_AT` until the cancel arrives): the job stops
+/// at once and rolls back, the cancel job says so, and the machine is
+/// protected at its source again, running (started again when the
+/// failover had shut it down), with every record it acknowledged; the
+/// recovery VM never runs.
+#[test]
+fn a_failover_cancelled_at_any_of_its_steps_returns_the_machine_to_its_source() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _image, mut daemon) = support::daemon::protected_guest(root.path());
+    let h = path(&home);
+    for step in 1..6 {
+        assert_eq!(daemon.terminate(), 0);
+        let stall = format!("failover/{step}/3000");
+        daemon = Daemon::start_with(&home, &[("STANDBY_TEST_STALL_AT", stall.as_str())]);
+        let console = console_of(&home, "web");
+        let pid = |listed: &serde_json::Value| listed["machines"][0]["runtime"]["pid"].as_i64();
+        let source_pid = pid(&run(&["machine", "list", "--home", h, "--json"]).ok().json());
+        let before = acknowledged(&console);
+        let mut failover = support::standby_command()
+            .args(["failover", "web", "--shutdown-source", "--home", h])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        support::daemon::wait_for_step(h, "failover", step);
+        let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+        let name = jobs["jobs"][0]["steps"][step]["name"].as_str().unwrap().to_string();
+        let cancel = run(&["cancel", "web", "--home", h, "--json"]).ok().json();
+        assert_ne!(failover.wait().unwrap().code(), Some(0), "a cancelled failover does not report success");
+        let detail = cancel["steps"][0]["detail"].as_str().unwrap();
+        assert!(detail.contains("stopped and rolled back"), "{cancel}");
+        assert!(detail.contains(&format!("cancelled by `standby cancel` at '{name}'")), "{cancel}");
+
+        let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+        let machine = &listed["machines"][0];
+        assert_eq!((machine["state"].as_str(), machine["active_site"].as_str()), (Some("protected"), Some("primary")));
+        assert_eq!(machine["runtime"]["running"], true, "{listed}");
+        assert!(!instance_console(&home, "web@recovery").exists(), "the recovery VM ran: {listed}");
+        let console = console_of(&home, "web");
+        let resumed = if pid(&listed) == source_pid {
+            // Cancelled before the source was shut down: it never stopped.
+            acknowledged(&console)
+        } else {
+            found_at_boot(Path::new(&console))
+        };
+        assert!(resumed >= before, "{resumed} records after the cancel at step {step}, {before} acknowledged before");
+        wait_for(&console, &format!("standby-guest: record {}\n", resumed + 3));
+        let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+        assert_eq!(status["machines"][0]["health"], "healthy", "{status}");
+    }
+    assert_eq!(daemon.terminate(), 0);
+}

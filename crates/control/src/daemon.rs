@@ -51,6 +51,7 @@ mod consistency;
 mod failover;
 mod protection;
 mod reprotect;
+mod restart;
 mod retention;
 
 pub const SOCKET: &str = "standby.sock";
@@ -98,11 +99,82 @@ fn not_running(name: &str) -> ControlError {
 struct JobSteps<'a> {
     deployment: &'a Deployment,
     id: i64,
+    hooks: Vec<TestHook>,
 }
 
-impl JobSteps<'_> {
+impl<'a> JobSteps<'a> {
+    fn new(deployment: &'a Deployment, id: i64, command: &str, steps: &[&str]) -> JobSteps<'a> {
+        JobSteps { deployment, id, hooks: TestHook::from_env(command, steps) }
+    }
+
     fn step(&self, name: &str, state: &str, detail: &str) -> Result<(), ControlError> {
-        self.deployment.state.job_step(self.id, name, state, detail)
+        self.deployment.state.job_step(self.id, name, state, detail)?;
+        for hook in &self.hooks {
+            hook.reached(name);
+        }
+        Ok(())
+    }
+}
+
+/// Tests' way to reach a chosen moment of a job, `COMMAND/STEP/MS` (step
+/// number from 0), acted on when the step of the first job of `COMMAND`
+/// is first recorded (running or done):
+///
+/// - `STANDBY_TEST_CRASH_AT`: the daemon dies by SIGKILL (as `kill -9`)
+///   MS ms later;
+/// - `STANDBY_TEST_STALL_AT`: the job waits MS ms there (so a test can
+///   act, a `cancel` say, while it is at that step).
+///
+/// Jobs of other commands are not affected; without the variables nothing
+/// is checked.
+struct TestHook {
+    step: String,
+    delay: Duration,
+    crash: bool,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl TestHook {
+    fn from_env(command: &str, steps: &[&str]) -> Vec<TestHook> {
+        let parse = |variable: &str, crash: bool| -> Option<TestHook> {
+            let spec = std::env::var(variable).ok()?;
+            let mut fields = spec.rsplitn(3, '/');
+            let delay = fields.next()?.parse().ok()?;
+            let step: usize = fields.next()?.parse().ok()?;
+            if fields.next()? != command {
+                return None;
+            }
+            Some(TestHook {
+                step: steps.get(step)?.to_string(),
+                delay: Duration::from_millis(delay),
+                crash,
+                fired: Default::default(),
+            })
+        };
+        [parse("STANDBY_TEST_CRASH_AT", true), parse("STANDBY_TEST_STALL_AT", false)].into_iter().flatten().collect()
+    }
+
+    fn reached(&self, step: &str) {
+        if step != self.step || self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let delay = self.delay;
+        if !self.crash {
+            eprintln!("standby: STANDBY_TEST_STALL_AT: waiting {} ms at step '{step}'", delay.as_millis());
+            std::thread::sleep(delay);
+            return;
+        }
+        eprintln!("standby: STANDBY_TEST_CRASH_AT: dying {} ms into step '{step}'", delay.as_millis());
+        let die = move || {
+            std::thread::sleep(delay);
+            // SAFETY: kill(2) on our own pid with a valid signal.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        };
+        if delay.is_zero() {
+            die();
+        } else {
+            std::thread::spawn(die);
+        }
     }
 }
 
@@ -117,7 +189,8 @@ struct Daemon {
     exports: Mutex<HashMap<String, Agent>>,
     /// Machines with a job running, and its id: one job per machine at a time.
     busy: Arc<Mutex<HashMap<String, i64>>>,
-    /// Machines whose initial replication `unprotect` asked to stop.
+    /// Machines whose running job was asked to stop: an initial
+    /// replication by `unprotect`, a failover by `cancel`.
     cancelling: Mutex<std::collections::HashSet<String>>,
     /// App-consistent points: when each machine's next is due, how the last went.
     consistency: Mutex<HashMap<String, consistency::Consistency>>,
@@ -204,7 +277,7 @@ impl Daemon {
         let claim = self.claim(deployment, name)?;
         let id = deployment.state.create_job(name, command, steps)?;
         claim.set_job(id);
-        let progress = JobSteps { deployment, id };
+        let progress = JobSteps::new(deployment, id, command, steps);
         let outcome = work(&progress);
         record_outcome(deployment, id, &outcome);
         let mut value = outcome?;
@@ -227,13 +300,16 @@ impl Daemon {
         let id = deployment.state.create_job(name, command, steps)?;
         claim.set_job(id);
         let daemon = self.clone();
+        let (job_command, steps): (String, Vec<String>) =
+            (command.to_string(), steps.iter().map(|s| s.to_string()).collect());
         std::thread::Builder::new()
             .name(format!("job {id}"))
             .spawn(move || {
                 let _claim = claim;
                 match Deployment::open(&daemon.home) {
                     Ok(deployment) => {
-                        let outcome = work(&daemon, &JobSteps { deployment: &deployment, id });
+                        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+                        let outcome = work(&daemon, &JobSteps::new(&deployment, id, &job_command, &steps));
                         record_outcome(&deployment, id, &outcome);
                     }
                     Err(e) => eprintln!("standby: job {id} could not open the deployment: {e}"),
@@ -480,10 +556,11 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     let pid_file = run.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| ControlError::io(&pid_file, e))?;
     let interrupted = deployment.state.interrupt_running_jobs(
-        "the daemon stopped while the job ran; machines were re-read (adopted when still running) at its restart",
+        "the daemon stopped while the job ran; the next daemon resumed or rolled it back (see the jobs after it)",
     )?;
     if !interrupted.is_empty() {
-        eprintln!("standby: jobs interrupted by the previous daemon: {interrupted:?}");
+        let ids: Vec<i64> = interrupted.iter().map(|job| job.id).collect();
+        eprintln!("standby: jobs interrupted by the previous daemon: {ids:?}");
     }
     let adopted = match daemon.adopt_all() {
         Ok(adopted) => adopted,
@@ -512,17 +589,22 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
             .spawn(move || daemon.retention_loop())
             .map_err(|e| ControlError::Failed(format!("cannot start the retention thread: {e}")))?;
     }
-    match daemon.roll_back_interrupted_failovers() {
+    match daemon.roll_back_interrupted_failovers(&interrupted) {
         Ok(rolled) if !rolled.is_empty() => {
             eprintln!("standby: interrupted failovers rolled back: {}", rolled.join(", "))
         }
         Ok(_) => {}
         Err(e) => eprintln!("standby: interrupted failovers could not be rolled back ({e})"),
     }
-    match daemon.resume_protection() {
+    match daemon.resume_protection(&interrupted) {
         Ok(resumed) if !resumed.is_empty() => eprintln!("standby: protect jobs resumed: {}", resumed.join(", ")),
         Ok(_) => {}
         Err(e) => eprintln!("standby: protection could not be resumed ({e}); `standby status` shows what is missing"),
+    }
+    match daemon.resume_interrupted(&interrupted) {
+        Ok(resumed) if !resumed.is_empty() => eprintln!("standby: interrupted jobs taken up: {}", resumed.join(", ")),
+        Ok(_) => {}
+        Err(e) => eprintln!("standby: interrupted jobs could not all be taken up ({e}); `standby jobs` shows them"),
     }
     let result = runtime.block_on(serve_http(daemon.clone(), &socket));
     // No new job can start now; running ones get a minute to finish (one
@@ -653,6 +735,15 @@ async fn machines(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
             let mut value = serde_json::to_value(&machine).expect("machines serialise");
             value["runtime"] = serde_json::to_value(runtime).expect("runtimes serialise");
             value["networks"] = crate::network::describe(&machine, &deployment.config, &deployment.home)?;
+            if failover::on_exports(&machine.state) {
+                // Until reprotect, its disks at this site are the failover
+                // point's exports over these overlays (a plain raw image of
+                // the whole disk once hydrated).
+                let hydration = daemon.hydration(&deployment, &machine)?;
+                for (index, disk) in hydration.as_array().into_iter().flatten().enumerate() {
+                    value["disks"][index]["running_from"] = disk.clone();
+                }
+            }
             listed.push(value);
         }
         Ok(json!({"machines": listed}))

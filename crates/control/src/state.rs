@@ -484,11 +484,11 @@ impl State {
     }
 
     /// Marks jobs a dead daemon left running as interrupted; returns them.
-    pub fn interrupt_running_jobs(&self, why: &str) -> Result<Vec<i64>, ControlError> {
-        let running: Vec<i64> =
-            self.jobs_where("WHERE state = 'running'", params![])?.into_iter().map(|job| job.id).collect();
-        for id in &running {
-            self.finish_job(*id, "interrupted", Some(why))?;
+    /// Records every running job `interrupted` (with `why`); returns them.
+    pub fn interrupt_running_jobs(&self, why: &str) -> Result<Vec<Job>, ControlError> {
+        let running = self.jobs_where("WHERE state = 'running'", params![])?;
+        for job in &running {
+            self.finish_job(job.id, "interrupted", Some(why))?;
         }
         Ok(running)
     }
@@ -541,7 +541,10 @@ mod tests {
             (job.state.as_str(), job.steps[0].state.as_str(), job.steps[1].state.as_str()),
             ("running", "done", "pending")
         );
-        assert_eq!(state.interrupt_running_jobs("gone").unwrap(), vec![id]);
+        assert_eq!(
+            state.interrupt_running_jobs("gone").unwrap().iter().map(|job| job.id).collect::<Vec<_>>(),
+            vec![id]
+        );
         assert_eq!(state.job(id).unwrap().state, "interrupted");
         drop(state);
         // Opening again finds it current.

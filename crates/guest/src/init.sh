@@ -2,9 +2,9 @@
 # Standby's test guest: PID 1 of a busybox initramfs (standby-guest).
 #
 # It loads the kernel modules listed in /etc/standby-modules (virtio and
-# ext4), mounts the ext4 filesystem on /dev/vda and runs the workload: each
+# ext4), mounts the ext4 filesystem on its disk (/dev/vda) and runs the workload: each
 # step writes one sequence-numbered record to the raw record area at the end
-# of /dev/vda and one file /data/<seq> to the filesystem, makes both durable
+# of the disk and one file /data/<seq> to the filesystem, makes both durable
 # (sync), and only then prints "standby-guest: record <seq>" on the console.
 # A printed record is an acknowledged write: it must survive every planned
 # move. The sequence resumes after the highest record on the disk, so a
@@ -13,7 +13,8 @@
 # Kernel command line: standby.count=N (steps, 0 = until powered down),
 # standby.interval=SECONDS (pause between steps), standby.file_kib=K,
 # standby.agent=0 (do not start qemu-guest-agent even when the initramfs
-# carries it). With the agent, the host can freeze the filesystem
+# carries it), standby.disk=/dev/vdX (the workload's disk, default /dev/vda:
+# another when the first disk is the one the machine boots from). With the agent, the host can freeze the filesystem
 # (guest-fsfreeze-freeze) for an app-consistent point.
 # Each NIC present is brought up and announces itself with a DHCP discover
 # every second (busybox udhcpc; nothing answers on Standby's test
@@ -38,12 +39,14 @@ count=0
 interval=0.2
 file_kib=16
 agent=1
+disk=/dev/vda
 for word in $(cat /proc/cmdline); do
   case "$word" in
     standby.count=*) count=${word#*=} ;;
     standby.interval=*) interval=${word#*=} ;;
     standby.file_kib=*) file_kib=${word#*=} ;;
     standby.agent=*) agent=${word#*=} ;;
+    standby.disk=*) disk=${word#*=} ;;
   esac
 done
 
@@ -61,7 +64,6 @@ while [ "$(ls /dev/input/event* 2>/dev/null | wc -l)" -lt "$(ls -d /sys/class/in
 done
 acpid -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid || say "warning: acpid did not start; power-down will be forced"
 
-disk=/dev/vda
 n=0
 while [ ! -b $disk ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
 if [ ! -b $disk ]; then

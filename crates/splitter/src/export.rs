@@ -138,6 +138,13 @@ fn io(path: &Path) -> impl FnOnce(io::Error) -> OverlayError + '_ {
 /// Whether the overlay at `overlay` holds the whole disk: its written and
 /// hydrated ranges (as recorded, durable) cover all `disk_bytes`.
 pub fn fully_hydrated(overlay: &Path) -> io::Result<bool> {
+    Ok(local_bytes(overlay)?.is_some_and(|(local, disk)| local == disk))
+}
+
+/// How much of the disk the overlay at `overlay` holds (written or
+/// hydrated, as recorded, durable) and the disk's size; `None` without
+/// both maps.
+pub fn local_bytes(overlay: &Path) -> io::Result<Option<(u64, u64)>> {
     let read = |path: PathBuf| -> io::Result<Option<OverlayMap>> {
         match std::fs::read(&path) {
             Ok(bytes) => Ok(OverlayMap::decode(&bytes).ok()),
@@ -146,16 +153,17 @@ pub fn fully_hydrated(overlay: &Path) -> io::Result<bool> {
         }
     };
     let (Some(written), Some(hydrated)) = (read(map_path(overlay))?, read(hydrated_path(overlay))?) else {
-        return Ok(false);
+        return Ok(None);
     };
     if written.header != hydrated.header {
-        return Ok(false);
+        return Ok(None);
     }
     let mut local = Ranges::default();
     for (start, end) in written.ranges.into_iter().chain(hydrated.ranges) {
         local.insert(start, end);
     }
-    Ok(local.parts(0, written.header.disk_bytes) == [(0, written.header.disk_bytes)])
+    let disk = written.header.disk_bytes;
+    Ok(Some((local.parts(0, disk).iter().map(|(start, end)| end - start).sum(), disk)))
 }
 
 /// Every file of an overlay: its map, its hydrated ranges, itself.

@@ -347,3 +347,36 @@ impl Drop for Qemu {
         let _ = self.child.wait();
     }
 }
+
+/// A bootable disk image of the test guest, as an operator's own machine
+/// would bring one: a FAT filesystem with SYSLINUX in its boot sector (the
+/// BIOS boots it from the first disk, no `-kernel` involved), holding the
+/// kernel, the initramfs and a `syslinux.cfg` booting them with `append`.
+/// Needs syslinux, mtools and dosfstools (the README's test command
+/// installs them).
+pub fn bootable_image(path: &Path, append: &str) {
+    let guest = test_guest();
+    let run = |program: &str, arguments: &[&std::ffi::OsStr]| {
+        let output = std::process::Command::new(program)
+            .args(arguments)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} (apt-get install syslinux mtools dosfstools): {e}"));
+        assert!(output.status.success(), "{program}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let image = path.as_os_str();
+    std::fs::File::create(path).and_then(|f| f.set_len(64 << 20)).expect("create the boot image");
+    run("/usr/sbin/mkfs.vfat", &["-n".as_ref(), "BOOT".as_ref(), image]);
+    run("syslinux", &["--install".as_ref(), image]);
+    let config = path.with_extension("syslinux.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "DEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n  KERNEL vmlinuz\n  INITRD initrd\n  APPEND {append}\n"
+        ),
+    )
+    .expect("write syslinux.cfg");
+    for (from, to) in [(&guest.vmlinuz, "::vmlinuz"), (&guest.initramfs, "::initrd"), (&config, "::syslinux.cfg")] {
+        run("mcopy", &["-i".as_ref(), image, from.as_os_str(), to.as_ref()]);
+    }
+    std::fs::remove_file(&config).expect("remove the staged syslinux.cfg");
+}

@@ -51,6 +51,19 @@ impl Daemon {
         Daemon(child)
     }
 
+    /// Waits up to `timeout` for the daemon to end by itself (a test's
+    /// `STANDBY_TEST_CRASH_AT`); whether it did.
+    pub fn wait_dead(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.0.try_wait().expect("the daemon can be waited for").is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn terminate(mut self) -> i32 {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
@@ -182,4 +195,18 @@ pub fn protected_guest(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, 
     wait_for(&console_of(&home, "web"), "standby-guest: record 3\n");
     run(&["protect", "web", "--home", path(&home)]).ok();
     (home, image, daemon)
+}
+
+/// Waits until the newest job is `command` with step `step` past pending.
+pub fn wait_for_step(home: &str, command: &str, step: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let jobs = run(&["jobs", "--home", home, "--json"]).ok().json();
+        let job = &jobs["jobs"][0];
+        if job["command"] == command && job["steps"][step]["state"] != "pending" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the {command} job never reached step {step}: {jobs}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use standby_lifecycle::Command;
 
 use super::protection::check;
-use super::{instance, lock, Daemon, POWER_DOWN_TIMEOUT};
+use super::{instance, lock, Daemon, JobSteps, POWER_DOWN_TIMEOUT};
 use crate::agent::{Agent, ExportSpec};
 use crate::deployment::Deployment;
 use crate::error::ControlError;
@@ -48,6 +48,14 @@ pub(super) enum Move {
     Unplanned { shutdown_source: bool },
     Planned,
 }
+
+pub(super) const TEST_FAILOVER_STEPS: [&str; 3] = ["choose the point", "serve the point", "boot the drill copy"];
+pub(super) const CLEANUP_STEPS: [&str; 1] = ["remove the drill copy, its exports and overlays"];
+pub(super) const SYNC_FIRST_STEPS: [&str; 1] = ["replicate until the remaining delta is small"];
+pub(super) const CHANGE_POINT_STEPS: [&str; 4] =
+    ["stop the recovery VM", "set its writes aside", "serve the new point", "boot at the recovery site"];
+pub(super) const CANCEL_STEPS: [&str; 1] = ["return to the source"];
+pub(super) const COMMIT_STEPS: [&str; 2] = ["stop replication from the old source", "commit"];
 
 /// How long a failover waits for the source's last writes to reach the vault.
 const LAST_WRITES_TIMEOUT: Duration = Duration::from_secs(120);
@@ -148,7 +156,7 @@ impl Daemon {
     }
 
     pub(super) fn test_failover(self: &Arc<Self>, name: &str, point: Option<String>) -> Result<Value, ControlError> {
-        const STEPS: [&str; 3] = ["choose the point", "serve the point", "boot the drill copy"];
+        const STEPS: [&str; 3] = TEST_FAILOVER_STEPS;
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::TestFailover)?;
@@ -220,28 +228,36 @@ impl Daemon {
     }
 
     pub(super) fn cleanup_test_failover(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
-        const STEPS: [&str; 1] = ["remove the drill copy, its exports and overlays"];
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::CleanupTestFailover)?;
-        self.spawn_job(&deployment, name, "cleanup-test-failover", &STEPS, move |daemon, job| {
-            job.step(STEPS[0], "running", "")?;
-            let removed = daemon.remove_drill(job.deployment, &machine)?;
-            let mut details = machine.details.clone();
-            if let Some(map) = details.as_object_mut() {
-                map.remove("drill");
-            }
-            job.deployment.state.set_machine_placement(
-                name_of(&machine),
-                "protected",
-                &machine.active_site,
-                machine.generation,
-                &details,
-            )?;
-            let listed: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
-            job.step(STEPS[0], "done", &format!("removed {}", listed.join(", ")))?;
-            Ok(json!({"name": name_of(&machine), "state": "protected", "removed": listed}))
+        self.spawn_job(&deployment, name, "cleanup-test-failover", &CLEANUP_STEPS, move |daemon, job| {
+            daemon.cleanup_job(&machine, job)
         })
+    }
+
+    /// The cleanup job; also how a restarted daemon ends a drill whose
+    /// test-failover or cleanup job it interrupted (every step is safe to
+    /// repeat).
+    pub(super) fn cleanup_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        job.step(CLEANUP_STEPS[0], "running", "")?;
+        let removed = self.remove_drill(job.deployment, machine)?;
+        let mut details = machine.details.clone();
+        if let Some(map) = details.as_object_mut() {
+            map.remove("drill");
+        }
+        job.deployment.state.set_machine_placement(
+            name_of(machine),
+            "protected",
+            &machine.active_site,
+            machine.generation,
+            &details,
+        )?;
+        let listed: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        let detail =
+            if listed.is_empty() { "nothing was left".to_string() } else { format!("removed {}", listed.join(", ")) };
+        job.step(CLEANUP_STEPS[0], "done", &detail)?;
+        Ok(json!({"name": name_of(machine), "state": "protected", "removed": listed}))
     }
 
     /// Resolves the operator's point (default `latest`) for `machine`.
@@ -278,25 +294,31 @@ impl Daemon {
         if !sync_first {
             return self.move_machine(name, Command::PlannedFailover { sync_first }, None, Move::Planned);
         }
-        const STEPS: [&str; 1] = ["replicate until the remaining delta is small"];
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::PlannedFailover { sync_first })?;
-        self.spawn_job(&deployment, name, "planned-failover --sync-first", &STEPS, move |daemon, job| {
-            let name = name_of(&machine);
-            job.step(STEPS[0], "running", "")?;
-            loop {
-                let (keeping_up, detail) = daemon.replication_progress(&machine, false)?;
-                if keeping_up {
-                    job.step(STEPS[0], "done", &format!("{detail}; run `standby complete-failover {name}`"))?;
-                    break;
-                }
-                job.step(STEPS[0], "running", &detail)?;
-                std::thread::sleep(Duration::from_millis(300));
-            }
-            job.deployment.state.set_machine_state(name, "ready-to-complete", None)?;
-            Ok(json!({"name": name, "state": "ready-to-complete"}))
+        self.spawn_job(&deployment, name, "planned-failover --sync-first", &SYNC_FIRST_STEPS, move |daemon, job| {
+            daemon.sync_first_job(&machine, job)
         })
+    }
+
+    /// Waits until replication keeps up, then leaves the machine
+    /// `ready-to-complete`; run again by a restarted daemon that
+    /// interrupted it.
+    pub(super) fn sync_first_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        let name = name_of(machine);
+        job.step(SYNC_FIRST_STEPS[0], "running", "")?;
+        loop {
+            let (keeping_up, detail) = self.replication_progress(machine, false)?;
+            if keeping_up {
+                job.step(SYNC_FIRST_STEPS[0], "done", &format!("{detail}; run `standby complete-failover {name}`"))?;
+                break;
+            }
+            job.step(SYNC_FIRST_STEPS[0], "running", &detail)?;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        job.deployment.state.set_machine_state(name, "ready-to-complete", None)?;
+        Ok(json!({"name": name, "state": "ready-to-complete"}))
     }
 
     pub(super) fn complete_failover(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
@@ -349,15 +371,24 @@ impl Daemon {
                 )
             };
             in_progress(&details)?;
+            // Each step begins by checking for a `cancel`: the failover then
+            // rolls back from where it is.
+            let begin = |step: usize| -> Result<(), ControlError> {
+                job.step(STEPS[step], "running", "")?;
+                if lock(&daemon.cancelling).contains(name) {
+                    return Err(ControlError::Failed(format!("cancelled by `standby cancel` at '{}'", STEPS[step])));
+                }
+                Ok(())
+            };
             let outcome = (|| -> Result<(MachinePoint, Value, Option<Duration>), ControlError> {
                 if machine.state == "test-failover" {
-                    job.step(STEPS[0], "running", "")?;
+                    begin(0)?;
                     daemon.remove_drill(deployment, &machine)?;
                     job.step(STEPS[0], "done", "the drill copy is gone")?;
                 } else {
                     job.step(STEPS[0], "done", "no drill was running")?;
                 }
-                job.step(STEPS[1], "running", "")?;
+                begin(1)?;
                 let source = instance(name, &machine.active_site);
                 // Recorded before anything is stopped: a roll-back (even by
                 // a daemon that restarts after this one died) starts the
@@ -391,9 +422,12 @@ impl Daemon {
                 details["failover"]["source_shut_down"] = json!(shut_down);
                 in_progress(&details)?;
                 job.step(STEPS[1], "done", &source_detail)?;
-                job.step(STEPS[2], "running", "")?;
+                begin(2)?;
                 let source_stopped = shut_down || !daemon.runtime(&source).running;
                 let (drained, waited) = daemon.wait_for_last_writes(&machine, source_stopped);
+                if lock(&daemon.cancelling).contains(name) {
+                    return Err(ControlError::Failed(format!("cancelled by `standby cancel` at '{}'", STEPS[2])));
+                }
                 if planned && !drained {
                     return Err(ControlError::Failed(format!(
                         "a planned failover loses no write, and the source's last writes are not all in the vault: \
@@ -401,19 +435,19 @@ impl Daemon {
                     )));
                 }
                 job.step(STEPS[2], "done", &waited)?;
-                job.step(STEPS[3], "running", "")?;
+                begin(3)?;
                 let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
                 job.step(STEPS[3], "done", &chosen.described)?;
                 details["failover"]["point"] = json!(chosen);
                 // Recorded before the boot: a daemon that dies from here on
                 // finds the point to roll back from or run on.
                 in_progress(&details)?;
-                job.step(STEPS[4], "running", "")?;
+                begin(4)?;
                 // Overlays of an earlier failover are never resumed at another point.
                 daemon.set_aside(deployment, &machine, to_site, job.id)?;
                 let drives = daemon.serve_point(deployment, &machine, &chosen, to_site)?;
                 job.step(STEPS[4], "done", &format!("{} disk(s) exported", drives.len()))?;
-                job.step(STEPS[5], "running", "")?;
+                begin(5)?;
                 let started = Instant::now();
                 // From here on the copies diverge: a write the old source
                 // makes later is a split brain.
@@ -464,8 +498,21 @@ impl Daemon {
         }
         let deadline = Instant::now() + LAST_WRITES_TIMEOUT;
         loop {
+            if lock(&self.cancelling).contains(&machine.definition.name) {
+                return (false, "not waited for: cancelled".to_string());
+            }
             match self.replication_progress(machine, true) {
-                Ok((true, _)) => return (true, "every write of the source is in the vault".to_string()),
+                Ok((true, _)) => {
+                    // A machine's `latest` is the newest moment every disk
+                    // reached, and an idle disk's newest record (a
+                    // bookmark) may be seconds older than a busy disk's
+                    // last write: a point on every disk now, after all of
+                    // them, keeps those writes in `latest`.
+                    return match self.mark_every_disk(machine, "the source stopped") {
+                        Ok(()) => (true, "every write of the source is in the vault".to_string()),
+                        Err(e) => (false, format!("the closing point could not be marked ({e})")),
+                    };
+                }
                 Ok((false, detail)) if Instant::now() > deadline => {
                     return (false, format!("gave up after {} s: {detail}", LAST_WRITES_TIMEOUT.as_secs()));
                 }
@@ -475,6 +522,19 @@ impl Daemon {
                 Ok(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
+    }
+
+    /// Marks a crash-consistent point labelled `label` on every disk of
+    /// `machine` (each answered once stored in the vault).
+    fn mark_every_disk(&self, machine: &Machine, label: &str) -> Result<(), ControlError> {
+        for disk in &machine.disks {
+            let control = lock(&self.splitters).get(&disk.vault_disk).map(Agent::control);
+            let control = control.ok_or_else(|| {
+                ControlError::Failed(format!("the splitter of disk '{}' is not running", disk.vault_disk))
+            })?;
+            control.mark(false, label)?;
+        }
+        Ok(())
     }
 
     /// Undoes a failover: the recovery VM stopped, its writes set aside,
@@ -514,14 +574,47 @@ impl Daemon {
         if let Some(map) = details.as_object_mut() {
             map.remove("failover");
         }
+        let restart = was_running && !self.runtime(&source).running;
+        if restart {
+            // Until it runs: a daemon that dies before starts it (see `start_pending`).
+            details["start_pending"] = json!({"job": job, "why": "the failover it stopped it for was undone"});
+        }
         let generation = if machine.active_site == source_site { machine.generation } else { machine.generation + 1 };
         deployment.state.set_machine_placement(name, "protected", source_site, generation, &details)?;
-        if was_running && !self.runtime(&source).running {
-            let machine = deployment.state.machine(name)?;
-            let (drives, _) = self.drives(deployment, &machine)?;
-            let runtime = self.boot(deployment, &machine, &instance(name, source_site), drives)?;
-            done.push(format!("the source was started again (pid {})", runtime["pid"]));
+        // Replicating again: its splitters (kept running through the
+        // failover; adopted when an earlier daemon started them).
+        self.ensure_splitters(deployment, &deployment.state.machine(name)?)?;
+        if restart {
+            done.push(self.start_pending(deployment, name)?);
         }
+        Ok(done)
+    }
+
+    /// Starts a machine whose details say a job stopped it and owes it a
+    /// start (`details.start_pending`), unless it runs; then forgets the
+    /// debt. Says what it did.
+    pub(super) fn start_pending(&self, deployment: &Deployment, name: &str) -> Result<String, ControlError> {
+        let machine = deployment.state.machine(name)?;
+        let key = instance(name, &machine.active_site);
+        let done = match self.runtime(&key).pid {
+            Some(pid) => format!("the source runs (pid {pid})"),
+            None => {
+                let (drives, _) = self.drives(deployment, &machine)?;
+                let runtime = self.boot(deployment, &machine, &key, drives)?;
+                format!("the source was started again (pid {})", runtime["pid"])
+            }
+        };
+        let mut details = machine.details.clone();
+        if let Some(map) = details.as_object_mut() {
+            map.remove("start_pending");
+        }
+        deployment.state.set_machine_placement(
+            name,
+            &machine.state,
+            &machine.active_site,
+            machine.generation,
+            &details,
+        )?;
         Ok(done)
     }
 
@@ -552,108 +645,182 @@ impl Daemon {
     }
 
     pub(super) fn change_point(self: &Arc<Self>, name: &str, point: String) -> Result<Value, ControlError> {
-        const STEPS: [&str; 4] =
-            ["stop the recovery VM", "set its writes aside", "serve the new point", "boot at the recovery site"];
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::ChangePoint)?;
         let chosen = self.resolve_point(&deployment, &machine, Some(&point))?;
-        self.spawn_job(&deployment, name, "change-point", &STEPS, move |daemon, job| {
-            let deployment = job.deployment;
-            let name = name_of(&machine);
-            let site = machine.active_site.as_str();
-            let key = instance(name, site);
+        self.spawn_job(&deployment, name, "change-point", &CHANGE_POINT_STEPS, move |daemon, job| {
+            daemon.change_point_job(&machine, &chosen, false, job)
+        })
+    }
+
+    /// The change-point job. The change is recorded first
+    /// (`details.failover.change_point`), so a restarted daemon runs it
+    /// again (`resumed`); then what an earlier attempt already did is not
+    /// redone: a copy already on the new point keeps its overlays (its
+    /// writes) and, when it runs, keeps running.
+    pub(super) fn change_point_job(
+        &self,
+        machine: &Machine,
+        chosen: &MachinePoint,
+        resumed: bool,
+        job: &JobSteps,
+    ) -> Result<Value, ControlError> {
+        const STEPS: [&str; 4] = CHANGE_POINT_STEPS;
+        let deployment = job.deployment;
+        let name = name_of(machine);
+        let site = machine.active_site.as_str();
+        let key = instance(name, site);
+        let mut details = machine.details.clone();
+        let already = resumed && details["failover"]["point"] == json!(chosen);
+        details["failover"]["change_point"] = json!({"job": job.id, "point": chosen});
+        deployment.state.set_machine_placement(name, "failed-over", site, machine.generation, &details)?;
+        if already {
+            job.step(STEPS[0], "done", "an earlier attempt stopped it")?;
+            job.step(STEPS[1], "done", "an earlier attempt set them aside")?;
+        } else {
             job.step(STEPS[0], "running", "")?;
-            let how = daemon.stop_instance(&key, true)?;
-            daemon.stop_exports(deployment, &machine, site)?;
+            let how = self.stop_instance(&key, true)?;
+            self.stop_exports(deployment, machine, site)?;
             job.step(STEPS[0], "done", how.as_deref().unwrap_or("it was not running"))?;
             job.step(STEPS[1], "running", "")?;
-            let folder = daemon.set_aside(deployment, &machine, site, job.id)?;
+            let folder = self.set_aside(deployment, machine, site, job.id)?;
             let aside = folder.map(|f| format!("in {}", f.display())).unwrap_or_else(|| "it wrote nothing".into());
             job.step(STEPS[1], "done", &aside)?;
-            let mut details = machine.details.clone();
             details["failover"]["point"] = json!(chosen);
             deployment.state.set_machine_placement(name, "failed-over", site, machine.generation, &details)?;
-            job.step(STEPS[2], "running", "")?;
-            let drives = daemon.serve_point(deployment, &machine, &chosen, site)?;
-            job.step(STEPS[2], "done", &chosen.described)?;
-            job.step(STEPS[3], "running", "")?;
-            let runtime = daemon.boot(deployment, &machine, &key, drives)?;
-            job.step(STEPS[3], "done", &format!("pid {}", runtime["pid"]))?;
-            Ok(json!({"name": name, "state": "failed-over", "point": chosen, "recovery": runtime}))
-        })
+        }
+        job.step(STEPS[2], "running", "")?;
+        let drives = self.serve_point(deployment, machine, chosen, site)?;
+        job.step(STEPS[2], "done", &chosen.described)?;
+        job.step(STEPS[3], "running", "")?;
+        let runtime = match self.runtime(&key) {
+            runtime if runtime.running => json!(runtime),
+            _ => self.boot(deployment, machine, &key, drives)?,
+        };
+        if let Some(failover) = details["failover"].as_object_mut() {
+            failover.remove("change_point");
+        }
+        deployment.state.set_machine_placement(name, "failed-over", site, machine.generation, &details)?;
+        job.step(STEPS[3], "done", &format!("pid {}", runtime["pid"]))?;
+        Ok(json!({"name": name, "state": "failed-over", "point": chosen, "recovery": runtime}))
     }
 
     pub(super) fn cancel(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
-        const STEPS: [&str; 1] = ["return to the source"];
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Cancel)?;
+        let running = lock(&self.busy).get(name).copied();
+        if let (Some(failover_job), "failover-in-progress") = (running, machine.state.as_str()) {
+            return self.stop_failover(&deployment, name, failover_job);
+        }
+        self.spawn_job(&deployment, name, "cancel", &CANCEL_STEPS, move |daemon, job| daemon.cancel_job(&machine, job))
+    }
+
+    /// `cancel` while the failover job runs: the job is told to stop, rolls
+    /// itself back at the start of its next step (or as soon as its wait
+    /// for the source's last writes notices), and the cancel job says how
+    /// it ended. A failover that finished first is cancelled as usual.
+    fn stop_failover(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        name: &str,
+        failover_job: i64,
+    ) -> Result<Value, ControlError> {
+        lock(&self.cancelling).insert(name.to_string());
+        // The roll-back may wait for a guest's clean shutdown (a minute at most) and restart it.
+        let deadline = Instant::now() + POWER_DOWN_TIMEOUT + Duration::from_secs(120);
+        while lock(&self.busy).contains_key(name) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lock(&self.cancelling).remove(name);
+        let machine = deployment.state.machine(name)?;
+        match machine.state.as_str() {
+            "protected" => {
+                let outcome = deployment.state.job(failover_job)?;
+                let detail = format!(
+                    "failover job {failover_job} stopped and rolled back: {}",
+                    outcome.error.as_deref().unwrap_or("it ended")
+                );
+                let machine_name = name.to_string();
+                self.spawn_job(deployment, name, "cancel", &CANCEL_STEPS, move |_, job| {
+                    job.step(CANCEL_STEPS[0], "done", &detail)?;
+                    Ok(json!({"name": machine_name, "state": "protected", "done": [detail]}))
+                })
+            }
+            _ => {
+                check(&machine, Command::Cancel)?;
+                self.spawn_job(deployment, name, "cancel", &CANCEL_STEPS, move |daemon, job| {
+                    daemon.cancel_job(&machine, job)
+                })
+            }
+        }
+    }
+
+    /// The cancel job; run again by a restarted daemon that interrupted it.
+    pub(super) fn cancel_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
         if machine.state == "ready-to-complete" {
             // Nothing moved yet: the machine just stops waiting.
-            return self.spawn_job(&deployment, name, "cancel", &STEPS, move |_, job| {
-                job.deployment.state.set_machine_state(name_of(&machine), "protected", None)?;
-                job.step(STEPS[0], "done", "the planned failover is called off; replication carries on")?;
-                Ok(json!({"name": name_of(&machine), "state": "protected"}))
-            });
+            job.deployment.state.set_machine_state(name_of(machine), "protected", None)?;
+            job.step(CANCEL_STEPS[0], "done", "the planned failover is called off; replication carries on")?;
+            return Ok(json!({"name": name_of(machine), "state": "protected"}));
         }
-        self.spawn_job(&deployment, name, "cancel", &STEPS, move |daemon, job| {
-            job.step(STEPS[0], "running", "")?;
-            let done = daemon.roll_back_failover(job.deployment, &machine, &machine.details, job.id)?;
-            job.step(STEPS[0], "done", &done.join("; "))?;
-            Ok(json!({"name": name_of(&machine), "state": "protected", "done": done}))
-        })
+        job.step(CANCEL_STEPS[0], "running", "")?;
+        let done = self.roll_back_failover(job.deployment, machine, &machine.details, job.id)?;
+        job.step(CANCEL_STEPS[0], "done", &done.join("; "))?;
+        Ok(json!({"name": name_of(machine), "state": "protected", "done": done}))
     }
 
     pub(super) fn commit(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
-        const STEPS: [&str; 2] = ["stop replication from the old source", "commit"];
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Commit)?;
+        self.spawn_job(&deployment, name, "commit", &COMMIT_STEPS, move |daemon, job| daemon.commit_job(&machine, job))
+    }
+
+    /// The commit job; run again by a restarted daemon that interrupted it.
+    pub(super) fn commit_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        const STEPS: [&str; 2] = COMMIT_STEPS;
+        let name = name_of(machine);
         let source_site =
             machine.details["failover"]["from_site"].as_str().unwrap_or(other_site(&machine.active_site)).to_string();
-        self.spawn_job(&deployment, name, "commit", &STEPS, move |daemon, job| {
-            let name = name_of(&machine);
-            job.step(STEPS[0], "running", "")?;
-            // The old source's splitters ship what they have and stop; their
-            // intent logs stay (reprotect reads what they never shipped).
-            let source_running = daemon.runtime(&instance(name, &source_site)).running;
-            let detail = if source_running {
-                "the old source still runs: its splitters keep tracking its writes".to_string()
-            } else {
-                let mut stopped = 0;
-                for disk in &machine.disks {
-                    if let Some(agent) = lock(&daemon.splitters).remove(&disk.vault_disk) {
-                        agent.stop()?;
-                        stopped += 1;
-                    }
-                }
-                format!("{stopped} splitter(s) stopped after shipping")
-            };
-            job.step(STEPS[0], "done", &detail)?;
-            job.step(STEPS[1], "running", "")?;
-            let mut details = machine.details.clone();
-            details["failover"]["committed"] = json!(jiff::Timestamp::now().to_string());
-            job.deployment.state.set_machine_placement(
-                name,
-                "committed",
-                &machine.active_site,
-                machine.generation,
-                &details,
-            )?;
-            job.step(
-                STEPS[1],
-                "done",
-                &format!("the machine runs at the {} site for good; reprotect replicates it back", machine.active_site),
-            )?;
-            Ok(json!({"name": name, "state": "committed"}))
-        })
+        job.step(STEPS[0], "running", "")?;
+        // The old source's splitters ship what they have and stop (one an
+        // earlier daemon left running too); their intent logs stay
+        // (reprotect reads what they never shipped).
+        let source_running = self.runtime(&instance(name, &source_site)).running;
+        let detail = if source_running {
+            "the old source still runs: its splitters keep tracking its writes".to_string()
+        } else {
+            let stopped = self.stop_splitters_of(job.deployment, machine)?;
+            format!("{stopped} splitter(s) stopped after shipping")
+        };
+        job.step(STEPS[0], "done", &detail)?;
+        job.step(STEPS[1], "running", "")?;
+        let mut details = machine.details.clone();
+        details["failover"]["committed"] = json!(jiff::Timestamp::now().to_string());
+        job.deployment.state.set_machine_placement(
+            name,
+            "committed",
+            &machine.active_site,
+            machine.generation,
+            &details,
+        )?;
+        job.step(
+            STEPS[1],
+            "done",
+            &format!("the machine runs at the {} site for good; reprotect replicates it back", machine.active_site),
+        )?;
+        Ok(json!({"name": name, "state": "committed"}))
     }
 
     /// At the daemon's start: a failover an earlier daemon left in the
     /// middle is rolled back (the machine returns to its source,
     /// protected); returns the machines it rolled back.
-    pub(super) fn roll_back_interrupted_failovers(self: &Arc<Self>) -> Result<Vec<String>, ControlError> {
+    pub(super) fn roll_back_interrupted_failovers(
+        self: &Arc<Self>,
+        interrupted: &[crate::state::Job],
+    ) -> Result<Vec<String>, ControlError> {
         let deployment = self.deployment()?;
         let mut rolled = Vec::new();
         for machine in deployment.state.machines()? {
@@ -662,10 +829,11 @@ impl Daemon {
             }
             let name = machine.definition.name.clone();
             let steps = ["roll back the interrupted failover"];
+            let command = super::restart::interrupted_command(interrupted, &name).unwrap_or("failover");
             self.spawn_job(
                 &deployment,
                 &name,
-                "failover (rolled back after a daemon restart)",
+                &format!("{command} (rolled back after a daemon restart)"),
                 &steps,
                 move |daemon, job| {
                     job.step(steps[0], "running", "")?;

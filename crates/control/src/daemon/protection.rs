@@ -18,13 +18,14 @@ use serde_json::{json, Value};
 use standby_lifecycle::{transition, Command, Transition};
 
 use super::failover::{other_site, remove_files};
+use super::restart::interrupted_command;
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::{Agent, SplitterSpec};
 use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::qemu::Drive;
-use crate::state::Policy;
+use crate::state::{Job, Policy};
 
 /// Whether machines in `state` replicate (run their disks through splitters).
 pub(super) fn replicating(state: &str) -> bool {
@@ -54,7 +55,7 @@ const KEEPING_UP_SECONDS: f64 = 3.0;
 
 const PROTECT_STEPS: [&str; 4] =
     ["start the splitters", "move the running disks onto them", "initial replication", "first recovery point"];
-const UNPROTECT_STEPS: [&str; 3] = [
+pub(super) const UNPROTECT_STEPS: [&str; 3] = [
     "move the running disks off the splitters",
     "ship the last writes and stop the splitters",
     "forget change tracking",
@@ -323,10 +324,16 @@ impl Daemon {
             return self.stop_initial_replication(&deployment, name, protect_job);
         }
         self.spawn_job(&deployment, name, "unprotect", &UNPROTECT_STEPS, move |daemon, job| {
-            daemon.unreplicate(job.deployment, &machine, Some(job))?;
-            job.deployment.state.set_machine_state(&machine.definition.name, "unprotected", Some(None))?;
-            Ok(json!({"name": machine.definition.name, "state": "unprotected"}))
+            daemon.unprotect_job(&machine, job)
         })
+    }
+
+    /// The unprotect job; run again by a restarted daemon that interrupted
+    /// it (every step is safe to repeat).
+    pub(super) fn unprotect_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        self.unreplicate(job.deployment, machine, Some(job))?;
+        job.deployment.state.set_machine_state(&machine.definition.name, "unprotected", Some(None))?;
+        Ok(json!({"name": machine.definition.name, "state": "unprotected"}))
     }
 
     /// A replicated machine that runs with a disk on its image instead of
@@ -395,11 +402,15 @@ impl Daemon {
     /// At the daemon's start: the splitters of replicated machines adopted
     /// (or started again, their intent logs saying what to re-read), and
     /// protect jobs an earlier daemon left unfinished run again.
-    pub(super) fn resume_protection(self: &Arc<Self>) -> Result<Vec<String>, ControlError> {
+    pub(super) fn resume_protection(self: &Arc<Self>, interrupted: &[Job]) -> Result<Vec<String>, ControlError> {
         let deployment = self.deployment()?;
         let mut resumed = Vec::new();
         for machine in deployment.state.machines()? {
             if !replicating(&machine.state) {
+                continue;
+            }
+            if interrupted_command(interrupted, &machine.definition.name) == Some("unprotect") {
+                // The unprotect is finished instead (see `resume_interrupted`).
                 continue;
             }
             if machine.state == "reprotecting" {
@@ -409,15 +420,17 @@ impl Daemon {
                 self.resume_reprotect(&deployment, machine)?;
                 continue;
             }
+            // (An unprotect, or the roll-back of a failed protect, that a
+            // daemon died in the middle of.)
+            if self.reattach_splitters(&deployment, &machine)? {
+                eprintln!(
+                    "standby: machine '{}' was running off its splitters: moved back onto them, its disks re-read \
+                     in full",
+                    machine.definition.name
+                );
+            }
             if machine.state != "enabling" {
                 // (An unfinished protect starts them itself, the guest paused.)
-                if self.reattach_splitters(&deployment, &machine)? {
-                    eprintln!(
-                        "standby: machine '{}' was running off its splitters (a daemon died in the middle of an \
-                         unprotect?): moved back onto them, its disks re-read in full",
-                        machine.definition.name
-                    );
-                }
                 self.ensure_splitters(&deployment, &machine)?;
             }
             if machine.state == "enabling" {
@@ -465,6 +478,9 @@ impl Daemon {
         });
         let Some(vault) = vault.filter(|_| replicating(&machine.state)) else {
             value["health"] = json!(null);
+            if super::failover::on_exports(&machine.state) {
+                value["hydration"] = self.hydration(deployment, machine)?;
+            }
             return Ok(value);
         };
         value["replicates_to"] = json!(other_site(&machine.active_site));
@@ -553,6 +569,25 @@ impl Daemon {
         value["problems"] = json!(critical.into_iter().chain(warnings).collect::<Vec<_>>());
         value["disks"] = json!(disks);
         Ok(value)
+    }
+}
+
+impl Daemon {
+    /// How much of each disk of a machine running from its failover
+    /// point's exports is local (hydrated or written since), per disk.
+    pub(super) fn hydration(&self, deployment: &Deployment, machine: &Machine) -> Result<Value, ControlError> {
+        let mut disks = Vec::new();
+        for (index, disk) in machine.disks.iter().enumerate() {
+            let overlay = super::failover::overlay_path(deployment, machine, index, &machine.active_site);
+            let local = standby_splitter::export::local_bytes(&overlay).map_err(|e| ControlError::io(&overlay, e))?;
+            let (local, total) = match local {
+                Some((local, total)) => (Some(local), Some(total)),
+                None => (None, None),
+            };
+            disks.push(json!({"disk": disk.vault_disk, "overlay": overlay, "local_bytes": local,
+                              "disk_bytes": total, "complete": local.is_some() && local == total}));
+        }
+        Ok(json!(disks))
     }
 }
 

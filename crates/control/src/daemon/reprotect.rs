@@ -215,11 +215,15 @@ impl Daemon {
         for (index, disk) in machine.disks.iter().enumerate() {
             let image = machine.disks[index].image_at(active).to_path_buf();
             let overlay = overlay_path(deployment, machine, index, active);
-            if standby_splitter::export::fully_hydrated(&overlay).map_err(|e| ControlError::io(&overlay, e))? {
-                // The overlay already holds the point and the writes since:
-                // copied locally while the guest runs (ranges it writes
-                // meanwhile are in its map, copied again under the pause).
-                copy_sparse(&overlay, &image)?;
+            let hydrated = wait_for_hydration(&overlay, |detail| {
+                job.step(STEPS[2], "running", &format!("{}: {detail}", disk.vault_disk))
+            })?;
+            if hydrated {
+                // The overlay holds the point and the writes since: it
+                // becomes the disk (a second name for the same file, or a
+                // local copy across filesystems) while the guest runs on
+                // it, and stays its disk once the export stops.
+                take_over_overlay(&overlay, &image)?;
                 local += 1;
             } else {
                 standby_vault::journal::restore_journal(
@@ -233,8 +237,8 @@ impl Daemon {
         }
         let from = match local {
             0 => "restored from the vault".to_string(),
-            n if n == machine.disks.len() => "copied from the hydrated overlays".to_string(),
-            n => format!("{n} copied from hydrated overlays, the rest restored from the vault"),
+            n if n == machine.disks.len() => "the hydrated overlays became the disks".to_string(),
+            n => format!("{n} made of hydrated overlays, the rest restored from the vault"),
         };
         job.step(STEPS[2], "done", &format!("at {} ({}), {from}", point.time, point.described))?;
 
@@ -299,16 +303,21 @@ impl Daemon {
     }
 
     /// Stops the splitters of `machine`'s disks (they ship what they queued).
-    pub(super) fn stop_splitters_of(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
+    /// Stops the splitters of `machine`'s disks (ours, or ones an earlier
+    /// daemon left running), each after it shipped what it queued; returns
+    /// how many ran.
+    pub(super) fn stop_splitters_of(&self, deployment: &Deployment, machine: &Machine) -> Result<usize, ControlError> {
         let run_dir = deployment.run_dir().join("disks");
+        let mut stopped = 0;
         for disk in &machine.disks {
             let agent =
                 lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Agent::adopt(&run_dir, &disk.vault_disk));
             if let Some(agent) = agent {
                 agent.stop()?;
+                stopped += 1;
             }
         }
-        Ok(())
+        Ok(stopped)
     }
 
     /// The exports and overlays a machine ran on before reverse replication.
@@ -376,7 +385,7 @@ impl Daemon {
             for (index, _) in machine.disks.iter().enumerate() {
                 let image = machine.disks[index].image_at(active).to_path_buf();
                 let overlay = overlay_path(deployment, machine, index, active);
-                if let Some(written) = overlay_ranges(&overlay)? {
+                if let Some(written) = overlay_ranges(&overlay)?.filter(|_| !same_file(&overlay, &image)) {
                     copy_ranges(&overlay, &image, &written)?;
                 }
             }
@@ -486,6 +495,63 @@ fn write_reverse_intent_logs(
         }
     }
     Ok(())
+}
+
+/// How long hydration may make no progress before reprotect restores the
+/// disk from the vault instead of waiting for it.
+const HYDRATION_STALL: Duration = Duration::from_secs(30);
+
+/// Waits until the overlay at `overlay` holds the whole disk (its export
+/// hydrates it in the background), reporting progress; false when it has
+/// no maps (nothing hydrates it) or hydration made no progress for
+/// [`HYDRATION_STALL`].
+fn wait_for_hydration(
+    overlay: &Path,
+    progress: impl Fn(&str) -> Result<(), ControlError>,
+) -> Result<bool, ControlError> {
+    let mut last = None;
+    let mut since = Instant::now();
+    loop {
+        match standby_splitter::export::local_bytes(overlay).map_err(|e| ControlError::io(overlay, e))? {
+            None => return Ok(false),
+            Some((local, disk)) if local == disk => return Ok(true),
+            Some((local, disk)) => {
+                if last != Some(local) {
+                    last = Some(local);
+                    since = Instant::now();
+                    progress(&format!("waiting for hydration: {} of {} local", mib(local), mib(disk)))?;
+                } else if since.elapsed() > HYDRATION_STALL {
+                    return Ok(false);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Whether `a` and `b` name the same file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Makes the fully hydrated overlay at `overlay` the disk image `image`:
+/// a hard link (no copy; the export keeps writing the same file), or a
+/// sparse copy when they are on different filesystems. Whatever `image`
+/// was before goes.
+fn take_over_overlay(overlay: &Path, image: &Path) -> Result<(), ControlError> {
+    if same_file(overlay, image) {
+        return Ok(());
+    }
+    remove_files(&[image.to_path_buf()])?;
+    match std::fs::hard_link(overlay, image) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => copy_sparse(overlay, image),
+        Err(e) => Err(ControlError::io(image, e)),
+    }
 }
 
 /// Makes `to` a copy of `from` (sparse: zero blocks are not written), then

@@ -1,0 +1,121 @@
+//! What a daemon does at its start with the jobs the previous one left
+//! running (it died in the middle, maybe by `kill -9`): each resumes or
+//! rolls back, so no machine stays half-way and none runs at both sites.
+//!
+//! | interrupted job                         | the machine is        | at the restart                         |
+//! |-----------------------------------------|-----------------------|----------------------------------------|
+//! | failover, planned/complete-failover     | failover-in-progress  | rolled back (back at its source)       |
+//! | protect                                 | enabling              | resumed                                |
+//! | reprotect (after the rebuild)           | reprotecting          | resumed                                |
+//! | reprotect (before)                      | committed             | nothing to do: run it again            |
+//! | unprotect                               | enabling or protected | resumed                                |
+//! | test-failover                           | test-failover         | rolled back: the drill removed         |
+//! | cleanup-test-failover                   | test-failover         | resumed                                |
+//! | change-point                            | failed-over           | resumed (the new point is recorded)    |
+//! | cancel                                  | failed-over, ready-to-complete | resumed                       |
+//! | commit                                  | failed-over           | resumed                                |
+//! | planned-failover --sync-first           | protected             | resumed (waits for ready-to-complete)  |
+//! | machine start / stop                    | any                   | not redone; a running QEMU is adopted  |
+//!
+//! A job stopped by a restart is recorded `interrupted`; the one that
+//! resumes or rolls it back is a new job named after it. A machine whose
+//! details say a job owed it a start (`start_pending`: a cancelled
+//! failover had shut its source down) is started.
+
+use std::sync::Arc;
+
+use super::failover::{CANCEL_STEPS, CHANGE_POINT_STEPS, CLEANUP_STEPS, COMMIT_STEPS, SYNC_FIRST_STEPS};
+use super::protection::UNPROTECT_STEPS;
+use super::Daemon;
+use crate::error::ControlError;
+use crate::points::MachinePoint;
+use crate::state::Job;
+
+/// The command of the newest job of machine `name` among `interrupted`
+/// (without what a resumed job adds to its name: "cancel (resumed …)" is
+/// a cancel).
+pub(super) fn interrupted_command<'a>(interrupted: &'a [Job], name: &str) -> Option<&'a str> {
+    let job = interrupted.iter().filter(|job| job.machine == name).max_by_key(|job| job.id)?;
+    Some(job.command.split(" (").next().unwrap_or(&job.command))
+}
+
+impl Daemon {
+    /// Resumes or rolls back the `interrupted` jobs the state-driven
+    /// restarts (`roll_back_interrupted_failovers`, `resume_protection`)
+    /// do not cover; returns what it started, one line per machine.
+    pub(super) fn resume_interrupted(self: &Arc<Self>, interrupted: &[Job]) -> Result<Vec<String>, ControlError> {
+        let deployment = self.deployment()?;
+        let mut started = Vec::new();
+        for machine in deployment.state.machines()? {
+            let name = machine.definition.name.clone();
+            let command = interrupted_command(interrupted, &name).unwrap_or("");
+            let resumed = format!("{command} (resumed after a daemon restart)");
+            let job = match (command, machine.state.as_str()) {
+                ("unprotect", "enabling" | "protected") => {
+                    self.spawn_job(&deployment, &name, &resumed, &UNPROTECT_STEPS, move |daemon, job| {
+                        daemon.unprotect_job(&machine, job)
+                    })?
+                }
+                ("test-failover", "test-failover") => self.spawn_job(
+                    &deployment,
+                    &name,
+                    "test-failover (rolled back after a daemon restart)",
+                    &CLEANUP_STEPS,
+                    move |daemon, job| daemon.cleanup_job(&machine, job),
+                )?,
+                ("cleanup-test-failover", "test-failover") => {
+                    self.spawn_job(&deployment, &name, &resumed, &CLEANUP_STEPS, move |daemon, job| {
+                        daemon.cleanup_job(&machine, job)
+                    })?
+                }
+                ("change-point", "failed-over") if !machine.details["failover"]["change_point"].is_null() => {
+                    let point: MachinePoint =
+                        serde_json::from_value(machine.details["failover"]["change_point"]["point"].clone()).map_err(
+                            |e| ControlError::Failed(format!("machine '{name}': the recorded change of point ({e})")),
+                        )?;
+                    self.spawn_job(&deployment, &name, &resumed, &CHANGE_POINT_STEPS, move |daemon, job| {
+                        daemon.change_point_job(&machine, &point, true, job)
+                    })?
+                }
+                ("cancel", "failed-over" | "ready-to-complete") => {
+                    self.spawn_job(&deployment, &name, &resumed, &CANCEL_STEPS, move |daemon, job| {
+                        daemon.cancel_job(&machine, job)
+                    })?
+                }
+                ("commit", "failed-over") => {
+                    self.spawn_job(&deployment, &name, &resumed, &COMMIT_STEPS, move |daemon, job| {
+                        daemon.commit_job(&machine, job)
+                    })?
+                }
+                ("planned-failover --sync-first", "protected") => {
+                    self.spawn_job(&deployment, &name, &resumed, &SYNC_FIRST_STEPS, move |daemon, job| {
+                        daemon.sync_first_job(&machine, job)
+                    })?
+                }
+                _ if !machine.details["start_pending"].is_null() => {
+                    let owed = machine.details["start_pending"]["job"].clone();
+                    let owner = name.clone();
+                    self.spawn_job(
+                        &deployment,
+                        &name,
+                        &format!("machine start (owed by job {owed}, resumed after a daemon restart)"),
+                        &["start the machine"],
+                        move |daemon, job| {
+                            job.step("start the machine", "running", "")?;
+                            let done = daemon.start_pending(job.deployment, &owner)?;
+                            job.step("start the machine", "done", &done)?;
+                            Ok(serde_json::json!({"name": owner, "done": done}))
+                        },
+                    )?
+                }
+                _ => continue,
+            };
+            started.push(format!("{} (job {})", machine_name(&job), job["job"]));
+        }
+        Ok(started)
+    }
+}
+
+fn machine_name(job: &serde_json::Value) -> String {
+    format!("{}: {}", job["machine"].as_str().unwrap_or("?"), job["command"].as_str().unwrap_or("?"))
+}
