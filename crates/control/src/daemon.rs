@@ -262,6 +262,23 @@ impl Daemon {
         Ok(Claim { busy: self.busy.clone(), name: name.to_string() })
     }
 
+    /// Asks the job running on machine `name` to stop (it checks
+    /// `cancelling` at its own safe points and rolls itself back), and
+    /// waits up to `timeout` for it to end.
+    fn stop_running_job(&self, name: &str, timeout: Duration) {
+        lock(&self.cancelling).insert(name.to_string());
+        let deadline = std::time::Instant::now() + timeout;
+        while lock(&self.busy).contains_key(name) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lock(&self.cancelling).remove(name);
+    }
+
+    /// Whether the job running on machine `name` was asked to stop.
+    fn stop_asked(&self, name: &str) -> bool {
+        lock(&self.cancelling).contains(name)
+    }
+
     /// Runs `work` as a job of `command` on machine `name` with these
     /// steps: recorded in the state before it starts, every step's progress
     /// as it goes, and the outcome. A refusal before any step started

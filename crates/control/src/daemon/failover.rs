@@ -373,12 +373,15 @@ impl Daemon {
             in_progress(&details)?;
             // Each step begins by checking for a `cancel`: the failover then
             // rolls back from where it is.
+            let cancelled = |step: usize| -> Result<(), ControlError> {
+                match daemon.stop_asked(name) {
+                    true => Err(ControlError::Failed(format!("cancelled by `standby cancel` at '{}'", STEPS[step]))),
+                    false => Ok(()),
+                }
+            };
             let begin = |step: usize| -> Result<(), ControlError> {
                 job.step(STEPS[step], "running", "")?;
-                if lock(&daemon.cancelling).contains(name) {
-                    return Err(ControlError::Failed(format!("cancelled by `standby cancel` at '{}'", STEPS[step])));
-                }
-                Ok(())
+                cancelled(step)
             };
             let outcome = (|| -> Result<(MachinePoint, Value, Option<Duration>), ControlError> {
                 if machine.state == "test-failover" {
@@ -425,9 +428,7 @@ impl Daemon {
                 begin(2)?;
                 let source_stopped = shut_down || !daemon.runtime(&source).running;
                 let (drained, waited) = daemon.wait_for_last_writes(&machine, source_stopped);
-                if lock(&daemon.cancelling).contains(name) {
-                    return Err(ControlError::Failed(format!("cancelled by `standby cancel` at '{}'", STEPS[2])));
-                }
+                cancelled(2)?;
                 if planned && !drained {
                     return Err(ControlError::Failed(format!(
                         "a planned failover loses no write, and the source's last writes are not all in the vault: \
@@ -498,7 +499,7 @@ impl Daemon {
         }
         let deadline = Instant::now() + LAST_WRITES_TIMEOUT;
         loop {
-            if lock(&self.cancelling).contains(&machine.definition.name) {
+            if self.stop_asked(&machine.definition.name) {
                 return (false, "not waited for: cancelled".to_string());
             }
             match self.replication_progress(machine, true) {
@@ -727,13 +728,8 @@ impl Daemon {
         name: &str,
         failover_job: i64,
     ) -> Result<Value, ControlError> {
-        lock(&self.cancelling).insert(name.to_string());
         // The roll-back may wait for a guest's clean shutdown (a minute at most) and restart it.
-        let deadline = Instant::now() + POWER_DOWN_TIMEOUT + Duration::from_secs(120);
-        while lock(&self.busy).contains_key(name) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        lock(&self.cancelling).remove(name);
+        self.stop_running_job(name, POWER_DOWN_TIMEOUT + Duration::from_secs(120));
         let machine = deployment.state.machine(name)?;
         match machine.state.as_str() {
             "protected" => {

@@ -208,7 +208,7 @@ impl Daemon {
         job.step(PROTECT_STEPS[2], "running", "")?;
         let started = Instant::now();
         loop {
-            if lock(&self.cancelling).contains(name) {
+            if self.stop_asked(name) {
                 return Err(ControlError::Failed("initial replication stopped by `standby unprotect`".into()));
             }
             let (caught_up, detail) = self.replication_progress(machine, false)?;
@@ -377,12 +377,7 @@ impl Daemon {
         name: &str,
         protect_job: i64,
     ) -> Result<Value, ControlError> {
-        lock(&self.cancelling).insert(name.to_string());
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while lock(&self.busy).contains_key(name) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        lock(&self.cancelling).remove(name);
+        self.stop_running_job(name, Duration::from_secs(180));
         let machine = deployment.state.machine(name)?;
         if machine.state != "unprotected" {
             // The roll-back did not finish: a plain unprotect tries again.
