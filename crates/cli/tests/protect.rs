@@ -223,7 +223,7 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
 }
 
 /// `unprotect` while the initial replication runs (here held up by a
-/// vault outage) stops it: the protect job rolls back and says why, the
+/// vault that stopped answering) stops it: the protect job rolls back and says why, the
 /// unprotect job says what it stopped, and the machine is unprotected with
 /// no splitter left and no change tracking kept.
 #[test]
@@ -238,14 +238,18 @@ fn unprotect_during_initial_replication_stops_it() {
     run(&["init", h]).ok();
     support::edit_config(&home, |config| config.replace("\"sites/recovery/vault\"", "\"az://standby/vault\""));
     run(&["vault", "init", "az://standby/vault"]).ok();
-    // Random data: the initial replication has real work to do.
+    // Incompressible data: the initial replication has seconds of work to
+    // do, far more than it takes to see it start and cut the vault off (a
+    // replication that finished first would leave nothing to stop).
     let disk = root.path().join("disk.raw");
-    std::fs::write(&disk, standby_testkit::Random::new(7).disk_data(256 << 20)).unwrap();
+    let mut data = vec![0u8; 1 << 30];
+    standby_testkit::Random::new(7).fill(&mut data);
+    std::fs::write(&disk, data).unwrap();
     run(&["machine", "add", "web", "--disk", path(&disk), "--home", h]).ok();
     let _daemon = Daemon::start_with(&home, &environment);
 
     run(&["protect", "web", "--no-wait", "--home", h]).ok();
-    // The vault goes away once the splitter has started shipping.
+    // The vault stops answering once the splitter has started shipping.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
@@ -255,14 +259,14 @@ fn unprotect_during_initial_replication_stops_it() {
         assert!(std::time::Instant::now() < deadline, "the initial replication never started: {jobs}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    azurite.stop();
+    azurite.freeze();
     let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
     assert_eq!(listed["machines"][0]["state"], "enabling", "{listed}");
     let unprotect = std::thread::scope(|scope| {
         let unprotect = scope.spawn(|| run(&["unprotect", "web", "--home", h, "--json"]));
         // The splitter ships what it queued before it stops: let it.
         std::thread::sleep(Duration::from_secs(2));
-        azurite.restart();
+        azurite.thaw();
         unprotect.join().unwrap()
     });
     let job = unprotect.ok().json();

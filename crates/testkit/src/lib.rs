@@ -79,10 +79,26 @@ impl Azurite {
         ]
     }
 
+    /// Freezes the server (SIGSTOP) at once, as a network partition would:
+    /// requests in flight and new ones get no answer until [`Azurite::thaw`].
+    /// Unlike [`Azurite::stop`], which lets it finish what it is answering,
+    /// nothing more is stored from this moment.
+    pub fn freeze(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    /// Lets a frozen server go on.
+    pub fn thaw(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
     /// Stops the server (to test outages) the way an operator would, so it
     /// saves what it has acknowledged (a killed Azurite loses recent blobs,
     /// which Azure itself never does); `drop` does the same.
     pub fn stop(&mut self) {
+        self.thaw();
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(15);
