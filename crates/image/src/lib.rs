@@ -138,6 +138,37 @@ pub fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Resul
     }
 }
 
+/// Whether `len` bytes at `offset` of `file` are all a hole (read as zeros
+/// without being stored), as `lseek(SEEK_DATA)` says: the filesystem counts
+/// changes still in the page cache as data. `false` when it cannot tell
+/// (filesystems without the call treat the whole file as data).
+pub fn is_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on a valid descriptor; failure is reported as -1.
+    let data = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, libc::SEEK_DATA) };
+    if data >= 0 {
+        return Ok(data as u64 >= offset + len);
+    }
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        // No data from `offset` to the end of the file.
+        Some(libc::ENXIO) => Ok(true),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(error),
+    }
+}
+
+/// Drops the clean pages of a range from the page cache (a hint: pages
+/// still dirty are left, their writeback started), so that reading a
+/// whole image once does not fill the host's memory with it.
+pub fn forget_cached(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise on a valid descriptor; it only advises.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t, libc::POSIX_FADV_DONTNEED)
+    };
+}
+
 /// Writes `len` zero bytes at `offset` of `file` (allocating them).
 pub fn write_zeros(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
@@ -181,6 +212,30 @@ mod tests {
             assert!(!is_zero(&buffer), "byte {position}");
             buffer[position] = 0;
         }
+    }
+
+    #[test]
+    fn holes_are_told_apart_from_data_even_before_writeback() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        file.set_len(8 << 20).unwrap();
+        assert!(is_hole(&file, 0, 8 << 20).unwrap());
+        // Written and still only in the page cache: data.
+        file.write_all_at(&[1u8; 4096], 3 << 20).unwrap();
+        assert!(!is_hole(&file, 2 << 20, 2 << 20).unwrap());
+        assert!(!is_hole(&file, (3 << 20) + 4095, 1).unwrap());
+        assert!(is_hole(&file, 0, 2 << 20).unwrap());
+        assert!(is_hole(&file, 4 << 20, 4 << 20).unwrap(), "past the last data");
+        // Zeros that are written are data too (the caller reads them).
+        file.write_all_at(&[0u8; 4096], 6 << 20).unwrap();
+        assert!(!is_hole(&file, 6 << 20, 1 << 20).unwrap());
     }
 
     #[test]

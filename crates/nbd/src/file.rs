@@ -23,6 +23,16 @@ impl FileExport {
         Ok(FileExport { file, size: metadata.len(), read_only })
     }
 
+    /// Whether the range is a hole in the file (see [`standby_image::is_hole`]).
+    pub fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        standby_image::is_hole(&self.file, offset, len)
+    }
+
+    /// Drops the range's clean pages from the page cache.
+    pub fn forget_cached(&self, offset: u64, len: u64) {
+        standby_image::forget_cached(&self.file, offset, len)
+    }
+
     fn sync_if(&self, fua: bool) -> io::Result<()> {
         if fua {
             self.file.sync_data()

@@ -18,6 +18,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub const REGION_BYTES: u64 = 1 << 20;
 const MAGIC: &[u8; 8] = b"SBYDIRTY";
@@ -37,6 +39,49 @@ pub struct Regions {
     last_sweep: std::time::Instant,
     /// Regions written since the last sweep: their bits stay set.
     touched: Vec<u64>,
+    /// Makes set bits durable, apart from the lock that guards `Regions`.
+    durable: Arc<Durable>,
+}
+
+/// The fdatasync of the intent log, shared by writers (group commit):
+/// every time new bits are written the generation goes up, and one
+/// fdatasync covers every generation written before it began, so writers
+/// that set bits at the same moment wait for one sync, not one each.
+struct Durable {
+    file: File,
+    /// Generation of the last bits written to the file.
+    written: AtomicU64,
+    /// Generation known durable; held while a sync runs.
+    synced: Mutex<u64>,
+}
+
+impl Durable {
+    fn wait(&self, generation: u64) -> io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= generation {
+            return Ok(());
+        }
+        let covered = self.written.load(Ordering::SeqCst);
+        self.file.sync_data()?;
+        *synced = covered;
+        Ok(())
+    }
+}
+
+/// New intent bits written but maybe not yet durable: [`Intent::wait`]
+/// before the image changes in the regions they cover.
+#[must_use = "the image must not change before the intent is durable"]
+pub struct Intent {
+    durable: Arc<Durable>,
+    generation: u64,
+}
+
+impl Intent {
+    /// Returns once the bits are durable (an fdatasync, perhaps shared
+    /// with other writers).
+    pub fn wait(self) -> io::Result<()> {
+        self.durable.wait(self.generation)
+    }
 }
 
 /// Intent bits of regions whose changes are all sealed are cleared at most
@@ -144,8 +189,10 @@ impl Regions {
             file.read_exact_at(&mut bytes, 0)?;
             previous = decode_intent(&bytes, image_bytes);
         }
+        let durable = Arc::new(Durable { file: file.try_clone()?, written: AtomicU64::new(0), synced: Mutex::new(0) });
         let mut regions = Regions {
             file,
+            durable,
             image_bytes,
             intent: vec![0; words],
             pending: vec![0; count],
@@ -188,6 +235,19 @@ impl Regions {
     /// the image changes there. Costs a write and an fdatasync only when a
     /// region was clean.
     pub fn intend(&mut self, offset: u64, length: u64) -> io::Result<()> {
+        match self.intend_later(offset, length)? {
+            Some(intent) => intent.wait(),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets the intent for every region the range touches and writes the
+    /// bits that were clear; returns what to wait for before the image
+    /// changes there when there were any (`None`: already durable). The
+    /// wait, an fdatasync, needs no `&mut self`: a caller can release its
+    /// lock meanwhile (holding the range with [`Regions::hold`] so that no
+    /// sweep clears the new bits).
+    pub fn intend_later(&mut self, offset: u64, length: u64) -> io::Result<Option<Intent>> {
         let mut changed_words = Vec::new();
         for region in regions_of(offset, length) {
             let (word, bit) = (region / 64, 1u64 << (region % 64));
@@ -198,13 +258,25 @@ impl Regions {
             }
         }
         if changed_words.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         changed_words.dedup();
         for word in changed_words {
             self.write_word(word)?;
         }
-        self.file.sync_data()
+        let generation = self.durable.written.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Some(Intent { durable: self.durable.clone(), generation }))
+    }
+
+    /// Keeps the range's intent bits set until [`Regions::release`]: a
+    /// change on its way to the queue (waiting for its intent to be
+    /// durable) counts as pending.
+    pub fn hold(&mut self, offset: u64, length: u64) {
+        self.queued(offset, length);
+    }
+
+    pub fn release(&mut self, offset: u64, length: u64) {
+        self.sealed(offset, length);
     }
 
     fn write_word(&self, word: usize) -> io::Result<()> {
@@ -342,6 +414,31 @@ mod tests {
         assert_eq!(regions.refresh_bytes(), REGION_BYTES);
         assert_eq!(regions.take_refresh(), Some(2));
         assert_eq!(regions.take_refresh(), None);
+    }
+
+    #[test]
+    fn an_intent_waited_for_later_is_durable_and_held_against_sweeps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intent");
+        let (mut regions, _) = Regions::open(&path, 4 * REGION_BYTES).unwrap();
+        level_everything(&mut regions);
+        regions.write_back(true).unwrap();
+        let first = regions.intend_later(0, 10).unwrap().expect("region 0 was clean");
+        let second = regions.intend_later(2 * REGION_BYTES, 10).unwrap().expect("region 2 was clean");
+        assert!(regions.intend_later(5, 10).unwrap().is_none(), "region 0's bit is already written");
+        regions.hold(0, 10);
+        // Waited for from other threads, in any order: one sync may cover both.
+        std::thread::scope(|scope| {
+            scope.spawn(|| second.wait().unwrap());
+            scope.spawn(|| first.wait().unwrap());
+        });
+        // A sweep (even at a clean stop) leaves a held region's bit alone.
+        regions.write_back(true).unwrap();
+        assert!(regions.intended(0) && !regions.intended(2));
+        assert_eq!(Regions::open(&path, 4 * REGION_BYTES).unwrap().1, Some(vec![0]));
+        regions.release(0, 10);
+        regions.write_back(true).unwrap();
+        assert!(!regions.intended(0));
     }
 
     #[test]

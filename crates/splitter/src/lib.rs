@@ -4,8 +4,9 @@
 //! the disk's journal in the vault and seals a segment every
 //! `seal_interval` (see `standby_vault::journal`).
 //!
-//! Order: a change is applied to the image and queued under one lock, so
-//! the journal's order is the image's order even for overlapping writes.
+//! Order: a change waits for the changes in flight that overlap it, is
+//! applied to the image and then queued, so the journal's order is the
+//! image's order wherever it matters (see [`Shared::change`]).
 //!
 //! Falling behind: the queue holds at most `queue_bytes_max` of write data.
 //! When it is full (the vault is slow or unreachable), guest writes still
@@ -114,6 +115,14 @@ struct Queue {
     initial_pass: bool,
     /// Time of the oldest change queued or unsealed, for the lag.
     oldest_unsealed: Option<i64>,
+    /// Ranges of guest changes being applied to the image (see
+    /// [`Shared::change`]).
+    applying: Vec<(u64, u64)>,
+}
+
+/// Whether two byte ranges share a byte.
+fn overlap(a_offset: u64, a_length: u64, b_offset: u64, b_length: u64) -> bool {
+    a_offset < b_offset + b_length && b_offset < a_offset + a_length
 }
 
 /// What `standby mark`/status report about a running splitter.
@@ -141,6 +150,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when entries arrive (for the shipper) or leave (for writers).
     changed: Condvar,
+    /// Signalled when a guest change has been applied to the image.
+    applied: Condvar,
     status: Mutex<Status>,
     options: SplitterOptions,
     /// Catch-up buffers the shipper is done with, for the next regions:
@@ -195,6 +206,16 @@ impl Shared {
 
     /// Applies a guest change to the image and queues it, or, when the
     /// queue is full, only remembers its regions for the catch-up.
+    ///
+    /// The image is written without the lock, so the guest's writes to
+    /// different places go on side by side (the lock is not held while the
+    /// kernel throttles a writer, or while an intent is made durable).
+    /// Overlapping changes wait for each other: each is applied and queued
+    /// before the next starts, so the journal's order is the image's
+    /// wherever the order matters. Non-overlapping ones may be queued in
+    /// another order than they reached the image, which no point can tell
+    /// apart: a change is queued before it is acknowledged, so one that
+    /// was acknowledged before another began is queued before it.
     fn change(
         &self,
         offset: u64,
@@ -207,22 +228,42 @@ impl Shared {
         }
         let bytes = if let Entry::Write { data, .. } = &entry { data.len() as u64 } else { 0 };
         let mut queue = self.lock();
-        queue.regions.intend(offset, length)?;
-        apply(&entry)?;
-        if queue.bytes + bytes <= self.options.queue_bytes_max && !queue.stopping {
+        while queue.applying.iter().any(|&(o, l)| overlap(o, l, offset, length)) {
+            queue = self.applied.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+        let intent = queue.regions.intend_later(offset, length)?;
+        queue.applying.push((offset, length));
+        // No sweep clears the intent while the change is on its way.
+        queue.regions.hold(offset, length);
+        drop(queue);
+        let applied = match intent {
+            Some(intent) => intent.wait().and_then(|()| apply(&entry)),
+            None => apply(&entry),
+        };
+        let mut queue = self.lock();
+        queue.regions.release(offset, length);
+        let at = queue.applying.iter().position(|&range| range == (offset, length)).expect("registered above");
+        queue.applying.swap_remove(at);
+        self.applied.notify_all();
+        if applied.is_ok() && queue.bytes + bytes <= self.options.queue_bytes_max && !queue.stopping {
             queue.regions.queued(offset, length);
             self.push(queue, entry, bytes);
         } else {
+            // Not queued (no room, or the image may be half changed by a
+            // failed write): the catch-up re-reads whatever is there.
             if queue.exact {
                 queue.exact = false;
                 queue.entries.push_back(Entry::Gap { time: now_micros() });
-                tracing::warn!("the vault is behind: tracking changed regions until it catches up");
+                match &applied {
+                    Ok(()) => tracing::warn!("the vault is behind: tracking changed regions until it catches up"),
+                    Err(e) => tracing::warn!("a change to the image failed ({e}): its range will be re-read"),
+                }
             }
             queue.regions.need_refresh(offset, length);
             drop(queue);
             self.changed.notify_all();
         }
-        Ok(())
+        applied
     }
 
     /// Queues a bookmark at this place in the change stream; refused while
@@ -343,11 +384,13 @@ impl Splitter {
             regions,
             initial_pass: journal_empty,
             oldest_unsealed: None,
+            applying: Vec::new(),
         };
         let shared = Arc::new(Shared {
             image: export,
             queue: Mutex::new(queue),
             changed: Condvar::new(),
+            applied: Condvar::new(),
             status: Mutex::new(Status { disk: options.disk.clone(), ..Status::default() }),
             options,
             spare_buffers: Mutex::default(),
@@ -448,23 +491,41 @@ fn catch_up(shared: &Shared, stop: &AtomicBool) {
             continue;
         };
         let (offset, length) = queue.regions.range(region);
-        let mut buffer = shared.spare_buffer();
-        buffer.truncate(length as usize);
-        if let Err(e) = shared.image.read(offset, &mut buffer) {
-            tracing::error!("catch-up could not read the image at {offset}: {e}");
-            queue.regions.need_refresh_region(region);
-            drop(queue);
-            shared.recycle(buffer);
-            std::thread::sleep(Duration::from_secs(1));
-            continue;
+        // The region is read with no guest change to it half applied (and
+        // none can start while the lock is held).
+        while queue.applying.iter().any(|&(o, l)| overlap(o, l, offset, length)) {
+            queue = shared.applied.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+        // A hole reads as zeros: nothing to read (a sparse image's first
+        // pass costs next to nothing).
+        let hole = shared.image.is_hole(offset, length).unwrap_or(false);
+        let mut buffer = Vec::new();
+        if !hole {
+            buffer = shared.spare_buffer();
+            buffer.truncate(length as usize);
+            if let Err(e) = shared.image.read(offset, &mut buffer) {
+                tracing::error!("catch-up could not read the image at {offset}: {e}");
+                queue.regions.need_refresh_region(region);
+                drop(queue);
+                shared.recycle(buffer);
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
         }
         let time = now_micros();
-        if !standby_image::is_zero(&buffer) {
+        if !hole && !standby_image::is_zero(&buffer) {
             queue.regions.queued(offset, length);
             shared.push(queue, Entry::Write { offset, data: buffer, time }, length);
+            // The read is not worth keeping cached: it would crowd the
+            // host's memory, and the guest's later writes into large cached
+            // folios cost more than into cold ones.
+            shared.image.forget_cached(offset, length);
             continue;
         }
         shared.recycle(buffer);
+        if !hole {
+            shared.image.forget_cached(offset, length);
+        }
         if !queue.initial_pass {
             // The journal may hold data here from before.
             queue.regions.queued(offset, length);
