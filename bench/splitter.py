@@ -14,13 +14,17 @@ Measures, on the same data and the same client:
      20 s: the age of the oldest change not yet in the vault, sampled every
      100 ms (an upper bound on every write's ack-to-restorable time), p50,
      p99 and max, and the splitter's peak memory;
+  3b. sustained replication with the guest writing: the 2 GiB real image
+     written in order (1 MiB requests, queue depth 8) at paced rates of 150
+     and 300 MB/s and unpaced; lag sampled as in 3, the time from the last
+     write to all sealed, the splitter's peak memory;
   4. export: time from `standby export` to the first 4 KiB read served, for a
      1 GiB and an 8 GiB disk;
   5. replication throughput with the guest idle: the splitter's initial
      replication of the 1 GiB image into an empty local vault (start to all
      sealed) beside `zstd -1 -T2` of the same file (the compression bound).
 
-Usage: bench/splitter.py [--work DIR] [--keep]
+Usage: bench/splitter.py [--work DIR] [--keep] [--only seq,rand,lag,sustained,export,initial]
 """
 import argparse
 import importlib.util
@@ -175,11 +179,82 @@ def random_writes(uri, count, depth=16, size=GIB, rate=None, seed=1):
     return elapsed
 
 
+def paced_copy(uri, source, rate, block=1 << 20, depth=8):
+    """Writes `source` into the export in order, `block` bytes a request at
+    queue depth `depth`, paced at `rate` bytes/s; all-zero blocks go as
+    write-zeroes (as nbdcopy sends them). Returns the seconds taken."""
+    handle = nbd.NBD()
+    handle.connect_uri(uri)
+    size = os.path.getsize(source)
+    started = time.perf_counter()
+    failed = []
+
+    def completed(error):
+        if error.value:
+            failed.append(error.value)
+        return 1
+
+    with open(source, "rb") as f:
+        offset = 0
+        while offset < size:
+            if offset > (time.perf_counter() - started) * rate:
+                if handle.aio_in_flight() > 0:
+                    handle.poll(0)
+                time.sleep(0.0005)
+                continue
+            while handle.aio_in_flight() >= depth:
+                handle.poll(1)
+            data = f.read(block)
+            if data.count(0) == len(data):
+                handle.aio_zero(len(data), offset, completion=completed)
+            else:
+                handle.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(data)), offset, completion=completed)
+            offset += len(data)
+    while handle.aio_in_flight() > 0:
+        handle.poll(1)
+    if failed:
+        sys.exit(f"{len(failed)} writes failed (errno {failed[0]})")
+    handle.flush()
+    elapsed = time.perf_counter() - started
+    handle.shutdown()
+    return elapsed
+
+
+def sustained(work, source, rate):
+    """The real image written at `rate`: lag samples (s), the write time, and
+    the time from the last write to everything sealed."""
+    import threading
+    image = work / "sustained.img"
+    fresh_image(image, os.path.getsize(source))
+    os.sync()
+    s = Splitter(work, image, "sustained")
+    samples, done = [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            st = status(s.socket)
+            if st:
+                samples.append(st["lag_seconds"])
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    elapsed = paced_copy(s.uri, source, rate)
+    ended = time.perf_counter()
+    wait_caught_up(s.socket)
+    drain = time.perf_counter() - ended
+    done.set()
+    sampler.join()
+    rss = s.stop()
+    image.unlink()
+    return sorted(samples), elapsed, drain, rss
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--only", default="seq,rand,lag,export,initial",
+    parser.add_argument("--only", default="seq,rand,lag,sustained,export,initial",
                         help="comma-separated sections to run (default: all)")
     arguments = parser.parse_args()
     for tool in ["nbdcopy", "qemu-nbd", "qemu-io", "zstd"]:
@@ -255,6 +330,17 @@ def main():
         lag_rss = s.stop()
         samples.sort()
         achieved = writes * 65536 / elapsed
+
+    # 3b. Sustained replication with the guest writing: the 2 GiB real
+    # image written in order at paced rates; the vault kept pace when
+    # everything is sealed within 2 s of the last write.
+    if "sustained" in only:
+        sustained_rows = []
+        for rate in [150e6, 300e6, 1000e6]:
+            lags, took, drain, rss = sustained(work, built, rate)
+            p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))] if lags else 0
+            sustained_rows.append((rate, os.path.getsize(built) / took, lags[len(lags) // 2] if lags else 0, p99,
+                                   lags[-1] if lags else 0, drain, rss, drain <= 2))
 
     # 4. Export: time to the first read, 1 GiB and 8 GiB disks.
     if "export" in only:
@@ -332,6 +418,15 @@ def main():
         print(f"lag at {achieved / 1e6:.0f} MB/s of random 64 KiB writes for {elapsed:.0f} s: p50 {p50:.2f} s, "
               f"p99 {p99:.2f} s, max {samples[-1] if samples else 0:.2f} s ({len(samples)} samples; target p99 <= 2 s: "
               f"{'yes' if p99 <= 2 else 'NO'}); splitter peak memory {lag_rss / (1 << 20):.0f} MiB")
+    if "sustained" in only:
+        print(f"\nsustained replication, the {os.path.getsize(built) >> 30} GiB real image written in order "
+              f"(1 MiB requests, qd 8) at a paced rate:")
+        print(f"{'asked MB/s':>11}{'written MB/s':>13}{'lag p50 s':>10}{'p99 s':>7}{'max s':>7}{'drain s':>8}"
+              f"{'peak MiB':>9}  kept pace (drain <= 2 s)")
+        for rate, achieved, p50, p99, worst, drain, rss, kept in sustained_rows:
+            print(f"{rate / 1e6:>11.0f}{achieved / 1e6:>13.0f}{p50:>10.2f}{p99:>7.2f}{worst:>7.2f}{drain:>8.2f}"
+                  f"{rss / (1 << 20):>9.0f}  {'yes' if kept else 'NO'}")
+        print()
     if "initial" in only:
         initial_rate, zstd_rate = GIB / statistics.median(initial), GIB / statistics.median(zstd)
         print(f"initial replication into a local vault, guest idle: {initial_rate / 1e9:.2f} GB/s beside zstd -1 -T2 "
