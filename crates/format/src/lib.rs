@@ -16,6 +16,7 @@ mod chunk;
 mod config;
 mod envelope;
 mod error;
+mod intent;
 mod journal;
 mod keys;
 mod overlay;
@@ -27,6 +28,7 @@ pub use chunk::{chunk_of_frame, decode_frame, encode_frame, round_trip, ChunkId,
 pub use config::{EncryptionConfig, VaultConfig};
 pub use envelope::{Envelope, ObjectKind, ENVELOPE_HEADER_BYTES, ENVELOPE_PAYLOAD_BYTES_MAX};
 pub use error::FormatError;
+pub use intent::{decode_intent_log, encode_intent_header, intent_log_bytes, intent_regions, INTENT_HEADER_BYTES};
 pub use journal::{pieces, Record, RecordKind, Segment, JOURNAL_WRITE_BYTES_MAX, SEGMENT_RECORDS_MAX};
 pub use keys::{KeyMaterial, Keys};
 pub use overlay::{encode_overlay_record, OverlayHeader, OverlayMap, OVERLAY_RECORD_BYTES};

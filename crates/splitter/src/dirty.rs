@@ -11,8 +11,7 @@
 //!   (the queue was full, or the splitter just started) and must be read
 //!   from the image and recorded before the journal is exact again.
 //!
-//! Intent file: `"SBYDIRTY"` | version u16 | reserved (6) | region bytes u64
-//! | image bytes u64 | bitmap (u64 words, LE, bit i of word w = region 64w+i).
+//! The intent file's layout is `standby_format::intent` (docs/format.md).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -21,10 +20,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use standby_format::{decode_intent_log, encode_intent_header, intent_log_bytes, INTENT_HEADER_BYTES};
+
 pub const REGION_BYTES: u64 = 1 << 20;
-const MAGIC: &[u8; 8] = b"SBYDIRTY";
-const VERSION: u16 = 1;
-const HEADER_BYTES: u64 = 32;
 
 pub struct Regions {
     file: File,
@@ -140,37 +138,14 @@ pub fn write_intent_log(path: &Path, image_bytes: u64, ranges: &[(u64, u64)]) ->
     file.sync_all()
 }
 
-fn header(image_bytes: u64) -> [u8; HEADER_BYTES as usize] {
-    let mut header = [0u8; HEADER_BYTES as usize];
-    header[..8].copy_from_slice(MAGIC);
-    header[8..10].copy_from_slice(&VERSION.to_le_bytes());
-    header[16..24].copy_from_slice(&REGION_BYTES.to_le_bytes());
-    header[24..32].copy_from_slice(&image_bytes.to_le_bytes());
-    header
+fn header(image_bytes: u64) -> [u8; INTENT_HEADER_BYTES as usize] {
+    encode_intent_header(REGION_BYTES, image_bytes)
 }
 
 /// The dirty regions of an intent log's bytes, if it is a valid log for
 /// an image of `image_bytes`.
 fn decode_intent(bytes: &[u8], image_bytes: u64) -> Option<Vec<usize>> {
-    let count = image_bytes.div_ceil(REGION_BYTES) as usize;
-    let expected_len = HEADER_BYTES as usize + 8 * count.div_ceil(64);
-    let valid = bytes.len() == expected_len
-        && &bytes[..8] == MAGIC
-        && u16::from_le_bytes([bytes[8], bytes[9]]) == VERSION
-        && u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")) == REGION_BYTES
-        && u64::from_le_bytes(bytes[24..32].try_into().expect("8 bytes")) == image_bytes;
-    if !valid {
-        return None;
-    }
-    Some(
-        (0..count)
-            .filter(|&region| {
-                let at = HEADER_BYTES as usize + 8 * (region / 64);
-                let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-                word & (1 << (region % 64)) != 0
-            })
-            .collect(),
-    )
+    decode_intent_log(bytes, REGION_BYTES, image_bytes)
 }
 
 impl Regions {
@@ -183,7 +158,7 @@ impl Regions {
         let words = count.div_ceil(64);
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let mut previous = None;
-        let expected_len = HEADER_BYTES + 8 * words as u64;
+        let expected_len = intent_log_bytes(REGION_BYTES, image_bytes);
         if file.metadata()?.len() == expected_len {
             let mut bytes = vec![0u8; expected_len as usize];
             file.read_exact_at(&mut bytes, 0)?;
@@ -280,7 +255,7 @@ impl Regions {
     }
 
     fn write_word(&self, word: usize) -> io::Result<()> {
-        self.file.write_all_at(&self.intent[word].to_le_bytes(), HEADER_BYTES + 8 * word as u64)
+        self.file.write_all_at(&self.intent[word].to_le_bytes(), INTENT_HEADER_BYTES + 8 * word as u64)
     }
 
     /// A change to the range was queued.
