@@ -215,7 +215,7 @@ impl Daemon {
         for (index, disk) in machine.disks.iter().enumerate() {
             let image = machine.disks[index].image_at(active).to_path_buf();
             let overlay = overlay_path(deployment, machine, index, active);
-            let hydrated = wait_for_hydration(&overlay, |detail| {
+            let hydrated = wait_for_hydration(&overlay, HYDRATION_STALL, |detail| {
                 job.step(STEPS[2], "running", &format!("{}: {detail}", disk.vault_disk))
             })?;
             if hydrated {
@@ -504,9 +504,10 @@ const HYDRATION_STALL: Duration = Duration::from_secs(30);
 /// Waits until the overlay at `overlay` holds the whole disk (its export
 /// hydrates it in the background), reporting progress; false when it has
 /// no maps (nothing hydrates it) or hydration made no progress for
-/// [`HYDRATION_STALL`].
+/// `stall` ([`HYDRATION_STALL`]).
 fn wait_for_hydration(
     overlay: &Path,
+    stall: Duration,
     progress: impl Fn(&str) -> Result<(), ControlError>,
 ) -> Result<bool, ControlError> {
     let mut last = None;
@@ -520,7 +521,7 @@ fn wait_for_hydration(
                     last = Some(local);
                     since = Instant::now();
                     progress(&format!("waiting for hydration: {} of {} local", mib(local), mib(disk)))?;
-                } else if since.elapsed() > HYDRATION_STALL {
+                } else if since.elapsed() > stall {
                     return Ok(false);
                 }
             }
@@ -594,4 +595,76 @@ fn copy_ranges(from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), Cont
         }
     }
     target.sync_all().map_err(|e| ControlError::io(to, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use standby_format::{encode_overlay_record, OverlayHeader};
+    use std::io::Write;
+
+    fn append(path: &Path, bytes: &[u8]) {
+        std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(bytes).unwrap();
+    }
+
+    /// An export's maps: the guest wrote `written`, hydration copied `hydrated`.
+    fn maps(overlay: &Path, written: &[(u64, u64)], hydrated: &[(u64, u64)]) {
+        let header = OverlayHeader { disk: "d".into(), point: "journal 7".into(), disk_bytes: 8 << 20 }.encode();
+        for (path, ranges) in [
+            (standby_splitter::export::map_path(overlay), written),
+            (standby_splitter::export::hydrated_path(overlay), hydrated),
+        ] {
+            append(&path, &header);
+            for &(start, end) in ranges {
+                append(&path, &encode_overlay_record(start, end));
+            }
+        }
+    }
+
+    #[test]
+    fn hydration_is_waited_for_while_it_progresses_and_given_up_when_it_stalls() {
+        let dir = tempfile::tempdir().unwrap();
+        let reports = std::sync::Mutex::new(Vec::new());
+        let progress = |detail: &str| {
+            reports.lock().unwrap().push(detail.to_string());
+            Ok(())
+        };
+        let stall = Duration::from_millis(1200);
+
+        // No maps: nothing hydrates it, restore instead at once.
+        let started = Instant::now();
+        assert!(!wait_for_hydration(&dir.path().join("none"), stall, progress).unwrap());
+        assert!(started.elapsed() < stall);
+
+        // Whole (the guest's writes and the copied ranges together).
+        let whole = dir.path().join("whole");
+        maps(&whole, &[(0, 1 << 20)], &[(1 << 20, 8 << 20)]);
+        assert!(wait_for_hydration(&whole, stall, progress).unwrap());
+
+        // Stuck at half: given up once `stall` passes with no progress.
+        let stuck = dir.path().join("stuck");
+        maps(&stuck, &[], &[(0, 4 << 20)]);
+        let started = Instant::now();
+        assert!(!wait_for_hydration(&stuck, stall, progress).unwrap());
+        assert!(started.elapsed() >= stall, "gave up before the stall");
+        assert_eq!(reports.lock().unwrap().last().unwrap(), "waiting for hydration: 4.0 MiB of 8.0 MiB local");
+
+        // Slow but moving: every step restarts the clock, and it ends whole.
+        let slow = dir.path().join("slow");
+        maps(&slow, &[], &[(0, 1 << 20)]);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for step in 1..8u64 {
+                    std::thread::sleep(stall / 2);
+                    append(
+                        &standby_splitter::export::hydrated_path(&slow),
+                        &encode_overlay_record(step << 20, (step + 1) << 20),
+                    );
+                }
+            });
+            let started = Instant::now();
+            assert!(wait_for_hydration(&slow, stall, progress).unwrap());
+            assert!(started.elapsed() > stall * 2, "longer than one stall in all");
+        });
+    }
 }
