@@ -156,3 +156,41 @@ fn a_half_done_disk_switch_is_seen_for_what_it_is() {
     let report = check_disk(&disk, 4).unwrap();
     assert!(report.complete_through >= acknowledged, "{report} but {acknowledged} acknowledged");
 }
+
+/// A QEMU left in `prelaunch` (started with `-S` by a daemon that died
+/// before letting it boot) is not adopted: the start never happened, so it
+/// is killed; a running one is adopted.
+#[test]
+fn adopt_takes_a_running_qemu_and_kills_one_that_never_booted() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let qmp = run.join("never.qmp");
+    let mut never = std::process::Command::new("qemu-system-x86_64")
+        .args(["-name", "never", "-accel", "tcg", "-m", "64", "-display", "none", "-nodefaults", "-S"])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+        .arg("-pidfile")
+        .arg(run.join("never.pid"))
+        .spawn()
+        .expect("qemu-system-x86_64 runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(qmp.exists() && run.join("never.pid").exists()) {
+        assert!(Instant::now() < deadline, "QEMU never opened its QMP socket");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Qemu::adopt(&run, "never").unwrap().is_none(), "a QEMU in prelaunch was adopted");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while never.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the QEMU in prelaunch was left running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let disk = dir.path().join("disk.raw");
+    prepare_disk(&disk, 64 << 20).unwrap();
+    // Started by a daemon that then died: its QMP connection goes with it.
+    drop(Qemu::start(&test_guest_on(&disk, dir.path())).unwrap());
+    let mut adopted = Qemu::adopt(&run, "web").unwrap().expect("a running QEMU is adopted");
+    assert_eq!(adopted.status().unwrap(), "running");
+    adopted.kill();
+}
