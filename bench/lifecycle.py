@@ -108,6 +108,18 @@ class Deployment:
         self.log.close()
 
 
+def cold_caches():
+    """Both sides start from disk, as they would days after a failover:
+    dirty pages written, the page cache dropped (root only; otherwise
+    whatever is cached stays, which favours whoever reads it)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+    except PermissionError:
+        print("(not root: page cache not dropped before reprotect and rsync)")
+
+
 def wait_hydrated(home):
     """Waits until every disk of the failed-over machine is local; returns when (perf_counter)."""
     while True:
@@ -229,6 +241,7 @@ def main():
     # waits for it (then the overlay becomes the disk without a copy).
     # Measured apart: how long after the failover the disk was local.
     hydrated_after = wait_hydrated(large.home) - large.failed_over_at
+    cold_caches()
     job, wall = large.run_job("reprotect", "web")
     listed = json.loads(standby("machine", "list", "--home", home, "--json").stdout)
     moved = listed["machines"][0]["details"]["reprotected"]["bytes_moved"]
@@ -239,6 +252,7 @@ def main():
     old_disk = home / "sites" / "primary" / "disks" / "web-disk0.raw"
     copy = work / "rsync-target.img"
     shutil.copyfile(old_disk, copy)
+    cold_caches()
     started = time.perf_counter()
     out = subprocess.run(["rsync", "--inplace", "--no-whole-file", "--stats", recovery_disk, copy],
                          capture_output=True, text=True, check=True)
