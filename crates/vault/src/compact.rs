@@ -200,8 +200,7 @@ pub fn seed_journal(vault: &Vault, disk: &str, image: &std::path::Path) -> Resul
         .map_err(|source| VaultError::Io { operation: "stat", path: image.display().to_string(), source })?
         .len();
     let read = |offset: u64, buffer: &mut [u8]| {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(buffer, offset).map_err(|source| VaultError::Io {
+        standby_image::read_sparse(&file, buffer, offset).map_err(|source| VaultError::Io {
             operation: "read",
             path: image.display().to_string(),
             source,
