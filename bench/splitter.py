@@ -171,12 +171,44 @@ def random_writes(uri, count, depth=16, size=GIB, rate=None, seed=1):
             handle.poll(1)
         elif rate and issued < count:
             time.sleep(0.0005)
+    return finish(handle, failed, started)
+
+
+def finish(handle, failed, started):
+    """After the last request: fails on any failed one, flushes, and returns
+    the seconds since `started`."""
     if failed:
         sys.exit(f"{len(failed)} writes failed (errno {failed[0]})")
     handle.flush()
     elapsed = time.perf_counter() - started
     handle.shutdown()
     return elapsed
+
+
+class LagSampler:
+    """Samples a splitter's lag (the age of its oldest change not yet
+    sealed) every 100 ms on a thread, from start to `stop()`."""
+
+    def __init__(self, socket):
+        import threading
+        self.samples = []
+        self.done = threading.Event()
+
+        def sample():
+            while not self.done.is_set():
+                st = status(socket)
+                if st:
+                    self.samples.append(st["lag_seconds"])
+                time.sleep(0.1)
+
+        self.thread = threading.Thread(target=sample)
+        self.thread.start()
+
+    def stop(self):
+        """Stops sampling; returns the samples, sorted."""
+        self.done.set()
+        self.thread.join()
+        return sorted(self.samples)
 
 
 def paced_copy(uri, source, rate, block=1 << 20, depth=8):
@@ -212,42 +244,25 @@ def paced_copy(uri, source, rate, block=1 << 20, depth=8):
             offset += len(data)
     while handle.aio_in_flight() > 0:
         handle.poll(1)
-    if failed:
-        sys.exit(f"{len(failed)} writes failed (errno {failed[0]})")
-    handle.flush()
-    elapsed = time.perf_counter() - started
-    handle.shutdown()
-    return elapsed
+    return finish(handle, failed, started)
 
 
 def sustained(work, source, rate):
     """The real image written at `rate`: lag samples (s), the write time, and
     the time from the last write to everything sealed."""
-    import threading
     image = work / "sustained.img"
     fresh_image(image, os.path.getsize(source))
     os.sync()
     s = Splitter(work, image, "sustained")
-    samples, done = [], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            st = status(s.socket)
-            if st:
-                samples.append(st["lag_seconds"])
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    sampler = LagSampler(s.socket)
     elapsed = paced_copy(s.uri, source, rate)
     ended = time.perf_counter()
     wait_caught_up(s.socket)
     drain = time.perf_counter() - ended
-    done.set()
-    sampler.join()
+    samples = sampler.stop()
     rss = s.stop()
     image.unlink()
-    return sorted(samples), elapsed, drain, rss
+    return samples, elapsed, drain, rss
 
 
 def main():
@@ -308,27 +323,13 @@ def main():
     if "lag" in only:
         fresh_image(image, GIB)
         s = Splitter(work, image, "lag")
-        samples = []
-        import threading
-        done = threading.Event()
-
-        def sample():
-            while not done.is_set():
-                st = status(s.socket)
-                if st:
-                    samples.append(st["lag_seconds"])
-                time.sleep(0.1)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        sampler = LagSampler(s.socket)
         rate = 100_000_000
         writes = int(rate * 20 / 65536)
         elapsed = random_writes(s.uri, writes, rate=rate, seed=2)
         wait_caught_up(s.socket)
-        done.set()
-        sampler.join()
+        samples = sampler.stop()
         lag_rss = s.stop()
-        samples.sort()
         achieved = writes * 65536 / elapsed
 
     # 3b. Sustained replication with the guest writing: the 2 GiB real
