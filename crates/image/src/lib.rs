@@ -144,17 +144,27 @@ pub fn punch_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Resul
 /// changes still in the page cache as data. `false` when it cannot tell
 /// (filesystems without the call treat the whole file as data).
 pub fn is_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<bool> {
+    match seek(file, offset, libc::SEEK_DATA) {
+        Ok(Some(data)) => Ok(data >= offset + len),
+        // No data from `offset` to the end of the file.
+        Ok(None) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `lseek(SEEK_DATA)` or `lseek(SEEK_HOLE)` from `from`; `None` when there
+/// is no data from there to the end of the file (ENXIO).
+fn seek(file: &std::fs::File, from: u64, whence: libc::c_int) -> std::io::Result<Option<u64>> {
     use std::os::fd::AsRawFd;
     // SAFETY: lseek on a valid descriptor; failure is reported as -1.
-    let data = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, libc::SEEK_DATA) };
-    if data >= 0 {
-        return Ok(data as u64 >= offset + len);
+    let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
+    if at >= 0 {
+        return Ok(Some(at as u64));
     }
     let error = std::io::Error::last_os_error();
     match error.raw_os_error() {
-        // No data from `offset` to the end of the file.
-        Some(libc::ENXIO) => Ok(true),
-        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(false),
+        Some(libc::ENXIO) => Ok(None),
         _ => Err(error),
     }
 }
@@ -164,24 +174,11 @@ pub fn is_hole(file: &std::fs::File, offset: u64, len: u64) -> std::io::Result<b
 /// reading a hole costs a page of cache for every 4 KiB of zeros. Where the
 /// filesystem cannot tell (or for a block device), everything is read.
 pub fn read_sparse(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     let end = offset + buffer.len() as u64;
-    let seek = |from: u64, whence: libc::c_int| -> std::io::Result<Option<u64>> {
-        // SAFETY: lseek on a valid descriptor; failure is reported as -1.
-        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
-        if at >= 0 {
-            return Ok(Some(at as u64));
-        }
-        let error = std::io::Error::last_os_error();
-        match error.raw_os_error() {
-            Some(libc::ENXIO) => Ok(None),
-            _ => Err(error),
-        }
-    };
     let mut at = offset;
     while at < end {
-        let data = match seek(at, libc::SEEK_DATA) {
+        let data = match seek(file, at, libc::SEEK_DATA) {
             Ok(Some(data)) => data.min(end),
             // No data from here to the end of the file.
             Ok(None) => end,
@@ -192,7 +189,7 @@ pub fn read_sparse(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std:
         if data == end {
             break;
         }
-        let hole = match seek(data, libc::SEEK_HOLE) {
+        let hole = match seek(file, data, libc::SEEK_HOLE) {
             Ok(Some(hole)) => hole.clamp(data + 1, end),
             Ok(None) | Err(_) => end,
         };
