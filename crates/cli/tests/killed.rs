@@ -9,7 +9,9 @@
 //! back). At the end the disk's records and files are intact (`e2fsck -fn`
 //! clean) through every record the guest acknowledged.
 //!
-//! The seed is printed; `STANDBY_TEST_SEED=N` replays a run.
+//! The seed is printed; `STANDBY_TEST_SEED=N` replays a run, and
+//! `STANDBY_KEEP_FAILED=DIR` copies the deployment (state, run directory
+//! with the QEMU, splitter and export logs) there when a taken-up job fails.
 
 mod support;
 
@@ -185,6 +187,11 @@ fn the_daemon_killed_at_a_random_step_of_every_job_leaves_no_machine_half_way() 
             "the killed job ends interrupted (or finished before the kill): {crashed:#}"
         );
         for later in jobs.iter().filter(|job| job["id"].as_i64() > crashed["id"].as_i64()) {
+            if later["state"] != "succeeded" {
+                if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
+                    let _ = std::process::Command::new("cp").args(["-a", h, &keep]).status();
+                }
+            }
             assert_eq!(later["state"], "succeeded", "taking up the killed job failed: {later:#}");
         }
         let after = machine(h);

@@ -70,13 +70,30 @@ fn a_daemon_killed_during_a_failover_rolls_it_back() {
 
 /// A reprotect cut short by a kill -9 of the daemon: before the machine
 /// moved onto reverse replication (rebuilding its disks), the machine stays
-/// committed and reprotect simply runs again; during the move, the next
+/// committed and reprotect simply runs again; during the move (the reverse
+/// splitters started, the guest paused and still on its exports), the next
 /// daemon finishes it without copying anything over the guest's newer
 /// writes. Either way the machine ends protected in the reverse direction,
 /// running (never left paused), its replica equal to its disk, no record
 /// lost.
 #[test]
 fn a_daemon_killed_during_a_reprotect_is_followed_by_one_that_finishes_it() {
+    reprotect_killed_at(&["reprotect/2/0", "reprotect/@reverse-splitters-started/0"]);
+}
+
+/// Killed once the paused guest's disks are on the reverse splitters but
+/// before that was recorded: the next daemon must keep those splitters
+/// (stopping one under the guest once left its `stop` waiting out QEMU's
+/// reconnect delay) and finish the move.
+#[test]
+fn a_daemon_killed_right_after_the_reverse_switch_is_followed_by_one_that_finishes_it() {
+    reprotect_killed_at(&["reprotect/@reverse-switched/0"]);
+}
+
+/// Fails over and commits the test guest, then reprotects it with the
+/// daemon killed at each of `crashes` (`STANDBY_TEST_CRASH_AT`) in turn
+/// until a restarted daemon finishes the reprotect; checks the result.
+fn reprotect_killed_at(crashes: &[&str]) {
     let root = tempfile::tempdir().unwrap();
     let (home, _image, mut daemon) = protected_guest(root.path());
     let h = path(&home);
@@ -87,12 +104,8 @@ fn a_daemon_killed_during_a_reprotect_is_followed_by_one_that_finishes_it() {
     let next = next_record_at_boot(&console);
     wait_for(&console, &format!("standby-guest: record {}\n", next + 3));
 
-    // Killed as it rebuilds the running disk (nothing moved yet: the
-    // machine stays committed, reprotect runs again), then in the middle of
-    // the move onto reverse replication, then once the disks moved (the
-    // next daemon finishes those two).
     let mut job = Value::Null;
-    for crash in ["reprotect/2/0", "reprotect/3/15", "reprotect/4/0"] {
+    for &crash in crashes {
         assert_eq!(daemon.terminate(), 0);
         daemon = Daemon::start_with(&home, &[("STANDBY_TEST_CRASH_AT", crash)]);
         let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();

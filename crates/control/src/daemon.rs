@@ -114,11 +114,20 @@ impl<'a> JobSteps<'a> {
         }
         Ok(())
     }
+
+    /// A named point inside a step, where a test may stop or kill the
+    /// daemon (`COMMAND/@NAME/MS`); nothing is recorded.
+    fn moment(&self, name: &str) {
+        for hook in &self.hooks {
+            hook.reached(&format!("@{name}"));
+        }
+    }
 }
 
 /// Tests' way to reach a chosen moment of a job, `COMMAND/STEP/MS` (step
 /// number from 0), acted on when the step of the first job of `COMMAND`
-/// is first recorded (running or done):
+/// is first recorded (running or done), or `COMMAND/@MOMENT/MS`, acted on
+/// when the job passes a named moment inside a step (`JobSteps::moment`):
 ///
 /// - `STANDBY_TEST_CRASH_AT`: the daemon dies by SIGKILL (as `kill -9`)
 ///   MS ms later;
@@ -140,16 +149,15 @@ impl TestHook {
             let spec = std::env::var(variable).ok()?;
             let mut fields = spec.rsplitn(3, '/');
             let delay = fields.next()?.parse().ok()?;
-            let step: usize = fields.next()?.parse().ok()?;
+            let at = fields.next()?;
             if fields.next()? != command {
                 return None;
             }
-            Some(TestHook {
-                step: steps.get(step)?.to_string(),
-                delay: Duration::from_millis(delay),
-                crash,
-                fired: Default::default(),
-            })
+            let step = match at.strip_prefix('@') {
+                Some(_) => at.to_string(),
+                None => steps.get(at.parse::<usize>().ok()?)?.to_string(),
+            };
+            Some(TestHook { step, delay: Duration::from_millis(delay), crash, fired: Default::default() })
         };
         [parse("STANDBY_TEST_CRASH_AT", true), parse("STANDBY_TEST_STALL_AT", false)].into_iter().flatten().collect()
     }

@@ -233,7 +233,10 @@ impl Qemu {
                 qemu.kill();
                 Ok(None)
             }
-            Ok(_) => Ok(Some(qemu)),
+            Ok(_) => {
+                qemu.remove_half_done_switches()?;
+                Ok(Some(qemu))
+            }
             Err(_) if qemu.process.wait_exit(Duration::from_secs(5)) => {
                 qemu.forget();
                 Ok(None)
@@ -315,6 +318,28 @@ impl Qemu {
         Ok(self.protocol_nodes(index)?.0)
     }
 
+    /// Removes the protocol nodes a daemon that died in the middle of
+    /// `switch_drive` added and never opened, on every disk. It is done
+    /// when adopting, while whatever such a node connects to (a splitter
+    /// that may be stopped next) still runs: once its server is gone,
+    /// every `stop` of the guest, which flushes every node, would wait out
+    /// that node's reconnect delay.
+    fn remove_half_done_switches(&mut self) -> Result<(), ControlError> {
+        let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
+        let disks = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|node| node["node-name"].as_str()?.strip_prefix("disk")?.parse::<usize>().ok())
+            .collect::<Vec<_>>();
+        for index in disks {
+            for leftover in self.protocol_nodes(index)?.1 {
+                self.qmp.execute("blockdev-del", json!({"node-name": leftover}))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The protocol node disk `index` is opened on, and its other protocol
     /// nodes: leftovers of a switch a daemon died in the middle of (added,
     /// never opened by the format node). Which one is in use is told by
@@ -366,6 +391,21 @@ impl Qemu {
             .and_then(|node| node["name"].as_str())
             .map(str::to_string)
             .ok_or_else(|| ControlError::Failed("QEMU's block graph names no file under the disk".into()))
+    }
+
+    /// What disk `index` is opened from now: the protocol node's filename
+    /// (an image path, or an NBD URI naming its socket).
+    pub fn drive_filename(&mut self, index: usize) -> Result<String, ControlError> {
+        let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
+        let format = format!("disk{index}");
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|node| node["node-name"] == format.as_str())
+            .and_then(|node| node["file"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| ControlError::Failed(format!("QEMU has no disk {index}")))
     }
 
     pub fn drive_kind(&mut self, index: usize) -> Result<&'static str, ControlError> {
@@ -519,8 +559,17 @@ impl Qmp {
         self.writer
             .write_all(&bytes)
             .map_err(|e| ControlError::Failed(format!("QMP {command}: the connection to QEMU is gone ({e})")))?;
+        let waited = self.reader.get_ref().read_timeout().ok().flatten().unwrap_or(QMP_TIMEOUT);
         loop {
-            let message = self.read_message(Path::new("QMP"))?;
+            let message = self.read_message(Path::new("QMP")).map_err(|e| match e {
+                ControlError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
+                    ControlError::Failed(format!(
+                        "QEMU did not answer QMP {command} within {} s ({arguments})",
+                        waited.as_secs()
+                    ))
+                }
+                e => e,
+            })?;
             if let Some(value) = message.get("return") {
                 return Ok(value.clone());
             }

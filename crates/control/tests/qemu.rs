@@ -194,3 +194,55 @@ fn adopt_takes_a_running_qemu_and_kills_one_that_never_booted() {
     assert_eq!(adopted.status().unwrap(), "running");
     adopted.kill();
 }
+
+/// A daemon that died in the middle of moving a disk onto its splitter
+/// leaves the new NBD node added and never opened. Once the splitter it
+/// connects to stops, every `stop` of the guest (which flushes every node)
+/// would wait out that node's reconnect delay: the next daemon removes it
+/// when it adopts the QEMU, while its server still runs.
+#[test]
+fn adopt_removes_a_half_done_switch_before_its_server_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let disk = dir.path().join("disk.raw");
+    let other = dir.path().join("other.raw");
+    prepare_disk(&disk, 64 << 20).unwrap();
+    prepare_disk(&other, 64 << 20).unwrap();
+    let socket = dir.path().join("splitter.sock");
+    let mut server = std::process::Command::new("qemu-nbd")
+        .args(["--persistent", "--shared=4", "--format=raw", "--export-name=web.disk0", "--socket"])
+        .arg(&socket)
+        .arg(&other)
+        .spawn()
+        .expect("qemu-nbd runs");
+    let mut qemu = Qemu::start(&test_guest_on(&disk, dir.path())).unwrap();
+    wait_for_console(&qemu.console, "standby-guest: record 3\n", Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "qemu-nbd never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What `switch_drive` does first, with the guest paused; then the daemon dies.
+    qemu.pause().unwrap();
+    let node = serde_json::json!({
+        "driver": "nbd", "node-name": "disk0-nbd-b", "export": "web.disk0",
+        "server": {"type": "unix", "path": socket}, "reconnect-delay": 60,
+    });
+    qemu.qmp("blockdev-add", node).unwrap();
+    drop(qemu);
+
+    let mut adopted = Qemu::adopt(&run, "web").unwrap().expect("a running QEMU is adopted");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let started = Instant::now();
+    adopted.pause().expect("a paused guest pauses again at once");
+    assert!(started.elapsed() < Duration::from_secs(5), "pausing took {:?}", started.elapsed());
+    let nodes = adopted.qmp("query-named-block-nodes", serde_json::json!({"flat": true})).unwrap();
+    assert!(!nodes.to_string().contains("disk0-nbd-b"), "the leftover node is gone: {nodes}");
+    adopted.resume().unwrap();
+    let console = adopted.console.clone();
+    assert_eq!(adopted.power_down(Duration::from_secs(60)).unwrap(), Stopped::Clean);
+    let acknowledged = standby_guest::acknowledged(&console_text(&console)).unwrap();
+    let report = check_disk(&disk, 4).unwrap();
+    assert!(report.complete_through >= acknowledged, "{report} but {acknowledged} acknowledged");
+}

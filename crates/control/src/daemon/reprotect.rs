@@ -250,7 +250,7 @@ impl Daemon {
         let mut details = machine.details.clone();
         details["reprotect"] = json!({"job": job.id, "switched": false, "alternate_location": alternate_location});
         deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &details)?;
-        let paused = self.move_onto_reverse_replication(deployment, machine, &details)?;
+        let paused = self.move_onto_reverse_replication(deployment, machine, &details, job)?;
         job.step(STEPS[3], "done", &paused)?;
 
         job.step(STEPS[4], "running", "")?;
@@ -262,9 +262,9 @@ impl Daemon {
 
     /// Finishes a reprotect a daemon died in (state `reprotecting`).
     /// Before the disks were switched (`details.reprotect.switched` false)
-    /// the guest has written only to its overlays: any splitter an earlier
-    /// attempt started ships what it read and stops, and the move is done
-    /// again (the intent logs are on disk). After, the guest may have
+    /// the guest has written only to its overlays: the move is done again
+    /// (the intent logs are on disk), keeping splitters the guest is
+    /// already on. After, the guest may have
     /// written through the splitters: nothing is redone, the guest is
     /// resumed if it was left paused, the exports and overlays go. Then
     /// the blocks that differ are shipped as usual.
@@ -289,8 +289,17 @@ impl Daemon {
                 daemon.remove_reverse_leftovers(deployment, &machine)?;
                 "the disks were already on reverse replication".to_string()
             } else {
-                daemon.stop_splitters_of(deployment, &machine)?;
-                daemon.move_onto_reverse_replication(deployment, &machine, &machine.details)?
+                // Splitters an earlier attempt started ship what they read
+                // and stop (the move starts them again), unless a disk is
+                // already on one: that daemon died between moving the
+                // paused guest and recording it, and a splitter stopped
+                // under the guest would leave QEMU waiting to reconnect
+                // (the `stop` of the move with it). Either way the guest
+                // was paused before any of them started: none missed a write.
+                if !daemon.any_disk_on_its_splitter(deployment, &machine)? {
+                    daemon.stop_splitters_of(deployment, &machine)?;
+                }
+                daemon.move_onto_reverse_replication(deployment, &machine, &machine.details, job)?
             };
             job.step(STEPS[0], "done", &detail)?;
             job.step(STEPS[1], "running", "")?;
@@ -318,6 +327,22 @@ impl Daemon {
             }
         }
         Ok(stopped)
+    }
+
+    /// Whether the running QEMU of `machine` has a disk opened from its
+    /// splitter's socket.
+    fn any_disk_on_its_splitter(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
+        let key = instance(&machine.definition.name, &machine.active_site);
+        let mut machines = lock(&self.machines);
+        let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else { return Ok(false) };
+        let run_dir = deployment.run_dir().join("disks");
+        for (index, disk) in machine.disks.iter().enumerate() {
+            let socket = run_dir.join(format!("{}.sock", disk.vault_disk));
+            if running.qemu.drive_filename(index)?.contains(&*socket.to_string_lossy()) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The exports and overlays a machine ran on before reverse replication.
@@ -371,6 +396,7 @@ impl Daemon {
         deployment: &Deployment,
         machine: &Machine,
         details: &Value,
+        job: &JobSteps,
     ) -> Result<String, ControlError> {
         let name = machine.definition.name.as_str();
         let active = machine.active_site.as_str();
@@ -390,11 +416,13 @@ impl Daemon {
                 }
             }
             self.ensure_splitters(deployment, machine)?;
+            job.moment("reverse-splitters-started");
             if let Some(running) = running.as_mut() {
                 for (index, drive) in self.splitter_drives(machine).iter().enumerate() {
                     running.qemu.switch_drive(index, drive)?;
                 }
             }
+            job.moment("reverse-switched");
             // Recorded while the guest is still paused: from here on it
             // writes through the splitters, and a restarted daemon must not
             // copy the overlays over those writes.
