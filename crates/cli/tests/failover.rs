@@ -218,7 +218,13 @@ fn drill_failover_change_point_cancel_and_commit() {
         if std::fs::read(&restored).unwrap() == std::fs::read(&primary_image).unwrap() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the recovery site's replica differs after the round trip");
+        if std::time::Instant::now() > deadline {
+            if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
+                let _ = std::process::Command::new("cp").args(["-a", path(&home), &keep]).status();
+                let _ = std::fs::copy(&restored, format!("{keep}/restored.raw"));
+            }
+            panic!("the recovery site's replica differs after the round trip");
+        }
         std::thread::sleep(Duration::from_secs(2));
     }
     let report = standby_guest::check_disk(&primary_image, 4).unwrap();

@@ -117,7 +117,7 @@ pub fn read_intent_log(path: &Path, image_bytes: u64) -> io::Result<Option<Vec<(
     }))
 }
 
-/// Writes an intent log at `path` (fsynced) marking the regions `ranges`
+/// Writes an intent log at `path` (fsynced, atomically replacing one there) marking the regions `ranges`
 /// touch as dirty: a splitter started on the image then re-reads exactly
 /// those. For reprotect, which knows from tracking which blocks differ
 /// between the image and the vault's base.
@@ -133,9 +133,18 @@ pub fn write_intent_log(path: &Path, image_bytes: u64, ranges: &[(u64, u64)]) ->
     for word in &intent {
         body.extend_from_slice(&word.to_le_bytes());
     }
-    let file = File::create(path)?;
+    // Replaced whole (a new file renamed over it): a crash midway leaves
+    // the old log or the new one, never a truncated one.
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".new");
+    let file = File::create(&temporary)?;
     file.write_all_at(&body, 0)?;
-    file.sync_all()
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(directory) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        File::open(directory)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn header(image_bytes: u64) -> [u8; INTENT_HEADER_BYTES as usize] {

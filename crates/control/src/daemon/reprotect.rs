@@ -408,11 +408,22 @@ impl Daemon {
             running.qemu.pause()?;
         }
         let moved = (|| {
-            for (index, _) in machine.disks.iter().enumerate() {
-                let image = machine.disks[index].image_at(active).to_path_buf();
+            let run_dir = deployment.run_dir().join("disks");
+            for (index, disk) in machine.disks.iter().enumerate() {
+                let image = disk.image_at(active).to_path_buf();
                 let overlay = overlay_path(deployment, machine, index, active);
-                if let Some(written) = overlay_ranges(&overlay)?.filter(|_| !same_file(&overlay, &image)) {
+                let Some(written) = overlay_ranges(&overlay)? else { continue };
+                if !same_file(&overlay, &image) {
                     copy_ranges(&overlay, &image, &written)?;
+                }
+                // The guest ran on until the pause: what it wrote since the
+                // intent log was written joins it before a splitter reads
+                // it (one an earlier attempt started, with the guest
+                // already paused, had it whole).
+                let started = lock(&self.splitters).get_mut(&disk.vault_disk).is_some_and(|s| s.running())
+                    || Agent::adopt(&run_dir, &disk.vault_disk).is_some();
+                if !started {
+                    add_to_intent_log(&image, &written)?;
                 }
             }
             self.ensure_splitters(deployment, machine)?;
@@ -521,6 +532,19 @@ fn write_reverse_intent_logs(
                 remove_files(&[intent])?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Adds `written` to the intent log of `image` when it has one (none
+/// means every block is read anyway).
+fn add_to_intent_log(image: &Path, written: &[(u64, u64)]) -> Result<(), ControlError> {
+    let intent = standby_splitter::default_intent_log(image);
+    let size = std::fs::metadata(image).map_err(|e| ControlError::io(image, e))?.len();
+    let known = standby_splitter::dirty::read_intent_log(&intent, size).map_err(|e| ControlError::io(&intent, e))?;
+    if let Some(mut ranges) = known {
+        ranges.extend(written.iter().copied());
+        standby_splitter::dirty::write_intent_log(&intent, size, &ranges).map_err(|e| ControlError::io(&intent, e))?;
     }
     Ok(())
 }
