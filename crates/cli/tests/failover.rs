@@ -160,10 +160,7 @@ fn drill_failover_change_point_cancel_and_commit() {
             break;
         }
         if std::time::Instant::now() > deadline {
-            if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
-                let _ = std::process::Command::new("cp").args(["-a", path(&home), &keep]).status();
-                let _ = std::fs::copy(&restored, format!("{keep}/restored.raw"));
-            }
+            support::keep_failed(&home, &[&restored]);
             panic!("the reverse replica differs from the running disk");
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -219,10 +216,7 @@ fn drill_failover_change_point_cancel_and_commit() {
             break;
         }
         if std::time::Instant::now() > deadline {
-            if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
-                let _ = std::process::Command::new("cp").args(["-a", path(&home), &keep]).status();
-                let _ = std::fs::copy(&restored, format!("{keep}/restored.raw"));
-            }
+            support::keep_failed(&home, &[&restored]);
             panic!("the recovery site's replica differs after the round trip");
         }
         std::thread::sleep(Duration::from_secs(2));

@@ -188,9 +188,7 @@ fn the_daemon_killed_at_a_random_step_of_every_job_leaves_no_machine_half_way() 
         );
         for later in jobs.iter().filter(|job| job["id"].as_i64() > crashed["id"].as_i64()) {
             if later["state"] != "succeeded" {
-                if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
-                    let _ = std::process::Command::new("cp").args(["-a", h, &keep]).status();
-                }
+                support::keep_failed(&home, &[]);
             }
             assert_eq!(later["state"], "succeeded", "taking up the killed job failed: {later:#}");
         }

@@ -68,7 +68,7 @@ pub struct Agent {
     pub log: PathBuf,
 }
 
-fn files(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn files(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (run_dir.join(format!("{name}.sock")), run_dir.join(format!("{name}.pid")), run_dir.join(format!("{name}.log")))
 }
 

@@ -66,6 +66,18 @@ impl Drive {
 /// to a splitter or export that went away.
 const RECONNECT_DELAY_SECONDS: u64 = 60;
 
+/// The file the format node of disk `index` is opened on, from
+/// `query-named-block-nodes`.
+fn opened_file(nodes: &[&Value], index: usize) -> Result<String, ControlError> {
+    let format = format!("disk{index}");
+    nodes
+        .iter()
+        .find(|node| node["node-name"] == format.as_str())
+        .and_then(|node| node["file"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| ControlError::Failed(format!("QEMU has no disk {index}")))
+}
+
 /// What QEMU is started with.
 #[derive(Debug, Clone)]
 pub struct QemuSpec {
@@ -349,12 +361,7 @@ impl Qemu {
         let nodes: Vec<&Value> = nodes.as_array().into_iter().flatten().collect();
         let format = format!("disk{index}");
         let prefix = format!("disk{index}-");
-        let opened = nodes
-            .iter()
-            .find(|node| node["node-name"] == format.as_str())
-            .and_then(|node| node["file"].as_str())
-            .ok_or_else(|| ControlError::Failed(format!("QEMU has no disk {index}")))?
-            .to_string();
+        let opened = opened_file(&nodes, index)?;
         let protocol: Vec<&Value> = nodes
             .into_iter()
             .filter(|node| node["node-name"].as_str().is_some_and(|name| name.starts_with(&prefix)))
@@ -397,15 +404,8 @@ impl Qemu {
     /// (an image path, or an NBD URI naming its socket).
     pub fn drive_filename(&mut self, index: usize) -> Result<String, ControlError> {
         let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
-        let format = format!("disk{index}");
-        nodes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|node| node["node-name"] == format.as_str())
-            .and_then(|node| node["file"].as_str())
-            .map(str::to_string)
-            .ok_or_else(|| ControlError::Failed(format!("QEMU has no disk {index}")))
+        let nodes: Vec<&Value> = nodes.as_array().into_iter().flatten().collect();
+        opened_file(&nodes, index)
     }
 
     pub fn drive_kind(&mut self, index: usize) -> Result<&'static str, ControlError> {
@@ -541,14 +541,10 @@ impl Qmp {
     ) -> Result<Value, ControlError> {
         let stream = self.reader.get_ref();
         let _ = stream.set_read_timeout(Some(timeout));
+        // `execute` names the command and this timeout when it runs out.
         let result = self.execute(command, arguments);
         let _ = self.reader.get_ref().set_read_timeout(Some(QMP_TIMEOUT));
-        result.map_err(|e| match e {
-            ControlError::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock => {
-                ControlError::Failed(format!("QEMU did not answer QMP {command} within {} s", timeout.as_secs()))
-            }
-            e => e,
-        })
+        result
     }
 
     /// Runs a command; returns its `return` value or its error.

@@ -63,6 +63,14 @@ pub fn path(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
 
+/// With `STANDBY_KEEP_FAILED=DIR`, copies the deployment at `home` (state,
+/// run directory with the QEMU, splitter and export logs) and `also` there,
+/// for a test about to fail.
+pub fn keep_failed(home: &Path, also: &[&Path]) {
+    let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") else { return };
+    let _ = std::process::Command::new("cp").arg("-a").arg(home).args(also).arg(&keep).status();
+}
+
 /// A temporary directory with a vault and an image.
 pub struct Site {
     pub dir: tempfile::TempDir,

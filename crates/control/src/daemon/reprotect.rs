@@ -337,7 +337,7 @@ impl Daemon {
         let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else { return Ok(false) };
         let run_dir = deployment.run_dir().join("disks");
         for (index, disk) in machine.disks.iter().enumerate() {
-            let socket = run_dir.join(format!("{}.sock", disk.vault_disk));
+            let (socket, _, _) = crate::agent::files(&run_dir, &disk.vault_disk);
             if running.qemu.drive_filename(index)?.contains(&*socket.to_string_lossy()) {
                 return Ok(true);
             }
