@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use standby_testkit::console_text;
-use support::daemon::{acknowledged, console_of, protected_guest, wait_for, wait_for_step, Daemon};
+use support::daemon::{
+    acknowledged, console_of, protected_guest, wait_for, wait_for_step, wait_replica_equals, Daemon,
+};
 use support::{path, run, standby_command};
 
 fn pid_running(pid_file: &Path) -> bool {
@@ -152,19 +154,7 @@ fn reprotect_killed_at(crashes: &[&str]) {
     let image = home.join("sites/recovery/disks/web-disk0.raw");
     let report = standby_guest::check_disk(&image, 4).unwrap();
     assert!(report.complete_through >= acknowledged_at_stop, "{report}");
-    let restored = root.path().join("restored.raw");
-    let primary_vault = home.join("sites/primary/vault");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let _ = std::fs::remove_file(&restored);
-        let vault = path(&primary_vault);
-        run(&["restore", "--vault", vault, "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
-        if std::fs::read(&restored).unwrap() == std::fs::read(&image).unwrap() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the reverse replica differs from the disk");
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_replica_equals(&home, &home.join("sites/primary/vault"), "web.disk0", &image, "after the reprotect");
     assert_eq!(daemon.terminate(), 0);
 }
 

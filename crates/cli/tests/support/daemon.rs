@@ -197,6 +197,29 @@ pub fn protected_guest(root: &Path) -> (std::path::PathBuf, std::path::PathBuf, 
     (home, image, daemon)
 }
 
+/// Waits up to a minute until a restore of `disk`'s latest point from the
+/// vault at `vault` equals `image` byte for byte (a splitter ships a
+/// stopped guest's last writes within a second or two); panics naming
+/// `what` otherwise, after keeping the deployment at `home` and the
+/// restored image (`STANDBY_KEEP_FAILED`).
+pub fn wait_replica_equals(home: &Path, vault: &Path, disk: &str, image: &Path, what: &str) {
+    let restored = home.with_file_name(format!("{disk}.restored.raw"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = std::fs::remove_file(&restored);
+        run(&["restore", "--vault", path(vault), "--disk", disk, "--point", "latest", path(&restored)]).ok();
+        if std::fs::read(&restored).unwrap() == std::fs::read(image).unwrap() {
+            let _ = std::fs::remove_file(&restored);
+            return;
+        }
+        if Instant::now() > deadline {
+            super::keep_failed(home, &[&restored]);
+            panic!("{what}: the replica in {} differs from {}", vault.display(), image.display());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// Waits until the newest job is `command` with step `step` past pending.
 pub fn wait_for_step(home: &str, command: &str, step: usize) {
     let deadline = Instant::now() + Duration::from_secs(120);

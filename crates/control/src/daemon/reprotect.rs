@@ -250,6 +250,7 @@ impl Daemon {
         let mut details = machine.details.clone();
         details["reprotect"] = json!({"job": job.id, "switched": false, "alternate_location": alternate_location});
         deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &details)?;
+        job.moment("reverse-intent-logs-written");
         let paused = self.move_onto_reverse_replication(deployment, machine, &details, job)?;
         job.step(STEPS[3], "done", &paused)?;
 
