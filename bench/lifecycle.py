@@ -8,7 +8,8 @@ disk is that image extended with unused space).
 
   1. failover time, for a 1 GiB and an 8 GiB disk: from the command to the
      recovery VM's QEMU running (the job's own record: created to finished),
-     and the wall time of `standby failover` (the CLI polls the job);
+     and the wall time of `standby failover` (the CLI polls the job); the
+     median of three failovers of each (cancelled in between);
   2. reprotect of the 8 GiB disk after 1% of it changed at the recovery
      site (82 MiB in scattered 64 KiB blocks, written over NBD into the
      failover's export while the VM runs; random data, so neither
@@ -32,6 +33,7 @@ import os
 import random
 import shutil
 import socket as sockets
+import statistics
 import subprocess
 import sys
 import time
@@ -130,13 +132,29 @@ def wait_hydrated(home):
         time.sleep(0.5)
 
 
+FAILOVER_ROUNDS = 3
+
+
 def failover_case(work, name, image):
+    """Protects a machine on `image` and fails it over FAILOVER_ROUNDS
+    times (cancelled between rounds, which returns it to protected): a
+    single failover of a tenth of a second is mostly noise on a shared
+    machine, so the median is compared. The last failover stays."""
     deployment = Deployment(work, name, image)
     protect, protect_wall = deployment.run_job("protect", "web")
-    job, wall = deployment.run_job("failover", "web")
+    seconds, walls = [], []
+    for attempt in range(FAILOVER_ROUNDS):
+        if attempt:
+            deployment.run_job("cancel", "web")
+        job, wall = deployment.run_job("failover", "web")
+        if job["state"] != "succeeded":
+            sys.exit(f"failover of {name} did not succeed: {job}")
+        seconds.append(job_seconds(job))
+        walls.append(wall)
     deployment.failed_over_at = time.perf_counter()
-    return deployment, {"job_seconds": job_seconds(job), "wall_seconds": wall,
-                        "protect_seconds": job_seconds(protect), "boot_step": job["steps"][5]["detail"]}
+    return deployment, {"job_seconds": statistics.median(seconds), "wall_seconds": statistics.median(walls),
+                        "samples": seconds, "protect_seconds": job_seconds(protect),
+                        "boot_step": job["steps"][5]["detail"]}
 
 
 def write_scattered(socket, disk_bytes, total, seed=7):
@@ -227,8 +245,10 @@ def main():
     small.stop()
     large, results["failover_8g"] = failover_case(work, "lc-8g", eight)
     one_s, eight_s = results["failover_1g"]["job_seconds"], results["failover_8g"]["job_seconds"]
-    print(f"failover, command to recovery QEMU running: 1 GiB {one_s:.2f} s, 8 GiB {eight_s:.2f} s "
-          f"(8 GiB / 1 GiB = {eight_s / one_s:.2f}x; target <= 2 s each and within 20%)")
+    print(f"failover, command to recovery QEMU running (median of {FAILOVER_ROUNDS}): 1 GiB {one_s:.2f} s, "
+          f"8 GiB {eight_s:.2f} s (8 GiB / 1 GiB = {eight_s / one_s:.2f}x; target <= 2 s each and within 20%)")
+    samples = {size: ", ".join(f"{s:.2f}" for s in results[f"failover_{size}"]["samples"]) for size in ["1g", "8g"]}
+    print(f"  each round: 1 GiB {samples['1g']} s; 8 GiB {samples['8g']} s")
     print(f"  wall time of `standby failover` (CLI included): 1 GiB {results['failover_1g']['wall_seconds']:.2f} s, "
           f"8 GiB {results['failover_8g']['wall_seconds']:.2f} s")
 

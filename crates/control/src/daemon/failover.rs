@@ -491,8 +491,9 @@ impl Daemon {
     }
 
     /// Waits until the splitters shipped everything, when the source is
-    /// stopped (else there is no "last" write). Says whether they did, and
-    /// what it found.
+    /// stopped (else there is no "last" write): until each has queued every
+    /// write, then marks a point on every disk, which seals them. Says
+    /// whether they did, and what it found.
     fn wait_for_last_writes(&self, machine: &Machine, source_stopped: bool) -> (bool, String) {
         if !source_stopped {
             return (false, "not waited for: the source runs".to_string());
@@ -504,11 +505,12 @@ impl Daemon {
             }
             match self.replication_progress(machine, true) {
                 Ok((true, _)) => {
-                    // A machine's `latest` is the newest moment every disk
-                    // reached, and an idle disk's newest record (a
-                    // bookmark) may be seconds older than a busy disk's
-                    // last write: a point on every disk now, after all of
-                    // them, keeps those writes in `latest`.
+                    // Every write is queued: a point on every disk, queued
+                    // after them and answered once sealed, ships them now
+                    // (not at the next periodic seal) and keeps them in
+                    // `latest`, the newest moment every disk reached (an
+                    // idle disk's newest record, a bookmark, may be seconds
+                    // older than a busy disk's last write).
                     return match self.mark_every_disk(machine, "the source stopped") {
                         Ok(()) => (true, "every write of the source is in the vault".to_string()),
                         Err(e) => (false, format!("the closing point could not be marked ({e})")),

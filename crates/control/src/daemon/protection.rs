@@ -235,12 +235,14 @@ impl Daemon {
     }
 
     /// Whether every disk's splitter has re-read what it had to and keeps
-    /// up (with `drained`: has shipped everything, which only a guest that
-    /// stopped writing allows), and a line saying how far they are.
+    /// up, and a line saying how far they are. With `stopped` (the guest
+    /// writes no more): whether each has queued every write and its vault
+    /// is not failing, so a point marked now is sealed after all of them
+    /// at once, without waiting for the periodic seal of what is queued.
     pub(super) fn replication_progress(
         &self,
         machine: &Machine,
-        drained: bool,
+        stopped: bool,
     ) -> Result<(bool, String), ControlError> {
         let mut caught_up = true;
         let mut left = 0;
@@ -262,9 +264,10 @@ impl Daemon {
             left += status["catch_up_bytes"].as_u64().unwrap_or(0);
             queued += lag_bytes;
             let lag_seconds = status["lag_seconds"].as_f64().unwrap_or(f64::MAX);
-            let keeping_up = if drained { lag_bytes == 0 } else { lag_seconds <= KEEPING_UP_SECONDS };
+            let failing = status["error"].as_str();
+            let keeping_up = if stopped { failing.is_none() } else { lag_seconds <= KEEPING_UP_SECONDS };
             caught_up &= refreshed && status["catch_up_bytes"].as_u64() == Some(0) && keeping_up;
-            if let Some(error) = status["error"].as_str() {
+            if let Some(error) = failing {
                 problems.push(format!("{}: {error}", disk.vault_disk));
             }
         }
