@@ -413,3 +413,41 @@ fn a_failover_cancelled_at_any_of_its_steps_returns_the_machine_to_its_source() 
     }
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// A planned failover while the recovery site's vault is unreachable (its
+/// folder moved away): the source is shut down, the job waits for its
+/// last writes rather than move without them, and the recovery VM does
+/// not start; once the vault is back, the writes are shipped, the machine
+/// moves and has every record the source acknowledged.
+#[test]
+fn a_planned_failover_waits_out_a_vault_outage_and_loses_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _image, _daemon) = support::daemon::protected_guest(root.path());
+    let h = path(&home);
+    let console = console_of(&home, "web");
+    let vault = home.join("sites/recovery/vault");
+    let gone = home.join("sites/recovery/vault.gone");
+    std::fs::rename(&vault, &gone).unwrap();
+    let outage = acknowledged(&console);
+    wait_for(&console, &format!("standby-guest: record {}\n", outage + 10));
+
+    let planned = support::standby_command()
+        .args(["planned-failover", "web", "--home", h, "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    support::daemon::wait_for_step(h, "planned-failover", 2);
+    std::thread::sleep(Duration::from_secs(8));
+    let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
+    assert_eq!(jobs["jobs"][0]["steps"][2]["state"], "running", "moved without the last writes: {jobs}");
+    assert!(!instance_console(&home, "web@recovery").exists(), "the recovery VM started: {jobs}");
+    let source_acknowledged = acknowledged(&console);
+
+    std::fs::rename(&gone, &vault).unwrap();
+    let output = planned.wait_with_output().unwrap();
+    let job: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["steps"][2]["detail"], "every write of the source is in the vault", "{job}");
+    let recovered = found_at_boot(&instance_console(&home, "web@recovery"));
+    assert!(recovered >= source_acknowledged, "{recovered} records recovered, {source_acknowledged} acknowledged");
+}

@@ -55,7 +55,31 @@ fn suite(backend: &dyn Backend) {
 #[test]
 fn local_directory_backend() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("vault")).unwrap();
     suite(&LocalBackend::new(dir.path().join("vault")));
+}
+
+/// A local vault's folder that is gone (moved away, its filesystem
+/// unmounted) is an outage that names it: writes fail and create nothing,
+/// until it is back; only the vault's config (`vault init`) creates it.
+#[test]
+fn a_local_vault_folder_that_is_gone_takes_no_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("vault");
+    let backend = LocalBackend::new(root.clone());
+    backend.put_new("vault.config", Bytes::from_static(b"config")).unwrap();
+    backend.put("journal/one", Bytes::from_static(b"1")).unwrap();
+    std::fs::rename(&root, dir.path().join("vault.gone")).unwrap();
+    for result in
+        [backend.put("journal/two", Bytes::from_static(b"2")), backend.put_new("packs/three", Bytes::from_static(b"3"))]
+    {
+        let error = result.unwrap_err().to_string();
+        assert!(error.contains(&format!("the vault folder {} is gone", root.display())), "{error}");
+    }
+    assert!(!root.exists(), "a write recreated the vault's folder");
+    std::fs::rename(dir.path().join("vault.gone"), &root).unwrap();
+    backend.put("journal/two", Bytes::from_static(b"2")).unwrap();
+    assert_eq!(&backend.get("journal/two").unwrap()[..], b"2");
 }
 
 #[test]

@@ -35,8 +35,17 @@ impl LocalBackend {
     }
 
     /// Writes a fsynced temporary file beside `target` and returns its path.
+    /// Folders below the root are created as needed; the root itself only
+    /// for the vault's config (`vault init`): a vault folder that is gone
+    /// (moved away, its filesystem unmounted) is an outage, never a new
+    /// empty folder that takes writes the vault will not have.
     fn write_temporary(&self, target: &Path, bytes: &[u8], path: &str) -> Result<PathBuf, StorageError> {
         let parent = target.parent().expect("object paths have a parent: the vault root");
+        if path != crate::vault::CONFIG_PATH && !self.root.is_dir() {
+            let detail =
+                format!("the vault folder {} is gone (moved, or its filesystem not mounted)", self.root.display());
+            return Err(failed_text("write", path, &detail));
+        }
         ensure_directory(parent).map_err(|e| failed("create folder for", path, e))?;
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).expect("the operating system's random source is available");
