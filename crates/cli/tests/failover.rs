@@ -329,11 +329,7 @@ fn what_the_guest_writes_while_reprotect_prepares_reaches_the_reverse_replica() 
     let console = path(&console).to_string();
     wait_for(&console, &format!("standby-guest: record {}\n", booted + 3));
 
-    let reprotect = support::standby_command()
-        .args(["reprotect", "web", "--home", h, "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let reprotect = support::spawn_json(&["reprotect", "web", "--home", h, "--json"]);
     support::daemon::wait_for_step(h, "reprotect", 3);
     let window_opened = acknowledged(&console);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -346,8 +342,7 @@ fn what_the_guest_writes_while_reprotect_prepares_reaches_the_reverse_replica() 
         std::thread::sleep(Duration::from_millis(100));
     }
     let in_window = acknowledged(&console) - window_opened;
-    let output = reprotect.wait_with_output().unwrap();
-    let job: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let job = support::json_of(reprotect);
     assert_eq!(job["state"], "succeeded", "{job}");
     let found = job["steps"][0]["detail"].as_str().unwrap();
     assert!(found.contains("written by the old source after the point"), "reprotect without tracking: {job}");
@@ -431,11 +426,7 @@ fn a_planned_failover_waits_out_a_vault_outage_and_loses_nothing() {
     let outage = acknowledged(&console);
     wait_for(&console, &format!("standby-guest: record {}\n", outage + 10));
 
-    let planned = support::standby_command()
-        .args(["planned-failover", "web", "--home", h, "--json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let planned = support::spawn_json(&["planned-failover", "web", "--home", h, "--json"]);
     support::daemon::wait_for_step(h, "planned-failover", 2);
     std::thread::sleep(Duration::from_secs(8));
     let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
@@ -444,8 +435,7 @@ fn a_planned_failover_waits_out_a_vault_outage_and_loses_nothing() {
     let source_acknowledged = acknowledged(&console);
 
     std::fs::rename(&gone, &vault).unwrap();
-    let output = planned.wait_with_output().unwrap();
-    let job: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let job = support::json_of(planned);
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["steps"][2]["detail"], "every write of the source is in the vault", "{job}");
     let recovered = found_at_boot(&instance_console(&home, "web@recovery"));

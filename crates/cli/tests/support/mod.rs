@@ -52,6 +52,18 @@ pub fn run(arguments: &[&str]) -> Run {
     run_with(arguments, &[])
 }
 
+/// Starts `standby` with `arguments` (ending in `--json`), for a test to
+/// act while it runs; [`json_of`] waits for its answer.
+pub fn spawn_json(arguments: &[&str]) -> std::process::Child {
+    standby_command().args(arguments).stdout(std::process::Stdio::piped()).spawn().expect("standby runs")
+}
+
+/// What a command started by [`spawn_json`] printed, once it ends.
+pub fn json_of(child: std::process::Child) -> serde_json::Value {
+    let output = child.wait_with_output().expect("standby can be waited for");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {output:?}"))
+}
+
 /// Rewrites the deployment's `standby.toml` at `home` with `edit`.
 pub fn edit_config(home: &Path, edit: impl FnOnce(String) -> String) {
     let config_path = home.join("standby.toml");

@@ -41,12 +41,15 @@ impl LocalBackend {
     /// empty folder that takes writes the vault will not have.
     fn write_temporary(&self, target: &Path, bytes: &[u8], path: &str) -> Result<PathBuf, StorageError> {
         let parent = target.parent().expect("object paths have a parent: the vault root");
-        if path != crate::vault::CONFIG_PATH && !self.root.is_dir() {
-            let detail =
-                format!("the vault folder {} is gone (moved, or its filesystem not mounted)", self.root.display());
-            return Err(failed_text("write", path, &detail));
+        // Checked only when a folder is missing: no cost on the usual path.
+        if !parent.is_dir() {
+            if path != crate::vault::CONFIG_PATH && !self.root.is_dir() {
+                let detail =
+                    format!("the vault folder {} is gone (moved, or its filesystem not mounted)", self.root.display());
+                return Err(failed_text("write", path, &detail));
+            }
+            ensure_directory(parent).map_err(|e| failed("create folder for", path, e))?;
         }
-        ensure_directory(parent).map_err(|e| failed("create folder for", path, e))?;
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).expect("the operating system's random source is available");
         let name = format!("{TEMPORARY_PREFIX}{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
