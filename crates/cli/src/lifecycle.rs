@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 use standby_control::{Deployment, MachineDefinition};
+use standby_lifecycle::job::{JobState, StepState};
 
 use crate::cli::{HomeArguments, MachineCommand, PolicyCommand};
 use crate::output::print_json;
@@ -180,20 +181,20 @@ pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> a
         return Ok(0);
     }
     let socket = deployment.run_dir().join(standby_control::daemon::SOCKET);
-    let mut printed: Vec<(String, String, String)> = Vec::new();
+    let mut printed: Vec<(String, StepState, String)> = Vec::new();
     let job = loop {
         let job = deployment.state.job(id)?;
         if !json {
             for (index, step) in job.steps.iter().enumerate() {
-                let line = (step.name.clone(), step.state.clone(), step.detail.clone());
-                if printed.get(index) != Some(&line) && step.state != "pending" {
+                let line = (step.name.clone(), step.state, step.detail.clone());
+                if printed.get(index) != Some(&line) && step.state != StepState::Pending {
                     let detail = if step.detail.is_empty() { String::new() } else { format!(": {}", step.detail) };
                     println!("  {:<8} {}{detail}", step.state, step.name);
                 }
             }
-            printed = job.steps.iter().map(|s| (s.name.clone(), s.state.clone(), s.detail.clone())).collect();
+            printed = job.steps.iter().map(|s| (s.name.clone(), s.state, s.detail.clone())).collect();
         }
-        if job.state != "running" {
+        if job.state.ended() {
             break job;
         }
         if std::os::unix::net::UnixStream::connect(&socket).is_err() {
@@ -209,8 +210,8 @@ pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> a
     } else {
         println!("job {id} {} of '{}': {}", job.command, job.machine, job.state);
     }
-    match job.state.as_str() {
-        "succeeded" => Ok(0),
+    match job.state {
+        JobState::Succeeded => Ok(0),
         _ => Err(anyhow::anyhow!("job {id} {}: {}", job.state, job.error.unwrap_or_default())),
     }
 }
@@ -366,7 +367,7 @@ pub fn jobs(id: Option<i64>, watch: bool, home: &HomeArguments, json: bool) -> a
             Some(id) => vec![deployment.state.job(id)?],
             None => deployment.state.jobs()?,
         };
-        let running = jobs.iter().any(|job| job.state == "running");
+        let running = jobs.iter().any(|job| !job.state.ended());
         if json {
             if !watch || !running {
                 match id {

@@ -41,6 +41,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use standby_lifecycle::job::{JobState, StepState};
+use standby_lifecycle::{Instance, Site, INSTANCES};
 
 use crate::agent::Agent;
 use crate::deployment::{Accel, Deployment};
@@ -74,15 +76,11 @@ struct Running {
     qemu: Qemu,
 }
 
-/// The QEMU instances a machine can have: at its primary site, at its
-/// recovery site, and a drill copy (test failover) at the recovery site.
-pub(crate) const INSTANCE_SITES: [&str; 3] = ["primary", "recovery", "drill"];
-
-/// The key of machine `name`'s instance at `site` (one of
-/// [`INSTANCE_SITES`]): its QEMU's `-name`, its folder under
-/// `run/machines/`, and its key in the daemon's table.
-pub(crate) fn instance(name: &str, site: &str) -> String {
-    format!("{name}@{site}")
+/// The key of `instance` of machine (or disk) `name`: its QEMU's `-name`,
+/// its folder under `run/machines/` (or `run/exports/`), and its key in the
+/// daemon's tables.
+pub(crate) fn instance(name: &str, instance: impl Into<Instance>) -> String {
+    format!("{name}@{}", instance.into())
 }
 
 fn already_running(name: &str, pid: u32) -> ControlError {
@@ -107,7 +105,7 @@ impl<'a> JobSteps<'a> {
         JobSteps { deployment, id, hooks: TestHook::from_env(command, steps) }
     }
 
-    fn step(&self, name: &str, state: &str, detail: &str) -> Result<(), ControlError> {
+    fn step(&self, name: &str, state: StepState, detail: &str) -> Result<(), ControlError> {
         self.deployment.state.job_step(self.id, name, state, detail)?;
         for hook in &self.hooks {
             hook.reached(name);
@@ -348,7 +346,7 @@ impl Daemon {
         // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        if let Some(pid) = self.runtime(&instance(name, &machine.active_site)).pid {
+        if let Some(pid) = self.runtime(&instance(name, machine.active_site)).pid {
             return Err(already_running(name, pid));
         }
         let steps = ["check the machine", "choose the accelerator", "start QEMU"];
@@ -357,9 +355,9 @@ impl Daemon {
 
     fn start_job(&self, machine: &crate::Machine, job: &JobSteps) -> Result<Value, ControlError> {
         let name = machine.definition.name.as_str();
-        let key = instance(name, &machine.active_site);
+        let key = instance(name, machine.active_site);
         let deployment = job.deployment;
-        job.step("check the machine", "running", "")?;
+        job.step("check the machine", StepState::Running, "")?;
         {
             // A machine that stopped by itself leaves an entry behind; one
             // started meanwhile by another request is refused.
@@ -374,15 +372,15 @@ impl Daemon {
         let (drives, how) = self.drives(deployment, machine)?;
         job.step(
             "check the machine",
-            "done",
+            StepState::Done,
             &format!("{} disk(s) at the {} site, {how}", drives.len(), machine.active_site),
         )?;
-        job.step("choose the accelerator", "running", "")?;
+        job.step("choose the accelerator", StepState::Running, "")?;
         let accel = self.accel_for(machine.definition.kernel.as_deref());
-        job.step("choose the accelerator", "done", accel)?;
-        job.step("start QEMU", "running", "")?;
-        let runtime = self.launch(deployment, machine, &key, drives, accel)?;
-        job.step("start QEMU", "done", &format!("pid {}", runtime["pid"]))?;
+        job.step("choose the accelerator", StepState::Done, accel)?;
+        job.step("start QEMU", StepState::Running, "")?;
+        let runtime = self.launch(deployment, machine, machine.active_site.into(), drives, accel)?;
+        job.step("start QEMU", StepState::Done, &format!("pid {}", runtime["pid"]))?;
         Ok(runtime)
     }
 
@@ -395,12 +393,12 @@ impl Daemon {
         machine: &crate::Machine,
     ) -> Result<(Vec<Drive>, &'static str), ControlError> {
         let name = &machine.definition.name;
-        if failover::on_exports(&machine.state) {
+        if machine.state.on_exports() {
             let point: crate::points::MachinePoint =
                 serde_json::from_value(machine.details["failover"]["point"].clone()).map_err(|e| {
                     ControlError::Failed(format!("machine '{name}' has no failover point recorded ({e})"))
                 })?;
-            let drives = self.serve_point(deployment, machine, &point, &machine.active_site)?;
+            let drives = self.serve_point(deployment, machine, &point, machine.active_site.into())?;
             return Ok((drives, "from the failover point's exports"));
         }
         for image in machine.images() {
@@ -408,7 +406,7 @@ impl Daemon {
                 return Err(ControlError::Failed(format!("disk {} of machine '{name}' is missing", image.display())));
             }
         }
-        if protection::replicating(&machine.state) {
+        if machine.state.replicating() {
             // Every write goes through the disks' splitters.
             self.ensure_splitters(deployment, machine)?;
             return Ok((self.splitter_drives(machine), "replicated"));
@@ -416,38 +414,37 @@ impl Daemon {
         Ok((machine.images().into_iter().map(Drive::File).collect(), "not replicated"))
     }
 
-    /// Starts QEMU for instance `key` of `machine` on `drives`.
+    /// Starts QEMU for `instance` of `machine` on `drives`.
     fn launch(
         &self,
         deployment: &Deployment,
         machine: &crate::Machine,
-        key: &str,
+        instance: Instance,
         drives: Vec<Drive>,
         accel: &'static str,
     ) -> Result<Value, ControlError> {
-        let site = key.rsplit('@').next().unwrap_or("");
+        let key = self::instance(machine.name(), instance);
         let config = &deployment.config;
         let nics = crate::network::nics(&machine.definition.nics, &machine.definition.name, config)?;
-        // A drill runs at the site the machine is not active at.
-        let drill_site = crate::machine::other_site(&machine.active_site);
-        let attachments = crate::network::attachments(&nics, site, drill_site, config, &deployment.home);
+        let attachments = crate::network::attachments(&nics, instance, machine.active_site, config, &deployment.home);
+        let site = instance.site(machine.active_site);
         let spec = QemuSpec {
-            name: key.to_string(),
+            name: key.clone(),
             cpus: machine.definition.cpus,
             memory_mib: machine.definition.memory_mib,
             kernel: machine.definition.kernel.clone(),
             initrd: machine.definition.initrd.clone(),
             append: machine.definition.append.clone(),
             drives,
-            network: crate::network::qemu_arguments(&attachments, &deployment.run_dir().join("machines").join(key))?,
+            network: crate::network::qemu_arguments(&attachments, &deployment.run_dir().join("machines").join(&key))?,
             accel,
-            run_dir: deployment.run_dir().join("machines").join(key),
-            netns: deployment.netns(if site == "drill" { drill_site } else { site }),
+            run_dir: deployment.run_dir().join("machines").join(&key),
+            netns: deployment.netns(site),
         };
         let qemu = Qemu::start(&spec)?;
         let runtime = json!({"name": machine.definition.name, "pid": qemu.pid(), "console": qemu.console,
-                             "accel": accel, "site": site, "nics": attachments});
-        lock(&self.machines).insert(key.to_string(), Running { qemu });
+                             "accel": accel, "site": instance, "nics": attachments});
+        lock(&self.machines).insert(key, Running { qemu });
         Ok(runtime)
     }
 
@@ -455,10 +452,12 @@ impl Daemon {
         // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        let site = site.unwrap_or(&machine.active_site);
-        if !["primary", "recovery"].contains(&site) {
-            return Err(ControlError::Refused(format!("--site {site:?}: use primary or recovery")));
-        }
+        let site = match site {
+            Some(site) => site
+                .parse::<Site>()
+                .map_err(|_| ControlError::Refused(format!("--site {site:?}: use primary or recovery")))?,
+            None => machine.active_site,
+        };
         let key = instance(name, site);
         if !self.runtime(&key).running {
             return Err(not_running(name));
@@ -473,19 +472,19 @@ impl Daemon {
             return Err(not_running(name));
         };
         let stopped = if force {
-            job.step("cut the power", "running", "")?;
+            job.step("cut the power", StepState::Running, "")?;
             running.qemu.kill();
-            job.step("cut the power", "done", "")?;
+            job.step("cut the power", StepState::Done, "")?;
             "forced".to_string()
         } else {
-            job.step("ACPI power-down", "done", "power button pressed")?;
-            job.step("wait for the guest", "running", &format!("up to {} s", POWER_DOWN_TIMEOUT.as_secs()))?;
+            job.step("ACPI power-down", StepState::Done, "power button pressed")?;
+            job.step("wait for the guest", StepState::Running, &format!("up to {} s", POWER_DOWN_TIMEOUT.as_secs()))?;
             let stopped = match running.qemu.power_down(POWER_DOWN_TIMEOUT)? {
                 Stopped::Clean => "clean".to_string(),
                 Stopped::Forced => "forced after the guest ignored the power button".to_string(),
                 hung => hung.describe(),
             };
-            job.step("wait for the guest", "done", &stopped)?;
+            job.step("wait for the guest", StepState::Done, &stopped)?;
             stopped
         };
         Ok(json!({"name": name, "stopped": stopped}))
@@ -510,7 +509,7 @@ impl Daemon {
         let deployment = self.deployment()?;
         let mut adopted = Vec::new();
         for machine in deployment.state.machines()? {
-            for site in INSTANCE_SITES {
+            for site in INSTANCES {
                 let key = instance(&machine.definition.name, site);
                 let run_dir = deployment.run_dir().join("machines").join(&key);
                 match Qemu::adopt(&run_dir, &key) {
@@ -712,8 +711,8 @@ async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlErr
 
 fn record_outcome(deployment: &Deployment, id: i64, outcome: &Result<Value, ControlError>) {
     let recorded = match outcome {
-        Ok(_) => deployment.state.finish_job(id, "succeeded", None),
-        Err(e) => deployment.state.finish_job(id, "failed", Some(&e.to_string())),
+        Ok(_) => deployment.state.finish_job(id, JobState::Succeeded, None),
+        Err(e) => deployment.state.finish_job(id, JobState::Failed, Some(&e.to_string())),
     };
     if let Err(e) = recorded {
         eprintln!("standby: the outcome of job {id} could not be recorded: {e}");
@@ -756,11 +755,11 @@ async fn machines(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
         let deployment = daemon.deployment()?;
         let mut listed = Vec::new();
         for machine in deployment.state.machines()? {
-            let runtime = daemon.runtime(&instance(&machine.definition.name, &machine.active_site));
+            let runtime = daemon.runtime(&instance(&machine.definition.name, machine.active_site));
             let mut value = serde_json::to_value(&machine).expect("machines serialise");
             value["runtime"] = serde_json::to_value(runtime).expect("runtimes serialise");
             value["networks"] = crate::network::describe(&machine, &deployment.config, &deployment.home)?;
-            if failover::on_exports(&machine.state) {
+            if machine.state.on_exports() {
                 // Until reprotect, its disks at this site are the failover
                 // point's exports over these overlays (a plain raw image of
                 // the whole disk once hydrated).

@@ -16,6 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use standby_lifecycle::Site;
 
 use crate::error::ControlError;
 use crate::state::State;
@@ -74,17 +75,16 @@ pub struct Config {
 }
 
 impl Config {
-    /// The configuration of `site` (`primary` or `recovery`).
-    pub fn site(&self, site: &str) -> &SiteConfig {
-        if site == "primary" {
-            &self.primary
-        } else {
-            &self.recovery
+    /// The configuration of `site`.
+    pub fn site(&self, site: Site) -> &SiteConfig {
+        match site {
+            Site::Primary => &self.primary,
+            Site::Recovery => &self.recovery,
         }
     }
 
     /// The isolated network drills at `site` use.
-    pub fn test_network(&self, site: &str) -> String {
+    pub fn test_network(&self, site: Site) -> String {
         self.site(site).test_network.clone().unwrap_or_else(|| format!("{site}-test"))
     }
 
@@ -209,15 +209,14 @@ impl Deployment {
 
     /// The recovery site's vault, as `standby` commands take it.
     pub fn vault(&self) -> String {
-        self.vault_at("recovery")
+        self.vault_at(Site::Recovery)
     }
 
-    /// The vault at `site` (`primary` or `recovery`): where replication
-    /// into that site goes.
-    pub fn vault_at(&self, site: &str) -> String {
+    /// The vault at `site`: where replication into that site goes.
+    pub fn vault_at(&self, site: Site) -> String {
         let configured = match site {
-            "primary" => self.config.primary.vault.clone().unwrap_or_else(|| "sites/primary/vault".into()),
-            _ => self.config.recovery.vault.clone().unwrap_or_else(|| self.config.vault.clone()),
+            Site::Primary => self.config.primary.vault.clone().unwrap_or_else(|| "sites/primary/vault".into()),
+            Site::Recovery => self.config.recovery.vault.clone().unwrap_or_else(|| self.config.vault.clone()),
         };
         if configured.contains("://") {
             configured
@@ -228,18 +227,18 @@ impl Deployment {
 
     /// Opens the recovery site's vault.
     pub fn open_vault(&self) -> Result<standby_vault::Vault, ControlError> {
-        self.open_vault_at("recovery")
+        self.open_vault_at(Site::Recovery)
     }
 
     /// Opens the vault at `site`; the primary site's is created the first
     /// time (a deployment starts with the recovery site's only).
-    pub fn open_vault_at(&self, site: &str) -> Result<standby_vault::Vault, ControlError> {
+    pub fn open_vault_at(&self, site: Site) -> Result<standby_vault::Vault, ControlError> {
         let location = self.vault_at(site);
         let problem = |e: String| ControlError::Failed(format!("the {site} site's vault {location}: {e}"));
         let parsed = standby_vault::backend::VaultLocation::parse(&location).map_err(problem)?;
         let backend = standby_vault::backend::open_location(&parsed).map_err(problem)?;
         match standby_vault::Vault::open(backend.clone(), None) {
-            Err(standby_vault::VaultError::NotAVault { .. }) if site == "primary" => {
+            Err(standby_vault::VaultError::NotAVault { .. }) if site == Site::Primary => {
                 Ok(standby_vault::Vault::init(backend, standby_vault::InitOptions::default())?)
             }
             other => Ok(other?),
@@ -247,7 +246,7 @@ impl Deployment {
     }
 
     /// The network namespace of `site`'s processes, as a file.
-    pub fn netns(&self, site: &str) -> Option<PathBuf> {
+    pub fn netns(&self, site: Site) -> Option<PathBuf> {
         let name = self.config.site(site).netns.as_ref()?;
         Some(if name.starts_with('/') { PathBuf::from(name) } else { Path::new("/run/netns").join(name) })
     }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Serialize;
+use standby_lifecycle::{Site, State};
 
 use crate::error::ControlError;
 
@@ -35,10 +36,10 @@ pub struct DiskDefinition {
 pub struct Machine {
     #[serde(flatten)]
     pub definition: MachineDefinition,
-    /// Lifecycle state (DESIGN.md §6): unprotected, protected, …
-    pub state: String,
-    /// Where the machine runs: "primary" or "recovery".
-    pub active_site: String,
+    /// Lifecycle state (DESIGN.md §6).
+    pub state: State,
+    /// Where the machine runs.
+    pub active_site: Site,
     pub policy: Option<String>,
     /// Bumped whenever the machine's authoritative copy moves between
     /// sites: two copies with the same generation but different writes are
@@ -51,12 +52,11 @@ pub struct Machine {
 }
 
 impl DiskDefinition {
-    /// Its image at `site` (`primary` or `recovery`).
-    pub fn image_at(&self, site: &str) -> &Path {
-        if site == "recovery" {
-            &self.recovery_path
-        } else {
-            &self.primary_path
+    /// Its image at `site`.
+    pub fn image_at(&self, site: Site) -> &Path {
+        match site {
+            Site::Primary => &self.primary_path,
+            Site::Recovery => &self.recovery_path,
         }
     }
 }
@@ -64,16 +64,11 @@ impl DiskDefinition {
 impl Machine {
     /// Its disks' images at its active site.
     pub fn images(&self) -> Vec<PathBuf> {
-        self.disks.iter().map(|disk| disk.image_at(&self.active_site).to_path_buf()).collect()
+        self.disks.iter().map(|disk| disk.image_at(self.active_site).to_path_buf()).collect()
     }
-}
 
-/// The other site of a machine's two.
-pub(crate) fn other_site(site: &str) -> &'static str {
-    if site == "primary" {
-        "recovery"
-    } else {
-        "primary"
+    pub fn name(&self) -> &str {
+        &self.definition.name
     }
 }
 

@@ -25,6 +25,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use standby_lifecycle::{Instance, Site, SITES};
+
 use crate::deployment::Config;
 use crate::error::ControlError;
 
@@ -128,12 +130,11 @@ impl Nic {
         format!("{},recovery={},mac={},model={}", self.primary, self.recovery, self.mac, self.model)
     }
 
-    /// Its network at `site` (`primary` or `recovery`).
-    pub fn network_at(&self, site: &str) -> &str {
-        if site == "recovery" {
-            &self.recovery
-        } else {
-            &self.primary
+    /// Its network at `site`.
+    pub fn network_at(&self, site: Site) -> &str {
+        match site {
+            Site::Primary => &self.primary,
+            Site::Recovery => &self.recovery,
         }
     }
 }
@@ -143,14 +144,14 @@ pub fn nics(specs: &[String], machine: &str, config: &Config) -> Result<Vec<Nic>
     specs.iter().enumerate().map(|(position, spec)| Nic::parse(spec, machine, position, config)).collect()
 }
 
-/// Where each NIC is plugged in when the machine runs at `site`
-/// (`primary`, `recovery`, or `drill` for a test failover at `drill_site`).
-pub fn attachments(nics: &[Nic], site: &str, drill_site: &str, config: &Config, home: &Path) -> Vec<Attachment> {
+/// Where each NIC is plugged in when `instance` of a machine active at
+/// `active` runs (a drill on the isolated test network of the site it runs at).
+pub fn attachments(nics: &[Nic], instance: Instance, active: Site, config: &Config, home: &Path) -> Vec<Attachment> {
     nics.iter()
         .map(|nic| {
-            let network = match site {
-                "drill" => config.test_network(drill_site),
-                _ => nic.network_at(site).to_string(),
+            let network = match instance.as_site() {
+                Some(site) => nic.network_at(site).to_string(),
+                None => config.test_network(instance.site(active)),
             };
             let backend = match config.bridges.get(&network) {
                 Some(bridge) => Backend::Bridge { bridge: bridge.clone() },
@@ -166,9 +167,8 @@ pub fn attachments(nics: &[Nic], site: &str, drill_site: &str, config: &Config, 
 /// the machine is not active at).
 pub fn describe(machine: &crate::Machine, config: &Config, home: &Path) -> Result<serde_json::Value, ControlError> {
     let nics = nics(&machine.definition.nics, &machine.definition.name, config)?;
-    let drill_site = crate::machine::other_site(&machine.active_site);
-    let at = |site| attachments(&nics, site, drill_site, config, home);
-    let (primary, recovery, drill) = (at("primary"), at("recovery"), at("drill"));
+    let at = |instance| attachments(&nics, instance, machine.active_site, config, home);
+    let (primary, recovery, drill) = (at(Instance::Primary), at(Instance::Recovery), at(Instance::Drill));
     Ok(serde_json::Value::Array(
         (0..nics.len())
             .map(|i| {
@@ -227,7 +227,7 @@ pub fn qemu_arguments(attachments: &[Attachment], run_dir: &Path) -> Result<Vec<
 /// the map's networks real. Called when a deployment is opened.
 pub fn check_config(config: &Config) -> Result<(), ControlError> {
     let refuse = |why: String| ControlError::Refused(format!("standby.toml: {why}"));
-    for site in ["primary", "recovery"] {
+    for site in SITES {
         let site_config = config.site(site);
         for network in &site_config.networks {
             if !valid_name(network) {
@@ -246,7 +246,7 @@ pub fn check_config(config: &Config) -> Result<(), ControlError> {
     }
     for (network, bridge) in &config.bridges {
         let known = [&config.primary, &config.recovery].iter().any(|site| site.networks.contains(network))
-            || [config.test_network("primary"), config.test_network("recovery")].contains(network);
+            || SITES.map(|site| config.test_network(site)).contains(network);
         if !known {
             return Err(refuse(format!("[bridges] {network}: no site has a network of that name")));
         }
@@ -353,20 +353,20 @@ mod tests {
         let config = config();
         let home = Path::new("/deployments/a");
         let nics = vec![Nic::parse("primary-lan", "web", 0, &config).unwrap()];
-        let at = |site: &str| attachments(&nics, site, "recovery", &config, home).remove(0);
-        assert_eq!(at("primary").network, "primary-lan");
-        assert_eq!(at("primary").backend, Backend::Segment { segment: segment(home, "primary-lan") });
-        assert_eq!(at("recovery").backend, Backend::Bridge { bridge: "br-recovery".into() });
-        assert_eq!(at("drill").network, "recovery-test");
+        let at = |instance| attachments(&nics, instance, Site::Primary, &config, home).remove(0);
+        assert_eq!(at(Instance::Primary).network, "primary-lan");
+        assert_eq!(at(Instance::Primary).backend, Backend::Segment { segment: segment(home, "primary-lan") });
+        assert_eq!(at(Instance::Recovery).backend, Backend::Bridge { bridge: "br-recovery".into() });
+        assert_eq!(at(Instance::Drill).network, "recovery-test");
         let segments =
             [segment(home, "primary-lan"), segment(home, "recovery-test"), segment(Path::new("/b"), "primary-lan")];
         assert!(segments[0] != segments[1] && segments[0] != segments[2]);
         let run_dir = tempfile::tempdir().unwrap();
-        let arguments = qemu_arguments(&[at("primary")], run_dir.path()).unwrap();
+        let arguments = qemu_arguments(&[at(Instance::Primary)], run_dir.path()).unwrap();
         assert_eq!(arguments[0], "-netdev");
         assert!(arguments[1].starts_with("socket,id=net0,mcast=239.255."));
         assert_eq!(arguments[3], format!("virtio-net-pci,netdev=net0,mac={}", nics[0].mac));
-        let bridged = qemu_arguments(&[at("recovery")], run_dir.path()).unwrap();
+        let bridged = qemu_arguments(&[at(Instance::Recovery)], run_dir.path()).unwrap();
         let script = run_dir.path().join("net0-up");
         assert_eq!(bridged[1], format!("tap,id=net0,script={},downscript=no", script.display()));
         let text = std::fs::read_to_string(&script).unwrap();

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use standby_lifecycle::job::{JobState, StepState};
+use standby_lifecycle::{Site, State as MachineState, UnknownName};
 
 use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
@@ -236,7 +238,13 @@ impl State {
     }
 
     /// Sets a machine's lifecycle state and, when given, its policy.
-    pub fn set_machine_state(&self, name: &str, state: &str, policy: Option<Option<&str>>) -> Result<(), ControlError> {
+    pub fn set_machine_state(
+        &self,
+        name: &str,
+        state: MachineState,
+        policy: Option<Option<&str>>,
+    ) -> Result<(), ControlError> {
+        let state = state.name();
         let changed = match policy {
             Some(policy) => self
                 .connection
@@ -255,8 +263,8 @@ impl State {
     pub fn set_machine_placement(
         &self,
         name: &str,
-        state: &str,
-        active_site: &str,
+        state: MachineState,
+        active_site: Site,
         generation: u64,
         details: &serde_json::Value,
     ) -> Result<(), ControlError> {
@@ -264,7 +272,7 @@ impl State {
             .connection
             .execute(
                 "UPDATE machines SET state = ?1, active_site = ?2, generation = ?3, details = ?4 WHERE name = ?5",
-                params![state, active_site, generation as i64, details.to_string(), name],
+                params![state.name(), active_site.name(), generation as i64, details.to_string(), name],
             )
             .map_err(|e| self.error(e))?;
         if changed == 0 {
@@ -273,10 +281,12 @@ impl State {
         Ok(())
     }
 
-    /// Moves disk `position` of machine `name` at `site` (`primary` or
-    /// `recovery`) to another image path.
-    pub fn set_disk_path(&self, name: &str, position: usize, site: &str, path: &Path) -> Result<(), ControlError> {
-        let column = if site == "recovery" { "recovery_path" } else { "primary_path" };
+    /// Moves disk `position` of machine `name` at `site` to another image path.
+    pub fn set_disk_path(&self, name: &str, position: usize, site: Site, path: &Path) -> Result<(), ControlError> {
+        let column = match site {
+            Site::Primary => "primary_path",
+            Site::Recovery => "recovery_path",
+        };
         let changed = self
             .connection
             .execute(
@@ -307,7 +317,7 @@ impl State {
         }
         transaction
             .execute(
-                "INSERT INTO machines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'unprotected', 'primary', NULL, 1, ?8, '{}')",
+                "INSERT INTO machines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, 1, ?10, '{}')",
                 params![
                     definition.name,
                     definition.cpus,
@@ -316,6 +326,8 @@ impl State {
                     definition.initrd.as_ref().map(|p| p.display().to_string()),
                     definition.append,
                     serde_json::to_string(&definition.nics).expect("strings serialise"),
+                    MachineState::Unprotected.name(),
+                    Site::Primary.name(),
                     jiff::Timestamp::now().to_string(),
                 ],
             )
@@ -358,8 +370,8 @@ impl State {
                         append: row.get(5)?,
                         nics: serde_json::from_str(&nics).unwrap_or_default(),
                     },
-                    state: row.get(7)?,
-                    active_site: row.get(8)?,
+                    state: parse_column(row, 7)?,
+                    active_site: parse_column(row, 8)?,
                     policy: row.get(9)?,
                     generation: row.get::<_, i64>(10)? as u64,
                     details: serde_json::from_str(&row.get::<_, String>(11)?).unwrap_or_default(),
@@ -399,12 +411,19 @@ impl State {
     }
 }
 
+/// A column holding one of the lifecycle crate's names, read back into its
+/// type; a name this version does not know fails the read (never guessed).
+fn parse_column<T: std::str::FromStr<Err = UnknownName>>(row: &rusqlite::Row, column: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    text.parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+}
+
 /// One step of a job, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Step {
     pub name: String,
-    /// pending, running, done, failed
-    pub state: String,
+    pub state: StepState,
     pub detail: String,
 }
 
@@ -414,8 +433,7 @@ pub struct Job {
     pub id: i64,
     pub machine: String,
     pub command: String,
-    /// running, succeeded, failed, interrupted
-    pub state: String,
+    pub state: JobState,
     pub steps: Vec<Step>,
     pub error: Option<String>,
     pub created: String,
@@ -427,24 +445,30 @@ impl State {
     pub fn create_job(&self, machine: &str, command: &str, steps: &[&str]) -> Result<i64, ControlError> {
         let steps: Vec<Step> = steps
             .iter()
-            .map(|name| Step { name: name.to_string(), state: "pending".into(), detail: String::new() })
+            .map(|name| Step { name: name.to_string(), state: StepState::Pending, detail: String::new() })
             .collect();
         let now = jiff::Timestamp::now().to_string();
         self.connection
             .execute(
-                "INSERT INTO jobs (machine, command, state, steps, error, created, updated) VALUES (?1, ?2, 'running', ?3, NULL, ?4, ?4)",
-                params![machine, command, serde_json::to_string(&steps).expect("steps serialise"), now],
+                "INSERT INTO jobs (machine, command, state, steps, error, created, updated) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5)",
+                params![
+                    machine,
+                    command,
+                    JobState::Running.name(),
+                    serde_json::to_string(&steps).expect("steps serialise"),
+                    now
+                ],
             )
             .map_err(|e| self.error(e))?;
         Ok(self.connection.last_insert_rowid())
     }
 
     /// Sets one step's state and detail.
-    pub fn job_step(&self, id: i64, step: &str, state: &str, detail: &str) -> Result<(), ControlError> {
+    pub fn job_step(&self, id: i64, step: &str, state: StepState, detail: &str) -> Result<(), ControlError> {
         let mut job = self.job(id)?;
         for candidate in &mut job.steps {
             if candidate.name == step {
-                candidate.state = state.to_string();
+                candidate.state = state;
                 candidate.detail = detail.to_string();
             }
         }
@@ -462,11 +486,12 @@ impl State {
     }
 
     /// Ends a job: succeeded, failed (with the error) or interrupted.
-    pub fn finish_job(&self, id: i64, state: &str, error: Option<&str>) -> Result<(), ControlError> {
+    pub fn finish_job(&self, id: i64, state: JobState, error: Option<&str>) -> Result<(), ControlError> {
+        assert!(state.ended(), "a job is finished as succeeded, failed or interrupted");
         self.connection
             .execute(
                 "UPDATE jobs SET state = ?1, error = ?2, updated = ?3 WHERE id = ?4",
-                params![state, error, jiff::Timestamp::now().to_string(), id],
+                params![state.name(), error, jiff::Timestamp::now().to_string(), id],
             )
             .map_err(|e| self.error(e))?;
         Ok(())
@@ -486,9 +511,9 @@ impl State {
     /// Marks jobs a dead daemon left running as interrupted; returns them.
     /// Records every running job `interrupted` (with `why`); returns them.
     pub fn interrupt_running_jobs(&self, why: &str) -> Result<Vec<Job>, ControlError> {
-        let running = self.jobs_where("WHERE state = 'running'", params![])?;
+        let running = self.jobs_where("WHERE state = ?1", params![JobState::Running.name()])?;
         for job in &running {
-            self.finish_job(job.id, "interrupted", Some(why))?;
+            self.finish_job(job.id, JobState::Interrupted, Some(why))?;
         }
         Ok(running)
     }
@@ -505,7 +530,7 @@ impl State {
                     id: row.get(0)?,
                     machine: row.get(1)?,
                     command: row.get(2)?,
-                    state: row.get(3)?,
+                    state: parse_column(row, 3)?,
                     steps: serde_json::from_str(&steps).unwrap_or_default(),
                     error: row.get(5)?,
                     created: row.get(6)?,
@@ -535,17 +560,17 @@ mod tests {
         let state = State::open(&path).unwrap();
         assert!(state.jobs().unwrap().is_empty());
         let id = state.create_job("web", "machine start", &["one", "two"]).unwrap();
-        state.job_step(id, "one", "done", "fine").unwrap();
+        state.job_step(id, "one", StepState::Done, "fine").unwrap();
         let job = state.job(id).unwrap();
         assert_eq!(
-            (job.state.as_str(), job.steps[0].state.as_str(), job.steps[1].state.as_str()),
-            ("running", "done", "pending")
+            (job.state, job.steps[0].state, job.steps[1].state),
+            (JobState::Running, StepState::Done, StepState::Pending)
         );
         assert_eq!(
             state.interrupt_running_jobs("gone").unwrap().iter().map(|job| job.id).collect::<Vec<_>>(),
             vec![id]
         );
-        assert_eq!(state.job(id).unwrap().state, "interrupted");
+        assert_eq!(state.job(id).unwrap().state, JobState::Interrupted);
         drop(state);
         // Opening again finds it current.
         State::open(&path).unwrap();

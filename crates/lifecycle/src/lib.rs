@@ -13,12 +13,24 @@
 //!
 //! A refused command is a value ([`Refusal`]) that names the current state
 //! and the commands allowed in it.
+//!
+//! Key types: [`State`], [`Command`], [`transition`] (the table), and the
+//! words the control plane records with them: [`Site`] (where a machine
+//! runs), [`Instance`] (a running copy of a machine: at a site, or a drill)
+//! and [`job::JobState`] / [`job::StepState`]. Every one of them has one
+//! spelling, its `name()`, used in the state database, the API and the CLI;
+//! nothing outside this crate writes those spellings as literals.
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub mod job;
+mod site;
+
+pub use site::{Instance, Site, INSTANCES, SITES};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     Unprotected,
@@ -100,7 +112,46 @@ impl State {
     pub fn parse(name: &str) -> Option<State> {
         STATES.into_iter().find(|state| state.name() == name)
     }
+
+    /// Whether a machine in this state replicates: its disks at its active
+    /// site go through splitters into the vault at the other site.
+    pub fn replicating(self) -> bool {
+        matches!(
+            self,
+            State::Enabling | State::Protected | State::TestFailover | State::ReadyToComplete | State::Reprotecting
+        )
+    }
+
+    /// Whether a machine in this state runs (or would run) from its
+    /// failover point's exports, until reprotect rebuilds its disks.
+    pub fn on_exports(self) -> bool {
+        matches!(self, State::FailedOver | State::Committed)
+    }
 }
+
+impl std::str::FromStr for State {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<State, UnknownName> {
+        State::parse(name).ok_or_else(|| UnknownName { kind: "lifecycle state", name: name.to_string() })
+    }
+}
+
+/// A name read from outside (the state database, a request) that is none
+/// of the known spellings: written by a newer version, or damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not a {} this version knows", self.name, self.kind)
+    }
+}
+
+impl std::error::Error for UnknownName {}
 
 impl Command {
     /// The command as the operator types it.
@@ -124,18 +175,23 @@ impl Command {
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }
 
-/// Where an accepted command leads: the state while its job runs, and the
-/// state when the job succeeds. `reverses` says the protection direction
-/// (and, for failovers, the active site) flips on success.
+/// Where an accepted command leads: the state while its job runs, the
+/// state when the job succeeds, and the state its roll-back leaves (a job
+/// that fails or is cancelled undoes what it did). Jobs record exactly
+/// these states and no others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Transition {
+    pub command: Command,
     pub from: State,
     pub during: State,
     pub after: State,
+    /// Where a roll-back leaves the machine: where it came from, except a
+    /// failover during a drill, which removed the drill first.
+    pub undone: State,
     /// The machine ends up running at the other site.
     pub moves_site: bool,
 }
@@ -166,25 +222,45 @@ pub fn transition(state: State, command: Command) -> Result<Transition, Refusal>
     lead(state, command).ok_or_else(|| Refusal { state, command, allowed: state.allowed() })
 }
 
+/// The transition a job of `command` was making when the machine was left
+/// in `state`, its `during` state: what a restarted daemon resumes or
+/// rolls back. `None` when no transition of `command` passes through
+/// `state` while its job runs.
+pub fn in_flight(state: State, command: Command) -> Option<Transition> {
+    STATES.into_iter().filter_map(|from| lead(from, command)).find(|step| step.during == state)
+}
+
 /// The one table of the lifecycle.
 fn lead(state: State, command: Command) -> Option<Transition> {
     use Command as C;
     use State as S;
-    let step = |during, after, moves_site| Some(Transition { from: state, during, after, moves_site });
+    let step =
+        |during, after, moves_site| Some(Transition { command, from: state, during, after, undone: state, moves_site });
+    // A failover rolled back leaves the machine protected at its source
+    // (a drill it removed first is not brought back).
+    let failover = |during, after| {
+        Some(Transition { command, from: state, during, after, undone: S::Protected, moves_site: true })
+    };
     match (state, command) {
         (S::Unprotected, C::Protect) => step(S::Enabling, S::Protected, false),
-        (S::Enabling | S::Protected | S::Reprotecting, C::Unprotect) => step(S::Unprotected, S::Unprotected, false),
+        // The machine keeps its state until its disks are off the
+        // splitters (a restart finishes the unprotect from there).
+        (S::Enabling | S::Protected | S::Reprotecting, C::Unprotect) => step(state, S::Unprotected, false),
         // After commit the machine runs at its new site unprotected until
         // reprotect; unprotect says so explicitly.
-        (S::Committed, C::Unprotect) => step(S::Unprotected, S::Unprotected, false),
+        (S::Committed, C::Unprotect) => step(state, S::Unprotected, false),
         (S::Protected, C::TestFailover) => step(S::TestFailover, S::TestFailover, false),
         (S::TestFailover, C::CleanupTestFailover) => step(S::TestFailover, S::Protected, false),
         // A disaster during a drill: the failover job removes the drill first.
-        (S::Protected | S::TestFailover, C::Failover) => step(S::FailoverInProgress, S::FailedOver, true),
-        (S::Protected, C::PlannedFailover { sync_first: false }) => step(S::FailoverInProgress, S::FailedOver, true),
-        (S::Protected, C::PlannedFailover { sync_first: true }) => step(S::ReadyToComplete, S::ReadyToComplete, false),
-        (S::ReadyToComplete, C::CompleteFailover) => step(S::FailoverInProgress, S::FailedOver, true),
-        (S::FailedOver, C::ChangePoint) => step(S::FailoverInProgress, S::FailedOver, false),
+        (S::Protected | S::TestFailover, C::Failover) => failover(S::FailoverInProgress, S::FailedOver),
+        (S::Protected, C::PlannedFailover { sync_first: false }) => failover(S::FailoverInProgress, S::FailedOver),
+        // The machine stays protected (running, replicating) until the
+        // remaining delta is small, then waits for complete-failover.
+        (S::Protected, C::PlannedFailover { sync_first: true }) => step(S::Protected, S::ReadyToComplete, false),
+        (S::ReadyToComplete, C::CompleteFailover) => failover(S::FailoverInProgress, S::FailedOver),
+        // The copy keeps running at the recovery site (failed over) while
+        // it moves to another point; a restart resumes the change.
+        (S::FailedOver, C::ChangePoint) => step(S::FailedOver, S::FailedOver, false),
         (S::FailedOver, C::Commit) => step(S::FailedOver, S::Committed, false),
         // Cancel is safe at every unfinished step: the machine returns to
         // protected at its original site with replication resumed (a
@@ -257,6 +333,32 @@ mod tests {
         }
         assert_eq!(state, State::Protected);
         assert_eq!(site_moves, 2, "failover and failback each move the machine once");
+    }
+
+    #[test]
+    fn states_are_spelled_the_same_by_serde_and_by_name() {
+        for state in STATES {
+            assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{}\"", state.name()));
+            assert_eq!(state.name().parse::<State>(), Ok(state));
+            assert_eq!(format!("{state:<22}|").len(), 23, "Display pads like a str");
+        }
+        assert!("elsewhere".parse::<State>().is_err());
+    }
+
+    #[test]
+    fn every_transition_in_flight_is_found_from_its_during_state() {
+        for state in STATES {
+            for command in COMMANDS {
+                if let Ok(step) = transition(state, command) {
+                    let found = in_flight(step.during, command).expect("a running job's state leads back to it");
+                    assert_eq!((found.during, found.after, found.undone), (step.during, step.after, step.undone));
+                    assert!(STATES.contains(&step.undone));
+                }
+            }
+        }
+        assert_eq!(in_flight(State::Enabling, Command::Protect).map(|step| step.from), Some(State::Unprotected));
+        assert_eq!(in_flight(State::Reprotecting, Command::Reprotect).map(|step| step.after), Some(State::Protected));
+        assert_eq!(in_flight(State::Protected, Command::Protect), None);
     }
 
     proptest::proptest! {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::protection::replicating;
+use standby_lifecycle::State;
+
 use super::{instance, lock, Daemon};
 use crate::guest_agent::GuestAgent;
 use crate::machine::Machine;
@@ -39,7 +40,7 @@ impl Daemon {
     /// could only be crash-consistent.
     pub(super) fn app_consistent_point(&self, machine: &Machine) -> Result<String, String> {
         let name = &machine.definition.name;
-        let key = instance(name, &machine.active_site);
+        let key = instance(name, machine.active_site);
         let socket = lock(&self.machines)
             .get(&key)
             .filter(|running| running.qemu.running())
@@ -84,9 +85,9 @@ impl Daemon {
             let Ok(machines) = deployment.state.machines() else { continue };
             for machine in machines {
                 let name = machine.definition.name.clone();
-                let eligible = replicating(&machine.state)
-                    && machine.state != "enabling"
-                    && self.runtime(&instance(&name, &machine.active_site)).running
+                let eligible = machine.state.replicating()
+                    && machine.state != State::Enabling
+                    && self.runtime(&instance(&name, machine.active_site)).running
                     && !lock(&self.busy).contains_key(&name);
                 if !eligible {
                     continue;

@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use standby_lifecycle::Command;
+use standby_lifecycle::job::StepState;
+use standby_lifecycle::{Command, Instance, Site, State};
 
-use super::protection::check;
+use super::protection::{check, transition_of};
 use super::{instance, lock, Daemon, JobSteps, POWER_DOWN_TIMEOUT};
 use crate::agent::{Agent, ExportSpec};
 use crate::deployment::Deployment;
@@ -33,14 +34,6 @@ use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::points::{self, MachinePoint};
 use crate::qemu::Drive;
-
-/// (Defined with the machines; the daemon's modules take it from here.)
-pub(super) use crate::machine::other_site;
-
-/// States in which a machine runs (or would run) from its failover point's exports.
-pub(super) fn on_exports(state: &str) -> bool {
-    matches!(state, "failed-over" | "committed")
-}
 
 /// A failover forced by a disaster, or a planned move that loses nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,17 +55,17 @@ const LAST_WRITES_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Daemon {
     /// Starts (or adopts) an export of `point` for every disk of `machine`
-    /// as `role` (`drill`, or the site the machine fails over to) and
-    /// returns the drives on them. The exports read the vault at the site
-    /// the copy runs at.
+    /// for `role` (a drill, or the instance at the site the machine fails
+    /// over to) and returns the drives on them. The exports read the vault
+    /// at the site the copy runs at.
     pub(super) fn serve_point(
         &self,
         deployment: &Deployment,
         machine: &Machine,
         point: &MachinePoint,
-        role: &str,
+        role: Instance,
     ) -> Result<Vec<Drive>, ControlError> {
-        let site = copy_site(machine, role);
+        let site = role.site(machine.active_site);
         let run_dir = deployment.run_dir().join("exports");
         let vault = deployment.vault_at(site);
         let mut drives = Vec::new();
@@ -98,7 +91,7 @@ impl Daemon {
                         netns: deployment.netns(site).as_deref(),
                         // A failed-over machine's disk becomes local in the
                         // background; a drill's is short-lived.
-                        hydrate: role != "drill",
+                        hydrate: role != Instance::Drill,
                     })?,
                 };
                 exports.insert(name.clone(), agent);
@@ -109,17 +102,17 @@ impl Daemon {
         Ok(drives)
     }
 
-    /// Stops the exports of `machine` as `role` (see [`Daemon::serve_point`]); returns the files they used.
+    /// Stops the exports of `machine` for `role` (see [`Daemon::serve_point`]); returns the files they used.
     pub(super) fn stop_exports(
         &self,
         deployment: &Deployment,
         machine: &Machine,
-        site: &str,
+        role: Instance,
     ) -> Result<Vec<PathBuf>, ControlError> {
         let run_dir = deployment.run_dir().join("exports");
         let mut removed = Vec::new();
         for disk in &machine.disks {
-            let name = instance(&disk.vault_disk, site);
+            let name = instance(&disk.vault_disk, role);
             let agent = lock(&self.exports).remove(&name).or_else(|| Agent::adopt(&run_dir, &name));
             if let Some(agent) = agent {
                 let (socket, log) = (agent.socket.clone(), agent.log.clone());
@@ -143,23 +136,23 @@ impl Daemon {
         Ok(Some(running.qemu.power_down(POWER_DOWN_TIMEOUT)?.describe()))
     }
 
-    /// Boots instance `key` of `machine` on `drives`.
+    /// Boots `instance` of `machine` on `drives`.
     fn boot(
         &self,
         deployment: &Deployment,
         machine: &Machine,
-        key: &str,
+        instance: Instance,
         drives: Vec<Drive>,
     ) -> Result<Value, ControlError> {
         let accel = self.accel_for(machine.definition.kernel.as_deref());
-        self.launch(deployment, machine, key, drives, accel)
+        self.launch(deployment, machine, instance, drives, accel)
     }
 
     pub(super) fn test_failover(self: &Arc<Self>, name: &str, point: Option<String>) -> Result<Value, ControlError> {
         const STEPS: [&str; 3] = TEST_FAILOVER_STEPS;
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        check(&machine, Command::TestFailover)?;
+        let step = check(&machine, Command::TestFailover)?;
         let point = self.resolve_point(&deployment, &machine, point.as_deref())?;
         self.spawn_job(&deployment, name, "test-failover", &STEPS, move |daemon, job| {
             let deployment = job.deployment;
@@ -167,38 +160,37 @@ impl Daemon {
             details["drill"] = json!({"point": point, "job": job.id});
             deployment.state.set_machine_placement(
                 name_of(&machine),
-                "test-failover",
-                &machine.active_site,
+                step.during,
+                machine.active_site,
                 machine.generation,
                 &details,
             )?;
-            job.step(STEPS[0], "done", &point.described)?;
+            job.step(STEPS[0], StepState::Done, &point.described)?;
             let booted = (|| {
                 // Leftovers of a drill a crash interrupted are not resumed.
                 daemon.remove_drill(deployment, &machine)?;
-                job.step(STEPS[1], "running", "")?;
-                let drives = daemon.serve_point(deployment, &machine, &point, "drill")?;
-                job.step(STEPS[1], "done", &format!("{} disk(s) exported", drives.len()))?;
-                job.step(STEPS[2], "running", "")?;
-                let key = instance(name_of(&machine), "drill");
-                let runtime = daemon.boot(deployment, &machine, &key, drives)?;
+                job.step(STEPS[1], StepState::Running, "")?;
+                let drives = daemon.serve_point(deployment, &machine, &point, Instance::Drill)?;
+                job.step(STEPS[1], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
+                job.step(STEPS[2], StepState::Running, "")?;
+                let runtime = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
                 let network = match runtime["nics"][0]["network"].as_str() {
                     Some(test_network) => format!("on the isolated network {test_network}"),
                     None => "no network device".to_string(),
                 };
-                job.step(STEPS[2], "done", &format!("pid {}, {network}", runtime["pid"]))?;
+                job.step(STEPS[2], StepState::Done, &format!("pid {}, {network}", runtime["pid"]))?;
                 Ok(runtime)
             })();
             match booted {
-                Ok(runtime) => Ok(json!({"name": name_of(&machine), "state": "test-failover", "point": point,
+                Ok(runtime) => Ok(json!({"name": name_of(&machine), "state": step.after, "point": point,
                                          "drill": runtime})),
                 Err(e) => {
                     // Nothing of a half-started drill stays behind.
                     let _ = daemon.remove_drill(deployment, &machine);
                     deployment.state.set_machine_placement(
                         name_of(&machine),
-                        &machine.state,
-                        &machine.active_site,
+                        step.undone,
+                        machine.active_site,
                         machine.generation,
                         &machine.details,
                     )?;
@@ -211,7 +203,7 @@ impl Daemon {
     /// Stops the drill copy and its exports and removes every file they
     /// used; returns what it removed.
     fn remove_drill(&self, deployment: &Deployment, machine: &Machine) -> Result<Vec<PathBuf>, ControlError> {
-        let key = instance(name_of(machine), "drill");
+        let key = instance(name_of(machine), Instance::Drill);
         let mut removed = Vec::new();
         self.stop_instance(&key, true)?;
         let run_dir = deployment.run_dir().join("machines").join(&key);
@@ -219,9 +211,9 @@ impl Daemon {
             std::fs::remove_dir_all(&run_dir).map_err(|e| ControlError::io(&run_dir, e))?;
             removed.push(run_dir);
         }
-        removed.extend(self.stop_exports(deployment, machine, "drill")?);
+        removed.extend(self.stop_exports(deployment, machine, Instance::Drill)?);
         for index in 0..machine.disks.len() {
-            let overlay = overlay_path(deployment, machine, index, "drill");
+            let overlay = overlay_path(deployment, machine, index, Instance::Drill);
             removed.extend(remove_files(&standby_splitter::export::overlay_files(&overlay))?);
         }
         Ok(removed)
@@ -240,7 +232,8 @@ impl Daemon {
     /// test-failover or cleanup job it interrupted (every step is safe to
     /// repeat).
     pub(super) fn cleanup_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
-        job.step(CLEANUP_STEPS[0], "running", "")?;
+        let step = transition_of(machine, Command::CleanupTestFailover)?;
+        job.step(CLEANUP_STEPS[0], StepState::Running, "")?;
         let removed = self.remove_drill(job.deployment, machine)?;
         let mut details = machine.details.clone();
         if let Some(map) = details.as_object_mut() {
@@ -248,16 +241,16 @@ impl Daemon {
         }
         job.deployment.state.set_machine_placement(
             name_of(machine),
-            "protected",
-            &machine.active_site,
+            step.after,
+            machine.active_site,
             machine.generation,
             &details,
         )?;
         let listed: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
         let detail =
             if listed.is_empty() { "nothing was left".to_string() } else { format!("removed {}", listed.join(", ")) };
-        job.step(CLEANUP_STEPS[0], "done", &detail)?;
-        Ok(json!({"name": name_of(machine), "state": "protected", "removed": listed}))
+        job.step(CLEANUP_STEPS[0], StepState::Done, &detail)?;
+        Ok(json!({"name": name_of(machine), "state": step.after, "removed": listed}))
     }
 
     /// Resolves the operator's point (default `latest`) for `machine`.
@@ -269,8 +262,7 @@ impl Daemon {
     ) -> Result<MachinePoint, ControlError> {
         // A machine running from a point reads the vault where it runs; a
         // replicated one is restored from the vault it replicates into.
-        let site =
-            if on_exports(&machine.state) { machine.active_site.as_str() } else { other_site(&machine.active_site) };
+        let site = if machine.state.on_exports() { machine.active_site } else { machine.active_site.other() };
         let vault = deployment.open_vault_at(site)?;
         let disks: Vec<String> = machine.disks.iter().map(|d| d.vault_disk.clone()).collect();
         points::resolve(&vault, &disks, point.unwrap_or("latest"))
@@ -306,19 +298,24 @@ impl Daemon {
     /// `ready-to-complete`; run again by a restarted daemon that
     /// interrupted it.
     pub(super) fn sync_first_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        let step = transition_of(machine, Command::PlannedFailover { sync_first: true })?;
         let name = name_of(machine);
-        job.step(SYNC_FIRST_STEPS[0], "running", "")?;
+        job.step(SYNC_FIRST_STEPS[0], StepState::Running, "")?;
         loop {
             let (keeping_up, detail) = self.replication_progress(machine, false)?;
             if keeping_up {
-                job.step(SYNC_FIRST_STEPS[0], "done", &format!("{detail}; run `standby complete-failover {name}`"))?;
+                job.step(
+                    SYNC_FIRST_STEPS[0],
+                    StepState::Done,
+                    &format!("{detail}; run `standby complete-failover {name}`"),
+                )?;
                 break;
             }
-            job.step(SYNC_FIRST_STEPS[0], "running", &detail)?;
+            job.step(SYNC_FIRST_STEPS[0], StepState::Running, &detail)?;
             std::thread::sleep(Duration::from_millis(300));
         }
-        job.deployment.state.set_machine_state(name, "ready-to-complete", None)?;
-        Ok(json!({"name": name, "state": "ready-to-complete"}))
+        job.deployment.state.set_machine_state(name, step.after, None)?;
+        Ok(json!({"name": name, "state": step.after}))
     }
 
     pub(super) fn complete_failover(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
@@ -344,8 +341,8 @@ impl Daemon {
         ];
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        check(&machine, command)?;
-        let to_site = other_site(&machine.active_site);
+        let step = check(&machine, command)?;
+        let to_site = machine.active_site.other();
         let planned = kind == Move::Planned;
         let shutdown_source = match kind {
             Move::Planned => true,
@@ -364,8 +361,8 @@ impl Daemon {
             let in_progress = |details: &Value| {
                 deployment.state.set_machine_placement(
                     name,
-                    "failover-in-progress",
-                    &machine.active_site,
+                    step.during,
+                    machine.active_site,
                     machine.generation,
                     details,
                 )
@@ -380,19 +377,19 @@ impl Daemon {
                 }
             };
             let begin = |step: usize| -> Result<(), ControlError> {
-                job.step(STEPS[step], "running", "")?;
+                job.step(STEPS[step], StepState::Running, "")?;
                 cancelled(step)
             };
             let outcome = (|| -> Result<(MachinePoint, Value, Option<Duration>), ControlError> {
-                if machine.state == "test-failover" {
+                if machine.state == State::TestFailover {
                     begin(0)?;
                     daemon.remove_drill(deployment, &machine)?;
-                    job.step(STEPS[0], "done", "the drill copy is gone")?;
+                    job.step(STEPS[0], StepState::Done, "the drill copy is gone")?;
                 } else {
-                    job.step(STEPS[0], "done", "no drill was running")?;
+                    job.step(STEPS[0], StepState::Done, "no drill was running")?;
                 }
                 begin(1)?;
-                let source = instance(name, &machine.active_site);
+                let source = instance(name, machine.active_site);
                 // Recorded before anything is stopped: a roll-back (even by
                 // a daemon that restarts after this one died) starts the
                 // source again when it ran before the failover.
@@ -424,7 +421,7 @@ impl Daemon {
                 details["failover"]["source"] = json!(source_detail);
                 details["failover"]["source_shut_down"] = json!(shut_down);
                 in_progress(&details)?;
-                job.step(STEPS[1], "done", &source_detail)?;
+                job.step(STEPS[1], StepState::Done, &source_detail)?;
                 begin(2)?;
                 let source_stopped = shut_down || !daemon.runtime(&source).running;
                 let (drained, waited) = daemon.wait_for_last_writes(&machine, source_stopped);
@@ -435,10 +432,10 @@ impl Daemon {
                          {waited}"
                     )));
                 }
-                job.step(STEPS[2], "done", &waited)?;
+                job.step(STEPS[2], StepState::Done, &waited)?;
                 begin(3)?;
                 let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
-                job.step(STEPS[3], "done", &chosen.described)?;
+                job.step(STEPS[3], StepState::Done, &chosen.described)?;
                 details["failover"]["point"] = json!(chosen);
                 // Recorded before the boot: a daemon that dies from here on
                 // finds the point to roll back from or run on.
@@ -446,14 +443,14 @@ impl Daemon {
                 begin(4)?;
                 // Overlays of an earlier failover are never resumed at another point.
                 daemon.set_aside(deployment, &machine, to_site, job.id)?;
-                let drives = daemon.serve_point(deployment, &machine, &chosen, to_site)?;
-                job.step(STEPS[4], "done", &format!("{} disk(s) exported", drives.len()))?;
+                let drives = daemon.serve_point(deployment, &machine, &chosen, to_site.into())?;
+                job.step(STEPS[4], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
                 begin(5)?;
                 let started = Instant::now();
                 // From here on the copies diverge: a write the old source
                 // makes later is a split brain.
                 details["failover"]["diverged"] = json!(jiff::Timestamp::now().as_microsecond());
-                let runtime = daemon.boot(deployment, &machine, &instance(name, to_site), drives)?;
+                let runtime = daemon.boot(deployment, &machine, to_site.into(), drives)?;
                 let downtime = shut_down.then(|| stopped_at.elapsed());
                 let mut detail = format!("pid {} in {} ms", runtime["pid"], started.elapsed().as_millis());
                 if let Some(downtime) = downtime {
@@ -462,7 +459,7 @@ impl Daemon {
                         downtime.as_millis()
                     ));
                 }
-                job.step(STEPS[5], "done", &detail)?;
+                job.step(STEPS[5], StepState::Done, &detail)?;
                 Ok((chosen, runtime, downtime))
             })();
             match outcome {
@@ -471,16 +468,16 @@ impl Daemon {
                     details["failover"]["downtime_ms"] = json!(downtime_ms);
                     deployment.state.set_machine_placement(
                         name,
-                        "failed-over",
+                        step.after,
                         to_site,
                         machine.generation + 1,
                         &details,
                     )?;
-                    Ok(json!({"name": name, "state": "failed-over", "point": chosen, "recovery": runtime,
+                    Ok(json!({"name": name, "state": step.after, "point": chosen, "recovery": runtime,
                               "downtime_ms": downtime_ms}))
                 }
                 Err(e) => {
-                    let rolled = daemon.roll_back_failover(deployment, &machine, &details, job.id);
+                    let rolled = daemon.roll_back_failover(deployment, &machine, &details, step.undone, job.id);
                     Err(match rolled {
                         Ok(_) => ControlError::Failed(format!("{e}; the machine is back at its source, protected")),
                         Err(rollback) => ControlError::Failed(format!("{e}; rolling back failed too: {rollback}")),
@@ -542,23 +539,25 @@ impl Daemon {
 
     /// Undoes a failover: the recovery VM stopped, its writes set aside,
     /// the exports stopped, the source started again when it ran before
-    /// the failover and does not now; the machine protected at its source.
-    /// Returns what it did.
+    /// the failover and does not now; the machine `undone` (protected) at
+    /// its source. Returns what it did.
     fn roll_back_failover(
         &self,
         deployment: &Deployment,
         machine: &Machine,
         details: &Value,
+        undone: State,
         job: i64,
     ) -> Result<Vec<String>, ControlError> {
         let name = name_of(machine);
-        let source_site = details["failover"]["from_site"].as_str().unwrap_or(&machine.active_site);
-        let to_site = other_site(source_site);
+        let source_site =
+            details["failover"]["from_site"].as_str().and_then(Site::parse).unwrap_or(machine.active_site);
+        let to_site = source_site.other();
         let mut done = Vec::new();
         if let Some(how) = self.stop_instance(&instance(name, to_site), true)? {
             done.push(format!("the recovery VM was {how}"));
         }
-        self.stop_exports(deployment, machine, to_site)?;
+        self.stop_exports(deployment, machine, to_site.into())?;
         if let Some(folder) = self.set_aside(deployment, machine, to_site, job)? {
             done.push(format!("its writes are set aside in {}", folder.display()));
         }
@@ -583,7 +582,7 @@ impl Daemon {
             details["start_pending"] = json!({"job": job, "why": "the failover it stopped it for was undone"});
         }
         let generation = if machine.active_site == source_site { machine.generation } else { machine.generation + 1 };
-        deployment.state.set_machine_placement(name, "protected", source_site, generation, &details)?;
+        deployment.state.set_machine_placement(name, undone, source_site, generation, &details)?;
         // Replicating again: its splitters (kept running through the
         // failover; adopted when an earlier daemon started them).
         self.ensure_splitters(deployment, &deployment.state.machine(name)?)?;
@@ -598,12 +597,12 @@ impl Daemon {
     /// debt. Says what it did.
     pub(super) fn start_pending(&self, deployment: &Deployment, name: &str) -> Result<String, ControlError> {
         let machine = deployment.state.machine(name)?;
-        let key = instance(name, &machine.active_site);
+        let key = instance(name, machine.active_site);
         let done = match self.runtime(&key).pid {
             Some(pid) => format!("the source runs (pid {pid})"),
             None => {
                 let (drives, _) = self.drives(deployment, &machine)?;
-                let runtime = self.boot(deployment, &machine, &key, drives)?;
+                let runtime = self.boot(deployment, &machine, machine.active_site.into(), drives)?;
                 format!("the source was started again (pid {})", runtime["pid"])
             }
         };
@@ -613,8 +612,8 @@ impl Daemon {
         }
         deployment.state.set_machine_placement(
             name,
-            &machine.state,
-            &machine.active_site,
+            machine.state,
+            machine.active_site,
             machine.generation,
             &details,
         )?;
@@ -628,13 +627,13 @@ impl Daemon {
         &self,
         deployment: &Deployment,
         machine: &Machine,
-        site: &str,
+        site: Site,
         job: i64,
     ) -> Result<Option<PathBuf>, ControlError> {
         let folder = site_folder(deployment, site).join("set-aside").join(format!("{}-job{job}", name_of(machine)));
         let mut moved = false;
         for index in 0..machine.disks.len() {
-            let overlay = overlay_path(deployment, machine, index, site);
+            let overlay = overlay_path(deployment, machine, index, site.into());
             for file in standby_splitter::export::overlay_files(&overlay) {
                 if file.exists() {
                     std::fs::create_dir_all(&folder).map_err(|e| ControlError::io(&folder, e))?;
@@ -670,43 +669,44 @@ impl Daemon {
         job: &JobSteps,
     ) -> Result<Value, ControlError> {
         const STEPS: [&str; 4] = CHANGE_POINT_STEPS;
+        let step = transition_of(machine, Command::ChangePoint)?;
         let deployment = job.deployment;
         let name = name_of(machine);
-        let site = machine.active_site.as_str();
+        let site = machine.active_site;
         let key = instance(name, site);
         let mut details = machine.details.clone();
         let already = resumed && details["failover"]["point"] == json!(chosen);
         details["failover"]["change_point"] = json!({"job": job.id, "point": chosen});
-        deployment.state.set_machine_placement(name, "failed-over", site, machine.generation, &details)?;
+        deployment.state.set_machine_placement(name, step.during, site, machine.generation, &details)?;
         if already {
-            job.step(STEPS[0], "done", "an earlier attempt stopped it")?;
-            job.step(STEPS[1], "done", "an earlier attempt set them aside")?;
+            job.step(STEPS[0], StepState::Done, "an earlier attempt stopped it")?;
+            job.step(STEPS[1], StepState::Done, "an earlier attempt set them aside")?;
         } else {
-            job.step(STEPS[0], "running", "")?;
+            job.step(STEPS[0], StepState::Running, "")?;
             let how = self.stop_instance(&key, true)?;
-            self.stop_exports(deployment, machine, site)?;
-            job.step(STEPS[0], "done", how.as_deref().unwrap_or("it was not running"))?;
-            job.step(STEPS[1], "running", "")?;
+            self.stop_exports(deployment, machine, site.into())?;
+            job.step(STEPS[0], StepState::Done, how.as_deref().unwrap_or("it was not running"))?;
+            job.step(STEPS[1], StepState::Running, "")?;
             let folder = self.set_aside(deployment, machine, site, job.id)?;
             let aside = folder.map(|f| format!("in {}", f.display())).unwrap_or_else(|| "it wrote nothing".into());
-            job.step(STEPS[1], "done", &aside)?;
+            job.step(STEPS[1], StepState::Done, &aside)?;
             details["failover"]["point"] = json!(chosen);
-            deployment.state.set_machine_placement(name, "failed-over", site, machine.generation, &details)?;
+            deployment.state.set_machine_placement(name, step.during, site, machine.generation, &details)?;
         }
-        job.step(STEPS[2], "running", "")?;
-        let drives = self.serve_point(deployment, machine, chosen, site)?;
-        job.step(STEPS[2], "done", &chosen.described)?;
-        job.step(STEPS[3], "running", "")?;
+        job.step(STEPS[2], StepState::Running, "")?;
+        let drives = self.serve_point(deployment, machine, chosen, site.into())?;
+        job.step(STEPS[2], StepState::Done, &chosen.described)?;
+        job.step(STEPS[3], StepState::Running, "")?;
         let runtime = match self.runtime(&key) {
             runtime if runtime.running => json!(runtime),
-            _ => self.boot(deployment, machine, &key, drives)?,
+            _ => self.boot(deployment, machine, site.into(), drives)?,
         };
         if let Some(failover) = details["failover"].as_object_mut() {
             failover.remove("change_point");
         }
-        deployment.state.set_machine_placement(name, "failed-over", site, machine.generation, &details)?;
-        job.step(STEPS[3], "done", &format!("pid {}", runtime["pid"]))?;
-        Ok(json!({"name": name, "state": "failed-over", "point": chosen, "recovery": runtime}))
+        deployment.state.set_machine_placement(name, step.after, site, machine.generation, &details)?;
+        job.step(STEPS[3], StepState::Done, &format!("pid {}", runtime["pid"]))?;
+        Ok(json!({"name": name, "state": step.after, "point": chosen, "recovery": runtime}))
     }
 
     pub(super) fn cancel(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
@@ -714,7 +714,7 @@ impl Daemon {
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Cancel)?;
         let running = lock(&self.busy).get(name).copied();
-        if let (Some(failover_job), "failover-in-progress") = (running, machine.state.as_str()) {
+        if let (Some(failover_job), State::FailoverInProgress) = (running, machine.state) {
             return self.stop_failover(&deployment, name, failover_job);
         }
         self.spawn_job(&deployment, name, "cancel", &CANCEL_STEPS, move |daemon, job| daemon.cancel_job(&machine, job))
@@ -733,8 +733,8 @@ impl Daemon {
         // The roll-back may wait for a guest's clean shutdown (a minute at most) and restart it.
         self.stop_running_job(name, POWER_DOWN_TIMEOUT + Duration::from_secs(120));
         let machine = deployment.state.machine(name)?;
-        match machine.state.as_str() {
-            "protected" => {
+        match machine.state {
+            State::Protected => {
                 let outcome = deployment.state.job(failover_job)?;
                 let detail = format!(
                     "failover job {failover_job} stopped and rolled back: {}",
@@ -742,8 +742,8 @@ impl Daemon {
                 );
                 let machine_name = name.to_string();
                 self.spawn_job(deployment, name, "cancel", &CANCEL_STEPS, move |_, job| {
-                    job.step(CANCEL_STEPS[0], "done", &detail)?;
-                    Ok(json!({"name": machine_name, "state": "protected", "done": [detail]}))
+                    job.step(CANCEL_STEPS[0], StepState::Done, &detail)?;
+                    Ok(json!({"name": machine_name, "state": State::Protected, "done": [detail]}))
                 })
             }
             _ => {
@@ -757,16 +757,17 @@ impl Daemon {
 
     /// The cancel job; run again by a restarted daemon that interrupted it.
     pub(super) fn cancel_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
-        if machine.state == "ready-to-complete" {
+        let step = transition_of(machine, Command::Cancel)?;
+        if machine.state == State::ReadyToComplete {
             // Nothing moved yet: the machine just stops waiting.
-            job.deployment.state.set_machine_state(name_of(machine), "protected", None)?;
-            job.step(CANCEL_STEPS[0], "done", "the planned failover is called off; replication carries on")?;
-            return Ok(json!({"name": name_of(machine), "state": "protected"}));
+            job.deployment.state.set_machine_state(name_of(machine), step.after, None)?;
+            job.step(CANCEL_STEPS[0], StepState::Done, "the planned failover is called off; replication carries on")?;
+            return Ok(json!({"name": name_of(machine), "state": step.after}));
         }
-        job.step(CANCEL_STEPS[0], "running", "")?;
-        let done = self.roll_back_failover(job.deployment, machine, &machine.details, job.id)?;
-        job.step(CANCEL_STEPS[0], "done", &done.join("; "))?;
-        Ok(json!({"name": name_of(machine), "state": "protected", "done": done}))
+        job.step(CANCEL_STEPS[0], StepState::Running, "")?;
+        let done = self.roll_back_failover(job.deployment, machine, &machine.details, step.after, job.id)?;
+        job.step(CANCEL_STEPS[0], StepState::Done, &done.join("; "))?;
+        Ok(json!({"name": name_of(machine), "state": step.after, "done": done}))
     }
 
     pub(super) fn commit(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
@@ -779,37 +780,40 @@ impl Daemon {
     /// The commit job; run again by a restarted daemon that interrupted it.
     pub(super) fn commit_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
         const STEPS: [&str; 2] = COMMIT_STEPS;
+        let step = transition_of(machine, Command::Commit)?;
         let name = name_of(machine);
-        let source_site =
-            machine.details["failover"]["from_site"].as_str().unwrap_or(other_site(&machine.active_site)).to_string();
-        job.step(STEPS[0], "running", "")?;
+        let source_site = machine.details["failover"]["from_site"]
+            .as_str()
+            .and_then(Site::parse)
+            .unwrap_or(machine.active_site.other());
+        job.step(STEPS[0], StepState::Running, "")?;
         // The old source's splitters ship what they have and stop (one an
         // earlier daemon left running too); their intent logs stay
         // (reprotect reads what they never shipped).
-        let source_running = self.runtime(&instance(name, &source_site)).running;
+        let source_running = self.runtime(&instance(name, source_site)).running;
         let detail = if source_running {
             "the old source still runs: its splitters keep tracking its writes".to_string()
         } else {
             let stopped = self.stop_splitters_of(job.deployment, machine)?;
             format!("{stopped} splitter(s) stopped after shipping")
         };
-        job.step(STEPS[0], "done", &detail)?;
-        job.step(STEPS[1], "running", "")?;
+        job.step(STEPS[0], StepState::Done, &detail)?;
+        job.step(STEPS[1], StepState::Running, "")?;
         let mut details = machine.details.clone();
         details["failover"]["committed"] = json!(jiff::Timestamp::now().to_string());
         job.deployment.state.set_machine_placement(
             name,
-            "committed",
-            &machine.active_site,
+            step.after,
+            machine.active_site,
             machine.generation,
             &details,
         )?;
         job.step(
             STEPS[1],
-            "done",
+            StepState::Done,
             &format!("the machine runs at the {} site for good; reprotect replicates it back", machine.active_site),
         )?;
-        Ok(json!({"name": name, "state": "committed"}))
+        Ok(json!({"name": name, "state": step.after}))
     }
 
     /// At the daemon's start: a failover an earlier daemon left in the
@@ -822,9 +826,11 @@ impl Daemon {
         let deployment = self.deployment()?;
         let mut rolled = Vec::new();
         for machine in deployment.state.machines()? {
-            if machine.state != "failover-in-progress" {
+            if machine.state != State::FailoverInProgress {
                 continue;
             }
+            // Every failover (unplanned, planned, complete) is undone the same way.
+            let step = transition_of(&machine, Command::Failover)?;
             let name = machine.definition.name.clone();
             let steps = ["roll back the interrupted failover"];
             let command = super::restart::interrupted_command(interrupted, &name).unwrap_or("failover");
@@ -834,10 +840,11 @@ impl Daemon {
                 &format!("{command} (rolled back after a daemon restart)"),
                 &steps,
                 move |daemon, job| {
-                    job.step(steps[0], "running", "")?;
-                    let done = daemon.roll_back_failover(job.deployment, &machine, &machine.details, job.id)?;
-                    job.step(steps[0], "done", &done.join("; "))?;
-                    Ok(json!({"name": name_of(&machine), "state": "protected", "done": done}))
+                    job.step(steps[0], StepState::Running, "")?;
+                    let done =
+                        daemon.roll_back_failover(job.deployment, &machine, &machine.details, step.undone, job.id)?;
+                    job.step(steps[0], StepState::Done, &done.join("; "))?;
+                    Ok(json!({"name": name_of(&machine), "state": step.undone, "done": done}))
                 },
             )?;
             rolled.push(name);
@@ -850,18 +857,8 @@ fn name_of(machine: &Machine) -> &str {
     &machine.definition.name
 }
 
-/// Where a copy of `machine` in `role` runs: a drill at the site holding
-/// its replica, a failover at the site it names.
-fn copy_site<'a>(machine: &Machine, role: &'a str) -> &'a str {
-    if role == "drill" {
-        other_site(&machine.active_site)
-    } else {
-        role
-    }
-}
-
 /// The folder of `site` (`sites/SITE`).
-fn site_folder(deployment: &Deployment, site: &str) -> PathBuf {
+fn site_folder(deployment: &Deployment, site: Site) -> PathBuf {
     let disks = deployment.path(&deployment.config.site(site).disks);
     disks.parent().unwrap_or(&deployment.home).to_path_buf()
 }
@@ -869,13 +866,13 @@ fn site_folder(deployment: &Deployment, site: &str) -> PathBuf {
 /// Where the writes of disk `index` go when `machine` runs from a point in
 /// `role`: beside the site's disks for a failover, in the site's `drills/`
 /// for a drill.
-pub(super) fn overlay_path(deployment: &Deployment, machine: &Machine, index: usize, role: &str) -> PathBuf {
-    let site = copy_site(machine, role);
+pub(super) fn overlay_path(deployment: &Deployment, machine: &Machine, index: usize, role: Instance) -> PathBuf {
+    let site = role.site(machine.active_site);
     let file = machine.disks[index].recovery_path.with_extension("overlay");
     let file = file.file_name().expect("disk images have names");
     match role {
-        "drill" => site_folder(deployment, site).join("drills").join(file),
-        _ => deployment.path(&deployment.config.site(site).disks).join(file),
+        Instance::Drill => site_folder(deployment, site).join("drills").join(file),
+        Instance::Primary | Instance::Recovery => deployment.path(&deployment.config.site(site).disks).join(file),
     }
 }
 

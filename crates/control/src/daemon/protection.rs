@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use standby_lifecycle::{transition, Command, Transition};
+use standby_lifecycle::job::StepState;
+use standby_lifecycle::{in_flight, transition, Command, State, Transition};
 
-use super::failover::{other_site, remove_files};
+use super::failover::remove_files;
 use super::restart::interrupted_command;
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::{Agent, SplitterSpec};
@@ -26,11 +27,6 @@ use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::qemu::Drive;
 use crate::state::{Job, Policy};
-
-/// Whether machines in `state` replicate (run their disks through splitters).
-pub(super) fn replicating(state: &str) -> bool {
-    matches!(state, "enabling" | "protected" | "test-failover" | "ready-to-complete" | "reprotecting")
-}
 
 /// Deletes the intent logs of `machine`'s disks at its active site: the
 /// next splitter on them re-reads everything.
@@ -43,10 +39,23 @@ fn forget_change_tracking(machine: &Machine) -> Result<(), ControlError> {
 /// naming the machine's state and the commands it accepts.
 pub(super) fn check(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
     let name = &machine.definition.name;
-    let state = standby_lifecycle::State::parse(&machine.state).ok_or_else(|| {
-        ControlError::Failed(format!("machine '{name}' is in a state this version does not know: {}", machine.state))
-    })?;
-    transition(state, command).map_err(|refusal| ControlError::Refused(format!("machine '{name}': {refusal}")))
+    transition(machine.state, command).map_err(|refusal| ControlError::Refused(format!("machine '{name}': {refusal}")))
+}
+
+/// The transition a job of `command` makes on `machine` as it was when the
+/// job began: the table's row from its state, or, for a job a restarted
+/// daemon takes up after it recorded its `during` state, the row in flight.
+/// A job records only the states this gives.
+pub(super) fn transition_of(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
+    transition(machine.state, command).ok().or_else(|| in_flight(machine.state, command)).ok_or_else(|| {
+        ControlError::Failed(format!(
+            "machine '{}' is {}, where no {} job runs; `standby status {}` shows it",
+            machine.name(),
+            machine.state,
+            command.name(),
+            machine.name()
+        ))
+    })
 }
 
 /// A running guest's changes reach the vault within this: replication is
@@ -68,7 +77,7 @@ impl Daemon {
         let policy = self.policy_of(deployment, machine)?;
         // Replication goes to the vault at the other site (created there
         // the first time, for the primary site's).
-        let target = other_site(&machine.active_site);
+        let target = machine.active_site.other();
         deployment.open_vault_at(target)?;
         let vault = deployment.vault_at(target);
         let run_dir = deployment.run_dir().join("disks");
@@ -89,7 +98,7 @@ impl Daemon {
                     vault: &vault,
                     bookmark_interval: Duration::from_secs(policy.bookmark_seconds),
                     run_dir: &run_dir,
-                    netns: deployment.netns(&machine.active_site).as_deref(),
+                    netns: deployment.netns(machine.active_site).as_deref(),
                 })?,
             };
             splitters.insert(disk.vault_disk.clone(), splitter);
@@ -117,7 +126,7 @@ impl Daemon {
     /// Moves the disks of `machine`, when it runs, onto `drives`.
     fn switch_running_drives(&self, machine: &Machine, drives: &[Drive]) -> Result<bool, ControlError> {
         let mut machines = lock(&self.machines);
-        let key = instance(&machine.definition.name, &machine.active_site);
+        let key = instance(&machine.definition.name, machine.active_site);
         let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else {
             return Ok(false);
         };
@@ -132,7 +141,7 @@ impl Daemon {
     pub(super) fn protect(self: &Arc<Self>, name: &str, policy: Option<String>) -> Result<Value, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        check(&machine, Command::Protect)?;
+        let step = check(&machine, Command::Protect)?;
         let policy = deployment.state.policy(policy.as_deref().unwrap_or("default"))?;
         for image in machine.images() {
             if !image.is_file() {
@@ -143,7 +152,7 @@ impl Daemon {
             }
         }
         self.spawn_job(&deployment, name, "protect", &PROTECT_STEPS, move |daemon, job| {
-            job.deployment.state.set_machine_state(&machine.definition.name, "enabling", Some(Some(&policy.name)))?;
+            job.deployment.state.set_machine_state(&machine.definition.name, step.during, Some(Some(&policy.name)))?;
             let machine = job.deployment.state.machine(&machine.definition.name)?;
             daemon.protect_or_roll_back(&machine, job)
         })
@@ -153,10 +162,11 @@ impl Daemon {
     /// it was: unprotected, nothing running through a splitter (what the
     /// vault received stays).
     fn protect_or_roll_back(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
-        self.protect_job(machine, job).map_err(|e| {
+        let step = transition_of(machine, Command::Protect)?;
+        self.protect_job(machine, step, job).map_err(|e| {
             let name = &machine.definition.name;
             match self.unreplicate(job.deployment, machine, None) {
-                Ok(()) => match job.deployment.state.set_machine_state(name, "unprotected", Some(None)) {
+                Ok(()) => match job.deployment.state.set_machine_state(name, step.undone, Some(None)) {
                     Ok(()) => ControlError::Failed(format!("{e}; the machine is unprotected again")),
                     Err(recording) => ControlError::Failed(format!("{e}; recording the roll-back failed: {recording}")),
                 },
@@ -170,13 +180,13 @@ impl Daemon {
 
     /// The protect job, also run again by a restarted daemon for a machine
     /// it finds `enabling`: every step is safe to repeat.
-    fn protect_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    fn protect_job(&self, machine: &Machine, step: Transition, job: &JobSteps) -> Result<Value, ControlError> {
         let name = &machine.definition.name;
-        job.step(PROTECT_STEPS[0], "running", "")?;
+        job.step(PROTECT_STEPS[0], StepState::Running, "")?;
         // A running guest is paused from before its splitters start until
         // its disks are on them: a write it made to an image directly after
         // the splitter had read that region would never reach the vault.
-        let key = instance(name, &machine.active_site);
+        let key = instance(name, machine.active_site);
         let paused_at = match lock(&self.machines).get_mut(&key).filter(|r| r.qemu.running()) {
             Some(running) => {
                 running.qemu.pause()?;
@@ -190,8 +200,8 @@ impl Daemon {
                 let splitters = lock(&self.splitters);
                 machine.disks.iter().filter_map(|d| splitters.get(&d.vault_disk)).map(|s| s.pid().to_string()).collect()
             };
-            job.step(PROTECT_STEPS[0], "done", &format!("pid {}", pids.join(", ")))?;
-            job.step(PROTECT_STEPS[1], "running", "")?;
+            job.step(PROTECT_STEPS[0], StepState::Done, &format!("pid {}", pids.join(", ")))?;
+            job.step(PROTECT_STEPS[1], StepState::Running, "")?;
             self.switch_running_drives(machine, &self.splitter_drives(machine))
         })();
         if let Some(paused_at) = paused_at {
@@ -200,12 +210,12 @@ impl Daemon {
             }
             let paused = format!("moved while running (the guest paused for {} ms)", paused_at.elapsed().as_millis());
             moved?;
-            job.step(PROTECT_STEPS[1], "done", &paused)?;
+            job.step(PROTECT_STEPS[1], StepState::Done, &paused)?;
         } else {
             moved?;
-            job.step(PROTECT_STEPS[1], "done", "the machine is stopped")?;
+            job.step(PROTECT_STEPS[1], StepState::Done, "the machine is stopped")?;
         }
-        job.step(PROTECT_STEPS[2], "running", "")?;
+        job.step(PROTECT_STEPS[2], StepState::Running, "")?;
         let started = Instant::now();
         loop {
             if self.stop_asked(name) {
@@ -213,13 +223,13 @@ impl Daemon {
             }
             let (caught_up, detail) = self.replication_progress(machine, false)?;
             if caught_up {
-                job.step(PROTECT_STEPS[2], "done", &format!("in {:.1} s", started.elapsed().as_secs_f64()))?;
+                job.step(PROTECT_STEPS[2], StepState::Done, &format!("in {:.1} s", started.elapsed().as_secs_f64()))?;
                 break;
             }
-            job.step(PROTECT_STEPS[2], "running", &detail)?;
+            job.step(PROTECT_STEPS[2], StepState::Running, &detail)?;
             std::thread::sleep(Duration::from_millis(500));
         }
-        job.step(PROTECT_STEPS[3], "running", "")?;
+        job.step(PROTECT_STEPS[3], StepState::Running, "")?;
         let mut points = Vec::new();
         for disk in &machine.disks {
             // Marking waits for the vault: not under the splitters' lock.
@@ -229,9 +239,9 @@ impl Daemon {
                 .ok_or_else(|| splitter_gone(&disk.vault_disk))?;
             points.push(format!("{} point {}", disk.vault_disk, control.mark(false, "protected")?));
         }
-        job.step(PROTECT_STEPS[3], "done", &points.join(", "))?;
-        job.deployment.state.set_machine_state(name, "protected", None)?;
-        Ok(json!({"name": name, "state": "protected", "points": points}))
+        job.step(PROTECT_STEPS[3], StepState::Done, &points.join(", "))?;
+        job.deployment.state.set_machine_state(name, step.after, None)?;
+        Ok(json!({"name": name, "state": step.after, "points": points}))
     }
 
     /// Whether every disk's splitter has re-read what it had to and keeps
@@ -287,15 +297,15 @@ impl Daemon {
         machine: &Machine,
         job: Option<&JobSteps>,
     ) -> Result<(), ControlError> {
-        let step = |index: usize, state: &str, detail: &str| match job {
+        let step = |index: usize, state: StepState, detail: &str| match job {
             Some(job) => job.step(UNPROTECT_STEPS[index], state, detail),
             None => Ok(()),
         };
-        step(0, "running", "")?;
+        step(0, StepState::Running, "")?;
         let files: Vec<Drive> = machine.images().into_iter().map(Drive::File).collect();
         let moved = self.switch_running_drives(machine, &files)?;
-        step(0, "done", if moved { "moved while running" } else { "the machine is stopped" })?;
-        step(1, "running", "")?;
+        step(0, StepState::Done, if moved { "moved while running" } else { "the machine is stopped" })?;
+        step(1, StepState::Running, "")?;
         let run_dir = deployment.run_dir().join("disks");
         let mut failures = Vec::new();
         for disk in &machine.disks {
@@ -307,10 +317,10 @@ impl Daemon {
                 }
             }
         }
-        step(1, "done", &format!("{} splitter(s) stopped", machine.disks.len()))?;
-        step(2, "running", "")?;
+        step(1, StepState::Done, &format!("{} splitter(s) stopped", machine.disks.len()))?;
+        step(2, StepState::Running, "")?;
         forget_change_tracking(machine)?;
-        step(2, "done", "the next protect reads the whole disk")?;
+        step(2, StepState::Done, "the next protect reads the whole disk")?;
         if failures.is_empty() {
             Ok(())
         } else {
@@ -323,7 +333,7 @@ impl Daemon {
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Unprotect)?;
         let protecting = lock(&self.busy).get(name).copied();
-        if let (Some(protect_job), "enabling") = (protecting, machine.state.as_str()) {
+        if let (Some(protect_job), State::Enabling) = (protecting, machine.state) {
             return self.stop_initial_replication(&deployment, name, protect_job);
         }
         self.spawn_job(&deployment, name, "unprotect", &UNPROTECT_STEPS, move |daemon, job| {
@@ -334,9 +344,10 @@ impl Daemon {
     /// The unprotect job; run again by a restarted daemon that interrupted
     /// it (every step is safe to repeat).
     pub(super) fn unprotect_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+        let step = transition_of(machine, Command::Unprotect)?;
         self.unreplicate(job.deployment, machine, Some(job))?;
-        job.deployment.state.set_machine_state(&machine.definition.name, "unprotected", Some(None))?;
-        Ok(json!({"name": machine.definition.name, "state": "unprotected"}))
+        job.deployment.state.set_machine_state(&machine.definition.name, step.after, Some(None))?;
+        Ok(json!({"name": machine.definition.name, "state": step.after}))
     }
 
     /// A replicated machine that runs with a disk on its image instead of
@@ -346,7 +357,7 @@ impl Daemon {
     /// (so they re-read everything) and the disks moved onto them. Says
     /// whether it had to.
     fn reattach_splitters(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
-        let key = instance(&machine.definition.name, &machine.active_site);
+        let key = instance(&machine.definition.name, machine.active_site);
         let mut machines = lock(&self.machines);
         let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else { return Ok(false) };
         let mut off = false;
@@ -382,7 +393,7 @@ impl Daemon {
     ) -> Result<Value, ControlError> {
         self.stop_running_job(name, Duration::from_secs(180));
         let machine = deployment.state.machine(name)?;
-        if machine.state != "unprotected" {
+        if machine.state != State::Unprotected {
             // The roll-back did not finish: a plain unprotect tries again.
             check(&machine, Command::Unprotect)?;
             return self.unprotect(name);
@@ -392,8 +403,8 @@ impl Daemon {
         self.spawn_job(deployment, name, "unprotect", &steps, move |_, job| {
             let detail =
                 format!("protect job {protect_job} stopped and rolled back: disks on their images, splitters stopped");
-            job.step(steps[0], "done", &detail)?;
-            Ok(json!({"name": machine_name, "state": "unprotected"}))
+            job.step(steps[0], StepState::Done, &detail)?;
+            Ok(json!({"name": machine_name, "state": State::Unprotected}))
         })
     }
 
@@ -404,14 +415,14 @@ impl Daemon {
         let deployment = self.deployment()?;
         let mut resumed = Vec::new();
         for machine in deployment.state.machines()? {
-            if !replicating(&machine.state) {
+            if !machine.state.replicating() {
                 continue;
             }
             if interrupted_command(interrupted, &machine.definition.name) == Some("unprotect") {
                 // The unprotect is finished instead (see `resume_interrupted`).
                 continue;
             }
-            if machine.state == "reprotecting" {
+            if machine.state == State::Reprotecting {
                 // Splitters are started by the resumed job, in the order
                 // that keeps the vault equal to the disks.
                 resumed.push(machine.definition.name.clone());
@@ -427,11 +438,11 @@ impl Daemon {
                     machine.definition.name
                 );
             }
-            if machine.state != "enabling" {
+            if machine.state != State::Enabling {
                 // (An unfinished protect starts them itself, the guest paused.)
                 self.ensure_splitters(&deployment, &machine)?;
             }
-            if machine.state == "enabling" {
+            if machine.state == State::Enabling {
                 let name = machine.definition.name.clone();
                 self.spawn_job(&deployment, &name, "protect (resumed)", &PROTECT_STEPS, move |daemon, job| {
                     daemon.protect_or_roll_back(&machine, job)
@@ -452,8 +463,8 @@ impl Daemon {
         };
         let mut items = Vec::new();
         for machine in &machines {
-            let vault = if replicating(&machine.state) {
-                Some(deployment.open_vault_at(other_site(&machine.active_site))?)
+            let vault = if machine.state.replicating() {
+                Some(deployment.open_vault_at(machine.active_site.other())?)
             } else {
                 None
             };
@@ -469,19 +480,19 @@ impl Daemon {
         machine: &Machine,
     ) -> Result<Value, ControlError> {
         let name = &machine.definition.name;
-        let running = self.runtime(&instance(name, &machine.active_site)).running;
+        let running = self.runtime(&instance(name, machine.active_site)).running;
         let mut value = json!({
             "name": name, "state": machine.state, "site": machine.active_site, "running": running,
             "policy": machine.policy,
         });
-        let Some(vault) = vault.filter(|_| replicating(&machine.state)) else {
+        let Some(vault) = vault.filter(|_| machine.state.replicating()) else {
             value["health"] = json!(null);
-            if super::failover::on_exports(&machine.state) {
+            if machine.state.on_exports() {
                 value["hydration"] = self.hydration(deployment, machine)?;
             }
             return Ok(value);
         };
-        value["replicates_to"] = json!(other_site(&machine.active_site));
+        value["replicates_to"] = json!(machine.active_site.other());
         let policy = self.policy_of(deployment, machine)?;
         let now = jiff::Timestamp::now().as_microsecond();
         let mut critical = Vec::new();
@@ -537,7 +548,7 @@ impl Daemon {
                 "latest_app_consistent": newest(true),
             }));
         }
-        if machine.state == "enabling" {
+        if machine.state == State::Enabling {
             warnings.push("initial replication is running".to_string());
         }
         let threshold = policy.rpo_threshold_seconds as f64;
@@ -576,7 +587,7 @@ impl Daemon {
     pub(super) fn hydration(&self, deployment: &Deployment, machine: &Machine) -> Result<Value, ControlError> {
         let mut disks = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
-            let overlay = super::failover::overlay_path(deployment, machine, index, &machine.active_site);
+            let overlay = super::failover::overlay_path(deployment, machine, index, machine.active_site.into());
             let local = standby_splitter::export::local_bytes(&overlay).map_err(|e| ControlError::io(&overlay, e))?;
             let (local, total) = match local {
                 Some((local, total)) => (Some(local), Some(total)),

@@ -31,10 +31,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use standby_lifecycle::job::StepState;
 use standby_lifecycle::Command;
 
-use super::failover::{other_site, overlay_path, remove_files};
-use super::protection::check;
+use super::failover::{overlay_path, remove_files};
+use super::protection::{check, transition_of};
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::Agent;
 use crate::deployment::Deployment;
@@ -88,15 +89,15 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Reprotect)?;
-        let active = machine.active_site.clone();
-        let old = other_site(&active);
+        let active = machine.active_site;
+        let old = active.other();
         if let Some(pid) = self.runtime(&instance(name, old)).pid {
             return Err(ControlError::Refused(format!(
                 "the old source of '{name}' still runs at the {old} site (pid {pid}); reprotect keeps it off: stop \
                  it with `standby machine stop {name} --site {old}`"
             )));
         }
-        if let Some(running) = lock(&self.machines).get_mut(&instance(name, &active)) {
+        if let Some(running) = lock(&self.machines).get_mut(&instance(name, active)) {
             let snapshots = running.qemu.snapshots()?;
             if !snapshots.is_empty() {
                 return Err(ControlError::Refused(format!(
@@ -108,7 +109,7 @@ impl Daemon {
         let point: MachinePoint = serde_json::from_value(machine.details["failover"]["point"].clone())
             .map_err(|e| ControlError::Failed(format!("machine '{name}' has no failover point recorded ({e})")))?;
         // Split brain: the old source wrote after the copy at this site started.
-        let history = deployment.open_vault_at(&active)?;
+        let history = deployment.open_vault_at(active)?;
         if let Some(started) = machine.details["failover"]["diverged"].as_i64() {
             let mut written = 0;
             for disk in &machine.disks {
@@ -140,12 +141,12 @@ impl Daemon {
     ) -> Result<Value, ControlError> {
         let deployment = job.deployment;
         let name = machine.definition.name.as_str();
-        let active = machine.active_site.as_str();
-        let old = other_site(active);
+        let active = machine.active_site;
+        let old = active.other();
         let history = deployment.open_vault_at(active)?;
         let target = deployment.open_vault_at(old)?;
 
-        job.step(STEPS[0], "running", "")?;
+        job.step(STEPS[0], StepState::Running, "")?;
         // The old source's splitters ship what they still hold and stop:
         // their intent logs then say exactly what never reached the vault.
         self.stop_splitters_of(deployment, machine)?;
@@ -171,7 +172,7 @@ impl Daemon {
             });
         }
         for (index, disk) in machine.disks.iter().enumerate() {
-            let here = overlay_ranges(&overlay_path(deployment, machine, index, active))?;
+            let here = overlay_ranges(&overlay_path(deployment, machine, index, active.into()))?;
             match (&source_writes[index], &here) {
                 (Some(s), Some(o)) => notes.push(format!(
                     "{}: {} written by the old source after the point, {} at the {active} site since",
@@ -192,9 +193,9 @@ impl Daemon {
                 )),
             }
         }
-        job.step(STEPS[0], "done", &notes.join("; "))?;
+        job.step(STEPS[0], StepState::Done, &notes.join("; "))?;
 
-        job.step(STEPS[1], "running", "")?;
+        job.step(STEPS[1], StepState::Running, "")?;
         let mut seeded = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
             if source_writes[index].is_none() && alternate_location {
@@ -208,15 +209,15 @@ impl Daemon {
             seeded.push(format!("{} ({} new at the {old} site)", disk.vault_disk, mib(report.bytes_new)));
         }
         let seeded = if seeded.is_empty() { "nothing to seed".to_string() } else { seeded.join(", ") };
-        job.step(STEPS[1], "done", &seeded)?;
+        job.step(STEPS[1], StepState::Done, &seeded)?;
 
-        job.step(STEPS[2], "running", "")?;
+        job.step(STEPS[2], StepState::Running, "")?;
         let mut local = 0;
         for (index, disk) in machine.disks.iter().enumerate() {
             let image = machine.disks[index].image_at(active).to_path_buf();
-            let overlay = overlay_path(deployment, machine, index, active);
+            let overlay = overlay_path(deployment, machine, index, active.into());
             let hydrated = wait_for_hydration(&overlay, HYDRATION_STALL, |detail| {
-                job.step(STEPS[2], "running", &format!("{}: {detail}", disk.vault_disk))
+                job.step(STEPS[2], StepState::Running, &format!("{}: {detail}", disk.vault_disk))
             })?;
             if hydrated {
                 // The overlay holds the point and the writes since: it
@@ -240,24 +241,25 @@ impl Daemon {
             n if n == machine.disks.len() => "the hydrated overlays became the disks".to_string(),
             n => format!("{n} made of hydrated overlays, the rest restored from the vault"),
         };
-        job.step(STEPS[2], "done", &format!("at {} ({}), {from}", point.time, point.described))?;
+        job.step(STEPS[2], StepState::Done, &format!("at {} ({}), {from}", point.time, point.described))?;
 
-        job.step(STEPS[3], "running", "")?;
+        job.step(STEPS[3], StepState::Running, "")?;
         // The intent logs first, then the state: from here on a daemon that
         // dies is followed by one that finishes the move (see
         // `resume_reprotect`), never one that rebuilds the disks again.
         write_reverse_intent_logs(deployment, machine, &source_writes)?;
         let mut details = machine.details.clone();
         details["reprotect"] = json!({"job": job.id, "switched": false, "alternate_location": alternate_location});
-        deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &details)?;
+        let during = transition_of(machine, Command::Reprotect)?.during;
+        deployment.state.set_machine_placement(name, during, active, machine.generation, &details)?;
         job.moment("reverse-intent-logs-written");
         let paused = self.move_onto_reverse_replication(deployment, machine, &details, job)?;
-        job.step(STEPS[3], "done", &paused)?;
+        job.step(STEPS[3], StepState::Done, &paused)?;
 
-        job.step(STEPS[4], "running", "")?;
+        job.step(STEPS[4], StepState::Running, "")?;
         let shipped =
-            self.wait_for_replication(machine, "reprotected", |detail| job.step(STEPS[4], "running", detail))?;
-        job.step(STEPS[4], "done", &format!("{} moved to the {old} site", mib(shipped)))?;
+            self.wait_for_replication(machine, "reprotected", |detail| job.step(STEPS[4], StepState::Running, detail))?;
+        job.step(STEPS[4], StepState::Done, &format!("{} moved to the {old} site", mib(shipped)))?;
         finish_reprotect(deployment, machine, &details["reprotect"], job.id, shipped)
     }
 
@@ -278,8 +280,8 @@ impl Daemon {
         let name = machine.definition.name.clone();
         self.spawn_job(deployment, &name, "reprotect (resumed)", &STEPS, move |daemon, job| {
             let deployment = job.deployment;
-            let active = machine.active_site.as_str();
-            job.step(STEPS[0], "running", "")?;
+            let active = machine.active_site;
+            job.step(STEPS[0], StepState::Running, "")?;
             let switched = machine.details["reprotect"]["switched"].as_bool().unwrap_or(true);
             let detail = if switched {
                 let key = instance(&machine.definition.name, active);
@@ -302,11 +304,12 @@ impl Daemon {
                 }
                 daemon.move_onto_reverse_replication(deployment, &machine, &machine.details, job)?
             };
-            job.step(STEPS[0], "done", &detail)?;
-            job.step(STEPS[1], "running", "")?;
-            let shipped =
-                daemon.wait_for_replication(&machine, "reprotected", |detail| job.step(STEPS[1], "running", detail))?;
-            job.step(STEPS[1], "done", &format!("{} moved since the restart", mib(shipped)))?;
+            job.step(STEPS[0], StepState::Done, &detail)?;
+            job.step(STEPS[1], StepState::Running, "")?;
+            let shipped = daemon.wait_for_replication(&machine, "reprotected", |detail| {
+                job.step(STEPS[1], StepState::Running, detail)
+            })?;
+            job.step(STEPS[1], StepState::Done, &format!("{} moved since the restart", mib(shipped)))?;
             finish_reprotect(deployment, &machine, &machine.details["reprotect"], job.id, shipped)
         })?;
         Ok(())
@@ -333,7 +336,7 @@ impl Daemon {
     /// Whether the running QEMU of `machine` has a disk opened from its
     /// splitter's socket.
     fn any_disk_on_its_splitter(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
-        let key = instance(&machine.definition.name, &machine.active_site);
+        let key = instance(&machine.definition.name, machine.active_site);
         let mut machines = lock(&self.machines);
         let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else { return Ok(false) };
         let run_dir = deployment.run_dir().join("disks");
@@ -348,10 +351,10 @@ impl Daemon {
 
     /// The exports and overlays a machine ran on before reverse replication.
     fn remove_reverse_leftovers(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
-        let active = machine.active_site.as_str();
-        self.stop_exports(deployment, machine, active)?;
+        let active = machine.active_site;
+        self.stop_exports(deployment, machine, active.into())?;
         for index in 0..machine.disks.len() {
-            let overlay = overlay_path(deployment, machine, index, active);
+            let overlay = overlay_path(deployment, machine, index, active.into());
             remove_files(&standby_splitter::export::overlay_files(&overlay))?;
         }
         Ok(())
@@ -400,7 +403,8 @@ impl Daemon {
         job: &JobSteps,
     ) -> Result<String, ControlError> {
         let name = machine.definition.name.as_str();
-        let active = machine.active_site.as_str();
+        let active = machine.active_site;
+        let during = transition_of(machine, Command::Reprotect)?.during;
         let key = instance(name, active);
         let mut machines = lock(&self.machines);
         let mut running = machines.get_mut(&key).filter(|r| r.qemu.running());
@@ -412,7 +416,7 @@ impl Daemon {
             let run_dir = deployment.run_dir().join("disks");
             for (index, disk) in machine.disks.iter().enumerate() {
                 let image = disk.image_at(active).to_path_buf();
-                let overlay = overlay_path(deployment, machine, index, active);
+                let overlay = overlay_path(deployment, machine, index, active.into());
                 let Some(written) = overlay_ranges(&overlay)? else { continue };
                 if !same_file(&overlay, &image) {
                     copy_ranges(&overlay, &image, &written)?;
@@ -441,7 +445,7 @@ impl Daemon {
             let mut details = details.clone();
             details["reprotect"]["switched"] = json!(true);
             let name = machine.definition.name.as_str();
-            deployment.state.set_machine_placement(name, "reprotecting", active, machine.generation, &details)?;
+            deployment.state.set_machine_placement(name, during, active, machine.generation, &details)?;
             Ok::<(), ControlError>(())
         })();
         if let Some(running) = running.as_mut() {
@@ -471,7 +475,7 @@ fn finish_reprotect(
     shipped: u64,
 ) -> Result<Value, ControlError> {
     let name = machine.definition.name.as_str();
-    let (active, old) = (machine.active_site.as_str(), other_site(&machine.active_site));
+    let (active, old) = (machine.active_site, machine.active_site.other());
     let started_by = reprotect["job"].as_i64().unwrap_or(job);
     if reprotect["alternate_location"].as_bool() == Some(true) {
         use_alternate_paths(deployment, machine, started_by)?;
@@ -485,8 +489,9 @@ fn finish_reprotect(
     if started_by != job {
         details["reprotected"]["resumed"] = json!(true);
     }
-    deployment.state.set_machine_placement(name, "protected", active, machine.generation, &details)?;
-    Ok(json!({"name": name, "state": "protected", "replicates_to": old, "bytes_moved": shipped}))
+    let after = transition_of(machine, Command::Reprotect)?.after;
+    deployment.state.set_machine_placement(name, after, active, machine.generation, &details)?;
+    Ok(json!({"name": name, "state": after, "replicates_to": old, "bytes_moved": shipped}))
 }
 
 /// Where a disk is built at the old site after `reprotect
@@ -501,7 +506,7 @@ fn alternate_path(original: &Path, job: i64) -> PathBuf {
 /// Records the alternate paths of `machine`'s disks at its old site: the
 /// original disks are never written again by Standby.
 fn use_alternate_paths(deployment: &Deployment, machine: &Machine, job: i64) -> Result<(), ControlError> {
-    let old = other_site(&machine.active_site);
+    let old = machine.active_site.other();
     for (position, disk) in machine.disks.iter().enumerate() {
         let path = alternate_path(disk.image_at(old), job);
         deployment.state.set_disk_path(&machine.definition.name, position, old, &path)?;
@@ -518,11 +523,11 @@ fn write_reverse_intent_logs(
     machine: &Machine,
     source_writes: &[Differences],
 ) -> Result<(), ControlError> {
-    let active = machine.active_site.as_str();
+    let active = machine.active_site;
     for (index, disk) in machine.disks.iter().enumerate() {
         let image = disk.image_at(active);
         let intent = standby_splitter::default_intent_log(image);
-        match (&source_writes[index], overlay_ranges(&overlay_path(deployment, machine, index, active))?) {
+        match (&source_writes[index], overlay_ranges(&overlay_path(deployment, machine, index, active.into()))?) {
             (Some(source), Some(mut written)) => {
                 written.extend(source.iter().copied());
                 let size = std::fs::metadata(image).map_err(|e| ControlError::io(image, e))?.len();

@@ -24,6 +24,9 @@
 
 use std::sync::Arc;
 
+use standby_lifecycle::job::StepState;
+use standby_lifecycle::State;
+
 use super::failover::{CANCEL_STEPS, CHANGE_POINT_STEPS, CLEANUP_STEPS, COMMIT_STEPS, SYNC_FIRST_STEPS};
 use super::protection::UNPROTECT_STEPS;
 use super::Daemon;
@@ -50,25 +53,25 @@ impl Daemon {
             let name = machine.definition.name.clone();
             let command = interrupted_command(interrupted, &name).unwrap_or("");
             let resumed = format!("{command} (resumed after a daemon restart)");
-            let job = match (command, machine.state.as_str()) {
-                ("unprotect", "enabling" | "protected") => {
+            let job = match (command, machine.state) {
+                ("unprotect", State::Enabling | State::Protected) => {
                     self.spawn_job(&deployment, &name, &resumed, &UNPROTECT_STEPS, move |daemon, job| {
                         daemon.unprotect_job(&machine, job)
                     })?
                 }
-                ("test-failover", "test-failover") => self.spawn_job(
+                ("test-failover", State::TestFailover) => self.spawn_job(
                     &deployment,
                     &name,
                     "test-failover (rolled back after a daemon restart)",
                     &CLEANUP_STEPS,
                     move |daemon, job| daemon.cleanup_job(&machine, job),
                 )?,
-                ("cleanup-test-failover", "test-failover") => {
+                ("cleanup-test-failover", State::TestFailover) => {
                     self.spawn_job(&deployment, &name, &resumed, &CLEANUP_STEPS, move |daemon, job| {
                         daemon.cleanup_job(&machine, job)
                     })?
                 }
-                ("change-point", "failed-over") if !machine.details["failover"]["change_point"].is_null() => {
+                ("change-point", State::FailedOver) if !machine.details["failover"]["change_point"].is_null() => {
                     let point: MachinePoint =
                         serde_json::from_value(machine.details["failover"]["change_point"]["point"].clone()).map_err(
                             |e| ControlError::Failed(format!("machine '{name}': the recorded change of point ({e})")),
@@ -77,17 +80,17 @@ impl Daemon {
                         daemon.change_point_job(&machine, &point, true, job)
                     })?
                 }
-                ("cancel", "failed-over" | "ready-to-complete") => {
+                ("cancel", State::FailedOver | State::ReadyToComplete) => {
                     self.spawn_job(&deployment, &name, &resumed, &CANCEL_STEPS, move |daemon, job| {
                         daemon.cancel_job(&machine, job)
                     })?
                 }
-                ("commit", "failed-over") => {
+                ("commit", State::FailedOver) => {
                     self.spawn_job(&deployment, &name, &resumed, &COMMIT_STEPS, move |daemon, job| {
                         daemon.commit_job(&machine, job)
                     })?
                 }
-                ("planned-failover --sync-first", "protected") => {
+                ("planned-failover --sync-first", State::Protected) => {
                     self.spawn_job(&deployment, &name, &resumed, &SYNC_FIRST_STEPS, move |daemon, job| {
                         daemon.sync_first_job(&machine, job)
                     })?
@@ -101,9 +104,9 @@ impl Daemon {
                         &format!("machine start (owed by job {owed}, resumed after a daemon restart)"),
                         &["start the machine"],
                         move |daemon, job| {
-                            job.step("start the machine", "running", "")?;
+                            job.step("start the machine", StepState::Running, "")?;
                             let done = daemon.start_pending(job.deployment, &owner)?;
-                            job.step("start the machine", "done", &done)?;
+                            job.step("start the machine", StepState::Done, &done)?;
                             Ok(serde_json::json!({"name": owner, "done": done}))
                         },
                     )?

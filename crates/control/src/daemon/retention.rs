@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::failover::{on_exports, other_site};
-use super::protection::replicating;
+use standby_lifecycle::State;
+
 use super::Daemon;
 
 /// How long unreferenced data waits before it is deleted (as `standby prune`'s default).
@@ -44,11 +44,12 @@ impl Daemon {
         let now = jiff::Timestamp::now().as_microsecond();
         let mut compacted_vaults = BTreeSet::new();
         for machine in deployment.state.machines()? {
-            if !replicating(&machine.state) || machine.state == "test-failover" || on_exports(&machine.state) {
+            // A drill reads a point of the replica: not compacted away under it.
+            if !machine.state.replicating() || machine.state == State::TestFailover {
                 continue;
             }
             let policy = deployment.state.policy(machine.policy.as_deref().unwrap_or("default"))?;
-            let site = other_site(&machine.active_site);
+            let site = machine.active_site.other();
             let vault = deployment.open_vault_at(site)?;
             let cutoff = now - (policy.retention_seconds as i64) * 1_000_000;
             for disk in &machine.disks {
