@@ -118,7 +118,10 @@ impl Agent {
     ) -> Result<Agent, ControlError> {
         std::fs::create_dir_all(run_dir).map_err(|e| ControlError::io(run_dir, e))?;
         let (socket, pid_file, log) = files(run_dir, name);
-        let mut process = Process::spawn(&mut command, &log, what, netns)?;
+        crate::process::reserve_pid_file(&pid_file)?;
+        let mut process = Process::spawn(&mut command, &log, what, netns).inspect_err(|_| {
+            let _ = std::fs::remove_file(&pid_file);
+        })?;
         std::fs::write(&pid_file, format!("{}\n", process.pid())).map_err(|e| ControlError::io(&pid_file, e))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -67,18 +67,22 @@ impl Process {
 
     /// The process a pid file names, if it is alive and its command line
     /// holds `argument` followed by `value` (so a recycled pid is never
-    /// taken for it).
+    /// taken for it). A pid file that is there but empty was reserved by a
+    /// daemon that died before its process wrote the pid (see
+    /// [`reserve_pid_file`]): the process is looked for by `argument` and
+    /// `value`, which must name it alone (a path of the deployment).
     pub(crate) fn adopt(pid_file: &Path, argument: &str, value: &OsStr) -> Option<Process> {
-        let pid: u32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let arguments: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        use std::os::unix::ffi::OsStrExt;
-        let named = arguments.windows(2).any(|pair| pair[0] == argument.as_bytes() && pair[1] == value.as_bytes());
-        if named && alive(pid) {
-            Some(Process::Adopted(pid))
-        } else {
-            let _ = std::fs::remove_file(pid_file);
-            None
+        let text = std::fs::read_to_string(pid_file).ok()?;
+        let pid = match text.trim().parse::<u32>() {
+            Ok(pid) => Some(pid).filter(|&pid| has_argument(pid, argument, value)),
+            Err(_) => find_by_argument(argument, value),
+        };
+        match pid.filter(|&pid| alive(pid)) {
+            Some(pid) => Some(Process::Adopted(pid)),
+            None => {
+                let _ = std::fs::remove_file(pid_file);
+                None
+            }
         }
     }
 
@@ -124,6 +128,32 @@ impl Process {
     }
 }
 
+/// Creates `pid_file` empty, before the process that will own it starts:
+/// a daemon that dies between the start and the pid being written leaves
+/// it empty, and the next daemon then looks for the process by its command
+/// line instead of starting a second one.
+pub(crate) fn reserve_pid_file(pid_file: &Path) -> Result<(), ControlError> {
+    std::fs::write(pid_file, b"").map_err(|e| ControlError::io(pid_file, e))
+}
+
+/// Whether the command line of process `pid` holds `argument` followed by `value`.
+fn has_argument(pid: u32, argument: &str, value: &OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let arguments: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    arguments.windows(2).any(|pair| pair[0] == argument.as_bytes() && pair[1] == value.as_bytes())
+}
+
+/// The live process whose command line holds `argument` followed by
+/// `value`, if there is one.
+fn find_by_argument(argument: &str, value: &OsStr) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| pid != std::process::id() && has_argument(pid, argument, value) && alive(pid))
+}
+
 /// Whether `pid` is a live process (not a zombie waiting to be reaped).
 pub(crate) fn alive(pid: u32) -> bool {
     // A zombie still answers kill(pid, 0); its state in /proc says Z.
@@ -136,4 +166,36 @@ pub(crate) fn alive(pid: u32) -> bool {
 pub(crate) fn last_line(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no message").trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon that died between starting a process and recording its pid
+    /// left the reserved, empty pid file: the process is found by its
+    /// command line and adopted, never started a second time.
+    #[test]
+    fn a_process_whose_pid_was_never_written_is_found_by_its_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("x.pid");
+        let socket = dir.path().join("x.sock");
+        reserve_pid_file(&pid_file).unwrap();
+        // (`; :` keeps sh from exec'ing sleep, which would drop the arguments.)
+        let mut child = Command::new("sh").args(["-c", "sleep 30; :", "sh", "--socket"]).arg(&socket).spawn().unwrap();
+        // (Until the fork has exec'd sh, the child's command line is this test's.)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !has_argument(child.id(), "--socket", socket.as_os_str()) {
+            assert!(Instant::now() < deadline, "sh never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let adopted = Process::adopt(&pid_file, "--socket", socket.as_os_str()).expect("found by its command line");
+        assert_eq!(adopted.pid(), child.id());
+        let other = dir.path().join("other.sock");
+        reserve_pid_file(&pid_file).unwrap();
+        assert!(Process::adopt(&pid_file, "--socket", other.as_os_str()).is_none());
+        assert!(!pid_file.exists(), "an empty pid file no process claims is removed");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }

@@ -185,12 +185,16 @@ impl Qemu {
             command
                 .args(["-device", &format!("virtio-blk-pci,drive=disk{index},id=vd{index},bootindex={}", index + 1)]);
         }
+        crate::process::reserve_pid_file(&pid_file)?;
         let mut process = Process::spawn(
             &mut command,
             &log,
             "qemu-system-x86_64 (apt-get install qemu-system-x86)",
             spec.netns.as_deref(),
-        )?;
+        )
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&pid_file);
+        })?;
         let qmp = match Qmp::connect(&qmp_socket, Some((&mut process, &log)), Duration::from_secs(30)) {
             Ok(qmp) => qmp,
             Err(e) => {
@@ -215,7 +219,9 @@ impl Qemu {
     /// if it still runs: reconnected over its QMP socket.
     pub fn adopt(run_dir: &Path, name: &str) -> Result<Option<Qemu>, ControlError> {
         let pid_file = run_dir.join(format!("{name}.pid"));
-        let Some(process) = Process::adopt(&pid_file, "-name", name.as_ref()) else { return Ok(None) };
+        // `-pidfile PATH` names this deployment's QEMU alone (`-name` is the
+        // same in two deployments with a machine of the same name).
+        let Some(process) = Process::adopt(&pid_file, "-pidfile", pid_file.as_os_str()) else { return Ok(None) };
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", process.pid())).unwrap_or_default();
         let arguments: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
         let accel =
