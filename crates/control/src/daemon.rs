@@ -394,11 +394,8 @@ impl Daemon {
     ) -> Result<(Vec<Drive>, &'static str), ControlError> {
         let name = &machine.definition.name;
         if machine.state.on_exports() {
-            let point: crate::points::MachinePoint =
-                serde_json::from_value(machine.details["failover"]["point"].clone()).map_err(|e| {
-                    ControlError::Failed(format!("machine '{name}' has no failover point recorded ({e})"))
-                })?;
-            let drives = self.serve_point(deployment, machine, &point, machine.active_site.into())?;
+            let point = machine.details.failover_point(name)?;
+            let drives = self.serve_point(deployment, machine, point, machine.active_site.into())?;
             return Ok((drives, "from the failover point's exports"));
         }
         for image in machine.images() {

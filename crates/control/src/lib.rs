@@ -17,6 +17,7 @@ pub mod network;
 pub mod points;
 mod process;
 pub mod qemu;
+pub mod records;
 mod state;
 
 pub use deployment::{Accel, Config, Deployment, SiteConfig, CONFIG_FILE, STATE_FILE};

@@ -48,7 +48,7 @@ pub struct Machine {
     pub disks: Vec<DiskDefinition>,
     /// What the lifecycle needs to remember: the running drill, the
     /// failover's point and what happened to the source, …
-    pub details: serde_json::Value,
+    pub details: crate::records::MachineRecords,
 }
 
 impl DiskDefinition {

@@ -12,7 +12,7 @@ use standby_vault::{format_time, PointSelector, Vault};
 use crate::error::ControlError;
 
 /// A machine's recovery point, resolved.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachinePoint {
     /// What the operator asked for (`latest`, an id, a time, …).
     pub asked: String,

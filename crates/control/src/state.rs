@@ -25,6 +25,7 @@ use standby_lifecycle::{Site, State as MachineState, UnknownName};
 
 use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
+use crate::records::MachineRecords;
 
 const SCHEMA_VERSION: i64 = 3;
 
@@ -266,13 +267,19 @@ impl State {
         state: MachineState,
         active_site: Site,
         generation: u64,
-        details: &serde_json::Value,
+        details: &MachineRecords,
     ) -> Result<(), ControlError> {
         let changed = self
             .connection
             .execute(
                 "UPDATE machines SET state = ?1, active_site = ?2, generation = ?3, details = ?4 WHERE name = ?5",
-                params![state.name(), active_site.name(), generation as i64, details.to_string(), name],
+                params![
+                    state.name(),
+                    active_site.name(),
+                    generation as i64,
+                    serde_json::to_string(details).expect("records serialise"),
+                    name
+                ],
             )
             .map_err(|e| self.error(e))?;
         if changed == 0 {
@@ -359,7 +366,6 @@ impl State {
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map([], |row| {
-                let nics: String = row.get(6)?;
                 Ok(Machine {
                     definition: MachineDefinition {
                         name: row.get(0)?,
@@ -368,13 +374,13 @@ impl State {
                         kernel: row.get::<_, Option<String>>(3)?.map(PathBuf::from),
                         initrd: row.get::<_, Option<String>>(4)?.map(PathBuf::from),
                         append: row.get(5)?,
-                        nics: serde_json::from_str(&nics).unwrap_or_default(),
+                        nics: parse_json(row, 6)?,
                     },
                     state: parse_column(row, 7)?,
                     active_site: parse_column(row, 8)?,
                     policy: row.get(9)?,
                     generation: row.get::<_, i64>(10)? as u64,
-                    details: serde_json::from_str(&row.get::<_, String>(11)?).unwrap_or_default(),
+                    details: parse_json(row, 11)?,
                     disks: Vec::new(),
                 })
             })
@@ -416,6 +422,14 @@ impl State {
 fn parse_column<T: std::str::FromStr<Err = UnknownName>>(row: &rusqlite::Row, column: usize) -> rusqlite::Result<T> {
     let text: String = row.get(column)?;
     text.parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// A column holding JSON, read into its type; JSON this version cannot
+/// read fails the read (never replaced by a default).
+fn parse_json<T: serde::de::DeserializeOwned>(row: &rusqlite::Row, column: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(column)?;
+    serde_json::from_str(&text)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
 }
 
@@ -525,13 +539,12 @@ impl State {
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map(parameters, |row| {
-                let steps: String = row.get(4)?;
                 Ok(Job {
                     id: row.get(0)?,
                     machine: row.get(1)?,
                     command: row.get(2)?,
                     state: parse_column(row, 3)?,
-                    steps: serde_json::from_str(&steps).unwrap_or_default(),
+                    steps: parse_json(row, 4)?,
                     error: row.get(5)?,
                     created: row.get(6)?,
                     updated: row.get(7)?,

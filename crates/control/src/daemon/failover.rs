@@ -34,6 +34,7 @@ use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::points::{self, MachinePoint};
 use crate::qemu::Drive;
+use crate::records::{ChangePointRecord, DrillRecord, FailoverRecord, MachineRecords, StartPending};
 
 /// A failover forced by a disaster, or a planned move that loses nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +158,7 @@ impl Daemon {
         self.spawn_job(&deployment, name, "test-failover", &STEPS, move |daemon, job| {
             let deployment = job.deployment;
             let mut details = machine.details.clone();
-            details["drill"] = json!({"point": point, "job": job.id});
+            details.drill = Some(DrillRecord { point: point.clone(), job: job.id });
             deployment.state.set_machine_placement(
                 name_of(&machine),
                 step.during,
@@ -236,9 +237,7 @@ impl Daemon {
         job.step(CLEANUP_STEPS[0], StepState::Running, "")?;
         let removed = self.remove_drill(job.deployment, machine)?;
         let mut details = machine.details.clone();
-        if let Some(map) = details.as_object_mut() {
-            map.remove("drill");
-        }
+        details.drill = None;
         job.deployment.state.set_machine_placement(
             name_of(machine),
             step.after,
@@ -358,7 +357,7 @@ impl Daemon {
             let name = name_of(&machine);
             let mut details = machine.details.clone();
             // What a daemon that dies from here on needs to roll back.
-            let in_progress = |details: &Value| {
+            let in_progress = |details: &MachineRecords| {
                 deployment.state.set_machine_placement(
                     name,
                     step.during,
@@ -394,8 +393,7 @@ impl Daemon {
                 // a daemon that restarts after this one died) starts the
                 // source again when it ran before the failover.
                 let source_was_running = daemon.runtime(&source).running;
-                details["failover"] = json!({"job": job.id, "from_site": machine.active_site,
-                                             "source_was_running": source_was_running});
+                details.failover = Some(FailoverRecord::new(job.id, machine.active_site, source_was_running));
                 in_progress(&details)?;
                 let (source_detail, shut_down) = if !source_was_running {
                     ("the source was not running".to_string(), false)
@@ -418,8 +416,8 @@ impl Daemon {
                 };
                 let stopped_at = Instant::now();
                 // Recorded at once: a roll-back starts a source it stopped.
-                details["failover"]["source"] = json!(source_detail);
-                details["failover"]["source_shut_down"] = json!(shut_down);
+                recorded(&mut details).source = Some(source_detail.clone());
+                recorded(&mut details).source_shut_down = Some(shut_down);
                 in_progress(&details)?;
                 job.step(STEPS[1], StepState::Done, &source_detail)?;
                 begin(2)?;
@@ -436,7 +434,7 @@ impl Daemon {
                 begin(3)?;
                 let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
                 job.step(STEPS[3], StepState::Done, &chosen.described)?;
-                details["failover"]["point"] = json!(chosen);
+                recorded(&mut details).point = Some(chosen.clone());
                 // Recorded before the boot: a daemon that dies from here on
                 // finds the point to roll back from or run on.
                 in_progress(&details)?;
@@ -449,7 +447,7 @@ impl Daemon {
                 let started = Instant::now();
                 // From here on the copies diverge: a write the old source
                 // makes later is a split brain.
-                details["failover"]["diverged"] = json!(jiff::Timestamp::now().as_microsecond());
+                recorded(&mut details).diverged = Some(jiff::Timestamp::now().as_microsecond());
                 let runtime = daemon.boot(deployment, &machine, to_site.into(), drives)?;
                 let downtime = shut_down.then(|| stopped_at.elapsed());
                 let mut detail = format!("pid {} in {} ms", runtime["pid"], started.elapsed().as_millis());
@@ -465,7 +463,7 @@ impl Daemon {
             match outcome {
                 Ok((chosen, runtime, downtime)) => {
                     let downtime_ms = downtime.map(|d| d.as_millis() as u64);
-                    details["failover"]["downtime_ms"] = json!(downtime_ms);
+                    details.failover.as_mut().expect("recorded by the source step").downtime_ms = downtime_ms;
                     deployment.state.set_machine_placement(
                         name,
                         step.after,
@@ -545,13 +543,14 @@ impl Daemon {
         &self,
         deployment: &Deployment,
         machine: &Machine,
-        details: &Value,
+        details: &MachineRecords,
         undone: State,
         job: i64,
     ) -> Result<Vec<String>, ControlError> {
         let name = name_of(machine);
-        let source_site =
-            details["failover"]["from_site"].as_str().and_then(Site::parse).unwrap_or(machine.active_site);
+        // A failover that failed before it recorded anything stopped nothing.
+        let failover = details.failover.clone();
+        let source_site = failover.as_ref().map_or(machine.active_site, |failover| failover.from_site);
         let to_site = source_site.other();
         let mut done = Vec::new();
         if let Some(how) = self.stop_instance(&instance(name, to_site), true)? {
@@ -562,9 +561,9 @@ impl Daemon {
             done.push(format!("its writes are set aside in {}", folder.display()));
         }
         let mut details = details.clone();
-        let was_running = details["failover"]["source_was_running"].as_bool() == Some(true);
+        let was_running = failover.as_ref().is_some_and(|failover| failover.source_was_running);
         let source = instance(name, source_site);
-        if was_running && details["failover"]["source"].is_null() {
+        if was_running && failover.as_ref().is_some_and(|failover| failover.source.is_none()) {
             // A daemon died while shutting the source down: the guest may
             // still be on its way down. Let it finish (or ignore the power
             // button) before deciding whether to start it again.
@@ -573,13 +572,12 @@ impl Daemon {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
-        if let Some(map) = details.as_object_mut() {
-            map.remove("failover");
-        }
+        details.failover = None;
         let restart = was_running && !self.runtime(&source).running;
         if restart {
             // Until it runs: a daemon that dies before starts it (see `start_pending`).
-            details["start_pending"] = json!({"job": job, "why": "the failover it stopped it for was undone"});
+            details.start_pending =
+                Some(StartPending { job, why: "the failover it stopped it for was undone".to_string() });
         }
         let generation = if machine.active_site == source_site { machine.generation } else { machine.generation + 1 };
         deployment.state.set_machine_placement(name, undone, source_site, generation, &details)?;
@@ -607,9 +605,7 @@ impl Daemon {
             }
         };
         let mut details = machine.details.clone();
-        if let Some(map) = details.as_object_mut() {
-            map.remove("start_pending");
-        }
+        details.start_pending = None;
         deployment.state.set_machine_placement(
             name,
             machine.state,
@@ -675,8 +671,8 @@ impl Daemon {
         let site = machine.active_site;
         let key = instance(name, site);
         let mut details = machine.details.clone();
-        let already = resumed && details["failover"]["point"] == json!(chosen);
-        details["failover"]["change_point"] = json!({"job": job.id, "point": chosen});
+        let already = resumed && details.failover_point(name)? == chosen;
+        details.failover_mut(name)?.change_point = Some(ChangePointRecord { job: job.id, point: chosen.clone() });
         deployment.state.set_machine_placement(name, step.during, site, machine.generation, &details)?;
         if already {
             job.step(STEPS[0], StepState::Done, "an earlier attempt stopped it")?;
@@ -690,7 +686,7 @@ impl Daemon {
             let folder = self.set_aside(deployment, machine, site, job.id)?;
             let aside = folder.map(|f| format!("in {}", f.display())).unwrap_or_else(|| "it wrote nothing".into());
             job.step(STEPS[1], StepState::Done, &aside)?;
-            details["failover"]["point"] = json!(chosen);
+            details.failover_mut(name)?.point = Some(chosen.clone());
             deployment.state.set_machine_placement(name, step.during, site, machine.generation, &details)?;
         }
         job.step(STEPS[2], StepState::Running, "")?;
@@ -701,9 +697,7 @@ impl Daemon {
             runtime if runtime.running => json!(runtime),
             _ => self.boot(deployment, machine, site.into(), drives)?,
         };
-        if let Some(failover) = details["failover"].as_object_mut() {
-            failover.remove("change_point");
-        }
+        details.failover_mut(name)?.change_point = None;
         deployment.state.set_machine_placement(name, step.after, site, machine.generation, &details)?;
         job.step(STEPS[3], StepState::Done, &format!("pid {}", runtime["pid"]))?;
         Ok(json!({"name": name, "state": step.after, "point": chosen, "recovery": runtime}))
@@ -782,10 +776,7 @@ impl Daemon {
         const STEPS: [&str; 2] = COMMIT_STEPS;
         let step = transition_of(machine, Command::Commit)?;
         let name = name_of(machine);
-        let source_site = machine.details["failover"]["from_site"]
-            .as_str()
-            .and_then(Site::parse)
-            .unwrap_or(machine.active_site.other());
+        let source_site = machine.details.failover.as_ref().map_or(machine.active_site.other(), |f| f.from_site);
         job.step(STEPS[0], StepState::Running, "")?;
         // The old source's splitters ship what they have and stop (one an
         // earlier daemon left running too); their intent logs stay
@@ -800,7 +791,7 @@ impl Daemon {
         job.step(STEPS[0], StepState::Done, &detail)?;
         job.step(STEPS[1], StepState::Running, "")?;
         let mut details = machine.details.clone();
-        details["failover"]["committed"] = json!(jiff::Timestamp::now().to_string());
+        details.failover_mut(name)?.committed = Some(jiff::Timestamp::now().to_string());
         job.deployment.state.set_machine_placement(
             name,
             step.after,
@@ -851,6 +842,11 @@ impl Daemon {
         }
         Ok(rolled)
     }
+}
+
+/// The failover record a failover job wrote before it touched the source.
+fn recorded(details: &mut MachineRecords) -> &mut FailoverRecord {
+    details.failover.as_mut().expect("recorded before the source is touched")
 }
 
 fn name_of(machine: &Machine) -> &str {

@@ -42,6 +42,7 @@ use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::points::MachinePoint;
+use crate::records::{MachineRecords, ReprotectRecord, ReprotectedRecord};
 
 const STEPS: [&str; 5] = [
     "find the blocks that differ",
@@ -106,11 +107,10 @@ impl Daemon {
                 )));
             }
         }
-        let point: MachinePoint = serde_json::from_value(machine.details["failover"]["point"].clone())
-            .map_err(|e| ControlError::Failed(format!("machine '{name}' has no failover point recorded ({e})")))?;
+        let point = machine.details.failover_point(name)?.clone();
         // Split brain: the old source wrote after the copy at this site started.
         let history = deployment.open_vault_at(active)?;
-        if let Some(started) = machine.details["failover"]["diverged"].as_i64() {
+        if let Some(started) = machine.details.failover.as_ref().and_then(|failover| failover.diverged) {
             let mut written = 0;
             for disk in &machine.disks {
                 let ranges = standby_vault::compact::changed_since(&history, &disk.vault_disk, started)?;
@@ -249,7 +249,7 @@ impl Daemon {
         // `resume_reprotect`), never one that rebuilds the disks again.
         write_reverse_intent_logs(deployment, machine, &source_writes)?;
         let mut details = machine.details.clone();
-        details["reprotect"] = json!({"job": job.id, "switched": false, "alternate_location": alternate_location});
+        details.reprotect = Some(ReprotectRecord { job: job.id, switched: false, alternate_location });
         let during = transition_of(machine, Command::Reprotect)?.during;
         deployment.state.set_machine_placement(name, during, active, machine.generation, &details)?;
         job.moment("reverse-intent-logs-written");
@@ -260,7 +260,7 @@ impl Daemon {
         let shipped =
             self.wait_for_replication(machine, "reprotected", |detail| job.step(STEPS[4], StepState::Running, detail))?;
         job.step(STEPS[4], StepState::Done, &format!("{} moved to the {old} site", mib(shipped)))?;
-        finish_reprotect(deployment, machine, &details["reprotect"], job.id, shipped)
+        finish_reprotect(deployment, machine, details.reprotect.as_ref(), job.id, shipped)
     }
 
     /// Finishes a reprotect a daemon died in (state `reprotecting`).
@@ -282,7 +282,8 @@ impl Daemon {
             let deployment = job.deployment;
             let active = machine.active_site;
             job.step(STEPS[0], StepState::Running, "")?;
-            let switched = machine.details["reprotect"]["switched"].as_bool().unwrap_or(true);
+            // Without a record, the safe side: nothing is copied over the disks again.
+            let switched = machine.details.reprotect.as_ref().is_none_or(|reprotect| reprotect.switched);
             let detail = if switched {
                 let key = instance(&machine.definition.name, active);
                 if let Some(running) = lock(&daemon.machines).get_mut(&key).filter(|r| r.qemu.running()) {
@@ -310,7 +311,7 @@ impl Daemon {
                 job.step(STEPS[1], StepState::Running, detail)
             })?;
             job.step(STEPS[1], StepState::Done, &format!("{} moved since the restart", mib(shipped)))?;
-            finish_reprotect(deployment, &machine, &machine.details["reprotect"], job.id, shipped)
+            finish_reprotect(deployment, &machine, machine.details.reprotect.as_ref(), job.id, shipped)
         })?;
         Ok(())
     }
@@ -399,7 +400,7 @@ impl Daemon {
         &self,
         deployment: &Deployment,
         machine: &Machine,
-        details: &Value,
+        details: &MachineRecords,
         job: &JobSteps,
     ) -> Result<String, ControlError> {
         let name = machine.definition.name.as_str();
@@ -443,7 +444,7 @@ impl Daemon {
             // writes through the splitters, and a restarted daemon must not
             // copy the overlays over those writes.
             let mut details = details.clone();
-            details["reprotect"]["switched"] = json!(true);
+            details.reprotect.as_mut().expect("recorded before the move").switched = true;
             let name = machine.definition.name.as_str();
             deployment.state.set_machine_placement(name, during, active, machine.generation, &details)?;
             Ok::<(), ControlError>(())
@@ -470,25 +471,20 @@ impl Daemon {
 fn finish_reprotect(
     deployment: &Deployment,
     machine: &Machine,
-    reprotect: &Value,
+    reprotect: Option<&ReprotectRecord>,
     job: i64,
     shipped: u64,
 ) -> Result<Value, ControlError> {
     let name = machine.definition.name.as_str();
     let (active, old) = (machine.active_site, machine.active_site.other());
-    let started_by = reprotect["job"].as_i64().unwrap_or(job);
-    if reprotect["alternate_location"].as_bool() == Some(true) {
+    let started_by = reprotect.map_or(job, |reprotect| reprotect.job);
+    if reprotect.is_some_and(|reprotect| reprotect.alternate_location) {
         use_alternate_paths(deployment, machine, started_by)?;
     }
     let mut details = machine.details.clone();
-    if let Some(map) = details.as_object_mut() {
-        map.remove("failover");
-        map.remove("reprotect");
-    }
-    details["reprotected"] = json!({"job": job, "bytes_moved": shipped, "to": old});
-    if started_by != job {
-        details["reprotected"]["resumed"] = json!(true);
-    }
+    details.failover = None;
+    details.reprotect = None;
+    details.reprotected = Some(ReprotectedRecord { job, bytes_moved: shipped, to: old, resumed: started_by != job });
     let after = transition_of(machine, Command::Reprotect)?.after;
     deployment.state.set_machine_placement(name, after, active, machine.generation, &details)?;
     Ok(json!({"name": name, "state": after, "replicates_to": old, "bytes_moved": shipped}))

@@ -31,7 +31,6 @@ use super::failover::{CANCEL_STEPS, CHANGE_POINT_STEPS, CLEANUP_STEPS, COMMIT_ST
 use super::protection::UNPROTECT_STEPS;
 use super::Daemon;
 use crate::error::ControlError;
-use crate::points::MachinePoint;
 use crate::state::Job;
 
 /// The command of the newest job of machine `name` among `interrupted`
@@ -53,6 +52,7 @@ impl Daemon {
             let name = machine.definition.name.clone();
             let command = interrupted_command(interrupted, &name).unwrap_or("");
             let resumed = format!("{command} (resumed after a daemon restart)");
+            let change_point = machine.details.failover.as_ref().and_then(|failover| failover.change_point.clone());
             let job = match (command, machine.state) {
                 ("unprotect", State::Enabling | State::Protected) => {
                     self.spawn_job(&deployment, &name, &resumed, &UNPROTECT_STEPS, move |daemon, job| {
@@ -71,11 +71,8 @@ impl Daemon {
                         daemon.cleanup_job(&machine, job)
                     })?
                 }
-                ("change-point", State::FailedOver) if !machine.details["failover"]["change_point"].is_null() => {
-                    let point: MachinePoint =
-                        serde_json::from_value(machine.details["failover"]["change_point"]["point"].clone()).map_err(
-                            |e| ControlError::Failed(format!("machine '{name}': the recorded change of point ({e})")),
-                        )?;
+                ("change-point", State::FailedOver) if change_point.is_some() => {
+                    let point = change_point.expect("matched").point;
                     self.spawn_job(&deployment, &name, &resumed, &CHANGE_POINT_STEPS, move |daemon, job| {
                         daemon.change_point_job(&machine, &point, true, job)
                     })?
@@ -95,8 +92,8 @@ impl Daemon {
                         daemon.sync_first_job(&machine, job)
                     })?
                 }
-                _ if !machine.details["start_pending"].is_null() => {
-                    let owed = machine.details["start_pending"]["job"].clone();
+                _ if machine.details.start_pending.is_some() => {
+                    let owed = machine.details.start_pending.as_ref().expect("matched").job;
                     let owner = name.clone();
                     self.spawn_job(
                         &deployment,
