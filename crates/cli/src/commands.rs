@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use standby_api::{FailoverRequest, PlannedFailoverRequest, PointRequest, ProtectRequest, ReprotectRequest};
 use standby_format::{KeyMaterial, PointKind};
 use standby_vault::backend::{open_location, Backend, VaultLocation};
 use standby_vault::prune::PruneOptions;
@@ -311,47 +312,41 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             if group.is_some() {
                 return Err(bad_input("--group: replication groups are not supported yet; protect without it"));
             }
-            use crate::lifecycle::encode;
-            let query = policy.map(|p| format!("?policy={}", encode(&p))).unwrap_or_default();
-            crate::lifecycle::run_job(&home, &machine_path(&name, &format!("protect{query}")), no_wait, json)
+            crate::lifecycle::run_job(&home, &name, "protect", &ProtectRequest { policy }, no_wait, json)
         }
         Command::Unprotect { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &machine_path(&name, "unprotect"), no_wait, json)
+            crate::lifecycle::run_job(&home, &name, "unprotect", &json!({}), no_wait, json)
         }
         Command::TestFailover { name, point, no_wait, home, json } => {
-            let query = point.map(|p| format!("?point={}", crate::lifecycle::encode(&p))).unwrap_or_default();
-            crate::lifecycle::run_job(&home, &machine_path(&name, &format!("test-failover{query}")), no_wait, json)
+            crate::lifecycle::run_job(&home, &name, "test-failover", &PointRequest { point }, no_wait, json)
         }
         Command::CleanupTestFailover { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &machine_path(&name, "cleanup-test-failover"), no_wait, json)
+            crate::lifecycle::run_job(&home, &name, "cleanup-test-failover", &json!({}), no_wait, json)
         }
         Command::Failover { name, point, shutdown_source, no_wait, home, json } => {
-            let point = point.map(|p| format!("&point={}", crate::lifecycle::encode(&p))).unwrap_or_default();
-            let path = machine_path(&name, &format!("failover?shutdown_source={shutdown_source}{point}"));
-            crate::lifecycle::run_job(&home, &path, no_wait, json)
+            let request = FailoverRequest { point, shutdown_source };
+            crate::lifecycle::run_job(&home, &name, "failover", &request, no_wait, json)
         }
         Command::PlannedFailover { name, sync_first, no_wait, home, json } => {
-            let path = machine_path(&name, &format!("planned-failover?sync_first={sync_first}"));
-            crate::lifecycle::run_job(&home, &path, no_wait, json)
+            let request = PlannedFailoverRequest { sync_first };
+            crate::lifecycle::run_job(&home, &name, "planned-failover", &request, no_wait, json)
         }
         Command::CompleteFailover { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &machine_path(&name, "complete-failover"), no_wait, json)
+            crate::lifecycle::run_job(&home, &name, "complete-failover", &json!({}), no_wait, json)
         }
         Command::ChangePoint { name, point, no_wait, home, json } => {
-            let path = machine_path(&name, &format!("change-point?point={}", crate::lifecycle::encode(&point)));
-            crate::lifecycle::run_job(&home, &path, no_wait, json)
+            let request = PointRequest { point: Some(point) };
+            crate::lifecycle::run_job(&home, &name, "change-point", &request, no_wait, json)
         }
         Command::Commit { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &machine_path(&name, "commit"), no_wait, json)
+            crate::lifecycle::run_job(&home, &name, "commit", &json!({}), no_wait, json)
         }
         Command::Cancel { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &machine_path(&name, "cancel"), no_wait, json)
+            crate::lifecycle::run_job(&home, &name, "cancel", &json!({}), no_wait, json)
         }
         Command::Reprotect { name, alternate_location, discard_source_writes, no_wait, home, json } => {
-            let query = format!(
-                "reprotect?alternate_location={alternate_location}&discard_source_writes={discard_source_writes}"
-            );
-            crate::lifecycle::run_job(&home, &machine_path(&name, &query), no_wait, json)
+            let request = ReprotectRequest { alternate_location, discard_source_writes };
+            crate::lifecycle::run_job(&home, &name, "reprotect", &request, no_wait, json)
         }
         Command::Status { name, home, json } => crate::lifecycle::status(name.as_deref(), &home, json),
         Command::ProbeKvm => match standby_control::qemu::probe_kvm() {
@@ -361,11 +356,6 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Demo { dir, disk: true } => demo::run(dir),
         Command::Demo { dir, disk: false } => crate::journey::run(dir),
     }
-}
-
-/// The API path of an operation on machine `name`.
-fn machine_path(name: &str, operation: &str) -> String {
-    format!("/v1/machines/{}/{operation}", crate::lifecycle::encode(name))
 }
 
 pub(crate) fn parse_duration(text: &str, flag: &str) -> anyhow::Result<Duration> {

@@ -1,11 +1,17 @@
 //! The lifecycle commands (DESIGN.md §5): deployments and machines.
 
-use std::io::{Read, Write};
 use std::path::Path;
 
+use std::path::PathBuf;
+
 use serde_json::json;
+use standby_api::{
+    AddMachine, BookmarkView, Client, ClientError, Hydration, JobList, MachineList, MachineStatus, PolicyList,
+    StopRequest,
+};
 use standby_control::{Deployment, MachineDefinition};
 use standby_lifecycle::job::{JobState, StepState};
+use standby_lifecycle::Site;
 
 use crate::cli::{HomeArguments, MachineCommand, PolicyCommand};
 use crate::output::print_json;
@@ -41,52 +47,49 @@ pub fn serve(home: &HomeArguments) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// `text` as one URL path segment or query value (percent-encoded).
-pub fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// The deployment's daemon, through the API client; a deployment that does
+/// not exist is refused here, before any request.
+struct Daemon {
+    home: PathBuf,
+    client: Client,
 }
 
-/// One request to the deployment's daemon; its JSON answer, or its error
-/// (a refusal is bad input).
-fn call(deployment: &Deployment, method: &str, path: &str) -> anyhow::Result<serde_json::Value> {
-    let socket = deployment.run_dir().join(standby_control::daemon::SOCKET);
-    let mut stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|_| {
-        crate::bad_input(format!(
-            "no daemon is running for the deployment at {}: start it with `standby serve --home {}`",
-            deployment.home.display(),
-            deployment.home.display()
-        ))
-    })?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: standby\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) =
-        text.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("the daemon sent no HTTP response"))?;
-    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| anyhow::anyhow!("the daemon answered {status} without JSON ({e})"))?;
-    if status == 200 {
-        return Ok(value);
+impl Daemon {
+    fn of(home: &HomeArguments) -> anyhow::Result<Daemon> {
+        let home = Deployment::locate(home.home.as_deref());
+        let socket = Deployment::socket_of(&home)?;
+        Ok(Daemon { home, client: Client::unix(&socket) })
     }
-    let message = value["error"].as_str().unwrap_or("no message").to_string();
-    if value["bad_input"].as_bool() == Some(true) {
-        return Err(crate::bad_input(message));
+
+    fn running(&self) -> bool {
+        self.client.reachable()
     }
-    Err(anyhow::anyhow!(message))
+
+    /// A request's answer, with the operator's next step when no daemon runs.
+    fn answer<T>(&self, answer: Result<T, ClientError>) -> anyhow::Result<T> {
+        answer.map_err(|e| match e {
+            ClientError::Unreachable { .. } => crate::bad_input(format!(
+                "no daemon is running for the deployment at {}: start it with `standby serve --home {}`",
+                self.home.display(),
+                self.home.display()
+            )),
+            e if e.is_bad_input() => crate::bad_input(e.to_string()),
+            e => anyhow::Error::new(e),
+        })
+    }
 }
 
 pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
     match command {
         MachineCommand::Add { name, disks, memory, cpus, kernel, initrd, append, nics, home, json } => {
-            let mut deployment = open(&home)?;
             let definition = MachineDefinition { name, cpus, memory_mib: memory, kernel, initrd, append, nics };
-            let machine = deployment.add_machine(&definition, &disks)?;
+            // Through the daemon when it runs (it owns the state); else here.
+            let daemon = Daemon::of(&home)?;
+            let machine = if daemon.running() {
+                daemon.answer(daemon.client.add_machine(&AddMachine { definition, disks }))?
+            } else {
+                open(&home)?.add_machine(&definition, &disks)?.view()
+            };
             if json {
                 print_json(&machine);
             } else {
@@ -99,47 +102,53 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
                     if machine.disks.len() == 1 { "" } else { "s" }
                 );
                 for disk in &machine.disks {
-                    println!("  {}", disk.primary_path.display());
+                    println!("  {}", disk.definition.primary_path.display());
                 }
             }
             Ok(0)
         }
         MachineCommand::Start { name, home, json } => {
-            let deployment = open(&home)?;
-            let started = call(&deployment, "POST", &format!("/v1/machines/{}/start", encode(&name)))?;
+            let daemon = Daemon::of(&home)?;
+            let started = daemon.answer(daemon.client.start(&name))?;
             if json {
                 print_json(&started);
             } else {
                 println!(
                     "machine '{name}' is running at the {} site (pid {}, {}); its console is {}",
-                    started["site"].as_str().unwrap_or("?"),
-                    started["pid"],
-                    started["accel"].as_str().unwrap_or("?"),
-                    started["console"].as_str().unwrap_or("?")
+                    started.site,
+                    started.pid,
+                    started.accel,
+                    started.console.display()
                 );
             }
             Ok(0)
         }
         MachineCommand::Stop { name, force, site, home, json } => {
-            let deployment = open(&home)?;
-            let site = site.map(|s| format!("&site={}", encode(&s))).unwrap_or_default();
-            let stopped =
-                call(&deployment, "POST", &format!("/v1/machines/{}/stop?force={force}{site}", encode(&name)))?;
+            let site = match site {
+                Some(site) => Some(
+                    site.parse::<Site>()
+                        .map_err(|_| crate::bad_input(format!("--site {site:?}: use primary or recovery")))?,
+                ),
+                None => None,
+            };
+            let daemon = Daemon::of(&home)?;
+            let stopped = daemon.answer(daemon.client.stop(&name, &StopRequest { force, site }))?;
             if json {
                 print_json(&stopped);
             } else {
-                println!("machine '{name}' stopped ({})", stopped["stopped"].as_str().unwrap_or("?"));
+                println!("machine '{name}' stopped ({})", stopped.stopped);
             }
             Ok(0)
         }
         MachineCommand::List { home, json } => {
-            let deployment = open(&home)?;
-            let machines = deployment.state.machines()?;
+            // With a daemon, each machine's runtime too; without, the state.
+            let daemon = Daemon::of(&home)?;
+            let machines = match daemon.running() {
+                true => daemon.answer(daemon.client.machines())?.machines,
+                false => open(&home)?.state.machines()?.iter().map(standby_control::Machine::view).collect(),
+            };
             if json {
-                // With a daemon, each machine's runtime too.
-                let listed =
-                    call(&deployment, "GET", "/v1/machines").unwrap_or_else(|_| json!({ "machines": machines }));
-                print_json(&listed);
+                print_json(&MachineList { machines });
             } else if machines.is_empty() {
                 println!("no machines; `standby machine add NAME --disk IMAGE` defines one");
             } else {
@@ -149,7 +158,7 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
                 );
                 for machine in &machines {
                     let disks: Vec<String> =
-                        machine.disks.iter().map(|d| d.primary_path.display().to_string()).collect();
+                        machine.disks.iter().map(|d| d.definition.primary_path.display().to_string()).collect();
                     println!(
                         "{:<20} {:<14} {:<9} {:>4} {:>7}  {}",
                         machine.definition.name,
@@ -166,12 +175,20 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
     }
 }
 
-/// Starts a job through the daemon and, unless `no_wait`, follows it to
-/// its end, printing each step as it changes; exit 0 when it succeeded.
-pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> anyhow::Result<u8> {
-    let deployment = open(home)?;
-    let started = call(&deployment, "POST", path)?;
-    let id = started["job"].as_i64().ok_or_else(|| anyhow::anyhow!("the daemon started no job: {started}"))?;
+/// Starts operation `operation` on machine `name` as a job through the
+/// daemon and, unless `no_wait`, follows it to its end, printing each step
+/// as it changes; exit 0 when it succeeded.
+pub fn run_job(
+    home: &HomeArguments,
+    name: &str,
+    operation: &str,
+    request: &impl serde::Serialize,
+    no_wait: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let daemon = Daemon::of(home)?;
+    let started = daemon.answer(daemon.client.act(name, operation, request))?;
+    let id = started.job;
     if no_wait {
         if json {
             print_json(&started);
@@ -180,10 +197,17 @@ pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> a
         }
         return Ok(0);
     }
-    let socket = deployment.run_dir().join(standby_control::daemon::SOCKET);
     let mut printed: Vec<(String, StepState, String)> = Vec::new();
     let job = loop {
-        let job = deployment.state.job(id)?;
+        let job = match daemon.client.job(id) {
+            Err(ClientError::Unreachable { .. }) => {
+                return Err(anyhow::anyhow!(
+                    "the daemon stopped while job {id} ran; when it starts again it resumes or rolls the job back \
+                     (`standby jobs {id}`)"
+                ));
+            }
+            answer => daemon.answer(answer)?,
+        };
         if !json {
             for (index, step) in job.steps.iter().enumerate() {
                 let line = (step.name.clone(), step.state, step.detail.clone());
@@ -197,13 +221,7 @@ pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> a
         if job.state.ended() {
             break job;
         }
-        if std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            return Err(anyhow::anyhow!(
-                "the daemon stopped while job {id} ran; when it starts again it resumes or rolls the job back \
-                 (`standby jobs {id}`)"
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(JOB_POLL_INTERVAL);
     };
     if json {
         print_json(&job);
@@ -216,72 +234,76 @@ pub fn run_job(home: &HomeArguments, path: &str, no_wait: bool, json: bool) -> a
     }
 }
 
+/// How often a followed job is asked for its steps.
+const JOB_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// `standby status`: health, RPO and latest points (from the daemon).
 pub fn status(name: Option<&str>, home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
-    let deployment = open(home)?;
-    let path = match name {
-        Some(name) => format!("/v1/status/{}", encode(name)),
-        None => "/v1/status".to_string(),
-    };
-    let status = call(&deployment, "GET", &path)?;
+    let daemon = Daemon::of(home)?;
+    let status = daemon.answer(daemon.client.status(name))?;
     if json {
         print_json(&status);
         return Ok(0);
     }
-    let machines = status["machines"].as_array().cloned().unwrap_or_default();
-    if machines.is_empty() {
+    if status.machines.is_empty() {
         println!("no machines; `standby machine add NAME --disk IMAGE` defines one");
     }
-    for machine in &machines {
-        let name = machine["name"].as_str().unwrap_or("?");
-        let state = machine["state"].as_str().unwrap_or("?");
-        let site = machine["site"].as_str().unwrap_or("?");
-        let running = if machine["running"] == true { "running" } else { "stopped" };
-        let Some(health) = machine["health"].as_str() else {
-            println!("{name}: {state}, {running} at the {site} site (not replicated)");
-            for disk in machine["hydration"].as_array().into_iter().flatten() {
-                let disk_name = disk["disk"].as_str().unwrap_or("?");
-                match (disk["local_bytes"].as_u64(), disk["disk_bytes"].as_u64()) {
-                    (Some(local), Some(total)) if local == total => {
-                        println!("  disk {disk_name}: local (hydrated), reads nothing from the vault")
-                    }
-                    (Some(local), Some(total)) => println!(
-                        "  disk {disk_name}: hydrating, {} of {} MiB local ({:.0}%); the rest is read from the vault",
-                        local >> 20,
-                        total >> 20,
-                        local as f64 * 100.0 / total.max(1) as f64
-                    ),
-                    _ => println!("  disk {disk_name}: served from the vault (not hydrating)"),
-                }
-            }
-            continue;
-        };
-        println!(
-            "{name}: {state}, {running} at the {site} site; health {health}; RPO {:.1} s (threshold {} s)",
-            machine["rpo_seconds"].as_f64().unwrap_or(0.0),
-            machine["rpo_threshold_seconds"]
-        );
-        for problem in machine["problems"].as_array().into_iter().flatten() {
-            println!("  ! {}", problem.as_str().unwrap_or(""));
-        }
-        for disk in machine["disks"].as_array().into_iter().flatten() {
-            let point = |key: &str| match disk[key]["time"].as_str() {
-                Some(time) => format!("{} ({})", disk[key]["sequence"], time),
-                None => "none".to_string(),
-            };
-            println!(
-                "  disk {}: latest {}; latest processed {}; latest app-consistent {}",
-                disk["disk"].as_str().unwrap_or("?"),
-                disk["latest"].as_str().unwrap_or("none"),
-                point("latest_processed"),
-                point("latest_app_consistent")
-            );
-        }
-        if let Some(consistency) = machine["consistency"].as_str() {
-            println!("  points: {consistency}");
-        }
+    for machine in &status.machines {
+        print_status(machine);
     }
     Ok(0)
+}
+
+fn print_status(machine: &MachineStatus) {
+    let (name, state, site) = (&machine.name, machine.state, machine.site);
+    let running = if machine.running { "running" } else { "stopped" };
+    let Some(health) = machine.health else {
+        println!("{name}: {state}, {running} at the {site} site (not replicated)");
+        for disk in machine.hydration.iter().flatten() {
+            print_hydration(disk);
+        }
+        return;
+    };
+    println!(
+        "{name}: {state}, {running} at the {site} site; health {health}; RPO {:.1} s (threshold {} s)",
+        machine.rpo_seconds.unwrap_or(0.0),
+        machine.rpo_threshold_seconds.unwrap_or(0)
+    );
+    for problem in machine.problems.iter().flatten() {
+        println!("  ! {problem}");
+    }
+    for disk in machine.disks.iter().flatten() {
+        let point = |point: &Option<BookmarkView>| match point {
+            Some(point) => format!("{} ({})", point.sequence, point.time),
+            None => "none".to_string(),
+        };
+        println!(
+            "  disk {}: latest {}; latest processed {}; latest app-consistent {}",
+            disk.disk,
+            disk.latest.as_deref().unwrap_or("none"),
+            point(&disk.latest_processed),
+            point(&disk.latest_app_consistent)
+        );
+    }
+    if let Some(consistency) = &machine.consistency {
+        println!("  points: {consistency}");
+    }
+}
+
+fn print_hydration(disk: &Hydration) {
+    let name = &disk.disk;
+    match (disk.local_bytes, disk.disk_bytes) {
+        (Some(local), Some(total)) if local == total => {
+            println!("  disk {name}: local (hydrated), reads nothing from the vault")
+        }
+        (Some(local), Some(total)) => println!(
+            "  disk {name}: hydrating, {} of {} MiB local ({:.0}%); the rest is read from the vault",
+            local >> 20,
+            total >> 20,
+            local as f64 * 100.0 / total.max(1) as f64
+        ),
+        _ => println!("  disk {name}: served from the vault (not hydrating)"),
+    }
 }
 
 pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
@@ -312,8 +334,13 @@ pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
                     "--bookmarks {bookmarks} is longer than --retention {retention}: no bookmark would be kept"
                 )));
             }
-            let deployment = open(&home)?;
-            deployment.state.add_policy(&policy)?;
+            // Through the daemon when it runs; else here. Either checks it again.
+            let daemon = Daemon::of(&home)?;
+            if daemon.running() {
+                daemon.answer(daemon.client.add_policy(&policy))?;
+            } else {
+                open(&home)?.state.add_policy(&policy)?;
+            }
             if json {
                 print_json(&policy);
             } else {
@@ -322,9 +349,13 @@ pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         PolicyCommand::List { home, json } => {
-            let policies = open(&home)?.state.policies()?;
+            let daemon = Daemon::of(&home)?;
+            let policies = match daemon.running() {
+                true => daemon.answer(daemon.client.policies())?.policies,
+                false => open(&home)?.state.policies()?,
+            };
             if json {
-                print_json(&json!({ "policies": policies }));
+                print_json(&PolicyList { policies });
             } else {
                 println!(
                     "{:<20} {:>10} {:>10} {:>15} {:>10}",
@@ -347,7 +378,7 @@ pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
     }
 }
 
-fn print_job(job: &standby_control::Job) {
+fn print_job(job: &standby_api::Job) {
     println!("job {} {} of '{}': {} (started {})", job.id, job.command, job.machine, job.state, job.created);
     for step in &job.steps {
         let detail = if step.detail.is_empty() { String::new() } else { format!(" ({})", step.detail) };
@@ -360,19 +391,24 @@ fn print_job(job: &standby_control::Job) {
 
 /// `standby jobs`: read from the state, so it works with or without a daemon.
 pub fn jobs(id: Option<i64>, watch: bool, home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
-    let deployment = open(home)?;
+    // From the daemon when it runs; else from the state, which only a daemon
+    // changes (jobs shown running there were left by a daemon that stopped).
+    let daemon = Daemon::of(home)?;
     let mut shown = String::new();
     loop {
-        let jobs = match id {
-            Some(id) => vec![deployment.state.job(id)?],
-            None => deployment.state.jobs()?,
+        let live = daemon.running();
+        let jobs = match (id, live) {
+            (Some(id), true) => vec![daemon.answer(daemon.client.job(id))?],
+            (None, true) => daemon.answer(daemon.client.jobs())?.jobs,
+            (Some(id), false) => vec![open(home)?.state.job(id)?],
+            (None, false) => open(home)?.state.jobs()?,
         };
-        let running = jobs.iter().any(|job| !job.state.ended());
+        let running = live && jobs.iter().any(|job| !job.state.ended());
         if json {
             if !watch || !running {
                 match id {
                     Some(_) => print_json(&jobs[0]),
-                    None => print_json(&json!({ "jobs": jobs })),
+                    None => print_json(&JobList { jobs }),
                 }
             }
         } else {
@@ -391,6 +427,9 @@ pub fn jobs(id: Option<i64>, watch: bool, home: &HomeArguments, json: bool) -> a
         if !watch || !running {
             return Ok(0);
         }
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::thread::sleep(JOBS_WATCH_INTERVAL);
     }
 }
+
+/// How often `jobs --watch` looks again.
+const JOBS_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);

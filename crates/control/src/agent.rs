@@ -197,10 +197,15 @@ pub struct SplitterControl {
 
 impl SplitterControl {
     /// The splitter's own report: caught up or not, lag, sealed sequence.
-    pub fn status(&self) -> Result<Value, ControlError> {
+    pub fn status(&self) -> Result<standby_api::SplitterStatus, ControlError> {
         let reply = standby_splitter::control_request(&self.socket, &json!({"op": "status"}))
             .map_err(|e| ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk)))?;
-        Ok(reply)
+        serde_json::from_value(reply.clone()).map_err(|e| {
+            ControlError::Failed(format!(
+                "the splitter of disk '{}' answered {reply}, which is not a status ({e})",
+                self.disk
+            ))
+        })
     }
 
     /// Records a bookmark at this place in the disk's change stream,

@@ -1,46 +1,22 @@
 //! `standby serve`: the daemon that runs a deployment's machines (both
 //! sites' agents, in one process in the embedded default). Lifecycle
 //! commands talk to it over HTTP on `run/standby.sock` (a unix socket, so
-//! only users who can reach the deployment's folder can use it):
+//! only users who can reach the deployment's folder can use it): the
+//! routes and types of `standby-api` (`http.rs` is the edge), errors as
+//! one JSON body with a stable code.
 //!
-//! ```text
-//! GET  /v1/health                     pid, home, accelerator and why
-//! GET  /v1/machines                   every machine with its runtime (running or not, pid, console)
-//! POST /v1/machines/NAME/start        boot it at its active site
-//! POST /v1/machines/NAME/stop         ACPI power-down, then quit after a timeout (?force=true: at once)
-//! POST /v1/machines/NAME/protect      ?policy=P: initial replication, then continuous (a job, answered at once)
-//! POST /v1/machines/NAME/unprotect    back to its images, splitters stopped (a job, answered at once)
-//! POST /v1/machines/NAME/test-failover          ?point=P: a drill copy at the recovery site, isolated
-//! POST /v1/machines/NAME/cleanup-test-failover  removes the drill copy and every file it used
-//! POST /v1/machines/NAME/failover               ?point=P&shutdown_source=BOOL
-//! POST /v1/machines/NAME/planned-failover       ?sync_first=BOOL (with it: waits in ready-to-complete)
-//! POST /v1/machines/NAME/complete-failover      stop, ship the last writes, start at the other site
-//! POST /v1/machines/NAME/change-point           ?point=P (before commit)
-//! POST /v1/machines/NAME/commit, …/cancel
-//! POST /v1/machines/NAME/reprotect              ?alternate_location=BOOL&discard_source_writes=BOOL
-//! GET  /v1/status, /v1/status/NAME    health, RPO and latest points of replicated machines
-//! GET  /v1/jobs, /v1/jobs/ID          jobs with their steps (every operation is a job)
-//! ```
-//!
-//! Errors are `{"error": MESSAGE, "bad_input": BOOL}` with status 409 for a
-//! refused request and 500 for a failure. The daemon restarts nothing
-//! behind the operator's back: a machine that stops stays stopped. Machines
-//! outlive the daemon: when it stops (or dies), they keep running, and the
-//! next daemon adopts them (pid file and QMP socket in `run/machines/NAME`),
-//! so a machine is never started twice.
+//! The daemon restarts nothing behind the operator's back: a machine that
+//! stops stays stopped. Machines outlive the daemon: when it stops (or
+//! dies), they keep running, and the next daemon adopts them (pid file and
+//! QMP socket in `run/machines/NAME`), so a machine is never started twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Query, State as AxumState};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use standby_api::{AddMachine, JobStarted, MachineList, MachineView, Runtime, Started};
 use standby_lifecycle::job::{JobState, StepState};
 use standby_lifecycle::{Instance, Site, INSTANCES};
 
@@ -51,6 +27,7 @@ use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
 
 mod consistency;
 mod failover;
+mod http;
 mod protection;
 mod reprotect;
 mod restart;
@@ -63,13 +40,13 @@ const JOBS_AT_STOP: Duration = Duration::from_secs(60);
 /// How long a guest has to shut down after the ACPI request.
 pub const POWER_DOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A machine's runtime as the daemon sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Runtime {
-    pub running: bool,
-    pub pid: Option<u32>,
-    pub console: Option<PathBuf>,
-    pub accel: Option<&'static str>,
+/// A QEMU this daemon just started.
+struct Launched {
+    pid: u32,
+    console: PathBuf,
+    accel: &'static str,
+    instance: Instance,
+    attachments: Vec<crate::network::Attachment>,
 }
 
 struct Running {
@@ -84,13 +61,13 @@ pub(crate) fn instance(name: &str, instance: impl Into<Instance>) -> String {
 }
 
 fn already_running(name: &str, pid: u32) -> ControlError {
-    ControlError::Refused(format!(
+    ControlError::Conflict(format!(
         "machine '{name}' is already running (pid {pid}); `standby machine stop {name}` stops it"
     ))
 }
 
 fn not_running(name: &str) -> ControlError {
-    ControlError::Refused(format!("machine '{name}' is not running; `standby machine start {name}` starts it"))
+    ControlError::Conflict(format!("machine '{name}' is not running; `standby machine start {name}` starts it"))
 }
 
 /// A running job's handle for recording its steps.
@@ -260,7 +237,7 @@ impl Daemon {
         let mut busy = lock(&self.busy);
         if let Some(id) = busy.get(name) {
             let command = deployment.state.job(*id).map(|job| job.command).unwrap_or_default();
-            return Err(ControlError::Refused(format!(
+            return Err(ControlError::Conflict(format!(
                 "machine '{name}' is busy with job {id} ({command}); follow it with `standby jobs {id} --watch`"
             )));
         }
@@ -287,25 +264,23 @@ impl Daemon {
 
     /// Runs `work` as a job of `command` on machine `name` with these
     /// steps: recorded in the state before it starts, every step's progress
-    /// as it goes, and the outcome. A refusal before any step started
-    /// leaves no job behind.
-    fn job(
+    /// as it goes, and the outcome; returns the job's id with what `work`
+    /// gave. A refusal before any step started leaves no job behind.
+    fn job<T>(
         &self,
         deployment: &Deployment,
         name: &str,
         command: &str,
         steps: &[&str],
-        work: impl FnOnce(&JobSteps) -> Result<Value, ControlError>,
-    ) -> Result<Value, ControlError> {
+        work: impl FnOnce(&JobSteps) -> Result<T, ControlError>,
+    ) -> Result<(i64, T), ControlError> {
         let claim = self.claim(deployment, name)?;
         let id = deployment.state.create_job(name, command, steps)?;
         claim.set_job(id);
         let progress = JobSteps::new(deployment, id, command, steps);
         let outcome = work(&progress);
         record_outcome(deployment, id, &outcome);
-        let mut value = outcome?;
-        value["job"] = json!(id);
-        Ok(value)
+        Ok((id, outcome?))
     }
 
     /// Like [`Daemon::job`] for long work: the job runs on its own thread
@@ -318,7 +293,7 @@ impl Daemon {
         command: &str,
         steps: &[&str],
         work: impl FnOnce(&Daemon, &JobSteps) -> Result<Value, ControlError> + Send + 'static,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<JobStarted, ControlError> {
         let claim = self.claim(deployment, name)?;
         let id = deployment.state.create_job(name, command, steps)?;
         claim.set_job(id);
@@ -339,10 +314,10 @@ impl Daemon {
                 }
             })
             .map_err(|e| ControlError::Failed(format!("cannot start a thread for job {id}: {e}")))?;
-        Ok(json!({"job": id, "machine": name, "command": command}))
+        Ok(JobStarted { job: id, machine: name.to_string(), command: command.to_string() })
     }
 
-    fn start(&self, name: &str) -> Result<Value, ControlError> {
+    fn start(&self, name: &str) -> Result<Started, ControlError> {
         // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
@@ -350,10 +325,20 @@ impl Daemon {
             return Err(already_running(name, pid));
         }
         let steps = ["check the machine", "choose the accelerator", "start QEMU"];
-        self.job(&deployment, name, "machine start", &steps, |job| self.start_job(&machine, job))
+        let (job, launched) =
+            self.job(&deployment, name, "machine start", &steps, |job| self.start_job(&machine, job))?;
+        Ok(Started {
+            name: name.to_string(),
+            pid: launched.pid,
+            console: launched.console,
+            accel: launched.accel.to_string(),
+            site: launched.instance,
+            nics: serde_json::to_value(&launched.attachments).expect("attachments serialise"),
+            job,
+        })
     }
 
-    fn start_job(&self, machine: &crate::Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    fn start_job(&self, machine: &crate::Machine, job: &JobSteps) -> Result<Launched, ControlError> {
         let name = machine.definition.name.as_str();
         let key = instance(name, machine.active_site);
         let deployment = job.deployment;
@@ -379,9 +364,9 @@ impl Daemon {
         let accel = self.accel_for(machine.definition.kernel.as_deref());
         job.step("choose the accelerator", StepState::Done, accel)?;
         job.step("start QEMU", StepState::Running, "")?;
-        let runtime = self.launch(deployment, machine, machine.active_site.into(), drives, accel)?;
-        job.step("start QEMU", StepState::Done, &format!("pid {}", runtime["pid"]))?;
-        Ok(runtime)
+        let launched = self.launch(deployment, machine, machine.active_site.into(), drives, accel)?;
+        job.step("start QEMU", StepState::Done, &format!("pid {}", launched.pid))?;
+        Ok(launched)
     }
 
     /// The drives machine `machine` runs on at its active site, and how:
@@ -419,7 +404,7 @@ impl Daemon {
         instance: Instance,
         drives: Vec<Drive>,
         accel: &'static str,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<Launched, ControlError> {
         let key = self::instance(machine.name(), instance);
         let config = &deployment.config;
         let nics = crate::network::nics(&machine.definition.nics, &machine.definition.name, config)?;
@@ -439,31 +424,28 @@ impl Daemon {
             netns: deployment.netns(site),
         };
         let qemu = Qemu::start(&spec)?;
-        let runtime = json!({"name": machine.definition.name, "pid": qemu.pid(), "console": qemu.console,
-                             "accel": accel, "site": instance, "nics": attachments});
+        let launched = Launched { pid: qemu.pid(), console: qemu.console.clone(), accel, instance, attachments };
         lock(&self.machines).insert(key, Running { qemu });
-        Ok(runtime)
+        Ok(launched)
     }
 
-    fn stop(&self, name: &str, force: bool, site: Option<&str>) -> Result<Value, ControlError> {
+    fn stop(&self, name: &str, force: bool, site: Option<Site>) -> Result<standby_api::Stopped, ControlError> {
         // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        let site = match site {
-            Some(site) => site
-                .parse::<Site>()
-                .map_err(|_| ControlError::Refused(format!("--site {site:?}: use primary or recovery")))?,
-            None => machine.active_site,
-        };
+        let site = site.unwrap_or(machine.active_site);
         let key = instance(name, site);
         if !self.runtime(&key).running {
             return Err(not_running(name));
         }
         let steps: &[&str] = if force { &["cut the power"] } else { &["ACPI power-down", "wait for the guest"] };
-        self.job(&deployment, name, "machine stop", steps, |job| self.stop_job(name, &key, force, job))
+        let (job, stopped) =
+            self.job(&deployment, name, "machine stop", steps, |job| self.stop_job(name, &key, force, job))?;
+        Ok(standby_api::Stopped { name: name.to_string(), stopped, job })
     }
 
-    fn stop_job(&self, name: &str, key: &str, force: bool, job: &JobSteps) -> Result<Value, ControlError> {
+    /// Stops instance `key`; says how it stopped.
+    fn stop_job(&self, name: &str, key: &str, force: bool, job: &JobSteps) -> Result<String, ControlError> {
         let running = lock(&self.machines).remove(key);
         let Some(mut running) = running.filter(|r| r.qemu.running()) else {
             return Err(not_running(name));
@@ -484,7 +466,36 @@ impl Daemon {
             job.step("wait for the guest", StepState::Done, &stopped)?;
             stopped
         };
-        Ok(json!({"name": name, "stopped": stopped}))
+        Ok(stopped)
+    }
+
+    /// Every machine with its runtime, where its NICs are plugged in and,
+    /// running from a failover point, how much of each disk is local.
+    fn machine_list(&self) -> Result<MachineList, ControlError> {
+        let deployment = self.deployment()?;
+        let mut machines = Vec::new();
+        for machine in deployment.state.machines()? {
+            let mut view = machine.view();
+            view.runtime = Some(self.runtime(&instance(machine.name(), machine.active_site)));
+            view.networks = Some(crate::network::describe(&machine, &deployment.config, &deployment.home)?);
+            if machine.state.on_exports() {
+                // Until reprotect, its disks at this site are the failover
+                // point's exports over these overlays (a plain raw image of
+                // the whole disk once hydrated).
+                for (disk, hydration) in view.disks.iter_mut().zip(self.hydration(&deployment, &machine)?) {
+                    disk.running_from = Some(hydration);
+                }
+            }
+            machines.push(view);
+        }
+        Ok(MachineList { machines })
+    }
+
+    /// Defines a machine (`standby machine add` through the daemon): its
+    /// disks imported at the primary site.
+    fn add_machine(&self, request: &AddMachine) -> Result<MachineView, ControlError> {
+        let mut deployment = self.deployment()?;
+        Ok(deployment.add_machine(&request.definition, &request.disks)?.view())
     }
 
     /// The runtime of instance `key` (see [`instance`]).
@@ -495,9 +506,9 @@ impl Daemon {
                 running: true,
                 pid: Some(running.qemu.pid()),
                 console: Some(running.qemu.console.clone()),
-                accel: Some(running.qemu.accel),
+                accel: Some(running.qemu.accel.to_string()),
             },
-            _ => Runtime { running: false, pid: None, console: None, accel: None },
+            _ => Runtime::default(),
         }
     }
 
@@ -627,7 +638,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         Ok(_) => {}
         Err(e) => eprintln!("standby: interrupted jobs could not all be taken up ({e}); `standby jobs` shows them"),
     }
-    let result = runtime.block_on(serve_http(daemon.clone(), &socket));
+    let result = runtime.block_on(http::serve_http(daemon.clone(), &socket));
     // No new job can start now; running ones get a minute to finish (one
     // that does not is resumed or rolled back by the next daemon).
     let deadline = std::time::Instant::now() + JOBS_AT_STOP;
@@ -659,54 +670,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     result
 }
 
-async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlError> {
-    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| ControlError::io(socket, e))?;
-    let app = Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/machines", get(machines))
-        .route("/v1/machines/{name}/start", post(start))
-        .route("/v1/machines/{name}/stop", post(stop))
-        .route("/v1/machines/{name}/protect", post(protect))
-        .route("/v1/machines/{name}/unprotect", post(unprotect))
-        .route("/v1/machines/{name}/test-failover", post(test_failover))
-        .route("/v1/machines/{name}/cleanup-test-failover", post(cleanup_test_failover))
-        .route("/v1/machines/{name}/failover", post(failover))
-        .route("/v1/machines/{name}/planned-failover", post(planned_failover))
-        .route("/v1/machines/{name}/complete-failover", post(complete_failover))
-        .route("/v1/machines/{name}/change-point", post(change_point))
-        .route("/v1/machines/{name}/commit", post(commit))
-        .route("/v1/machines/{name}/cancel", post(cancel))
-        .route("/v1/machines/{name}/reprotect", post(reprotect))
-        .route("/v1/status", get(status_all))
-        .route("/v1/status/{name}", get(status_one))
-        .route("/v1/jobs", get(jobs))
-        .route("/v1/jobs/{id}", get(job))
-        .with_state(daemon.clone());
-    {
-        let accel = lock(&daemon.accel);
-        eprintln!(
-            "standby: serving {} on {} (accelerator: {}, {})",
-            daemon.home.display(),
-            socket.display(),
-            accel.chosen,
-            accel.why
-        );
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler installs");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            eprintln!("standby: stopping");
-        })
-        .await
-        .map_err(|e| ControlError::Failed(format!("the daemon's API failed: {e}")))
-}
-
-fn record_outcome(deployment: &Deployment, id: i64, outcome: &Result<Value, ControlError>) {
+fn record_outcome<T>(deployment: &Deployment, id: i64, outcome: &Result<T, ControlError>) {
     let recorded = match outcome {
         Ok(_) => deployment.state.finish_job(id, JobState::Succeeded, None),
         Err(e) => deployment.state.finish_job(id, JobState::Failed, Some(&e.to_string())),
@@ -714,194 +678,4 @@ fn record_outcome(deployment: &Deployment, id: i64, outcome: &Result<Value, Cont
     if let Err(e) = recorded {
         eprintln!("standby: the outcome of job {id} could not be recorded: {e}");
     }
-}
-
-struct ApiError(ControlError);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let bad_input = self.0.is_bad_input();
-        let status = if bad_input { StatusCode::CONFLICT } else { StatusCode::INTERNAL_SERVER_ERROR };
-        (status, Json(json!({"error": self.0.to_string(), "bad_input": bad_input}))).into_response()
-    }
-}
-
-type ApiResult = Result<Json<Value>, ApiError>;
-
-async fn blocking(work: impl FnOnce() -> Result<Value, ControlError> + Send + 'static) -> ApiResult {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(value)) => Ok(Json(value)),
-        Ok(Err(e)) => Err(ApiError(e)),
-        Err(e) => Err(ApiError(ControlError::Failed(format!("the request's worker failed: {e}")))),
-    }
-}
-
-async fn health(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
-    let accel = lock(&daemon.accel);
-    Ok(Json(json!({
-        "pid": std::process::id(),
-        "home": daemon.home,
-        "accel": accel.chosen,
-        "accel_reason": accel.why,
-        "exe": daemon.exe,
-    })))
-}
-
-async fn machines(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
-    blocking(move || {
-        let deployment = daemon.deployment()?;
-        let mut listed = Vec::new();
-        for machine in deployment.state.machines()? {
-            let runtime = daemon.runtime(&instance(&machine.definition.name, machine.active_site));
-            let mut value = serde_json::to_value(&machine).expect("machines serialise");
-            value["runtime"] = serde_json::to_value(runtime).expect("runtimes serialise");
-            value["networks"] = crate::network::describe(&machine, &deployment.config, &deployment.home)?;
-            if machine.state.on_exports() {
-                // Until reprotect, its disks at this site are the failover
-                // point's exports over these overlays (a plain raw image of
-                // the whole disk once hydrated).
-                let hydration = daemon.hydration(&deployment, &machine)?;
-                for (index, disk) in hydration.as_array().into_iter().flatten().enumerate() {
-                    value["disks"][index]["running_from"] = disk.clone();
-                }
-            }
-            listed.push(value);
-        }
-        Ok(json!({"machines": listed}))
-    })
-    .await
-}
-
-async fn start(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    blocking(move || daemon.start(&name)).await
-}
-
-#[derive(Deserialize)]
-struct StopQuery {
-    #[serde(default)]
-    force: bool,
-    /// An instance at another site than the active one (an old source).
-    site: Option<String>,
-}
-
-async fn stop(
-    AxumState(daemon): AxumState<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<StopQuery>,
-) -> ApiResult {
-    blocking(move || daemon.stop(&name, query.force, query.site.as_deref())).await
-}
-
-#[derive(Deserialize)]
-struct ProtectQuery {
-    policy: Option<String>,
-}
-
-async fn protect(
-    AxumState(daemon): AxumState<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<ProtectQuery>,
-) -> ApiResult {
-    blocking(move || daemon.protect(&name, query.policy)).await
-}
-
-async fn unprotect(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    blocking(move || daemon.unprotect(&name)).await
-}
-
-#[derive(Deserialize)]
-struct FailoverQuery {
-    point: Option<String>,
-    #[serde(default)]
-    shutdown_source: bool,
-}
-
-async fn test_failover(
-    AxumState(daemon): AxumState<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<FailoverQuery>,
-) -> ApiResult {
-    blocking(move || daemon.test_failover(&name, query.point)).await
-}
-
-async fn cleanup_test_failover(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    blocking(move || daemon.cleanup_test_failover(&name)).await
-}
-
-async fn failover(
-    AxumState(daemon): AxumState<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<FailoverQuery>,
-) -> ApiResult {
-    blocking(move || daemon.failover(&name, query.point, query.shutdown_source)).await
-}
-
-#[derive(Deserialize)]
-struct PlannedQuery {
-    #[serde(default)]
-    sync_first: bool,
-}
-
-async fn planned_failover(
-    AxumState(daemon): AxumState<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<PlannedQuery>,
-) -> ApiResult {
-    blocking(move || daemon.planned_failover(&name, query.sync_first)).await
-}
-
-async fn complete_failover(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    blocking(move || daemon.complete_failover(&name)).await
-}
-
-async fn change_point(
-    AxumState(daemon): AxumState<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<FailoverQuery>,
-) -> ApiResult {
-    blocking(move || match query.point {
-        Some(point) => daemon.change_point(&name, point),
-        None => Err(ControlError::Refused("change-point needs --point P".into())),
-    })
-    .await
-}
-
-async fn commit(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    blocking(move || daemon.commit(&name)).await
-}
-
-async fn cancel(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    blocking(move || daemon.cancel(&name)).await
-}
-
-#[derive(Deserialize)]
-struct ReprotectQuery {
-    #[serde(default)]
-    alternate_location: bool,
-    #[serde(default)]
-    discard_source_writes: bool,
-}
-
-async fn reprotect(
-    AxumState(daemon): AxumState<Arc<Daemon>>,
-    UrlPath(name): UrlPath<String>,
-    Query(query): Query<ReprotectQuery>,
-) -> ApiResult {
-    blocking(move || daemon.reprotect(&name, query.alternate_location, query.discard_source_writes)).await
-}
-
-async fn status_all(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
-    blocking(move || daemon.status(None)).await
-}
-
-async fn status_one(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(name): UrlPath<String>) -> ApiResult {
-    blocking(move || daemon.status(Some(&name))).await
-}
-
-async fn jobs(AxumState(daemon): AxumState<Arc<Daemon>>) -> ApiResult {
-    blocking(move || Ok(json!({"jobs": daemon.deployment()?.state.jobs()?}))).await
-}
-
-async fn job(AxumState(daemon): AxumState<Arc<Daemon>>, UrlPath(id): UrlPath<i64>) -> ApiResult {
-    blocking(move || Ok(serde_json::to_value(daemon.deployment()?.state.job(id)?).expect("jobs serialise"))).await
 }

@@ -251,6 +251,15 @@ impl Deployment {
         Some(if name.starts_with('/') { PathBuf::from(name) } else { Path::new("/run/netns").join(name) })
     }
 
+    /// The daemon's socket of the deployment at `home`, without opening its
+    /// state: refused when `home` holds no deployment.
+    pub fn socket_of(home: &Path) -> Result<PathBuf, ControlError> {
+        if !home.join(CONFIG_FILE).is_file() {
+            return Err(ControlError::NoDeployment { path: home.to_path_buf(), file: CONFIG_FILE });
+        }
+        Ok(home.join("run").join(crate::daemon::SOCKET))
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.home.join("run")
     }

@@ -8,6 +8,16 @@ pub enum ControlError {
     /// what and what to do instead.
     #[error("{0}")]
     Refused(String),
+    /// No machine, job or policy of that name.
+    #[error("{0}")]
+    NotFound(String),
+    /// Something stands in the way: a job runs, the machine already runs,
+    /// the name is taken, the old source still runs.
+    #[error("{0}")]
+    Conflict(String),
+    /// The machine's lifecycle state does not accept the command.
+    #[error("machine '{machine}': {refusal}")]
+    Transition { machine: String, refusal: standby_lifecycle::Refusal },
     #[error(
         "no Standby deployment at {path} (no {file}): run `standby init DIR`, or pass --home DIR or set STANDBY_HOME"
     )]
@@ -25,10 +35,37 @@ pub enum ControlError {
 impl ControlError {
     pub fn is_bad_input(&self) -> bool {
         match self {
-            ControlError::Refused(_) | ControlError::NoDeployment { .. } => true,
+            ControlError::Refused(_)
+            | ControlError::NotFound(_)
+            | ControlError::Conflict(_)
+            | ControlError::Transition { .. }
+            | ControlError::NoDeployment { .. } => true,
             ControlError::Vault(e) => e.is_bad_input(),
             ControlError::Io { .. } | ControlError::State { .. } | ControlError::Failed(_) => false,
         }
+    }
+
+    /// The API's code for it.
+    pub fn code(&self) -> standby_api::ErrorCode {
+        use standby_api::ErrorCode;
+        match self {
+            ControlError::NotFound(_) | ControlError::NoDeployment { .. } => ErrorCode::NotFound,
+            ControlError::Conflict(_) => ErrorCode::Conflict,
+            ControlError::Transition { .. } => ErrorCode::TransitionRefused,
+            _ if self.is_bad_input() => ErrorCode::BadRequest,
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    /// The API's error body for it: the code, the message, and for a
+    /// refused transition the state and the commands it allows.
+    pub fn body(&self) -> standby_api::ErrorBody {
+        let mut body = standby_api::ErrorBody::new(self.code(), self.to_string());
+        if let ControlError::Transition { refusal, .. } = self {
+            body.state = Some(refusal.state);
+            body.allowed = refusal.allowed.iter().map(|command| command.name().to_string()).collect();
+        }
+        body
     }
 
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> ControlError {

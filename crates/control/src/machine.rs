@@ -8,28 +8,7 @@ use standby_lifecycle::{Site, State};
 
 use crate::error::ControlError;
 
-/// What `standby machine add` defines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MachineDefinition {
-    pub name: String,
-    pub cpus: u32,
-    pub memory_mib: u32,
-    /// Direct kernel boot; without it the machine boots from its first disk.
-    pub kernel: Option<PathBuf>,
-    pub initrd: Option<PathBuf>,
-    pub append: Option<String>,
-    /// NIC specifications, each mapped to a site network.
-    pub nics: Vec<String>,
-}
-
-/// One disk of a machine: its name in the vault and its raw image at each
-/// site (the recovery image exists once the machine has run there).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DiskDefinition {
-    pub vault_disk: String,
-    pub primary_path: PathBuf,
-    pub recovery_path: PathBuf,
-}
+pub use standby_api::{DiskDefinition, MachineDefinition};
 
 /// A machine as the state records it.
 #[derive(Debug, Clone, Serialize)]
@@ -51,16 +30,6 @@ pub struct Machine {
     pub details: crate::records::MachineRecords,
 }
 
-impl DiskDefinition {
-    /// Its image at `site`.
-    pub fn image_at(&self, site: Site) -> &Path {
-        match site {
-            Site::Primary => &self.primary_path,
-            Site::Recovery => &self.recovery_path,
-        }
-    }
-}
-
 impl Machine {
     /// Its disks' images at its active site.
     pub fn images(&self) -> Vec<PathBuf> {
@@ -69,6 +38,25 @@ impl Machine {
 
     pub fn name(&self) -> &str {
         &self.definition.name
+    }
+
+    /// The machine as the API shows it, from the state alone (no runtime).
+    pub fn view(&self) -> standby_api::MachineView {
+        standby_api::MachineView {
+            definition: self.definition.clone(),
+            state: self.state,
+            active_site: self.active_site,
+            policy: self.policy.clone(),
+            generation: self.generation,
+            disks: self
+                .disks
+                .iter()
+                .map(|disk| standby_api::DiskView { definition: disk.clone(), running_from: None })
+                .collect(),
+            details: serde_json::to_value(&self.details).expect("records serialise"),
+            runtime: None,
+            networks: None,
+        }
     }
 }
 

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 use standby_lifecycle::job::{JobState, StepState};
 use standby_lifecycle::{Site, State as MachineState, UnknownName};
 
@@ -84,31 +83,51 @@ CREATE TABLE disks (
 ";
 
 pub(crate) fn machine_exists(name: &str) -> ControlError {
-    ControlError::Refused(format!("a machine named '{name}' already exists; `standby machine list` shows it"))
+    ControlError::Conflict(format!("a machine named '{name}' already exists; `standby machine list` shows it"))
 }
 
-/// A replication policy (DESIGN.md §2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Policy {
-    pub name: String,
-    pub rpo_threshold_seconds: u64,
-    pub retention_seconds: u64,
-    pub app_consistent_seconds: u64,
-    pub bookmark_seconds: u64,
+pub use standby_api::{Job, Policy, Step};
+
+/// RPO threshold 15 min, retention 24 h, app-consistent every 60 min,
+/// bookmarks every 5 s.
+pub fn default_policy() -> Policy {
+    Policy {
+        name: "default".into(),
+        rpo_threshold_seconds: 15 * 60,
+        retention_seconds: 24 * 3600,
+        app_consistent_seconds: 3600,
+        bookmark_seconds: 5,
+    }
 }
 
-impl Policy {
-    /// RPO threshold 15 min, retention 24 h, app-consistent every 60 min,
-    /// bookmarks every 5 s.
-    pub fn default_policy() -> Policy {
-        Policy {
-            name: "default".into(),
-            rpo_threshold_seconds: 15 * 60,
-            retention_seconds: 24 * 3600,
-            app_consistent_seconds: 3600,
-            bookmark_seconds: 5,
+/// Checks a policy before it is recorded: a name that can be typed and
+/// stored, every interval at least a second, bookmarks within retention.
+pub fn check_policy(policy: &Policy) -> Result<(), ControlError> {
+    let name = &policy.name;
+    if crate::validate_machine_name(name).is_err() {
+        return Err(ControlError::Refused(format!(
+            "policy name {name:?} is not allowed: use 1 to 48 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    let intervals = [
+        ("RPO threshold", policy.rpo_threshold_seconds),
+        ("retention", policy.retention_seconds),
+        ("app-consistent interval", policy.app_consistent_seconds),
+        ("bookmark interval", policy.bookmark_seconds),
+    ];
+    for (what, seconds) in intervals {
+        if seconds == 0 {
+            return Err(ControlError::Refused(format!("policy '{name}': the {what} must be at least one second")));
         }
     }
+    if policy.bookmark_seconds > policy.retention_seconds {
+        return Err(ControlError::Refused(format!(
+            "policy '{name}': the bookmark interval ({} s) is longer than the retention ({} s): no bookmark would be \
+             kept",
+            policy.bookmark_seconds, policy.retention_seconds
+        )));
+    }
+    Ok(())
 }
 
 pub struct State {
@@ -119,7 +138,7 @@ pub struct State {
 impl State {
     pub(crate) fn create(path: &Path) -> Result<State, ControlError> {
         let state = State::connect(path)?;
-        let policy = Policy::default_policy();
+        let policy = default_policy();
         state
             .connection
             .execute_batch(SCHEMA)
@@ -191,6 +210,7 @@ impl State {
     }
 
     pub fn add_policy(&self, policy: &Policy) -> Result<(), ControlError> {
+        check_policy(policy)?;
         let inserted = self
             .connection
             .execute(
@@ -205,7 +225,7 @@ impl State {
             )
             .map_err(|e| self.error(e))?;
         if inserted == 0 {
-            return Err(ControlError::Refused(format!("a policy named '{}' already exists", policy.name)));
+            return Err(ControlError::Conflict(format!("a policy named '{}' already exists", policy.name)));
         }
         Ok(())
     }
@@ -235,7 +255,7 @@ impl State {
         policies
             .into_iter()
             .find(|p| p.name == name)
-            .ok_or_else(|| ControlError::Refused(format!("no policy named '{name}' (known: {})", known.join(", "))))
+            .ok_or_else(|| ControlError::NotFound(format!("no policy named '{name}' (known: {})", known.join(", "))))
     }
 
     /// Sets a machine's lifecycle state and, when given, its policy.
@@ -409,7 +429,7 @@ impl State {
         let machines = self.machines()?;
         let known: Vec<String> = machines.iter().map(|m| m.definition.name.clone()).collect();
         machines.into_iter().find(|m| m.definition.name == name).ok_or_else(|| {
-            ControlError::Refused(format!(
+            ControlError::NotFound(format!(
                 "no machine named '{name}' (known: {}); `standby machine add` defines one",
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
@@ -431,27 +451,6 @@ fn parse_json<T: serde::de::DeserializeOwned>(row: &rusqlite::Row, column: usize
     let text: String = row.get(column)?;
     serde_json::from_str(&text)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e)))
-}
-
-/// One step of a job, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Step {
-    pub name: String,
-    pub state: StepState,
-    pub detail: String,
-}
-
-/// A job: one operation on one machine, with named steps (DESIGN.md §2).
-#[derive(Debug, Clone, Serialize)]
-pub struct Job {
-    pub id: i64,
-    pub machine: String,
-    pub command: String,
-    pub state: JobState,
-    pub steps: Vec<Step>,
-    pub error: Option<String>,
-    pub created: String,
-    pub updated: String,
 }
 
 impl State {
@@ -514,7 +513,7 @@ impl State {
     pub fn job(&self, id: i64) -> Result<Job, ControlError> {
         self.jobs_where("WHERE id = ?1", params![id])?
             .pop()
-            .ok_or_else(|| ControlError::Refused(format!("no job {id}; `standby jobs` lists them")))
+            .ok_or_else(|| ControlError::NotFound(format!("no job {id}; `standby jobs` lists them")))
     }
 
     /// Every job, newest first.

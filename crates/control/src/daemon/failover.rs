@@ -23,11 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use standby_api::JobStarted;
 use standby_lifecycle::job::StepState;
 use standby_lifecycle::{Command, Instance, Site, State};
 
 use super::protection::{check, transition_of};
-use super::{instance, lock, Daemon, JobSteps, POWER_DOWN_TIMEOUT};
+use super::{instance, lock, Daemon, JobSteps, Launched, POWER_DOWN_TIMEOUT};
 use crate::agent::{Agent, ExportSpec};
 use crate::deployment::Deployment;
 use crate::error::ControlError;
@@ -144,12 +145,16 @@ impl Daemon {
         machine: &Machine,
         instance: Instance,
         drives: Vec<Drive>,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<Launched, ControlError> {
         let accel = self.accel_for(machine.definition.kernel.as_deref());
         self.launch(deployment, machine, instance, drives, accel)
     }
 
-    pub(super) fn test_failover(self: &Arc<Self>, name: &str, point: Option<String>) -> Result<Value, ControlError> {
+    pub(super) fn test_failover(
+        self: &Arc<Self>,
+        name: &str,
+        point: Option<String>,
+    ) -> Result<JobStarted, ControlError> {
         const STEPS: [&str; 3] = TEST_FAILOVER_STEPS;
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
@@ -174,17 +179,17 @@ impl Daemon {
                 let drives = daemon.serve_point(deployment, &machine, &point, Instance::Drill)?;
                 job.step(STEPS[1], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
                 job.step(STEPS[2], StepState::Running, "")?;
-                let runtime = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
-                let network = match runtime["nics"][0]["network"].as_str() {
-                    Some(test_network) => format!("on the isolated network {test_network}"),
+                let launched = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
+                let network = match launched.attachments.first() {
+                    Some(nic) => format!("on the isolated network {}", nic.network),
                     None => "no network device".to_string(),
                 };
-                job.step(STEPS[2], StepState::Done, &format!("pid {}, {network}", runtime["pid"]))?;
-                Ok(runtime)
+                job.step(STEPS[2], StepState::Done, &format!("pid {}, {network}", launched.pid))?;
+                Ok(launched)
             })();
             match booted {
-                Ok(runtime) => Ok(json!({"name": name_of(&machine), "state": step.after, "point": point,
-                                         "drill": runtime})),
+                Ok(launched) => Ok(json!({"name": name_of(&machine), "state": step.after, "point": point,
+                                          "pid": launched.pid})),
                 Err(e) => {
                     // Nothing of a half-started drill stays behind.
                     let _ = daemon.remove_drill(deployment, &machine);
@@ -220,7 +225,7 @@ impl Daemon {
         Ok(removed)
     }
 
-    pub(super) fn cleanup_test_failover(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+    pub(super) fn cleanup_test_failover(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::CleanupTestFailover)?;
@@ -272,7 +277,7 @@ impl Daemon {
         name: &str,
         point: Option<String>,
         shutdown_source: bool,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<JobStarted, ControlError> {
         self.move_machine(name, Command::Failover, point, Move::Unplanned { shutdown_source })
     }
 
@@ -281,7 +286,7 @@ impl Daemon {
     /// (running, replicating; `complete-failover` moves it); without, the
     /// move at once: shut down, last writes shipped, started at the other
     /// site, no data lost.
-    pub(super) fn planned_failover(self: &Arc<Self>, name: &str, sync_first: bool) -> Result<Value, ControlError> {
+    pub(super) fn planned_failover(self: &Arc<Self>, name: &str, sync_first: bool) -> Result<JobStarted, ControlError> {
         if !sync_first {
             return self.move_machine(name, Command::PlannedFailover { sync_first }, None, Move::Planned);
         }
@@ -317,7 +322,7 @@ impl Daemon {
         Ok(json!({"name": name, "state": step.after}))
     }
 
-    pub(super) fn complete_failover(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+    pub(super) fn complete_failover(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
         self.move_machine(name, Command::CompleteFailover, None, Move::Planned)
     }
 
@@ -329,7 +334,7 @@ impl Daemon {
         command: Command,
         point: Option<String>,
         kind: Move,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<JobStarted, ControlError> {
         const STEPS: [&str; 6] = [
             "remove the drill",
             "shut down the source",
@@ -379,7 +384,7 @@ impl Daemon {
                 job.step(STEPS[step], StepState::Running, "")?;
                 cancelled(step)
             };
-            let outcome = (|| -> Result<(MachinePoint, Value, Option<Duration>), ControlError> {
+            let outcome = (|| -> Result<(MachinePoint, u32, Option<Duration>), ControlError> {
                 if machine.state == State::TestFailover {
                     begin(0)?;
                     daemon.remove_drill(deployment, &machine)?;
@@ -448,9 +453,9 @@ impl Daemon {
                 // From here on the copies diverge: a write the old source
                 // makes later is a split brain.
                 recorded(&mut details).diverged = Some(jiff::Timestamp::now().as_microsecond());
-                let runtime = daemon.boot(deployment, &machine, to_site.into(), drives)?;
+                let launched = daemon.boot(deployment, &machine, to_site.into(), drives)?;
                 let downtime = shut_down.then(|| stopped_at.elapsed());
-                let mut detail = format!("pid {} in {} ms", runtime["pid"], started.elapsed().as_millis());
+                let mut detail = format!("pid {} in {} ms", launched.pid, started.elapsed().as_millis());
                 if let Some(downtime) = downtime {
                     detail.push_str(&format!(
                         "; downtime {} ms (source stopped to target started)",
@@ -458,10 +463,10 @@ impl Daemon {
                     ));
                 }
                 job.step(STEPS[5], StepState::Done, &detail)?;
-                Ok((chosen, runtime, downtime))
+                Ok((chosen, launched.pid, downtime))
             })();
             match outcome {
-                Ok((chosen, runtime, downtime)) => {
+                Ok((chosen, pid, downtime)) => {
                     let downtime_ms = downtime.map(|d| d.as_millis() as u64);
                     details.failover.as_mut().expect("recorded by the source step").downtime_ms = downtime_ms;
                     deployment.state.set_machine_placement(
@@ -471,7 +476,7 @@ impl Daemon {
                         machine.generation + 1,
                         &details,
                     )?;
-                    Ok(json!({"name": name, "state": step.after, "point": chosen, "recovery": runtime,
+                    Ok(json!({"name": name, "state": step.after, "point": chosen, "pid": pid,
                               "downtime_ms": downtime_ms}))
                 }
                 Err(e) => {
@@ -600,8 +605,8 @@ impl Daemon {
             Some(pid) => format!("the source runs (pid {pid})"),
             None => {
                 let (drives, _) = self.drives(deployment, &machine)?;
-                let runtime = self.boot(deployment, &machine, machine.active_site.into(), drives)?;
-                format!("the source was started again (pid {})", runtime["pid"])
+                let launched = self.boot(deployment, &machine, machine.active_site.into(), drives)?;
+                format!("the source was started again (pid {})", launched.pid)
             }
         };
         let mut details = machine.details.clone();
@@ -642,7 +647,7 @@ impl Daemon {
         Ok(moved.then_some(folder))
     }
 
-    pub(super) fn change_point(self: &Arc<Self>, name: &str, point: String) -> Result<Value, ControlError> {
+    pub(super) fn change_point(self: &Arc<Self>, name: &str, point: String) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::ChangePoint)?;
@@ -693,17 +698,17 @@ impl Daemon {
         let drives = self.serve_point(deployment, machine, chosen, site.into())?;
         job.step(STEPS[2], StepState::Done, &chosen.described)?;
         job.step(STEPS[3], StepState::Running, "")?;
-        let runtime = match self.runtime(&key) {
-            runtime if runtime.running => json!(runtime),
-            _ => self.boot(deployment, machine, site.into(), drives)?,
+        let pid = match self.runtime(&key).pid {
+            Some(pid) => pid,
+            None => self.boot(deployment, machine, site.into(), drives)?.pid,
         };
         details.failover_mut(name)?.change_point = None;
         deployment.state.set_machine_placement(name, step.after, site, machine.generation, &details)?;
-        job.step(STEPS[3], StepState::Done, &format!("pid {}", runtime["pid"]))?;
-        Ok(json!({"name": name, "state": step.after, "point": chosen, "recovery": runtime}))
+        job.step(STEPS[3], StepState::Done, &format!("pid {pid}"))?;
+        Ok(json!({"name": name, "state": step.after, "point": chosen, "pid": pid}))
     }
 
-    pub(super) fn cancel(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+    pub(super) fn cancel(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Cancel)?;
@@ -723,7 +728,7 @@ impl Daemon {
         deployment: &Deployment,
         name: &str,
         failover_job: i64,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<JobStarted, ControlError> {
         // The roll-back may wait for a guest's clean shutdown (a minute at most) and restart it.
         self.stop_running_job(name, POWER_DOWN_TIMEOUT + Duration::from_secs(120));
         let machine = deployment.state.machine(name)?;
@@ -764,7 +769,7 @@ impl Daemon {
         Ok(json!({"name": name_of(machine), "state": step.after, "done": done}))
     }
 
-    pub(super) fn commit(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+    pub(super) fn commit(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Commit)?;

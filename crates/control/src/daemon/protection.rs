@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use standby_api::{BookmarkView, DiskStatus, HealthLevel, Hydration, JobStarted, MachineStatus, StatusList};
 use standby_lifecycle::job::StepState;
 use standby_lifecycle::{in_flight, transition, Command, State, Transition};
 
@@ -39,7 +40,7 @@ fn forget_change_tracking(machine: &Machine) -> Result<(), ControlError> {
 /// naming the machine's state and the commands it accepts.
 pub(super) fn check(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
     let name = &machine.definition.name;
-    transition(machine.state, command).map_err(|refusal| ControlError::Refused(format!("machine '{name}': {refusal}")))
+    transition(machine.state, command).map_err(|refusal| ControlError::Transition { machine: name.clone(), refusal })
 }
 
 /// The transition a job of `command` makes on `machine` as it was when the
@@ -138,7 +139,7 @@ impl Daemon {
         Ok(true)
     }
 
-    pub(super) fn protect(self: &Arc<Self>, name: &str, policy: Option<String>) -> Result<Value, ControlError> {
+    pub(super) fn protect(self: &Arc<Self>, name: &str, policy: Option<String>) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         let step = check(&machine, Command::Protect)?;
@@ -269,15 +270,11 @@ impl Daemon {
                 )));
             }
             let status = splitter.control().status()?;
-            let refreshed = status["refreshed"].as_bool() == Some(true);
-            let lag_bytes = status["lag_bytes"].as_u64().unwrap_or(0);
-            left += status["catch_up_bytes"].as_u64().unwrap_or(0);
-            queued += lag_bytes;
-            let lag_seconds = status["lag_seconds"].as_f64().unwrap_or(f64::MAX);
-            let failing = status["error"].as_str();
-            let keeping_up = if stopped { failing.is_none() } else { lag_seconds <= KEEPING_UP_SECONDS };
-            caught_up &= refreshed && status["catch_up_bytes"].as_u64() == Some(0) && keeping_up;
-            if let Some(error) = failing {
+            left += status.catch_up_bytes;
+            queued += status.lag_bytes;
+            let keeping_up = if stopped { status.error.is_none() } else { status.lag_seconds <= KEEPING_UP_SECONDS };
+            caught_up &= status.refreshed && status.catch_up_bytes == 0 && keeping_up;
+            if let Some(error) = &status.error {
                 problems.push(format!("{}: {error}", disk.vault_disk));
             }
         }
@@ -328,7 +325,7 @@ impl Daemon {
         }
     }
 
-    pub(super) fn unprotect(self: &Arc<Self>, name: &str) -> Result<Value, ControlError> {
+    pub(super) fn unprotect(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Unprotect)?;
@@ -390,7 +387,7 @@ impl Daemon {
         deployment: &Deployment,
         name: &str,
         protect_job: i64,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<JobStarted, ControlError> {
         self.stop_running_job(name, Duration::from_secs(180));
         let machine = deployment.state.machine(name)?;
         if machine.state != State::Unprotected {
@@ -455,7 +452,7 @@ impl Daemon {
 
     /// `standby status`: every protected machine's (or one machine's)
     /// state, health, current RPO and latest points.
-    pub(super) fn status(&self, name: Option<&str>) -> Result<Value, ControlError> {
+    pub(super) fn status(&self, name: Option<&str>) -> Result<StatusList, ControlError> {
         let deployment = self.deployment()?;
         let machines = match name {
             Some(name) => vec![deployment.state.machine(name)?],
@@ -463,108 +460,57 @@ impl Daemon {
         };
         let mut items = Vec::new();
         for machine in &machines {
-            let vault = if machine.state.replicating() {
-                Some(deployment.open_vault_at(machine.active_site.other())?)
-            } else {
-                None
-            };
-            items.push(self.machine_status(&deployment, vault.as_ref(), machine)?);
+            items.push(self.machine_status(&deployment, machine)?);
         }
-        Ok(json!({"machines": items}))
+        Ok(StatusList { machines: items })
     }
 
-    fn machine_status(
-        &self,
-        deployment: &Deployment,
-        vault: Option<&standby_vault::Vault>,
-        machine: &Machine,
-    ) -> Result<Value, ControlError> {
-        let name = &machine.definition.name;
+    fn machine_status(&self, deployment: &Deployment, machine: &Machine) -> Result<MachineStatus, ControlError> {
+        let name = machine.name();
         let running = self.runtime(&instance(name, machine.active_site)).running;
-        let mut value = json!({
-            "name": name, "state": machine.state, "site": machine.active_site, "running": running,
-            "policy": machine.policy,
-        });
-        let Some(vault) = vault.filter(|_| machine.state.replicating()) else {
-            value["health"] = json!(null);
-            if machine.state.on_exports() {
-                value["hydration"] = self.hydration(deployment, machine)?;
-            }
-            return Ok(value);
+        let mut status = MachineStatus {
+            name: name.to_string(),
+            state: machine.state,
+            site: machine.active_site,
+            running,
+            policy: machine.policy.clone(),
+            health: None,
+            hydration: None,
+            replicates_to: None,
+            consistency: None,
+            rpo_seconds: None,
+            rpo_threshold_seconds: None,
+            problems: None,
+            disks: None,
         };
-        value["replicates_to"] = json!(machine.active_site.other());
+        if !machine.state.replicating() {
+            if machine.state.on_exports() {
+                status.hydration = Some(self.hydration(deployment, machine)?);
+            }
+            return Ok(status);
+        }
+        let vault = deployment.open_vault_at(machine.active_site.other())?;
         let policy = self.policy_of(deployment, machine)?;
-        let now = jiff::Timestamp::now().as_microsecond();
-        let mut critical = Vec::new();
-        let mut warnings = Vec::new();
+        let mut problems = Problems::default();
         let mut rpo: f64 = 0.0;
         let mut disks = Vec::new();
         for disk in &machine.disks {
-            let control = lock(&self.splitters)
-                .get_mut(&disk.vault_disk)
-                .and_then(|splitter| splitter.running().then(|| splitter.control()));
-            let splitter_status = control.and_then(|control| control.status().ok());
-            let listing = standby_vault::journal::list_journal(vault, &disk.vault_disk)?;
-            let newest = |app: bool| {
-                listing
-                    .bookmarks
-                    .iter()
-                    .rev()
-                    .find(|b| (b.kind == standby_format::PointKind::AppConsistent) == app)
-                    .map(|b| json!({"sequence": b.sequence, "time": b.time, "label": b.label}))
-            };
-            let latest = listing.last_time_micros.map(standby_vault::format_time);
-            match &splitter_status {
-                Some(status) => {
-                    let lag = status["lag_seconds"].as_f64().unwrap_or(0.0);
-                    rpo = rpo.max(lag);
-                    if let Some(error) = status["error"].as_str() {
-                        warnings.push(format!("disk '{}': the vault is failing: {error}", disk.vault_disk));
-                    }
-                    if status["refreshed"].as_bool() != Some(true) {
-                        warnings.push(format!(
-                            "disk '{}': {} MiB still to read before every point is exact",
-                            disk.vault_disk,
-                            status["catch_up_bytes"].as_u64().unwrap_or(0) >> 20
-                        ));
-                    }
-                }
-                None => {
-                    critical.push(format!(
-                        "disk '{}': its splitter is not running; the daemon starts it again at its next start",
-                        disk.vault_disk
-                    ));
-                    if running {
-                        let since = listing.last_time_micros.unwrap_or(now);
-                        rpo = rpo.max((now - since) as f64 / 1e6);
-                    }
-                }
-            }
-            disks.push(json!({
-                "disk": disk.vault_disk,
-                "splitter": splitter_status,
-                "latest": latest,
-                "latest_processed": newest(false),
-                "latest_app_consistent": newest(true),
-            }));
+            let (disk_status, disk_rpo) = self.disk_status(&vault, &disk.vault_disk, running, &mut problems)?;
+            rpo = rpo.max(disk_rpo);
+            disks.push(disk_status);
         }
         if machine.state == State::Enabling {
-            warnings.push("initial replication is running".to_string());
+            problems.warnings.push("initial replication is running".to_string());
         }
         let threshold = policy.rpo_threshold_seconds as f64;
         if rpo > threshold {
-            critical.push(format!("RPO {rpo:.0} s is over the policy's threshold of {threshold:.0} s"));
+            problems.critical.push(format!("RPO {rpo:.0} s is over the policy's threshold of {threshold:.0} s"));
         } else if rpo > threshold / 2.0 {
-            warnings.push(format!("RPO {rpo:.0} s is over half the policy's threshold of {threshold:.0} s"));
+            problems.warnings.push(format!("RPO {rpo:.0} s is over half the policy's threshold of {threshold:.0} s"));
         }
-        let health = if !critical.is_empty() {
-            "critical"
-        } else if !warnings.is_empty() {
-            "warning"
-        } else {
-            "healthy"
-        };
-        value["consistency"] = json!(match lock(&self.consistency).get(name) {
+        status.health = Some(problems.health());
+        status.replicates_to = Some(machine.active_site.other());
+        status.consistency = Some(match lock(&self.consistency).get(name) {
             Some(consistency) => consistency.last.clone(),
             None => format!(
                 "app-consistent points every {} s through qemu-guest-agent; the first is taken once the machine \
@@ -572,31 +518,104 @@ impl Daemon {
                 policy.app_consistent_seconds
             ),
         });
-        value["health"] = json!(health);
-        value["rpo_seconds"] = json!(rpo);
-        value["rpo_threshold_seconds"] = json!(policy.rpo_threshold_seconds);
-        value["problems"] = json!(critical.into_iter().chain(warnings).collect::<Vec<_>>());
-        value["disks"] = json!(disks);
-        Ok(value)
+        status.rpo_seconds = Some(rpo);
+        status.rpo_threshold_seconds = Some(policy.rpo_threshold_seconds);
+        status.problems = Some(problems.critical.into_iter().chain(problems.warnings).collect());
+        status.disks = Some(disks);
+        Ok(status)
+    }
+
+    /// One replicated disk: its splitter's report and its journal's latest
+    /// points, the problems seen, and its part of the machine's RPO.
+    fn disk_status(
+        &self,
+        vault: &standby_vault::Vault,
+        disk: &str,
+        running: bool,
+        problems: &mut Problems,
+    ) -> Result<(DiskStatus, f64), ControlError> {
+        let control =
+            lock(&self.splitters).get_mut(disk).and_then(|splitter| splitter.running().then(|| splitter.control()));
+        let splitter = control.and_then(|control| control.status().ok());
+        let listing = standby_vault::journal::list_journal(vault, disk)?;
+        let newest = |kind: standby_format::PointKind| {
+            listing.bookmarks.iter().rev().find(|b| b.kind == kind).map(|b| BookmarkView {
+                sequence: b.sequence,
+                time: b.time.clone(),
+                label: b.label.clone(),
+            })
+        };
+        let mut rpo = 0.0;
+        match &splitter {
+            Some(splitter) => {
+                rpo = splitter.lag_seconds;
+                if let Some(error) = &splitter.error {
+                    problems.warnings.push(format!("disk '{disk}': the vault is failing: {error}"));
+                }
+                if !splitter.refreshed {
+                    problems.warnings.push(format!(
+                        "disk '{disk}': {} MiB still to read before every point is exact",
+                        splitter.catch_up_bytes >> 20
+                    ));
+                }
+            }
+            None => {
+                problems.critical.push(format!(
+                    "disk '{disk}': its splitter is not running; the daemon starts it again at its next start"
+                ));
+                if running {
+                    let now = jiff::Timestamp::now().as_microsecond();
+                    let since = listing.last_time_micros.unwrap_or(now);
+                    rpo = (now - since) as f64 / 1e6;
+                }
+            }
+        }
+        let status = DiskStatus {
+            disk: disk.to_string(),
+            splitter,
+            latest: listing.last_time_micros.map(standby_vault::format_time),
+            latest_processed: newest(standby_format::PointKind::CrashConsistent),
+            latest_app_consistent: newest(standby_format::PointKind::AppConsistent),
+        };
+        Ok((status, rpo))
+    }
+}
+
+/// What `status` found wrong with a machine, worst first.
+#[derive(Default)]
+struct Problems {
+    critical: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Problems {
+    fn health(&self) -> HealthLevel {
+        if !self.critical.is_empty() {
+            HealthLevel::Critical
+        } else if !self.warnings.is_empty() {
+            HealthLevel::Warning
+        } else {
+            HealthLevel::Healthy
+        }
     }
 }
 
 impl Daemon {
     /// How much of each disk of a machine running from its failover
     /// point's exports is local (hydrated or written since), per disk.
-    pub(super) fn hydration(&self, deployment: &Deployment, machine: &Machine) -> Result<Value, ControlError> {
+    pub(super) fn hydration(&self, deployment: &Deployment, machine: &Machine) -> Result<Vec<Hydration>, ControlError> {
         let mut disks = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
             let overlay = super::failover::overlay_path(deployment, machine, index, machine.active_site.into());
             let local = standby_splitter::export::local_bytes(&overlay).map_err(|e| ControlError::io(&overlay, e))?;
-            let (local, total) = match local {
+            let (local_bytes, disk_bytes) = match local {
                 Some((local, total)) => (Some(local), Some(total)),
                 None => (None, None),
             };
-            disks.push(json!({"disk": disk.vault_disk, "overlay": overlay, "local_bytes": local,
-                              "disk_bytes": total, "complete": local.is_some() && local == total}));
+            let complete = local_bytes.is_some() && local_bytes == disk_bytes;
+            disks.push(Hydration { disk: disk.vault_disk.clone(), overlay, local_bytes, disk_bytes, complete });
         }
-        Ok(json!(disks))
+        Ok(disks)
     }
 }
 

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use standby_api::JobStarted;
 use standby_lifecycle::job::StepState;
 use standby_lifecycle::Command;
 
@@ -86,14 +87,14 @@ impl Daemon {
         name: &str,
         alternate_location: bool,
         discard_source_writes: bool,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Reprotect)?;
         let active = machine.active_site;
         let old = active.other();
         if let Some(pid) = self.runtime(&instance(name, old)).pid {
-            return Err(ControlError::Refused(format!(
+            return Err(ControlError::Conflict(format!(
                 "the old source of '{name}' still runs at the {old} site (pid {pid}); reprotect keeps it off: stop \
                  it with `standby machine stop {name} --site {old}`"
             )));
@@ -101,7 +102,7 @@ impl Daemon {
         if let Some(running) = lock(&self.machines).get_mut(&instance(name, active)) {
             let snapshots = running.qemu.snapshots()?;
             if !snapshots.is_empty() {
-                return Err(ControlError::Refused(format!(
+                return Err(ControlError::Conflict(format!(
                     "machine '{name}' has QEMU internal snapshots ({}); reprotect cannot track them: delete them first",
                     snapshots.join("; ")
                 )));
@@ -117,7 +118,7 @@ impl Daemon {
                 written += ranges.map_or(0, |r| total(&r));
             }
             if written > 0 && !discard_source_writes {
-                return Err(ControlError::Refused(format!(
+                return Err(ControlError::Conflict(format!(
                     "split brain: the old source of '{name}' wrote {} after the copy at the {active} site started, \
                      and that copy (generation {}) is the newer one; reprotect would overwrite those writes: pass \
                      --discard-source-writes to accept that",
@@ -385,7 +386,7 @@ impl Daemon {
             let control = lock(&self.splitters).get(&disk.vault_disk).map(|agent| agent.control());
             if let Some(control) = control {
                 control.mark(false, label)?;
-                shipped += control.status()?["bytes_shipped"].as_u64().unwrap_or(0);
+                shipped += control.status()?.bytes_shipped;
             }
         }
         Ok(shipped)

@@ -110,12 +110,8 @@ impl Daemon {
                 }
                 _ => continue,
             };
-            started.push(format!("{} (job {})", machine_name(&job), job["job"]));
+            started.push(format!("{}: {} (job {})", job.machine, job.command, job.job));
         }
         Ok(started)
     }
-}
-
-fn machine_name(job: &serde_json::Value) -> String {
-    format!("{}: {}", job["machine"].as_str().unwrap_or("?"), job["command"].as_str().unwrap_or("?"))
 }

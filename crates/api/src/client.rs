@@ -1,0 +1,188 @@
+//! A blocking client for the daemon's API over its unix socket: HTTP/1.1
+//! (hyper) on a small runtime of its own, one connection per request,
+//! typed requests and answers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::ErrorBody;
+use crate::routes;
+use crate::types::*;
+
+/// How long one request may take: the longest the daemon answers in is a
+/// machine stop (the guest's power-down timeout, then a forced stop).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest answer read (a job list of a big deployment fits many times).
+pub const ANSWER_BYTES_MAX: usize = 64 << 20;
+
+/// Why a request got no answer it could use.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket: no daemon runs.
+    #[error("no daemon answers on {}: {source}", socket.display())]
+    Unreachable { socket: PathBuf, source: std::io::Error },
+    /// The daemon answered with an error.
+    #[error("{body}")]
+    Api { status: u16, body: ErrorBody },
+    /// The answer was not what the API says (a daemon of another version, a
+    /// connection cut mid-answer).
+    #[error("the daemon's answer could not be read: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The caller can fix it (exit 2): a refusal, an unknown name, no daemon.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Api { body, .. } => body.code.is_bad_input(),
+            ClientError::Protocol(_) => false,
+        }
+    }
+}
+
+pub struct Client {
+    socket: PathBuf,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Client {
+    /// A client of the daemon listening on unix socket `socket`.
+    pub fn unix(socket: &Path) -> Client {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds (it creates no threads)");
+        Client { socket: socket.to_path_buf(), runtime }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Whether a daemon answers on the socket.
+    pub fn reachable(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request(http::Method::GET, path, Bytes::new())
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let body = serde_json::to_vec(body).expect("requests serialise");
+        self.request(http::Method::POST, path, Bytes::from(body))
+    }
+
+    fn request<T: DeserializeOwned>(&self, method: http::Method, path: &str, body: Bytes) -> Result<T, ClientError> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "standby")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Protocol(format!("request {path}: {e}")))?;
+        let answer = self.runtime.block_on(async {
+            tokio::time::timeout(REQUEST_TIMEOUT, send(&self.socket, request)).await.unwrap_or_else(|_| {
+                Err(ClientError::Protocol(format!("no answer to {path} within {} s", REQUEST_TIMEOUT.as_secs())))
+            })
+        });
+        let (status, bytes) = answer?;
+        if status == 200 {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Protocol(format!("{path} answered JSON this version does not read ({e})")));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api { status, body }),
+            Err(_) => Err(ClientError::Protocol(format!(
+                "{path} answered {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))),
+        }
+    }
+
+    pub fn health(&self) -> Result<Health, ClientError> {
+        self.get(routes::HEALTH)
+    }
+
+    pub fn machines(&self) -> Result<MachineList, ClientError> {
+        self.get(routes::MACHINES)
+    }
+
+    pub fn add_machine(&self, machine: &AddMachine) -> Result<MachineView, ClientError> {
+        self.post(routes::MACHINES, machine)
+    }
+
+    pub fn start(&self, name: &str) -> Result<Started, ClientError> {
+        self.post(&routes::machine(name, "start"), &serde_json::json!({}))
+    }
+
+    pub fn stop(&self, name: &str, request: &StopRequest) -> Result<Stopped, ClientError> {
+        self.post(&routes::machine(name, "stop"), request)
+    }
+
+    /// A lifecycle operation on machine `name` (`protect`, `failover`, …),
+    /// started as a job.
+    pub fn act<B: Serialize>(&self, name: &str, operation: &str, request: &B) -> Result<JobStarted, ClientError> {
+        self.post(&routes::machine(name, operation), request)
+    }
+
+    pub fn status(&self, name: Option<&str>) -> Result<StatusList, ClientError> {
+        match name {
+            Some(name) => self.get(&routes::status_of(name)),
+            None => self.get(routes::STATUS),
+        }
+    }
+
+    pub fn jobs(&self) -> Result<JobList, ClientError> {
+        self.get(routes::JOBS)
+    }
+
+    pub fn job(&self, id: JobId) -> Result<Job, ClientError> {
+        self.get(&routes::job(id))
+    }
+
+    pub fn policies(&self) -> Result<PolicyList, ClientError> {
+        self.get(routes::POLICIES)
+    }
+
+    pub fn add_policy(&self, policy: &Policy) -> Result<Policy, ClientError> {
+        self.post(routes::POLICIES, policy)
+    }
+}
+
+async fn send(socket: &Path, request: http::Request<Full<Bytes>>) -> Result<(u16, Bytes), ClientError> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Unreachable { socket: socket.to_path_buf(), source })?;
+    let protocol = |e: &dyn std::fmt::Display| ClientError::Protocol(e.to_string());
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| protocol(&e))?;
+    let connection = tokio::spawn(connection);
+    let response = sender.send_request(request).await.map_err(|e| protocol(&e))?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), ANSWER_BYTES_MAX).collect().await.map_err(|e| protocol(&e))?;
+    drop(sender);
+    let _ = connection.await;
+    Ok((status, body.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_daemon_is_unreachable_and_the_callers_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::unix(&dir.path().join("standby.sock"));
+        let error = client.health().unwrap_err();
+        assert!(matches!(error, ClientError::Unreachable { .. }) && error.is_bad_input(), "{error}");
+        assert!(!client.reachable());
+    }
+}

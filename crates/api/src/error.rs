@@ -1,0 +1,90 @@
+//! One error body for every failed request, with a stable code.
+
+use serde::{Deserialize, Serialize};
+use standby_lifecycle::State;
+
+/// What went wrong, for programs: stable across versions (add, don't rename).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request is malformed or names something impossible (400).
+    BadRequest,
+    /// No such machine, job or policy (404).
+    NotFound,
+    /// The machine's lifecycle state does not allow the command; the body
+    /// names the state and the commands allowed (409).
+    TransitionRefused,
+    /// Something else stands in the way: the machine runs a job, is
+    /// already running, a name is taken (409).
+    Conflict,
+    /// The daemon failed; the message says what (500).
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 5] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::TransitionRefused,
+        ErrorCode::Conflict,
+        ErrorCode::Internal,
+    ];
+
+    /// The HTTP status it is sent with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::TransitionRefused | ErrorCode::Conflict => 409,
+            ErrorCode::Internal => 500,
+        }
+    }
+
+    /// Whether the caller can fix it (the CLI exits 2) rather than the
+    /// daemon having failed (exit 1).
+    pub fn is_bad_input(self) -> bool {
+        self != ErrorCode::Internal
+    }
+}
+
+/// The body of every answer that is not 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// One line naming what was wrong and what to do.
+    pub message: String,
+    /// For a refused transition: the machine's state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// For a refused transition: the commands the state allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody { code, message: message.into(), state: None, allowed: Vec::new() }
+    }
+}
+
+impl std::fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_strings_with_their_statuses() {
+        let names: Vec<String> = ErrorCode::ALL.iter().map(|c| serde_json::to_string(c).unwrap()).collect();
+        assert_eq!(
+            names,
+            ["\"bad_request\"", "\"not_found\"", "\"transition_refused\"", "\"conflict\"", "\"internal\""]
+        );
+        assert_eq!(ErrorCode::ALL.map(ErrorCode::status), [400, 404, 409, 409, 500]);
+    }
+}

@@ -1,0 +1,55 @@
+//! The daemon's routes, in one place for the server and the client.
+//!
+//! ```text
+//! GET  /v1/health                              Health
+//! GET  /v1/machines                            MachineList
+//! POST /v1/machines                            AddMachine -> MachineView
+//! POST /v1/machines/NAME/start                 -> Started
+//! POST /v1/machines/NAME/stop                  StopRequest -> Stopped
+//! POST /v1/machines/NAME/protect               ProtectRequest -> JobStarted
+//! POST /v1/machines/NAME/unprotect             -> JobStarted
+//! POST /v1/machines/NAME/test-failover         PointRequest -> JobStarted
+//! POST /v1/machines/NAME/cleanup-test-failover -> JobStarted
+//! POST /v1/machines/NAME/failover              FailoverRequest -> JobStarted
+//! POST /v1/machines/NAME/planned-failover      PlannedFailoverRequest -> JobStarted
+//! POST /v1/machines/NAME/complete-failover     -> JobStarted
+//! POST /v1/machines/NAME/change-point          PointRequest (point required) -> JobStarted
+//! POST /v1/machines/NAME/commit, …/cancel      -> JobStarted
+//! POST /v1/machines/NAME/reprotect             ReprotectRequest -> JobStarted
+//! GET  /v1/status, /v1/status/NAME             StatusList
+//! GET  /v1/jobs, /v1/jobs/ID                   JobList, Job
+//! GET  /v1/policies                            PolicyList
+//! POST /v1/policies                            Policy -> Policy
+//! ```
+//!
+//! Every POST takes a JSON body (`{}` when it has no fields); every answer
+//! is JSON, an [`ErrorBody`](crate::ErrorBody) when the status is not 200.
+
+pub const HEALTH: &str = "/v1/health";
+pub const MACHINES: &str = "/v1/machines";
+pub const STATUS: &str = "/v1/status";
+pub const JOBS: &str = "/v1/jobs";
+pub const POLICIES: &str = "/v1/policies";
+
+/// An operation on one machine: `/v1/machines/NAME/OPERATION`.
+pub fn machine(name: &str, operation: &str) -> String {
+    format!("{MACHINES}/{}/{operation}", encode(name))
+}
+
+pub fn status_of(name: &str) -> String {
+    format!("{STATUS}/{}", encode(name))
+}
+
+pub fn job(id: i64) -> String {
+    format!("{JOBS}/{id}")
+}
+
+/// `text` as one URL path segment (percent-encoded).
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

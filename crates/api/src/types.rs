@@ -1,0 +1,349 @@
+//! Requests and answers. Every type serialises to the JSON the daemon sends
+//! and the CLI prints with `--json`; field names are the contract.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use standby_lifecycle::job::{JobState, StepState};
+use standby_lifecycle::{Instance, Site, State};
+
+/// A job's id.
+pub type JobId = i64;
+
+// ---------------------------------------------------------------------------
+// Definitions: what an operator defines and the state records.
+
+/// What `standby machine add` defines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineDefinition {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Direct kernel boot; without it the machine boots from its first disk.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub append: Option<String>,
+    /// NIC specifications, each mapped to a site network.
+    pub nics: Vec<String>,
+}
+
+/// One disk of a machine: its name in the vault and its raw image at each
+/// site (the recovery image exists once the machine has run there).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskDefinition {
+    pub vault_disk: String,
+    pub primary_path: PathBuf,
+    pub recovery_path: PathBuf,
+}
+
+impl DiskDefinition {
+    /// Its image at `site`.
+    pub fn image_at(&self, site: Site) -> &Path {
+        match site {
+            Site::Primary => &self.primary_path,
+            Site::Recovery => &self.recovery_path,
+        }
+    }
+}
+
+/// A replication policy (DESIGN.md §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    pub rpo_threshold_seconds: u64,
+    pub retention_seconds: u64,
+    pub app_consistent_seconds: u64,
+    pub bookmark_seconds: u64,
+}
+
+/// `POST /v1/machines`: define a machine from disk images on the daemon's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddMachine {
+    #[serde(flatten)]
+    pub definition: MachineDefinition,
+    /// Images of any format qemu-img reads, imported as raw.
+    pub disks: Vec<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------
+// Machines.
+
+/// A machine as `machine list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineView {
+    #[serde(flatten)]
+    pub definition: MachineDefinition,
+    pub state: State,
+    pub active_site: Site,
+    pub policy: Option<String>,
+    /// Bumped whenever the machine's authoritative copy moves between sites.
+    pub generation: u64,
+    pub disks: Vec<DiskView>,
+    /// What the lifecycle remembers (the drill, the failover, …), as recorded.
+    pub details: Value,
+    /// Running or not, from the daemon (absent when read without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    /// Where each NIC is plugged in at each site and in a drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub networks: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskView {
+    #[serde(flatten)]
+    pub definition: DiskDefinition,
+    /// After a failover, until reprotect: how much of the disk is local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_from: Option<Hydration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineList {
+    pub machines: Vec<MachineView>,
+}
+
+/// A machine's QEMU at its active site.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runtime {
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub console: Option<PathBuf>,
+    pub accel: Option<String>,
+}
+
+/// `POST …/start`: the machine's QEMU runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Started {
+    pub name: String,
+    pub pid: u32,
+    pub console: PathBuf,
+    pub accel: String,
+    /// Where it runs.
+    pub site: Instance,
+    /// Where each NIC is plugged in.
+    pub nics: Value,
+    pub job: JobId,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StopRequest {
+    /// Cut the power instead of asking the guest (ACPI).
+    pub force: bool,
+    /// An instance at another site than the active one (an old source).
+    pub site: Option<Site>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub name: String,
+    /// How it stopped: clean, forced, …
+    pub stopped: String,
+    pub job: JobId,
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle requests: each starts a job.
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProtectRequest {
+    pub policy: Option<String>,
+}
+
+/// A recovery point: `latest`, `latest-processed`, `latest-app`, an id or
+/// an RFC 3339 time (test-failover: default `latest`; change-point: required).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PointRequest {
+    pub point: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailoverRequest {
+    pub point: Option<String>,
+    pub shutdown_source: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PlannedFailoverRequest {
+    pub sync_first: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReprotectRequest {
+    pub alternate_location: bool,
+    pub discard_source_writes: bool,
+}
+
+/// An operation started as a job; `GET /v1/jobs/ID` follows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStarted {
+    pub job: JobId,
+    pub machine: String,
+    pub command: String,
+}
+
+// ---------------------------------------------------------------------------
+// Jobs.
+
+/// One step of a job, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub state: StepState,
+    pub detail: String,
+}
+
+/// A job: one operation on one machine, with named steps (DESIGN.md §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub machine: String,
+    pub command: String,
+    pub state: JobState,
+    pub steps: Vec<Step>,
+    pub error: Option<String>,
+    pub created: String,
+    pub updated: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyList {
+    pub policies: Vec<Policy>,
+}
+
+// ---------------------------------------------------------------------------
+// Status.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthLevel {
+    Healthy,
+    Warning,
+    Critical,
+}
+
+impl HealthLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            HealthLevel::Healthy => "healthy",
+            HealthLevel::Warning => "warning",
+            HealthLevel::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusList {
+    pub machines: Vec<MachineStatus>,
+}
+
+/// `standby status`: a machine's state and, when it replicates, its
+/// health, current RPO and latest points.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineStatus {
+    pub name: String,
+    pub state: State,
+    pub site: Site,
+    pub running: bool,
+    pub policy: Option<String>,
+    /// `None` when the machine does not replicate.
+    pub health: Option<HealthLevel>,
+    /// Running from a failover point: how much of each disk is local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hydration: Option<Vec<Hydration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicates_to: Option<Site>,
+    /// How app-consistent points go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_threshold_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disks: Option<Vec<DiskStatus>>,
+}
+
+/// One disk of a replicated machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskStatus {
+    pub disk: String,
+    /// Its splitter's own report, while it runs.
+    pub splitter: Option<SplitterStatus>,
+    /// The newest restorable moment (RFC 3339).
+    pub latest: Option<String>,
+    pub latest_processed: Option<BookmarkView>,
+    pub latest_app_consistent: Option<BookmarkView>,
+}
+
+/// A recorded point of a disk's journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BookmarkView {
+    pub sequence: u64,
+    pub time: String,
+    pub label: String,
+}
+
+/// What a running splitter reports (`standby splitter-status`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SplitterStatus {
+    pub disk: String,
+    /// Every region it had to re-read is re-read: every point is exact.
+    pub refreshed: bool,
+    /// Sequence of the last record sealed into the vault.
+    pub sealed_sequence: u64,
+    pub sealed_time: Option<String>,
+    /// Seconds since the oldest change not yet in the vault (0 when none).
+    pub lag_seconds: f64,
+    /// Bytes of write data not yet in the vault.
+    pub lag_bytes: u64,
+    /// Bytes of the image to re-read before the journal is exact again.
+    pub catch_up_bytes: u64,
+    pub segments_sealed: u64,
+    pub bytes_shipped: u64,
+    /// The last seal's error, while the vault is failing.
+    pub error: Option<String>,
+}
+
+/// How much of a disk running from a failover point is local.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hydration {
+    pub disk: String,
+    pub overlay: PathBuf,
+    /// `None` without an overlay map (nothing written or hydrated yet).
+    pub local_bytes: Option<u64>,
+    pub disk_bytes: Option<u64>,
+    /// The whole disk is local: nothing is read from the vault.
+    pub complete: bool,
+}
+
+/// `GET /v1/health`: the daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub pid: u32,
+    pub home: PathBuf,
+    pub accel: String,
+    pub accel_reason: String,
+    pub exe: PathBuf,
+}

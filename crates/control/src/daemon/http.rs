@@ -1,0 +1,256 @@
+//! The daemon's HTTP edge: the routes of [`standby_api::routes`] on the
+//! unix socket, each a typed request handed to the daemon on a blocking
+//! worker and its typed answer or [`ErrorBody`](standby_api::ErrorBody)
+//! sent back. No decision is made here.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Path as UrlPath, Request, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use standby_api::{
+    routes, AddMachine, FailoverRequest, Health, JobStarted, MachineList, PlannedFailoverRequest, PointRequest, Policy,
+    PolicyList, ProtectRequest, ReprotectRequest, StopRequest,
+};
+
+use super::{lock, Daemon};
+use crate::error::ControlError;
+
+pub(super) async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlError> {
+    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| ControlError::io(socket, e))?;
+    let machine = |operation: &str| format!("{}/{{name}}/{operation}", routes::MACHINES);
+    let app = Router::new()
+        .route(routes::HEALTH, get(health))
+        .route(routes::MACHINES, get(machines).post(add_machine))
+        .route(&machine("start"), post(start))
+        .route(&machine("stop"), post(stop))
+        .route(&machine("protect"), post(protect))
+        .route(&machine("unprotect"), post(unprotect))
+        .route(&machine("test-failover"), post(test_failover))
+        .route(&machine("cleanup-test-failover"), post(cleanup_test_failover))
+        .route(&machine("failover"), post(failover))
+        .route(&machine("planned-failover"), post(planned_failover))
+        .route(&machine("complete-failover"), post(complete_failover))
+        .route(&machine("change-point"), post(change_point))
+        .route(&machine("commit"), post(commit))
+        .route(&machine("cancel"), post(cancel))
+        .route(&machine("reprotect"), post(reprotect))
+        .route(routes::STATUS, get(status_all))
+        .route(&format!("{}/{{name}}", routes::STATUS), get(status_one))
+        .route(routes::JOBS, get(jobs))
+        .route(&format!("{}/{{id}}", routes::JOBS), get(job))
+        .route(routes::POLICIES, get(policies).post(add_policy))
+        .fallback(unknown_route)
+        .with_state(daemon.clone());
+    {
+        let accel = lock(&daemon.accel);
+        eprintln!(
+            "standby: serving {} on {} (accelerator: {}, {})",
+            daemon.home.display(),
+            socket.display(),
+            accel.chosen,
+            accel.why
+        );
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler installs");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("standby: stopping");
+        })
+        .await
+        .map_err(|e| ControlError::Failed(format!("the daemon's API failed: {e}")))
+}
+
+/// A failed request: its error body with the code's status.
+struct ApiError(ControlError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = self.0.body();
+        let status = StatusCode::from_u16(body.code.status()).expect("codes have valid statuses");
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// A request's JSON body; one that does not parse is a `bad_request` with
+/// the parser's reason, in the API's error body like every other error.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Body<T>, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => {
+                Err(ApiError(ControlError::Refused(format!("the request's body: {}", rejection.body_text()))))
+            }
+        }
+    }
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError(ControlError::NotFound(format!("no route {}; the API's routes are under /v1", uri.path())))
+}
+type Daemon_ = AxumState<Arc<Daemon>>;
+
+/// Runs `work` on a blocking worker (jobs touch files, QEMU and SQLite).
+async fn blocking<T: Serialize + Send + 'static>(
+    work: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(Json(value)),
+        Ok(Err(e)) => Err(ApiError(e)),
+        Err(e) => Err(ApiError(ControlError::Failed(format!("the request's worker failed: {e}")))),
+    }
+}
+
+async fn health(AxumState(daemon): Daemon_) -> ApiResult<Health> {
+    let accel = lock(&daemon.accel);
+    Ok(Json(Health {
+        pid: std::process::id(),
+        home: daemon.home.clone(),
+        accel: accel.chosen.to_string(),
+        accel_reason: accel.why.clone(),
+        exe: daemon.exe.clone(),
+    }))
+}
+
+async fn machines(AxumState(daemon): Daemon_) -> ApiResult<MachineList> {
+    blocking(move || daemon.machine_list()).await
+}
+
+async fn add_machine(
+    AxumState(daemon): Daemon_,
+    Body(request): Body<AddMachine>,
+) -> ApiResult<standby_api::MachineView> {
+    blocking(move || daemon.add_machine(&request)).await
+}
+
+async fn start(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<standby_api::Started> {
+    blocking(move || daemon.start(&name)).await
+}
+
+async fn stop(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<StopRequest>,
+) -> ApiResult<standby_api::Stopped> {
+    blocking(move || daemon.stop(&name, request.force, request.site)).await
+}
+
+async fn protect(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<ProtectRequest>,
+) -> ApiResult<JobStarted> {
+    blocking(move || daemon.protect(&name, request.policy)).await
+}
+
+async fn unprotect(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<JobStarted> {
+    blocking(move || daemon.unprotect(&name)).await
+}
+
+async fn test_failover(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<PointRequest>,
+) -> ApiResult<JobStarted> {
+    blocking(move || daemon.test_failover(&name, request.point)).await
+}
+
+async fn cleanup_test_failover(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<JobStarted> {
+    blocking(move || daemon.cleanup_test_failover(&name)).await
+}
+
+async fn failover(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<FailoverRequest>,
+) -> ApiResult<JobStarted> {
+    blocking(move || daemon.failover(&name, request.point, request.shutdown_source)).await
+}
+
+async fn planned_failover(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<PlannedFailoverRequest>,
+) -> ApiResult<JobStarted> {
+    blocking(move || daemon.planned_failover(&name, request.sync_first)).await
+}
+
+async fn complete_failover(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<JobStarted> {
+    blocking(move || daemon.complete_failover(&name)).await
+}
+
+async fn change_point(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<PointRequest>,
+) -> ApiResult<JobStarted> {
+    blocking(move || match request.point {
+        Some(point) => daemon.change_point(&name, point),
+        None => Err(ControlError::Refused("change-point needs a point (--point P)".into())),
+    })
+    .await
+}
+
+async fn commit(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<JobStarted> {
+    blocking(move || daemon.commit(&name)).await
+}
+
+async fn cancel(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<JobStarted> {
+    blocking(move || daemon.cancel(&name)).await
+}
+
+async fn reprotect(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<ReprotectRequest>,
+) -> ApiResult<JobStarted> {
+    blocking(move || daemon.reprotect(&name, request.alternate_location, request.discard_source_writes)).await
+}
+
+async fn status_all(AxumState(daemon): Daemon_) -> ApiResult<standby_api::StatusList> {
+    blocking(move || daemon.status(None)).await
+}
+
+async fn status_one(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<standby_api::StatusList> {
+    blocking(move || daemon.status(Some(&name))).await
+}
+
+async fn jobs(AxumState(daemon): Daemon_) -> ApiResult<standby_api::JobList> {
+    blocking(move || Ok(standby_api::JobList { jobs: daemon.deployment()?.state.jobs()? })).await
+}
+
+async fn job(AxumState(daemon): Daemon_, UrlPath(id): UrlPath<String>) -> ApiResult<standby_api::Job> {
+    blocking(move || {
+        let id = id.parse().map_err(|_| ControlError::NotFound(format!("no job {id:?}: job ids are numbers")))?;
+        daemon.deployment()?.state.job(id)
+    })
+    .await
+}
+
+async fn policies(AxumState(daemon): Daemon_) -> ApiResult<PolicyList> {
+    blocking(move || Ok(PolicyList { policies: daemon.deployment()?.state.policies()? })).await
+}
+
+async fn add_policy(AxumState(daemon): Daemon_, Body(policy): Body<Policy>) -> ApiResult<Policy> {
+    blocking(move || {
+        daemon.deployment()?.state.add_policy(&policy)?;
+        Ok(policy)
+    })
+    .await
+}
