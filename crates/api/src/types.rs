@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use standby_lifecycle::job::{JobState, StepState};
+use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
 use standby_lifecycle::{Instance, Site, State};
 
 /// A job's id.
@@ -205,6 +205,11 @@ pub struct Step {
 pub struct Job {
     pub id: JobId,
     pub machine: String,
+    /// What it does.
+    pub kind: JobKind,
+    /// How it came to be: asked for, or taken up by a restarted daemon.
+    pub origin: JobOrigin,
+    /// As shown: its kind and, for one a restarted daemon took up, how.
     pub command: String,
     pub state: JobState,
     pub steps: Vec<Step>,

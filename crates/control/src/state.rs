@@ -10,7 +10,12 @@
 //! disks(machine, position, vault_disk, primary_path, recovery_path, PRIMARY KEY (machine, position))
 //! jobs(id INTEGER PRIMARY KEY, machine, command, state, steps (JSON), error, created, updated)   -- version 2
 //! machines.details (JSON: the running drill, the failover's point and source, …)                -- version 3
+//! jobs.kind, jobs.origin (what the job does and how it came to be: operator, resumed, rolled-back) -- version 4
 //! ```
+//!
+//! `jobs.command` is the job as shown (its kind, and for a job a restarted
+//! daemon took up, how); rows written before version 4 have no kind, which
+//! is read from that text (`kind_of_command`).
 //!
 //! A database of an older version is migrated when opened (in one
 //! transaction); a newer one is refused.
@@ -19,14 +24,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use standby_lifecycle::job::{JobState, StepState};
+use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
 use standby_lifecycle::{Site, State as MachineState, UnknownName};
 
 use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 use crate::records::MachineRecords;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Migrations from each version to the next: `MIGRATIONS[v - 1]` takes a
 /// database from version v to v + 1.
@@ -45,6 +50,10 @@ CREATE TABLE jobs (
 ",
     "
 ALTER TABLE machines ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
+",
+    "
+ALTER TABLE jobs ADD COLUMN kind TEXT;
+ALTER TABLE jobs ADD COLUMN origin TEXT;
 ",
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
@@ -183,14 +192,18 @@ impl State {
 
     /// Brings the schema from `version` to [`SCHEMA_VERSION`], in one transaction.
     fn migrate(&mut self, version: i64) -> Result<(), ControlError> {
+        self.migrate_to(version, SCHEMA_VERSION)
+    }
+
+    fn migrate_to(&mut self, version: i64, target: i64) -> Result<(), ControlError> {
         let path = self.path.clone();
         let error = |source| ControlError::State { path: path.clone(), source };
         let transaction = self.connection.transaction().map_err(error)?;
-        for migration in &MIGRATIONS[(version - 1) as usize..] {
+        for migration in &MIGRATIONS[(version - 1) as usize..(target - 1) as usize] {
             transaction.execute_batch(migration).map_err(error)?;
         }
         transaction
-            .execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION.to_string()])
+            .execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [target.to_string()])
             .map_err(error)?;
         transaction.commit().map_err(error)
     }
@@ -437,6 +450,22 @@ impl State {
     }
 }
 
+/// The kind and origin of a job recorded before schema version 4, from its
+/// command as shown: "failover", "protect (resumed)", "cancel (resumed
+/// after a daemon restart)", "machine start (owed by job 7, resumed …)".
+fn kind_of_command(command: &str) -> Option<(JobKind, JobOrigin)> {
+    let (name, how) = command.split_once(" (").unwrap_or((command, ""));
+    if name == "machine start" && how.starts_with("owed") {
+        return Some((JobKind::OwedStart, JobOrigin::Resumed));
+    }
+    let origin = match how {
+        "" => JobOrigin::Operator,
+        how if how.starts_with("rolled back") => JobOrigin::RolledBack,
+        _ => JobOrigin::Resumed,
+    };
+    Some((JobKind::parse(name)?, origin))
+}
+
 /// A column holding one of the lifecycle crate's names, read back into its
 /// type; a name this version does not know fails the read (never guessed).
 fn parse_column<T: std::str::FromStr<Err = UnknownName>>(row: &rusqlite::Row, column: usize) -> rusqlite::Result<T> {
@@ -455,7 +484,14 @@ fn parse_json<T: serde::de::DeserializeOwned>(row: &rusqlite::Row, column: usize
 
 impl State {
     /// Records a new running job with its steps, all pending.
-    pub fn create_job(&self, machine: &str, command: &str, steps: &[&str]) -> Result<i64, ControlError> {
+    pub fn create_job(
+        &self,
+        machine: &str,
+        kind: JobKind,
+        origin: JobOrigin,
+        steps: &[&str],
+    ) -> Result<i64, ControlError> {
+        let command = format!("{kind}{}", origin.suffix());
         let steps: Vec<Step> = steps
             .iter()
             .map(|name| Step { name: name.to_string(), state: StepState::Pending, detail: String::new() })
@@ -463,13 +499,16 @@ impl State {
         let now = jiff::Timestamp::now().to_string();
         self.connection
             .execute(
-                "INSERT INTO jobs (machine, command, state, steps, error, created, updated) VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5)",
+                "INSERT INTO jobs (machine, command, state, steps, error, created, updated, kind, origin) \
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5, ?6, ?7)",
                 params![
                     machine,
                     command,
                     JobState::Running.name(),
                     serde_json::to_string(&steps).expect("steps serialise"),
-                    now
+                    now,
+                    kind.name(),
+                    origin.name()
                 ],
             )
             .map_err(|e| self.error(e))?;
@@ -534,14 +573,26 @@ impl State {
     fn jobs_where(&self, clause: &str, parameters: &[&dyn rusqlite::ToSql]) -> Result<Vec<Job>, ControlError> {
         let mut statement = self
             .connection
-            .prepare(&format!("SELECT id, machine, command, state, steps, error, created, updated FROM jobs {clause}"))
+            .prepare(&format!(
+                "SELECT id, machine, command, state, steps, error, created, updated, kind, origin FROM jobs {clause}"
+            ))
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map(parameters, |row| {
+                let command: String = row.get(2)?;
+                let (kind, origin) = match (row.get::<_, Option<String>>(8)?, row.get::<_, Option<String>>(9)?) {
+                    (Some(_), Some(_)) => (parse_column(row, 8)?, parse_column(row, 9)?),
+                    _ => kind_of_command(&command).ok_or_else(|| {
+                        let unknown = UnknownName { kind: "job command", name: command.clone() };
+                        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(unknown))
+                    })?,
+                };
                 Ok(Job {
                     id: row.get(0)?,
                     machine: row.get(1)?,
-                    command: row.get(2)?,
+                    kind,
+                    origin,
+                    command,
                     state: parse_column(row, 3)?,
                     steps: parse_json(row, 4)?,
                     error: row.get(5)?,
@@ -557,6 +608,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use standby_lifecycle::Command;
 
     fn version_one(path: &Path) {
         let state = State::connect(path).unwrap();
@@ -571,7 +623,7 @@ mod tests {
         version_one(&path);
         let state = State::open(&path).unwrap();
         assert!(state.jobs().unwrap().is_empty());
-        let id = state.create_job("web", "machine start", &["one", "two"]).unwrap();
+        let id = state.create_job("web", JobKind::MachineStart, JobOrigin::Operator, &["one", "two"]).unwrap();
         state.job_step(id, "one", StepState::Done, "fine").unwrap();
         let job = state.job(id).unwrap();
         assert_eq!(
@@ -586,6 +638,46 @@ mod tests {
         drop(state);
         // Opening again finds it current.
         State::open(&path).unwrap();
+    }
+
+    /// Jobs written by schema 3 (no kind column) read back with the kind
+    /// and origin their command names.
+    #[test]
+    fn jobs_of_version_three_read_back_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        version_one(&path);
+        let mut state = State::connect(&path).unwrap();
+        state.migrate_to(1, 3).unwrap();
+        for command in [
+            "failover",
+            "protect (resumed)",
+            "planned-failover --sync-first (resumed after a daemon restart)",
+            "complete-failover (rolled back after a daemon restart)",
+            "machine start (owed by job 7, resumed after a daemon restart)",
+        ] {
+            state
+                .connection
+                .execute(
+                    "INSERT INTO jobs (machine, command, state, steps, error, created, updated) \
+                     VALUES ('web', ?1, 'succeeded', '[]', NULL, 'then', 'then')",
+                    [command],
+                )
+                .unwrap();
+        }
+        drop(state);
+        let state = State::open(&path).unwrap();
+        let jobs: Vec<(JobKind, JobOrigin)> = state.jobs().unwrap().iter().rev().map(|j| (j.kind, j.origin)).collect();
+        assert_eq!(
+            jobs,
+            [
+                (JobKind::Lifecycle(Command::Failover), JobOrigin::Operator),
+                (JobKind::Lifecycle(Command::Protect), JobOrigin::Resumed),
+                (JobKind::Lifecycle(Command::PlannedFailover { sync_first: true }), JobOrigin::Resumed),
+                (JobKind::Lifecycle(Command::CompleteFailover), JobOrigin::RolledBack),
+                (JobKind::OwedStart, JobOrigin::Resumed),
+            ]
+        );
     }
 
     #[test]

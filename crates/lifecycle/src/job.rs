@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::UnknownName;
+use crate::{Command, UnknownName, COMMANDS};
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,6 +88,108 @@ impl fmt::Display for StepState {
     }
 }
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    MachineStart,
+    MachineStop,
+    /// A lifecycle command (protect, failover, …).
+    Lifecycle(Command),
+    /// The start a roll-back owed a machine it had shut down.
+    OwedStart,
+}
+
+impl JobKind {
+    /// As recorded and shown: the command an operator types.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobKind::MachineStart => "machine start",
+            JobKind::MachineStop => "machine stop",
+            JobKind::Lifecycle(command) => command.name(),
+            JobKind::OwedStart => "owed machine start",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<JobKind> {
+        [JobKind::MachineStart, JobKind::MachineStop, JobKind::OwedStart]
+            .into_iter()
+            .chain(COMMANDS.map(JobKind::Lifecycle))
+            .find(|kind| kind.name() == name)
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for JobKind {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<JobKind, UnknownName> {
+        JobKind::parse(name).ok_or_else(|| UnknownName { kind: "job kind", name: name.to_string() })
+    }
+}
+
+impl Serialize for JobKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for JobKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<JobKind, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a job came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobOrigin {
+    /// Asked for (the CLI, the API).
+    Operator,
+    /// Taken up by a daemon from where one that died left it.
+    Resumed,
+    /// Undone by a daemon after one that died left it half-way.
+    RolledBack,
+}
+
+pub const JOB_ORIGINS: [JobOrigin; 3] = [JobOrigin::Operator, JobOrigin::Resumed, JobOrigin::RolledBack];
+
+impl JobOrigin {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobOrigin::Operator => "operator",
+            JobOrigin::Resumed => "resumed",
+            JobOrigin::RolledBack => "rolled-back",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<JobOrigin> {
+        JOB_ORIGINS.into_iter().find(|origin| origin.name() == name)
+    }
+
+    /// What a job of this origin adds to its kind's name when shown.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            JobOrigin::Operator => "",
+            JobOrigin::Resumed => " (resumed after a daemon restart)",
+            JobOrigin::RolledBack => " (rolled back after a daemon restart)",
+        }
+    }
+}
+
+impl std::str::FromStr for JobOrigin {
+    type Err = UnknownName;
+
+    fn from_str(name: &str) -> Result<JobOrigin, UnknownName> {
+        JobOrigin::parse(name).ok_or_else(|| UnknownName { kind: "job origin", name: name.to_string() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +203,16 @@ mod tests {
         for state in STEP_STATES {
             assert_eq!(StepState::parse(state.name()), Some(state));
             assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{state}\""));
+        }
+        for origin in JOB_ORIGINS {
+            assert_eq!(JobOrigin::parse(origin.name()), Some(origin));
+            assert_eq!(serde_json::to_string(&origin).unwrap(), format!("\"{}\"", origin.name()));
+        }
+        let kinds = [JobKind::MachineStart, JobKind::MachineStop, JobKind::OwedStart].into_iter();
+        for kind in kinds.chain(COMMANDS.map(JobKind::Lifecycle)) {
+            assert_eq!(JobKind::parse(kind.name()), Some(kind));
+            let text = serde_json::to_string(&kind).unwrap();
+            assert_eq!(serde_json::from_str::<JobKind>(&text).unwrap(), kind);
         }
     }
 }

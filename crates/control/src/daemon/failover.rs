@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use standby_api::JobStarted;
-use standby_lifecycle::job::StepState;
+use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::{Command, Instance, Site, State};
 
 use super::protection::{check, transition_of};
@@ -160,50 +160,57 @@ impl Daemon {
         let machine = deployment.state.machine(name)?;
         let step = check(&machine, Command::TestFailover)?;
         let point = self.resolve_point(&deployment, &machine, point.as_deref())?;
-        self.spawn_job(&deployment, name, "test-failover", &STEPS, move |daemon, job| {
-            let deployment = job.deployment;
-            let mut details = machine.details.clone();
-            details.drill = Some(DrillRecord { point: point.clone(), job: job.id });
-            deployment.state.set_machine_placement(
-                name_of(&machine),
-                step.during,
-                machine.active_site,
-                machine.generation,
-                &details,
-            )?;
-            job.step(STEPS[0], StepState::Done, &point.described)?;
-            let booted = (|| {
-                // Leftovers of a drill a crash interrupted are not resumed.
-                daemon.remove_drill(deployment, &machine)?;
-                job.step(STEPS[1], StepState::Running, "")?;
-                let drives = daemon.serve_point(deployment, &machine, &point, Instance::Drill)?;
-                job.step(STEPS[1], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
-                job.step(STEPS[2], StepState::Running, "")?;
-                let launched = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
-                let network = match launched.attachments.first() {
-                    Some(nic) => format!("on the isolated network {}", nic.network),
-                    None => "no network device".to_string(),
-                };
-                job.step(STEPS[2], StepState::Done, &format!("pid {}, {network}", launched.pid))?;
-                Ok(launched)
-            })();
-            match booted {
-                Ok(launched) => Ok(json!({"name": name_of(&machine), "state": step.after, "point": point,
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::TestFailover),
+            JobOrigin::Operator,
+            &STEPS,
+            move |daemon, job| {
+                let deployment = job.deployment;
+                let mut details = machine.details.clone();
+                details.drill = Some(DrillRecord { point: point.clone(), job: job.id });
+                deployment.state.set_machine_placement(
+                    name_of(&machine),
+                    step.during,
+                    machine.active_site,
+                    machine.generation,
+                    &details,
+                )?;
+                job.step(STEPS[0], StepState::Done, &point.described)?;
+                let booted = (|| {
+                    // Leftovers of a drill a crash interrupted are not resumed.
+                    daemon.remove_drill(deployment, &machine)?;
+                    job.step(STEPS[1], StepState::Running, "")?;
+                    let drives = daemon.serve_point(deployment, &machine, &point, Instance::Drill)?;
+                    job.step(STEPS[1], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
+                    job.step(STEPS[2], StepState::Running, "")?;
+                    let launched = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
+                    let network = match launched.attachments.first() {
+                        Some(nic) => format!("on the isolated network {}", nic.network),
+                        None => "no network device".to_string(),
+                    };
+                    job.step(STEPS[2], StepState::Done, &format!("pid {}, {network}", launched.pid))?;
+                    Ok(launched)
+                })();
+                match booted {
+                    Ok(launched) => Ok(json!({"name": name_of(&machine), "state": step.after, "point": point,
                                           "pid": launched.pid})),
-                Err(e) => {
-                    // Nothing of a half-started drill stays behind.
-                    let _ = daemon.remove_drill(deployment, &machine);
-                    deployment.state.set_machine_placement(
-                        name_of(&machine),
-                        step.undone,
-                        machine.active_site,
-                        machine.generation,
-                        &machine.details,
-                    )?;
-                    Err(e)
+                    Err(e) => {
+                        // Nothing of a half-started drill stays behind.
+                        let _ = daemon.remove_drill(deployment, &machine);
+                        deployment.state.set_machine_placement(
+                            name_of(&machine),
+                            step.undone,
+                            machine.active_site,
+                            machine.generation,
+                            &machine.details,
+                        )?;
+                        Err(e)
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Stops the drill copy and its exports and removes every file they
@@ -229,9 +236,14 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::CleanupTestFailover)?;
-        self.spawn_job(&deployment, name, "cleanup-test-failover", &CLEANUP_STEPS, move |daemon, job| {
-            daemon.cleanup_job(&machine, job)
-        })
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::CleanupTestFailover),
+            JobOrigin::Operator,
+            &CLEANUP_STEPS,
+            move |daemon, job| daemon.cleanup_job(&machine, job),
+        )
     }
 
     /// The cleanup job; also how a restarted daemon ends a drill whose
@@ -293,9 +305,14 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::PlannedFailover { sync_first })?;
-        self.spawn_job(&deployment, name, "planned-failover --sync-first", &SYNC_FIRST_STEPS, move |daemon, job| {
-            daemon.sync_first_job(&machine, job)
-        })
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::PlannedFailover { sync_first }),
+            JobOrigin::Operator,
+            &SYNC_FIRST_STEPS,
+            move |daemon, job| daemon.sync_first_job(&machine, job),
+        )
     }
 
     /// Waits until replication keeps up, then leaves the machine
@@ -357,137 +374,148 @@ impl Daemon {
         if let Some(point) = &point {
             self.resolve_point(&deployment, &machine, Some(point))?;
         }
-        self.spawn_job(&deployment, name, command.name(), &STEPS, move |daemon, job| {
-            let deployment = job.deployment;
-            let name = name_of(&machine);
-            let mut details = machine.details.clone();
-            // What a daemon that dies from here on needs to roll back.
-            let in_progress = |details: &MachineRecords| {
-                deployment.state.set_machine_placement(
-                    name,
-                    step.during,
-                    machine.active_site,
-                    machine.generation,
-                    details,
-                )
-            };
-            in_progress(&details)?;
-            // Each step begins by checking for a `cancel`: the failover then
-            // rolls back from where it is.
-            let cancelled = |step: usize| -> Result<(), ControlError> {
-                match daemon.stop_asked(name) {
-                    true => Err(ControlError::Failed(format!("cancelled by `standby cancel` at '{}'", STEPS[step]))),
-                    false => Ok(()),
-                }
-            };
-            let begin = |step: usize| -> Result<(), ControlError> {
-                job.step(STEPS[step], StepState::Running, "")?;
-                cancelled(step)
-            };
-            let outcome = (|| -> Result<(MachinePoint, u32, Option<Duration>), ControlError> {
-                if machine.state == State::TestFailover {
-                    begin(0)?;
-                    daemon.remove_drill(deployment, &machine)?;
-                    job.step(STEPS[0], StepState::Done, "the drill copy is gone")?;
-                } else {
-                    job.step(STEPS[0], StepState::Done, "no drill was running")?;
-                }
-                begin(1)?;
-                let source = instance(name, machine.active_site);
-                // Recorded before anything is stopped: a roll-back (even by
-                // a daemon that restarts after this one died) starts the
-                // source again when it ran before the failover.
-                let source_was_running = daemon.runtime(&source).running;
-                details.failover = Some(FailoverRecord::new(job.id, machine.active_site, source_was_running));
-                in_progress(&details)?;
-                let (source_detail, shut_down) = if !source_was_running {
-                    ("the source was not running".to_string(), false)
-                } else if shutdown_source {
-                    match daemon.stop_instance(&source, false) {
-                        Ok(Some(how)) => (format!("the source {how}"), true),
-                        Ok(None) => ("the source stopped by itself".to_string(), false),
-                        // A planned move needs the source down; a disaster
-                        // does not wait for it: carry on, saying why.
-                        Err(e) if planned => return Err(e),
-                        Err(e) => (format!("the source could not be shut down ({e}); it may still be running"), false),
-                    }
-                } else {
-                    (
-                        "the source is left running (no --shutdown-source): its writes after the point are not in \
-                         the recovery VM"
-                            .to_string(),
-                        false,
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(command),
+            JobOrigin::Operator,
+            &STEPS,
+            move |daemon, job| {
+                let deployment = job.deployment;
+                let name = name_of(&machine);
+                let mut details = machine.details.clone();
+                // What a daemon that dies from here on needs to roll back.
+                let in_progress = |details: &MachineRecords| {
+                    deployment.state.set_machine_placement(
+                        name,
+                        step.during,
+                        machine.active_site,
+                        machine.generation,
+                        details,
                     )
                 };
-                let stopped_at = Instant::now();
-                // Recorded at once: a roll-back starts a source it stopped.
-                recorded(&mut details).source = Some(source_detail.clone());
-                recorded(&mut details).source_shut_down = Some(shut_down);
                 in_progress(&details)?;
-                job.step(STEPS[1], StepState::Done, &source_detail)?;
-                begin(2)?;
-                let source_stopped = shut_down || !daemon.runtime(&source).running;
-                let (drained, waited) = daemon.wait_for_last_writes(&machine, source_stopped);
-                cancelled(2)?;
-                if planned && !drained {
-                    return Err(ControlError::Failed(format!(
+                // Each step begins by checking for a `cancel`: the failover then
+                // rolls back from where it is.
+                let cancelled = |step: usize| -> Result<(), ControlError> {
+                    match daemon.stop_asked(name) {
+                        true => {
+                            Err(ControlError::Failed(format!("cancelled by `standby cancel` at '{}'", STEPS[step])))
+                        }
+                        false => Ok(()),
+                    }
+                };
+                let begin = |step: usize| -> Result<(), ControlError> {
+                    job.step(STEPS[step], StepState::Running, "")?;
+                    cancelled(step)
+                };
+                let outcome = (|| -> Result<(MachinePoint, u32, Option<Duration>), ControlError> {
+                    if machine.state == State::TestFailover {
+                        begin(0)?;
+                        daemon.remove_drill(deployment, &machine)?;
+                        job.step(STEPS[0], StepState::Done, "the drill copy is gone")?;
+                    } else {
+                        job.step(STEPS[0], StepState::Done, "no drill was running")?;
+                    }
+                    begin(1)?;
+                    let source = instance(name, machine.active_site);
+                    // Recorded before anything is stopped: a roll-back (even by
+                    // a daemon that restarts after this one died) starts the
+                    // source again when it ran before the failover.
+                    let source_was_running = daemon.runtime(&source).running;
+                    details.failover = Some(FailoverRecord::new(job.id, machine.active_site, source_was_running));
+                    in_progress(&details)?;
+                    let (source_detail, shut_down) = if !source_was_running {
+                        ("the source was not running".to_string(), false)
+                    } else if shutdown_source {
+                        match daemon.stop_instance(&source, false) {
+                            Ok(Some(how)) => (format!("the source {how}"), true),
+                            Ok(None) => ("the source stopped by itself".to_string(), false),
+                            // A planned move needs the source down; a disaster
+                            // does not wait for it: carry on, saying why.
+                            Err(e) if planned => return Err(e),
+                            Err(e) => {
+                                (format!("the source could not be shut down ({e}); it may still be running"), false)
+                            }
+                        }
+                    } else {
+                        (
+                            "the source is left running (no --shutdown-source): its writes after the point are not in \
+                         the recovery VM"
+                                .to_string(),
+                            false,
+                        )
+                    };
+                    let stopped_at = Instant::now();
+                    // Recorded at once: a roll-back starts a source it stopped.
+                    recorded(&mut details).source = Some(source_detail.clone());
+                    recorded(&mut details).source_shut_down = Some(shut_down);
+                    in_progress(&details)?;
+                    job.step(STEPS[1], StepState::Done, &source_detail)?;
+                    begin(2)?;
+                    let source_stopped = shut_down || !daemon.runtime(&source).running;
+                    let (drained, waited) = daemon.wait_for_last_writes(&machine, source_stopped);
+                    cancelled(2)?;
+                    if planned && !drained {
+                        return Err(ControlError::Failed(format!(
                         "a planned failover loses no write, and the source's last writes are not all in the vault: \
                          {waited}"
                     )));
-                }
-                job.step(STEPS[2], StepState::Done, &waited)?;
-                begin(3)?;
-                let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
-                job.step(STEPS[3], StepState::Done, &chosen.described)?;
-                recorded(&mut details).point = Some(chosen.clone());
-                // Recorded before the boot: a daemon that dies from here on
-                // finds the point to roll back from or run on.
-                in_progress(&details)?;
-                begin(4)?;
-                // Overlays of an earlier failover are never resumed at another point.
-                daemon.set_aside(deployment, &machine, to_site, job.id)?;
-                let drives = daemon.serve_point(deployment, &machine, &chosen, to_site.into())?;
-                job.step(STEPS[4], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
-                begin(5)?;
-                let started = Instant::now();
-                // From here on the copies diverge: a write the old source
-                // makes later is a split brain.
-                recorded(&mut details).diverged = Some(jiff::Timestamp::now().as_microsecond());
-                let launched = daemon.boot(deployment, &machine, to_site.into(), drives)?;
-                let downtime = shut_down.then(|| stopped_at.elapsed());
-                let mut detail = format!("pid {} in {} ms", launched.pid, started.elapsed().as_millis());
-                if let Some(downtime) = downtime {
-                    detail.push_str(&format!(
-                        "; downtime {} ms (source stopped to target started)",
-                        downtime.as_millis()
-                    ));
-                }
-                job.step(STEPS[5], StepState::Done, &detail)?;
-                Ok((chosen, launched.pid, downtime))
-            })();
-            match outcome {
-                Ok((chosen, pid, downtime)) => {
-                    let downtime_ms = downtime.map(|d| d.as_millis() as u64);
-                    details.failover.as_mut().expect("recorded by the source step").downtime_ms = downtime_ms;
-                    deployment.state.set_machine_placement(
-                        name,
-                        step.after,
-                        to_site,
-                        machine.generation + 1,
-                        &details,
-                    )?;
-                    Ok(json!({"name": name, "state": step.after, "point": chosen, "pid": pid,
+                    }
+                    job.step(STEPS[2], StepState::Done, &waited)?;
+                    begin(3)?;
+                    let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
+                    job.step(STEPS[3], StepState::Done, &chosen.described)?;
+                    recorded(&mut details).point = Some(chosen.clone());
+                    // Recorded before the boot: a daemon that dies from here on
+                    // finds the point to roll back from or run on.
+                    in_progress(&details)?;
+                    begin(4)?;
+                    // Overlays of an earlier failover are never resumed at another point.
+                    daemon.set_aside(deployment, &machine, to_site, job.id)?;
+                    let drives = daemon.serve_point(deployment, &machine, &chosen, to_site.into())?;
+                    job.step(STEPS[4], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
+                    begin(5)?;
+                    let started = Instant::now();
+                    // From here on the copies diverge: a write the old source
+                    // makes later is a split brain.
+                    recorded(&mut details).diverged = Some(jiff::Timestamp::now().as_microsecond());
+                    let launched = daemon.boot(deployment, &machine, to_site.into(), drives)?;
+                    let downtime = shut_down.then(|| stopped_at.elapsed());
+                    let mut detail = format!("pid {} in {} ms", launched.pid, started.elapsed().as_millis());
+                    if let Some(downtime) = downtime {
+                        detail.push_str(&format!(
+                            "; downtime {} ms (source stopped to target started)",
+                            downtime.as_millis()
+                        ));
+                    }
+                    job.step(STEPS[5], StepState::Done, &detail)?;
+                    Ok((chosen, launched.pid, downtime))
+                })();
+                match outcome {
+                    Ok((chosen, pid, downtime)) => {
+                        let downtime_ms = downtime.map(|d| d.as_millis() as u64);
+                        details.failover.as_mut().expect("recorded by the source step").downtime_ms = downtime_ms;
+                        deployment.state.set_machine_placement(
+                            name,
+                            step.after,
+                            to_site,
+                            machine.generation + 1,
+                            &details,
+                        )?;
+                        Ok(json!({"name": name, "state": step.after, "point": chosen, "pid": pid,
                               "downtime_ms": downtime_ms}))
+                    }
+                    Err(e) => {
+                        let rolled = daemon.roll_back_failover(deployment, &machine, &details, step.undone, job.id);
+                        Err(match rolled {
+                            Ok(_) => ControlError::Failed(format!("{e}; the machine is back at its source, protected")),
+                            Err(rollback) => ControlError::Failed(format!("{e}; rolling back failed too: {rollback}")),
+                        })
+                    }
                 }
-                Err(e) => {
-                    let rolled = daemon.roll_back_failover(deployment, &machine, &details, step.undone, job.id);
-                    Err(match rolled {
-                        Ok(_) => ControlError::Failed(format!("{e}; the machine is back at its source, protected")),
-                        Err(rollback) => ControlError::Failed(format!("{e}; rolling back failed too: {rollback}")),
-                    })
-                }
-            }
-        })
+            },
+        )
     }
 
     /// Waits until the splitters shipped everything, when the source is
@@ -544,7 +572,7 @@ impl Daemon {
     /// the exports stopped, the source started again when it ran before
     /// the failover and does not now; the machine `undone` (protected) at
     /// its source. Returns what it did.
-    fn roll_back_failover(
+    pub(super) fn roll_back_failover(
         &self,
         deployment: &Deployment,
         machine: &Machine,
@@ -652,9 +680,14 @@ impl Daemon {
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::ChangePoint)?;
         let chosen = self.resolve_point(&deployment, &machine, Some(&point))?;
-        self.spawn_job(&deployment, name, "change-point", &CHANGE_POINT_STEPS, move |daemon, job| {
-            daemon.change_point_job(&machine, &chosen, false, job)
-        })
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::ChangePoint),
+            JobOrigin::Operator,
+            &CHANGE_POINT_STEPS,
+            move |daemon, job| daemon.change_point_job(&machine, &chosen, false, job),
+        )
     }
 
     /// The change-point job. The change is recorded first
@@ -716,7 +749,14 @@ impl Daemon {
         if let (Some(failover_job), State::FailoverInProgress) = (running, machine.state) {
             return self.stop_failover(&deployment, name, failover_job);
         }
-        self.spawn_job(&deployment, name, "cancel", &CANCEL_STEPS, move |daemon, job| daemon.cancel_job(&machine, job))
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::Cancel),
+            JobOrigin::Operator,
+            &CANCEL_STEPS,
+            move |daemon, job| daemon.cancel_job(&machine, job),
+        )
     }
 
     /// `cancel` while the failover job runs: the job is told to stop, rolls
@@ -740,16 +780,28 @@ impl Daemon {
                     outcome.error.as_deref().unwrap_or("it ended")
                 );
                 let machine_name = name.to_string();
-                self.spawn_job(deployment, name, "cancel", &CANCEL_STEPS, move |_, job| {
-                    job.step(CANCEL_STEPS[0], StepState::Done, &detail)?;
-                    Ok(json!({"name": machine_name, "state": State::Protected, "done": [detail]}))
-                })
+                self.spawn_job(
+                    deployment,
+                    name,
+                    JobKind::Lifecycle(Command::Cancel),
+                    JobOrigin::Operator,
+                    &CANCEL_STEPS,
+                    move |_, job| {
+                        job.step(CANCEL_STEPS[0], StepState::Done, &detail)?;
+                        Ok(json!({"name": machine_name, "state": State::Protected, "done": [detail]}))
+                    },
+                )
             }
             _ => {
                 check(&machine, Command::Cancel)?;
-                self.spawn_job(deployment, name, "cancel", &CANCEL_STEPS, move |daemon, job| {
-                    daemon.cancel_job(&machine, job)
-                })
+                self.spawn_job(
+                    deployment,
+                    name,
+                    JobKind::Lifecycle(Command::Cancel),
+                    JobOrigin::Operator,
+                    &CANCEL_STEPS,
+                    move |daemon, job| daemon.cancel_job(&machine, job),
+                )
             }
         }
     }
@@ -773,7 +825,14 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Commit)?;
-        self.spawn_job(&deployment, name, "commit", &COMMIT_STEPS, move |daemon, job| daemon.commit_job(&machine, job))
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::Commit),
+            JobOrigin::Operator,
+            &COMMIT_STEPS,
+            move |daemon, job| daemon.commit_job(&machine, job),
+        )
     }
 
     /// The commit job; run again by a restarted daemon that interrupted it.
@@ -810,42 +869,6 @@ impl Daemon {
             &format!("the machine runs at the {} site for good; reprotect replicates it back", machine.active_site),
         )?;
         Ok(json!({"name": name, "state": step.after}))
-    }
-
-    /// At the daemon's start: a failover an earlier daemon left in the
-    /// middle is rolled back (the machine returns to its source,
-    /// protected); returns the machines it rolled back.
-    pub(super) fn roll_back_interrupted_failovers(
-        self: &Arc<Self>,
-        interrupted: &[crate::state::Job],
-    ) -> Result<Vec<String>, ControlError> {
-        let deployment = self.deployment()?;
-        let mut rolled = Vec::new();
-        for machine in deployment.state.machines()? {
-            if machine.state != State::FailoverInProgress {
-                continue;
-            }
-            // Every failover (unplanned, planned, complete) is undone the same way.
-            let step = transition_of(&machine, Command::Failover)?;
-            let name = machine.definition.name.clone();
-            let steps = ["roll back the interrupted failover"];
-            let command = super::restart::interrupted_command(interrupted, &name).unwrap_or("failover");
-            self.spawn_job(
-                &deployment,
-                &name,
-                &format!("{command} (rolled back after a daemon restart)"),
-                &steps,
-                move |daemon, job| {
-                    job.step(steps[0], StepState::Running, "")?;
-                    let done =
-                        daemon.roll_back_failover(job.deployment, &machine, &machine.details, step.undone, job.id)?;
-                    job.step(steps[0], StepState::Done, &done.join("; "))?;
-                    Ok(json!({"name": name_of(&machine), "state": step.undone, "done": done}))
-                },
-            )?;
-            rolled.push(name);
-        }
-        Ok(rolled)
     }
 }
 

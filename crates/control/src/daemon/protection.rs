@@ -16,18 +16,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use standby_api::{BookmarkView, DiskStatus, HealthLevel, Hydration, JobStarted, MachineStatus, StatusList};
-use standby_lifecycle::job::StepState;
+use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::{in_flight, transition, Command, State, Transition};
 
 use super::failover::remove_files;
-use super::restart::interrupted_command;
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::{Agent, SplitterSpec};
 use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::qemu::Drive;
-use crate::state::{Job, Policy};
+use crate::state::Policy;
 
 /// Deletes the intent logs of `machine`'s disks at its active site: the
 /// next splitter on them re-reads everything.
@@ -63,7 +62,7 @@ pub(super) fn transition_of(machine: &Machine, command: Command) -> Result<Trans
 /// keeping up (a guest that writes all the time never leaves it empty).
 const KEEPING_UP_SECONDS: f64 = 3.0;
 
-const PROTECT_STEPS: [&str; 4] =
+pub(super) const PROTECT_STEPS: [&str; 4] =
     ["start the splitters", "move the running disks onto them", "initial replication", "first recovery point"];
 pub(super) const UNPROTECT_STEPS: [&str; 3] = [
     "move the running disks off the splitters",
@@ -152,17 +151,28 @@ impl Daemon {
                 )));
             }
         }
-        self.spawn_job(&deployment, name, "protect", &PROTECT_STEPS, move |daemon, job| {
-            job.deployment.state.set_machine_state(&machine.definition.name, step.during, Some(Some(&policy.name)))?;
-            let machine = job.deployment.state.machine(&machine.definition.name)?;
-            daemon.protect_or_roll_back(&machine, job)
-        })
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::Protect),
+            JobOrigin::Operator,
+            &PROTECT_STEPS,
+            move |daemon, job| {
+                job.deployment.state.set_machine_state(
+                    &machine.definition.name,
+                    step.during,
+                    Some(Some(&policy.name)),
+                )?;
+                let machine = job.deployment.state.machine(&machine.definition.name)?;
+                daemon.protect_or_roll_back(&machine, job)
+            },
+        )
     }
 
     /// Runs the protect job; when it fails, the machine goes back to where
     /// it was: unprotected, nothing running through a splitter (what the
     /// vault received stays).
-    fn protect_or_roll_back(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    pub(super) fn protect_or_roll_back(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
         let step = transition_of(machine, Command::Protect)?;
         self.protect_job(machine, step, job).map_err(|e| {
             let name = &machine.definition.name;
@@ -333,9 +343,14 @@ impl Daemon {
         if let (Some(protect_job), State::Enabling) = (protecting, machine.state) {
             return self.stop_initial_replication(&deployment, name, protect_job);
         }
-        self.spawn_job(&deployment, name, "unprotect", &UNPROTECT_STEPS, move |daemon, job| {
-            daemon.unprotect_job(&machine, job)
-        })
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::Unprotect),
+            JobOrigin::Operator,
+            &UNPROTECT_STEPS,
+            move |daemon, job| daemon.unprotect_job(&machine, job),
+        )
     }
 
     /// The unprotect job; run again by a restarted daemon that interrupted
@@ -353,7 +368,7 @@ impl Daemon {
     /// guest paused, the splitters are started again with no intent log
     /// (so they re-read everything) and the disks moved onto them. Says
     /// whether it had to.
-    fn reattach_splitters(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
+    pub(super) fn reattach_splitters(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
         let key = instance(&machine.definition.name, machine.active_site);
         let mut machines = lock(&self.machines);
         let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else { return Ok(false) };
@@ -397,57 +412,20 @@ impl Daemon {
         }
         let steps = ["stop the initial replication"];
         let machine_name = name.to_string();
-        self.spawn_job(deployment, name, "unprotect", &steps, move |_, job| {
-            let detail =
-                format!("protect job {protect_job} stopped and rolled back: disks on their images, splitters stopped");
-            job.step(steps[0], StepState::Done, &detail)?;
-            Ok(json!({"name": machine_name, "state": State::Unprotected}))
-        })
-    }
-
-    /// At the daemon's start: the splitters of replicated machines adopted
-    /// (or started again, their intent logs saying what to re-read), and
-    /// protect jobs an earlier daemon left unfinished run again.
-    pub(super) fn resume_protection(self: &Arc<Self>, interrupted: &[Job]) -> Result<Vec<String>, ControlError> {
-        let deployment = self.deployment()?;
-        let mut resumed = Vec::new();
-        for machine in deployment.state.machines()? {
-            if !machine.state.replicating() {
-                continue;
-            }
-            if interrupted_command(interrupted, &machine.definition.name) == Some("unprotect") {
-                // The unprotect is finished instead (see `resume_interrupted`).
-                continue;
-            }
-            if machine.state == State::Reprotecting {
-                // Splitters are started by the resumed job, in the order
-                // that keeps the vault equal to the disks.
-                resumed.push(machine.definition.name.clone());
-                self.resume_reprotect(&deployment, machine)?;
-                continue;
-            }
-            // (An unprotect, or the roll-back of a failed protect, that a
-            // daemon died in the middle of.)
-            if self.reattach_splitters(&deployment, &machine)? {
-                eprintln!(
-                    "standby: machine '{}' was running off its splitters: moved back onto them, its disks re-read \
-                     in full",
-                    machine.definition.name
+        self.spawn_job(
+            deployment,
+            name,
+            JobKind::Lifecycle(Command::Unprotect),
+            JobOrigin::Operator,
+            &steps,
+            move |_, job| {
+                let detail = format!(
+                    "protect job {protect_job} stopped and rolled back: disks on their images, splitters stopped"
                 );
-            }
-            if machine.state != State::Enabling {
-                // (An unfinished protect starts them itself, the guest paused.)
-                self.ensure_splitters(&deployment, &machine)?;
-            }
-            if machine.state == State::Enabling {
-                let name = machine.definition.name.clone();
-                self.spawn_job(&deployment, &name, "protect (resumed)", &PROTECT_STEPS, move |daemon, job| {
-                    daemon.protect_or_roll_back(&machine, job)
-                })?;
-                resumed.push(name);
-            }
-        }
-        Ok(resumed)
+                job.step(steps[0], StepState::Done, &detail)?;
+                Ok(json!({"name": machine_name, "state": State::Unprotected}))
+            },
+        )
     }
 
     /// `standby status`: every protected machine's (or one machine's)

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use standby_api::JobStarted;
-use standby_lifecycle::job::StepState;
+use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::Command;
 
 use super::failover::{overlay_path, remove_files};
@@ -128,9 +128,14 @@ impl Daemon {
             }
         }
         let steps = STEPS;
-        self.spawn_job(&deployment, name, "reprotect", &steps, move |daemon, job| {
-            daemon.reprotect_job(&machine, &point, alternate_location, job)
-        })
+        self.spawn_job(
+            &deployment,
+            name,
+            JobKind::Lifecycle(Command::Reprotect),
+            JobOrigin::Operator,
+            &steps,
+            move |daemon, job| daemon.reprotect_job(&machine, &point, alternate_location, job),
+        )
     }
 
     fn reprotect_job(
@@ -276,45 +281,51 @@ impl Daemon {
         self: &Arc<Self>,
         deployment: &Deployment,
         machine: Machine,
-    ) -> Result<(), ControlError> {
+    ) -> Result<JobStarted, ControlError> {
         const STEPS: [&str; 2] = ["move the machine onto reverse replication", "ship the blocks that differ"];
         let name = machine.definition.name.clone();
-        self.spawn_job(deployment, &name, "reprotect (resumed)", &STEPS, move |daemon, job| {
-            let deployment = job.deployment;
-            let active = machine.active_site;
-            job.step(STEPS[0], StepState::Running, "")?;
-            // Without a record, the safe side: nothing is copied over the disks again.
-            let switched = machine.details.reprotect.as_ref().is_none_or(|reprotect| reprotect.switched);
-            let detail = if switched {
-                let key = instance(&machine.definition.name, active);
-                if let Some(running) = lock(&daemon.machines).get_mut(&key).filter(|r| r.qemu.running()) {
-                    running.qemu.resume()?;
-                }
-                daemon.ensure_splitters(deployment, &machine)?;
-                daemon.remove_reverse_leftovers(deployment, &machine)?;
-                "the disks were already on reverse replication".to_string()
-            } else {
-                // Splitters an earlier attempt started ship what they read
-                // and stop (the move starts them again), unless a disk is
-                // already on one: that daemon died between moving the
-                // paused guest and recording it, and a splitter stopped
-                // under the guest would leave QEMU waiting to reconnect
-                // (the `stop` of the move with it). Either way the guest
-                // was paused before any of them started: none missed a write.
-                if !daemon.any_disk_on_its_splitter(deployment, &machine)? {
-                    daemon.stop_splitters_of(deployment, &machine)?;
-                }
-                daemon.move_onto_reverse_replication(deployment, &machine, &machine.details, job)?
-            };
-            job.step(STEPS[0], StepState::Done, &detail)?;
-            job.step(STEPS[1], StepState::Running, "")?;
-            let shipped = daemon.wait_for_replication(&machine, "reprotected", |detail| {
-                job.step(STEPS[1], StepState::Running, detail)
-            })?;
-            job.step(STEPS[1], StepState::Done, &format!("{} moved since the restart", mib(shipped)))?;
-            finish_reprotect(deployment, &machine, machine.details.reprotect.as_ref(), job.id, shipped)
-        })?;
-        Ok(())
+        self.spawn_job(
+            deployment,
+            &name,
+            JobKind::Lifecycle(Command::Reprotect),
+            JobOrigin::Resumed,
+            &STEPS,
+            move |daemon, job| {
+                let deployment = job.deployment;
+                let active = machine.active_site;
+                job.step(STEPS[0], StepState::Running, "")?;
+                // Without a record, the safe side: nothing is copied over the disks again.
+                let switched = machine.details.reprotect.as_ref().is_none_or(|reprotect| reprotect.switched);
+                let detail = if switched {
+                    let key = instance(&machine.definition.name, active);
+                    if let Some(running) = lock(&daemon.machines).get_mut(&key).filter(|r| r.qemu.running()) {
+                        running.qemu.resume()?;
+                    }
+                    daemon.ensure_splitters(deployment, &machine)?;
+                    daemon.remove_reverse_leftovers(deployment, &machine)?;
+                    "the disks were already on reverse replication".to_string()
+                } else {
+                    // Splitters an earlier attempt started ship what they read
+                    // and stop (the move starts them again), unless a disk is
+                    // already on one: that daemon died between moving the
+                    // paused guest and recording it, and a splitter stopped
+                    // under the guest would leave QEMU waiting to reconnect
+                    // (the `stop` of the move with it). Either way the guest
+                    // was paused before any of them started: none missed a write.
+                    if !daemon.any_disk_on_its_splitter(deployment, &machine)? {
+                        daemon.stop_splitters_of(deployment, &machine)?;
+                    }
+                    daemon.move_onto_reverse_replication(deployment, &machine, &machine.details, job)?
+                };
+                job.step(STEPS[0], StepState::Done, &detail)?;
+                job.step(STEPS[1], StepState::Running, "")?;
+                let shipped = daemon.wait_for_replication(&machine, "reprotected", |detail| {
+                    job.step(STEPS[1], StepState::Running, detail)
+                })?;
+                job.step(STEPS[1], StepState::Done, &format!("{} moved since the restart", mib(shipped)))?;
+                finish_reprotect(deployment, &machine, machine.details.reprotect.as_ref(), job.id, shipped)
+            },
+        )
     }
 
     /// Stops the splitters of `machine`'s disks (they ship what they queued).
