@@ -15,17 +15,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
-use standby_api::{AddMachine, JobStarted, MachineList, MachineView, Runtime, Started};
-use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
+use standby_api::{AddMachine, MachineList, MachineView, Runtime, Started};
+use standby_lifecycle::job::{JobKind, StepState};
 use standby_lifecycle::{Instance, Site, INSTANCES};
 
+use self::engine::{Claims, JobSteps};
 use crate::agent::Agent;
 use crate::deployment::{Accel, Deployment};
 use crate::error::ControlError;
 use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
 
 mod consistency;
+mod engine;
 mod failover;
 mod http;
 mod protection;
@@ -70,97 +71,6 @@ fn not_running(name: &str) -> ControlError {
     ControlError::Conflict(format!("machine '{name}' is not running; `standby machine start {name}` starts it"))
 }
 
-/// A running job's handle for recording its steps.
-struct JobSteps<'a> {
-    deployment: &'a Deployment,
-    id: i64,
-    hooks: Vec<TestHook>,
-}
-
-impl<'a> JobSteps<'a> {
-    fn new(deployment: &'a Deployment, id: i64, command: &str, steps: &[&str]) -> JobSteps<'a> {
-        JobSteps { deployment, id, hooks: TestHook::from_env(command, steps) }
-    }
-
-    fn step(&self, name: &str, state: StepState, detail: &str) -> Result<(), ControlError> {
-        self.deployment.state.job_step(self.id, name, state, detail)?;
-        for hook in &self.hooks {
-            hook.reached(name);
-        }
-        Ok(())
-    }
-
-    /// A named point inside a step, where a test may stop or kill the
-    /// daemon (`COMMAND/@NAME/MS`); nothing is recorded.
-    fn moment(&self, name: &str) {
-        for hook in &self.hooks {
-            hook.reached(&format!("@{name}"));
-        }
-    }
-}
-
-/// Tests' way to reach a chosen moment of a job, `COMMAND/STEP/MS` (step
-/// number from 0), acted on when the step of the first job of `COMMAND`
-/// is first recorded (running or done), or `COMMAND/@MOMENT/MS`, acted on
-/// when the job passes a named moment inside a step (`JobSteps::moment`):
-///
-/// - `STANDBY_TEST_CRASH_AT`: the daemon dies by SIGKILL (as `kill -9`)
-///   MS ms later;
-/// - `STANDBY_TEST_STALL_AT`: the job waits MS ms there (so a test can
-///   act, a `cancel` say, while it is at that step).
-///
-/// Jobs of other commands are not affected; without the variables nothing
-/// is checked.
-struct TestHook {
-    step: String,
-    delay: Duration,
-    crash: bool,
-    fired: std::sync::atomic::AtomicBool,
-}
-
-impl TestHook {
-    fn from_env(command: &str, steps: &[&str]) -> Vec<TestHook> {
-        let parse = |variable: &str, crash: bool| -> Option<TestHook> {
-            let spec = std::env::var(variable).ok()?;
-            let mut fields = spec.rsplitn(3, '/');
-            let delay = fields.next()?.parse().ok()?;
-            let at = fields.next()?;
-            if fields.next()? != command {
-                return None;
-            }
-            let step = match at.strip_prefix('@') {
-                Some(_) => at.to_string(),
-                None => steps.get(at.parse::<usize>().ok()?)?.to_string(),
-            };
-            Some(TestHook { step, delay: Duration::from_millis(delay), crash, fired: Default::default() })
-        };
-        [parse("STANDBY_TEST_CRASH_AT", true), parse("STANDBY_TEST_STALL_AT", false)].into_iter().flatten().collect()
-    }
-
-    fn reached(&self, step: &str) {
-        if step != self.step || self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let delay = self.delay;
-        if !self.crash {
-            eprintln!("standby: STANDBY_TEST_STALL_AT: waiting {} ms at step '{step}'", delay.as_millis());
-            std::thread::sleep(delay);
-            return;
-        }
-        eprintln!("standby: STANDBY_TEST_CRASH_AT: dying {} ms into step '{step}'", delay.as_millis());
-        let die = move || {
-            std::thread::sleep(delay);
-            // SAFETY: kill(2) on our own pid with a valid signal.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        };
-        if delay.is_zero() {
-            die();
-        } else {
-            std::thread::spawn(die);
-        }
-    }
-}
-
 struct Daemon {
     home: PathBuf,
     exe: PathBuf,
@@ -170,31 +80,10 @@ struct Daemon {
     splitters: Mutex<HashMap<String, Agent>>,
     /// Exports of recovery points (failover, drill), by `DISK@SITE`.
     exports: Mutex<HashMap<String, Agent>>,
-    /// Machines with a job running, and its id: one job per machine at a time.
-    busy: Arc<Mutex<HashMap<String, i64>>>,
-    /// Machines whose running job was asked to stop: an initial
-    /// replication by `unprotect`, a failover by `cancel`.
-    cancelling: Mutex<std::collections::HashSet<String>>,
+    /// The machines running jobs hold: one job per machine at a time.
+    claims: Arc<Claims>,
     /// App-consistent points: when each machine's next is due, how the last went.
     consistency: Mutex<HashMap<String, consistency::Consistency>>,
-}
-
-/// A machine claimed for one job; released when dropped.
-struct Claim {
-    busy: Arc<Mutex<HashMap<String, i64>>>,
-    name: String,
-}
-
-impl Claim {
-    fn set_job(&self, id: i64) {
-        lock(&self.busy).insert(self.name.clone(), id);
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        lock(&self.busy).remove(&self.name);
-    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -229,95 +118,6 @@ impl Daemon {
             }
         }
         accel.chosen
-    }
-
-    /// Claims machine `name` for one job, or refuses naming the job that
-    /// holds it.
-    fn claim(&self, deployment: &Deployment, name: &str) -> Result<Claim, ControlError> {
-        let mut busy = lock(&self.busy);
-        if let Some(id) = busy.get(name) {
-            let command = deployment.state.job(*id).map(|job| job.command).unwrap_or_default();
-            return Err(ControlError::Conflict(format!(
-                "machine '{name}' is busy with job {id} ({command}); follow it with `standby jobs {id} --watch`"
-            )));
-        }
-        busy.insert(name.to_string(), 0);
-        Ok(Claim { busy: self.busy.clone(), name: name.to_string() })
-    }
-
-    /// Asks the job running on machine `name` to stop (it checks
-    /// `cancelling` at its own safe points and rolls itself back), and
-    /// waits up to `timeout` for it to end.
-    fn stop_running_job(&self, name: &str, timeout: Duration) {
-        lock(&self.cancelling).insert(name.to_string());
-        let deadline = std::time::Instant::now() + timeout;
-        while lock(&self.busy).contains_key(name) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        lock(&self.cancelling).remove(name);
-    }
-
-    /// Whether the job running on machine `name` was asked to stop.
-    fn stop_asked(&self, name: &str) -> bool {
-        lock(&self.cancelling).contains(name)
-    }
-
-    /// Runs `work` as a job of `command` on machine `name` with these
-    /// steps: recorded in the state before it starts, every step's progress
-    /// as it goes, and the outcome; returns the job's id with what `work`
-    /// gave. A refusal before any step started leaves no job behind.
-    fn job<T>(
-        &self,
-        deployment: &Deployment,
-        name: &str,
-        kind: JobKind,
-        steps: &[&str],
-        work: impl FnOnce(&JobSteps) -> Result<T, ControlError>,
-    ) -> Result<(i64, T), ControlError> {
-        let claim = self.claim(deployment, name)?;
-        let id = deployment.state.create_job(name, kind, JobOrigin::Operator, steps)?;
-        claim.set_job(id);
-        let progress = JobSteps::new(deployment, id, &kind.to_string(), steps);
-        let outcome = work(&progress);
-        record_outcome(deployment, id, &outcome);
-        Ok((id, outcome?))
-    }
-
-    /// Like [`Daemon::job`] for long work: the job runs on its own thread
-    /// and the answer (its id) comes at once; `standby jobs ID --watch`
-    /// follows it.
-    fn spawn_job(
-        self: &Arc<Self>,
-        deployment: &Deployment,
-        name: &str,
-        kind: JobKind,
-        origin: JobOrigin,
-        steps: &[&str],
-        work: impl FnOnce(&Daemon, &JobSteps) -> Result<Value, ControlError> + Send + 'static,
-    ) -> Result<JobStarted, ControlError> {
-        let claim = self.claim(deployment, name)?;
-        let id = deployment.state.create_job(name, kind, origin, steps)?;
-        claim.set_job(id);
-        let daemon = self.clone();
-        // As shown, and as tests' crash hooks name it (`COMMAND/STEP/MS`).
-        let command = format!("{kind}{}", origin.suffix());
-        let (job_command, steps): (String, Vec<String>) =
-            (command.clone(), steps.iter().map(|s| s.to_string()).collect());
-        std::thread::Builder::new()
-            .name(format!("job {id}"))
-            .spawn(move || {
-                let _claim = claim;
-                match Deployment::open(&daemon.home) {
-                    Ok(deployment) => {
-                        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
-                        let outcome = work(&daemon, &JobSteps::new(&deployment, id, &job_command, &steps));
-                        record_outcome(&deployment, id, &outcome);
-                    }
-                    Err(e) => eprintln!("standby: job {id} could not open the deployment: {e}"),
-                }
-            })
-            .map_err(|e| ControlError::Failed(format!("cannot start a thread for job {id}: {e}")))?;
-        Ok(JobStarted { job: id, machine: name.to_string(), command })
     }
 
     fn start(&self, name: &str) -> Result<Started, ControlError> {
@@ -579,8 +379,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         machines: Mutex::default(),
         splitters: Mutex::default(),
         exports: Mutex::default(),
-        busy: Arc::default(),
-        cancelling: Mutex::default(),
+        claims: Arc::default(),
         consistency: Mutex::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -637,7 +436,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     let deadline = std::time::Instant::now() + JOBS_AT_STOP;
     let mut told = false;
     loop {
-        let busy: Vec<String> = lock(&daemon.busy).iter().map(|(name, id)| format!("{name} (job {id})")).collect();
+        let busy: Vec<String> = daemon.claims.held().iter().map(|(name, id)| format!("{name} (job {id})")).collect();
         if busy.is_empty() {
             break;
         }
@@ -661,14 +460,4 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&pid_file);
     result
-}
-
-fn record_outcome<T>(deployment: &Deployment, id: i64, outcome: &Result<T, ControlError>) {
-    let recorded = match outcome {
-        Ok(_) => deployment.state.finish_job(id, JobState::Succeeded, None),
-        Err(e) => deployment.state.finish_job(id, JobState::Failed, Some(&e.to_string())),
-    };
-    if let Err(e) = recorded {
-        eprintln!("standby: the outcome of job {id} could not be recorded: {e}");
-    }
 }

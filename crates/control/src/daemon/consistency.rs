@@ -88,7 +88,7 @@ impl Daemon {
                 let eligible = machine.state.replicating()
                     && machine.state != State::Enabling
                     && self.runtime(&instance(&name, machine.active_site)).running
-                    && !lock(&self.busy).contains_key(&name);
+                    && self.claims.holder(&name).is_none();
                 if !eligible {
                     continue;
                 }

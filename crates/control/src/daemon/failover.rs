@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
-use standby_lifecycle::{Command, Instance, Site, State};
+use standby_lifecycle::{Command, Instance, Site, State, Transition};
 
 use super::protection::{check, transition_of};
 use super::{instance, lock, Daemon, JobSteps, Launched, POWER_DOWN_TIMEOUT};
@@ -51,6 +51,10 @@ pub(super) const CHANGE_POINT_STEPS: [&str; 4] =
     ["stop the recovery VM", "set its writes aside", "serve the new point", "boot at the recovery site"];
 pub(super) const CANCEL_STEPS: [&str; 1] = ["return to the source"];
 pub(super) const COMMIT_STEPS: [&str; 2] = ["stop replication from the old source", "commit"];
+
+/// How long `cancel` waits for a failover it stopped to roll back: the
+/// roll-back may wait for a guest's clean shutdown and start it again.
+const FAILOVER_STOP_TIMEOUT: Duration = Duration::from_secs(POWER_DOWN_TIMEOUT.as_secs() + 120);
 
 /// How long a failover waits for the source's last writes to reach the vault.
 const LAST_WRITES_TIMEOUT: Duration = Duration::from_secs(120);
@@ -352,183 +356,168 @@ impl Daemon {
         point: Option<String>,
         kind: Move,
     ) -> Result<JobStarted, ControlError> {
-        const STEPS: [&str; 6] = [
-            "remove the drill",
-            "shut down the source",
-            "wait for the source's last writes",
-            "choose the point",
-            "serve the point",
-            "boot at the other site",
-        ];
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         let step = check(&machine, command)?;
-        let to_site = machine.active_site.other();
-        let planned = kind == Move::Planned;
-        let shutdown_source = match kind {
-            Move::Planned => true,
-            Move::Unplanned { shutdown_source } => shutdown_source,
-        };
         // An explicit point is checked now; `latest` is chosen after the
         // source's last writes arrived.
         if let Some(point) = &point {
             self.resolve_point(&deployment, &machine, Some(point))?;
         }
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(command),
-            JobOrigin::Operator,
-            &STEPS,
-            move |daemon, job| {
-                let deployment = job.deployment;
-                let name = name_of(&machine);
-                let mut details = machine.details.clone();
-                // What a daemon that dies from here on needs to roll back.
-                let in_progress = |details: &MachineRecords| {
-                    deployment.state.set_machine_placement(
-                        name,
-                        step.during,
-                        machine.active_site,
-                        machine.generation,
-                        details,
-                    )
-                };
-                in_progress(&details)?;
-                // Each step begins by checking for a `cancel`: the failover then
-                // rolls back from where it is.
-                let cancelled = |step: usize| -> Result<(), ControlError> {
-                    match daemon.stop_asked(name) {
-                        true => {
-                            Err(ControlError::Failed(format!("cancelled by `standby cancel` at '{}'", STEPS[step])))
-                        }
-                        false => Ok(()),
-                    }
-                };
-                let begin = |step: usize| -> Result<(), ControlError> {
-                    job.step(STEPS[step], StepState::Running, "")?;
-                    cancelled(step)
-                };
-                let outcome = (|| -> Result<(MachinePoint, u32, Option<Duration>), ControlError> {
-                    if machine.state == State::TestFailover {
-                        begin(0)?;
-                        daemon.remove_drill(deployment, &machine)?;
-                        job.step(STEPS[0], StepState::Done, "the drill copy is gone")?;
-                    } else {
-                        job.step(STEPS[0], StepState::Done, "no drill was running")?;
-                    }
-                    begin(1)?;
-                    let source = instance(name, machine.active_site);
-                    // Recorded before anything is stopped: a roll-back (even by
-                    // a daemon that restarts after this one died) starts the
-                    // source again when it ran before the failover.
-                    let source_was_running = daemon.runtime(&source).running;
-                    details.failover = Some(FailoverRecord::new(job.id, machine.active_site, source_was_running));
-                    in_progress(&details)?;
-                    let (source_detail, shut_down) = if !source_was_running {
-                        ("the source was not running".to_string(), false)
-                    } else if shutdown_source {
-                        match daemon.stop_instance(&source, false) {
-                            Ok(Some(how)) => (format!("the source {how}"), true),
-                            Ok(None) => ("the source stopped by itself".to_string(), false),
-                            // A planned move needs the source down; a disaster
-                            // does not wait for it: carry on, saying why.
-                            Err(e) if planned => return Err(e),
-                            Err(e) => {
-                                (format!("the source could not be shut down ({e}); it may still be running"), false)
-                            }
-                        }
-                    } else {
-                        (
-                            "the source is left running (no --shutdown-source): its writes after the point are not in \
-                         the recovery VM"
-                                .to_string(),
-                            false,
-                        )
-                    };
-                    let stopped_at = Instant::now();
-                    // Recorded at once: a roll-back starts a source it stopped.
-                    recorded(&mut details).source = Some(source_detail.clone());
-                    recorded(&mut details).source_shut_down = Some(shut_down);
-                    in_progress(&details)?;
-                    job.step(STEPS[1], StepState::Done, &source_detail)?;
-                    begin(2)?;
-                    let source_stopped = shut_down || !daemon.runtime(&source).running;
-                    let (drained, waited) = daemon.wait_for_last_writes(&machine, source_stopped);
-                    cancelled(2)?;
-                    if planned && !drained {
-                        return Err(ControlError::Failed(format!(
-                        "a planned failover loses no write, and the source's last writes are not all in the vault: \
-                         {waited}"
-                    )));
-                    }
-                    job.step(STEPS[2], StepState::Done, &waited)?;
-                    begin(3)?;
-                    let chosen = daemon.resolve_point(deployment, &machine, point.as_deref())?;
-                    job.step(STEPS[3], StepState::Done, &chosen.described)?;
-                    recorded(&mut details).point = Some(chosen.clone());
-                    // Recorded before the boot: a daemon that dies from here on
-                    // finds the point to roll back from or run on.
-                    in_progress(&details)?;
-                    begin(4)?;
-                    // Overlays of an earlier failover are never resumed at another point.
-                    daemon.set_aside(deployment, &machine, to_site, job.id)?;
-                    let drives = daemon.serve_point(deployment, &machine, &chosen, to_site.into())?;
-                    job.step(STEPS[4], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
-                    begin(5)?;
-                    let started = Instant::now();
-                    // From here on the copies diverge: a write the old source
-                    // makes later is a split brain.
-                    recorded(&mut details).diverged = Some(jiff::Timestamp::now().as_microsecond());
-                    let launched = daemon.boot(deployment, &machine, to_site.into(), drives)?;
-                    let downtime = shut_down.then(|| stopped_at.elapsed());
-                    let mut detail = format!("pid {} in {} ms", launched.pid, started.elapsed().as_millis());
-                    if let Some(downtime) = downtime {
-                        detail.push_str(&format!(
-                            "; downtime {} ms (source stopped to target started)",
-                            downtime.as_millis()
-                        ));
-                    }
-                    job.step(STEPS[5], StepState::Done, &detail)?;
-                    Ok((chosen, launched.pid, downtime))
-                })();
-                match outcome {
-                    Ok((chosen, pid, downtime)) => {
-                        let downtime_ms = downtime.map(|d| d.as_millis() as u64);
-                        details.failover.as_mut().expect("recorded by the source step").downtime_ms = downtime_ms;
-                        deployment.state.set_machine_placement(
-                            name,
-                            step.after,
-                            to_site,
-                            machine.generation + 1,
-                            &details,
-                        )?;
-                        Ok(json!({"name": name, "state": step.after, "point": chosen, "pid": pid,
-                              "downtime_ms": downtime_ms}))
-                    }
-                    Err(e) => {
-                        let rolled = daemon.roll_back_failover(deployment, &machine, &details, step.undone, job.id);
-                        Err(match rolled {
-                            Ok(_) => ControlError::Failed(format!("{e}; the machine is back at its source, protected")),
-                            Err(rollback) => ControlError::Failed(format!("{e}; rolling back failed too: {rollback}")),
-                        })
-                    }
-                }
-            },
-        )
+        let kind_of_job = JobKind::Lifecycle(command);
+        self.spawn_job(&deployment, name, kind_of_job, JobOrigin::Operator, &MOVE_STEPS, move |daemon, job| {
+            daemon.failover_job(&machine, step, kind, point.as_deref(), job)
+        })
+    }
+
+    /// The failover job: the machine recorded in flight, the steps, then
+    /// recorded failed over, or rolled back to where it came from.
+    fn failover_job(
+        &self,
+        machine: &Machine,
+        step: Transition,
+        kind: Move,
+        point: Option<&str>,
+        job: &JobSteps,
+    ) -> Result<Value, ControlError> {
+        let name = machine.name();
+        let mut moving = Moving { details: machine.details.clone(), step, machine };
+        moving.record(job.deployment)?;
+        match self.move_steps(&mut moving, kind, point, job) {
+            Ok((chosen, pid, downtime)) => {
+                let downtime_ms = downtime.map(|d| d.as_millis() as u64);
+                recorded(&mut moving.details).downtime_ms = downtime_ms;
+                let to_site = machine.active_site.other();
+                let generation = machine.generation + 1;
+                job.deployment.state.set_machine_placement(name, step.after, to_site, generation, &moving.details)?;
+                Ok(json!({"name": name, "state": step.after, "point": chosen, "pid": pid, "downtime_ms": downtime_ms}))
+            }
+            Err(e) => {
+                let rolled = self.roll_back_failover(job.deployment, machine, &moving.details, step.undone, job.id);
+                Err(match rolled {
+                    Ok(_) => ControlError::Failed(format!("{e}; the machine is back at its source, protected")),
+                    Err(rollback) => ControlError::Failed(format!("{e}; rolling back failed too: {rollback}")),
+                })
+            }
+        }
+    }
+
+    /// The steps of a failover, each begun only when no `cancel` came; the
+    /// records a roll-back needs are written before each act they undo.
+    /// Returns the point, the copy's pid and, with the source shut down,
+    /// the downtime.
+    fn move_steps(
+        &self,
+        moving: &mut Moving,
+        kind: Move,
+        point: Option<&str>,
+        job: &JobSteps,
+    ) -> Result<(MachinePoint, u32, Option<Duration>), ControlError> {
+        const BY: &str = "standby cancel";
+        let (deployment, machine) = (job.deployment, moving.machine);
+        let to_site = machine.active_site.other();
+        if machine.state == State::TestFailover {
+            job.run_unless_stopped(MOVE_STEPS[0], BY, || {
+                self.remove_drill(deployment, machine)?;
+                Ok(((), "the drill copy is gone".to_string()))
+            })?;
+        } else {
+            job.skip(MOVE_STEPS[0], "no drill was running")?;
+        }
+        let shut_down = job.run_unless_stopped(MOVE_STEPS[1], BY, || self.stop_source(moving, kind, job))?;
+        let stopped_at = Instant::now();
+        job.run_unless_stopped(MOVE_STEPS[2], BY, || {
+            let source_stopped = shut_down || !self.runtime(&instance(machine.name(), machine.active_site)).running;
+            let (drained, waited) = self.wait_for_last_writes(machine, source_stopped, job);
+            job.check_stop(MOVE_STEPS[2], BY)?;
+            if kind == Move::Planned && !drained {
+                return Err(ControlError::Failed(format!(
+                    "a planned failover loses no write, and the source's last writes are not all in the vault: \
+                     {waited}"
+                )));
+            }
+            Ok(((), waited))
+        })?;
+        let chosen = job.run_unless_stopped(MOVE_STEPS[3], BY, || {
+            let chosen = self.resolve_point(deployment, machine, point)?;
+            let described = chosen.described.clone();
+            Ok((chosen, described))
+        })?;
+        recorded(&mut moving.details).point = Some(chosen.clone());
+        // Recorded before the boot: a daemon that dies from here on finds
+        // the point to roll back from or run on.
+        moving.record(deployment)?;
+        let drives = job.run_unless_stopped(MOVE_STEPS[4], BY, || {
+            // Overlays of an earlier failover are never resumed at another point.
+            self.set_aside(deployment, machine, to_site, job.id)?;
+            let drives = self.serve_point(deployment, machine, &chosen, to_site.into())?;
+            let detail = format!("{} disk(s) exported", drives.len());
+            Ok((drives, detail))
+        })?;
+        let (pid, downtime) = job.run_unless_stopped(MOVE_STEPS[5], BY, || {
+            let started = Instant::now();
+            // From here on the copies diverge: a write the old source makes
+            // later is a split brain.
+            recorded(&mut moving.details).diverged = Some(jiff::Timestamp::now().as_microsecond());
+            let launched = self.boot(deployment, machine, to_site.into(), drives)?;
+            let downtime = shut_down.then(|| stopped_at.elapsed());
+            let mut detail = format!("pid {} in {} ms", launched.pid, started.elapsed().as_millis());
+            if let Some(downtime) = downtime {
+                detail.push_str(&format!("; downtime {} ms (source stopped to target started)", downtime.as_millis()));
+            }
+            Ok(((launched.pid, downtime), detail))
+        })?;
+        Ok((chosen, pid, downtime))
+    }
+
+    /// The failover's source step: whether the source ran is recorded
+    /// before anything is stopped (a roll-back, even by a daemon that
+    /// restarts after this one died, starts it again when it ran), then it
+    /// is shut down when the move asks for it, and what happened recorded
+    /// at once. Says whether it was shut down, with what happened.
+    fn stop_source(&self, moving: &mut Moving, kind: Move, job: &JobSteps) -> Result<(bool, String), ControlError> {
+        let machine = moving.machine;
+        let source = instance(machine.name(), machine.active_site);
+        let source_was_running = self.runtime(&source).running;
+        moving.details.failover = Some(FailoverRecord::new(job.id, machine.active_site, source_was_running));
+        moving.record(job.deployment)?;
+        let shutdown_source = match kind {
+            Move::Planned => true,
+            Move::Unplanned { shutdown_source } => shutdown_source,
+        };
+        let (detail, shut_down) = if !source_was_running {
+            ("the source was not running".to_string(), false)
+        } else if shutdown_source {
+            match self.stop_instance(&source, false) {
+                Ok(Some(how)) => (format!("the source {how}"), true),
+                Ok(None) => ("the source stopped by itself".to_string(), false),
+                // A planned move needs the source down; a disaster does not
+                // wait for it: carry on, saying why.
+                Err(e) if kind == Move::Planned => return Err(e),
+                Err(e) => (format!("the source could not be shut down ({e}); it may still be running"), false),
+            }
+        } else {
+            let detail = "the source is left running (no --shutdown-source): its writes after the point are not in \
+                          the recovery VM";
+            (detail.to_string(), false)
+        };
+        recorded(&mut moving.details).source = Some(detail.clone());
+        recorded(&mut moving.details).source_shut_down = Some(shut_down);
+        moving.record(job.deployment)?;
+        Ok((shut_down, detail))
     }
 
     /// Waits until the splitters shipped everything, when the source is
     /// stopped (else there is no "last" write): until each has queued every
     /// write, then marks a point on every disk, which seals them. Says
     /// whether they did, and what it found.
-    fn wait_for_last_writes(&self, machine: &Machine, source_stopped: bool) -> (bool, String) {
+    fn wait_for_last_writes(&self, machine: &Machine, source_stopped: bool, job: &JobSteps) -> (bool, String) {
         if !source_stopped {
             return (false, "not waited for: the source runs".to_string());
         }
         let deadline = Instant::now() + LAST_WRITES_TIMEOUT;
         loop {
-            if self.stop_asked(&machine.definition.name) {
+            if job.stop_asked() {
                 return (false, "not waited for: cancelled".to_string());
             }
             match self.replication_progress(machine, true) {
@@ -745,7 +734,7 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Cancel)?;
-        let running = lock(&self.busy).get(name).copied();
+        let running = self.claims.holder(name);
         if let (Some(failover_job), State::FailoverInProgress) = (running, machine.state) {
             return self.stop_failover(&deployment, name, failover_job);
         }
@@ -770,7 +759,7 @@ impl Daemon {
         failover_job: i64,
     ) -> Result<JobStarted, ControlError> {
         // The roll-back may wait for a guest's clean shutdown (a minute at most) and restart it.
-        self.stop_running_job(name, POWER_DOWN_TIMEOUT + Duration::from_secs(120));
+        self.claims.stop_and_wait(name, FAILOVER_STOP_TIMEOUT);
         let machine = deployment.state.machine(name)?;
         match machine.state {
             State::Protected => {
@@ -869,6 +858,33 @@ impl Daemon {
             &format!("the machine runs at the {} site for good; reprotect replicates it back", machine.active_site),
         )?;
         Ok(json!({"name": name, "state": step.after}))
+    }
+}
+
+/// The steps of a failover (planned or not, and complete-failover).
+const MOVE_STEPS: [&str; 6] = [
+    "remove the drill",
+    "shut down the source",
+    "wait for the source's last writes",
+    "choose the point",
+    "serve the point",
+    "boot at the other site",
+];
+
+/// A failover in flight: the machine as it was, the transition it makes,
+/// and the records a roll-back needs, written as they grow.
+struct Moving<'a> {
+    machine: &'a Machine,
+    step: Transition,
+    details: MachineRecords,
+}
+
+impl Moving<'_> {
+    /// Records the machine in flight with the records so far.
+    fn record(&self, deployment: &Deployment) -> Result<(), ControlError> {
+        let machine = self.machine;
+        let (name, site, generation) = (machine.name(), machine.active_site, machine.generation);
+        deployment.state.set_machine_placement(name, self.step.during, site, generation, &self.details)
     }
 }
 

@@ -58,6 +58,10 @@ pub(super) fn transition_of(machine: &Machine, command: Command) -> Result<Trans
     })
 }
 
+/// How long `unprotect` waits for a protect job it stopped to roll back
+/// (its splitters ship what they queued, the disks move back).
+const INITIAL_REPLICATION_STOP_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// A running guest's changes reach the vault within this: replication is
 /// keeping up (a guest that writes all the time never leaves it empty).
 const KEEPING_UP_SECONDS: f64 = 3.0;
@@ -229,7 +233,7 @@ impl Daemon {
         job.step(PROTECT_STEPS[2], StepState::Running, "")?;
         let started = Instant::now();
         loop {
-            if self.stop_asked(name) {
+            if job.stop_asked() {
                 return Err(ControlError::Failed("initial replication stopped by `standby unprotect`".into()));
             }
             let (caught_up, detail) = self.replication_progress(machine, false)?;
@@ -339,7 +343,7 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Unprotect)?;
-        let protecting = lock(&self.busy).get(name).copied();
+        let protecting = self.claims.holder(name);
         if let (Some(protect_job), State::Enabling) = (protecting, machine.state) {
             return self.stop_initial_replication(&deployment, name, protect_job);
         }
@@ -403,7 +407,7 @@ impl Daemon {
         name: &str,
         protect_job: i64,
     ) -> Result<JobStarted, ControlError> {
-        self.stop_running_job(name, Duration::from_secs(180));
+        self.claims.stop_and_wait(name, INITIAL_REPLICATION_STOP_TIMEOUT);
         let machine = deployment.state.machine(name)?;
         if machine.state != State::Unprotected {
             // The roll-back did not finish: a plain unprotect tries again.

@@ -1,0 +1,368 @@
+//! The job engine: every operation is a job (DESIGN.md §2), run here the
+//! same way whatever it does.
+//!
+//! - A job first claims the machines it acts on ([`Claims`]): all of them
+//!   at once or none, so two jobs never act on one machine and a job of
+//!   several machines (a replication group, a recovery plan) holds them
+//!   together. A refusal comes before anything is recorded.
+//! - It is recorded with its kind, origin and named steps, all pending;
+//!   [`JobSteps::run`] records a step running, then done with what it did,
+//!   or failed with why; the outcome is recorded when the work returns.
+//! - Someone may ask it to stop (a `cancel` of a failover, an `unprotect`
+//!   during initial replication): [`JobSteps::stop_asked`] tells it at its
+//!   own safe points, and it rolls itself back from there.
+//! - Tests reach chosen moments of a job by name ([`TestHook`]), to kill
+//!   the daemon there or hold the job while they act.
+//!
+//! What a restarted daemon does about the jobs a dead one left running is
+//! `restart.rs`'s table.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use standby_api::JobStarted;
+use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
+
+use super::{lock, Daemon};
+use crate::deployment::Deployment;
+use crate::error::ControlError;
+use crate::records::JobId;
+
+/// How often a request that stops a running job looks whether it ended.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The machines running jobs hold, each with the job and its stop flag.
+#[derive(Default)]
+pub(super) struct Claims {
+    held: Mutex<HashMap<String, Held>>,
+}
+
+struct Held {
+    /// 0 until the job is recorded.
+    job: JobId,
+    stop: Arc<AtomicBool>,
+}
+
+/// Machines claimed for one job; released when dropped.
+pub(super) struct Claim {
+    claims: Arc<Claims>,
+    names: Vec<String>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Claims {
+    /// Claims every machine of `names` for one job, or none of them,
+    /// refusing with the job that holds one.
+    pub(super) fn claim(self: &Arc<Self>, deployment: &Deployment, names: &[&str]) -> Result<Claim, ControlError> {
+        let mut held = lock(&self.held);
+        if let Some((name, holder)) = names.iter().find_map(|name| Some((name, held.get(*name)?))) {
+            let id = holder.job;
+            let command = deployment.state.job(id).map(|job| job.command).unwrap_or_default();
+            return Err(ControlError::Conflict(format!(
+                "machine '{name}' is busy with job {id} ({command}); follow it with `standby jobs {id} --watch`"
+            )));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        for name in names {
+            held.insert(name.to_string(), Held { job: 0, stop: stop.clone() });
+        }
+        Ok(Claim { claims: self.clone(), names: names.iter().map(|name| name.to_string()).collect(), stop })
+    }
+
+    /// The job holding machine `name`, if one does.
+    pub(super) fn holder(&self, name: &str) -> Option<JobId> {
+        lock(&self.held).get(name).map(|held| held.job)
+    }
+
+    /// Every held machine with its job.
+    pub(super) fn held(&self) -> Vec<(String, JobId)> {
+        lock(&self.held).iter().map(|(name, held)| (name.clone(), held.job)).collect()
+    }
+
+    /// Asks the job holding machine `name` to stop (it looks at its own
+    /// safe points and rolls itself back) and waits up to `timeout` for it
+    /// to end; whether it ended.
+    pub(super) fn stop_and_wait(&self, name: &str, timeout: Duration) -> bool {
+        match lock(&self.held).get(name) {
+            Some(held) => held.stop.store(true, Ordering::SeqCst),
+            None => return true,
+        }
+        let deadline = Instant::now() + timeout;
+        while self.holder(name).is_some() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(STOP_POLL_INTERVAL);
+        }
+        true
+    }
+}
+
+impl Claim {
+    fn set_job(&self, id: JobId) {
+        let mut held = lock(&self.claims.held);
+        for name in &self.names {
+            if let Some(entry) = held.get_mut(name) {
+                entry.job = id;
+            }
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = lock(&self.claims.held);
+        for name in &self.names {
+            held.remove(name);
+        }
+    }
+}
+
+/// A running job's handle: its steps, its stop flag, its test hooks.
+pub(super) struct JobSteps<'a> {
+    pub(super) deployment: &'a Deployment,
+    pub(super) id: JobId,
+    hooks: Vec<TestHook>,
+    stop: Arc<AtomicBool>,
+}
+
+impl<'a> JobSteps<'a> {
+    fn new(deployment: &'a Deployment, id: JobId, command: &str, steps: &[&str], stop: Arc<AtomicBool>) -> Self {
+        JobSteps { deployment, id, hooks: TestHook::from_env(command, steps), stop }
+    }
+
+    /// Records step `name` in `state` with `detail`.
+    pub(super) fn step(&self, name: &str, state: StepState, detail: &str) -> Result<(), ControlError> {
+        self.deployment.state.job_step(self.id, name, state, detail)?;
+        for hook in &self.hooks {
+            hook.reached(name);
+        }
+        Ok(())
+    }
+
+    /// Runs step `name`: recorded running, then done with the detail `work`
+    /// gives beside its value, or failed with its error (which goes on up).
+    pub(super) fn run<T>(
+        &self,
+        name: &str,
+        work: impl FnOnce() -> Result<(T, String), ControlError>,
+    ) -> Result<T, ControlError> {
+        self.step(name, StepState::Running, "")?;
+        match work() {
+            Ok((value, detail)) => {
+                self.step(name, StepState::Done, &detail)?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The error is the job's outcome; a failure to record it on
+                // the step too must not hide it.
+                let _ = self.step(name, StepState::Failed, &e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Like [`JobSteps::run`], but refuses to begin the step once a stop
+    /// was asked: the error names `by` (who asks) and the step.
+    pub(super) fn run_unless_stopped<T>(
+        &self,
+        name: &str,
+        by: &str,
+        work: impl FnOnce() -> Result<(T, String), ControlError>,
+    ) -> Result<T, ControlError> {
+        self.run(name, || {
+            self.check_stop(name, by)?;
+            work()
+        })
+    }
+
+    /// An error when a stop was asked, naming `by` and where it stopped.
+    pub(super) fn check_stop(&self, at: &str, by: &str) -> Result<(), ControlError> {
+        match self.stop_asked() {
+            true => Err(ControlError::Failed(format!("cancelled by `{by}` at '{at}'"))),
+            false => Ok(()),
+        }
+    }
+
+    /// Records step `name` done without running anything: `detail` says why.
+    pub(super) fn skip(&self, name: &str, detail: &str) -> Result<(), ControlError> {
+        self.step(name, StepState::Done, detail)
+    }
+
+    /// Whether someone asked this job to stop.
+    pub(super) fn stop_asked(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// A named point inside a step, where a test may stop or kill the
+    /// daemon (`COMMAND/@NAME/MS`); nothing is recorded.
+    pub(super) fn moment(&self, name: &str) {
+        for hook in &self.hooks {
+            hook.reached(&format!("@{name}"));
+        }
+    }
+}
+
+impl Daemon {
+    /// Runs `work` as a job of `kind` on machine `name` with these steps,
+    /// on this thread: recorded before it starts, every step's progress as
+    /// it goes, and the outcome; returns the job's id with what `work`
+    /// gave. A refusal before any step started leaves no job behind.
+    pub(super) fn job<T>(
+        &self,
+        deployment: &Deployment,
+        name: &str,
+        kind: JobKind,
+        steps: &[&str],
+        work: impl FnOnce(&JobSteps) -> Result<T, ControlError>,
+    ) -> Result<(JobId, T), ControlError> {
+        let claim = self.claims.claim(deployment, &[name])?;
+        let id = deployment.state.create_job(name, kind, JobOrigin::Operator, steps)?;
+        claim.set_job(id);
+        let progress = JobSteps::new(deployment, id, kind.name(), steps, claim.stop.clone());
+        let outcome = work(&progress);
+        record_outcome(deployment, id, &outcome);
+        Ok((id, outcome?))
+    }
+
+    /// Like [`Daemon::job`] for long work: the job runs on its own thread
+    /// and the answer (its id) comes at once; `standby jobs ID --watch`
+    /// follows it.
+    pub(super) fn spawn_job(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        name: &str,
+        kind: JobKind,
+        origin: JobOrigin,
+        steps: &[&str],
+        work: impl FnOnce(&Daemon, &JobSteps) -> Result<Value, ControlError> + Send + 'static,
+    ) -> Result<JobStarted, ControlError> {
+        let claim = self.claims.claim(deployment, &[name])?;
+        let id = deployment.state.create_job(name, kind, origin, steps)?;
+        claim.set_job(id);
+        let daemon = self.clone();
+        // As shown, and as tests' hooks name it (`COMMAND/STEP/MS`).
+        let command = format!("{kind}{}", origin.suffix());
+        let (job_command, steps): (String, Vec<String>) =
+            (command.clone(), steps.iter().map(|s| s.to_string()).collect());
+        std::thread::Builder::new()
+            .name(format!("job {id}"))
+            .spawn(move || {
+                let stop = claim.stop.clone();
+                let _claim = claim;
+                match Deployment::open(&daemon.home) {
+                    Ok(deployment) => {
+                        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+                        let outcome = work(&daemon, &JobSteps::new(&deployment, id, &job_command, &steps, stop));
+                        record_outcome(&deployment, id, &outcome);
+                    }
+                    Err(e) => eprintln!("standby: job {id} could not open the deployment: {e}"),
+                }
+            })
+            .map_err(|e| ControlError::Failed(format!("cannot start a thread for job {id}: {e}")))?;
+        Ok(JobStarted { job: id, machine: name.to_string(), command })
+    }
+}
+
+fn record_outcome<T>(deployment: &Deployment, id: JobId, outcome: &Result<T, ControlError>) {
+    let recorded = match outcome {
+        Ok(_) => deployment.state.finish_job(id, JobState::Succeeded, None),
+        Err(e) => deployment.state.finish_job(id, JobState::Failed, Some(&e.to_string())),
+    };
+    if let Err(e) = recorded {
+        eprintln!("standby: the outcome of job {id} could not be recorded: {e}");
+    }
+}
+
+/// Tests' way to reach a chosen moment of a job, `COMMAND/STEP/MS` (step
+/// number from 0), acted on when the step of the first job of `COMMAND`
+/// is first recorded (running or done), or `COMMAND/@MOMENT/MS`, acted on
+/// when the job passes a named moment inside a step (`JobSteps::moment`):
+///
+/// - `STANDBY_TEST_CRASH_AT`: the daemon dies by SIGKILL (as `kill -9`)
+///   MS ms later;
+/// - `STANDBY_TEST_STALL_AT`: the job waits MS ms there (so a test can
+///   act, a `cancel` say, while it is at that step).
+///
+/// Jobs of other commands are not affected; without the variables nothing
+/// is checked.
+pub(super) struct TestHook {
+    step: String,
+    delay: Duration,
+    crash: bool,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl TestHook {
+    fn from_env(command: &str, steps: &[&str]) -> Vec<TestHook> {
+        let parse = |variable: &str, crash: bool| -> Option<TestHook> {
+            let spec = std::env::var(variable).ok()?;
+            let mut fields = spec.rsplitn(3, '/');
+            let delay = fields.next()?.parse().ok()?;
+            let at = fields.next()?;
+            if fields.next()? != command {
+                return None;
+            }
+            let step = match at.strip_prefix('@') {
+                Some(_) => at.to_string(),
+                None => steps.get(at.parse::<usize>().ok()?)?.to_string(),
+            };
+            Some(TestHook { step, delay: Duration::from_millis(delay), crash, fired: Default::default() })
+        };
+        [parse("STANDBY_TEST_CRASH_AT", true), parse("STANDBY_TEST_STALL_AT", false)].into_iter().flatten().collect()
+    }
+
+    fn reached(&self, step: &str) {
+        if step != self.step || self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let delay = self.delay;
+        if !self.crash {
+            eprintln!("standby: STANDBY_TEST_STALL_AT: waiting {} ms at step '{step}'", delay.as_millis());
+            std::thread::sleep(delay);
+            return;
+        }
+        eprintln!("standby: STANDBY_TEST_CRASH_AT: dying {} ms into step '{step}'", delay.as_millis());
+        let die = move || {
+            std::thread::sleep(delay);
+            // SAFETY: kill(2) on our own pid with a valid signal.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        };
+        if delay.is_zero() {
+            die();
+        } else {
+            std::thread::spawn(die);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job of several machines holds them all or none; a second job on
+    /// any of them is refused naming the holder; a stop asked of one
+    /// machine reaches the job holding it; dropping the claim frees all.
+    #[test]
+    fn claims_are_all_or_none_and_carry_the_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let deployment = Deployment::init(&dir.path().join("d")).unwrap();
+        let claims = Arc::new(Claims::default());
+        let group = claims.claim(&deployment, &["db", "app"]).unwrap();
+        group.set_job(7);
+        let refused = claims.claim(&deployment, &["web", "app"]).err().expect("app is held");
+        assert!(refused.to_string().contains("machine 'app' is busy with job 7"), "{refused}");
+        assert_eq!(claims.holder("web"), None, "a refused claim holds nothing");
+        let web = claims.claim(&deployment, &["web"]).unwrap();
+        assert!(!group.stop.load(Ordering::SeqCst));
+        assert!(!claims.stop_and_wait("db", Duration::from_millis(10)), "the group's job has not ended");
+        assert!(group.stop.load(Ordering::SeqCst) && !web.stop.load(Ordering::SeqCst));
+        drop(group);
+        assert_eq!((claims.holder("db"), claims.holder("app")), (None, None));
+        assert!(claims.stop_and_wait("app", Duration::from_millis(10)), "nothing holds it");
+        assert_eq!(claims.held(), vec![("web".to_string(), 0)]);
+    }
+}
