@@ -166,7 +166,8 @@ impl<'a> JobSteps<'a> {
     }
 
     /// Like [`JobSteps::run`], but refuses to begin the step once a stop
-    /// was asked: the error names `by` (who asks) and the step.
+    /// was asked: the error says `by` (how and who: "cancelled by `standby
+    /// cancel`") and names the step.
     pub(super) fn run_unless_stopped<T>(
         &self,
         name: &str,
@@ -179,10 +180,10 @@ impl<'a> JobSteps<'a> {
         })
     }
 
-    /// An error when a stop was asked, naming `by` and where it stopped.
+    /// An error when a stop was asked, saying `by` and where it stopped.
     pub(super) fn check_stop(&self, at: &str, by: &str) -> Result<(), ControlError> {
         match self.stop_asked() {
-            true => Err(ControlError::Failed(format!("cancelled by `{by}` at '{at}'"))),
+            true => Err(ControlError::Failed(format!("{by} at '{at}'"))),
             false => Ok(()),
         }
     }

@@ -325,20 +325,11 @@ impl Daemon {
     pub(super) fn sync_first_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
         let step = transition_of(machine, Command::PlannedFailover { sync_first: true })?;
         let name = name_of(machine);
-        job.step(SYNC_FIRST_STEPS[0], StepState::Running, "")?;
-        loop {
-            let (keeping_up, detail) = self.replication_progress(machine, false)?;
-            if keeping_up {
-                job.step(
-                    SYNC_FIRST_STEPS[0],
-                    StepState::Done,
-                    &format!("{detail}; run `standby complete-failover {name}`"),
-                )?;
-                break;
-            }
-            job.step(SYNC_FIRST_STEPS[0], StepState::Running, &detail)?;
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        job.run(SYNC_FIRST_STEPS[0], || {
+            let done =
+                self.wait_until_keeping_up(machine, job, SYNC_FIRST_STEPS[0], "cancelled by `standby cancel`")?;
+            Ok(((), format!("{done}; run `standby complete-failover {name}`")))
+        })?;
         job.deployment.state.set_machine_state(name, step.after, None)?;
         Ok(json!({"name": name, "state": step.after}))
     }
@@ -413,7 +404,7 @@ impl Daemon {
         point: Option<&str>,
         job: &JobSteps,
     ) -> Result<(MachinePoint, u32, Option<Duration>), ControlError> {
-        const BY: &str = "standby cancel";
+        const BY: &str = "cancelled by `standby cancel`";
         let (deployment, machine) = (job.deployment, moving.machine);
         let to_site = machine.active_site.other();
         if machine.state == State::TestFailover {

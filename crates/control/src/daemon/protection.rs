@@ -62,6 +62,37 @@ pub(super) fn transition_of(machine: &Machine, command: Command) -> Result<Trans
 /// (its splitters ship what they queued, the disks move back).
 const INITIAL_REPLICATION_STOP_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How long replication may go without the bytes left to read and ship
+/// shrinking before a job waiting for it gives up.
+pub(super) const REPLICATION_STALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often a job waiting for replication looks again.
+const REPLICATION_POLL_INTERVAL: Duration = Duration::from_millis(300);
+
+/// How far a machine's replication is, over its disks.
+struct Replication {
+    /// Every splitter has re-read what it had to and keeps up.
+    caught_up: bool,
+    left_bytes: u64,
+    queued_bytes: u64,
+    /// The vault errors splitters report, by disk.
+    problems: Vec<String>,
+}
+
+impl std::fmt::Display for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} MiB left to read, {} MiB on the way to the vault",
+            self.left_bytes >> 20,
+            self.queued_bytes >> 20
+        )?;
+        if !self.problems.is_empty() {
+            write!(f, "; the vault is failing ({})", self.problems.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
 /// A running guest's changes reach the vault within this: replication is
 /// keeping up (a guest that writes all the time never leaves it empty).
 const KEEPING_UP_SECONDS: f64 = 3.0;
@@ -230,20 +261,10 @@ impl Daemon {
             moved?;
             job.step(PROTECT_STEPS[1], StepState::Done, "the machine is stopped")?;
         }
-        job.step(PROTECT_STEPS[2], StepState::Running, "")?;
-        let started = Instant::now();
-        loop {
-            if job.stop_asked() {
-                return Err(ControlError::Failed("initial replication stopped by `standby unprotect`".into()));
-            }
-            let (caught_up, detail) = self.replication_progress(machine, false)?;
-            if caught_up {
-                job.step(PROTECT_STEPS[2], StepState::Done, &format!("in {:.1} s", started.elapsed().as_secs_f64()))?;
-                break;
-            }
-            job.step(PROTECT_STEPS[2], StepState::Running, &detail)?;
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        job.run(PROTECT_STEPS[2], || {
+            let done = self.wait_until_keeping_up(machine, job, PROTECT_STEPS[2], "stopped by `standby unprotect`")?;
+            Ok(((), done))
+        })?;
         job.step(PROTECT_STEPS[3], StepState::Running, "")?;
         let mut points = Vec::new();
         for disk in &machine.disks {
@@ -269,6 +290,12 @@ impl Daemon {
         machine: &Machine,
         stopped: bool,
     ) -> Result<(bool, String), ControlError> {
+        let progress = self.replication(machine, stopped)?;
+        Ok((progress.caught_up, progress.to_string()))
+    }
+
+    /// How far `machine`'s replication is (see [`Daemon::replication_progress`]).
+    fn replication(&self, machine: &Machine, stopped: bool) -> Result<Replication, ControlError> {
         let mut caught_up = true;
         let mut left = 0;
         let mut queued = 0;
@@ -292,11 +319,43 @@ impl Daemon {
                 problems.push(format!("{}: {error}", disk.vault_disk));
             }
         }
-        let mut detail = format!("{} MiB left to read, {} MiB on the way to the vault", left >> 20, queued >> 20);
-        if !problems.is_empty() {
-            detail.push_str(&format!("; the vault is failing ({})", problems.join("; ")));
+        Ok(Replication { caught_up, left_bytes: left, queued_bytes: queued, problems })
+    }
+
+    /// Waits until every splitter of `machine` has re-read what it had to
+    /// and keeps up, reporting how far they are on step `step` of `job`;
+    /// says how long it took. Gives up when `job` is asked to stop (`by`
+    /// names who asks) and when nothing moved for
+    /// [`REPLICATION_STALL_TIMEOUT`] (the bytes left to read and to ship
+    /// did not shrink): replication that cannot progress is reported, not
+    /// waited for forever.
+    pub(super) fn wait_until_keeping_up(
+        &self,
+        machine: &Machine,
+        job: &JobSteps,
+        step: &str,
+        by: &str,
+    ) -> Result<String, ControlError> {
+        let started = Instant::now();
+        let (mut least, mut moved_at) = (u64::MAX, Instant::now());
+        loop {
+            job.check_stop(step, by)?;
+            let replication = self.replication(machine, false)?;
+            if replication.caught_up {
+                return Ok(format!("{replication}; in {:.1} s", started.elapsed().as_secs_f64()));
+            }
+            let remaining = replication.left_bytes + replication.queued_bytes;
+            if remaining < least {
+                (least, moved_at) = (remaining, Instant::now());
+            } else if moved_at.elapsed() > REPLICATION_STALL_TIMEOUT {
+                return Err(ControlError::Failed(format!(
+                    "replication made no progress for {} s: {replication}",
+                    REPLICATION_STALL_TIMEOUT.as_secs()
+                )));
+            }
+            job.step(step, StepState::Running, &replication.to_string())?;
+            std::thread::sleep(REPLICATION_POLL_INTERVAL);
         }
-        Ok((caught_up, detail))
     }
 
     /// Takes `machine` off replication: its running disks back onto their

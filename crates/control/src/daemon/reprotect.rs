@@ -263,8 +263,7 @@ impl Daemon {
         job.step(STEPS[3], StepState::Done, &paused)?;
 
         job.step(STEPS[4], StepState::Running, "")?;
-        let shipped =
-            self.wait_for_replication(machine, "reprotected", |detail| job.step(STEPS[4], StepState::Running, detail))?;
+        let shipped = self.wait_for_replication(machine, "reprotected", job, STEPS[4])?;
         job.step(STEPS[4], StepState::Done, &format!("{} moved to the {old} site", mib(shipped)))?;
         finish_reprotect(deployment, machine, details.reprotect.as_ref(), job.id, shipped)
     }
@@ -319,9 +318,7 @@ impl Daemon {
                 };
                 job.step(STEPS[0], StepState::Done, &detail)?;
                 job.step(STEPS[1], StepState::Running, "")?;
-                let shipped = daemon.wait_for_replication(&machine, "reprotected", |detail| {
-                    job.step(STEPS[1], StepState::Running, detail)
-                })?;
+                let shipped = daemon.wait_for_replication(&machine, "reprotected", job, STEPS[1])?;
                 job.step(STEPS[1], StepState::Done, &format!("{} moved since the restart", mib(shipped)))?;
                 finish_reprotect(deployment, &machine, machine.details.reprotect.as_ref(), job.id, shipped)
             },
@@ -382,16 +379,10 @@ impl Daemon {
         &self,
         machine: &Machine,
         label: &str,
-        progress: impl Fn(&str) -> Result<(), ControlError>,
+        job: &JobSteps,
+        step: &str,
     ) -> Result<u64, ControlError> {
-        loop {
-            let (caught_up, detail) = self.replication_progress(machine, false)?;
-            if caught_up {
-                break;
-            }
-            progress(&detail)?;
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        self.wait_until_keeping_up(machine, job, step, "stopped on request")?;
         let mut shipped = 0;
         for disk in &machine.disks {
             let control = lock(&self.splitters).get(&disk.vault_disk).map(|agent| agent.control());
