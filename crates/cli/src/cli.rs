@@ -482,3 +482,10 @@ pub enum MachineCommand {
         json: bool,
     },
 }
+
+/// A duration as the command line takes it (`90s`, `15m`, `24h`, `7d`), or
+/// an error naming the flag.
+pub(crate) fn parse_duration(text: &str, flag: &str) -> anyhow::Result<std::time::Duration> {
+    humantime::parse_duration(text)
+        .map_err(|e| crate::bad_input(format!("{flag} {text:?} is not a duration ({e}); use e.g. 90s, 15m, 24h, 7d")))
+}

@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use standby_api::{FailoverRequest, PlannedFailoverRequest, PointRequest, ProtectRequest, ReprotectRequest};
@@ -15,7 +14,7 @@ use standby_vault::restore::RestoreOptions;
 use standby_vault::sync::SyncOptions;
 use standby_vault::{format_time, InitOptions, PointSelector, Vault};
 
-use crate::cli::{Arguments, Command, VaultArguments, VaultCommand};
+use crate::cli::{parse_duration, Arguments, Command, VaultArguments, VaultCommand};
 use crate::output::{human_bytes, print_json, Progress};
 use crate::{bad_input, demo};
 
@@ -356,11 +355,6 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Demo { dir, disk: true } => demo::run(dir),
         Command::Demo { dir, disk: false } => crate::journey::run(dir),
     }
-}
-
-pub(crate) fn parse_duration(text: &str, flag: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(text)
-        .map_err(|e| bad_input(format!("{flag} {text:?} is not a duration ({e}); use e.g. 90s, 15m, 24h, 7d")))
 }
 
 pub fn backend_for(text: &str) -> anyhow::Result<Arc<dyn Backend>> {

@@ -307,7 +307,7 @@ fn print_hydration(disk: &Hydration) {
 }
 
 pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
-    use crate::commands::parse_duration;
+    use crate::cli::parse_duration;
     match command {
         PolicyCommand::Add { name, rpo_threshold, retention, app_consistent, bookmarks, home, json } => {
             standby_control::validate_machine_name(&name).map_err(|_| {

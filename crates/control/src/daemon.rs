@@ -28,13 +28,14 @@ use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
 mod consistency;
 mod engine;
 mod failover;
+mod files;
 mod http;
 mod protection;
 mod reprotect;
 mod restart;
 mod retention;
 
-pub const SOCKET: &str = "standby.sock";
+pub use crate::deployment::SOCKET;
 const PID_FILE: &str = "standby.pid";
 /// How long a stopping daemon waits for running jobs.
 const JOBS_AT_STOP: Duration = Duration::from_secs(60);

@@ -8,6 +8,7 @@
 //! [`Machine`], [`Policy`].
 
 mod agent;
+mod config;
 pub mod daemon;
 mod deployment;
 mod error;

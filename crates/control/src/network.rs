@@ -19,7 +19,6 @@
 //! the machine's run folder that puts it on the bridge (this needs the
 //! daemon to run as root, or with CAP_NET_ADMIN).
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -27,7 +26,8 @@ use serde::Serialize;
 
 use standby_lifecycle::{Instance, Site, SITES};
 
-use crate::deployment::Config;
+pub use crate::config::default_map;
+use crate::config::Config;
 use crate::error::ControlError;
 
 /// NIC models a machine may use (QEMU device names).
@@ -289,11 +289,6 @@ fn derived_mac(machine: &str, position: usize) -> String {
     let hash = blake3::hash(format!("standby mac\0{machine}\0{position}").as_bytes());
     let b = hash.as_bytes();
     format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
-}
-
-/// The default `[network_map]` of `standby init`.
-pub fn default_map() -> BTreeMap<String, String> {
-    BTreeMap::from([("primary-lan".to_string(), "recovery-lan".to_string())])
 }
 
 #[cfg(test)]

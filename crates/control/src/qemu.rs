@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::deployment::Accel;
+use crate::config::Accel;
 use crate::error::ControlError;
 use crate::process::{alive, last_line, Process};
 

@@ -181,7 +181,7 @@ impl<'v> JournalWriter<'v> {
         // Compaction may have removed every segment up to its base.
         let after_base = objects.bases.last().map_or(1, |(sequence, _)| sequence + 1);
         let next_sequence = after_segments.max(after_base);
-        let excluded = crate::prune::collection_candidates(vault)?;
+        let excluded = crate::collection::collection_candidates(vault)?;
         Ok(JournalWriter {
             vault,
             disk: disk.to_string(),
@@ -209,7 +209,7 @@ impl<'v> JournalWriter<'v> {
         if !self.records.is_empty() || self.in_flight.is_some() || self.maintained.elapsed() < MAINTAIN_INTERVAL {
             return;
         }
-        let Ok(candidates) = crate::prune::collection_candidates(self.vault) else { return };
+        let Ok(candidates) = crate::collection::collection_candidates(self.vault) else { return };
         self.index.forget_packs(&candidates);
         if self.lease.restart().is_ok() {
             self.maintained = Instant::now();

@@ -13,6 +13,7 @@
 //! files a command names.
 
 pub mod backend;
+mod collection;
 pub mod compact;
 mod error;
 mod index;

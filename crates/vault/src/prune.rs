@@ -18,17 +18,16 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-use standby_format::{Envelope, Keys, ObjectKind, PackId};
+use serde::Serialize;
+use standby_format::PackId;
 
+use crate::collection::{collection_candidates, read_sets, write_set};
 use crate::index::{pack_id_of, ChunkIndex, INDEXES_FOLDER};
 use crate::lease::{list_leases, now_micros, LEASE_STALE};
 use crate::vault::{index_path, pack_path};
 use crate::{format_time, Vault, VaultError};
 
-const COLLECTION_FOLDER: &str = "collection/";
 pub(crate) const PACKS_FOLDER: &str = "packs/";
 
 pub struct PruneOptions {
@@ -60,12 +59,6 @@ pub struct PruneReport {
     pub abandoned_bytes_freed: u64,
     /// Journals whose records older than the window were compacted into a base.
     pub journals_compacted: Vec<crate::compact::CompactReport>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CollectionSet {
-    created_micros: i64,
-    packs: Vec<String>,
 }
 
 pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, VaultError> {
@@ -144,12 +137,7 @@ pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, Vault
     candidates.sort();
     candidates.dedup();
     if !candidates.is_empty() {
-        let set =
-            CollectionSet { created_micros: now_micros(), packs: candidates.iter().map(PackId::to_hex).collect() };
-        let json = serde_json::to_vec(&set).expect("a collection set always serialises");
-        let sealed = Envelope::seal(ObjectKind::CollectionSet, &json, &Keys::plain(), true);
-        let path = format!("{COLLECTION_FOLDER}{:020}-{}.set", set.created_micros, PackId::random());
-        vault.backend().put(&path, Bytes::from(sealed))?;
+        write_set(vault, &candidates)?;
         report.packs_marked = candidates.len() as u64;
     }
 
@@ -160,26 +148,6 @@ pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, Vault
     report.abandoned_writes_removed = removed;
     report.abandoned_bytes_freed = bytes;
     Ok(report)
-}
-
-/// Packs in collection sets: syncs do not reuse their chunks.
-pub(crate) fn collection_candidates(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
-    Ok(read_sets(vault)?
-        .into_iter()
-        .flat_map(|(_, set)| set.packs.into_iter().filter_map(|hex| PackId::from_hex(&hex)))
-        .collect())
-}
-
-fn read_sets(vault: &Vault) -> Result<Vec<(String, CollectionSet)>, VaultError> {
-    let mut sets = Vec::new();
-    for object in vault.backend().list(COLLECTION_FOLDER)? {
-        let bytes = vault.backend().get(&object.path)?;
-        let json = Envelope::open(ObjectKind::CollectionSet, &bytes, &Keys::plain())
-            .map_err(|e| VaultError::decoding(&vault.location(), &object.path, e))?;
-        let set: CollectionSet = serde_json::from_slice(&json).map_err(|e| VaultError::damaged(&object.path, e))?;
-        sets.push((object.path, set));
-    }
-    Ok(sets)
 }
 
 /// Packs holding any chunk or page of any point. Fails rather than guess when

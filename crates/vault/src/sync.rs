@@ -171,7 +171,7 @@ pub(crate) fn store_disk(
     lease: &mut Lease,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<StoredDisk, VaultError> {
-    let excluded = crate::prune::collection_candidates(vault)?;
+    let excluded = crate::collection::collection_candidates(vault)?;
     let index = ChunkIndex::load(vault, &excluded)?;
 
     let config = vault.config();

@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
+use standby_lifecycle::{in_flight, transition, Command, Transition};
 
 use super::{lock, Daemon};
 use crate::deployment::Deployment;
 use crate::error::ControlError;
+use crate::machine::Machine;
 use crate::records::JobId;
 
 /// How often a request that stops a running job looks whether it ended.
@@ -205,6 +207,29 @@ impl<'a> JobSteps<'a> {
             hook.reached(&format!("@{name}"));
         }
     }
+}
+
+/// Checks `command` against the lifecycle: where it leads, or a refusal
+/// naming the machine's state and the commands it accepts.
+pub(super) fn check(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
+    let name = &machine.definition.name;
+    transition(machine.state, command).map_err(|refusal| ControlError::Transition { machine: name.clone(), refusal })
+}
+
+/// The transition a job of `command` makes on `machine` as it was when the
+/// job began: the table's row from its state, or, for a job a restarted
+/// daemon takes up after it recorded its `during` state, the row in flight.
+/// A job records only the states this gives.
+pub(super) fn transition_of(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
+    transition(machine.state, command).ok().or_else(|| in_flight(machine.state, command)).ok_or_else(|| {
+        ControlError::Failed(format!(
+            "machine '{}' is {}, where no {} job runs; `standby status {}` shows it",
+            machine.name(),
+            machine.state,
+            command.name(),
+            machine.name()
+        ))
+    })
 }
 
 impl Daemon {

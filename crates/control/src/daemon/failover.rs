@@ -27,7 +27,8 @@ use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::{Command, Instance, Site, State, Transition};
 
-use super::protection::{check, transition_of};
+use super::engine::{check, transition_of};
+use super::files::{overlay_path, remove_files, site_folder};
 use super::{instance, lock, Daemon, JobSteps, Launched, POWER_DOWN_TIMEOUT};
 use crate::agent::{Agent, ExportSpec};
 use crate::deployment::Deployment;
@@ -886,36 +887,4 @@ fn recorded(details: &mut MachineRecords) -> &mut FailoverRecord {
 
 fn name_of(machine: &Machine) -> &str {
     &machine.definition.name
-}
-
-/// The folder of `site` (`sites/SITE`).
-fn site_folder(deployment: &Deployment, site: Site) -> PathBuf {
-    let disks = deployment.path(&deployment.config.site(site).disks);
-    disks.parent().unwrap_or(&deployment.home).to_path_buf()
-}
-
-/// Where the writes of disk `index` go when `machine` runs from a point in
-/// `role`: beside the site's disks for a failover, in the site's `drills/`
-/// for a drill.
-pub(super) fn overlay_path(deployment: &Deployment, machine: &Machine, index: usize, role: Instance) -> PathBuf {
-    let site = role.site(machine.active_site);
-    let file = machine.disks[index].recovery_path.with_extension("overlay");
-    let file = file.file_name().expect("disk images have names");
-    match role {
-        Instance::Drill => site_folder(deployment, site).join("drills").join(file),
-        Instance::Primary | Instance::Recovery => deployment.path(&deployment.config.site(site).disks).join(file),
-    }
-}
-
-/// Removes the files that exist among `files`; returns them.
-pub(super) fn remove_files(files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
-    let mut removed = Vec::new();
-    for file in files {
-        match std::fs::remove_file(file) {
-            Ok(()) => removed.push(file.clone()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ControlError::io(file, e)),
-        }
-    }
-    Ok(removed)
 }

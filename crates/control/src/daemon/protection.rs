@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use standby_api::{BookmarkView, DiskStatus, HealthLevel, Hydration, JobStarted, MachineStatus, StatusList};
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
-use standby_lifecycle::{in_flight, transition, Command, State, Transition};
+use standby_lifecycle::{Command, State, Transition};
 
-use super::failover::remove_files;
+use super::engine::{check, transition_of};
+use super::files::remove_files;
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::{Agent, SplitterSpec};
 use crate::deployment::Deployment;
@@ -33,29 +34,6 @@ use crate::state::Policy;
 fn forget_change_tracking(machine: &Machine) -> Result<(), ControlError> {
     let logs: Vec<_> = machine.images().iter().map(|image| standby_splitter::default_intent_log(image)).collect();
     remove_files(&logs).map(|_| ())
-}
-
-/// Checks `command` against the lifecycle: where it leads, or a refusal
-/// naming the machine's state and the commands it accepts.
-pub(super) fn check(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
-    let name = &machine.definition.name;
-    transition(machine.state, command).map_err(|refusal| ControlError::Transition { machine: name.clone(), refusal })
-}
-
-/// The transition a job of `command` makes on `machine` as it was when the
-/// job began: the table's row from its state, or, for a job a restarted
-/// daemon takes up after it recorded its `during` state, the row in flight.
-/// A job records only the states this gives.
-pub(super) fn transition_of(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
-    transition(machine.state, command).ok().or_else(|| in_flight(machine.state, command)).ok_or_else(|| {
-        ControlError::Failed(format!(
-            "machine '{}' is {}, where no {} job runs; `standby status {}` shows it",
-            machine.name(),
-            machine.state,
-            command.name(),
-            machine.name()
-        ))
-    })
 }
 
 /// How long `unprotect` waits for a protect job it stopped to roll back
@@ -647,7 +625,7 @@ impl Daemon {
     pub(super) fn hydration(&self, deployment: &Deployment, machine: &Machine) -> Result<Vec<Hydration>, ControlError> {
         let mut disks = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
-            let overlay = super::failover::overlay_path(deployment, machine, index, machine.active_site.into());
+            let overlay = super::files::overlay_path(deployment, machine, index, machine.active_site.into());
             let local = standby_splitter::export::local_bytes(&overlay).map_err(|e| ControlError::io(&overlay, e))?;
             let (local_bytes, disk_bytes) = match local {
                 Some((local, total)) => (Some(local), Some(total)),

@@ -35,8 +35,8 @@ use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::Command;
 
-use super::failover::{overlay_path, remove_files};
-use super::protection::{check, transition_of};
+use super::engine::{check, transition_of};
+use super::files::{overlay_path, remove_files};
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::Agent;
 use crate::deployment::Deployment;

@@ -35,8 +35,9 @@ use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::{Command, State};
 
+use super::engine::transition_of;
 use super::failover::{CANCEL_STEPS, CHANGE_POINT_STEPS, CLEANUP_STEPS, COMMIT_STEPS, SYNC_FIRST_STEPS};
-use super::protection::{transition_of, PROTECT_STEPS, UNPROTECT_STEPS};
+use super::protection::{PROTECT_STEPS, UNPROTECT_STEPS};
 use super::Daemon;
 use crate::error::ControlError;
 use crate::machine::Machine;
