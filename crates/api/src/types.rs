@@ -47,7 +47,7 @@ impl DiskDefinition {
     }
 }
 
-/// A replication policy (DESIGN.md §2).
+/// A replication policy (docs/cli.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     pub name: String,
@@ -200,7 +200,7 @@ pub struct Step {
     pub detail: String,
 }
 
-/// A job: one operation on one machine, with named steps (DESIGN.md §2).
+/// A job: one operation on one machine, with named steps (docs/cli.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,

@@ -1,5 +1,5 @@
 //! Argument definitions. Names and flags are the command-line contract of
-//! DESIGN.md §5: add, never rename.
+//! docs/cli.md: add, never rename.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! The lifecycle commands (DESIGN.md §5): deployments and machines.
+//! The lifecycle commands (docs/cli.md): deployments and machines.
 
 use std::path::Path;
 

@@ -15,7 +15,7 @@ pub use standby_api::{DiskDefinition, MachineDefinition};
 pub struct Machine {
     #[serde(flatten)]
     pub definition: MachineDefinition,
-    /// Lifecycle state (DESIGN.md §6).
+    /// Lifecycle state (docs/cli.md, lifecycle states).
     pub state: State,
     /// Where the machine runs.
     pub active_site: Site,

@@ -1,4 +1,4 @@
-//! The states of a job and of its steps (DESIGN.md §2: every operation is a
+//! The states of a job and of its steps (every operation is a
 //! job with named steps, progress and a clear outcome).
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! The disaster-recovery lifecycle of one machine (DESIGN.md §6) as a pure
+//! The disaster-recovery lifecycle of one machine (docs/cli.md, lifecycle states) as a pure
 //! state machine: which state a machine is in, which commands it accepts
 //! there, and where each accepted command leads. Deterministic and free of
 //! I/O: the control plane's jobs consult it before they touch anything, and

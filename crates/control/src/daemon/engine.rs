@@ -1,4 +1,4 @@
-//! The job engine: every operation is a job (DESIGN.md §2), run here the
+//! The job engine: every operation is a job (docs/cli.md), run here the
 //! same way whatever it does.
 //!
 //! - A job first claims the machines it acts on ([`Claims`]): all of them
