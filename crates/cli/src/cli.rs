@@ -197,24 +197,15 @@ pub enum Command {
         /// A replication group (machines whose points are consistent with each other); not supported yet.
         #[arg(long)]
         group: Option<String>,
-        /// Print the job's id and return at once instead of following it.
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Disable replication: the machine's disks leave the splitters (still running), the last writes are shipped.
     /// The vault keeps what it holds.
     Unprotect {
         name: String,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// A drill: boot a copy of a protected machine at the recovery site from a point, at once, its NICs on the
     /// site's isolated test network, while replication carries on. Follows the job.
@@ -223,22 +214,14 @@ pub enum Command {
         /// latest (default), latest-processed, latest-app, a point id, or an RFC 3339 time.
         #[arg(long)]
         point: Option<String>,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Remove a drill: its copy, exports, overlays, sockets and logs (and say what was removed).
     CleanupTestFailover {
         name: String,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Unplanned failover: boot the machine at the recovery site from a point, at once. With --shutdown-source
     /// the source is shut down first (if it cannot be, the failover carries on and says why) and its last
@@ -250,12 +233,8 @@ pub enum Command {
         point: Option<String>,
         #[arg(long)]
         shutdown_source: bool,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Planned failover (or failback), losing no write. With --sync-first the machine keeps running and
     /// replicating, and waits in ready-to-complete for `complete-failover`; without, it is shut down, its last
@@ -264,56 +243,36 @@ pub enum Command {
         name: String,
         #[arg(long)]
         sync_first: bool,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Finish a planned failover: shut the machine down, ship its last writes, start it at the other site;
     /// the job reports the downtime.
     CompleteFailover {
         name: String,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Before commit: boot the recovery VM again from another point (its writes so far are set aside, not deleted).
     ChangePoint {
         name: String,
         #[arg(long)]
         point: String,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Make a failover final.
     Commit {
         name: String,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Roll back an unfinished failover: the machine returns to its source, protected, replication resumed;
     /// the recovery VM's writes are set aside, not deleted.
     Cancel {
         name: String,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// After a committed failover, replicate the machine back to the site it came from, moving only the
     /// blocks that differ (the old source stays off). Follows the job.
@@ -326,12 +285,8 @@ pub enum Command {
         /// Overwrite writes the old source made after the failover began (a split brain).
         #[arg(long)]
         discard_source_writes: bool,
-        #[arg(long)]
-        no_wait: bool,
         #[command(flatten)]
-        home: HomeArguments,
-        #[arg(long)]
-        json: bool,
+        job: JobArguments,
     },
     /// Replicated machines: state, health, current RPO, latest points.
     Status {
@@ -388,6 +343,18 @@ pub enum VaultCommand {
 pub struct HomeArguments {
     #[arg(long)]
     pub home: Option<PathBuf>,
+}
+
+/// What every command that runs a lifecycle job takes.
+#[derive(Args, Debug, Clone)]
+pub struct JobArguments {
+    /// Print the job's id and return at once instead of following it.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub home: HomeArguments,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

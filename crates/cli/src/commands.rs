@@ -24,42 +24,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             vault_init(&vault, key_file.as_deref(), compression_level, json)
         }
         Command::Sync { image, vault, disk, app_consistent, label, json } => {
-            let vault = open_vault(&vault)?;
-            let progress = Progress::bytes(json, std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0), "sync");
-            let kind = if app_consistent { PointKind::AppConsistent } else { PointKind::CrashConsistent };
-            let report = standby_vault::sync::sync_image(
-                &vault,
-                &image,
-                &disk,
-                SyncOptions { kind, label, progress: &|bytes| progress.advance(bytes) },
-            )?;
-            progress.finish();
-            if json {
-                print_json(&report);
-            } else {
-                let label = if report.label.is_empty() { String::new() } else { format!(" \"{}\"", report.label) };
-                println!(
-                    "point {} of disk '{}' ({}{label}) at {}",
-                    report.point,
-                    report.disk,
-                    report.kind.name(),
-                    report.time
-                );
-                if let Some(previous) = report.disk_bytes_previous {
-                    println!("  disk size changed: {} -> {}", human_bytes(previous), human_bytes(report.disk_bytes));
-                }
-                println!(
-                    "  read {} in {:.2} s, stored {} new ({} of {} chunks new, {} zero, {} packs)",
-                    human_bytes(report.bytes_read),
-                    report.elapsed_seconds,
-                    human_bytes(report.bytes_new),
-                    report.chunks_new,
-                    report.chunks_total,
-                    report.chunks_zero,
-                    report.packs_new
-                );
-            }
-            Ok(0)
+            sync(&image, &vault, &disk, app_consistent, label, json)
         }
         Command::ServeDisk { image, socket, vault, disk, bookmark_interval, seal_interval, queue_mib } => {
             serve_disk(&image, &socket, &vault, &disk, &bookmark_interval, &seal_interval, queue_mib)
@@ -67,285 +32,55 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Export { vault, disk, point, socket, overlay, hydrate } => {
             export(&vault, &disk, &point, &socket, overlay, hydrate)
         }
-        Command::SplitterStatus { socket, json } => {
-            let reply = standby_splitter::control_request(&socket, &json!({"op": "status"}))
-                .map_err(|e| bad_input(e.to_string()))?;
-            if json {
-                print_json(&reply);
-            } else {
-                let state = if reply["refreshed"] == true { "caught up" } else { "catching up with the image" };
-                println!(
-                    "disk '{}': {state}; lag {:.1} s, {} not yet in the vault; {} to re-read; sealed to sequence {}",
-                    reply["disk"].as_str().unwrap_or(""),
-                    reply["lag_seconds"].as_f64().unwrap_or(0.0),
-                    human_bytes(reply["lag_bytes"].as_u64().unwrap_or(0)),
-                    human_bytes(reply["catch_up_bytes"].as_u64().unwrap_or(0)),
-                    reply["sealed_sequence"]
-                );
-                if let Some(error) = reply["error"].as_str() {
-                    println!("vault error: {error}");
-                }
-            }
-            Ok(0)
-        }
+        Command::SplitterStatus { socket, json } => splitter_status(&socket, json),
         Command::Mark { socket, app_consistent, label, no_wait, json } => {
-            let mut request = json!({"op": "mark", "app_consistent": app_consistent, "label": label});
-            if no_wait {
-                request["wait"] = json!("queued");
-            }
-            let reply = standby_splitter::control_request(&socket, &request).map_err(|e| bad_input(e.to_string()))?;
-            if let Some(problem) = reply["error"].as_str() {
-                anyhow::bail!("the splitter on {} could not mark a point: {problem}", socket.display());
-            }
-            if json {
-                print_json(&reply);
-            } else if no_wait {
-                println!(
-                    "point queued ({}); `standby points` lists it once stored",
-                    reply["kind"].as_str().unwrap_or("")
-                );
-            } else {
-                println!("recorded point {} ({})", reply["point"], reply["kind"].as_str().unwrap_or(""));
-            }
-            Ok(0)
+            mark(&socket, app_consistent, label, no_wait, json)
         }
-        Command::Points { vault, disk, json } => {
-            let vault = open_vault(&vault)?;
-            if has_journal(&vault, &disk)? {
-                return journal_points(&vault, &disk, json);
-            }
-            let listing = vault.points(&disk)?;
-            if json {
-                let points: Vec<_> = listing
-                    .points
-                    .iter()
-                    .map(|p| {
-                        json!({"id": p.sequence, "time": format_time(p.time_micros), "kind": p.kind, "label": p.label,
-                               "disk_bytes": p.disk_bytes, "bytes_new": p.bytes_new})
-                    })
-                    .collect();
-                let damaged: Vec<_> = listing
-                    .damaged
-                    .iter()
-                    .map(|(object, problem)| json!({"object": object, "problem": problem}))
-                    .collect();
-                print_json(&json!({"disk": disk, "points": points, "damaged": damaged}));
-            } else {
-                println!("{:>6}  {:<27}  {:<16}  {:>10}  {:>10}  LABEL", "POINT", "TIME", "KIND", "SIZE", "NEW");
-                for p in &listing.points {
-                    println!(
-                        "{:>6}  {:<27}  {:<16}  {:>10}  {:>10}  {}",
-                        p.sequence,
-                        format_time(p.time_micros),
-                        p.kind.name(),
-                        human_bytes(p.disk_bytes),
-                        human_bytes(p.bytes_new),
-                        p.label
-                    );
-                }
-                for (object, problem) in &listing.damaged {
-                    println!("damaged: {object}: {problem}");
-                }
-            }
-            Ok(if listing.damaged.is_empty() { 0 } else { 1 })
-        }
+        Command::Points { vault, disk, json } => points(&vault, &disk, json),
         Command::Restore { vault, disk, point, output, force, json } => {
-            let selector = PointSelector::parse(&point).map_err(bad_input)?;
-            let vault = open_vault(&vault)?;
-            if has_journal(&vault, &disk)? {
-                return journal_restore(&vault, &disk, &selector, &output, force, json);
-            }
-            let point = vault.select_point(&disk, &selector)?;
-            let progress = Progress::bytes(json, point.disk_bytes, "restore");
-            let report = standby_vault::restore::restore_point(
-                &vault,
-                &point,
-                &output,
-                RestoreOptions { force, progress: &|bytes| progress.advance(bytes) },
-            )?;
-            progress.finish();
-            if json {
-                print_json(&report);
-            } else {
-                println!(
-                    "restored disk '{}' point {} ({}) to {}: {} ({} of data) in {:.2} s",
-                    report.disk,
-                    report.point,
-                    report.time,
-                    report.output,
-                    human_bytes(report.disk_bytes),
-                    human_bytes(report.bytes_written),
-                    report.elapsed_seconds
-                );
-            }
-            Ok(0)
+            restore(&vault, &disk, &point, &output, force, json)
         }
-        Command::Verify { vault, json } => {
-            let vault = open_vault(&vault)?;
-            let progress = Progress::spinner(json, "verify");
-            let report = standby_vault::verify::verify(&vault, &|bytes| progress.advance(bytes))?;
-            progress.finish();
-            if json {
-                print_json(&json!({"clean": report.is_clean(), "report": report}));
-            } else {
-                println!(
-                    "checked {} packs ({}, {} chunks) and {} points",
-                    report.packs_checked,
-                    human_bytes(report.bytes_checked),
-                    report.chunks_checked,
-                    report.points_checked
-                );
-                for damaged in &report.damaged {
-                    let breaks =
-                        if damaged.breaks.is_empty() { "no point".to_string() } else { damaged.breaks.join(", ") };
-                    println!("DAMAGED {}: {} (breaks {breaks})", damaged.object, damaged.problem);
-                }
-                for broken in &report.broken_points {
-                    println!("BROKEN point {} of disk '{}': {}", broken.point, broken.disk, broken.reason);
-                }
-                for broken in &report.broken_journals {
-                    println!(
-                        "BROKEN journal of disk '{}' from sequence {}: {}",
-                        broken.disk, broken.from_sequence, broken.reason
-                    );
-                }
-                if report.packs_unreferenced > 0 {
-                    println!(
-                        "{} packs are unreferenced (left by an interrupted sync; prune collects them)",
-                        report.packs_unreferenced
-                    );
-                }
-            }
-            if report.is_clean() {
-                if !json {
-                    println!("vault is healthy");
-                }
-                Ok(0)
-            } else {
-                std::io::stdout().flush().ok();
-                eprintln!(
-                    "standby: error: vault is damaged: {} damaged objects, {} points and {} journals cannot be restored",
-                    report.damaged.len(),
-                    report.broken_points.len(),
-                    report.broken_journals.len()
-                );
-                Ok(1)
-            }
-        }
-        Command::Resync { source, target, allow_resize, json } => {
-            let size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
-            let progress = Progress::bytes(json, size, "resync");
-            let report =
-                standby_image::resync(&source, &target, standby_image::ResyncOptions { allow_resize }, &|bytes| {
-                    progress.advance(bytes)
-                })?;
-            progress.finish();
-            if json {
-                print_json(&json!({
-                    "source": source, "target": target, "source_bytes": report.source_bytes,
-                    "target_bytes_before": report.target_bytes_before, "bytes_compared": report.bytes_compared,
-                    "bytes_written": report.bytes_written, "elapsed_seconds": report.elapsed.as_secs_f64(),
-                }));
-            } else {
-                println!(
-                    "{} now equals {}: compared {}, wrote {} in {:.2} s",
-                    target.display(),
-                    source.display(),
-                    human_bytes(report.bytes_compared),
-                    human_bytes(report.bytes_written),
-                    report.elapsed.as_secs_f64()
-                );
-            }
-            Ok(0)
-        }
-        Command::Prune { vault, retention, grace, json } => {
-            let retention = retention.map(|text| parse_duration(&text, "--retention")).transpose()?;
-            let grace = parse_duration(&grace, "--grace")?;
-            let vault = open_vault(&vault)?;
-            let drop_before_micros =
-                retention.map(|retention| jiff::Timestamp::now().as_microsecond() - retention.as_micros() as i64);
-            let report = standby_vault::prune::prune(&vault, &PruneOptions { drop_before_micros, grace })?;
-            if json {
-                print_json(&report);
-            } else {
-                for dropped in &report.points_dropped {
-                    println!("dropped point {} of disk '{}' ({})", dropped.point, dropped.disk, dropped.time);
-                }
-                for compacted in &report.journals_compacted {
-                    println!(
-                        "compacted the journal of disk '{}': it now starts at point {} ({}); {} segments folded into \
-                         the base, {} new",
-                        compacted.disk,
-                        compacted.base_sequence,
-                        compacted.base_time,
-                        compacted.segments_removed,
-                        human_bytes(compacted.bytes_new)
-                    );
-                }
-                println!(
-                    "dropped {} points; deleted {} packs ({}); marked {} packs for collection",
-                    report.points_dropped.len(),
-                    report.packs_deleted,
-                    human_bytes(report.bytes_freed),
-                    report.packs_marked
-                );
-                if report.abandoned_writes_removed > 0 {
-                    println!(
-                        "removed {} files left by interrupted writes ({})",
-                        report.abandoned_writes_removed,
-                        human_bytes(report.abandoned_bytes_freed)
-                    );
-                }
-                for waiting in &report.waiting {
-                    println!("waiting: {waiting}");
-                }
-            }
-            Ok(0)
-        }
+        Command::Verify { vault, json } => verify(&vault, json),
+        Command::Resync { source, target, allow_resize, json } => resync(&source, &target, allow_resize, json),
+        Command::Prune { vault, retention, grace, json } => prune(&vault, retention, &grace, json),
         Command::Init { dir, json } => crate::lifecycle::init(&dir, json),
         Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Policy(command) => crate::lifecycle::policy(command),
         Command::Serve { home } => crate::lifecycle::serve(&home),
         Command::Jobs { id, watch, home, json } => crate::lifecycle::jobs(id, watch, &home, json),
-        Command::Protect { name, policy, group, no_wait, home, json } => {
+        Command::Protect { name, policy, group, job } => {
             if group.is_some() {
                 return Err(bad_input("--group: replication groups are not supported yet; protect without it"));
             }
-            crate::lifecycle::run_job(&home, &name, "protect", &ProtectRequest { policy }, no_wait, json)
+            crate::lifecycle::run_job(&job, &name, "protect", &ProtectRequest { policy })
         }
-        Command::Unprotect { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &name, "unprotect", &json!({}), no_wait, json)
+        Command::Unprotect { name, job } => crate::lifecycle::run_job(&job, &name, "unprotect", &json!({})),
+        Command::TestFailover { name, point, job } => {
+            crate::lifecycle::run_job(&job, &name, "test-failover", &PointRequest { point })
         }
-        Command::TestFailover { name, point, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &name, "test-failover", &PointRequest { point }, no_wait, json)
+        Command::CleanupTestFailover { name, job } => {
+            crate::lifecycle::run_job(&job, &name, "cleanup-test-failover", &json!({}))
         }
-        Command::CleanupTestFailover { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &name, "cleanup-test-failover", &json!({}), no_wait, json)
-        }
-        Command::Failover { name, point, shutdown_source, no_wait, home, json } => {
+        Command::Failover { name, point, shutdown_source, job } => {
             let request = FailoverRequest { point, shutdown_source };
-            crate::lifecycle::run_job(&home, &name, "failover", &request, no_wait, json)
+            crate::lifecycle::run_job(&job, &name, "failover", &request)
         }
-        Command::PlannedFailover { name, sync_first, no_wait, home, json } => {
+        Command::PlannedFailover { name, sync_first, job } => {
             let request = PlannedFailoverRequest { sync_first };
-            crate::lifecycle::run_job(&home, &name, "planned-failover", &request, no_wait, json)
+            crate::lifecycle::run_job(&job, &name, "planned-failover", &request)
         }
-        Command::CompleteFailover { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &name, "complete-failover", &json!({}), no_wait, json)
+        Command::CompleteFailover { name, job } => {
+            crate::lifecycle::run_job(&job, &name, "complete-failover", &json!({}))
         }
-        Command::ChangePoint { name, point, no_wait, home, json } => {
+        Command::ChangePoint { name, point, job } => {
             let request = PointRequest { point: Some(point) };
-            crate::lifecycle::run_job(&home, &name, "change-point", &request, no_wait, json)
+            crate::lifecycle::run_job(&job, &name, "change-point", &request)
         }
-        Command::Commit { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &name, "commit", &json!({}), no_wait, json)
-        }
-        Command::Cancel { name, no_wait, home, json } => {
-            crate::lifecycle::run_job(&home, &name, "cancel", &json!({}), no_wait, json)
-        }
-        Command::Reprotect { name, alternate_location, discard_source_writes, no_wait, home, json } => {
+        Command::Commit { name, job } => crate::lifecycle::run_job(&job, &name, "commit", &json!({})),
+        Command::Cancel { name, job } => crate::lifecycle::run_job(&job, &name, "cancel", &json!({})),
+        Command::Reprotect { name, alternate_location, discard_source_writes, job } => {
             let request = ReprotectRequest { alternate_location, discard_source_writes };
-            crate::lifecycle::run_job(&home, &name, "reprotect", &request, no_wait, json)
+            crate::lifecycle::run_job(&job, &name, "reprotect", &request)
         }
         Command::Status { name, home, json } => crate::lifecycle::status(name.as_deref(), &home, json),
         Command::ProbeKvm => match standby_control::qemu::probe_kvm() {
@@ -748,4 +483,285 @@ fn check_socket_free(socket: &Path) -> anyhow::Result<()> {
         return Err(bad_input(format!("{} is in use by another server; choose another --socket", socket.display())));
     }
     Ok(())
+}
+
+fn sync(
+    image: &Path,
+    vault: &VaultArguments,
+    disk: &str,
+    app_consistent: bool,
+    label: String,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let vault = open_vault(vault)?;
+    let progress = Progress::bytes(json, std::fs::metadata(image).map(|m| m.len()).unwrap_or(0), "sync");
+    let kind = if app_consistent { PointKind::AppConsistent } else { PointKind::CrashConsistent };
+    let report = standby_vault::sync::sync_image(
+        &vault,
+        image,
+        disk,
+        SyncOptions { kind, label, progress: &|bytes| progress.advance(bytes) },
+    )?;
+    progress.finish();
+    if json {
+        print_json(&report);
+    } else {
+        let label = if report.label.is_empty() { String::new() } else { format!(" \"{}\"", report.label) };
+        println!("point {} of disk '{}' ({}{label}) at {}", report.point, report.disk, report.kind.name(), report.time);
+        if let Some(previous) = report.disk_bytes_previous {
+            println!("  disk size changed: {} -> {}", human_bytes(previous), human_bytes(report.disk_bytes));
+        }
+        println!(
+            "  read {} in {:.2} s, stored {} new ({} of {} chunks new, {} zero, {} packs)",
+            human_bytes(report.bytes_read),
+            report.elapsed_seconds,
+            human_bytes(report.bytes_new),
+            report.chunks_new,
+            report.chunks_total,
+            report.chunks_zero,
+            report.packs_new
+        );
+    }
+    Ok(0)
+}
+
+fn splitter_status(socket: &Path, json: bool) -> anyhow::Result<u8> {
+    let reply =
+        standby_splitter::control_request(socket, &json!({"op": "status"})).map_err(|e| bad_input(e.to_string()))?;
+    if json {
+        print_json(&reply);
+    } else {
+        let state = if reply["refreshed"] == true { "caught up" } else { "catching up with the image" };
+        println!(
+            "disk '{}': {state}; lag {:.1} s, {} not yet in the vault; {} to re-read; sealed to sequence {}",
+            reply["disk"].as_str().unwrap_or(""),
+            reply["lag_seconds"].as_f64().unwrap_or(0.0),
+            human_bytes(reply["lag_bytes"].as_u64().unwrap_or(0)),
+            human_bytes(reply["catch_up_bytes"].as_u64().unwrap_or(0)),
+            reply["sealed_sequence"]
+        );
+        if let Some(error) = reply["error"].as_str() {
+            println!("vault error: {error}");
+        }
+    }
+    Ok(0)
+}
+
+fn mark(socket: &Path, app_consistent: bool, label: String, no_wait: bool, json: bool) -> anyhow::Result<u8> {
+    let mut request = json!({"op": "mark", "app_consistent": app_consistent, "label": label});
+    if no_wait {
+        request["wait"] = json!("queued");
+    }
+    let reply = standby_splitter::control_request(socket, &request).map_err(|e| bad_input(e.to_string()))?;
+    if let Some(problem) = reply["error"].as_str() {
+        anyhow::bail!("the splitter on {} could not mark a point: {problem}", socket.display());
+    }
+    if json {
+        print_json(&reply);
+    } else if no_wait {
+        println!("point queued ({}); `standby points` lists it once stored", reply["kind"].as_str().unwrap_or(""));
+    } else {
+        println!("recorded point {} ({})", reply["point"], reply["kind"].as_str().unwrap_or(""));
+    }
+    Ok(0)
+}
+
+fn points(vault: &VaultArguments, disk: &str, json: bool) -> anyhow::Result<u8> {
+    let vault = open_vault(vault)?;
+    if has_journal(&vault, disk)? {
+        return journal_points(&vault, disk, json);
+    }
+    let listing = vault.points(disk)?;
+    if json {
+        let points: Vec<_> = listing
+            .points
+            .iter()
+            .map(|p| {
+                json!({"id": p.sequence, "time": format_time(p.time_micros), "kind": p.kind, "label": p.label,
+                       "disk_bytes": p.disk_bytes, "bytes_new": p.bytes_new})
+            })
+            .collect();
+        let damaged: Vec<_> =
+            listing.damaged.iter().map(|(object, problem)| json!({"object": object, "problem": problem})).collect();
+        print_json(&json!({"disk": disk, "points": points, "damaged": damaged}));
+    } else {
+        println!("{:>6}  {:<27}  {:<16}  {:>10}  {:>10}  LABEL", "POINT", "TIME", "KIND", "SIZE", "NEW");
+        for p in &listing.points {
+            println!(
+                "{:>6}  {:<27}  {:<16}  {:>10}  {:>10}  {}",
+                p.sequence,
+                format_time(p.time_micros),
+                p.kind.name(),
+                human_bytes(p.disk_bytes),
+                human_bytes(p.bytes_new),
+                p.label
+            );
+        }
+        for (object, problem) in &listing.damaged {
+            println!("damaged: {object}: {problem}");
+        }
+    }
+    Ok(if listing.damaged.is_empty() { 0 } else { 1 })
+}
+
+fn restore(
+    vault: &VaultArguments,
+    disk: &str,
+    point: &str,
+    output: &Path,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let selector = PointSelector::parse(point).map_err(bad_input)?;
+    let vault = open_vault(vault)?;
+    if has_journal(&vault, disk)? {
+        return journal_restore(&vault, disk, &selector, output, force, json);
+    }
+    let point = vault.select_point(disk, &selector)?;
+    let progress = Progress::bytes(json, point.disk_bytes, "restore");
+    let report = standby_vault::restore::restore_point(
+        &vault,
+        &point,
+        output,
+        RestoreOptions { force, progress: &|bytes| progress.advance(bytes) },
+    )?;
+    progress.finish();
+    if json {
+        print_json(&report);
+    } else {
+        println!(
+            "restored disk '{}' point {} ({}) to {}: {} ({} of data) in {:.2} s",
+            report.disk,
+            report.point,
+            report.time,
+            report.output,
+            human_bytes(report.disk_bytes),
+            human_bytes(report.bytes_written),
+            report.elapsed_seconds
+        );
+    }
+    Ok(0)
+}
+
+fn verify(vault: &VaultArguments, json: bool) -> anyhow::Result<u8> {
+    let vault = open_vault(vault)?;
+    let progress = Progress::spinner(json, "verify");
+    let report = standby_vault::verify::verify(&vault, &|bytes| progress.advance(bytes))?;
+    progress.finish();
+    if json {
+        print_json(&json!({"clean": report.is_clean(), "report": report}));
+    } else {
+        println!(
+            "checked {} packs ({}, {} chunks) and {} points",
+            report.packs_checked,
+            human_bytes(report.bytes_checked),
+            report.chunks_checked,
+            report.points_checked
+        );
+        for damaged in &report.damaged {
+            let breaks = if damaged.breaks.is_empty() { "no point".to_string() } else { damaged.breaks.join(", ") };
+            println!("DAMAGED {}: {} (breaks {breaks})", damaged.object, damaged.problem);
+        }
+        for broken in &report.broken_points {
+            println!("BROKEN point {} of disk '{}': {}", broken.point, broken.disk, broken.reason);
+        }
+        for broken in &report.broken_journals {
+            println!(
+                "BROKEN journal of disk '{}' from sequence {}: {}",
+                broken.disk, broken.from_sequence, broken.reason
+            );
+        }
+        if report.packs_unreferenced > 0 {
+            println!(
+                "{} packs are unreferenced (left by an interrupted sync; prune collects them)",
+                report.packs_unreferenced
+            );
+        }
+    }
+    if report.is_clean() {
+        if !json {
+            println!("vault is healthy");
+        }
+        Ok(0)
+    } else {
+        std::io::stdout().flush().ok();
+        eprintln!(
+            "standby: error: vault is damaged: {} damaged objects, {} points and {} journals cannot be restored",
+            report.damaged.len(),
+            report.broken_points.len(),
+            report.broken_journals.len()
+        );
+        Ok(1)
+    }
+}
+
+fn resync(source: &Path, target: &Path, allow_resize: bool, json: bool) -> anyhow::Result<u8> {
+    let size = std::fs::metadata(source).map(|m| m.len()).unwrap_or(0);
+    let progress = Progress::bytes(json, size, "resync");
+    let report = standby_image::resync(source, target, standby_image::ResyncOptions { allow_resize }, &|bytes| {
+        progress.advance(bytes)
+    })?;
+    progress.finish();
+    if json {
+        print_json(&json!({
+            "source": source, "target": target, "source_bytes": report.source_bytes,
+            "target_bytes_before": report.target_bytes_before, "bytes_compared": report.bytes_compared,
+            "bytes_written": report.bytes_written, "elapsed_seconds": report.elapsed.as_secs_f64(),
+        }));
+    } else {
+        println!(
+            "{} now equals {}: compared {}, wrote {} in {:.2} s",
+            target.display(),
+            source.display(),
+            human_bytes(report.bytes_compared),
+            human_bytes(report.bytes_written),
+            report.elapsed.as_secs_f64()
+        );
+    }
+    Ok(0)
+}
+
+fn prune(vault: &VaultArguments, retention: Option<String>, grace: &str, json: bool) -> anyhow::Result<u8> {
+    let retention = retention.map(|text| parse_duration(&text, "--retention")).transpose()?;
+    let grace = parse_duration(grace, "--grace")?;
+    let vault = open_vault(vault)?;
+    let drop_before_micros =
+        retention.map(|retention| jiff::Timestamp::now().as_microsecond() - retention.as_micros() as i64);
+    let report = standby_vault::prune::prune(&vault, &PruneOptions { drop_before_micros, grace })?;
+    if json {
+        print_json(&report);
+    } else {
+        for dropped in &report.points_dropped {
+            println!("dropped point {} of disk '{}' ({})", dropped.point, dropped.disk, dropped.time);
+        }
+        for compacted in &report.journals_compacted {
+            println!(
+                "compacted the journal of disk '{}': it now starts at point {} ({}); {} segments folded into \
+                 the base, {} new",
+                compacted.disk,
+                compacted.base_sequence,
+                compacted.base_time,
+                compacted.segments_removed,
+                human_bytes(compacted.bytes_new)
+            );
+        }
+        println!(
+            "dropped {} points; deleted {} packs ({}); marked {} packs for collection",
+            report.points_dropped.len(),
+            report.packs_deleted,
+            human_bytes(report.bytes_freed),
+            report.packs_marked
+        );
+        if report.abandoned_writes_removed > 0 {
+            println!(
+                "removed {} files left by interrupted writes ({})",
+                report.abandoned_writes_removed,
+                human_bytes(report.abandoned_bytes_freed)
+            );
+        }
+        for waiting in &report.waiting {
+            println!("waiting: {waiting}");
+        }
+    }
+    Ok(0)
 }

@@ -13,7 +13,7 @@ use standby_control::{Deployment, MachineDefinition};
 use standby_lifecycle::job::{JobState, StepState};
 use standby_lifecycle::Site;
 
-use crate::cli::{HomeArguments, MachineCommand, PolicyCommand};
+use crate::cli::{HomeArguments, JobArguments, MachineCommand, PolicyCommand};
 use crate::output::print_json;
 
 pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
@@ -179,14 +179,13 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
 /// daemon and, unless `no_wait`, follows it to its end, printing each step
 /// as it changes; exit 0 when it succeeded.
 pub fn run_job(
-    home: &HomeArguments,
+    arguments: &JobArguments,
     name: &str,
     operation: &str,
     request: &impl serde::Serialize,
-    no_wait: bool,
-    json: bool,
 ) -> anyhow::Result<u8> {
-    let daemon = Daemon::of(home)?;
+    let (no_wait, json) = (arguments.no_wait, arguments.json);
+    let daemon = Daemon::of(&arguments.home)?;
     let started = daemon.answer(daemon.client.act(name, operation, request))?;
     let id = started.job;
     if no_wait {
