@@ -304,10 +304,12 @@ fn an_alternate_location_leaves_the_original_disks_untouched() {
 /// still runs on its exports, and pauses it only to move it onto the
 /// reverse splitters. What the guest writes in between must reach the
 /// reverse replica too, though no intent log named it when it was written:
-/// here that window is held open 20 s (`STANDBY_TEST_STALL_AT`) while the
-/// guest writes 16 KiB files, so fresh 1 MiB regions are first written in
-/// it. With tracking (only the blocks that differ move), a region missed
-/// there would stay missed for good.
+/// here that window is held open (`STANDBY_TEST_STALL_AT`, released by
+/// `STANDBY_TEST_STALL_UNTIL`) until the guest has written at least 2 MiB
+/// of 16 KiB files in it, however slow the machine, so fresh 1 MiB regions
+/// are first written there. With tracking (only the blocks that differ
+/// move), a region missed there would stay missed for good. (Issue 14: a
+/// fixed 20 s window measured the machine and failed on a loaded one.)
 #[test]
 fn what_the_guest_writes_while_reprotect_prepares_reaches_the_reverse_replica() {
     let root = tempfile::tempdir().unwrap();
@@ -317,7 +319,11 @@ fn what_the_guest_writes_while_reprotect_prepares_reaches_the_reverse_replica() 
     let file_kib = 16;
     let workload = standby_guest::Workload { count: 0, interval: Duration::from_millis(100), file_kib };
     add_guest_machine(&home, "web", &workload);
-    let stall = [("STANDBY_TEST_STALL_AT", "reprotect/@reverse-intent-logs-written/20000")];
+    let release = root.path().join("release-the-window");
+    let stall = [
+        ("STANDBY_TEST_STALL_AT", "reprotect/@reverse-intent-logs-written/600000".to_string()),
+        ("STANDBY_TEST_STALL_UNTIL", path(&release).to_string()),
+    ];
     let _daemon = Daemon::start_with(&home, &stall);
     run(&["machine", "start", "web", "--home", h]).ok();
     wait_for(&console_of(&home, "web"), "standby-guest: record 3\n");
@@ -332,6 +338,12 @@ fn what_the_guest_writes_while_reprotect_prepares_reaches_the_reverse_replica() 
     let reprotect = support::spawn_json(&["reprotect", "web", "--home", h, "--json"]);
     support::daemon::wait_for_step(h, "reprotect", 3);
     let window_opened = acknowledged(&console);
+    // Held open until 2 MiB of records are written in it (by a guest that
+    // writes its first one into the window: after the logs are written).
+    let enough = 2048 / file_kib + 1;
+    let wanted = format!("standby-guest: record {}\n", window_opened + enough);
+    standby_testkit::wait_for_console(Path::new(&console), &wanted, Duration::from_secs(600));
+    std::fs::write(&release, b"").unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();

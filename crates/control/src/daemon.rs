@@ -39,6 +39,10 @@ pub use crate::deployment::SOCKET;
 const PID_FILE: &str = "standby.pid";
 /// How long a stopping daemon waits for running jobs.
 const JOBS_AT_STOP: Duration = Duration::from_secs(60);
+/// How often a stopping daemon looks whether its jobs ended.
+const JOBS_AT_STOP_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How long the KVM probe's child may take before KVM is taken for unusable.
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a guest has to shut down after the ACPI request.
 pub const POWER_DOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -354,29 +358,17 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     let socket = run.join(SOCKET);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         let pid = std::fs::read_to_string(run.join(PID_FILE)).unwrap_or_default();
-        return Err(ControlError::Refused(format!(
+        return Err(ControlError::Conflict(format!(
             "a daemon is already running for {} (pid {}); stop it first",
             deployment.home.display(),
             pid.trim()
         )));
     }
     let _ = std::fs::remove_file(&socket);
-    let source = if std::env::var_os("STANDBY_ACCEL").is_some() { "STANDBY_ACCEL" } else { "the deployment's config" };
-    let configured = match std::env::var("STANDBY_ACCEL").ok().as_deref() {
-        Some("tcg") => Accel::Tcg,
-        Some("kvm") => Accel::Kvm,
-        Some("auto") | None => deployment.config.accel,
-        Some(other) => {
-            return Err(ControlError::Refused(format!("STANDBY_ACCEL={other:?}: use tcg, kvm or auto")));
-        }
-    };
-    let (chosen, why) =
-        qemu::resolve_accel(configured, source, || qemu::probe_kvm_in_child(exe, Duration::from_secs(5)));
-    let unproven_kvm = configured == Accel::Auto && chosen == "kvm";
     let daemon = Arc::new(Daemon {
         home: deployment.home.clone(),
         exe: exe.to_path_buf(),
-        accel: Mutex::new(Accelerator { chosen, why, unproven_kvm }),
+        accel: Mutex::new(Accelerator::resolve(&deployment, exe)?),
         machines: Mutex::default(),
         splitters: Mutex::default(),
         exports: Mutex::default(),
@@ -390,75 +382,108 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         .map_err(|e| ControlError::Failed(format!("cannot start the daemon's runtime: {e}")))?;
     let pid_file = run.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| ControlError::io(&pid_file, e))?;
-    let interrupted = deployment.state.interrupt_running_jobs(
-        "the daemon stopped while the job ran; the next daemon resumed or rolled it back (see the jobs after it)",
-    )?;
-    if !interrupted.is_empty() {
-        let ids: Vec<i64> = interrupted.iter().map(|job| job.id).collect();
-        eprintln!("standby: jobs interrupted by the previous daemon: {ids:?}");
-    }
-    let adopted = match daemon.adopt_all() {
-        Ok(adopted) => adopted,
-        Err(e) => {
-            let _ = std::fs::remove_file(&pid_file);
-            return Err(e);
-        }
-    };
-    if !adopted.is_empty() {
-        eprintln!("standby: adopted running machines: {}", adopted.join(", "));
-    }
-    {
-        let daemon = daemon.clone();
-        std::thread::Builder::new()
-            .name("app-consistency".into())
-            .spawn(move || {
-                daemon.thaw_all();
-                daemon.consistency_loop();
-            })
-            .map_err(|e| ControlError::Failed(format!("cannot start the app-consistency thread: {e}")))?;
-    }
-    {
-        let daemon = daemon.clone();
-        std::thread::Builder::new()
-            .name("retention".into())
-            .spawn(move || daemon.retention_loop())
-            .map_err(|e| ControlError::Failed(format!("cannot start the retention thread: {e}")))?;
-    }
-    let (taken_up, failed) = daemon.take_up_interrupted(&interrupted);
-    if !taken_up.is_empty() {
-        eprintln!("standby: interrupted jobs taken up: {}", taken_up.join(", "));
-    }
-    for failure in failed {
-        eprintln!("standby: could not take up {failure}; `standby status` and `standby jobs` show what is missing");
+    if let Err(e) = daemon.take_over(&deployment) {
+        let _ = std::fs::remove_file(&pid_file);
+        return Err(e);
     }
     let result = runtime.block_on(http::serve_http(daemon.clone(), &socket));
-    // No new job can start now; running ones get a minute to finish (one
-    // that does not is resumed or rolled back by the next daemon).
-    let deadline = std::time::Instant::now() + JOBS_AT_STOP;
-    let mut told = false;
-    loop {
-        let busy: Vec<String> = daemon.claims.held().iter().map(|(name, id)| format!("{name} (job {id})")).collect();
-        if busy.is_empty() {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            eprintln!(
-                "standby: stopping with jobs still running (the next daemon takes them over): {}",
-                busy.join(", ")
-            );
-            break;
-        }
-        if !told {
-            eprintln!("standby: waiting up to {} s for running jobs: {}", JOBS_AT_STOP.as_secs(), busy.join(", "));
-            told = true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let running: Vec<String> = lock(&daemon.machines).keys().cloned().collect();
-    if !running.is_empty() {
-        eprintln!("standby: machines left running (the next daemon adopts them): {}", running.join(", "));
-    }
+    daemon.let_jobs_finish();
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&pid_file);
     result
+}
+
+impl Accelerator {
+    /// The accelerator machines run with: `STANDBY_ACCEL`, else the
+    /// deployment's config; `auto` probes KVM in a child process.
+    fn resolve(deployment: &Deployment, exe: &Path) -> Result<Accelerator, ControlError> {
+        let source =
+            if std::env::var_os("STANDBY_ACCEL").is_some() { "STANDBY_ACCEL" } else { "the deployment's config" };
+        let configured = match std::env::var("STANDBY_ACCEL").ok().as_deref() {
+            Some("tcg") => Accel::Tcg,
+            Some("kvm") => Accel::Kvm,
+            Some("auto") | None => deployment.config.accel,
+            Some(other) => {
+                return Err(ControlError::Refused(format!("STANDBY_ACCEL={other:?}: use tcg, kvm or auto")));
+            }
+        };
+        let (chosen, why) =
+            qemu::resolve_accel(configured, source, || qemu::probe_kvm_in_child(exe, KVM_PROBE_TIMEOUT));
+        let unproven_kvm = configured == Accel::Auto && chosen == "kvm";
+        Ok(Accelerator { chosen, why, unproven_kvm })
+    }
+}
+
+impl Daemon {
+    /// Takes over from the daemon before: its running jobs recorded
+    /// interrupted, its machines adopted, the background loops started, the
+    /// interrupted jobs resumed or rolled back (`restart.rs`).
+    fn take_over(self: &Arc<Self>, deployment: &Deployment) -> Result<(), ControlError> {
+        let interrupted = deployment.state.interrupt_running_jobs(
+            "the daemon stopped while the job ran; the next daemon resumed or rolled it back (see the jobs after it)",
+        )?;
+        if !interrupted.is_empty() {
+            let ids: Vec<i64> = interrupted.iter().map(|job| job.id).collect();
+            eprintln!("standby: jobs interrupted by the previous daemon: {ids:?}");
+        }
+        let adopted = self.adopt_all()?;
+        if !adopted.is_empty() {
+            eprintln!("standby: adopted running machines: {}", adopted.join(", "));
+        }
+        let daemon = self.clone();
+        spawn_loop("app-consistency", move || {
+            daemon.thaw_all();
+            daemon.consistency_loop();
+        })?;
+        let daemon = self.clone();
+        spawn_loop("retention", move || daemon.retention_loop())?;
+        let (taken_up, failed) = self.take_up_interrupted(&interrupted);
+        if !taken_up.is_empty() {
+            eprintln!("standby: interrupted jobs taken up: {}", taken_up.join(", "));
+        }
+        for failure in failed {
+            eprintln!("standby: could not take up {failure}; `standby status` and `standby jobs` show what is missing");
+        }
+        Ok(())
+    }
+
+    /// Once the API is closed no new job starts; running ones get
+    /// [`JOBS_AT_STOP`] to finish (one that does not is resumed or rolled
+    /// back by the next daemon). Machines keep running for the next daemon.
+    fn let_jobs_finish(&self) {
+        let deadline = std::time::Instant::now() + JOBS_AT_STOP;
+        let mut told = false;
+        loop {
+            let held = self.claims.held();
+            let busy: Vec<String> = held.iter().map(|(name, id)| format!("{name} (job {id})")).collect();
+            if busy.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                eprintln!(
+                    "standby: stopping with jobs still running (the next daemon takes them over): {}",
+                    busy.join(", ")
+                );
+                break;
+            }
+            if !told {
+                eprintln!("standby: waiting up to {} s for running jobs: {}", JOBS_AT_STOP.as_secs(), busy.join(", "));
+                told = true;
+            }
+            std::thread::sleep(JOBS_AT_STOP_POLL_INTERVAL);
+        }
+        let running: Vec<String> = lock(&self.machines).keys().cloned().collect();
+        if !running.is_empty() {
+            eprintln!("standby: machines left running (the next daemon adopts them): {}", running.join(", "));
+        }
+    }
+}
+
+/// Starts one of the daemon's background loops on a thread of its own.
+fn spawn_loop(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), ControlError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(body)
+        .map(|_| ())
+        .map_err(|e| ControlError::Failed(format!("cannot start the {name} thread: {e}")))
 }

@@ -311,7 +311,10 @@ fn record_outcome<T>(deployment: &Deployment, id: JobId, outcome: &Result<T, Con
 /// - `STANDBY_TEST_CRASH_AT`: the daemon dies by SIGKILL (as `kill -9`)
 ///   MS ms later;
 /// - `STANDBY_TEST_STALL_AT`: the job waits MS ms there (so a test can
-///   act, a `cancel` say, while it is at that step).
+///   act, a `cancel` say, while it is at that step), or, with
+///   `STANDBY_TEST_STALL_UNTIL=FILE`, until FILE exists (MS at most): a
+///   test holds the window open until what it waits for has happened,
+///   whatever the machine's speed.
 ///
 /// Jobs of other commands are not affected; without the variables nothing
 /// is checked.
@@ -347,8 +350,12 @@ impl TestHook {
         }
         let delay = self.delay;
         if !self.crash {
-            eprintln!("standby: STANDBY_TEST_STALL_AT: waiting {} ms at step '{step}'", delay.as_millis());
-            std::thread::sleep(delay);
+            eprintln!("standby: STANDBY_TEST_STALL_AT: waiting {} ms at most at step '{step}'", delay.as_millis());
+            let until = std::env::var_os("STANDBY_TEST_STALL_UNTIL").map(std::path::PathBuf::from);
+            let deadline = Instant::now() + delay;
+            while Instant::now() < deadline && !until.as_ref().is_some_and(|file| file.exists()) {
+                std::thread::sleep(STOP_POLL_INTERVAL);
+            }
             return;
         }
         eprintln!("standby: STANDBY_TEST_CRASH_AT: dying {} ms into step '{step}'", delay.as_millis());

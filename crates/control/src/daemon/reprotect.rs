@@ -68,6 +68,108 @@ fn mib(bytes: u64) -> String {
     }
 }
 
+/// What the old source wrote after `point`, per disk (journal records
+/// after it plus what its intent log says never reached the vault), or
+/// `None` where that is not known (or not used: an alternate location).
+fn source_writes(
+    history: &standby_vault::Vault,
+    machine: &Machine,
+    point: &MachinePoint,
+    alternate_location: bool,
+) -> Result<Vec<Differences>, ControlError> {
+    let old = machine.active_site.other();
+    let mut writes = Vec::new();
+    for disk in &machine.disks {
+        let old_image = disk.image_at(old);
+        if alternate_location || !old_image.is_file() {
+            writes.push(None);
+            continue;
+        }
+        let journal = standby_vault::compact::changed_since(history, &disk.vault_disk, point.time_micros)?;
+        let size = std::fs::metadata(old_image).map_err(|e| ControlError::io(old_image, e))?.len();
+        let unshipped =
+            standby_splitter::dirty::read_intent_log(&standby_splitter::default_intent_log(old_image), size)
+                .map_err(|e| ControlError::io(old_image, e))?;
+        writes.push(match (journal, unshipped) {
+            (Some(mut journal), Some(unshipped)) => {
+                journal.extend(unshipped);
+                Some(journal)
+            }
+            _ => None,
+        });
+    }
+    Ok(writes)
+}
+
+/// The first step's report: per disk, what is known to differ and how it
+/// will be found.
+fn describe_differences(
+    deployment: &Deployment,
+    machine: &Machine,
+    source_writes: &[Differences],
+    alternate_location: bool,
+    job: i64,
+) -> Result<String, ControlError> {
+    let (active, old) = (machine.active_site, machine.active_site.other());
+    let mut notes = Vec::new();
+    for (index, disk) in machine.disks.iter().enumerate() {
+        let here = overlay_ranges(&overlay_path(deployment, machine, index, active.into()))?;
+        notes.push(match (&source_writes[index], &here) {
+            (Some(source), Some(overlay)) => format!(
+                "{}: {} written by the old source after the point, {} at the {active} site since",
+                disk.vault_disk,
+                mib(total(source)),
+                mib(total(overlay))
+            ),
+            _ if alternate_location => format!(
+                "{}: alternate location, every block is copied; the original disk {} stays untouched, the \
+                 machine's disk at the {old} site becomes {}",
+                disk.vault_disk,
+                disk.image_at(old).display(),
+                alternate_path(disk.image_at(old), job).display()
+            ),
+            _ => format!("{}: tracking is missing, every block is compared by its BLAKE3 id", disk.vault_disk),
+        });
+    }
+    Ok(notes.join("; "))
+}
+
+/// Rebuilds the running disks at the point plus the writes since: a
+/// hydrated overlay becomes the disk, else the point is restored from the
+/// vault. Says which.
+fn rebuild_running_disks(
+    history: &standby_vault::Vault,
+    machine: &Machine,
+    point: &MachinePoint,
+    job: &JobSteps,
+) -> Result<String, ControlError> {
+    let active = machine.active_site;
+    let mut local = 0;
+    for (index, disk) in machine.disks.iter().enumerate() {
+        let image = disk.image_at(active);
+        let overlay = overlay_path(job.deployment, machine, index, active.into());
+        let hydrated = wait_for_hydration(&overlay, HYDRATION_STALL, |detail| {
+            job.step(STEPS[2], StepState::Running, &format!("{}: {detail}", disk.vault_disk))
+        })?;
+        if hydrated {
+            // The overlay holds the point and the writes since: it becomes
+            // the disk (a second name for the same file, or a local copy
+            // across filesystems) while the guest runs on it, and stays its
+            // disk once the export stops.
+            take_over_overlay(&overlay, image)?;
+            local += 1;
+        } else {
+            let target = standby_vault::journal::JournalTarget::Time(point.time_micros);
+            standby_vault::journal::restore_journal(history, &disk.vault_disk, target, image, true)?;
+        }
+    }
+    Ok(match local {
+        0 => "restored from the vault".to_string(),
+        n if n == machine.disks.len() => "the hydrated overlays became the disks".to_string(),
+        n => format!("{n} made of hydrated overlays, the rest restored from the vault"),
+    })
+}
+
 /// The ranges an overlay's map says were written, or `None` without a map.
 fn overlay_ranges(overlay: &Path) -> Result<Differences, ControlError> {
     let map = standby_splitter::export::map_path(overlay);
@@ -146,125 +248,50 @@ impl Daemon {
         job: &JobSteps,
     ) -> Result<Value, ControlError> {
         let deployment = job.deployment;
-        let name = machine.definition.name.as_str();
-        let active = machine.active_site;
-        let old = active.other();
+        let (active, old) = (machine.active_site, machine.active_site.other());
         let history = deployment.open_vault_at(active)?;
         let target = deployment.open_vault_at(old)?;
-
-        job.step(STEPS[0], StepState::Running, "")?;
-        // The old source's splitters ship what they still hold and stop:
-        // their intent logs then say exactly what never reached the vault.
-        self.stop_splitters_of(deployment, machine)?;
-        let mut source_writes: Vec<Differences> = Vec::new();
-        let mut notes = Vec::new();
-        for (index, disk) in machine.disks.iter().enumerate() {
-            let old_image = machine.disks[index].image_at(old).to_path_buf();
-            if alternate_location || !old_image.is_file() {
-                source_writes.push(None);
-                continue;
-            }
-            let journal = standby_vault::compact::changed_since(&history, &disk.vault_disk, point.time_micros)?;
-            let size = std::fs::metadata(&old_image).map_err(|e| ControlError::io(&old_image, e))?.len();
-            let unshipped =
-                standby_splitter::dirty::read_intent_log(&standby_splitter::default_intent_log(&old_image), size)
-                    .map_err(|e| ControlError::io(&old_image, e))?;
-            source_writes.push(match (journal, unshipped) {
-                (Some(mut journal), Some(unshipped)) => {
-                    journal.extend(unshipped);
-                    Some(journal)
+        let source_writes = job.run(STEPS[0], || {
+            // The old source's splitters ship what they still hold and stop:
+            // their intent logs then say exactly what never reached the vault.
+            self.stop_splitters_of(deployment, machine)?;
+            let source_writes = source_writes(&history, machine, point, alternate_location)?;
+            let notes = describe_differences(deployment, machine, &source_writes, alternate_location, job.id)?;
+            Ok((source_writes, notes))
+        })?;
+        job.run(STEPS[1], || {
+            let mut seeded = Vec::new();
+            for (index, disk) in machine.disks.iter().enumerate() {
+                let old_image = disk.image_at(old);
+                if (source_writes[index].is_none() && alternate_location) || !old_image.is_file() {
+                    continue;
                 }
-                _ => None,
-            });
-        }
-        for (index, disk) in machine.disks.iter().enumerate() {
-            let here = overlay_ranges(&overlay_path(deployment, machine, index, active.into()))?;
-            match (&source_writes[index], &here) {
-                (Some(s), Some(o)) => notes.push(format!(
-                    "{}: {} written by the old source after the point, {} at the {active} site since",
-                    disk.vault_disk,
-                    mib(total(s)),
-                    mib(total(o))
-                )),
-                _ if alternate_location => notes.push(format!(
-                    "{}: alternate location, every block is copied; the original disk {} stays untouched, the \
-                     machine's disk at the {old} site becomes {}",
-                    disk.vault_disk,
-                    disk.image_at(old).display(),
-                    alternate_path(disk.image_at(old), job.id).display()
-                )),
-                _ => notes.push(format!(
-                    "{}: tracking is missing, every block is compared by its BLAKE3 id",
-                    disk.vault_disk
-                )),
+                let report = standby_vault::compact::seed_journal(&target, &disk.vault_disk, old_image)?;
+                seeded.push(format!("{} ({} new at the {old} site)", disk.vault_disk, mib(report.bytes_new)));
             }
-        }
-        job.step(STEPS[0], StepState::Done, &notes.join("; "))?;
-
-        job.step(STEPS[1], StepState::Running, "")?;
-        let mut seeded = Vec::new();
-        for (index, disk) in machine.disks.iter().enumerate() {
-            if source_writes[index].is_none() && alternate_location {
-                continue;
-            }
-            let old_image = machine.disks[index].image_at(old).to_path_buf();
-            if !old_image.is_file() {
-                continue;
-            }
-            let report = standby_vault::compact::seed_journal(&target, &disk.vault_disk, &old_image)?;
-            seeded.push(format!("{} ({} new at the {old} site)", disk.vault_disk, mib(report.bytes_new)));
-        }
-        let seeded = if seeded.is_empty() { "nothing to seed".to_string() } else { seeded.join(", ") };
-        job.step(STEPS[1], StepState::Done, &seeded)?;
-
-        job.step(STEPS[2], StepState::Running, "")?;
-        let mut local = 0;
-        for (index, disk) in machine.disks.iter().enumerate() {
-            let image = machine.disks[index].image_at(active).to_path_buf();
-            let overlay = overlay_path(deployment, machine, index, active.into());
-            let hydrated = wait_for_hydration(&overlay, HYDRATION_STALL, |detail| {
-                job.step(STEPS[2], StepState::Running, &format!("{}: {detail}", disk.vault_disk))
-            })?;
-            if hydrated {
-                // The overlay holds the point and the writes since: it
-                // becomes the disk (a second name for the same file, or a
-                // local copy across filesystems) while the guest runs on
-                // it, and stays its disk once the export stops.
-                take_over_overlay(&overlay, &image)?;
-                local += 1;
-            } else {
-                standby_vault::journal::restore_journal(
-                    &history,
-                    &disk.vault_disk,
-                    standby_vault::journal::JournalTarget::Time(point.time_micros),
-                    &image,
-                    true,
-                )?;
-            }
-        }
-        let from = match local {
-            0 => "restored from the vault".to_string(),
-            n if n == machine.disks.len() => "the hydrated overlays became the disks".to_string(),
-            n => format!("{n} made of hydrated overlays, the rest restored from the vault"),
-        };
-        job.step(STEPS[2], StepState::Done, &format!("at {} ({}), {from}", point.time, point.described))?;
-
-        job.step(STEPS[3], StepState::Running, "")?;
-        // The intent logs first, then the state: from here on a daemon that
-        // dies is followed by one that finishes the move (see
-        // `resume_reprotect`), never one that rebuilds the disks again.
-        write_reverse_intent_logs(deployment, machine, &source_writes)?;
-        let mut details = machine.details.clone();
-        details.reprotect = Some(ReprotectRecord { job: job.id, switched: false, alternate_location });
-        let during = transition_of(machine, Command::Reprotect)?.during;
-        deployment.state.set_machine_placement(name, during, active, machine.generation, &details)?;
-        job.moment("reverse-intent-logs-written");
-        let paused = self.move_onto_reverse_replication(deployment, machine, &details, job)?;
-        job.step(STEPS[3], StepState::Done, &paused)?;
-
-        job.step(STEPS[4], StepState::Running, "")?;
-        let shipped = self.wait_for_replication(machine, "reprotected", job, STEPS[4])?;
-        job.step(STEPS[4], StepState::Done, &format!("{} moved to the {old} site", mib(shipped)))?;
+            Ok(((), if seeded.is_empty() { "nothing to seed".to_string() } else { seeded.join(", ") }))
+        })?;
+        job.run(STEPS[2], || {
+            let from = rebuild_running_disks(&history, machine, point, job)?;
+            Ok(((), format!("at {} ({}), {from}", point.time, point.described)))
+        })?;
+        let details = job.run(STEPS[3], || {
+            // The intent logs first, then the state: from here on a daemon
+            // that dies is followed by one that finishes the move (see
+            // `resume_reprotect`), never one that rebuilds the disks again.
+            write_reverse_intent_logs(deployment, machine, &source_writes)?;
+            let mut details = machine.details.clone();
+            details.reprotect = Some(ReprotectRecord { job: job.id, switched: false, alternate_location });
+            let during = transition_of(machine, Command::Reprotect)?.during;
+            deployment.state.set_machine_placement(machine.name(), during, active, machine.generation, &details)?;
+            job.moment("reverse-intent-logs-written");
+            let paused = self.move_onto_reverse_replication(deployment, machine, &details, job)?;
+            Ok((details, paused))
+        })?;
+        let shipped = job.run(STEPS[4], || {
+            let shipped = self.wait_for_replication(machine, "reprotected", job, STEPS[4])?;
+            Ok((shipped, format!("{} moved to the {old} site", mib(shipped))))
+        })?;
         finish_reprotect(deployment, machine, details.reprotect.as_ref(), job.id, shipped)
     }
 
