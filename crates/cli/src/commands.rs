@@ -376,22 +376,7 @@ fn export(
     let started = std::time::Instant::now();
     let selector = PointSelector::parse(point).map_err(bad_input)?;
     let overlay = overlay.unwrap_or_else(|| std::path::PathBuf::from(format!("{}.overlay", socket.display())));
-    let map = standby_splitter::export::map_path(&overlay);
-    let resuming = overlay.exists();
-    if resuming && !map.exists() {
-        return Err(bad_input(format!(
-            "{} exists but has no map {} (not an overlay of an export); move it away or pass another --overlay",
-            overlay.display(),
-            map.display()
-        )));
-    }
-    if !resuming && map.exists() {
-        return Err(bad_input(format!(
-            "{} exists without its overlay {}; move it away or pass another --overlay",
-            map.display(),
-            overlay.display()
-        )));
-    }
+    let resuming = overlay_to_resume(&overlay)?;
     let vault = Arc::new(open_vault(vault)?);
     let view = if has_journal(&vault, disk)? {
         PointView::of_journal(vault.clone(), disk, journal_target(&vault, disk, &selector)?)?
@@ -428,28 +413,7 @@ fn export(
     let stop = server.stopper();
     let serving = std::thread::spawn(move || server.serve_listener(listener));
     let stop_hydrating = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hydrating = hydrate.then(|| {
-        let (export, stopping, hold) = (export.clone(), stop_hydrating.clone(), hold.clone());
-        std::thread::spawn(move || {
-            let mut told = 0;
-            let hydrated = export.hydrate(&stopping, |local, size| {
-                let percent = local * 100 / size.max(1);
-                if percent >= told + 10 || local == size {
-                    told = percent;
-                    eprintln!("standby: hydrating: {percent}% of the disk is local ({})", human_bytes(local));
-                }
-            });
-            match hydrated {
-                Ok(()) if export.local_bytes().0 == export.local_bytes().1 => {
-                    // Every read is local now: the vault may let the point go.
-                    hold.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    eprintln!("standby: hydrated: the whole disk is in the overlay; the vault is no longer read");
-                }
-                Ok(()) => {}
-                Err(e) => eprintln!("standby: hydration stopped: {e}; reads of the rest still come from the vault"),
-            }
-        })
-    });
+    let hydrating = hydrate.then(|| spawn_hydration(export.clone(), stop_hydrating.clone(), hold.clone()));
     let resumed =
         if resuming { format!(", resumed with {} written before", human_bytes(written)) } else { String::new() };
     eprintln!(
@@ -469,6 +433,53 @@ fn export(
     let _ = std::fs::remove_file(socket);
     eprintln!("standby: export stopped; the overlay {} keeps what was written", overlay.display());
     Ok(0)
+}
+
+/// Whether `overlay` is an export's overlay to resume (it and its map are
+/// there) or a new one (neither is); anything else is refused, naming it.
+fn overlay_to_resume(overlay: &Path) -> anyhow::Result<bool> {
+    let map = standby_splitter::export::map_path(overlay);
+    match (overlay.exists(), map.exists()) {
+        (resuming, mapped) if resuming == mapped => Ok(resuming),
+        (true, _) => Err(bad_input(format!(
+            "{} exists but has no map {} (not an overlay of an export); move it away or pass another --overlay",
+            overlay.display(),
+            map.display()
+        ))),
+        (false, _) => Err(bad_input(format!(
+            "{} exists without its overlay {}; move it away or pass another --overlay",
+            map.display(),
+            overlay.display()
+        ))),
+    }
+}
+
+/// The export's hydration, in the background: the point copied into the
+/// overlay until every read is local, then the vault's hold let go.
+fn spawn_hydration(
+    export: Arc<standby_splitter::export::PointExport>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    hold: Arc<std::sync::Mutex<Option<standby_vault::Hold>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut told = 0;
+        let hydrated = export.hydrate(&stopping, |local, size| {
+            let percent = local * 100 / size.max(1);
+            if percent >= told + 10 || local == size {
+                told = percent;
+                eprintln!("standby: hydrating: {percent}% of the disk is local ({})", human_bytes(local));
+            }
+        });
+        match hydrated {
+            Ok(()) if export.local_bytes().0 == export.local_bytes().1 => {
+                // Every read is local now: the vault may let the point go.
+                hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+                eprintln!("standby: hydrated: the whole disk is in the overlay; the vault is no longer read");
+            }
+            Ok(()) => {}
+            Err(e) => eprintln!("standby: hydration stopped: {e}; reads of the rest still come from the vault"),
+        }
+    })
 }
 
 /// Refuses, before anything is created, a socket path that another server

@@ -128,22 +128,7 @@ impl Daemon {
     ) -> Result<Option<JobStarted>, ControlError> {
         let deployment = self.deployment()?;
         let name = machine.name().to_string();
-        // The job taken up starts these itself, in its own order.
-        let own_splitters = matches!(action, TakeUp::ResumeUnprotect | TakeUp::ResumeReprotect);
-        if machine.state.replicating() && !own_splitters {
-            // (An unprotect, or the roll-back of a failed protect, that a
-            // daemon died in the middle of.)
-            if self.reattach_splitters(&deployment, &machine)? {
-                eprintln!(
-                    "standby: machine '{name}' was running off its splitters: moved back onto them, its disks \
-                     re-read in full"
-                );
-            }
-            // (An unfinished protect starts them itself, the guest paused.)
-            if action != TakeUp::ResumeProtect {
-                self.ensure_splitters(&deployment, &machine)?;
-            }
-        }
+        self.restore_splitters(&deployment, &machine, &action)?;
         use JobKind::Lifecycle as L;
         use JobOrigin::{Resumed, RolledBack};
         let job = match action {
@@ -226,6 +211,36 @@ impl Daemon {
             }
         };
         Ok(Some(job))
+    }
+
+    /// A replicated machine's splitters adopted or started again (their
+    /// intent logs saying what to re-read), unless the job taken up starts
+    /// them itself in its own order; a machine found running off them is
+    /// moved back onto them, its disks re-read in full.
+    fn restore_splitters(
+        &self,
+        deployment: &crate::deployment::Deployment,
+        machine: &Machine,
+        action: &TakeUp,
+    ) -> Result<(), ControlError> {
+        let own_splitters = matches!(action, TakeUp::ResumeUnprotect | TakeUp::ResumeReprotect);
+        if !machine.state.replicating() || own_splitters {
+            return Ok(());
+        }
+        // (An unprotect, or the roll-back of a failed protect, that a daemon
+        // died in the middle of.)
+        if self.reattach_splitters(deployment, machine)? {
+            eprintln!(
+                "standby: machine '{}' was running off its splitters: moved back onto them, its disks re-read in \
+                 full",
+                machine.name()
+            );
+        }
+        // (An unfinished protect starts them itself, the guest paused.)
+        if *action != TakeUp::ResumeProtect {
+            self.ensure_splitters(deployment, machine)?;
+        }
+        Ok(())
     }
 }
 
