@@ -75,219 +75,255 @@ struct PackCheck {
 }
 
 pub fn verify(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<VerifyReport, VaultError> {
-    let packs: BTreeSet<PackId> =
-        vault.backend().list(PACKS_FOLDER)?.iter().filter_map(|o| pack_id_of(&o.path, PACKS_FOLDER, ".pack")).collect();
-    let indexes: BTreeSet<PackId> = vault
-        .backend()
-        .list(INDEXES_FOLDER)?
-        .iter()
-        .filter_map(|o| pack_id_of(&o.path, INDEXES_FOLDER, ".index"))
-        .collect();
+    let mut findings = Findings::check_packs(vault, progress)?;
+    findings.check_points(vault)?;
+    findings.check_journals(vault)?;
+    Ok(findings.report())
+}
 
-    let checks: Vec<PackCheck> = packs
-        .par_iter()
-        .map(|pack| {
-            let check = check_pack(vault, *pack, indexes.contains(pack));
-            progress(check.as_ref().map_or(0, |c| c.bytes));
-            check
-        })
-        .collect::<Result<_, _>>()?;
+/// What verify has found so far: the report, the damaged objects with the
+/// points and journals each breaks, and what the packs hold.
+#[derive(Default)]
+struct Findings {
+    report: VerifyReport,
+    damaged: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// Chunks whose bytes were read and matched their id, where a restore finds them.
+    good: HashSet<ChunkId>,
+    /// The pack each chunk is claimed by (its index, or the pack's frames).
+    holder: HashMap<ChunkId, PackId>,
+    pages: HashMap<ChunkId, MapPage>,
+    /// Packs something (a point, a base, a journal) refers to.
+    referenced: HashSet<PackId>,
+    packs: BTreeSet<PackId>,
+    /// Packs with no index object.
+    indexless: Vec<PackId>,
+}
 
-    let mut report = VerifyReport::default();
-    let mut damaged: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
-    let mut good: HashSet<ChunkId> = HashSet::new();
-    let mut holder: HashMap<ChunkId, PackId> = HashMap::new();
-    let mut pages: HashMap<ChunkId, MapPage> = HashMap::new();
-    // Chunks of packs that have no index object cannot be found by a
-    // restore: they count as good only where an indexed pack holds them too.
-    let (indexed_checks, indexless_checks): (Vec<PackCheck>, Vec<PackCheck>) =
-        checks.into_iter().partition(|check| indexes.contains(&check.pack));
-    let mut indexed_chunks: HashSet<ChunkId> = HashSet::new();
-    for check in &indexed_checks {
-        indexed_chunks.extend(check.claimed.iter().copied());
-    }
-    let indexless: Vec<PackId> = indexless_checks.iter().map(|check| check.pack).collect();
-    for pack in &indexless {
-        damaged.insert(
-            index_path(pack),
-            ("index object is missing, so restores cannot find this pack's chunks".into(), BTreeSet::new()),
-        );
-    }
-    for check in indexed_checks.into_iter().chain(indexless_checks) {
-        report.packs_checked += 1;
-        report.chunks_checked += check.good.len() as u64;
-        report.bytes_checked += check.bytes;
-        for (object, problem) in check.problems {
-            damaged.entry(object).or_insert_with(|| (problem, BTreeSet::new()));
+impl Findings {
+    /// Reads every pack (in parallel) and every index: which chunks are
+    /// good and where each is; indexes without packs and packs without
+    /// indexes are damage until proven harmless.
+    fn check_packs(vault: &Vault, progress: &(dyn Fn(u64) + Sync)) -> Result<Findings, VaultError> {
+        let backend = vault.backend();
+        let packs: BTreeSet<PackId> =
+            backend.list(PACKS_FOLDER)?.iter().filter_map(|o| pack_id_of(&o.path, PACKS_FOLDER, ".pack")).collect();
+        let indexes: BTreeSet<PackId> = backend
+            .list(INDEXES_FOLDER)?
+            .iter()
+            .filter_map(|o| pack_id_of(&o.path, INDEXES_FOLDER, ".index"))
+            .collect();
+        let checks: Vec<PackCheck> = packs
+            .par_iter()
+            .map(|pack| {
+                let check = check_pack(vault, *pack, indexes.contains(pack));
+                progress(check.as_ref().map_or(0, |c| c.bytes));
+                check
+            })
+            .collect::<Result<_, _>>()?;
+        let mut findings = Findings::default();
+        // Chunks of packs that have no index object cannot be found by a
+        // restore: they count as good only where an indexed pack holds them too.
+        let (indexed_checks, indexless_checks): (Vec<PackCheck>, Vec<PackCheck>) =
+            checks.into_iter().partition(|check| indexes.contains(&check.pack));
+        let indexed_chunks: HashSet<ChunkId> =
+            indexed_checks.iter().flat_map(|check| check.claimed.iter().copied()).collect();
+        findings.indexless = indexless_checks.iter().map(|check| check.pack).collect();
+        for pack in &findings.indexless {
+            let problem = "index object is missing, so restores cannot find this pack's chunks";
+            findings.damaged.insert(index_path(pack), (problem.into(), BTreeSet::new()));
         }
-        let has_index = indexes.contains(&check.pack);
-        for id in check.claimed {
-            holder.entry(id).or_insert(check.pack);
+        for check in indexed_checks.into_iter().chain(indexless_checks) {
+            findings.report.packs_checked += 1;
+            findings.report.chunks_checked += check.good.len() as u64;
+            findings.report.bytes_checked += check.bytes;
+            for (object, problem) in check.problems {
+                findings.damaged.entry(object).or_insert_with(|| (problem, BTreeSet::new()));
+            }
+            let has_index = indexes.contains(&check.pack);
+            for id in check.claimed {
+                findings.holder.entry(id).or_insert(check.pack);
+            }
+            findings.good.extend(check.good.into_iter().filter(|id| has_index || indexed_chunks.contains(id)));
+            findings.pages.extend(check.pages);
         }
-        good.extend(check.good.into_iter().filter(|id| has_index || indexed_chunks.contains(id)));
-        pages.extend(check.pages);
-    }
-    for pack in indexes.difference(&packs) {
-        let object = index_path(pack);
-        damaged.insert(object, (format!("its pack {} is missing", pack_path(pack)), BTreeSet::new()));
-        if let Ok(index) = read_index(vault, &index_path(pack)) {
-            for entry in index.entries {
-                holder.entry(entry.id).or_insert(*pack);
+        for pack in indexes.difference(&packs) {
+            let object = index_path(pack);
+            findings.damaged.insert(object, (format!("its pack {} is missing", pack_path(pack)), BTreeSet::new()));
+            if let Ok(index) = read_index(vault, &index_path(pack)) {
+                for entry in index.entries {
+                    findings.holder.entry(entry.id).or_insert(*pack);
+                }
             }
         }
+        findings.packs = packs;
+        Ok(findings)
     }
 
-    // Every point and every compacted journal base: its manifest, its
-    // pages, every chunk of every page. A broken base breaks its journal.
-    let mut referenced: HashSet<PackId> = HashSet::new();
-    for disk in vault.disks()? {
-        let points = vault.point_sequences(&disk)?.into_iter().map(|(sequence, path)| (sequence, path, false));
-        let bases = crate::journal::journal_objects(vault, &disk)?.bases;
-        for (sequence, path, is_base) in points.chain(bases.into_iter().map(|(sequence, path)| (sequence, path, true)))
-        {
-            let name = if is_base { format!("{disk}@journal-base:{sequence}") } else { format!("{disk}@{sequence}") };
-            let mut broken = |reason: String| {
-                if is_base {
-                    report.broken_journals.push(BrokenJournal { disk: disk.clone(), from_sequence: sequence, reason });
-                } else {
-                    report.broken_points.push(BrokenPoint { disk: disk.clone(), point: sequence, reason });
-                }
-            };
-            report.points_checked += 1;
-            let point = match vault.read_point(&path) {
-                Ok(point) => point,
-                Err(VaultError::Damaged { problem, .. }) => {
-                    damaged.insert(path.clone(), (problem.clone(), BTreeSet::from([name.clone()])));
-                    broken(format!("{path}: {problem}"));
+    /// Every point and every compacted journal base: its manifest, its
+    /// pages, every chunk of every page. A broken base breaks its journal.
+    fn check_points(&mut self, vault: &Vault) -> Result<(), VaultError> {
+        for disk in vault.disks()? {
+            let points = vault.point_sequences(&disk)?.into_iter().map(|(sequence, path)| (sequence, path, false));
+            let bases = crate::journal::journal_objects(vault, &disk)?.bases;
+            for (sequence, path, is_base) in
+                points.chain(bases.into_iter().map(|(sequence, path)| (sequence, path, true)))
+            {
+                let name =
+                    if is_base { format!("{disk}@journal-base:{sequence}") } else { format!("{disk}@{sequence}") };
+                self.report.points_checked += 1;
+                let reasons = self.check_point(vault, &path, &name)?;
+                if reasons.is_empty() {
                     continue;
                 }
-                Err(other) => return Err(other),
-            };
-            let mut reasons: BTreeSet<String> = BTreeSet::new();
-            let mut missing = |id: &ChunkId, what: &str, reasons: &mut BTreeSet<String>| match holder.get(id) {
-                Some(pack) => {
-                    let object = pack_path(pack);
-                    if let Some((_, breaks)) = damaged.get_mut(&object) {
-                        breaks.insert(name.clone());
-                    } else if let Some((_, breaks)) = damaged.get_mut(&index_path(pack)) {
-                        breaks.insert(name.clone());
-                    }
-                    reasons.insert(format!("{what} {id} in {object} is damaged"));
-                }
-                None => {
-                    reasons.insert(format!("{what} {id} is in no pack"));
-                }
-            };
-            for (page_number, page_id) in point.pages.iter().enumerate() {
-                if page_id.is_zero() {
-                    continue;
-                }
-                if let Some(pack) = holder.get(page_id) {
-                    referenced.insert(*pack);
-                }
-                let page = match pages.get(page_id) {
-                    Some(page) if good.contains(page_id) => page,
-                    _ => {
-                        missing(page_id, "map page", &mut reasons);
-                        continue;
-                    }
-                };
-                if page.entries.len() != point.entries_in_page(page_number) as usize {
-                    reasons.insert(format!("map page {page_id} has the wrong number of entries"));
-                    continue;
-                }
-                for id in page.entries.iter().filter(|id| !id.is_zero()) {
-                    if let Some(pack) = holder.get(id) {
-                        referenced.insert(*pack);
-                    }
-                    if !good.contains(id) {
-                        missing(id, "chunk", &mut reasons);
-                    }
-                }
-            }
-            if !reasons.is_empty() {
                 let total = reasons.len();
                 let mut reason: Vec<String> = reasons.into_iter().take(3).collect();
                 if total > 3 {
                     reason.push(format!("and {} more", total - 3));
                 }
-                broken(reason.join("; "));
+                let reason = reason.join("; ");
+                if is_base {
+                    self.report.broken_journals.push(BrokenJournal {
+                        disk: disk.clone(),
+                        from_sequence: sequence,
+                        reason,
+                    });
+                } else {
+                    self.report.broken_points.push(BrokenPoint { disk: disk.clone(), point: sequence, reason });
+                }
             }
         }
+        Ok(())
     }
-    // Every journal: segments whole and consecutive, every write's data good.
-    for disk in vault.disks()? {
-        let objects = crate::journal::journal_objects(vault, &disk)?;
-        // After a compacted base, records continue at the one after it
-        // (segments it covers may still be there, if a compaction was
-        // interrupted before deleting them).
-        let mut expected: Option<u64> = objects.bases.last().map(|(sequence, _)| sequence + 1);
-        for (first, path) in objects.segments {
-            report.segments_checked += 1;
-            let name = format!("{disk}@journal:{first}");
-            let mut reasons: BTreeSet<String> = BTreeSet::new();
-            if expected.is_some_and(|expected| expected < first) {
-                reasons.insert(format!("records {}..{first} are missing", expected.unwrap_or(0)));
+
+    /// Why the point (or base) at `path`, called `name` in the report,
+    /// cannot be restored; empty when it can.
+    fn check_point(&mut self, vault: &Vault, path: &str, name: &str) -> Result<BTreeSet<String>, VaultError> {
+        let mut reasons: BTreeSet<String> = BTreeSet::new();
+        let point = match vault.read_point(path) {
+            Ok(point) => point,
+            Err(VaultError::Damaged { problem, .. }) => {
+                self.damaged.insert(path.to_string(), (problem.clone(), BTreeSet::from([name.to_string()])));
+                reasons.insert(format!("{path}: {problem}"));
+                return Ok(reasons);
             }
-            match crate::journal::read_segment(vault, &path) {
-                Ok(segment) => {
-                    expected = segment.last_sequence().map(|last| last + 1).max(expected);
-                    for record in &segment.records {
-                        let standby_format::RecordKind::Write { pieces, .. } = &record.kind else { continue };
-                        for id in pieces {
-                            if let Some(pack) = holder.get(id) {
-                                referenced.insert(*pack);
-                            }
-                            if good.contains(id) {
-                                continue;
-                            }
-                            match holder.get(id) {
-                                Some(pack) => {
-                                    let object = pack_path(pack);
-                                    for key in [object.clone(), index_path(pack)] {
-                                        if let Some((_, breaks)) = damaged.get_mut(&key) {
-                                            breaks.insert(name.clone());
-                                        }
-                                    }
-                                    reasons.insert(format!("journal data {id} in {object} is damaged"));
-                                }
-                                None => {
-                                    reasons.insert(format!("journal data {id} is in no pack"));
+            Err(other) => return Err(other),
+        };
+        for (page_number, page_id) in point.pages.iter().enumerate() {
+            if page_id.is_zero() {
+                continue;
+            }
+            self.refer(page_id);
+            let page = match self.pages.get(page_id) {
+                Some(page) if self.good.contains(page_id) => page.clone(),
+                _ => {
+                    reasons.insert(self.missing(page_id, "map page", name, false));
+                    continue;
+                }
+            };
+            if page.entries.len() != point.entries_in_page(page_number) as usize {
+                reasons.insert(format!("map page {page_id} has the wrong number of entries"));
+                continue;
+            }
+            for id in page.entries.iter().filter(|id| !id.is_zero()) {
+                self.refer(id);
+                if !self.good.contains(id) {
+                    reasons.insert(self.missing(id, "chunk", name, false));
+                }
+            }
+        }
+        Ok(reasons)
+    }
+
+    /// Every journal: segments whole and consecutive, every write's data good.
+    fn check_journals(&mut self, vault: &Vault) -> Result<(), VaultError> {
+        for disk in vault.disks()? {
+            let objects = crate::journal::journal_objects(vault, &disk)?;
+            // After a compacted base, records continue at the one after it
+            // (segments it covers may still be there, if a compaction was
+            // interrupted before deleting them).
+            let mut expected: Option<u64> = objects.bases.last().map(|(sequence, _)| sequence + 1);
+            for (first, path) in objects.segments {
+                self.report.segments_checked += 1;
+                let name = format!("{disk}@journal:{first}");
+                let mut reasons: BTreeSet<String> = BTreeSet::new();
+                if expected.is_some_and(|expected| expected < first) {
+                    reasons.insert(format!("records {}..{first} are missing", expected.unwrap_or(0)));
+                }
+                match crate::journal::read_segment(vault, &path) {
+                    Ok(segment) => {
+                        expected = segment.last_sequence().map(|last| last + 1).max(expected);
+                        for record in &segment.records {
+                            let standby_format::RecordKind::Write { pieces, .. } = &record.kind else { continue };
+                            for id in pieces {
+                                self.refer(id);
+                                if !self.good.contains(id) {
+                                    reasons.insert(self.missing(id, "journal data", &name, true));
                                 }
                             }
                         }
                     }
+                    Err(VaultError::Damaged { problem, .. }) => {
+                        expected = None;
+                        self.damaged.insert(path.clone(), (problem.clone(), BTreeSet::from([name.clone()])));
+                        reasons.insert(format!("{path}: {problem}"));
+                    }
+                    Err(other) => return Err(other),
                 }
-                Err(VaultError::Damaged { problem, .. }) => {
-                    expected = None;
-                    damaged.insert(path.clone(), (problem.clone(), BTreeSet::from([name.clone()])));
-                    reasons.insert(format!("{path}: {problem}"));
+                if !reasons.is_empty() {
+                    let reason: Vec<String> = reasons.into_iter().take(3).collect();
+                    let reason = reason.join("; ");
+                    self.report.broken_journals.push(BrokenJournal {
+                        disk: disk.clone(),
+                        from_sequence: first,
+                        reason,
+                    });
                 }
-                Err(other) => return Err(other),
-            }
-            if !reasons.is_empty() {
-                let reason: Vec<String> = reasons.into_iter().take(3).collect();
-                report.broken_journals.push(BrokenJournal {
-                    disk: disk.clone(),
-                    from_sequence: first,
-                    reason: reason.join("; "),
-                });
             }
         }
+        Ok(())
     }
-    // A pack without an index that nothing needs is a crashed sync's
-    // leftover (prune collects it), not damage.
-    for pack in &indexless {
-        if damaged.get(&index_path(pack)).is_some_and(|(_, breaks)| breaks.is_empty()) {
-            damaged.remove(&index_path(pack));
+
+    /// Records that something refers to chunk `id`'s pack.
+    fn refer(&mut self, id: &ChunkId) {
+        if let Some(pack) = self.holder.get(id) {
+            self.referenced.insert(*pack);
         }
     }
-    report.packs_unreferenced = packs.iter().filter(|pack| !referenced.contains(pack)).count() as u64;
-    report.damaged = damaged
-        .into_iter()
-        .map(|(object, (problem, breaks))| DamagedObject { object, problem, breaks: breaks.into_iter().collect() })
-        .collect();
-    Ok(report)
+
+    /// Chunk `id` (a `what`) is not good: the damaged object holding it
+    /// (its pack, else its index; with `both`, each that is damaged) now
+    /// breaks `name`; returns the reason.
+    fn missing(&mut self, id: &ChunkId, what: &str, name: &str, both: bool) -> String {
+        let Some(pack) = self.holder.get(id) else { return format!("{what} {id} is in no pack") };
+        let object = pack_path(pack);
+        for key in [object.clone(), index_path(pack)] {
+            if let Some((_, breaks)) = self.damaged.get_mut(&key) {
+                breaks.insert(name.to_string());
+                if !both {
+                    break;
+                }
+            }
+        }
+        format!("{what} {id} in {object} is damaged")
+    }
+
+    /// The report: a pack without an index that nothing needs is a crashed
+    /// sync's leftover (prune collects it), not damage.
+    fn report(mut self) -> VerifyReport {
+        for pack in &self.indexless {
+            if self.damaged.get(&index_path(pack)).is_some_and(|(_, breaks)| breaks.is_empty()) {
+                self.damaged.remove(&index_path(pack));
+            }
+        }
+        let referenced = &self.referenced;
+        self.report.packs_unreferenced = self.packs.iter().filter(|pack| !referenced.contains(pack)).count() as u64;
+        self.report.damaged = self
+            .damaged
+            .into_iter()
+            .map(|(object, (problem, breaks))| DamagedObject { object, problem, breaks: breaks.into_iter().collect() })
+            .collect();
+        self.report
+    }
 }
 
 fn check_pack(vault: &Vault, pack: PackId, has_index: bool) -> Result<PackCheck, VaultError> {
