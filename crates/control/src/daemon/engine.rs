@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
 use standby_lifecycle::{in_flight, transition, Command, Transition};
@@ -264,7 +263,7 @@ impl Daemon {
         kind: JobKind,
         origin: JobOrigin,
         steps: &[&str],
-        work: impl FnOnce(&Daemon, &JobSteps) -> Result<Value, ControlError> + Send + 'static,
+        work: impl FnOnce(&Daemon, &JobSteps) -> Result<(), ControlError> + Send + 'static,
     ) -> Result<JobStarted, ControlError> {
         let claim = self.claims.claim(deployment, &[name])?;
         let id = deployment.state.create_job(name, kind, origin, steps)?;

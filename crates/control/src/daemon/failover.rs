@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::{Command, Instance, Site, State, Transition};
@@ -186,21 +185,22 @@ impl Daemon {
                 let booted = (|| {
                     // Leftovers of a drill a crash interrupted are not resumed.
                     daemon.remove_drill(deployment, &machine)?;
-                    job.step(STEPS[1], StepState::Running, "")?;
-                    let drives = daemon.serve_point(deployment, &machine, &point, Instance::Drill)?;
-                    job.step(STEPS[1], StepState::Done, &format!("{} disk(s) exported", drives.len()))?;
-                    job.step(STEPS[2], StepState::Running, "")?;
-                    let launched = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
-                    let network = match launched.attachments.first() {
-                        Some(nic) => format!("on the isolated network {}", nic.network),
-                        None => "no network device".to_string(),
-                    };
-                    job.step(STEPS[2], StepState::Done, &format!("pid {}, {network}", launched.pid))?;
-                    Ok(launched)
+                    let drives = job.run(STEPS[1], || {
+                        let drives = daemon.serve_point(deployment, &machine, &point, Instance::Drill)?;
+                        let detail = format!("{} disk(s) exported", drives.len());
+                        Ok((drives, detail))
+                    })?;
+                    job.run(STEPS[2], || {
+                        let launched = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
+                        let network = match launched.attachments.first() {
+                            Some(nic) => format!("on the isolated network {}", nic.network),
+                            None => "no network device".to_string(),
+                        };
+                        Ok(((), format!("pid {}, {network}", launched.pid)))
+                    })
                 })();
                 match booted {
-                    Ok(launched) => Ok(json!({"name": name_of(&machine), "state": step.after, "point": point,
-                                          "pid": launched.pid})),
+                    Ok(()) => Ok(()),
                     Err(e) => {
                         // Nothing of a half-started drill stays behind.
                         let _ = daemon.remove_drill(deployment, &machine);
@@ -254,7 +254,7 @@ impl Daemon {
     /// The cleanup job; also how a restarted daemon ends a drill whose
     /// test-failover or cleanup job it interrupted (every step is safe to
     /// repeat).
-    pub(super) fn cleanup_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    pub(super) fn cleanup_job(&self, machine: &Machine, job: &JobSteps) -> Result<(), ControlError> {
         let step = transition_of(machine, Command::CleanupTestFailover)?;
         job.step(CLEANUP_STEPS[0], StepState::Running, "")?;
         let removed = self.remove_drill(job.deployment, machine)?;
@@ -271,7 +271,7 @@ impl Daemon {
         let detail =
             if listed.is_empty() { "nothing was left".to_string() } else { format!("removed {}", listed.join(", ")) };
         job.step(CLEANUP_STEPS[0], StepState::Done, &detail)?;
-        Ok(json!({"name": name_of(machine), "state": step.after, "removed": listed}))
+        Ok(())
     }
 
     /// Resolves the operator's point (default `latest`) for `machine`.
@@ -323,7 +323,7 @@ impl Daemon {
     /// Waits until replication keeps up, then leaves the machine
     /// `ready-to-complete`; run again by a restarted daemon that
     /// interrupted it.
-    pub(super) fn sync_first_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    pub(super) fn sync_first_job(&self, machine: &Machine, job: &JobSteps) -> Result<(), ControlError> {
         let step = transition_of(machine, Command::PlannedFailover { sync_first: true })?;
         let name = name_of(machine);
         job.run(SYNC_FIRST_STEPS[0], || {
@@ -332,7 +332,7 @@ impl Daemon {
             Ok(((), format!("{done}; run `standby complete-failover {name}`")))
         })?;
         job.deployment.state.set_machine_state(name, step.after, None)?;
-        Ok(json!({"name": name, "state": step.after}))
+        Ok(())
     }
 
     pub(super) fn complete_failover(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
@@ -371,18 +371,18 @@ impl Daemon {
         kind: Move,
         point: Option<&str>,
         job: &JobSteps,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<(), ControlError> {
         let name = machine.name();
         let mut moving = Moving { details: machine.details.clone(), step, machine };
         moving.record(job.deployment)?;
         match self.move_steps(&mut moving, kind, point, job) {
-            Ok((chosen, pid, downtime)) => {
+            Ok(downtime) => {
                 let downtime_ms = downtime.map(|d| d.as_millis() as u64);
                 recorded(&mut moving.details).downtime_ms = downtime_ms;
                 let to_site = machine.active_site.other();
                 let generation = machine.generation + 1;
                 job.deployment.state.set_machine_placement(name, step.after, to_site, generation, &moving.details)?;
-                Ok(json!({"name": name, "state": step.after, "point": chosen, "pid": pid, "downtime_ms": downtime_ms}))
+                Ok(())
             }
             Err(e) => {
                 let rolled = self.roll_back_failover(job.deployment, machine, &moving.details, step.undone, job.id);
@@ -396,15 +396,14 @@ impl Daemon {
 
     /// The steps of a failover, each begun only when no `cancel` came; the
     /// records a roll-back needs are written before each act they undo.
-    /// Returns the point, the copy's pid and, with the source shut down,
-    /// the downtime.
+    /// Returns, with the source shut down, the downtime.
     fn move_steps(
         &self,
         moving: &mut Moving,
         kind: Move,
         point: Option<&str>,
         job: &JobSteps,
-    ) -> Result<(MachinePoint, u32, Option<Duration>), ControlError> {
+    ) -> Result<Option<Duration>, ControlError> {
         const BY: &str = "cancelled by `standby cancel`";
         let (deployment, machine) = (job.deployment, moving.machine);
         let to_site = machine.active_site.other();
@@ -446,7 +445,7 @@ impl Daemon {
             let detail = format!("{} disk(s) exported", drives.len());
             Ok((drives, detail))
         })?;
-        let (pid, downtime) = job.run_unless_stopped(MOVE_STEPS[5], BY, || {
+        job.run_unless_stopped(MOVE_STEPS[5], BY, || {
             let started = Instant::now();
             // From here on the copies diverge: a write the old source makes
             // later is a split brain.
@@ -457,9 +456,8 @@ impl Daemon {
             if let Some(downtime) = downtime {
                 detail.push_str(&format!("; downtime {} ms (source stopped to target started)", downtime.as_millis()));
             }
-            Ok(((launched.pid, downtime), detail))
-        })?;
-        Ok((chosen, pid, downtime))
+            Ok((downtime, detail))
+        })
     }
 
     /// The failover's source step: whether the source ran is recorded
@@ -682,7 +680,7 @@ impl Daemon {
         chosen: &MachinePoint,
         resumed: bool,
         job: &JobSteps,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<(), ControlError> {
         const STEPS: [&str; 4] = CHANGE_POINT_STEPS;
         let step = transition_of(machine, Command::ChangePoint)?;
         let deployment = job.deployment;
@@ -719,7 +717,7 @@ impl Daemon {
         details.failover_mut(name)?.change_point = None;
         deployment.state.set_machine_placement(name, step.after, site, machine.generation, &details)?;
         job.step(STEPS[3], StepState::Done, &format!("pid {pid}"))?;
-        Ok(json!({"name": name, "state": step.after, "point": chosen, "pid": pid}))
+        Ok(())
     }
 
     pub(super) fn cancel(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
@@ -760,7 +758,6 @@ impl Daemon {
                     "failover job {failover_job} stopped and rolled back: {}",
                     outcome.error.as_deref().unwrap_or("it ended")
                 );
-                let machine_name = name.to_string();
                 self.spawn_job(
                     deployment,
                     name,
@@ -769,7 +766,7 @@ impl Daemon {
                     &CANCEL_STEPS,
                     move |_, job| {
                         job.step(CANCEL_STEPS[0], StepState::Done, &detail)?;
-                        Ok(json!({"name": machine_name, "state": State::Protected, "done": [detail]}))
+                        Ok(())
                     },
                 )
             }
@@ -788,18 +785,18 @@ impl Daemon {
     }
 
     /// The cancel job; run again by a restarted daemon that interrupted it.
-    pub(super) fn cancel_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    pub(super) fn cancel_job(&self, machine: &Machine, job: &JobSteps) -> Result<(), ControlError> {
         let step = transition_of(machine, Command::Cancel)?;
         if machine.state == State::ReadyToComplete {
             // Nothing moved yet: the machine just stops waiting.
             job.deployment.state.set_machine_state(name_of(machine), step.after, None)?;
             job.step(CANCEL_STEPS[0], StepState::Done, "the planned failover is called off; replication carries on")?;
-            return Ok(json!({"name": name_of(machine), "state": step.after}));
+            return Ok(());
         }
         job.step(CANCEL_STEPS[0], StepState::Running, "")?;
         let done = self.roll_back_failover(job.deployment, machine, &machine.details, step.after, job.id)?;
         job.step(CANCEL_STEPS[0], StepState::Done, &done.join("; "))?;
-        Ok(json!({"name": name_of(machine), "state": step.after, "done": done}))
+        Ok(())
     }
 
     pub(super) fn commit(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
@@ -817,7 +814,7 @@ impl Daemon {
     }
 
     /// The commit job; run again by a restarted daemon that interrupted it.
-    pub(super) fn commit_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    pub(super) fn commit_job(&self, machine: &Machine, job: &JobSteps) -> Result<(), ControlError> {
         const STEPS: [&str; 2] = COMMIT_STEPS;
         let step = transition_of(machine, Command::Commit)?;
         let name = name_of(machine);
@@ -849,7 +846,7 @@ impl Daemon {
             StepState::Done,
             &format!("the machine runs at the {} site for good; reprotect replicates it back", machine.active_site),
         )?;
-        Ok(json!({"name": name, "state": step.after}))
+        Ok(())
     }
 }
 

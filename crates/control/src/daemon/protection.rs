@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use standby_api::{BookmarkView, DiskStatus, HealthLevel, Hydration, JobStarted, MachineStatus, StatusList};
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::{Command, State, Transition};
@@ -185,7 +184,7 @@ impl Daemon {
     /// Runs the protect job; when it fails, the machine goes back to where
     /// it was: unprotected, nothing running through a splitter (what the
     /// vault received stays).
-    pub(super) fn protect_or_roll_back(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    pub(super) fn protect_or_roll_back(&self, machine: &Machine, job: &JobSteps) -> Result<(), ControlError> {
         let step = transition_of(machine, Command::Protect)?;
         self.protect_job(machine, step, job).map_err(|e| {
             let name = &machine.definition.name;
@@ -204,7 +203,7 @@ impl Daemon {
 
     /// The protect job, also run again by a restarted daemon for a machine
     /// it finds `enabling`: every step is safe to repeat.
-    fn protect_job(&self, machine: &Machine, step: Transition, job: &JobSteps) -> Result<Value, ControlError> {
+    fn protect_job(&self, machine: &Machine, step: Transition, job: &JobSteps) -> Result<(), ControlError> {
         let name = &machine.definition.name;
         job.step(PROTECT_STEPS[0], StepState::Running, "")?;
         // A running guest is paused from before its splitters start until
@@ -255,7 +254,7 @@ impl Daemon {
         }
         job.step(PROTECT_STEPS[3], StepState::Done, &points.join(", "))?;
         job.deployment.state.set_machine_state(name, step.after, None)?;
-        Ok(json!({"name": name, "state": step.after, "points": points}))
+        Ok(())
     }
 
     /// Whether every disk's splitter has re-read what it had to and keeps
@@ -396,11 +395,11 @@ impl Daemon {
 
     /// The unprotect job; run again by a restarted daemon that interrupted
     /// it (every step is safe to repeat).
-    pub(super) fn unprotect_job(&self, machine: &Machine, job: &JobSteps) -> Result<Value, ControlError> {
+    pub(super) fn unprotect_job(&self, machine: &Machine, job: &JobSteps) -> Result<(), ControlError> {
         let step = transition_of(machine, Command::Unprotect)?;
         self.unreplicate(job.deployment, machine, Some(job))?;
         job.deployment.state.set_machine_state(&machine.definition.name, step.after, Some(None))?;
-        Ok(json!({"name": machine.definition.name, "state": step.after}))
+        Ok(())
     }
 
     /// A replicated machine that runs with a disk on its image instead of
@@ -452,7 +451,6 @@ impl Daemon {
             return self.unprotect(name);
         }
         let steps = ["stop the initial replication"];
-        let machine_name = name.to_string();
         self.spawn_job(
             deployment,
             name,
@@ -464,7 +462,7 @@ impl Daemon {
                     "protect job {protect_job} stopped and rolled back: disks on their images, splitters stopped"
                 );
                 job.step(steps[0], StepState::Done, &detail)?;
-                Ok(json!({"name": machine_name, "state": State::Unprotected}))
+                Ok(())
             },
         )
     }

@@ -30,7 +30,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::Command;
@@ -246,7 +245,7 @@ impl Daemon {
         point: &MachinePoint,
         alternate_location: bool,
         job: &JobSteps,
-    ) -> Result<Value, ControlError> {
+    ) -> Result<(), ControlError> {
         let deployment = job.deployment;
         let (active, old) = (machine.active_site, machine.active_site.other());
         let history = deployment.open_vault_at(active)?;
@@ -504,7 +503,7 @@ fn finish_reprotect(
     reprotect: Option<&ReprotectRecord>,
     job: i64,
     shipped: u64,
-) -> Result<Value, ControlError> {
+) -> Result<(), ControlError> {
     let name = machine.definition.name.as_str();
     let (active, old) = (machine.active_site, machine.active_site.other());
     let started_by = reprotect.map_or(job, |reprotect| reprotect.job);
@@ -517,7 +516,7 @@ fn finish_reprotect(
     details.reprotected = Some(ReprotectedRecord { job, bytes_moved: shipped, to: old, resumed: started_by != job });
     let after = transition_of(machine, Command::Reprotect)?.after;
     deployment.state.set_machine_placement(name, after, active, machine.generation, &details)?;
-    Ok(json!({"name": name, "state": after, "replicates_to": old, "bytes_moved": shipped}))
+    Ok(())
 }
 
 /// Where a disk is built at the old site after `reprotect

@@ -30,7 +30,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::{Command, State};
@@ -141,7 +140,7 @@ impl Daemon {
                     job.step(steps[0], StepState::Running, "")?;
                     let done = daemon.roll_back_failover(job.deployment, &machine, &machine.details, undone, job.id)?;
                     job.step(steps[0], StepState::Done, &done.join("; "))?;
-                    Ok(json!({"name": machine.name(), "state": undone, "done": done}))
+                    Ok(())
                 })?
             }
             TakeUp::ResumeUnprotect => self.spawn_job(
@@ -206,7 +205,7 @@ impl Daemon {
                     job.step(steps[0], StepState::Running, &format!("owed by job {owed}"))?;
                     let done = daemon.start_pending(job.deployment, machine.name())?;
                     job.step(steps[0], StepState::Done, &done)?;
-                    Ok(json!({"name": machine.name(), "done": done}))
+                    Ok(())
                 })?
             }
         };
