@@ -285,7 +285,36 @@ fn handshake<S: Stream>(
     config: &ServerConfig,
 ) -> Result<Option<Session>, ConnectionEnd> {
     // A client has a minute to finish negotiating.
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_read_timeout(Some(NEGOTIATION_TIMEOUT))?;
+    let Some(no_zeroes) = greet(stream)? else { return Ok(None) };
+    let mut session = Session { structured: false };
+    loop {
+        let Some((option, data)) = read_option(stream)? else { return Ok(None) };
+        match answer_option(stream, option, &data, &mut session, no_zeroes, export, config)? {
+            Negotiation::Continue => {}
+            Negotiation::Transmit => break,
+            Negotiation::Close => return Ok(None),
+        }
+    }
+    stream.set_read_timeout(None)?;
+    Ok(Some(session))
+}
+
+/// How long a client has to finish negotiating.
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the negotiation goes after an option.
+enum Negotiation {
+    Continue,
+    /// On to the transmission phase.
+    Transmit,
+    /// The client aborted or went away.
+    Close,
+}
+
+/// The server's hello (fixed newstyle) and the client's flags: whether the
+/// client takes no zeroes, or `None` when it went away.
+fn greet<S: Stream>(stream: &mut S) -> Result<Option<bool>, ConnectionEnd> {
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&NBD_MAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -299,120 +328,135 @@ fn handshake<S: Stream>(
     if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
         return Err(protocol(format!("unknown client flags {client_flags:#x}")));
     }
-    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
-    let mut session = Session { structured: false };
-    loop {
-        let mut header = [0u8; 16];
-        if !read_exact_or_eof(stream, &mut header)? {
-            return Ok(None);
-        }
-        let magic = u64::from_be_bytes(header[0..8].try_into().expect("8 bytes"));
-        if magic != IHAVEOPT {
-            return Err(protocol(format!("bad option magic {magic:#x}")));
-        }
-        let option = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
-        let length = u32::from_be_bytes(header[12..16].try_into().expect("4 bytes"));
-        if length > OPTION_BYTES_MAX {
-            return Err(protocol(format!("option {option} of {length} bytes is too large")));
-        }
-        let mut data = vec![0u8; length as usize];
-        if !read_exact_or_eof(stream, &mut data)? {
-            return Ok(None);
-        }
-        let reply = |reply: u32, data: &[u8]| option_reply(option, reply, data);
-        match option {
-            OPT_EXPORT_NAME => {
-                // The old way in: no error reply is possible, so an unknown
-                // name closes the connection.
-                if !name_matches(&data, config) {
-                    return Err(protocol("NBD_OPT_EXPORT_NAME names an unknown export"));
-                }
-                let mut out = Vec::with_capacity(134);
-                out.extend_from_slice(&export.size().to_be_bytes());
-                out.extend_from_slice(&transmission_flags(export).to_be_bytes());
-                if !no_zeroes {
-                    out.extend_from_slice(&[0u8; 124]);
-                }
-                stream.write_all(&out)?;
-                break;
+    Ok(Some(client_flags & FLAG_C_NO_ZEROES != 0))
+}
+
+/// The client's next option and its data (at most [`OPTION_BYTES_MAX`]),
+/// or `None` when it went away.
+fn read_option<S: Stream>(stream: &mut S) -> Result<Option<(u32, Vec<u8>)>, ConnectionEnd> {
+    let mut header = [0u8; 16];
+    if !read_exact_or_eof(stream, &mut header)? {
+        return Ok(None);
+    }
+    let magic = u64::from_be_bytes(header[0..8].try_into().expect("8 bytes"));
+    if magic != IHAVEOPT {
+        return Err(protocol(format!("bad option magic {magic:#x}")));
+    }
+    let option = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+    let length = u32::from_be_bytes(header[12..16].try_into().expect("4 bytes"));
+    if length > OPTION_BYTES_MAX {
+        return Err(protocol(format!("option {option} of {length} bytes is too large")));
+    }
+    let mut data = vec![0u8; length as usize];
+    if !read_exact_or_eof(stream, &mut data)? {
+        return Ok(None);
+    }
+    Ok(Some((option, data)))
+}
+
+/// Answers one option.
+fn answer_option<S: Stream>(
+    stream: &mut S,
+    option: u32,
+    data: &[u8],
+    session: &mut Session,
+    no_zeroes: bool,
+    export: &dyn Export,
+    config: &ServerConfig,
+) -> Result<Negotiation, ConnectionEnd> {
+    let reply = |reply: u32, data: &[u8]| option_reply(option, reply, data);
+    match option {
+        OPT_EXPORT_NAME => {
+            // The old way in: no error reply is possible, so an unknown
+            // name closes the connection.
+            if !name_matches(data, config) {
+                return Err(protocol("NBD_OPT_EXPORT_NAME names an unknown export"));
             }
-            OPT_ABORT => {
-                // The client may already have gone; the ACK is a courtesy.
-                let _ = stream.write_all(&reply(REP_ACK, &[]));
-                return Ok(None);
+            let mut out = Vec::with_capacity(134);
+            out.extend_from_slice(&export.size().to_be_bytes());
+            out.extend_from_slice(&transmission_flags(export).to_be_bytes());
+            if !no_zeroes {
+                out.extend_from_slice(&[0u8; 124]);
             }
-            OPT_LIST => {
-                if !data.is_empty() {
-                    stream.write_all(&reply(REP_ERR_INVALID, b"NBD_OPT_LIST takes no data"))?;
-                    continue;
-                }
-                let mut server = Vec::new();
-                server.extend_from_slice(&(config.name.len() as u32).to_be_bytes());
-                server.extend_from_slice(config.name.as_bytes());
-                stream.write_all(&reply(REP_SERVER, &server))?;
-                stream.write_all(&reply(REP_ACK, &[]))?;
-            }
-            OPT_STRUCTURED_REPLY => {
-                if !data.is_empty() {
-                    stream.write_all(&reply(REP_ERR_INVALID, b"NBD_OPT_STRUCTURED_REPLY takes no data"))?;
-                    continue;
-                }
-                session.structured = true;
-                stream.write_all(&reply(REP_ACK, &[]))?;
-            }
-            OPT_INFO | OPT_GO => {
-                let request = match InfoRequest::decode(&data) {
-                    Ok(request) => request,
-                    Err(e) => {
-                        stream.write_all(&reply(REP_ERR_INVALID, e.to_string().as_bytes()))?;
-                        continue;
-                    }
-                };
-                if !request.name.is_empty() && request.name != config.name {
-                    let message = format!("no export named {:?}; this server has {:?}", request.name, config.name);
-                    stream.write_all(&reply(REP_ERR_UNKNOWN, message.as_bytes()))?;
-                    continue;
-                }
-                let mut out = reply(REP_INFO, &info_export(export.size(), transmission_flags(export)));
-                for asked in &request.requests {
-                    let info = match *asked {
-                        INFO_NAME => {
-                            let mut name = INFO_NAME.to_be_bytes().to_vec();
-                            name.extend_from_slice(config.name.as_bytes());
-                            name
-                        }
-                        INFO_DESCRIPTION if !config.description.is_empty() => {
-                            let mut description = INFO_DESCRIPTION.to_be_bytes().to_vec();
-                            description.extend_from_slice(config.description.as_bytes());
-                            description
-                        }
-                        _ => continue,
-                    };
-                    out.extend_from_slice(&reply(REP_INFO, &info));
-                }
-                // Always sent: clients that did not ask may ignore it.
-                out.extend_from_slice(&reply(REP_INFO, &info_block_size(1, 4096, config.request_bytes_max)));
-                out.extend_from_slice(&reply(REP_ACK, &[]));
+            stream.write_all(&out)?;
+            return Ok(Negotiation::Transmit);
+        }
+        OPT_ABORT => {
+            // The client may already have gone; the ACK is a courtesy.
+            let _ = stream.write_all(&reply(REP_ACK, &[]));
+            return Ok(Negotiation::Close);
+        }
+        OPT_LIST if !data.is_empty() => {
+            stream.write_all(&reply(REP_ERR_INVALID, b"NBD_OPT_LIST takes no data"))?;
+        }
+        OPT_LIST => {
+            let mut server = Vec::new();
+            server.extend_from_slice(&(config.name.len() as u32).to_be_bytes());
+            server.extend_from_slice(config.name.as_bytes());
+            stream.write_all(&reply(REP_SERVER, &server))?;
+            stream.write_all(&reply(REP_ACK, &[]))?;
+        }
+        OPT_STRUCTURED_REPLY if !data.is_empty() => {
+            stream.write_all(&reply(REP_ERR_INVALID, b"NBD_OPT_STRUCTURED_REPLY takes no data"))?;
+        }
+        OPT_STRUCTURED_REPLY => {
+            session.structured = true;
+            stream.write_all(&reply(REP_ACK, &[]))?;
+        }
+        OPT_INFO | OPT_GO => match info_replies(option, data, export, config) {
+            Ok(out) => {
                 stream.write_all(&out)?;
                 if option == OPT_GO {
-                    break;
+                    return Ok(Negotiation::Transmit);
                 }
             }
-            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT if session.structured => {
-                // No metadata contexts are offered: an empty list.
-                stream.write_all(&reply(REP_ACK, &[]))?;
-            }
-            OPT_STARTTLS => {
-                stream.write_all(&reply(REP_ERR_POLICY, b"TLS is not offered on this socket"))?;
-            }
-            _ => {
-                let message = format!("option {option} is not supported");
-                stream.write_all(&reply(REP_ERR_UNSUP, message.as_bytes()))?;
-            }
+            Err(refusal) => stream.write_all(&refusal)?,
+        },
+        OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT if session.structured => {
+            // No metadata contexts are offered: an empty list.
+            stream.write_all(&reply(REP_ACK, &[]))?;
+        }
+        OPT_STARTTLS => {
+            stream.write_all(&reply(REP_ERR_POLICY, b"TLS is not offered on this socket"))?;
+        }
+        _ => {
+            let message = format!("option {option} is not supported");
+            stream.write_all(&reply(REP_ERR_UNSUP, message.as_bytes()))?;
         }
     }
-    stream.set_read_timeout(None)?;
-    Ok(Some(session))
+    Ok(Negotiation::Continue)
+}
+
+/// The replies to NBD_OPT_INFO or NBD_OPT_GO: the export's size and flags,
+/// the information asked for, block sizes, the ACK; or the error reply.
+fn info_replies(option: u32, data: &[u8], export: &dyn Export, config: &ServerConfig) -> Result<Vec<u8>, Vec<u8>> {
+    let reply = |reply: u32, data: &[u8]| option_reply(option, reply, data);
+    let request = InfoRequest::decode(data).map_err(|e| reply(REP_ERR_INVALID, e.to_string().as_bytes()))?;
+    if !request.name.is_empty() && request.name != config.name {
+        let message = format!("no export named {:?}; this server has {:?}", request.name, config.name);
+        return Err(reply(REP_ERR_UNKNOWN, message.as_bytes()));
+    }
+    let mut out = reply(REP_INFO, &info_export(export.size(), transmission_flags(export)));
+    for asked in &request.requests {
+        let info = match *asked {
+            INFO_NAME => {
+                let mut name = INFO_NAME.to_be_bytes().to_vec();
+                name.extend_from_slice(config.name.as_bytes());
+                name
+            }
+            INFO_DESCRIPTION if !config.description.is_empty() => {
+                let mut description = INFO_DESCRIPTION.to_be_bytes().to_vec();
+                description.extend_from_slice(config.description.as_bytes());
+                description
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&reply(REP_INFO, &info));
+    }
+    // Always sent: clients that did not ask may ignore it.
+    out.extend_from_slice(&reply(REP_INFO, &info_block_size(1, 4096, config.request_bytes_max)));
+    out.extend_from_slice(&reply(REP_ACK, &[]));
+    Ok(out)
 }
 
 fn name_matches(data: &[u8], config: &ServerConfig) -> bool {
