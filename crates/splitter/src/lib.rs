@@ -591,103 +591,29 @@ fn ship_with(
     jobs: Sender<SealJob>,
     outcomes: &std::sync::mpsc::Receiver<(SealJob, Result<SealReport, VaultError>)>,
 ) -> Result<(), VaultError> {
-    let mut writer = JournalWriter::open(vault, &shared.options.disk)?;
+    let mut shipper = Shipper {
+        writer: JournalWriter::open(vault, &shared.options.disk)?,
+        replies: Vec::new(),
+        unsealed: Vec::new(),
+        unsealed_since: None,
+        open_since: None,
+        sealing: None,
+        retry_at: None,
+    };
     let compressors = &compressor_pool();
-    let mut replies: Vec<(u64, Sender<Result<u64, String>>)> = Vec::new();
-    // Ranges of the changes in the open segment, released once it is sealed.
-    let mut unsealed: Vec<(u64, u64)> = Vec::new();
-    let mut unsealed_since: Option<Instant> = None;
-    // Time of the open segment's first change (for the lag).
-    let mut open_since: Option<i64> = None;
-    let mut sealing: Option<Sealing> = None;
-    let mut retry_at: Option<Instant> = None;
     loop {
-        let (entries, stopping, drained) = {
-            let mut queue = shared.lock();
-            // While the vault fails, or the open segment is at its budget,
-            // entries stay queued: memory stays bounded and the queue fills,
-            // which turns guest writes into dirty-region tracking.
-            let holding = retry_at.is_some_and(|at| Instant::now() < at)
-                || writer.unsealed_bytes() >= shared.options.queue_bytes_max
-                // The open pack is full and the last one is still being
-                // stored: wait for it rather than grow the pack past its size.
-                || (writer.is_full() && sealing.is_some());
-            if (queue.entries.is_empty() || holding) && !queue.stopping {
-                let timeout = shared.options.seal_interval.min(Duration::from_millis(200));
-                queue = shared.changed.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner()).0;
-            }
-            let mut entries: Vec<Entry> = Vec::new();
-            if !holding || queue.stopping {
-                // Batches of a few MiB: compressing one while the last one's
-                // pack is sealed keeps packs near their target size.
-                let mut room =
-                    shared.options.queue_bytes_max.saturating_sub(writer.unsealed_bytes()).min(BATCH_BYTES_MAX);
-                while let Some(entry) = queue.entries.front() {
-                    let bytes = if let Entry::Write { data, .. } = entry { data.len() as u64 } else { 0 };
-                    if bytes > room && !entries.is_empty() {
-                        break;
-                    }
-                    room = room.saturating_sub(bytes);
-                    queue.bytes -= bytes;
-                    entries.push(queue.entries.pop_front().expect("peeked"));
-                }
-            }
-            (entries, queue.stopping, queue.entries.is_empty())
-        };
+        let (entries, stopping, drained) = shipper.take_batch(shared);
         shared.changed.notify_all();
-        // Compression on every core only while the guest is quiet: on a
-        // small host (or hyperthreads) it slows the guest's own writes.
-        let guest_quiet = now_micros() - shared.guest_changed_micros.load(Ordering::Relaxed) > GUEST_QUIET_MICROS;
-        let prepared = prepare_writes(&writer, &entries, guest_quiet.then_some(compressors));
-        for (entry, prepared) in entries.iter().zip(prepared) {
-            match entry {
-                Entry::Write { offset, data, time } => {
-                    let prepared = prepared.expect("every write is prepared");
-                    writer.append(prepared, *time);
-                    unsealed.push((*offset, data.len() as u64));
-                    open_since.get_or_insert(*time);
-                }
-                Entry::Zero { offset, length, time } => {
-                    writer.zero(*offset, *length, *time);
-                    unsealed.push((*offset, *length));
-                    open_since.get_or_insert(*time);
-                }
-                Entry::Size { bytes, time } => {
-                    writer.size(*bytes, *time);
-                }
-                Entry::Gap { time } => {
-                    writer.gap(*time);
-                }
-                Entry::Exact { time } => {
-                    writer.exact(*time);
-                }
-                Entry::Bookmark { kind, label, time, reply } => {
-                    let sequence = writer.bookmark(*kind, label, *time);
-                    if let Some(reply) = reply {
-                        replies.push((sequence, reply.clone()));
-                    }
-                }
-            }
-            if writer.unsealed_records() > 0 && unsealed_since.is_none() {
-                unsealed_since = Some(Instant::now());
-            }
-        }
-        for entry in entries {
-            if let Entry::Write { data, .. } = entry {
-                shared.recycle(data);
-            }
-        }
-        shared.status.lock().unwrap_or_else(|p| p.into_inner()).lag_bytes = writer.unsealed_bytes();
-        let due = unsealed_since.is_some_and(|since| since.elapsed() >= shared.options.seal_interval)
-            || writer.is_full()
+        shipper.append(shared, entries, compressors);
+        let due = shipper.unsealed_since.is_some_and(|since| since.elapsed() >= shared.options.seal_interval)
+            || shipper.writer.is_full()
             // A burst has ended: what it wrote need not wait for the interval.
-            || (drained && writer.unsealed_bytes() >= BURST_SEAL_BYTES)
-            || !replies.is_empty()
+            || (drained && shipper.writer.unsealed_bytes() >= BURST_SEAL_BYTES)
+            || !shipper.replies.is_empty()
             || stopping;
-        let may_try = retry_at.is_none_or(|at| Instant::now() >= at) || stopping;
-
+        let may_try = shipper.retry_at.is_none_or(|at| Instant::now() >= at) || stopping;
         // The outcome of the segment being stored (waited for when stopping).
-        let waiting = sealing.as_ref().is_some_and(|s| s.failed.is_none());
+        let waiting = shipper.sealing.as_ref().is_some_and(|s| s.failed.is_none());
         let outcome = match (waiting, stopping) {
             (true, true) => outcomes.recv().ok(),
             (true, false) => outcomes.try_recv().ok(),
@@ -695,73 +621,184 @@ fn ship_with(
         };
         if let Some((job, result)) = outcome {
             match result {
-                Ok(report) => {
-                    writer.sealed(job);
-                    retry_at = None;
-                    let done = sealing.take().expect("a segment was being stored");
-                    {
-                        // The lag restarts at the oldest change not sealed.
-                        let mut queue = shared.lock();
-                        for (offset, length) in done.ranges {
-                            queue.regions.sealed(offset, length);
-                        }
-                        if let Err(e) = queue.regions.write_back(false) {
-                            tracing::warn!("could not update the intent log: {e}");
-                        }
-                        queue.oldest_unsealed =
-                            open_since.or_else(|| queue.entries.iter().find_map(Entry::change_time));
-                    }
-                    let mut status = shared.status.lock().unwrap_or_else(|p| p.into_inner());
-                    status.sealed_sequence = report.last_sequence;
-                    status.sealed_time = Some(standby_vault::format_time(now_micros()));
-                    status.segments_sealed += 1;
-                    status.bytes_shipped += report.bytes_new;
-                    status.lag_bytes = writer.unsealed_bytes();
-                    status.error = None;
-                    drop(status);
-                    for (sequence, reply) in done.replies {
-                        let _ = reply.send(Ok(sequence));
-                    }
-                }
+                Ok(report) => shipper.sealed(shared, job, &report),
                 Err(e) if stopping => return Err(e),
-                Err(e) => {
-                    tracing::warn!("sealing the journal failed, retrying: {e}");
-                    shared.status.lock().unwrap_or_else(|p| p.into_inner()).error = Some(e.to_string());
-                    retry_at = Some(Instant::now() + Duration::from_secs(1));
-                    sealing.as_mut().expect("a segment was being stored").failed = Some(job);
+                Err(e) => shipper.seal_failed(shared, job, &e),
+            }
+        }
+        shipper.seal(&jobs, due, may_try);
+        if shipper.writer.unsealed_records() == 0 && shipper.sealing.is_none() {
+            // Idle or just sealed: the collection bookkeeping of a long run.
+            shipper.writer.maintain();
+            if stopping {
+                let mut queue = shared.lock();
+                if queue.entries.is_empty() {
+                    // A clean stop leaves only what truly may differ marked.
+                    if let Err(e) = queue.regions.write_back(true) {
+                        tracing::warn!("could not update the intent log: {e}");
+                    }
+                    return Ok(());
                 }
             }
         }
-        // A failed segment is retried before any later one.
-        if let Some(current) = sealing.as_mut().filter(|s| s.failed.is_some()) {
+    }
+}
+
+/// The shipper's state between rounds: the journal writer with its open
+/// segment, what that segment holds, and the segment being stored.
+struct Shipper<'a> {
+    writer: JournalWriter<'a>,
+    /// Marks in the open segment, answered once it is stored.
+    replies: Vec<(u64, Sender<Result<u64, String>>)>,
+    /// Ranges of the changes in the open segment, released once it is sealed.
+    unsealed: Vec<(u64, u64)>,
+    unsealed_since: Option<Instant>,
+    /// Time of the open segment's first change (for the lag).
+    open_since: Option<i64>,
+    sealing: Option<Sealing>,
+    retry_at: Option<Instant>,
+}
+
+impl Shipper<'_> {
+    /// The next batch of queued entries (unless the vault fails or the open
+    /// segment is at its budget: then they stay queued, memory stays bounded
+    /// and the queue fills, which turns guest writes into dirty-region
+    /// tracking), whether the splitter is stopping, and whether the queue
+    /// is now empty.
+    fn take_batch(&self, shared: &Shared) -> (Vec<Entry>, bool, bool) {
+        let mut queue = shared.lock();
+        let holding = self.retry_at.is_some_and(|at| Instant::now() < at)
+            || self.writer.unsealed_bytes() >= shared.options.queue_bytes_max
+            // The open pack is full and the last one is still being
+            // stored: wait for it rather than grow the pack past its size.
+            || (self.writer.is_full() && self.sealing.is_some());
+        if (queue.entries.is_empty() || holding) && !queue.stopping {
+            let timeout = shared.options.seal_interval.min(Duration::from_millis(200));
+            queue = shared.changed.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let mut entries: Vec<Entry> = Vec::new();
+        if !holding || queue.stopping {
+            // Batches of a few MiB: compressing one while the last one's
+            // pack is sealed keeps packs near their target size.
+            let mut room =
+                shared.options.queue_bytes_max.saturating_sub(self.writer.unsealed_bytes()).min(BATCH_BYTES_MAX);
+            while let Some(entry) = queue.entries.front() {
+                let bytes = if let Entry::Write { data, .. } = entry { data.len() as u64 } else { 0 };
+                if bytes > room && !entries.is_empty() {
+                    break;
+                }
+                room = room.saturating_sub(bytes);
+                queue.bytes -= bytes;
+                entries.push(queue.entries.pop_front().expect("peeked"));
+            }
+        }
+        (entries, queue.stopping, queue.entries.is_empty())
+    }
+
+    /// Appends `entries` to the open segment, in order; compression on
+    /// every core only while the guest is quiet (on a small host, or
+    /// hyperthreads, it slows the guest's own writes).
+    fn append(&mut self, shared: &Shared, entries: Vec<Entry>, compressors: &rayon::ThreadPool) {
+        let guest_quiet = now_micros() - shared.guest_changed_micros.load(Ordering::Relaxed) > GUEST_QUIET_MICROS;
+        let prepared = prepare_writes(&self.writer, &entries, guest_quiet.then_some(compressors));
+        for (entry, prepared) in entries.iter().zip(prepared) {
+            match entry {
+                Entry::Write { offset, data, time } => {
+                    let prepared = prepared.expect("every write is prepared");
+                    self.writer.append(prepared, *time);
+                    self.unsealed.push((*offset, data.len() as u64));
+                    self.open_since.get_or_insert(*time);
+                }
+                Entry::Zero { offset, length, time } => {
+                    self.writer.zero(*offset, *length, *time);
+                    self.unsealed.push((*offset, *length));
+                    self.open_since.get_or_insert(*time);
+                }
+                Entry::Size { bytes, time } => {
+                    self.writer.size(*bytes, *time);
+                }
+                Entry::Gap { time } => {
+                    self.writer.gap(*time);
+                }
+                Entry::Exact { time } => {
+                    self.writer.exact(*time);
+                }
+                Entry::Bookmark { kind, label, time, reply } => {
+                    let sequence = self.writer.bookmark(*kind, label, *time);
+                    if let Some(reply) = reply {
+                        self.replies.push((sequence, reply.clone()));
+                    }
+                }
+            }
+            if self.writer.unsealed_records() > 0 && self.unsealed_since.is_none() {
+                self.unsealed_since = Some(Instant::now());
+            }
+        }
+        for entry in entries {
+            if let Entry::Write { data, .. } = entry {
+                shared.recycle(data);
+            }
+        }
+        shared.status.lock().unwrap_or_else(|p| p.into_inner()).lag_bytes = self.writer.unsealed_bytes();
+    }
+
+    /// The segment being stored is in the vault: its changes leave the
+    /// intent log, the lag restarts at the oldest change not sealed, its
+    /// marks are answered.
+    fn sealed(&mut self, shared: &Shared, job: SealJob, report: &SealReport) {
+        self.writer.sealed(job);
+        self.retry_at = None;
+        let done = self.sealing.take().expect("a segment was being stored");
+        {
+            let mut queue = shared.lock();
+            for (offset, length) in done.ranges {
+                queue.regions.sealed(offset, length);
+            }
+            if let Err(e) = queue.regions.write_back(false) {
+                tracing::warn!("could not update the intent log: {e}");
+            }
+            queue.oldest_unsealed = self.open_since.or_else(|| queue.entries.iter().find_map(Entry::change_time));
+        }
+        let mut status = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.sealed_sequence = report.last_sequence;
+        status.sealed_time = Some(standby_vault::format_time(now_micros()));
+        status.segments_sealed += 1;
+        status.bytes_shipped += report.bytes_new;
+        status.lag_bytes = self.writer.unsealed_bytes();
+        status.error = None;
+        drop(status);
+        for (sequence, reply) in done.replies {
+            let _ = reply.send(Ok(sequence));
+        }
+    }
+
+    /// Storing the segment failed: reported, retried in a second, before
+    /// any later segment.
+    fn seal_failed(&mut self, shared: &Shared, job: SealJob, error: &VaultError) {
+        tracing::warn!("sealing the journal failed, retrying: {error}");
+        shared.status.lock().unwrap_or_else(|p| p.into_inner()).error = Some(error.to_string());
+        self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+        self.sealing.as_mut().expect("a segment was being stored").failed = Some(job);
+    }
+
+    /// Hands the sealer a failed segment again (once `may_try`), else the
+    /// open segment when it is `due` and nothing is being stored.
+    fn seal(&mut self, jobs: &Sender<SealJob>, due: bool, may_try: bool) {
+        if let Some(current) = self.sealing.as_mut().filter(|s| s.failed.is_some()) {
             if may_try {
                 let job = current.failed.take().expect("filtered");
                 jobs.send(job).expect("the sealer runs as long as the shipper");
             }
-        } else if sealing.is_none() && writer.unsealed_records() > 0 && due {
-            let job = writer.take_seal().expect("records to seal");
-            sealing = Some(Sealing {
-                ranges: std::mem::take(&mut unsealed),
-                replies: std::mem::take(&mut replies),
+        } else if self.sealing.is_none() && self.writer.unsealed_records() > 0 && due {
+            let job = self.writer.take_seal().expect("records to seal");
+            self.sealing = Some(Sealing {
+                ranges: std::mem::take(&mut self.unsealed),
+                replies: std::mem::take(&mut self.replies),
                 failed: None,
             });
-            unsealed_since = None;
-            open_since = None;
+            self.unsealed_since = None;
+            self.open_since = None;
             jobs.send(job).expect("the sealer runs as long as the shipper");
-        }
-        if writer.unsealed_records() == 0 && sealing.is_none() {
-            // Idle or just sealed: the collection bookkeeping of a long run.
-            writer.maintain();
-        }
-        if stopping && writer.unsealed_records() == 0 && sealing.is_none() {
-            let mut queue = shared.lock();
-            if queue.entries.is_empty() {
-                // A clean stop leaves only what truly may differ marked.
-                if let Err(e) = queue.regions.write_back(true) {
-                    tracing::warn!("could not update the intent log: {e}");
-                }
-                return Ok(());
-            }
         }
     }
 }
