@@ -119,6 +119,17 @@ impl Demo {
     }
 
     fn journey(&mut self) -> anyhow::Result<()> {
+        let (guest, workload) = self.build_guest()?;
+        self.deploy(&guest, &workload)?;
+        let primary = self.protect_and_drill()?;
+        let recovery = self.fail_over(&primary)?;
+        let back = self.fail_back(&recovery)?;
+        self.check_the_disk(back, &workload)
+    }
+
+    /// The test guest: Debian's kernel, a busybox initramfs (with
+    /// qemu-guest-agent when the host has it), a disk.
+    fn build_guest(&self) -> anyhow::Result<(Guest, standby_guest::Workload)> {
         say("building the test guest: Debian's kernel, a busybox initramfs, and a workload writing numbered records");
         let cache = guest_cache();
         let kernel = standby_guest::Kernel::debian(&cache).context("fetching the guest kernel")?;
@@ -135,14 +146,18 @@ impl Demo {
             kernel.vmlinuz.display(),
             if agent.is_some() { "with qemu-guest-agent" } else { "without a guest agent (crash-consistent points)" }
         );
+        Ok((Guest { vmlinuz: kernel.vmlinuz.clone(), initramfs: initramfs_path, disk }, workload))
+    }
 
+    /// A deployment with the machine defined, and its daemon running.
+    fn deploy(&mut self, guest: &Guest, workload: &standby_guest::Workload) -> anyhow::Result<()> {
         say("a deployment: SQLite state, a primary and a recovery site, the recovery site's vault");
         println!("$ standby init {}", self.home.display());
         let status = Command::new(std::env::current_exe()?).arg("init").arg(&self.home).status()?;
         if !status.success() {
             bail!("standby init failed");
         }
-        let (vmlinuz, initrd, disk_path) = (path(&kernel.vmlinuz)?, path(&initramfs_path)?, path(&disk)?);
+        let (vmlinuz, initrd, disk_path) = (path(&guest.vmlinuz)?, path(&guest.initramfs)?, path(&guest.disk)?);
         let append = workload.cmdline();
         say("one NIC on the primary site's LAN: it lands on recovery-lan after a failover, drills on recovery-test");
         self.standby(&[
@@ -175,8 +190,11 @@ impl Demo {
         let socket = self.home.join("run/standby.sock");
         wait_until(Duration::from_secs(60), "the daemon to listen", || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        })?;
+        })
+    }
 
+    /// Started, protected while it runs, drilled; returns its console.
+    fn protect_and_drill(&mut self) -> anyhow::Result<PathBuf> {
         say("start the machine; it boots and writes a record every 200 ms");
         self.standby(&["machine", "start", "web"])?;
         let primary = self.console("primary");
@@ -200,10 +218,15 @@ impl Demo {
             bail!("the drill lost records: {found} found, {before} acknowledged");
         }
         self.standby(&["cleanup-test-failover", "web"])?;
+        Ok(primary)
+    }
 
+    /// Failed over with the source shut down, committed, reprotected;
+    /// returns the recovery VM's console.
+    fn fail_over(&mut self, primary: &Path) -> anyhow::Result<PathBuf> {
         say("disaster: fail over to the recovery site, shutting the source down and shipping its last writes");
         self.standby(&["failover", "web", "--shutdown-source"])?;
-        let at_source = acknowledged(&primary);
+        let at_source = acknowledged(primary);
         let recovery = self.console("recovery");
         let found = found_at_boot(&recovery)?;
         println!("the recovery VM found {found} records; the source acknowledged {at_source}: nothing lost");
@@ -215,12 +238,17 @@ impl Demo {
         say("reprotect: replicate back to the primary site, moving only the blocks that differ");
         wait_for_record(&recovery, found + 5)?;
         self.standby(&["reprotect", "web"])?;
+        Ok(recovery)
+    }
 
+    /// Failed back with sync first, committed, reprotected; returns the
+    /// records found back at the primary site.
+    fn fail_back(&mut self, recovery: &Path) -> anyhow::Result<u64> {
         say("failback, planned: keep replicating, then stop, ship the last writes, start at the primary site");
         self.standby(&["planned-failover", "web", "--sync-first"])?;
-        wait_for_record(&recovery, acknowledged(&recovery) + 3)?;
+        wait_for_record(recovery, acknowledged(recovery) + 3)?;
         self.standby(&["complete-failover", "web"])?;
-        let at_recovery = acknowledged(&recovery);
+        let at_recovery = acknowledged(recovery);
         let back = found_at_boot(&primary_after_failback(self))?;
         println!("back at the primary site with {back} records; {at_recovery} were acknowledged: nothing lost");
         if back < at_recovery {
@@ -229,7 +257,12 @@ impl Demo {
         self.standby(&["commit", "web"])?;
         self.standby(&["reprotect", "web"])?;
         self.standby(&["status", "web"])?;
+        Ok(back)
+    }
 
+    /// The machine stopped and its disk checked: every acknowledged record
+    /// and file, a clean ext4.
+    fn check_the_disk(&mut self, back: u64, workload: &standby_guest::Workload) -> anyhow::Result<()> {
         say("stop the machine and check its disk: every acknowledged record and file, a clean ext4");
         let console = primary_after_failback(self);
         wait_for_record(&console, back + 3)?;
@@ -323,4 +356,11 @@ fn found_at_boot(console: &Path) -> anyhow::Result<u64> {
     let text = console_text(console);
     let line = text.lines().rfind(|l| l.contains(marker)).unwrap_or_default();
     Ok(line.rsplit(' ').next().unwrap_or("1").trim().parse::<u64>().unwrap_or(1) - 1)
+}
+
+/// The test guest's files.
+struct Guest {
+    vmlinuz: PathBuf,
+    initramfs: PathBuf,
+    disk: PathBuf,
 }
