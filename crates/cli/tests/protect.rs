@@ -219,6 +219,23 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+
+    // Stopped, the machine takes no more app-consistent points, and
+    // retention folds the last one into the journal's base: `status` then
+    // names none, on the disk line and on the points line alike (issue 14:
+    // the points line went on naming the last point the daemon took).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let web = loop {
+        let web = run(&["status", "web", "--home", h, "--json"]).ok().json()["machines"][0].clone();
+        if web["disks"][0]["latest_app_consistent"].is_null() {
+            break web;
+        }
+        assert!(std::time::Instant::now() < deadline, "retention never compacted the app-consistent points: {web}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let line = web["consistency"].as_str().unwrap();
+    assert!(!line.contains("the latest point of"), "the points line names a point the disk line has not: {web}");
+    assert!(line.contains("none in the vault's retention window"), "{web}");
     assert_eq!(daemon.terminate(), 0);
 }
 

@@ -31,8 +31,9 @@ const TICK: Duration = Duration::from_secs(2);
 pub(super) struct Consistency {
     /// When the next app-consistent point is due.
     pub due: Instant,
-    /// What the last attempt gave, for `status`.
-    pub last: String,
+    /// What the last attempt recorded, or why it could not (`status`
+    /// says it beside what the vault holds).
+    pub last: Result<String, String>,
 }
 
 impl Daemon {
@@ -100,10 +101,7 @@ impl Daemon {
                 if due.is_some_and(|due| Instant::now() < due) {
                     continue;
                 }
-                let last = match self.app_consistent_point(&machine) {
-                    Ok(recorded) => format!("app-consistent: the latest {recorded}"),
-                    Err(why) => format!("crash-consistent only: {why}"),
-                };
+                let last = self.app_consistent_point(&machine);
                 lock(&self.consistency).insert(name, Consistency { due: Instant::now() + period, last });
             }
         }

@@ -527,14 +527,8 @@ impl Daemon {
         }
         status.health = Some(problems.health());
         status.replicates_to = Some(machine.active_site.other());
-        status.consistency = Some(match lock(&self.consistency).get(name) {
-            Some(consistency) => consistency.last.clone(),
-            None => format!(
-                "app-consistent points every {} s through qemu-guest-agent; the first is taken once the machine \
-                 runs protected",
-                policy.app_consistent_seconds
-            ),
-        });
+        let last = lock(&self.consistency).get(name).map(|consistency| consistency.last.clone());
+        status.consistency = Some(consistency_line(last, &disks, policy.app_consistent_seconds));
         status.rpo_seconds = Some(rpo);
         status.rpo_threshold_seconds = Some(policy.rpo_threshold_seconds);
         status.problems = Some(problems.critical.into_iter().chain(problems.warnings).collect());
@@ -598,6 +592,33 @@ impl Daemon {
     }
 }
 
+/// `status`'s line on app-consistent points, agreeing with the disks'
+/// lines: a point it names is the newest app-consistent point the vault
+/// holds (what a `latest-app` restore gives); the daemon's own record of
+/// its last attempt explains why there is none, or why the last one failed.
+/// (Issue 14: it used to repeat the last attempt, which could name a point
+/// the disk lines did not have: still on its way, or compacted away.)
+fn consistency_line(last: Option<Result<String, String>>, disks: &[DiskStatus], every_seconds: u64) -> String {
+    let newest = disks
+        .iter()
+        .filter_map(|disk| disk.latest_app_consistent.as_ref().map(|point| (&disk.disk, point)))
+        .max_by(|a, b| a.1.time.cmp(&b.1.time));
+    let in_vault = newest.map(|(disk, point)| format!("the latest point of {disk} at {}", point.time));
+    match (last, in_vault) {
+        (Some(Err(why)), Some(point)) => format!("crash-consistent only: {why}; in the vault, {point}"),
+        (Some(Err(why)), None) => format!("crash-consistent only: {why}"),
+        (_, Some(point)) => format!("app-consistent: {point}"),
+        (Some(Ok(recorded)), None) => format!(
+            "app-consistent points every {every_seconds} s through qemu-guest-agent; none in the vault's retention \
+             window yet (the last, {recorded}, is on its way or was compacted away)"
+        ),
+        (None, None) => format!(
+            "app-consistent points every {every_seconds} s through qemu-guest-agent; the first is taken once the \
+             machine runs protected"
+        ),
+    }
+}
+
 /// What `status` found wrong with a machine, worst first.
 #[derive(Default)]
 struct Problems {
@@ -638,4 +659,37 @@ impl Daemon {
 
 fn splitter_gone(disk: &str) -> ControlError {
     ControlError::Failed(format!("the splitter of disk '{disk}' is not running"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(name: &str, app: Option<&str>) -> DiskStatus {
+        let point = app.map(|time| BookmarkView { sequence: 1, time: time.to_string(), label: "app".into() });
+        DiskStatus {
+            disk: name.to_string(),
+            splitter: None,
+            latest: None,
+            latest_processed: None,
+            latest_app_consistent: point,
+        }
+    }
+
+    /// The points line names only what the disk lines show (issue 14).
+    #[test]
+    fn the_consistency_line_agrees_with_the_disks() {
+        let disks = [disk("a", Some("2026-12-04T10:00:00Z")), disk("b", Some("2026-12-04T11:00:00Z"))];
+        let recorded = Some(Ok("point of a, b at 2026-12-04T12:00:00Z".to_string()));
+        let line = consistency_line(recorded.clone(), &disks, 60);
+        assert_eq!(line, "app-consistent: the latest point of b at 2026-12-04T11:00:00Z");
+        let none = [disk("a", None)];
+        let line = consistency_line(recorded, &none, 60);
+        assert!(line.contains("none in the vault's retention window") && !line.contains("the latest point"), "{line}");
+        let failed = Some(Err("the guest agent could not freeze".to_string()));
+        let line = consistency_line(failed.clone(), &disks, 60);
+        assert!(line.starts_with("crash-consistent only: the guest agent could not freeze; in the vault,"), "{line}");
+        assert_eq!(consistency_line(failed, &none, 60), "crash-consistent only: the guest agent could not freeze");
+        assert!(consistency_line(None, &none, 60).contains("the first is taken once the machine runs protected"));
+    }
 }
