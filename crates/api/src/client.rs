@@ -10,6 +10,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use standby_lifecycle::Command;
 
 use crate::error::ErrorBody;
 use crate::routes;
@@ -127,10 +128,10 @@ impl Client {
         self.post(&routes::machine(name, "stop"), request)
     }
 
-    /// A lifecycle operation on machine `name` (`protect`, `failover`, …),
-    /// started as a job.
-    pub fn act<B: Serialize>(&self, name: &str, operation: &str, request: &B) -> Result<JobStarted, ClientError> {
-        self.post(&routes::machine(name, operation), request)
+    /// Lifecycle command `command` on machine `name`, started as a job
+    /// (its flags in `request`).
+    pub fn act<B: Serialize>(&self, name: &str, command: Command, request: &B) -> Result<JobStarted, ClientError> {
+        self.post(&routes::machine(name, routes::operation(command)), request)
     }
 
     pub fn status(&self, name: Option<&str>) -> Result<StatusList, ClientError> {

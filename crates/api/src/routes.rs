@@ -25,6 +25,8 @@
 //! Every POST takes a JSON body (`{}` when it has no fields); every answer
 //! is JSON, an [`ErrorBody`](crate::ErrorBody) when the status is not 200.
 
+use standby_lifecycle::Command;
+
 pub const HEALTH: &str = "/v1/health";
 pub const MACHINES: &str = "/v1/machines";
 pub const STATUS: &str = "/v1/status";
@@ -34,6 +36,15 @@ pub const POLICIES: &str = "/v1/policies";
 /// An operation on one machine: `/v1/machines/NAME/OPERATION`.
 pub fn machine(name: &str, operation: &str) -> String {
     format!("{MACHINES}/{}/{operation}", encode(name))
+}
+
+/// The path segment of a lifecycle command: its name, without its flags
+/// (they travel in the request's body).
+pub fn operation(command: Command) -> &'static str {
+    match command {
+        Command::PlannedFailover { .. } => "planned-failover",
+        command => command.name(),
+    }
 }
 
 pub fn status_of(name: &str) -> String {
@@ -52,4 +63,18 @@ pub fn encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lifecycle_command_is_one_path_segment() {
+        for command in standby_lifecycle::COMMANDS {
+            let segment = operation(command);
+            assert!(segment.chars().all(|c| c.is_ascii_lowercase() || c == '-'), "{segment}");
+            assert!(command.name().starts_with(segment));
+        }
+    }
 }

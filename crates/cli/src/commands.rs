@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use standby_api::{FailoverRequest, PlannedFailoverRequest, PointRequest, ProtectRequest, ReprotectRequest};
 use standby_format::{KeyMaterial, PointKind};
+use standby_lifecycle::Command as Lifecycle;
 use standby_vault::backend::{open_location, Backend, VaultLocation};
 use standby_vault::prune::PruneOptions;
 use standby_vault::restore::RestoreOptions;
@@ -52,35 +53,35 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             if group.is_some() {
                 return Err(bad_input("--group: replication groups are not supported yet; protect without it"));
             }
-            crate::lifecycle::run_job(&job, &name, "protect", &ProtectRequest { policy })
+            crate::lifecycle::run_job(&job, &name, Lifecycle::Protect, &ProtectRequest { policy })
         }
-        Command::Unprotect { name, job } => crate::lifecycle::run_job(&job, &name, "unprotect", &json!({})),
+        Command::Unprotect { name, job } => crate::lifecycle::run_job(&job, &name, Lifecycle::Unprotect, &json!({})),
         Command::TestFailover { name, point, job } => {
-            crate::lifecycle::run_job(&job, &name, "test-failover", &PointRequest { point })
+            crate::lifecycle::run_job(&job, &name, Lifecycle::TestFailover, &PointRequest { point })
         }
         Command::CleanupTestFailover { name, job } => {
-            crate::lifecycle::run_job(&job, &name, "cleanup-test-failover", &json!({}))
+            crate::lifecycle::run_job(&job, &name, Lifecycle::CleanupTestFailover, &json!({}))
         }
         Command::Failover { name, point, shutdown_source, job } => {
             let request = FailoverRequest { point, shutdown_source };
-            crate::lifecycle::run_job(&job, &name, "failover", &request)
+            crate::lifecycle::run_job(&job, &name, Lifecycle::Failover, &request)
         }
         Command::PlannedFailover { name, sync_first, job } => {
             let request = PlannedFailoverRequest { sync_first };
-            crate::lifecycle::run_job(&job, &name, "planned-failover", &request)
+            crate::lifecycle::run_job(&job, &name, Lifecycle::PlannedFailover { sync_first }, &request)
         }
         Command::CompleteFailover { name, job } => {
-            crate::lifecycle::run_job(&job, &name, "complete-failover", &json!({}))
+            crate::lifecycle::run_job(&job, &name, Lifecycle::CompleteFailover, &json!({}))
         }
         Command::ChangePoint { name, point, job } => {
             let request = PointRequest { point: Some(point) };
-            crate::lifecycle::run_job(&job, &name, "change-point", &request)
+            crate::lifecycle::run_job(&job, &name, Lifecycle::ChangePoint, &request)
         }
-        Command::Commit { name, job } => crate::lifecycle::run_job(&job, &name, "commit", &json!({})),
-        Command::Cancel { name, job } => crate::lifecycle::run_job(&job, &name, "cancel", &json!({})),
+        Command::Commit { name, job } => crate::lifecycle::run_job(&job, &name, Lifecycle::Commit, &json!({})),
+        Command::Cancel { name, job } => crate::lifecycle::run_job(&job, &name, Lifecycle::Cancel, &json!({})),
         Command::Reprotect { name, alternate_location, discard_source_writes, job } => {
             let request = ReprotectRequest { alternate_location, discard_source_writes };
-            crate::lifecycle::run_job(&job, &name, "reprotect", &request)
+            crate::lifecycle::run_job(&job, &name, Lifecycle::Reprotect, &request)
         }
         Command::Status { name, home, json } => crate::lifecycle::status(name.as_deref(), &home, json),
         Command::ProbeKvm => match standby_control::qemu::probe_kvm() {

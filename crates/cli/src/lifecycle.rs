@@ -11,7 +11,7 @@ use standby_api::{
 };
 use standby_control::{Deployment, MachineDefinition};
 use standby_lifecycle::job::{JobState, StepState};
-use standby_lifecycle::Site;
+use standby_lifecycle::{Command, Site};
 
 use crate::cli::{HomeArguments, JobArguments, MachineCommand, PolicyCommand};
 use crate::output::print_json;
@@ -61,8 +61,13 @@ impl Daemon {
         Ok(Daemon { home, client: Client::unix(&socket) })
     }
 
-    fn running(&self) -> bool {
-        self.client.reachable()
+    /// The daemon's answer, or `None` when no daemon runs (the caller then
+    /// reads or writes the state itself).
+    fn answer_if_running<T>(&self, answer: Result<T, ClientError>) -> anyhow::Result<Option<T>> {
+        match answer {
+            Err(ClientError::Unreachable { .. }) => Ok(None),
+            answer => self.answer(answer).map(Some),
+        }
     }
 
     /// A request's answer, with the operator's next step when no daemon runs.
@@ -85,10 +90,10 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
             let definition = MachineDefinition { name, cpus, memory_mib: memory, kernel, initrd, append, nics };
             // Through the daemon when it runs (it owns the state); else here.
             let daemon = Daemon::of(&home)?;
-            let machine = if daemon.running() {
-                daemon.answer(daemon.client.add_machine(&AddMachine { definition, disks }))?
-            } else {
-                open(&home)?.add_machine(&definition, &disks)?.view()
+            let request = AddMachine { definition, disks };
+            let machine = match daemon.answer_if_running(daemon.client.add_machine(&request))? {
+                Some(machine) => machine,
+                None => open(&home)?.add_machine(&request.definition, &request.disks)?.view(),
             };
             if json {
                 print_json(&machine);
@@ -124,13 +129,12 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         MachineCommand::Stop { name, force, site, home, json } => {
-            let site = match site {
-                Some(site) => Some(
+            let site = site
+                .map(|site| {
                     site.parse::<Site>()
-                        .map_err(|_| crate::bad_input(format!("--site {site:?}: use primary or recovery")))?,
-                ),
-                None => None,
-            };
+                        .map_err(|_| crate::bad_input(format!("--site {site:?}: use primary or recovery")))
+                })
+                .transpose()?;
             let daemon = Daemon::of(&home)?;
             let stopped = daemon.answer(daemon.client.stop(&name, &StopRequest { force, site }))?;
             if json {
@@ -143,9 +147,9 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
         MachineCommand::List { home, json } => {
             // With a daemon, each machine's runtime too; without, the state.
             let daemon = Daemon::of(&home)?;
-            let machines = match daemon.running() {
-                true => daemon.answer(daemon.client.machines())?.machines,
-                false => open(&home)?.state.machines()?.iter().map(standby_control::Machine::view).collect(),
+            let machines = match daemon.answer_if_running(daemon.client.machines())? {
+                Some(listed) => listed.machines,
+                None => open(&home)?.state.machines()?.iter().map(standby_control::Machine::view).collect(),
             };
             if json {
                 print_json(&MachineList { machines });
@@ -175,18 +179,18 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
     }
 }
 
-/// Starts operation `operation` on machine `name` as a job through the
+/// Starts lifecycle command `command` on machine `name` as a job through the
 /// daemon and, unless `no_wait`, follows it to its end, printing each step
 /// as it changes; exit 0 when it succeeded.
 pub fn run_job(
     arguments: &JobArguments,
     name: &str,
-    operation: &str,
+    command: Command,
     request: &impl serde::Serialize,
 ) -> anyhow::Result<u8> {
     let (no_wait, json) = (arguments.no_wait, arguments.json);
     let daemon = Daemon::of(&arguments.home)?;
-    let started = daemon.answer(daemon.client.act(name, operation, request))?;
+    let started = daemon.answer(daemon.client.act(name, command, request))?;
     let id = started.job;
     if no_wait {
         if json {
@@ -335,9 +339,7 @@ pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
             }
             // Through the daemon when it runs; else here. Either checks it again.
             let daemon = Daemon::of(&home)?;
-            if daemon.running() {
-                daemon.answer(daemon.client.add_policy(&policy))?;
-            } else {
+            if daemon.answer_if_running(daemon.client.add_policy(&policy))?.is_none() {
                 open(&home)?.state.add_policy(&policy)?;
             }
             if json {
@@ -349,9 +351,9 @@ pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
         }
         PolicyCommand::List { home, json } => {
             let daemon = Daemon::of(&home)?;
-            let policies = match daemon.running() {
-                true => daemon.answer(daemon.client.policies())?.policies,
-                false => open(&home)?.state.policies()?,
+            let policies = match daemon.answer_if_running(daemon.client.policies())? {
+                Some(listed) => listed.policies,
+                None => open(&home)?.state.policies()?,
             };
             if json {
                 print_json(&PolicyList { policies });
@@ -395,12 +397,15 @@ pub fn jobs(id: Option<i64>, watch: bool, home: &HomeArguments, json: bool) -> a
     let daemon = Daemon::of(home)?;
     let mut shown = String::new();
     loop {
-        let live = daemon.running();
-        let jobs = match (id, live) {
-            (Some(id), true) => vec![daemon.answer(daemon.client.job(id))?],
-            (None, true) => daemon.answer(daemon.client.jobs())?.jobs,
-            (Some(id), false) => vec![open(home)?.state.job(id)?],
-            (None, false) => open(home)?.state.jobs()?,
+        let asked = match id {
+            Some(id) => daemon.answer_if_running(daemon.client.job(id))?.map(|job| vec![job]),
+            None => daemon.answer_if_running(daemon.client.jobs())?.map(|listed| listed.jobs),
+        };
+        let live = asked.is_some();
+        let jobs = match (asked, id) {
+            (Some(jobs), _) => jobs,
+            (None, Some(id)) => vec![open(home)?.state.job(id)?],
+            (None, None) => open(home)?.state.jobs()?,
         };
         let running = live && jobs.iter().any(|job| !job.state.ended());
         if json {

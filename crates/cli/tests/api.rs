@@ -8,7 +8,7 @@
 mod support;
 
 use standby_api::{Client, ClientError, ErrorCode, PointRequest, Policy, ProtectRequest, StopRequest};
-use standby_lifecycle::State;
+use standby_lifecycle::{Command, State};
 use support::{path, run};
 
 fn refused(answer: Result<impl std::fmt::Debug, ClientError>) -> (u16, standby_api::ErrorBody) {
@@ -43,11 +43,11 @@ fn errors_carry_a_stable_code_with_its_status() {
 
     // A command the machine's state does not accept: 409 with the state
     // and what it allows.
-    let (status, body) = refused(client.act("web", "commit", &serde_json::json!({})));
+    let (status, body) = refused(client.act("web", Command::Commit, &serde_json::json!({})));
     assert_eq!((status, body.code), (409, ErrorCode::TransitionRefused), "{body:?}");
     assert_eq!(body.state, Some(State::Unprotected));
     assert!(body.allowed.contains(&"protect".to_string()), "{body:?}");
-    let (_, body) = refused(client.act("web", "test-failover", &PointRequest::default()));
+    let (_, body) = refused(client.act("web", Command::TestFailover, &PointRequest::default()));
     assert_eq!(body.code, ErrorCode::TransitionRefused);
 
     // Something in the way: 409 conflict.
@@ -58,15 +58,15 @@ fn errors_carry_a_stable_code_with_its_status() {
     assert_eq!((status, body.code), (409, ErrorCode::Conflict), "{body:?}");
 
     // Bad input: 400 bad_request, named.
-    let (status, body) = refused(client.act("web", "protect", &serde_json::json!({"policy": 7})));
+    let (status, body) = refused(client.act("web", Command::Protect, &serde_json::json!({"policy": 7})));
     assert_eq!((status, body.code), (400, ErrorCode::BadRequest), "{body:?}");
     assert!(body.message.contains("the request's body"), "{body:?}");
-    let (_, body) = refused(client.act("web", "protect", &ProtectRequest { policy: Some("platinum".into()) }));
+    let (_, body) = refused(client.act("web", Command::Protect, &ProtectRequest { policy: Some("platinum".into()) }));
     assert_eq!(body.code, ErrorCode::NotFound, "an unknown policy: {body:?}");
     let zero = Policy { name: "zero".into(), bookmark_seconds: 0, ..default.clone() };
     let (status, body) = refused(client.add_policy(&zero));
     assert_eq!((status, body.code), (400, ErrorCode::BadRequest), "{body:?}");
-    let (_, body) = refused(client.act("web", "change-point", &PointRequest::default()));
+    let (_, body) = refused(client.act("web", Command::ChangePoint, &PointRequest::default()));
     assert!(body.message.contains("needs a point"), "{body:?}");
 
     // No such route or job: 404, in the same body.

@@ -120,6 +120,16 @@ fn machines_import_any_image_as_raw_and_list_their_disks_at_both_sites() {
 }
 
 #[test]
+fn a_stop_at_an_unknown_site_is_refused_before_any_request() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    init(&home);
+    // No daemon runs: the flag is refused first, naming the sites there are.
+    run(&["machine", "stop", "db", "--site", "elsewhere", "--home", path(&home)])
+        .bad_input("--site \"elsewhere\": use primary or recovery");
+}
+
+#[test]
 fn machine_add_refusals_change_nothing() {
     let root = tempfile::tempdir().unwrap();
     let home = root.path().join("d");

@@ -240,3 +240,29 @@ impl SplitterControl {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The API's `SplitterStatus` mirrors the splitter's own `Status` (the
+    /// API crate does not depend on the splitter): every field the splitter
+    /// reports reads back whole, so a renamed field fails here instead of
+    /// reading as its default.
+    #[test]
+    fn the_api_reads_every_field_a_splitter_reports() {
+        let status = standby_splitter::Status {
+            disk: "web.disk0".into(),
+            refreshed: true,
+            sealed_sequence: 7,
+            sealed_time: Some("2026-12-04T10:00:00Z".into()),
+            lag_seconds: 1.5,
+            lag_bytes: 2,
+            catch_up_bytes: 3,
+            segments_sealed: 4,
+            bytes_shipped: 5,
+            error: Some("vault failing".into()),
+        };
+        let sent = serde_json::to_value(&status).unwrap();
+        let read: standby_api::SplitterStatus = serde_json::from_value(sent.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&read).unwrap(), sent);
+    }
+}

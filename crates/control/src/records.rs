@@ -17,8 +17,7 @@ use standby_lifecycle::Site;
 use crate::error::ControlError;
 use crate::points::MachinePoint;
 
-/// A job's id in the state.
-pub type JobId = i64;
+pub use standby_api::JobId;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MachineRecords {

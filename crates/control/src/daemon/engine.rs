@@ -253,6 +253,19 @@ impl Daemon {
         Ok((id, outcome?))
     }
 
+    /// A job an operator asked for: lifecycle command `command` on machine
+    /// `name` (see [`Daemon::spawn_job`]).
+    pub(super) fn spawn_command(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        name: &str,
+        command: Command,
+        steps: &[&str],
+        work: impl FnOnce(&Daemon, &JobSteps) -> Result<(), ControlError> + Send + 'static,
+    ) -> Result<JobStarted, ControlError> {
+        self.spawn_job(deployment, name, JobKind::Lifecycle(command), JobOrigin::Operator, steps, work)
+    }
+
     /// Like [`Daemon::job`] for long work: the job runs on its own thread
     /// and the answer (its id) comes at once; `standby jobs ID --watch`
     /// follows it.

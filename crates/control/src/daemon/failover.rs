@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use standby_api::JobStarted;
-use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
+use standby_lifecycle::job::StepState;
 use standby_lifecycle::{Command, Instance, Site, State, Transition};
 
 use super::engine::{check, transition_of};
@@ -164,58 +164,51 @@ impl Daemon {
         let machine = deployment.state.machine(name)?;
         let step = check(&machine, Command::TestFailover)?;
         let point = self.resolve_point(&deployment, &machine, point.as_deref())?;
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(Command::TestFailover),
-            JobOrigin::Operator,
-            &STEPS,
-            move |daemon, job| {
-                let deployment = job.deployment;
-                let mut details = machine.details.clone();
-                details.drill = Some(DrillRecord { point: point.clone(), job: job.id });
-                deployment.state.set_machine_placement(
-                    name_of(&machine),
-                    step.during,
-                    machine.active_site,
-                    machine.generation,
-                    &details,
-                )?;
-                job.step(STEPS[0], StepState::Done, &point.described)?;
-                let booted = (|| {
-                    // Leftovers of a drill a crash interrupted are not resumed.
-                    daemon.remove_drill(deployment, &machine)?;
-                    let drives = job.run(STEPS[1], || {
-                        let drives = daemon.serve_point(deployment, &machine, &point, Instance::Drill)?;
-                        let detail = format!("{} disk(s) exported", drives.len());
-                        Ok((drives, detail))
-                    })?;
-                    job.run(STEPS[2], || {
-                        let launched = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
-                        let network = match launched.attachments.first() {
-                            Some(nic) => format!("on the isolated network {}", nic.network),
-                            None => "no network device".to_string(),
-                        };
-                        Ok(((), format!("pid {}, {network}", launched.pid)))
-                    })
-                })();
-                match booted {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        // Nothing of a half-started drill stays behind.
-                        let _ = daemon.remove_drill(deployment, &machine);
-                        deployment.state.set_machine_placement(
-                            name_of(&machine),
-                            step.undone,
-                            machine.active_site,
-                            machine.generation,
-                            &machine.details,
-                        )?;
-                        Err(e)
-                    }
+        self.spawn_command(&deployment, name, Command::TestFailover, &STEPS, move |daemon, job| {
+            let deployment = job.deployment;
+            let mut details = machine.details.clone();
+            details.drill = Some(DrillRecord { point: point.clone(), job: job.id });
+            deployment.state.set_machine_placement(
+                name_of(&machine),
+                step.during,
+                machine.active_site,
+                machine.generation,
+                &details,
+            )?;
+            job.step(STEPS[0], StepState::Done, &point.described)?;
+            let booted = (|| {
+                // Leftovers of a drill a crash interrupted are not resumed.
+                daemon.remove_drill(deployment, &machine)?;
+                let drives = job.run(STEPS[1], || {
+                    let drives = daemon.serve_point(deployment, &machine, &point, Instance::Drill)?;
+                    let detail = format!("{} disk(s) exported", drives.len());
+                    Ok((drives, detail))
+                })?;
+                job.run(STEPS[2], || {
+                    let launched = daemon.boot(deployment, &machine, Instance::Drill, drives)?;
+                    let network = match launched.attachments.first() {
+                        Some(nic) => format!("on the isolated network {}", nic.network),
+                        None => "no network device".to_string(),
+                    };
+                    Ok(((), format!("pid {}, {network}", launched.pid)))
+                })
+            })();
+            match booted {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // Nothing of a half-started drill stays behind.
+                    let _ = daemon.remove_drill(deployment, &machine);
+                    deployment.state.set_machine_placement(
+                        name_of(&machine),
+                        step.undone,
+                        machine.active_site,
+                        machine.generation,
+                        &machine.details,
+                    )?;
+                    Err(e)
                 }
-            },
-        )
+            }
+        })
     }
 
     /// Stops the drill copy and its exports and removes every file they
@@ -241,14 +234,9 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::CleanupTestFailover)?;
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(Command::CleanupTestFailover),
-            JobOrigin::Operator,
-            &CLEANUP_STEPS,
-            move |daemon, job| daemon.cleanup_job(&machine, job),
-        )
+        self.spawn_command(&deployment, name, Command::CleanupTestFailover, &CLEANUP_STEPS, move |daemon, job| {
+            daemon.cleanup_job(&machine, job)
+        })
     }
 
     /// The cleanup job; also how a restarted daemon ends a drill whose
@@ -310,11 +298,10 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::PlannedFailover { sync_first })?;
-        self.spawn_job(
+        self.spawn_command(
             &deployment,
             name,
-            JobKind::Lifecycle(Command::PlannedFailover { sync_first }),
-            JobOrigin::Operator,
+            Command::PlannedFailover { sync_first },
             &SYNC_FIRST_STEPS,
             move |daemon, job| daemon.sync_first_job(&machine, job),
         )
@@ -356,8 +343,7 @@ impl Daemon {
         if let Some(point) = &point {
             self.resolve_point(&deployment, &machine, Some(point))?;
         }
-        let kind_of_job = JobKind::Lifecycle(command);
-        self.spawn_job(&deployment, name, kind_of_job, JobOrigin::Operator, &MOVE_STEPS, move |daemon, job| {
+        self.spawn_command(&deployment, name, command, &MOVE_STEPS, move |daemon, job| {
             daemon.failover_job(&machine, step, kind, point.as_deref(), job)
         })
     }
@@ -510,8 +496,8 @@ impl Daemon {
             if job.stop_asked() {
                 return (false, "not waited for: cancelled".to_string());
             }
-            match self.replication_progress(machine, true) {
-                Ok((true, _)) => {
+            match self.replication(machine, true) {
+                Ok(replication) if replication.caught_up => {
                     // Every write is queued: a point on every disk, queued
                     // after them and answered once sealed, ships them now
                     // (not at the next periodic seal) and keeps them in
@@ -523,8 +509,8 @@ impl Daemon {
                         Err(e) => (false, format!("the closing point could not be marked ({e})")),
                     };
                 }
-                Ok((false, detail)) if Instant::now() > deadline => {
-                    return (false, format!("gave up after {} s: {detail}", LAST_WRITES_TIMEOUT.as_secs()));
+                Ok(replication) if Instant::now() > deadline => {
+                    return (false, format!("gave up after {} s: {replication}", LAST_WRITES_TIMEOUT.as_secs()));
                 }
                 Err(e) => {
                     return (false, format!("the splitters cannot tell ({e}); failing over with what the vault has"));
@@ -659,14 +645,9 @@ impl Daemon {
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::ChangePoint)?;
         let chosen = self.resolve_point(&deployment, &machine, Some(&point))?;
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(Command::ChangePoint),
-            JobOrigin::Operator,
-            &CHANGE_POINT_STEPS,
-            move |daemon, job| daemon.change_point_job(&machine, &chosen, false, job),
-        )
+        self.spawn_command(&deployment, name, Command::ChangePoint, &CHANGE_POINT_STEPS, move |daemon, job| {
+            daemon.change_point_job(&machine, &chosen, false, job)
+        })
     }
 
     /// The change-point job. The change is recorded first
@@ -728,14 +709,9 @@ impl Daemon {
         if let (Some(failover_job), State::FailoverInProgress) = (running, machine.state) {
             return self.stop_failover(&deployment, name, failover_job);
         }
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(Command::Cancel),
-            JobOrigin::Operator,
-            &CANCEL_STEPS,
-            move |daemon, job| daemon.cancel_job(&machine, job),
-        )
+        self.spawn_command(&deployment, name, Command::Cancel, &CANCEL_STEPS, move |daemon, job| {
+            daemon.cancel_job(&machine, job)
+        })
     }
 
     /// `cancel` while the failover job runs: the job is told to stop, rolls
@@ -758,28 +734,16 @@ impl Daemon {
                     "failover job {failover_job} stopped and rolled back: {}",
                     outcome.error.as_deref().unwrap_or("it ended")
                 );
-                self.spawn_job(
-                    deployment,
-                    name,
-                    JobKind::Lifecycle(Command::Cancel),
-                    JobOrigin::Operator,
-                    &CANCEL_STEPS,
-                    move |_, job| {
-                        job.step(CANCEL_STEPS[0], StepState::Done, &detail)?;
-                        Ok(())
-                    },
-                )
+                self.spawn_command(deployment, name, Command::Cancel, &CANCEL_STEPS, move |_, job| {
+                    job.step(CANCEL_STEPS[0], StepState::Done, &detail)?;
+                    Ok(())
+                })
             }
             _ => {
                 check(&machine, Command::Cancel)?;
-                self.spawn_job(
-                    deployment,
-                    name,
-                    JobKind::Lifecycle(Command::Cancel),
-                    JobOrigin::Operator,
-                    &CANCEL_STEPS,
-                    move |daemon, job| daemon.cancel_job(&machine, job),
-                )
+                self.spawn_command(deployment, name, Command::Cancel, &CANCEL_STEPS, move |daemon, job| {
+                    daemon.cancel_job(&machine, job)
+                })
             }
         }
     }
@@ -803,14 +767,9 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Commit)?;
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(Command::Commit),
-            JobOrigin::Operator,
-            &COMMIT_STEPS,
-            move |daemon, job| daemon.commit_job(&machine, job),
-        )
+        self.spawn_command(&deployment, name, Command::Commit, &COMMIT_STEPS, move |daemon, job| {
+            daemon.commit_job(&machine, job)
+        })
     }
 
     /// The commit job; run again by a restarted daemon that interrupted it.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use standby_api::{BookmarkView, DiskStatus, HealthLevel, Hydration, JobStarted, MachineStatus, StatusList};
-use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
+use standby_lifecycle::job::StepState;
 use standby_lifecycle::{Command, State, Transition};
 
 use super::engine::{check, transition_of};
@@ -46,9 +46,9 @@ pub(super) const REPLICATION_STALL_TIMEOUT: Duration = Duration::from_secs(30 * 
 const REPLICATION_POLL_INTERVAL: Duration = Duration::from_millis(300);
 
 /// How far a machine's replication is, over its disks.
-struct Replication {
+pub(super) struct Replication {
     /// Every splitter has re-read what it had to and keeps up.
-    caught_up: bool,
+    pub(super) caught_up: bool,
     left_bytes: u64,
     queued_bytes: u64,
     /// The vault errors splitters report, by disk.
@@ -163,22 +163,11 @@ impl Daemon {
                 )));
             }
         }
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(Command::Protect),
-            JobOrigin::Operator,
-            &PROTECT_STEPS,
-            move |daemon, job| {
-                job.deployment.state.set_machine_state(
-                    &machine.definition.name,
-                    step.during,
-                    Some(Some(&policy.name)),
-                )?;
-                let machine = job.deployment.state.machine(&machine.definition.name)?;
-                daemon.protect_or_roll_back(&machine, job)
-            },
-        )
+        self.spawn_command(&deployment, name, Command::Protect, &PROTECT_STEPS, move |daemon, job| {
+            job.deployment.state.set_machine_state(&machine.definition.name, step.during, Some(Some(&policy.name)))?;
+            let machine = job.deployment.state.machine(&machine.definition.name)?;
+            daemon.protect_or_roll_back(&machine, job)
+        })
     }
 
     /// Runs the protect job; when it fails, the machine goes back to where
@@ -262,17 +251,7 @@ impl Daemon {
     /// writes no more): whether each has queued every write and its vault
     /// is not failing, so a point marked now is sealed after all of them
     /// at once, without waiting for the periodic seal of what is queued.
-    pub(super) fn replication_progress(
-        &self,
-        machine: &Machine,
-        stopped: bool,
-    ) -> Result<(bool, String), ControlError> {
-        let progress = self.replication(machine, stopped)?;
-        Ok((progress.caught_up, progress.to_string()))
-    }
-
-    /// How far `machine`'s replication is (see [`Daemon::replication_progress`]).
-    fn replication(&self, machine: &Machine, stopped: bool) -> Result<Replication, ControlError> {
+    pub(super) fn replication(&self, machine: &Machine, stopped: bool) -> Result<Replication, ControlError> {
         let mut caught_up = true;
         let mut left = 0;
         let mut queued = 0;
@@ -383,14 +362,9 @@ impl Daemon {
         if let (Some(protect_job), State::Enabling) = (protecting, machine.state) {
             return self.stop_initial_replication(&deployment, name, protect_job);
         }
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(Command::Unprotect),
-            JobOrigin::Operator,
-            &UNPROTECT_STEPS,
-            move |daemon, job| daemon.unprotect_job(&machine, job),
-        )
+        self.spawn_command(&deployment, name, Command::Unprotect, &UNPROTECT_STEPS, move |daemon, job| {
+            daemon.unprotect_job(&machine, job)
+        })
     }
 
     /// The unprotect job; run again by a restarted daemon that interrupted
@@ -451,20 +425,12 @@ impl Daemon {
             return self.unprotect(name);
         }
         let steps = ["stop the initial replication"];
-        self.spawn_job(
-            deployment,
-            name,
-            JobKind::Lifecycle(Command::Unprotect),
-            JobOrigin::Operator,
-            &steps,
-            move |_, job| {
-                let detail = format!(
-                    "protect job {protect_job} stopped and rolled back: disks on their images, splitters stopped"
-                );
-                job.step(steps[0], StepState::Done, &detail)?;
-                Ok(())
-            },
-        )
+        self.spawn_command(deployment, name, Command::Unprotect, &steps, move |_, job| {
+            let detail =
+                format!("protect job {protect_job} stopped and rolled back: disks on their images, splitters stopped");
+            job.step(steps[0], StepState::Done, &detail)?;
+            Ok(())
+        })
     }
 
     /// `standby status`: every protected machine's (or one machine's)

@@ -229,14 +229,9 @@ impl Daemon {
             }
         }
         let steps = STEPS;
-        self.spawn_job(
-            &deployment,
-            name,
-            JobKind::Lifecycle(Command::Reprotect),
-            JobOrigin::Operator,
-            &steps,
-            move |daemon, job| daemon.reprotect_job(&machine, &point, alternate_location, job),
-        )
+        self.spawn_command(&deployment, name, Command::Reprotect, &steps, move |daemon, job| {
+            daemon.reprotect_job(&machine, &point, alternate_location, job)
+        })
     }
 
     fn reprotect_job(
