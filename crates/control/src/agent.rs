@@ -24,8 +24,6 @@ pub const SPLITTER_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a splitter is started with.
 pub struct SplitterSpec<'a> {
-    /// This binary.
-    pub exe: &'a Path,
     /// The disk's name in the vault.
     pub disk: &'a str,
     pub image: &'a Path,
@@ -39,8 +37,6 @@ pub struct SplitterSpec<'a> {
 
 /// What an export of a recovery point is started with.
 pub struct ExportSpec<'a> {
-    /// This binary.
-    pub exe: &'a Path,
     /// The agent's name in `run_dir` (one per export).
     pub name: &'a str,
     /// The disk's name in the vault (and the NBD export name).
@@ -73,10 +69,11 @@ pub(crate) fn files(run_dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 impl Agent {
-    /// Starts a splitter and waits until it answers on its control socket.
-    pub fn splitter(spec: &SplitterSpec) -> Result<Agent, ControlError> {
+    /// Starts a splitter (`exe serve-disk`) and waits until it answers on
+    /// its control socket.
+    pub fn splitter(exe: &Path, spec: &SplitterSpec) -> Result<Agent, ControlError> {
         let socket = files(spec.run_dir, spec.disk).0;
-        let mut command = Command::new(spec.exe);
+        let mut command = Command::new(exe);
         command
             .arg("serve-disk")
             .arg(spec.image)
@@ -89,10 +86,11 @@ impl Agent {
         })
     }
 
-    /// Starts an export of a recovery point and waits until it serves.
-    pub fn export(spec: &ExportSpec) -> Result<Agent, ControlError> {
+    /// Starts an export of a recovery point (`exe export`) and waits
+    /// until it serves.
+    pub fn export(exe: &Path, spec: &ExportSpec) -> Result<Agent, ControlError> {
         let socket = files(spec.run_dir, spec.name).0;
-        let mut command = Command::new(spec.exe);
+        let mut command = Command::new(exe);
         command
             .arg("export")
             .args(["--vault", spec.vault, "--disk", spec.disk, "--point", spec.point])

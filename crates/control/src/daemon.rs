@@ -20,10 +20,10 @@ use standby_lifecycle::job::{JobKind, StepState};
 use standby_lifecycle::{Instance, Site, INSTANCES};
 
 use self::engine::{Claims, JobSteps};
-use crate::agent::Agent;
-use crate::deployment::{Accel, Deployment};
+use crate::deployment::Deployment;
 use crate::error::ControlError;
-use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
+use crate::qemu::{Drive, QemuSpec, Stopped};
+use crate::site::{LocalHost, Shutdown, SiteHost, Sites};
 
 mod consistency;
 mod engine;
@@ -34,6 +34,8 @@ mod protection;
 mod reprotect;
 mod restart;
 mod retention;
+#[cfg(test)]
+mod simulated;
 
 pub use crate::deployment::SOCKET;
 const PID_FILE: &str = "standby.pid";
@@ -41,8 +43,6 @@ const PID_FILE: &str = "standby.pid";
 const JOBS_AT_STOP: Duration = Duration::from_secs(60);
 /// How often a stopping daemon looks whether its jobs ended.
 const JOBS_AT_STOP_POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// How long the KVM probe's child may take before KVM is taken for unusable.
-const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a guest has to shut down after the ACPI request.
 pub const POWER_DOWN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -50,13 +50,9 @@ pub const POWER_DOWN_TIMEOUT: Duration = Duration::from_secs(60);
 struct Launched {
     pid: u32,
     console: PathBuf,
-    accel: &'static str,
+    accel: String,
     instance: Instance,
     attachments: Vec<crate::network::Attachment>,
-}
-
-struct Running {
-    qemu: Qemu,
 }
 
 /// The key of `instance` of machine (or disk) `name`: its QEMU's `-name`,
@@ -79,27 +75,18 @@ fn not_running(name: &str) -> ControlError {
 struct Daemon {
     home: PathBuf,
     exe: PathBuf,
-    accel: Mutex<Accelerator>,
-    machines: Mutex<HashMap<String, Running>>,
-    /// The splitters of protected machines, by vault disk name.
-    splitters: Mutex<HashMap<String, Agent>>,
-    /// Exports of recovery points (failover, drill), by `DISK@SITE`.
-    exports: Mutex<HashMap<String, Agent>>,
+    /// The hosts of the two sites: what jobs act through.
+    sites: Sites,
     /// The machines running jobs hold: one job per machine at a time.
     claims: Arc<Claims>,
     /// App-consistent points: when each machine's next is due, how the last went.
     consistency: Mutex<HashMap<String, consistency::Consistency>>,
+    /// Tests' moments to crash or hold a job at.
+    hooks: engine::Hooks,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-struct Accelerator {
-    chosen: &'static str,
-    why: String,
-    /// `auto` chose KVM: a kernel must still prove it boots under it.
-    unproven_kvm: bool,
 }
 
 impl Daemon {
@@ -107,29 +94,21 @@ impl Daemon {
         Deployment::open(&self.home)
     }
 
-    /// The accelerator for a machine that boots `kernel` (if any).
-    fn accel_for(&self, kernel: Option<&Path>) -> &'static str {
-        let mut accel = lock(&self.accel);
-        if accel.unproven_kvm {
-            if let Some(kernel) = kernel {
-                match qemu::probe_kvm_boot(kernel, &self.home.join("run"), Duration::from_secs(10)) {
-                    Ok(()) => accel.why = format!("{}; a kernel boots under it", accel.why),
-                    Err(why) => {
-                        accel.chosen = "tcg";
-                        accel.why = format!("software emulation: {why}");
-                    }
-                }
-                accel.unproven_kvm = false;
-            }
-        }
-        accel.chosen
+    /// The host of `site`.
+    fn site(&self, site: Site) -> &dyn SiteHost {
+        self.sites.at(site)
+    }
+
+    /// The host instance `instance` of `machine` runs on.
+    fn host_of(&self, machine: &crate::Machine, instance: Instance) -> &dyn SiteHost {
+        self.site(instance.site(machine.active_site))
     }
 
     fn start(&self, name: &str) -> Result<Started, ControlError> {
         // Refusals come before a job is recorded.
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
-        if let Some(pid) = self.runtime(&instance(name, machine.active_site)).pid {
+        if let Some(pid) = self.runtime(&machine, machine.active_site.into()).pid {
             return Err(already_running(name, pid));
         }
         let steps = ["check the machine", "choose the accelerator", "start QEMU"];
@@ -139,7 +118,7 @@ impl Daemon {
             name: name.to_string(),
             pid: launched.pid,
             console: launched.console,
-            accel: launched.accel.to_string(),
+            accel: launched.accel,
             site: launched.instance,
             nics: serde_json::to_value(&launched.attachments).expect("attachments serialise"),
             job,
@@ -151,16 +130,8 @@ impl Daemon {
         let key = instance(name, machine.active_site);
         let deployment = job.deployment;
         job.step("check the machine", StepState::Running, "")?;
-        {
-            // A machine that stopped by itself leaves an entry behind; one
-            // started meanwhile by another request is refused.
-            let mut machines = lock(&self.machines);
-            if let Some(running) = machines.get_mut(&key) {
-                if !running.qemu.exited() {
-                    return Err(already_running(name, running.qemu.pid()));
-                }
-                machines.remove(&key);
-            }
+        if let Some(pid) = self.site(machine.active_site).runtime(&key).pid {
+            return Err(already_running(name, pid));
         }
         let (drives, how) = self.drives(deployment, machine)?;
         job.step(
@@ -169,7 +140,8 @@ impl Daemon {
             &format!("{} disk(s) at the {} site, {how}", drives.len(), machine.active_site),
         )?;
         job.step("choose the accelerator", StepState::Running, "")?;
-        let accel = self.accel_for(machine.definition.kernel.as_deref());
+        let host = self.site(machine.active_site);
+        let accel = host.accelerator(machine.definition.kernel.as_deref());
         job.step("choose the accelerator", StepState::Done, accel)?;
         job.step("start QEMU", StepState::Running, "")?;
         let launched = self.launch(deployment, machine, machine.active_site.into(), drives, accel)?;
@@ -192,14 +164,14 @@ impl Daemon {
             return Ok((drives, "from the failover point's exports"));
         }
         for image in machine.images() {
-            if !image.is_file() {
+            if !self.site(machine.active_site).is_file(&image) {
                 return Err(ControlError::Failed(format!("disk {} of machine '{name}' is missing", image.display())));
             }
         }
         if machine.state.replicating() {
             // Every write goes through the disks' splitters.
             self.ensure_splitters(deployment, machine)?;
-            return Ok((self.splitter_drives(machine), "replicated"));
+            return Ok((self.splitter_drives(deployment, machine), "replicated"));
         }
         Ok((machine.images().into_iter().map(Drive::File).collect(), "not replicated"))
     }
@@ -231,10 +203,8 @@ impl Daemon {
             run_dir: deployment.run_dir().join("machines").join(&key),
             netns: deployment.netns(site),
         };
-        let qemu = Qemu::start(&spec)?;
-        let launched = Launched { pid: qemu.pid(), console: qemu.console.clone(), accel, instance, attachments };
-        lock(&self.machines).insert(key, Running { qemu });
-        Ok(launched)
+        let booted = self.site(site).launch(&spec)?;
+        Ok(Launched { pid: booted.pid, console: booted.console, accel: booted.accel, instance, attachments })
     }
 
     fn stop(&self, name: &str, force: bool, site: Option<Site>) -> Result<standby_api::Stopped, ControlError> {
@@ -243,38 +213,14 @@ impl Daemon {
         let machine = deployment.state.machine(name)?;
         let site = site.unwrap_or(machine.active_site);
         let key = instance(name, site);
-        if !self.runtime(&key).running {
+        if !self.site(site).runtime(&key).running {
             return Err(not_running(name));
         }
         let steps: &[&str] = if force { &["cut the power"] } else { &["ACPI power-down", "wait for the guest"] };
+        let host = self.site(site);
         let (job, stopped) =
-            self.job(&deployment, name, JobKind::MachineStop, steps, |job| self.stop_job(name, &key, force, job))?;
+            self.job(&deployment, name, JobKind::MachineStop, steps, |job| stop_job(host, name, &key, force, job))?;
         Ok(standby_api::Stopped { name: name.to_string(), stopped, job })
-    }
-
-    /// Stops instance `key`; says how it stopped.
-    fn stop_job(&self, name: &str, key: &str, force: bool, job: &JobSteps) -> Result<String, ControlError> {
-        let running = lock(&self.machines).remove(key);
-        let Some(mut running) = running.filter(|r| r.qemu.running()) else {
-            return Err(not_running(name));
-        };
-        let stopped = if force {
-            job.step("cut the power", StepState::Running, "")?;
-            running.qemu.kill();
-            job.step("cut the power", StepState::Done, "")?;
-            "forced".to_string()
-        } else {
-            job.step("ACPI power-down", StepState::Done, "power button pressed")?;
-            job.step("wait for the guest", StepState::Running, &format!("up to {} s", POWER_DOWN_TIMEOUT.as_secs()))?;
-            let stopped = match running.qemu.power_down(POWER_DOWN_TIMEOUT)? {
-                Stopped::Clean => "clean".to_string(),
-                Stopped::Forced => "forced after the guest ignored the power button".to_string(),
-                hung => hung.describe(),
-            };
-            job.step("wait for the guest", StepState::Done, &stopped)?;
-            stopped
-        };
-        Ok(stopped)
     }
 
     /// Every machine with its runtime, where its NICs are plugged in and,
@@ -284,7 +230,7 @@ impl Daemon {
         let mut machines = Vec::new();
         for machine in deployment.state.machines()? {
             let mut view = machine.view();
-            view.runtime = Some(self.runtime(&instance(machine.name(), machine.active_site)));
+            view.runtime = Some(self.runtime(&machine, machine.active_site.into()));
             view.networks = Some(crate::network::describe(&machine, &deployment.config, &deployment.home)?);
             if machine.state.on_exports() {
                 // Until reprotect, its disks at this site are the failover
@@ -306,18 +252,9 @@ impl Daemon {
         Ok(deployment.add_machine(&request.definition, &request.disks)?.view())
     }
 
-    /// The runtime of instance `key` (see [`instance`]).
-    fn runtime(&self, key: &str) -> Runtime {
-        let machines = lock(&self.machines);
-        match machines.get(key) {
-            Some(running) if running.qemu.running() => Runtime {
-                running: true,
-                pid: Some(running.qemu.pid()),
-                console: Some(running.qemu.console.clone()),
-                accel: Some(running.qemu.accel.to_string()),
-            },
-            _ => Runtime::default(),
-        }
+    /// The runtime of `instance` of `machine`.
+    fn runtime(&self, machine: &crate::Machine, instance: Instance) -> Runtime {
+        self.host_of(machine, instance).runtime(&self::instance(machine.name(), instance))
     }
 
     /// Takes over the machines a previous daemon left running.
@@ -325,15 +262,12 @@ impl Daemon {
         let deployment = self.deployment()?;
         let mut adopted = Vec::new();
         for machine in deployment.state.machines()? {
-            for site in INSTANCES {
-                let key = instance(&machine.definition.name, site);
+            for role in INSTANCES {
+                let key = instance(&machine.definition.name, role);
                 let run_dir = deployment.run_dir().join("machines").join(&key);
-                match Qemu::adopt(&run_dir, &key) {
-                    Ok(Some(qemu)) => {
-                        lock(&self.machines).insert(key.clone(), Running { qemu });
-                        adopted.push(key);
-                    }
-                    Ok(None) => {}
+                match self.host_of(&machine, role).adopt_machine(&key, &run_dir) {
+                    Ok(true) => adopted.push(key),
+                    Ok(false) => {}
                     Err(e) => {
                         // Running, but its QMP socket does not answer: refuse
                         // to go on rather than risk starting it a second time.
@@ -365,16 +299,8 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         )));
     }
     let _ = std::fs::remove_file(&socket);
-    let daemon = Arc::new(Daemon {
-        home: deployment.home.clone(),
-        exe: exe.to_path_buf(),
-        accel: Mutex::new(Accelerator::resolve(&deployment, exe)?),
-        machines: Mutex::default(),
-        splitters: Mutex::default(),
-        exports: Mutex::default(),
-        claims: Arc::default(),
-        consistency: Mutex::default(),
-    });
+    let host: Arc<dyn SiteHost> = Arc::new(LocalHost::new(&deployment, exe)?);
+    let daemon = Daemon::new(&deployment, exe, Sites::one(host), engine::Hooks::from_env());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -386,6 +312,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         let _ = std::fs::remove_file(&pid_file);
         return Err(e);
     }
+    daemon.start_loops()?;
     let result = runtime.block_on(http::serve_http(daemon.clone(), &socket));
     daemon.let_jobs_finish();
     let _ = std::fs::remove_file(&socket);
@@ -393,31 +320,21 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     result
 }
 
-impl Accelerator {
-    /// The accelerator machines run with: `STANDBY_ACCEL`, else the
-    /// deployment's config; `auto` probes KVM in a child process.
-    fn resolve(deployment: &Deployment, exe: &Path) -> Result<Accelerator, ControlError> {
-        let source =
-            if std::env::var_os("STANDBY_ACCEL").is_some() { "STANDBY_ACCEL" } else { "the deployment's config" };
-        let configured = match std::env::var("STANDBY_ACCEL").ok().as_deref() {
-            Some("tcg") => Accel::Tcg,
-            Some("kvm") => Accel::Kvm,
-            Some("auto") | None => deployment.config.accel,
-            Some(other) => {
-                return Err(ControlError::Refused(format!("STANDBY_ACCEL={other:?}: use tcg, kvm or auto")));
-            }
-        };
-        let (chosen, why) =
-            qemu::resolve_accel(configured, source, || qemu::probe_kvm_in_child(exe, KVM_PROBE_TIMEOUT));
-        let unproven_kvm = configured == Accel::Auto && chosen == "kvm";
-        Ok(Accelerator { chosen, why, unproven_kvm })
-    }
-}
-
 impl Daemon {
+    fn new(deployment: &Deployment, exe: &Path, sites: Sites, hooks: engine::Hooks) -> Arc<Daemon> {
+        Arc::new(Daemon {
+            home: deployment.home.clone(),
+            exe: exe.to_path_buf(),
+            sites,
+            claims: Arc::default(),
+            consistency: Mutex::default(),
+            hooks,
+        })
+    }
+
     /// Takes over from the daemon before: its running jobs recorded
-    /// interrupted, its machines adopted, the background loops started, the
-    /// interrupted jobs resumed or rolled back (`restart.rs`).
+    /// interrupted, its machines adopted, the interrupted jobs resumed or
+    /// rolled back (`restart.rs`).
     fn take_over(self: &Arc<Self>, deployment: &Deployment) -> Result<(), ControlError> {
         let interrupted = deployment.state.interrupt_running_jobs(
             "the daemon stopped while the job ran; the next daemon resumed or rolled it back (see the jobs after it)",
@@ -430,13 +347,6 @@ impl Daemon {
         if !adopted.is_empty() {
             eprintln!("standby: adopted running machines: {}", adopted.join(", "));
         }
-        let daemon = self.clone();
-        spawn_loop("app-consistency", move || {
-            daemon.thaw_all();
-            daemon.consistency_loop();
-        })?;
-        let daemon = self.clone();
-        spawn_loop("retention", move || daemon.retention_loop())?;
         let (taken_up, failed) = self.take_up_interrupted(&interrupted);
         if !taken_up.is_empty() {
             eprintln!("standby: interrupted jobs taken up: {}", taken_up.join(", "));
@@ -445,6 +355,18 @@ impl Daemon {
             eprintln!("standby: could not take up {failure}; `standby status` and `standby jobs` show what is missing");
         }
         Ok(())
+    }
+
+    /// Starts the background loops: app-consistent points (after thawing
+    /// what a dead daemon left frozen) and retention.
+    fn start_loops(self: &Arc<Self>) -> Result<(), ControlError> {
+        let daemon = self.clone();
+        spawn_loop("app-consistency", move || {
+            daemon.thaw_all();
+            daemon.consistency_loop();
+        })?;
+        let daemon = self.clone();
+        spawn_loop("retention", move || daemon.retention_loop())
     }
 
     /// Once the API is closed no new job starts; running ones get
@@ -472,7 +394,7 @@ impl Daemon {
             }
             std::thread::sleep(JOBS_AT_STOP_POLL_INTERVAL);
         }
-        let running: Vec<String> = lock(&self.machines).keys().cloned().collect();
+        let running: Vec<String> = self.sites.hosts().iter().flat_map(|host| host.running_machines()).collect();
         if !running.is_empty() {
             eprintln!("standby: machines left running (the next daemon adopts them): {}", running.join(", "));
         }
@@ -486,4 +408,27 @@ fn spawn_loop(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), Co
         .spawn(body)
         .map(|_| ())
         .map_err(|e| ControlError::Failed(format!("cannot start the {name} thread: {e}")))
+}
+
+/// Stops instance `key` on `host`; says how it stopped.
+fn stop_job(host: &dyn SiteHost, name: &str, key: &str, force: bool, job: &JobSteps) -> Result<String, ControlError> {
+    if force {
+        job.step("cut the power", StepState::Running, "")?;
+        host.stop_machine(key, Shutdown::PowerCut)?.ok_or_else(|| not_running(name))?;
+        job.step("cut the power", StepState::Done, "")?;
+        return Ok("forced".to_string());
+    }
+    if !host.runtime(key).running {
+        return Err(not_running(name));
+    }
+    job.step("ACPI power-down", StepState::Done, "power button pressed")?;
+    job.step("wait for the guest", StepState::Running, &format!("up to {} s", POWER_DOWN_TIMEOUT.as_secs()))?;
+    let stopped = match host.stop_machine(key, Shutdown::PowerDown(POWER_DOWN_TIMEOUT))? {
+        Some(Stopped::Clean) => "clean".to_string(),
+        Some(Stopped::Forced) => "forced after the guest ignored the power button".to_string(),
+        Some(other) => other.describe(),
+        None => return Err(not_running(name)),
+    };
+    job.step("wait for the guest", StepState::Done, &stopped)?;
+    Ok(stopped)
 }

@@ -19,6 +19,7 @@ pub mod points;
 mod process;
 pub mod qemu;
 pub mod records;
+mod site;
 mod state;
 
 pub use deployment::{Accel, Config, Deployment, SiteConfig, CONFIG_FILE, STATE_FILE};

@@ -124,6 +124,8 @@ pub enum Stopped {
     Forced,
     /// QEMU did not answer the power-down request (hung): it was killed.
     Unresponsive(String),
+    /// Its power was cut without asking the guest.
+    PowerCut,
 }
 
 impl Stopped {
@@ -133,6 +135,7 @@ impl Stopped {
             Stopped::Clean => "shut down cleanly".into(),
             Stopped::Forced => "was forced off after the guest ignored the power button".into(),
             Stopped::Unresponsive(why) => format!("was hung and had its power cut ({why})"),
+            Stopped::PowerCut => "powered off".into(),
         }
     }
 }

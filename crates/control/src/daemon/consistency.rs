@@ -13,13 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use standby_lifecycle::State;
 
 use super::{instance, lock, Daemon};
-use crate::guest_agent::GuestAgent;
 use crate::machine::Machine;
+use crate::site::MarkWait;
 
 /// How long a guest has to answer on its agent channel.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -42,28 +40,19 @@ impl Daemon {
     pub(super) fn app_consistent_point(&self, machine: &Machine) -> Result<String, String> {
         let name = &machine.definition.name;
         let key = instance(name, machine.active_site);
-        let socket = lock(&self.machines)
-            .get(&key)
-            .filter(|running| running.qemu.running())
-            .map(|running| running.qemu.agent_socket.clone())
-            .ok_or_else(|| "the machine is not running".to_string())?;
-        let mut agent = GuestAgent::connect(&socket, AGENT_TIMEOUT)?;
+        let host = self.site(machine.active_site);
         let started = Instant::now();
-        let frozen = agent
-            .execute("guest-fsfreeze-freeze", json!({}))
-            .map_err(|e| format!("the guest agent could not freeze the filesystems ({e})"))?;
+        let frozen = host.freeze(&key, AGENT_TIMEOUT)?;
         let mut points = Vec::new();
         let mut failure = None;
         for disk in &machine.disks {
-            let control = lock(&self.splitters).get(&disk.vault_disk).map(|agent| agent.control());
-            match control.map(|control| control.mark_queued(true, "app-consistent")) {
-                Some(Ok(())) => points.push(disk.vault_disk.clone()),
-                Some(Err(e)) => failure = Some(e.to_string()),
-                None => failure = Some(format!("the splitter of disk '{}' is not running", disk.vault_disk)),
+            match host.mark(&disk.vault_disk, true, "app-consistent", MarkWait::Queued) {
+                Ok(_) => points.push(disk.vault_disk.clone()),
+                Err(e) => failure = Some(e.to_string()),
             }
         }
         // Thawed whatever happened.
-        let thawed = agent.execute("guest-fsfreeze-thaw", json!({}));
+        let thawed = host.thaw(&key);
         let held = started.elapsed();
         if let Some(failure) = failure {
             return Err(format!("the point could not be recorded ({failure})"));
@@ -88,7 +77,7 @@ impl Daemon {
                 let name = machine.definition.name.clone();
                 let eligible = machine.state.replicating()
                     && machine.state != State::Enabling
-                    && self.runtime(&instance(&name, machine.active_site)).running
+                    && self.runtime(&machine, machine.active_site.into()).running
                     && self.claims.holder(&name).is_none();
                 if !eligible {
                     continue;
@@ -110,11 +99,8 @@ impl Daemon {
     /// Thaws the filesystems of every running machine whose guest answers:
     /// a daemon that died between a freeze and its thaw left them frozen.
     pub(super) fn thaw_all(&self) {
-        let sockets: Vec<_> = lock(&self.machines).values().map(|running| running.qemu.agent_socket.clone()).collect();
-        for socket in sockets {
-            if let Ok(mut agent) = GuestAgent::connect(&socket, Duration::from_secs(1)) {
-                let _ = agent.execute("guest-fsfreeze-thaw", json!({}));
-            }
+        for host in self.sites.hosts() {
+            host.thaw_all();
         }
     }
 }

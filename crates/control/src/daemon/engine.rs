@@ -131,8 +131,15 @@ pub(super) struct JobSteps<'a> {
 }
 
 impl<'a> JobSteps<'a> {
-    fn new(deployment: &'a Deployment, id: JobId, command: &str, steps: &[&str], stop: Arc<AtomicBool>) -> Self {
-        JobSteps { deployment, id, hooks: TestHook::from_env(command, steps), stop }
+    fn new(
+        deployment: &'a Deployment,
+        id: JobId,
+        hooks: &Hooks,
+        command: &str,
+        steps: &[&str],
+        stop: Arc<AtomicBool>,
+    ) -> Self {
+        JobSteps { deployment, id, hooks: hooks.for_job(command, steps), stop }
     }
 
     /// Records step `name` in `state` with `detail`.
@@ -247,7 +254,7 @@ impl Daemon {
         let claim = self.claims.claim(deployment, &[name])?;
         let id = deployment.state.create_job(name, kind, JobOrigin::Operator, steps)?;
         claim.set_job(id);
-        let progress = JobSteps::new(deployment, id, kind.name(), steps, claim.stop.clone());
+        let progress = JobSteps::new(deployment, id, &self.hooks, kind.name(), steps, claim.stop.clone());
         let outcome = work(&progress);
         record_outcome(deployment, id, &outcome);
         Ok((id, outcome?))
@@ -294,8 +301,15 @@ impl Daemon {
                 match Deployment::open(&daemon.home) {
                     Ok(deployment) => {
                         let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
-                        let outcome = work(&daemon, &JobSteps::new(&deployment, id, &job_command, &steps, stop));
-                        record_outcome(&deployment, id, &outcome);
+                        let job = JobSteps::new(&deployment, id, &daemon.hooks, &job_command, &steps, stop);
+                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&daemon, &job)));
+                        match outcome {
+                            Ok(outcome) => record_outcome(&deployment, id, &outcome),
+                            // A simulated crash: nothing more of this job
+                            // runs or is recorded, as after `kill -9`.
+                            Err(payload) if payload.is::<SimulatedCrash>() => {}
+                            Err(payload) => std::panic::resume_unwind(payload),
+                        }
                     }
                     Err(e) => eprintln!("standby: job {id} could not open the deployment: {e}"),
                 }
@@ -316,9 +330,10 @@ fn record_outcome<T>(deployment: &Deployment, id: JobId, outcome: &Result<T, Con
 }
 
 /// Tests' way to reach a chosen moment of a job, `COMMAND/STEP/MS` (step
-/// number from 0), acted on when the step of the first job of `COMMAND`
-/// is first recorded (running or done), or `COMMAND/@MOMENT/MS`, acted on
-/// when the job passes a named moment inside a step (`JobSteps::moment`):
+/// number from 0), acted on when the step of a job of `COMMAND` is first
+/// recorded (running or done), or `COMMAND/@MOMENT/MS`, acted on when the
+/// job passes a named moment inside a step (`JobSteps::moment`). A daemon
+/// reads them from its environment when it starts:
 ///
 /// - `STANDBY_TEST_CRASH_AT`: the daemon dies by SIGKILL (as `kill -9`)
 ///   MS ms later;
@@ -328,20 +343,45 @@ fn record_outcome<T>(deployment: &Deployment, id: JobId, outcome: &Result<T, Con
 ///   test holds the window open until what it waits for has happened,
 ///   whatever the machine's speed.
 ///
-/// Jobs of other commands are not affected; without the variables nothing
-/// is checked.
-pub(super) struct TestHook {
-    step: String,
-    delay: Duration,
-    crash: bool,
-    fired: std::sync::atomic::AtomicBool,
+/// Jobs of other commands are not affected; without them nothing is
+/// checked. Tests of the job engine in this process crash a job instead
+/// ([`Crash::Unwind`]): it ends where it is, recording nothing more.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Hooks {
+    pub crash_at: Option<String>,
+    pub stall_at: Option<String>,
+    pub stall_until: Option<std::path::PathBuf>,
+    pub crash: Crash,
 }
 
-impl TestHook {
-    fn from_env(command: &str, steps: &[&str]) -> Vec<TestHook> {
-        let parse = |variable: &str, crash: bool| -> Option<TestHook> {
-            let spec = std::env::var(variable).ok()?;
-            let mut fields = spec.rsplitn(3, '/');
+/// How a crash hook crashes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Crash {
+    /// The process dies by SIGKILL.
+    #[default]
+    Kill,
+    /// The job's thread unwinds with [`SimulatedCrash`] and records
+    /// nothing more (tests in this process, on a simulated site).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Unwind,
+}
+
+/// The payload of a simulated crash.
+pub(super) struct SimulatedCrash;
+
+impl Hooks {
+    pub(super) fn from_env() -> Hooks {
+        Hooks {
+            crash_at: std::env::var("STANDBY_TEST_CRASH_AT").ok(),
+            stall_at: std::env::var("STANDBY_TEST_STALL_AT").ok(),
+            stall_until: std::env::var_os("STANDBY_TEST_STALL_UNTIL").map(std::path::PathBuf::from),
+            crash: Crash::Kill,
+        }
+    }
+
+    fn for_job(&self, command: &str, steps: &[&str]) -> Vec<TestHook> {
+        let parse = |spec: &Option<String>, crash: Option<Crash>| -> Option<TestHook> {
+            let mut fields = spec.as_deref()?.rsplitn(3, '/');
             let delay = fields.next()?.parse().ok()?;
             let at = fields.next()?;
             if fields.next()? != command {
@@ -351,35 +391,54 @@ impl TestHook {
                 Some(_) => at.to_string(),
                 None => steps.get(at.parse::<usize>().ok()?)?.to_string(),
             };
-            Some(TestHook { step, delay: Duration::from_millis(delay), crash, fired: Default::default() })
+            let until = self.stall_until.clone();
+            Some(TestHook { step, delay: Duration::from_millis(delay), crash, until, fired: Default::default() })
         };
-        [parse("STANDBY_TEST_CRASH_AT", true), parse("STANDBY_TEST_STALL_AT", false)].into_iter().flatten().collect()
+        [parse(&self.crash_at, Some(self.crash)), parse(&self.stall_at, None)].into_iter().flatten().collect()
     }
+}
 
+/// One hook of one job.
+pub(super) struct TestHook {
+    step: String,
+    delay: Duration,
+    /// `None`: a stall.
+    crash: Option<Crash>,
+    until: Option<std::path::PathBuf>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl TestHook {
     fn reached(&self, step: &str) {
         if step != self.step || self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         let delay = self.delay;
-        if !self.crash {
-            eprintln!("standby: STANDBY_TEST_STALL_AT: waiting {} ms at most at step '{step}'", delay.as_millis());
-            let until = std::env::var_os("STANDBY_TEST_STALL_UNTIL").map(std::path::PathBuf::from);
-            let deadline = Instant::now() + delay;
-            while Instant::now() < deadline && !until.as_ref().is_some_and(|file| file.exists()) {
-                std::thread::sleep(STOP_POLL_INTERVAL);
+        match self.crash {
+            None => {
+                eprintln!("standby: STANDBY_TEST_STALL_AT: waiting {} ms at most at step '{step}'", delay.as_millis());
+                let deadline = Instant::now() + delay;
+                while Instant::now() < deadline && !self.until.as_ref().is_some_and(|file| file.exists()) {
+                    std::thread::sleep(STOP_POLL_INTERVAL);
+                }
             }
-            return;
-        }
-        eprintln!("standby: STANDBY_TEST_CRASH_AT: dying {} ms into step '{step}'", delay.as_millis());
-        let die = move || {
-            std::thread::sleep(delay);
-            // SAFETY: kill(2) on our own pid with a valid signal.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        };
-        if delay.is_zero() {
-            die();
-        } else {
-            std::thread::spawn(die);
+            Some(Crash::Unwind) => {
+                std::thread::sleep(delay);
+                std::panic::panic_any(SimulatedCrash);
+            }
+            Some(Crash::Kill) => {
+                eprintln!("standby: STANDBY_TEST_CRASH_AT: dying {} ms into step '{step}'", delay.as_millis());
+                let die = move || {
+                    std::thread::sleep(delay);
+                    // SAFETY: kill(2) on our own pid with a valid signal.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                };
+                if delay.is_zero() {
+                    die();
+                } else {
+                    std::thread::spawn(die);
+                }
+            }
         }
     }
 }

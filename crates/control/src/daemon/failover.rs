@@ -27,15 +27,21 @@ use standby_lifecycle::job::StepState;
 use standby_lifecycle::{Command, Instance, Site, State, Transition};
 
 use super::engine::{check, transition_of};
-use super::files::{overlay_path, remove_files, site_folder};
-use super::{instance, lock, Daemon, JobSteps, Launched, POWER_DOWN_TIMEOUT};
-use crate::agent::{Agent, ExportSpec};
+use super::files::{overlay_path, site_folder};
+use super::{instance, Daemon, JobSteps, Launched, POWER_DOWN_TIMEOUT};
+use crate::agent::ExportSpec;
 use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::points::{self, MachinePoint};
 use crate::qemu::Drive;
 use crate::records::{ChangePointRecord, DrillRecord, FailoverRecord, MachineRecords, StartPending};
+use crate::site::{MarkWait, Shutdown};
+
+/// Where a site's exports keep their sockets, pid files and logs.
+pub(super) fn exports_dir(deployment: &Deployment) -> PathBuf {
+    deployment.run_dir().join("exports")
+}
 
 /// A failover forced by a disaster, or a planned move that loses nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,37 +78,28 @@ impl Daemon {
         role: Instance,
     ) -> Result<Vec<Drive>, ControlError> {
         let site = role.site(machine.active_site);
-        let run_dir = deployment.run_dir().join("exports");
+        let host = self.site(site);
+        let run_dir = exports_dir(deployment);
         let vault = deployment.vault_at(site);
         let mut drives = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
             let name = instance(&disk.vault_disk, role);
             let overlay = overlay_path(deployment, machine, index, role);
             if let Some(parent) = overlay.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| ControlError::io(parent, e))?;
+                host.create_dir(parent)?;
             }
-            let mut exports = lock(&self.exports);
-            let running = exports.get_mut(&name).is_some_and(|agent| agent.running());
-            if !running {
-                let agent = match Agent::adopt(&run_dir, &name) {
-                    Some(agent) => agent,
-                    None => Agent::export(&ExportSpec {
-                        exe: &self.exe,
-                        name: &name,
-                        disk: &disk.vault_disk,
-                        vault: &vault,
-                        point: &point.time,
-                        overlay: &overlay,
-                        run_dir: &run_dir,
-                        netns: deployment.netns(site).as_deref(),
-                        // A failed-over machine's disk becomes local in the
-                        // background; a drill's is short-lived.
-                        hydrate: role != Instance::Drill,
-                    })?,
-                };
-                exports.insert(name.clone(), agent);
-            }
-            let socket = exports[&name].socket.clone();
+            let socket = host.serve_export(&ExportSpec {
+                name: &name,
+                disk: &disk.vault_disk,
+                vault: &vault,
+                point: &point.time,
+                overlay: &overlay,
+                run_dir: &run_dir,
+                netns: deployment.netns(site).as_deref(),
+                // A failed-over machine's disk becomes local in the
+                // background; a drill's is short-lived.
+                hydrate: role != Instance::Drill,
+            })?;
             drives.push(Drive::Nbd { socket, export: disk.vault_disk.clone() });
         }
         Ok(drives)
@@ -115,31 +112,21 @@ impl Daemon {
         machine: &Machine,
         role: Instance,
     ) -> Result<Vec<PathBuf>, ControlError> {
-        let run_dir = deployment.run_dir().join("exports");
+        let run_dir = exports_dir(deployment);
+        let host = self.host_of(machine, role);
         let mut removed = Vec::new();
         for disk in &machine.disks {
-            let name = instance(&disk.vault_disk, role);
-            let agent = lock(&self.exports).remove(&name).or_else(|| Agent::adopt(&run_dir, &name));
-            if let Some(agent) = agent {
-                let (socket, log) = (agent.socket.clone(), agent.log.clone());
-                agent.stop()?;
-                removed.extend(remove_files(&[socket, log])?);
-            }
+            removed.extend(host.stop_export(&instance(&disk.vault_disk, role), &run_dir)?);
         }
         Ok(removed)
     }
 
-    /// Ends instance `key` of a machine: ACPI power-down with the usual
-    /// timeout, or at once. Returns how it ended, or `None` when it was
-    /// not running.
-    fn stop_instance(&self, key: &str, at_once: bool) -> Result<Option<String>, ControlError> {
-        let running = lock(&self.machines).remove(key);
-        let Some(mut running) = running.filter(|r| r.qemu.running()) else { return Ok(None) };
-        if at_once {
-            running.qemu.kill();
-            return Ok(Some("powered off".into()));
-        }
-        Ok(Some(running.qemu.power_down(POWER_DOWN_TIMEOUT)?.describe()))
+    /// Ends `role` of `machine`: ACPI power-down with the usual timeout, or
+    /// at once. Returns how it ended, or `None` when it was not running.
+    fn stop_instance(&self, machine: &Machine, role: Instance, at_once: bool) -> Result<Option<String>, ControlError> {
+        let how = if at_once { Shutdown::PowerCut } else { Shutdown::PowerDown(POWER_DOWN_TIMEOUT) };
+        let stopped = self.host_of(machine, role).stop_machine(&instance(machine.name(), role), how)?;
+        Ok(stopped.map(|stopped| stopped.describe()))
     }
 
     /// Boots `instance` of `machine` on `drives`.
@@ -150,7 +137,7 @@ impl Daemon {
         instance: Instance,
         drives: Vec<Drive>,
     ) -> Result<Launched, ControlError> {
-        let accel = self.accel_for(machine.definition.kernel.as_deref());
+        let accel = self.host_of(machine, instance).accelerator(machine.definition.kernel.as_deref());
         self.launch(deployment, machine, instance, drives, accel)
     }
 
@@ -215,17 +202,17 @@ impl Daemon {
     /// used; returns what it removed.
     fn remove_drill(&self, deployment: &Deployment, machine: &Machine) -> Result<Vec<PathBuf>, ControlError> {
         let key = instance(name_of(machine), Instance::Drill);
+        let host = self.host_of(machine, Instance::Drill);
         let mut removed = Vec::new();
-        self.stop_instance(&key, true)?;
+        self.stop_instance(machine, Instance::Drill, true)?;
         let run_dir = deployment.run_dir().join("machines").join(&key);
-        if run_dir.exists() {
-            std::fs::remove_dir_all(&run_dir).map_err(|e| ControlError::io(&run_dir, e))?;
+        if host.remove_dir(&run_dir)? {
             removed.push(run_dir);
         }
         removed.extend(self.stop_exports(deployment, machine, Instance::Drill)?);
         for index in 0..machine.disks.len() {
             let overlay = overlay_path(deployment, machine, index, Instance::Drill);
-            removed.extend(remove_files(&standby_splitter::export::overlay_files(&overlay))?);
+            removed.extend(host.remove_files(&standby_splitter::export::overlay_files(&overlay))?);
         }
         Ok(removed)
     }
@@ -404,7 +391,7 @@ impl Daemon {
         let shut_down = job.run_unless_stopped(MOVE_STEPS[1], BY, || self.stop_source(moving, kind, job))?;
         let stopped_at = Instant::now();
         job.run_unless_stopped(MOVE_STEPS[2], BY, || {
-            let source_stopped = shut_down || !self.runtime(&instance(machine.name(), machine.active_site)).running;
+            let source_stopped = shut_down || !self.runtime(machine, machine.active_site.into()).running;
             let (drained, waited) = self.wait_for_last_writes(machine, source_stopped, job);
             job.check_stop(MOVE_STEPS[2], BY)?;
             if kind == Move::Planned && !drained {
@@ -453,8 +440,7 @@ impl Daemon {
     /// at once. Says whether it was shut down, with what happened.
     fn stop_source(&self, moving: &mut Moving, kind: Move, job: &JobSteps) -> Result<(bool, String), ControlError> {
         let machine = moving.machine;
-        let source = instance(machine.name(), machine.active_site);
-        let source_was_running = self.runtime(&source).running;
+        let source_was_running = self.runtime(machine, machine.active_site.into()).running;
         moving.details.failover = Some(FailoverRecord::new(job.id, machine.active_site, source_was_running));
         moving.record(job.deployment)?;
         let shutdown_source = match kind {
@@ -464,12 +450,19 @@ impl Daemon {
         let (detail, shut_down) = if !source_was_running {
             ("the source was not running".to_string(), false)
         } else if shutdown_source {
-            match self.stop_instance(&source, false) {
+            match self.stop_instance(machine, machine.active_site.into(), false) {
                 Ok(Some(how)) => (format!("the source {how}"), true),
                 Ok(None) => ("the source stopped by itself".to_string(), false),
                 // A planned move needs the source down; a disaster does not
-                // wait for it: carry on, saying why.
-                Err(e) if kind == Move::Planned => return Err(e),
+                // wait for it: carry on, saying why. Either way what
+                // happened is recorded: the roll-back then knows the
+                // source is not on its way down.
+                Err(e) if kind == Move::Planned => {
+                    recorded(&mut moving.details).source = Some(format!("could not be shut down ({e})"));
+                    recorded(&mut moving.details).source_shut_down = Some(false);
+                    moving.record(job.deployment)?;
+                    return Err(e);
+                }
                 Err(e) => (format!("the source could not be shut down ({e}); it may still be running"), false),
             }
         } else {
@@ -523,12 +516,9 @@ impl Daemon {
     /// Marks a crash-consistent point labelled `label` on every disk of
     /// `machine` (each answered once stored in the vault).
     fn mark_every_disk(&self, machine: &Machine, label: &str) -> Result<(), ControlError> {
+        let host = self.site(machine.active_site);
         for disk in &machine.disks {
-            let control = lock(&self.splitters).get(&disk.vault_disk).map(Agent::control);
-            let control = control.ok_or_else(|| {
-                ControlError::Failed(format!("the splitter of disk '{}' is not running", disk.vault_disk))
-            })?;
-            control.mark(false, label)?;
+            host.mark(&disk.vault_disk, false, label, MarkWait::Sealed)?;
         }
         Ok(())
     }
@@ -551,8 +541,9 @@ impl Daemon {
         let source_site = failover.as_ref().map_or(machine.active_site, |failover| failover.from_site);
         let to_site = source_site.other();
         let mut done = Vec::new();
-        if let Some(how) = self.stop_instance(&instance(name, to_site), true)? {
-            done.push(format!("the recovery VM was {how}"));
+        let (source_host, target_host) = (self.site(source_site), self.site(to_site));
+        if let Some(stopped) = target_host.stop_machine(&instance(name, to_site), Shutdown::PowerCut)? {
+            done.push(format!("the recovery VM was {}", stopped.describe()));
         }
         self.stop_exports(deployment, machine, to_site.into())?;
         if let Some(folder) = self.set_aside(deployment, machine, to_site, job)? {
@@ -566,12 +557,12 @@ impl Daemon {
             // still be on its way down. Let it finish (or ignore the power
             // button) before deciding whether to start it again.
             let deadline = Instant::now() + POWER_DOWN_TIMEOUT;
-            while self.runtime(&source).running && Instant::now() < deadline {
+            while source_host.runtime(&source).running && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
         details.failover = None;
-        let restart = was_running && !self.runtime(&source).running;
+        let restart = was_running && !source_host.runtime(&source).running;
         if restart {
             // Until it runs: a daemon that dies before starts it (see `start_pending`).
             details.start_pending =
@@ -593,8 +584,7 @@ impl Daemon {
     /// debt. Says what it did.
     pub(super) fn start_pending(&self, deployment: &Deployment, name: &str) -> Result<String, ControlError> {
         let machine = deployment.state.machine(name)?;
-        let key = instance(name, machine.active_site);
-        let done = match self.runtime(&key).pid {
+        let done = match self.runtime(&machine, machine.active_site.into()).pid {
             Some(pid) => format!("the source runs (pid {pid})"),
             None => {
                 let (drives, _) = self.drives(deployment, &machine)?;
@@ -625,19 +615,12 @@ impl Daemon {
         job: i64,
     ) -> Result<Option<PathBuf>, ControlError> {
         let folder = site_folder(deployment, site).join("set-aside").join(format!("{}-job{job}", name_of(machine)));
-        let mut moved = false;
+        let mut files = Vec::new();
         for index in 0..machine.disks.len() {
             let overlay = overlay_path(deployment, machine, index, site.into());
-            for file in standby_splitter::export::overlay_files(&overlay) {
-                if file.exists() {
-                    std::fs::create_dir_all(&folder).map_err(|e| ControlError::io(&folder, e))?;
-                    let target = folder.join(file.file_name().expect("overlays have names"));
-                    std::fs::rename(&file, &target).map_err(|e| ControlError::io(&file, e))?;
-                    moved = true;
-                }
-            }
+            files.extend(standby_splitter::export::overlay_files(&overlay));
         }
-        Ok(moved.then_some(folder))
+        Ok(self.site(site).move_into(&files, &folder)?.then_some(folder))
     }
 
     pub(super) fn change_point(self: &Arc<Self>, name: &str, point: String) -> Result<JobStarted, ControlError> {
@@ -667,7 +650,6 @@ impl Daemon {
         let deployment = job.deployment;
         let name = name_of(machine);
         let site = machine.active_site;
-        let key = instance(name, site);
         let mut details = machine.details.clone();
         let already = resumed && details.failover_point(name)? == chosen;
         details.failover_mut(name)?.change_point = Some(ChangePointRecord { job: job.id, point: chosen.clone() });
@@ -677,7 +659,7 @@ impl Daemon {
             job.step(STEPS[1], StepState::Done, "an earlier attempt set them aside")?;
         } else {
             job.step(STEPS[0], StepState::Running, "")?;
-            let how = self.stop_instance(&key, true)?;
+            let how = self.stop_instance(machine, site.into(), true)?;
             self.stop_exports(deployment, machine, site.into())?;
             job.step(STEPS[0], StepState::Done, how.as_deref().unwrap_or("it was not running"))?;
             job.step(STEPS[1], StepState::Running, "")?;
@@ -691,7 +673,7 @@ impl Daemon {
         let drives = self.serve_point(deployment, machine, chosen, site.into())?;
         job.step(STEPS[2], StepState::Done, &chosen.described)?;
         job.step(STEPS[3], StepState::Running, "")?;
-        let pid = match self.runtime(&key).pid {
+        let pid = match self.runtime(machine, site.into()).pid {
             Some(pid) => pid,
             None => self.boot(deployment, machine, site.into(), drives)?.pid,
         };
@@ -782,7 +764,7 @@ impl Daemon {
         // The old source's splitters ship what they have and stop (one an
         // earlier daemon left running too); their intent logs stay
         // (reprotect reads what they never shipped).
-        let source_running = self.runtime(&instance(name, source_site)).running;
+        let source_running = self.site(source_site).runtime(&instance(name, source_site)).running;
         let detail = if source_running {
             "the old source still runs: its splitters keep tracking its writes".to_string()
         } else {

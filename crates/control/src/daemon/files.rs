@@ -1,13 +1,12 @@
 //! Where a site keeps the files of machines running from a point: the
-//! overlays of failovers and drills, the folder writes are set aside in;
-//! and removing files that may or may not be there. Shared by the jobs.
+//! overlays of failovers and drills, the folder writes are set aside in.
+//! Names only: the files are acted on through the site's host.
 
 use std::path::PathBuf;
 
 use standby_lifecycle::{Instance, Site};
 
 use crate::deployment::Deployment;
-use crate::error::ControlError;
 use crate::machine::Machine;
 
 /// The folder of `site` (`sites/SITE`).
@@ -27,17 +26,4 @@ pub(super) fn overlay_path(deployment: &Deployment, machine: &Machine, index: us
         Instance::Drill => site_folder(deployment, site).join("drills").join(file),
         Instance::Primary | Instance::Recovery => deployment.path(&deployment.config.site(site).disks).join(file),
     }
-}
-
-/// Removes the files that exist among `files`; returns them.
-pub(super) fn remove_files(files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
-    let mut removed = Vec::new();
-    for file in files {
-        match std::fs::remove_file(file) {
-            Ok(()) => removed.push(file.clone()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ControlError::io(file, e)),
-        }
-    }
-    Ok(removed)
 }

@@ -18,7 +18,7 @@ use standby_api::{
     PolicyList, ProtectRequest, ReprotectRequest, StopRequest,
 };
 
-use super::{lock, Daemon};
+use super::Daemon;
 use crate::error::ControlError;
 
 pub(super) async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlError> {
@@ -50,14 +50,8 @@ pub(super) async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(),
         .fallback(unknown_route)
         .with_state(daemon.clone());
     {
-        let accel = lock(&daemon.accel);
-        eprintln!(
-            "standby: serving {} on {} (accelerator: {}, {})",
-            daemon.home.display(),
-            socket.display(),
-            accel.chosen,
-            accel.why
-        );
+        let (accel, why) = daemon.site(standby_lifecycle::Site::Primary).accelerator_reason();
+        eprintln!("standby: serving {} on {} (accelerator: {accel}, {why})", daemon.home.display(), socket.display());
     }
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -120,12 +114,12 @@ async fn blocking<T: Serialize + Send + 'static>(
 }
 
 async fn health(AxumState(daemon): Daemon_) -> ApiResult<Health> {
-    let accel = lock(&daemon.accel);
+    let (accel, accel_reason) = daemon.site(standby_lifecycle::Site::Primary).accelerator_reason();
     Ok(Json(Health {
         pid: std::process::id(),
         home: daemon.home.clone(),
-        accel: accel.chosen.to_string(),
-        accel_reason: accel.why.clone(),
+        accel,
+        accel_reason,
         exe: daemon.exe.clone(),
     }))
 }

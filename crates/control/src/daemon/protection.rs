@@ -19,20 +19,20 @@ use standby_lifecycle::job::StepState;
 use standby_lifecycle::{Command, State, Transition};
 
 use super::engine::{check, transition_of};
-use super::files::remove_files;
 use super::{instance, lock, Daemon, JobSteps};
-use crate::agent::{Agent, SplitterSpec};
+use crate::agent::SplitterSpec;
 use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::qemu::Drive;
+use crate::site::{MarkWait, SiteHost};
 use crate::state::Policy;
 
 /// Deletes the intent logs of `machine`'s disks at its active site: the
 /// next splitter on them re-reads everything.
-fn forget_change_tracking(machine: &Machine) -> Result<(), ControlError> {
+fn forget_change_tracking(host: &dyn SiteHost, machine: &Machine) -> Result<(), ControlError> {
     let logs: Vec<_> = machine.images().iter().map(|image| standby_splitter::default_intent_log(image)).collect();
-    remove_files(&logs).map(|_| ())
+    host.remove_files(&logs).map(|_| ())
 }
 
 /// How long `unprotect` waits for a protect job it stopped to roll back
@@ -85,47 +85,42 @@ pub(super) const UNPROTECT_STEPS: [&str; 3] = [
 impl Daemon {
     /// Starts the splitter of every disk of `machine` that is not running
     /// (adopting one an earlier daemon left running).
-    pub(super) fn ensure_splitters(&self, deployment: &Deployment, machine: &Machine) -> Result<(), ControlError> {
+    /// Returns their pids.
+    pub(super) fn ensure_splitters(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+    ) -> Result<Vec<u32>, ControlError> {
         let policy = self.policy_of(deployment, machine)?;
         // Replication goes to the vault at the other site (created there
         // the first time, for the primary site's).
         let target = machine.active_site.other();
         deployment.open_vault_at(target)?;
         let vault = deployment.vault_at(target);
-        let run_dir = deployment.run_dir().join("disks");
-        let mut splitters = lock(&self.splitters);
+        let run_dir = splitters_dir(deployment);
+        let host = self.site(machine.active_site);
+        let mut pids = Vec::new();
         for (disk, image) in machine.disks.iter().zip(machine.images()) {
-            if let Some(splitter) = splitters.get_mut(&disk.vault_disk) {
-                if splitter.running() {
-                    continue;
-                }
-                splitters.remove(&disk.vault_disk);
-            }
-            let splitter = match Agent::adopt(&run_dir, &disk.vault_disk) {
-                Some(splitter) => splitter,
-                None => Agent::splitter(&SplitterSpec {
-                    exe: &self.exe,
-                    disk: &disk.vault_disk,
-                    image: &image,
-                    vault: &vault,
-                    bookmark_interval: Duration::from_secs(policy.bookmark_seconds),
-                    run_dir: &run_dir,
-                    netns: deployment.netns(machine.active_site).as_deref(),
-                })?,
-            };
-            splitters.insert(disk.vault_disk.clone(), splitter);
+            pids.push(host.ensure_splitter(&SplitterSpec {
+                disk: &disk.vault_disk,
+                image: &image,
+                vault: &vault,
+                bookmark_interval: Duration::from_secs(policy.bookmark_seconds),
+                run_dir: &run_dir,
+                netns: deployment.netns(machine.active_site).as_deref(),
+            })?);
         }
-        Ok(())
+        Ok(pids)
     }
 
     /// The drives QEMU opens for a replicated machine: its splitters.
-    pub(super) fn splitter_drives(&self, machine: &Machine) -> Vec<Drive> {
-        let splitters = lock(&self.splitters);
+    pub(super) fn splitter_drives(&self, deployment: &Deployment, machine: &Machine) -> Vec<Drive> {
+        let run_dir = splitters_dir(deployment);
         machine
             .disks
             .iter()
             .map(|disk| Drive::Nbd {
-                socket: splitters.get(&disk.vault_disk).map(|s| s.socket.clone()).unwrap_or_default(),
+                socket: crate::agent::files(&run_dir, &disk.vault_disk).0,
                 export: disk.vault_disk.clone(),
             })
             .collect()
@@ -137,17 +132,15 @@ impl Daemon {
 
     /// Moves the disks of `machine`, when it runs, onto `drives`.
     fn switch_running_drives(&self, machine: &Machine, drives: &[Drive]) -> Result<bool, ControlError> {
-        let mut machines = lock(&self.machines);
         let key = instance(&machine.definition.name, machine.active_site);
-        let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else {
-            return Ok(false);
-        };
+        let host = self.site(machine.active_site);
         for (index, drive) in drives.iter().enumerate() {
-            if running.qemu.drive_kind(index)? != drive.kind() {
-                running.qemu.switch_drive(index, drive)?;
+            let Some(opened) = host.drive(&key, index)? else { return Ok(false) };
+            if opened.on_file != matches!(drive, Drive::File(_)) {
+                host.switch_drive(&key, index, drive)?;
             }
         }
-        Ok(true)
+        Ok(host.runtime(&key).running)
     }
 
     pub(super) fn protect(self: &Arc<Self>, name: &str, policy: Option<String>) -> Result<JobStarted, ControlError> {
@@ -156,7 +149,7 @@ impl Daemon {
         let step = check(&machine, Command::Protect)?;
         let policy = deployment.state.policy(policy.as_deref().unwrap_or("default"))?;
         for image in machine.images() {
-            if !image.is_file() {
+            if !self.site(machine.active_site).is_file(&image) {
                 return Err(ControlError::Refused(format!(
                     "disk {} of machine '{name}' is missing; it cannot be protected",
                     image.display()
@@ -199,27 +192,17 @@ impl Daemon {
         // its disks are on them: a write it made to an image directly after
         // the splitter had read that region would never reach the vault.
         let key = instance(name, machine.active_site);
-        let paused_at = match lock(&self.machines).get_mut(&key).filter(|r| r.qemu.running()) {
-            Some(running) => {
-                running.qemu.pause()?;
-                Some(Instant::now())
-            }
-            None => None,
-        };
+        let host = self.site(machine.active_site);
+        let paused_at = host.pause(&key)?.then(Instant::now);
         let moved = (|| {
-            self.ensure_splitters(job.deployment, machine)?;
-            let pids: Vec<String> = {
-                let splitters = lock(&self.splitters);
-                machine.disks.iter().filter_map(|d| splitters.get(&d.vault_disk)).map(|s| s.pid().to_string()).collect()
-            };
+            let pids = self.ensure_splitters(job.deployment, machine)?;
+            let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
             job.step(PROTECT_STEPS[0], StepState::Done, &format!("pid {}", pids.join(", ")))?;
             job.step(PROTECT_STEPS[1], StepState::Running, "")?;
-            self.switch_running_drives(machine, &self.splitter_drives(machine))
+            self.switch_running_drives(machine, &self.splitter_drives(job.deployment, machine))
         })();
         if let Some(paused_at) = paused_at {
-            if let Some(running) = lock(&self.machines).get_mut(&key).filter(|r| r.qemu.running()) {
-                running.qemu.resume()?;
-            }
+            host.resume(&key)?;
             let paused = format!("moved while running (the guest paused for {} ms)", paused_at.elapsed().as_millis());
             moved?;
             job.step(PROTECT_STEPS[1], StepState::Done, &paused)?;
@@ -234,12 +217,8 @@ impl Daemon {
         job.step(PROTECT_STEPS[3], StepState::Running, "")?;
         let mut points = Vec::new();
         for disk in &machine.disks {
-            // Marking waits for the vault: not under the splitters' lock.
-            let control = lock(&self.splitters)
-                .get(&disk.vault_disk)
-                .map(Agent::control)
-                .ok_or_else(|| splitter_gone(&disk.vault_disk))?;
-            points.push(format!("{} point {}", disk.vault_disk, control.mark(false, "protected")?));
+            let point = host.mark(&disk.vault_disk, false, "protected", MarkWait::Sealed)?;
+            points.push(format!("{} point {}", disk.vault_disk, point.unwrap_or_default()));
         }
         job.step(PROTECT_STEPS[3], StepState::Done, &points.join(", "))?;
         job.deployment.state.set_machine_state(name, step.after, None)?;
@@ -256,17 +235,9 @@ impl Daemon {
         let mut left = 0;
         let mut queued = 0;
         let mut problems = Vec::new();
-        let mut splitters = lock(&self.splitters);
+        let host = self.site(machine.active_site);
         for disk in &machine.disks {
-            let splitter = splitters.get_mut(&disk.vault_disk).ok_or_else(|| splitter_gone(&disk.vault_disk))?;
-            if !splitter.running() {
-                return Err(ControlError::Failed(format!(
-                    "the splitter of disk '{}' stopped: {}",
-                    disk.vault_disk,
-                    crate::process::last_line(&splitter.log)
-                )));
-            }
-            let status = splitter.control().status()?;
+            let status = host.splitter_status(&disk.vault_disk)?;
             left += status.catch_up_bytes;
             queued += status.lag_bytes;
             let keeping_up = if stopped { status.error.is_none() } else { status.lag_seconds <= KEEPING_UP_SECONDS };
@@ -332,20 +303,17 @@ impl Daemon {
         let moved = self.switch_running_drives(machine, &files)?;
         step(0, StepState::Done, if moved { "moved while running" } else { "the machine is stopped" })?;
         step(1, StepState::Running, "")?;
-        let run_dir = deployment.run_dir().join("disks");
+        let run_dir = splitters_dir(deployment);
+        let host = self.site(machine.active_site);
         let mut failures = Vec::new();
         for disk in &machine.disks {
-            let splitter =
-                lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Agent::adopt(&run_dir, &disk.vault_disk));
-            if let Some(splitter) = splitter {
-                if let Err(e) = splitter.stop() {
-                    failures.push(e.to_string());
-                }
+            if let Err(e) = host.stop_splitter(&disk.vault_disk, &run_dir) {
+                failures.push(e.to_string());
             }
         }
         step(1, StepState::Done, &format!("{} splitter(s) stopped", machine.disks.len()))?;
         step(2, StepState::Running, "")?;
-        forget_change_tracking(machine)?;
+        forget_change_tracking(host, machine)?;
         step(2, StepState::Done, "the next protect reads the whole disk")?;
         if failures.is_empty() {
             Ok(())
@@ -384,26 +352,25 @@ impl Daemon {
     /// whether it had to.
     pub(super) fn reattach_splitters(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
         let key = instance(&machine.definition.name, machine.active_site);
-        let mut machines = lock(&self.machines);
-        let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else { return Ok(false) };
+        let host = self.site(machine.active_site);
         let mut off = false;
         for index in 0..machine.disks.len() {
-            off |= running.qemu.drive_kind(index)? == "file";
+            let Some(opened) = host.drive(&key, index)? else { return Ok(false) };
+            off |= opened.on_file;
         }
-        if !off {
+        if !off || !host.pause(&key)? {
             return Ok(false);
         }
-        running.qemu.pause()?;
         let moved = (|| {
             self.stop_splitters_of(deployment, machine)?;
-            forget_change_tracking(machine)?;
+            forget_change_tracking(host, machine)?;
             self.ensure_splitters(deployment, machine)?;
-            for (index, drive) in self.splitter_drives(machine).iter().enumerate() {
-                running.qemu.switch_drive(index, drive)?;
+            for (index, drive) in self.splitter_drives(deployment, machine).iter().enumerate() {
+                host.switch_drive(&key, index, drive)?;
             }
             Ok::<(), ControlError>(())
         })();
-        running.qemu.resume()?;
+        host.resume(&key)?;
         moved.map(|()| true)
     }
 
@@ -450,7 +417,7 @@ impl Daemon {
 
     fn machine_status(&self, deployment: &Deployment, machine: &Machine) -> Result<MachineStatus, ControlError> {
         let name = machine.name();
-        let running = self.runtime(&instance(name, machine.active_site)).running;
+        let running = self.runtime(machine, machine.active_site.into()).running;
         let mut status = MachineStatus {
             name: name.to_string(),
             state: machine.state,
@@ -478,7 +445,8 @@ impl Daemon {
         let mut rpo: f64 = 0.0;
         let mut disks = Vec::new();
         for disk in &machine.disks {
-            let (disk_status, disk_rpo) = self.disk_status(&vault, &disk.vault_disk, running, &mut problems)?;
+            let host = self.site(machine.active_site);
+            let (disk_status, disk_rpo) = disk_status(host, &vault, &disk.vault_disk, running, &mut problems)?;
             rpo = rpo.max(disk_rpo);
             disks.push(disk_status);
         }
@@ -501,61 +469,59 @@ impl Daemon {
         status.disks = Some(disks);
         Ok(status)
     }
+}
 
-    /// One replicated disk: its splitter's report and its journal's latest
-    /// points, the problems seen, and its part of the machine's RPO.
-    fn disk_status(
-        &self,
-        vault: &standby_vault::Vault,
-        disk: &str,
-        running: bool,
-        problems: &mut Problems,
-    ) -> Result<(DiskStatus, f64), ControlError> {
-        let control =
-            lock(&self.splitters).get_mut(disk).and_then(|splitter| splitter.running().then(|| splitter.control()));
-        let splitter = control.and_then(|control| control.status().ok());
-        let listing = standby_vault::journal::list_journal(vault, disk)?;
-        let newest = |kind: standby_format::PointKind| {
-            listing.bookmarks.iter().rev().find(|b| b.kind == kind).map(|b| BookmarkView {
-                sequence: b.sequence,
-                time: b.time.clone(),
-                label: b.label.clone(),
-            })
-        };
-        let mut rpo = 0.0;
-        match &splitter {
-            Some(splitter) => {
-                rpo = splitter.lag_seconds;
-                if let Some(error) = &splitter.error {
-                    problems.warnings.push(format!("disk '{disk}': the vault is failing: {error}"));
-                }
-                if !splitter.refreshed {
-                    problems.warnings.push(format!(
-                        "disk '{disk}': {} MiB still to read before every point is exact",
-                        splitter.catch_up_bytes >> 20
-                    ));
-                }
+/// One replicated disk: its splitter's report and its journal's latest
+/// points, the problems seen, and its part of the machine's RPO.
+fn disk_status(
+    host: &dyn SiteHost,
+    vault: &standby_vault::Vault,
+    disk: &str,
+    running: bool,
+    problems: &mut Problems,
+) -> Result<(DiskStatus, f64), ControlError> {
+    let splitter = host.splitter_status(disk).ok();
+    let listing = standby_vault::journal::list_journal(vault, disk)?;
+    let newest = |kind: standby_format::PointKind| {
+        listing.bookmarks.iter().rev().find(|b| b.kind == kind).map(|b| BookmarkView {
+            sequence: b.sequence,
+            time: b.time.clone(),
+            label: b.label.clone(),
+        })
+    };
+    let mut rpo = 0.0;
+    match &splitter {
+        Some(splitter) => {
+            rpo = splitter.lag_seconds;
+            if let Some(error) = &splitter.error {
+                problems.warnings.push(format!("disk '{disk}': the vault is failing: {error}"));
             }
-            None => {
-                problems.critical.push(format!(
-                    "disk '{disk}': its splitter is not running; the daemon starts it again at its next start"
+            if !splitter.refreshed {
+                problems.warnings.push(format!(
+                    "disk '{disk}': {} MiB still to read before every point is exact",
+                    splitter.catch_up_bytes >> 20
                 ));
-                if running {
-                    let now = jiff::Timestamp::now().as_microsecond();
-                    let since = listing.last_time_micros.unwrap_or(now);
-                    rpo = (now - since) as f64 / 1e6;
-                }
             }
         }
-        let status = DiskStatus {
-            disk: disk.to_string(),
-            splitter,
-            latest: listing.last_time_micros.map(standby_vault::format_time),
-            latest_processed: newest(standby_format::PointKind::CrashConsistent),
-            latest_app_consistent: newest(standby_format::PointKind::AppConsistent),
-        };
-        Ok((status, rpo))
+        None => {
+            problems.critical.push(format!(
+                "disk '{disk}': its splitter is not running; the daemon starts it again at its next start"
+            ));
+            if running {
+                let now = jiff::Timestamp::now().as_microsecond();
+                let since = listing.last_time_micros.unwrap_or(now);
+                rpo = (now - since) as f64 / 1e6;
+            }
+        }
     }
+    let status = DiskStatus {
+        disk: disk.to_string(),
+        splitter,
+        latest: listing.last_time_micros.map(standby_vault::format_time),
+        latest_processed: newest(standby_format::PointKind::CrashConsistent),
+        latest_app_consistent: newest(standby_format::PointKind::AppConsistent),
+    };
+    Ok((status, rpo))
 }
 
 /// `status`'s line on app-consistent points, agreeing with the disks'
@@ -611,7 +577,7 @@ impl Daemon {
         let mut disks = Vec::new();
         for (index, disk) in machine.disks.iter().enumerate() {
             let overlay = super::files::overlay_path(deployment, machine, index, machine.active_site.into());
-            let local = standby_splitter::export::local_bytes(&overlay).map_err(|e| ControlError::io(&overlay, e))?;
+            let local = self.site(machine.active_site).local_bytes(&overlay)?;
             let (local_bytes, disk_bytes) = match local {
                 Some((local, total)) => (Some(local), Some(total)),
                 None => (None, None),
@@ -623,8 +589,9 @@ impl Daemon {
     }
 }
 
-fn splitter_gone(disk: &str) -> ControlError {
-    ControlError::Failed(format!("the splitter of disk '{disk}' is not running"))
+/// Where a site's splitters keep their sockets, pid files and logs.
+pub(super) fn splitters_dir(deployment: &Deployment) -> std::path::PathBuf {
+    deployment.run_dir().join("disks")
 }
 
 #[cfg(test)]

@@ -35,14 +35,16 @@ use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::Command;
 
 use super::engine::{check, transition_of};
-use super::files::{overlay_path, remove_files};
-use super::{instance, lock, Daemon, JobSteps};
-use crate::agent::Agent;
+use super::files::overlay_path;
+use super::protection::splitters_dir;
+use super::{instance, Daemon, JobSteps};
 use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::points::MachinePoint;
 use crate::records::{MachineRecords, ReprotectRecord, ReprotectedRecord};
+use crate::site::local::remove_files;
+use crate::site::MarkWait;
 
 const STEPS: [&str; 5] = [
     "find the blocks that differ",
@@ -194,20 +196,18 @@ impl Daemon {
         check(&machine, Command::Reprotect)?;
         let active = machine.active_site;
         let old = active.other();
-        if let Some(pid) = self.runtime(&instance(name, old)).pid {
+        if let Some(pid) = self.site(old).runtime(&instance(name, old)).pid {
             return Err(ControlError::Conflict(format!(
                 "the old source of '{name}' still runs at the {old} site (pid {pid}); reprotect keeps it off: stop \
                  it with `standby machine stop {name} --site {old}`"
             )));
         }
-        if let Some(running) = lock(&self.machines).get_mut(&instance(name, active)) {
-            let snapshots = running.qemu.snapshots()?;
-            if !snapshots.is_empty() {
-                return Err(ControlError::Conflict(format!(
-                    "machine '{name}' has QEMU internal snapshots ({}); reprotect cannot track them: delete them first",
-                    snapshots.join("; ")
-                )));
-            }
+        let snapshots = self.site(active).snapshots(&instance(name, active))?;
+        if !snapshots.is_empty() {
+            return Err(ControlError::Conflict(format!(
+                "machine '{name}' has QEMU internal snapshots ({}); reprotect cannot track them: delete them first",
+                snapshots.join("; ")
+            )));
         }
         let point = machine.details.failover_point(name)?.clone();
         // Split brain: the old source wrote after the copy at this site started.
@@ -257,7 +257,7 @@ impl Daemon {
             let mut seeded = Vec::new();
             for (index, disk) in machine.disks.iter().enumerate() {
                 let old_image = disk.image_at(old);
-                if (source_writes[index].is_none() && alternate_location) || !old_image.is_file() {
+                if (source_writes[index].is_none() && alternate_location) || !self.site(old).is_file(old_image) {
                     continue;
                 }
                 let report = standby_vault::compact::seed_journal(&target, &disk.vault_disk, old_image)?;
@@ -317,10 +317,7 @@ impl Daemon {
                 // Without a record, the safe side: nothing is copied over the disks again.
                 let switched = machine.details.reprotect.as_ref().is_none_or(|reprotect| reprotect.switched);
                 let detail = if switched {
-                    let key = instance(&machine.definition.name, active);
-                    if let Some(running) = lock(&daemon.machines).get_mut(&key).filter(|r| r.qemu.running()) {
-                        running.qemu.resume()?;
-                    }
+                    daemon.site(active).resume(&instance(&machine.definition.name, active))?;
                     daemon.ensure_splitters(deployment, &machine)?;
                     daemon.remove_reverse_leftovers(deployment, &machine)?;
                     "the disks were already on reverse replication".to_string()
@@ -351,15 +348,11 @@ impl Daemon {
     /// daemon left running), each after it shipped what it queued; returns
     /// how many ran.
     pub(super) fn stop_splitters_of(&self, deployment: &Deployment, machine: &Machine) -> Result<usize, ControlError> {
-        let run_dir = deployment.run_dir().join("disks");
+        let run_dir = splitters_dir(deployment);
+        let host = self.site(machine.active_site);
         let mut stopped = 0;
         for disk in &machine.disks {
-            let agent =
-                lock(&self.splitters).remove(&disk.vault_disk).or_else(|| Agent::adopt(&run_dir, &disk.vault_disk));
-            if let Some(agent) = agent {
-                agent.stop()?;
-                stopped += 1;
-            }
+            stopped += usize::from(host.stop_splitter(&disk.vault_disk, &run_dir)?);
         }
         Ok(stopped)
     }
@@ -368,12 +361,12 @@ impl Daemon {
     /// splitter's socket.
     fn any_disk_on_its_splitter(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
         let key = instance(&machine.definition.name, machine.active_site);
-        let mut machines = lock(&self.machines);
-        let Some(running) = machines.get_mut(&key).filter(|r| r.qemu.running()) else { return Ok(false) };
-        let run_dir = deployment.run_dir().join("disks");
+        let host = self.site(machine.active_site);
+        let run_dir = splitters_dir(deployment);
         for (index, disk) in machine.disks.iter().enumerate() {
             let (socket, _, _) = crate::agent::files(&run_dir, &disk.vault_disk);
-            if running.qemu.drive_filename(index)?.contains(&*socket.to_string_lossy()) {
+            let Some(opened) = host.drive(&key, index)? else { return Ok(false) };
+            if opened.filename.contains(&*socket.to_string_lossy()) {
                 return Ok(true);
             }
         }
@@ -386,7 +379,7 @@ impl Daemon {
         self.stop_exports(deployment, machine, active.into())?;
         for index in 0..machine.disks.len() {
             let overlay = overlay_path(deployment, machine, index, active.into());
-            remove_files(&standby_splitter::export::overlay_files(&overlay))?;
+            self.site(active).remove_files(&standby_splitter::export::overlay_files(&overlay))?;
         }
         Ok(())
     }
@@ -404,13 +397,11 @@ impl Daemon {
         step: &str,
     ) -> Result<u64, ControlError> {
         self.wait_until_keeping_up(machine, job, step, "stopped on request")?;
+        let host = self.site(machine.active_site);
         let mut shipped = 0;
         for disk in &machine.disks {
-            let control = lock(&self.splitters).get(&disk.vault_disk).map(|agent| agent.control());
-            if let Some(control) = control {
-                control.mark(false, label)?;
-                shipped += control.status()?.bytes_shipped;
-            }
+            host.mark(&disk.vault_disk, false, label, MarkWait::Sealed)?;
+            shipped += host.splitter_status(&disk.vault_disk)?.bytes_shipped;
         }
         Ok(shipped)
     }
@@ -431,14 +422,11 @@ impl Daemon {
         let active = machine.active_site;
         let during = transition_of(machine, Command::Reprotect)?.during;
         let key = instance(name, active);
-        let mut machines = lock(&self.machines);
-        let mut running = machines.get_mut(&key).filter(|r| r.qemu.running());
+        let host = self.site(active);
         let started = Instant::now();
-        if let Some(running) = running.as_mut() {
-            running.qemu.pause()?;
-        }
+        let running = host.pause(&key)?;
         let moved = (|| {
-            let run_dir = deployment.run_dir().join("disks");
+            let run_dir = splitters_dir(deployment);
             for (index, disk) in machine.disks.iter().enumerate() {
                 let image = disk.image_at(active).to_path_buf();
                 let overlay = overlay_path(deployment, machine, index, active.into());
@@ -450,17 +438,15 @@ impl Daemon {
                 // intent log was written joins it before a splitter reads
                 // it (one an earlier attempt started, with the guest
                 // already paused, had it whole).
-                let started = lock(&self.splitters).get_mut(&disk.vault_disk).is_some_and(|s| s.running())
-                    || Agent::adopt(&run_dir, &disk.vault_disk).is_some();
-                if !started {
+                if !host.splitter_running(&disk.vault_disk, &run_dir) {
                     add_to_intent_log(&image, &written)?;
                 }
             }
             self.ensure_splitters(deployment, machine)?;
             job.moment("reverse-splitters-started");
-            if let Some(running) = running.as_mut() {
-                for (index, drive) in self.splitter_drives(machine).iter().enumerate() {
-                    running.qemu.switch_drive(index, drive)?;
+            if running {
+                for (index, drive) in self.splitter_drives(deployment, machine).iter().enumerate() {
+                    host.switch_drive(&key, index, drive)?;
                 }
             }
             job.moment("reverse-switched");
@@ -473,14 +459,13 @@ impl Daemon {
             deployment.state.set_machine_placement(name, during, active, machine.generation, &details)?;
             Ok::<(), ControlError>(())
         })();
-        if let Some(running) = running.as_mut() {
-            running.qemu.resume()?;
+        if running {
+            host.resume(&key)?;
         }
         let paused = started.elapsed();
-        drop(machines);
         moved?;
         self.remove_reverse_leftovers(deployment, machine)?;
-        Ok(if self.runtime(&key).running {
+        Ok(if host.runtime(&key).running {
             format!("the guest was paused for {} ms", paused.as_millis())
         } else {
             "the machine is stopped".to_string()

@@ -1,0 +1,452 @@
+//! Job tests on a simulated site (no QEMU; real splitters, vaults, state):
+//! every step of every job of the journey crashed in turn, as a `kill -9`
+//! of the daemon would leave it, and taken up by the next daemon; each
+//! job's roll-back when an act of the site fails; and the refusals. They
+//! check what the journey through QEMU (`crates/cli/tests/killed.rs`) can
+//! only sample: every step, deterministically, in seconds.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use standby_lifecycle::job::{JobState, StepState};
+use standby_lifecycle::{Instance, State};
+
+use super::engine::{Crash, Hooks};
+use super::{instance, Daemon};
+use crate::deployment::Deployment;
+use crate::error::ControlError;
+use crate::qemu::Drive;
+use crate::site::simulated::Act;
+use crate::site::{SimulatedHost, SiteHost, Sites};
+use crate::MachineDefinition;
+
+const NAME: &str = "web";
+/// How long a test waits for a job (it runs in well under a second).
+const JOB_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A deployment with machine `web` (two disks) on one simulated host.
+struct Bench {
+    _dir: tempfile::TempDir,
+    deployment: Deployment,
+    host: Arc<SimulatedHost>,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        quiet_crashes();
+        let dir = tempfile::tempdir().unwrap();
+        let mut deployment = Deployment::init(&dir.path().join("deployment")).unwrap();
+        let mut sources = Vec::new();
+        for (index, byte) in [(0, 0x5a_u8), (1, 0xa5)] {
+            let source = dir.path().join(format!("disk{index}.raw"));
+            let mut bytes = vec![0u8; 2 << 20];
+            bytes[..4096].fill(byte);
+            std::fs::write(&source, bytes).unwrap();
+            sources.push(source);
+        }
+        let definition = MachineDefinition {
+            name: NAME.into(),
+            cpus: 1,
+            memory_mib: 64,
+            kernel: None,
+            initrd: None,
+            append: None,
+            nics: Vec::new(),
+        };
+        deployment.add_machine(&definition, &sources).unwrap();
+        Bench { _dir: dir, deployment, host: Arc::new(SimulatedHost::new()) }
+    }
+
+    /// A daemon on the bench's host, crashing where `hooks` say.
+    fn daemon(&self, hooks: Hooks) -> Arc<Daemon> {
+        let host: Arc<dyn SiteHost> = self.host.clone();
+        Daemon::new(&self.deployment, Path::new("/nonexistent/standby"), Sites::one(host), hooks)
+    }
+
+    fn machine(&self) -> crate::Machine {
+        self.deployment.state.machine(NAME).unwrap()
+    }
+
+    /// The instances of `web` running, by where.
+    fn running(&self) -> Vec<Instance> {
+        standby_lifecycle::INSTANCES
+            .into_iter()
+            .filter(|role| self.host.machine(&instance(NAME, *role)).is_some())
+            .collect()
+    }
+
+    fn last_job(&self) -> crate::Job {
+        self.deployment.state.jobs().unwrap().into_iter().next().expect("a job ran")
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.host.stop_all();
+    }
+}
+
+/// A simulated crash is a panic the job engine catches: not worth a
+/// message and a backtrace each time; every other panic still has them.
+fn quiet_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<super::engine::SimulatedCrash>() {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// Waits until no job holds a machine of `daemon` (ended, or crashed).
+fn wait_for_jobs(daemon: &Daemon) {
+    let deadline = Instant::now() + JOB_DEADLINE;
+    while !daemon.claims.held().is_empty() {
+        assert!(Instant::now() < deadline, "jobs still running: {:?}", daemon.claims.held());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One job of the journey: how to ask for it, the name its crash hooks
+/// use, its step count, and the state it leaves.
+struct Stage {
+    job: &'static str,
+    steps: usize,
+    leaves: Leaves,
+    run: fn(&Arc<Daemon>) -> Result<(), ControlError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaves {
+    State(State),
+    Running(bool),
+}
+
+fn started<T>(result: Result<T, ControlError>) -> Result<(), ControlError> {
+    result.map(|_| ())
+}
+
+const JOURNEY: &[Stage] = &[
+    Stage { job: "machine start", steps: 3, leaves: Leaves::Running(true), run: |d| started(d.start(NAME)) },
+    Stage {
+        job: "protect",
+        steps: 4,
+        leaves: Leaves::State(State::Protected),
+        run: |d| started(d.protect(NAME, None)),
+    },
+    Stage {
+        job: "test-failover",
+        steps: 3,
+        leaves: Leaves::State(State::TestFailover),
+        run: |d| started(d.test_failover(NAME, None)),
+    },
+    Stage {
+        job: "cleanup-test-failover",
+        steps: 1,
+        leaves: Leaves::State(State::Protected),
+        run: |d| started(d.cleanup_test_failover(NAME)),
+    },
+    Stage {
+        job: "failover",
+        steps: 6,
+        leaves: Leaves::State(State::FailedOver),
+        run: |d| started(d.failover(NAME, None, true)),
+    },
+    Stage {
+        job: "change-point",
+        steps: 4,
+        leaves: Leaves::State(State::FailedOver),
+        run: |d| started(d.change_point(NAME, "latest".into())),
+    },
+    Stage { job: "cancel", steps: 1, leaves: Leaves::State(State::Protected), run: |d| started(d.cancel(NAME)) },
+    Stage {
+        job: "planned-failover --sync-first",
+        steps: 1,
+        leaves: Leaves::State(State::ReadyToComplete),
+        run: |d| started(d.planned_failover(NAME, true)),
+    },
+    Stage {
+        job: "complete-failover",
+        steps: 6,
+        leaves: Leaves::State(State::FailedOver),
+        run: |d| started(d.complete_failover(NAME)),
+    },
+    Stage { job: "commit", steps: 2, leaves: Leaves::State(State::Committed), run: |d| started(d.commit(NAME)) },
+    Stage {
+        job: "reprotect",
+        steps: 5,
+        leaves: Leaves::State(State::Protected),
+        run: |d| started(d.reprotect(NAME, false, false)),
+    },
+    Stage {
+        job: "unprotect",
+        steps: 3,
+        leaves: Leaves::State(State::Unprotected),
+        run: |d| started(d.unprotect(NAME)),
+    },
+    Stage {
+        job: "machine stop",
+        steps: 2,
+        leaves: Leaves::Running(false),
+        run: |d| started(d.stop(NAME, false, None)),
+    },
+];
+
+/// What the machine is now, as a stage's `leaves` names it.
+fn reached(bench: &Bench, leaves: Leaves) -> bool {
+    let machine = bench.machine();
+    match leaves {
+        Leaves::State(state) => machine.state == state,
+        Leaves::Running(running) => bench.running().contains(&machine.active_site.into()) == running,
+    }
+}
+
+/// Runs `stage` on a daemon crashing at step `crash_at` (a `kill -9` there,
+/// simulated), then, when it crashed, a daemon taking over; a job rolled
+/// back is asked for again. Checks what every take-over must leave: no job
+/// running, every job it started succeeded, the machine at rest and
+/// running at one site at most. Says whether the crash happened.
+fn run_stage(bench: &Bench, stage: &Stage, crash_at: usize) -> bool {
+    let hooks =
+        Hooks { crash_at: Some(format!("{}/{crash_at}/0", stage.job)), crash: Crash::Unwind, ..Hooks::default() };
+    let daemon = bench.daemon(hooks);
+    let before = bench.deployment.state.jobs().unwrap().first().map_or(0, |job| job.id);
+    // `machine start` and `stop` run on the request's thread: its crash
+    // unwinds out of the request.
+    let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (stage.run)(&daemon)));
+    if let Ok(result) = &asked {
+        result.as_ref().unwrap_or_else(|e| panic!("{}: {e}", stage.job));
+    }
+    wait_for_jobs(&daemon);
+    let job = bench.last_job();
+    assert!(job.id > before, "{}: no job recorded", stage.job);
+    let crashed = job.state == JobState::Running;
+    let context = format!("{} crashed at step {crash_at}", stage.job);
+    if crashed {
+        drop(daemon);
+        let next = bench.daemon(Hooks::default());
+        next.take_over(&bench.deployment).unwrap();
+        wait_for_jobs(&next);
+        for job in bench.deployment.state.jobs().unwrap().into_iter().filter(|j| j.id > job.id) {
+            assert_eq!(
+                job.state,
+                JobState::Succeeded,
+                "{context}: taken up by job {} ({}): {:?}",
+                job.id,
+                job.command,
+                job.error
+            );
+        }
+        if !reached(bench, stage.leaves) {
+            // Rolled back: asked for again, with no crash (a complete-failover
+            // rolled back to before its planned failover, that first).
+            if stage.job == "complete-failover" && bench.machine().state == State::Protected {
+                next.planned_failover(NAME, true).unwrap_or_else(|e| panic!("{context}, planned again: {e}"));
+                wait_for_jobs(&next);
+            }
+            (stage.run)(&next).unwrap_or_else(|e| panic!("{context}, asked again: {e}"));
+            wait_for_jobs(&next);
+            let again = bench.last_job();
+            assert_eq!(again.state, JobState::Succeeded, "{context}, asked again: {:?}", again.error);
+        }
+    } else {
+        assert_eq!(job.state, JobState::Succeeded, "{context}: {:?}", job.error);
+    }
+    assert!(
+        reached(bench, stage.leaves),
+        "{context}: the machine is {}, not {:?}",
+        bench.machine().state,
+        stage.leaves
+    );
+    let running = bench.running();
+    assert!(
+        !(running.contains(&Instance::Primary) && running.contains(&Instance::Recovery)),
+        "{context}: runs at both sites"
+    );
+    crashed
+}
+
+/// Checks what the machine's state says runs: on its splitters, which
+/// run, when replicated; none and its disks on its images when
+/// unprotected; the exports of its point while it runs from one, a drill
+/// copy only during a drill, and nothing left paused.
+fn check_what_runs(bench: &Bench, context: &str) {
+    let machine = bench.machine();
+    let exports: Vec<String> = match machine.state {
+        State::TestFailover => machine.disks.iter().map(|d| instance(&d.vault_disk, Instance::Drill)).collect(),
+        state if state.on_exports() => {
+            machine.disks.iter().map(|d| instance(&d.vault_disk, machine.active_site)).collect()
+        }
+        _ => Vec::new(),
+    };
+    assert_eq!(bench.host.exports(), exports, "{context}: exports");
+    let drill = bench.running().contains(&Instance::Drill);
+    assert_eq!(drill, machine.state == State::TestFailover, "{context}: a drill copy runs: {drill}");
+    let key = instance(NAME, machine.active_site);
+    let splitters = bench.host.splitters();
+    let disks: Vec<String> = machine.disks.iter().map(|d| d.vault_disk.clone()).collect();
+    if machine.state.replicating() {
+        assert_eq!(splitters, disks, "{context}: splitters");
+        if let Some(running) = bench.host.machine(&key) {
+            assert!(running.drives.iter().all(|d| matches!(d, Drive::Nbd { .. })), "{context}: {:?}", running.drives);
+        }
+    } else if machine.state == State::Unprotected {
+        assert!(splitters.is_empty(), "{context}: splitters {splitters:?}");
+        if let Some(running) = bench.host.machine(&key) {
+            assert!(running.drives.iter().all(|d| matches!(d, Drive::File(_))), "{context}: {:?}", running.drives);
+        }
+    }
+    for role in standby_lifecycle::INSTANCES {
+        let paused = bench.host.machine(&instance(NAME, role)).is_some_and(|running| running.paused);
+        assert!(!paused, "{context}: {role} left paused");
+    }
+}
+
+/// The whole journey once per step number: every job crashed at that step
+/// (or at its last, for shorter jobs), taken up, and the journey goes on.
+/// Together, every step of every job.
+#[test]
+fn a_crash_at_any_step_of_any_job_is_taken_up_by_the_next_daemon() {
+    let started = Instant::now();
+    let most = JOURNEY.iter().map(|stage| stage.steps).max().unwrap();
+    let mut crashed = std::collections::BTreeSet::new();
+    for step in 0..most {
+        let bench = Bench::new();
+        for stage in JOURNEY {
+            let crash_at = step.min(stage.steps - 1);
+            if run_stage(&bench, stage, crash_at) {
+                crashed.insert((stage.job, crash_at));
+            }
+            check_what_runs(&bench, &format!("{} crashed at step {crash_at}", stage.job));
+        }
+    }
+    let every: usize = JOURNEY.iter().map(|stage| stage.steps).sum();
+    assert_eq!(crashed.len(), every, "steps crashed: {crashed:?}");
+    eprintln!("{} crashes taken up in {:.1} s", crashed.len(), started.elapsed().as_secs_f64());
+}
+
+/// Runs the journey's stages before `job`, with no crash.
+fn journey_to(bench: &Bench, daemon: &Arc<Daemon>, job: &str) {
+    for stage in JOURNEY.iter().take_while(|stage| stage.job != job) {
+        (stage.run)(daemon).unwrap_or_else(|e| panic!("{}: {e}", stage.job));
+        wait_for_jobs(daemon);
+        assert!(reached(bench, stage.leaves), "{}: the machine is {}", stage.job, bench.machine().state);
+    }
+}
+
+/// Each job whose site fails an act midway rolls the machine back to where
+/// it was (nothing half-way, nothing left running or paused that should
+/// not be, the source running again when the job had shut it down), and
+/// the same command succeeds once the site works again.
+#[test]
+fn a_job_whose_site_fails_rolls_the_machine_back() {
+    let cases: &[(&str, Act, &str, State)] = &[
+        ("protect", Act::EnsureSplitter, "", State::Unprotected),
+        ("protect", Act::SwitchDrive, "", State::Unprotected),
+        ("protect", Act::Mark, "", State::Unprotected),
+        ("test-failover", Act::ServeExport, "", State::Protected),
+        ("test-failover", Act::Launch, "@drill", State::Protected),
+        ("failover", Act::ServeExport, "", State::Protected),
+        ("failover", Act::Launch, "@recovery", State::Protected),
+        // (An unplanned failover goes on when the source cannot be shut
+        // down; a planned one does not.)
+        ("complete-failover", Act::Stop, "@primary", State::Protected),
+        ("complete-failover", Act::Mark, "", State::Protected),
+        ("complete-failover", Act::Launch, "@recovery", State::Protected),
+    ];
+    for &(job, act, on, undone) in cases {
+        let context = format!("{job} with {act:?} failing on '{on}'");
+        let bench = Bench::new();
+        let daemon = bench.daemon(Hooks::default());
+        journey_to(&bench, &daemon, job);
+        let was_running = bench.running();
+        let stage = JOURNEY.iter().find(|stage| stage.job == job).unwrap();
+        bench.host.fail(act, on, "the host said no");
+        (stage.run)(&daemon).unwrap_or_else(|e| panic!("{context}: refused: {e}"));
+        wait_for_jobs(&daemon);
+        let failed = bench.last_job();
+        assert_eq!(failed.state, JobState::Failed, "{context}");
+        let error = failed.error.unwrap_or_default();
+        assert!(error.contains("simulated") && error.contains("the host said no"), "{context}: {error}");
+        assert_eq!(bench.machine().state, undone, "{context}: {error}");
+        assert_eq!(bench.machine().active_site, standby_lifecycle::Site::Primary, "{context}");
+        check_what_runs(&bench, &context);
+        // A planned failover that failed stopped waiting: ready-to-complete
+        // is asked for again by the next `planned-failover --sync-first`.
+        assert_eq!(bench.running(), was_running, "{context}: {error}");
+        bench.host.heal(act);
+        if job == "complete-failover" {
+            daemon.planned_failover(NAME, true).unwrap();
+            wait_for_jobs(&daemon);
+        }
+        (stage.run)(&daemon).unwrap_or_else(|e| panic!("{context}, healed: {e}"));
+        wait_for_jobs(&daemon);
+        assert_eq!(bench.last_job().state, JobState::Succeeded, "{context}, healed: {:?}", bench.last_job().error);
+        assert!(reached(&bench, stage.leaves), "{context}, healed");
+        check_what_runs(&bench, &format!("{context}, healed"));
+    }
+}
+
+/// Refusals come before any job: nothing is recorded, nothing changes,
+/// and each names what is wrong with its own error code.
+#[test]
+fn refusals_record_nothing_and_change_nothing() {
+    let bench = Bench::new();
+    // Protect is held at its initial replication until `release` exists.
+    let release = bench._dir.path().join("release");
+    let hooks =
+        Hooks { stall_at: Some("protect/2/60000".into()), stall_until: Some(release.clone()), ..Hooks::default() };
+    let daemon = bench.daemon(hooks);
+    let refused = |what: &str, result: Result<(), ControlError>, code: standby_api::ErrorCode| {
+        let jobs = bench.deployment.state.jobs().unwrap().len();
+        let error = result.err().unwrap_or_else(|| panic!("{what} was not refused"));
+        assert_eq!(error.code(), code, "{what}: {error}");
+        assert_eq!(bench.deployment.state.jobs().unwrap().len(), jobs, "{what}: a job was recorded");
+    };
+    use standby_api::ErrorCode::{BadRequest, Conflict, NotFound, TransitionRefused};
+    refused("protect of an unknown machine", started(daemon.protect("db", None)), NotFound);
+    refused("failover while unprotected", started(daemon.failover(NAME, None, true)), TransitionRefused);
+    refused("stop while stopped", started(daemon.stop(NAME, false, None)), Conflict);
+    daemon.start(NAME).unwrap();
+    refused("a second start", started(daemon.start(NAME)), Conflict);
+    daemon.protect(NAME, None).unwrap();
+    while bench.deployment.state.job(bench.last_job().id).unwrap().steps[2].state != StepState::Running {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    refused("a stop while protect runs", started(daemon.stop(NAME, false, None)), Conflict);
+    refused("a drill while protect runs", started(daemon.test_failover(NAME, None)), TransitionRefused);
+    std::fs::write(&release, b"").unwrap();
+    wait_for_jobs(&daemon);
+    refused("a point that is no point", started(daemon.test_failover(NAME, Some("job-9999".into()))), BadRequest);
+    let before_any = Some("2000-01-01T00:00:00Z".to_string());
+    refused("a time before any point", started(daemon.test_failover(NAME, before_any)), BadRequest);
+    assert_eq!(bench.machine().state, State::Protected);
+    assert_eq!(bench.running(), vec![Instance::Primary]);
+    check_what_runs(&bench, "after the refusals");
+}
+
+/// A guest that ignores the power button is forced off, and says so; one
+/// that stopped by itself is found stopped, and a failover says the source
+/// was not running.
+#[test]
+fn stops_say_how_the_guest_went() {
+    let bench = Bench::new();
+    let daemon = bench.daemon(Hooks::default());
+    daemon.start(NAME).unwrap();
+    bench.host.ignore_power_button(&instance(NAME, Instance::Primary));
+    let stopped = daemon.stop(NAME, false, None).unwrap();
+    assert_eq!(stopped.stopped, "forced after the guest ignored the power button");
+    daemon.start(NAME).unwrap();
+    daemon.protect(NAME, None).unwrap();
+    wait_for_jobs(&daemon);
+    bench.host.crash_machine(&instance(NAME, Instance::Primary));
+    daemon.failover(NAME, None, true).unwrap();
+    wait_for_jobs(&daemon);
+    let job = bench.last_job();
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    assert_eq!(job.steps[1].detail, "the source was not running", "{:?}", job.steps);
+    assert_eq!(bench.running(), vec![Instance::Recovery]);
+}

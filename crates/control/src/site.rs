@@ -1,0 +1,180 @@
+//! The Site boundary: everything a job asks of the host that runs a site.
+//!
+//! A job decides; a site acts. Jobs (`daemon/*.rs`) never start QEMU or an
+//! agent process, never speak QMP or a splitter's control protocol, and
+//! never remove or move a file themselves: they call a [`SiteHost`]. What
+//! a site holds is named by the job (machine instances by
+//! [`instance`](crate::daemon) key `NAME@INSTANCE`, splitters by vault
+//! disk, exports by `DISK@INSTANCE`, files by path); the host owns the
+//! processes behind the names.
+//!
+//! - [`LocalHost`]: this host's QEMU processes, splitters and exports (the
+//!   maps of what runs), adopted across daemon restarts. In the embedded
+//!   default one local host runs both sites.
+//! - [`SimulatedHost`]: machines that exist only in memory (no QEMU), with
+//!   real in-process splitters writing the real vault, for job tests that
+//!   run in seconds; it can be told to fail an act.
+//!
+//! A remote site (a host per site, issue 15) is a third implementation.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use standby_api::{Runtime, SplitterStatus};
+use standby_lifecycle::Site;
+
+use crate::agent::{ExportSpec, SplitterSpec};
+use crate::error::ControlError;
+use crate::qemu::{Drive, QemuSpec, Stopped};
+
+pub(crate) mod local;
+#[cfg(test)]
+pub(crate) mod simulated;
+
+pub(crate) use local::LocalHost;
+#[cfg(test)]
+pub(crate) use simulated::SimulatedHost;
+
+/// A machine a host just booted.
+#[derive(Debug, Clone)]
+pub(crate) struct Booted {
+    pub pid: u32,
+    pub console: PathBuf,
+    pub accel: String,
+}
+
+/// What a running machine's disk is opened on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Opened {
+    /// On its image file directly (not through an NBD server).
+    pub on_file: bool,
+    /// The file, or the NBD address naming the server's socket.
+    pub filename: String,
+}
+
+/// How a machine is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shutdown {
+    /// The power is cut at once.
+    PowerCut,
+    /// The ACPI power button, then forced off after the timeout.
+    PowerDown(Duration),
+}
+
+/// When a mark request to a splitter is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MarkWait {
+    /// As soon as the splitter has its place in the change stream.
+    Queued,
+    /// Once the point is sealed in the vault; answered with its sequence.
+    Sealed,
+}
+
+/// What a job asks of the host that runs a site (see the module's text).
+/// Every method acts on this host only and says what it found; none waits
+/// longer than the deadline it is given or names.
+pub(crate) trait SiteHost: Send + Sync {
+    // Machines: QEMU instances, by key `NAME@INSTANCE`.
+
+    /// The accelerator a machine booting `kernel` runs with (`kvm`, `tcg`).
+    fn accelerator(&self, kernel: Option<&Path>) -> &'static str;
+    /// The accelerator machines run with, and why (for `health`).
+    fn accelerator_reason(&self) -> (String, String);
+    /// Boots `spec` (whose accelerator comes from [`Self::accelerator`]).
+    fn launch(&self, spec: &QemuSpec) -> Result<Booted, ControlError>;
+    /// Takes over instance `key` an earlier daemon left running in
+    /// `run_dir`; says whether it runs.
+    fn adopt_machine(&self, key: &str, run_dir: &Path) -> Result<bool, ControlError>;
+    fn runtime(&self, key: &str) -> Runtime;
+    /// The instances running here.
+    fn running_machines(&self) -> Vec<String>;
+    /// Stops instance `key`; `None` when it was not running.
+    fn stop_machine(&self, key: &str, how: Shutdown) -> Result<Option<Stopped>, ControlError>;
+    /// Pauses the guest of `key`; says whether it runs.
+    fn pause(&self, key: &str) -> Result<bool, ControlError>;
+    /// Resumes the guest of `key` when it runs.
+    fn resume(&self, key: &str) -> Result<(), ControlError>;
+    /// What disk `index` of running instance `key` is opened on, `None`
+    /// when it does not run.
+    fn drive(&self, key: &str, index: usize) -> Result<Option<Opened>, ControlError>;
+    /// Moves disk `index` of running instance `key` onto `drive` (the
+    /// guest's requests wait meanwhile).
+    fn switch_drive(&self, key: &str, index: usize, drive: &Drive) -> Result<(), ControlError>;
+    /// The internal snapshots of running instance `key`.
+    fn snapshots(&self, key: &str) -> Result<Vec<String>, ControlError>;
+    /// Freezes the guest's filesystems through its agent; how many.
+    fn freeze(&self, key: &str, timeout: Duration) -> Result<u64, String>;
+    fn thaw(&self, key: &str) -> Result<(), String>;
+    /// Thaws every running guest that answers (a daemon that died between
+    /// a freeze and its thaw left them frozen).
+    fn thaw_all(&self);
+
+    // Splitters, by vault disk.
+
+    /// Starts the splitter of `spec` unless it runs (adopting one an
+    /// earlier daemon left running); returns its pid.
+    fn ensure_splitter(&self, spec: &SplitterSpec) -> Result<u32, ControlError>;
+    /// The splitter's own report; an error when it does not run.
+    fn splitter_status(&self, disk: &str) -> Result<SplitterStatus, ControlError>;
+    /// Whether the splitter of `disk` runs (ours or one an earlier daemon
+    /// left in `run_dir`).
+    fn splitter_running(&self, disk: &str, run_dir: &Path) -> bool;
+    /// Records a bookmark; with [`MarkWait::Sealed`], its sequence.
+    fn mark(&self, disk: &str, app_consistent: bool, label: &str, wait: MarkWait) -> Result<Option<u64>, ControlError>;
+    /// Stops the splitter of `disk` after it shipped what it queued; says
+    /// whether one ran.
+    fn stop_splitter(&self, disk: &str, run_dir: &Path) -> Result<bool, ControlError>;
+
+    // Exports of recovery points, by `DISK@INSTANCE`.
+
+    /// Serves `spec` unless it is served (adopting an earlier daemon's);
+    /// returns its socket.
+    fn serve_export(&self, spec: &ExportSpec) -> Result<PathBuf, ControlError>;
+    /// Stops export `name`; returns the files it left that were removed.
+    fn stop_export(&self, name: &str, run_dir: &Path) -> Result<Vec<PathBuf>, ControlError>;
+    /// How much of the disk behind `overlay` is local: (local, total)
+    /// bytes, `None` before the overlay exists.
+    fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError>;
+
+    // Files.
+
+    /// Removes the files that exist among `files`; returns them.
+    fn remove_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError>;
+    /// Removes folder `dir` with what it holds; says whether it existed.
+    fn remove_dir(&self, dir: &Path) -> Result<bool, ControlError>;
+    /// Moves the files that exist among `files` into `folder` (created
+    /// when anything moves); says whether any did.
+    fn move_into(&self, files: &[PathBuf], folder: &Path) -> Result<bool, ControlError>;
+    fn create_dir(&self, dir: &Path) -> Result<(), ControlError>;
+    fn is_file(&self, file: &Path) -> bool;
+}
+
+/// The hosts of the two sites (the same one, in the embedded default).
+#[derive(Clone)]
+pub(crate) struct Sites {
+    pub primary: std::sync::Arc<dyn SiteHost>,
+    pub recovery: std::sync::Arc<dyn SiteHost>,
+}
+
+impl Sites {
+    /// One host running both sites.
+    pub fn one(host: std::sync::Arc<dyn SiteHost>) -> Sites {
+        Sites { primary: host.clone(), recovery: host }
+    }
+
+    pub fn at(&self, site: Site) -> &dyn SiteHost {
+        match site {
+            Site::Primary => &*self.primary,
+            Site::Recovery => &*self.recovery,
+        }
+    }
+
+    /// Each distinct host once.
+    pub fn hosts(&self) -> Vec<&dyn SiteHost> {
+        if std::sync::Arc::ptr_eq(&self.primary, &self.recovery) {
+            vec![&*self.primary]
+        } else {
+            vec![&*self.primary, &*self.recovery]
+        }
+    }
+}

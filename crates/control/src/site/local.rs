@@ -1,0 +1,374 @@
+//! The host this daemon runs on: its QEMU processes, splitters and exports
+//! (processes of their own, which outlive the daemon and are adopted by the
+//! next one), and its files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::json;
+use standby_api::{Runtime, SplitterStatus};
+
+use super::{Booted, MarkWait, Opened, Shutdown, SiteHost};
+use crate::agent::{Agent, ExportSpec, SplitterSpec};
+use crate::deployment::{Accel, Deployment};
+use crate::error::ControlError;
+use crate::guest_agent::GuestAgent;
+use crate::qemu::{self, Drive, Qemu, QemuSpec, Stopped};
+
+/// How long the KVM probe's child may take before KVM is taken for unusable.
+const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a kernel has to boot under KVM before it is taken for unusable.
+const KVM_BOOT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a guest agent that is not asked to freeze has to answer a thaw.
+const THAW_ALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a guest agent has to answer a thaw after a freeze.
+const THAW_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(crate) struct LocalHost {
+    /// This binary (the splitters' and exports' program, the KVM probe's).
+    exe: PathBuf,
+    /// Where the KVM boot probe keeps its files.
+    run_dir: PathBuf,
+    accel: Mutex<Accelerator>,
+    /// Running QEMU instances, by `NAME@INSTANCE`.
+    machines: Mutex<HashMap<String, Qemu>>,
+    /// The splitters of protected machines, by vault disk name.
+    splitters: Mutex<HashMap<String, Agent>>,
+    /// Exports of recovery points (failover, drill), by `DISK@INSTANCE`.
+    exports: Mutex<HashMap<String, Agent>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Accelerator {
+    chosen: &'static str,
+    why: String,
+    /// `auto` chose KVM: a kernel must still prove it boots under it.
+    unproven_kvm: bool,
+}
+
+impl Accelerator {
+    /// The accelerator machines run with: `STANDBY_ACCEL`, else the
+    /// deployment's config; `auto` probes KVM in a child process.
+    fn resolve(deployment: &Deployment, exe: &Path) -> Result<Accelerator, ControlError> {
+        let source =
+            if std::env::var_os("STANDBY_ACCEL").is_some() { "STANDBY_ACCEL" } else { "the deployment's config" };
+        let configured = match std::env::var("STANDBY_ACCEL").ok().as_deref() {
+            Some("tcg") => Accel::Tcg,
+            Some("kvm") => Accel::Kvm,
+            Some("auto") | None => deployment.config.accel,
+            Some(other) => {
+                return Err(ControlError::Refused(format!("STANDBY_ACCEL={other:?}: use tcg, kvm or auto")));
+            }
+        };
+        let (chosen, why) =
+            qemu::resolve_accel(configured, source, || qemu::probe_kvm_in_child(exe, KVM_PROBE_TIMEOUT));
+        let unproven_kvm = configured == Accel::Auto && chosen == "kvm";
+        Ok(Accelerator { chosen, why, unproven_kvm })
+    }
+}
+
+impl LocalHost {
+    /// The host of `deployment`'s sites; `exe` is this binary.
+    pub fn new(deployment: &Deployment, exe: &Path) -> Result<LocalHost, ControlError> {
+        Ok(LocalHost {
+            exe: exe.to_path_buf(),
+            run_dir: deployment.run_dir(),
+            accel: Mutex::new(Accelerator::resolve(deployment, exe)?),
+            machines: Mutex::default(),
+            splitters: Mutex::default(),
+            exports: Mutex::default(),
+        })
+    }
+
+    /// Runs `act` on running instance `key`; `None` when it does not run.
+    fn with_machine<T>(
+        &self,
+        key: &str,
+        act: impl FnOnce(&mut Qemu) -> Result<T, ControlError>,
+    ) -> Result<Option<T>, ControlError> {
+        let mut machines = lock(&self.machines);
+        match machines.get_mut(key).filter(|qemu| qemu.running()) {
+            Some(qemu) => act(qemu).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn agent_socket(&self, key: &str) -> Option<PathBuf> {
+        lock(&self.machines).get(key).filter(|qemu| qemu.running()).map(|qemu| qemu.agent_socket.clone())
+    }
+
+    fn splitter_control(&self, disk: &str) -> Result<crate::agent::SplitterControl, ControlError> {
+        let mut splitters = lock(&self.splitters);
+        let splitter = splitters.get_mut(disk).ok_or_else(|| splitter_gone(disk))?;
+        if !splitter.running() {
+            return Err(ControlError::Failed(format!(
+                "the splitter of disk '{disk}' stopped: {}",
+                crate::process::last_line(&splitter.log)
+            )));
+        }
+        Ok(splitter.control())
+    }
+}
+
+pub(crate) fn splitter_gone(disk: &str) -> ControlError {
+    ControlError::Failed(format!("the splitter of disk '{disk}' is not running"))
+}
+
+impl SiteHost for LocalHost {
+    fn accelerator(&self, kernel: Option<&Path>) -> &'static str {
+        let mut accel = lock(&self.accel);
+        if accel.unproven_kvm {
+            if let Some(kernel) = kernel {
+                match qemu::probe_kvm_boot(kernel, &self.run_dir, KVM_BOOT_PROBE_TIMEOUT) {
+                    Ok(()) => accel.why = format!("{}; a kernel boots under it", accel.why),
+                    Err(why) => {
+                        accel.chosen = "tcg";
+                        accel.why = format!("software emulation: {why}");
+                    }
+                }
+                accel.unproven_kvm = false;
+            }
+        }
+        accel.chosen
+    }
+
+    fn accelerator_reason(&self) -> (String, String) {
+        let accel = lock(&self.accel);
+        (accel.chosen.to_string(), accel.why.clone())
+    }
+
+    fn launch(&self, spec: &QemuSpec) -> Result<Booted, ControlError> {
+        {
+            // A machine that stopped by itself leaves an entry behind; one
+            // that runs is refused (jobs claim their machines: no two start
+            // the same instance at once).
+            let mut machines = lock(&self.machines);
+            if let Some(qemu) = machines.get_mut(&spec.name) {
+                if !qemu.exited() {
+                    return Err(ControlError::Conflict(format!(
+                        "machine '{}' is already running (pid {})",
+                        spec.name,
+                        qemu.pid()
+                    )));
+                }
+                machines.remove(&spec.name);
+            }
+        }
+        let qemu = Qemu::start(spec)?;
+        let booted = Booted { pid: qemu.pid(), console: qemu.console.clone(), accel: qemu.accel.to_string() };
+        lock(&self.machines).insert(spec.name.clone(), qemu);
+        Ok(booted)
+    }
+
+    fn adopt_machine(&self, key: &str, run_dir: &Path) -> Result<bool, ControlError> {
+        match Qemu::adopt(run_dir, key)? {
+            Some(qemu) => {
+                lock(&self.machines).insert(key.to_string(), qemu);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn runtime(&self, key: &str) -> Runtime {
+        match lock(&self.machines).get(key) {
+            Some(qemu) if qemu.running() => Runtime {
+                running: true,
+                pid: Some(qemu.pid()),
+                console: Some(qemu.console.clone()),
+                accel: Some(qemu.accel.to_string()),
+            },
+            _ => Runtime::default(),
+        }
+    }
+
+    fn running_machines(&self) -> Vec<String> {
+        lock(&self.machines).iter().filter(|(_, qemu)| qemu.running()).map(|(key, _)| key.clone()).collect()
+    }
+
+    fn stop_machine(&self, key: &str, how: Shutdown) -> Result<Option<Stopped>, ControlError> {
+        // Out of the map first: a power-down waits without the lock.
+        let qemu = lock(&self.machines).remove(key);
+        let Some(mut qemu) = qemu.filter(|qemu| qemu.running()) else { return Ok(None) };
+        match how {
+            Shutdown::PowerCut => {
+                qemu.kill();
+                Ok(Some(Stopped::PowerCut))
+            }
+            Shutdown::PowerDown(timeout) => qemu.power_down(timeout).map(Some),
+        }
+    }
+
+    fn pause(&self, key: &str) -> Result<bool, ControlError> {
+        Ok(self.with_machine(key, Qemu::pause)?.is_some())
+    }
+
+    fn resume(&self, key: &str) -> Result<(), ControlError> {
+        self.with_machine(key, Qemu::resume).map(|_| ())
+    }
+
+    fn drive(&self, key: &str, index: usize) -> Result<Option<Opened>, ControlError> {
+        self.with_machine(key, |qemu| {
+            let on_file = qemu.drive_kind(index)? == "file";
+            Ok(Opened { on_file, filename: qemu.drive_filename(index)? })
+        })
+    }
+
+    fn switch_drive(&self, key: &str, index: usize, drive: &Drive) -> Result<(), ControlError> {
+        self.with_machine(key, |qemu| qemu.switch_drive(index, drive))?
+            .ok_or_else(|| ControlError::Failed(format!("machine '{key}' stopped before its disk {index} was moved")))
+    }
+
+    fn snapshots(&self, key: &str) -> Result<Vec<String>, ControlError> {
+        Ok(self.with_machine(key, Qemu::snapshots)?.unwrap_or_default())
+    }
+
+    fn freeze(&self, key: &str, timeout: Duration) -> Result<u64, String> {
+        let socket = self.agent_socket(key).ok_or_else(|| "the machine is not running".to_string())?;
+        let mut agent = GuestAgent::connect(&socket, timeout)?;
+        let frozen = agent
+            .execute("guest-fsfreeze-freeze", json!({}))
+            .map_err(|e| format!("the guest agent could not freeze the filesystems ({e})"))?;
+        frozen.as_u64().ok_or_else(|| format!("the guest agent answered the freeze with {frozen}, not a count"))
+    }
+
+    fn thaw(&self, key: &str) -> Result<(), String> {
+        let socket = self.agent_socket(key).ok_or_else(|| "the machine is not running".to_string())?;
+        let mut agent = GuestAgent::connect(&socket, THAW_TIMEOUT)?;
+        agent.execute("guest-fsfreeze-thaw", json!({})).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn thaw_all(&self) {
+        let sockets: Vec<_> = lock(&self.machines).values().map(|qemu| qemu.agent_socket.clone()).collect();
+        for socket in sockets {
+            if let Ok(mut agent) = GuestAgent::connect(&socket, THAW_ALL_TIMEOUT) {
+                let _ = agent.execute("guest-fsfreeze-thaw", json!({}));
+            }
+        }
+    }
+
+    fn ensure_splitter(&self, spec: &SplitterSpec) -> Result<u32, ControlError> {
+        let mut splitters = lock(&self.splitters);
+        if let Some(splitter) = splitters.get_mut(spec.disk) {
+            if splitter.running() {
+                return Ok(splitter.pid());
+            }
+            splitters.remove(spec.disk);
+        }
+        let splitter = match Agent::adopt(spec.run_dir, spec.disk) {
+            Some(splitter) => splitter,
+            None => Agent::splitter(&self.exe, spec)?,
+        };
+        let pid = splitter.pid();
+        splitters.insert(spec.disk.to_string(), splitter);
+        Ok(pid)
+    }
+
+    fn splitter_status(&self, disk: &str) -> Result<SplitterStatus, ControlError> {
+        // Asked without holding the map: a splitter may take its time.
+        self.splitter_control(disk)?.status()
+    }
+
+    fn splitter_running(&self, disk: &str, run_dir: &Path) -> bool {
+        lock(&self.splitters).get_mut(disk).is_some_and(|splitter| splitter.running())
+            || Agent::adopt(run_dir, disk).is_some()
+    }
+
+    fn mark(&self, disk: &str, app_consistent: bool, label: &str, wait: MarkWait) -> Result<Option<u64>, ControlError> {
+        let control = lock(&self.splitters).get(disk).map(Agent::control).ok_or_else(|| splitter_gone(disk))?;
+        match wait {
+            MarkWait::Queued => control.mark_queued(app_consistent, label).map(|()| None),
+            MarkWait::Sealed => control.mark(app_consistent, label).map(Some),
+        }
+    }
+
+    fn stop_splitter(&self, disk: &str, run_dir: &Path) -> Result<bool, ControlError> {
+        let splitter = lock(&self.splitters).remove(disk).or_else(|| Agent::adopt(run_dir, disk));
+        match splitter {
+            Some(splitter) => splitter.stop().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    fn serve_export(&self, spec: &ExportSpec) -> Result<PathBuf, ControlError> {
+        let mut exports = lock(&self.exports);
+        if let Some(export) = exports.get_mut(spec.name) {
+            if export.running() {
+                return Ok(export.socket.clone());
+            }
+        }
+        let export = match Agent::adopt(spec.run_dir, spec.name) {
+            Some(export) => export,
+            None => Agent::export(&self.exe, spec)?,
+        };
+        let socket = export.socket.clone();
+        exports.insert(spec.name.to_string(), export);
+        Ok(socket)
+    }
+
+    fn stop_export(&self, name: &str, run_dir: &Path) -> Result<Vec<PathBuf>, ControlError> {
+        let export = lock(&self.exports).remove(name).or_else(|| Agent::adopt(run_dir, name));
+        let Some(export) = export else { return Ok(Vec::new()) };
+        let (socket, log) = (export.socket.clone(), export.log.clone());
+        export.stop()?;
+        self.remove_files(&[socket, log])
+    }
+
+    fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError> {
+        standby_splitter::export::local_bytes(overlay).map_err(|e| ControlError::io(overlay, e))
+    }
+
+    fn remove_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
+        remove_files(files)
+    }
+
+    fn remove_dir(&self, dir: &Path) -> Result<bool, ControlError> {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(ControlError::io(dir, e)),
+        }
+    }
+
+    fn move_into(&self, files: &[PathBuf], folder: &Path) -> Result<bool, ControlError> {
+        move_into(files, folder)
+    }
+
+    fn create_dir(&self, dir: &Path) -> Result<(), ControlError> {
+        std::fs::create_dir_all(dir).map_err(|e| ControlError::io(dir, e))
+    }
+
+    fn is_file(&self, file: &Path) -> bool {
+        file.is_file()
+    }
+}
+
+/// Removes the files that exist among `files`; returns them.
+pub(crate) fn remove_files(files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
+    let mut removed = Vec::new();
+    for file in files {
+        match std::fs::remove_file(file) {
+            Ok(()) => removed.push(file.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ControlError::io(file, e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// Moves the files that exist among `files` into `folder`; says whether any did.
+pub(crate) fn move_into(files: &[PathBuf], folder: &Path) -> Result<bool, ControlError> {
+    let mut moved = false;
+    for file in files.iter().filter(|file| file.exists()) {
+        std::fs::create_dir_all(folder).map_err(|e| ControlError::io(folder, e))?;
+        let target = folder.join(file.file_name().expect("moved files have names"));
+        std::fs::rename(file, &target).map_err(|e| ControlError::io(file, e))?;
+        moved = true;
+    }
+    Ok(moved)
+}
