@@ -145,6 +145,12 @@ pub struct State {
 }
 
 impl State {
+    /// The database's file.
+    #[cfg(test)]
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(crate) fn create(path: &Path) -> Result<State, ControlError> {
         let state = State::connect(path)?;
         let policy = default_policy();
@@ -278,17 +284,21 @@ impl State {
         state: MachineState,
         policy: Option<Option<&str>>,
     ) -> Result<(), ControlError> {
-        let state = state.name();
         let changed = match policy {
-            Some(policy) => self
-                .connection
-                .execute("UPDATE machines SET state = ?1, policy = ?2 WHERE name = ?3", params![state, policy, name]),
-            None => self.connection.execute("UPDATE machines SET state = ?1 WHERE name = ?2", params![state, name]),
+            Some(policy) => self.connection.execute(
+                "UPDATE machines SET state = ?1, policy = ?2 WHERE name = ?3",
+                params![state.name(), policy, name],
+            ),
+            None => {
+                self.connection.execute("UPDATE machines SET state = ?1 WHERE name = ?2", params![state.name(), name])
+            }
         }
         .map_err(|e| self.error(e))?;
         if changed == 0 {
             return Err(ControlError::Failed(format!("machine '{name}' vanished from the state")));
         }
+        #[cfg(test)]
+        written::record(&self.path, name, state);
         Ok(())
     }
 
@@ -318,6 +328,8 @@ impl State {
         if changed == 0 {
             return Err(ControlError::Failed(format!("machine '{name}' vanished from the state")));
         }
+        #[cfg(test)]
+        written::record(&self.path, name, state);
         Ok(())
     }
 
@@ -688,5 +700,30 @@ mod tests {
         State::connect(&path).unwrap().connection.execute("UPDATE meta SET value = '99'", []).unwrap();
         let error = State::open(&path).err().unwrap();
         assert!(error.is_bad_input() && error.to_string().contains("upgrade standby"), "{error}");
+    }
+}
+
+/// Every state a machine was recorded in, in order, by database (tests
+/// check each against the lifecycle table).
+#[cfg(test)]
+pub(crate) mod written {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use super::MachineState;
+
+    static WRITTEN: Mutex<Vec<(PathBuf, String, MachineState)>> = Mutex::new(Vec::new());
+
+    pub(super) fn record(database: &Path, machine: &str, state: MachineState) {
+        let mut written = WRITTEN.lock().unwrap_or_else(|p| p.into_inner());
+        written.push((database.to_path_buf(), machine.to_string(), state));
+    }
+
+    /// Takes the states recorded in `database` so far.
+    pub(crate) fn take(database: &Path) -> Vec<(String, MachineState)> {
+        let mut written = WRITTEN.lock().unwrap_or_else(|p| p.into_inner());
+        let (taken, kept): (Vec<_>, Vec<_>) = written.drain(..).partition(|(path, _, _)| path == database);
+        *written = kept;
+        taken.into_iter().map(|(_, machine, state)| (machine, state)).collect()
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use standby_lifecycle::job::{JobState, StepState};
-use standby_lifecycle::{Instance, State};
+use standby_lifecycle::{transition, Command, Instance, State};
 
 use super::engine::{Crash, Hooks};
 use super::{instance, Daemon};
@@ -19,6 +19,7 @@ use crate::error::ControlError;
 use crate::qemu::Drive;
 use crate::site::simulated::Act;
 use crate::site::{SimulatedHost, SiteHost, Sites};
+use crate::state::written;
 use crate::MachineDefinition;
 
 const NAME: &str = "web";
@@ -114,6 +115,8 @@ fn wait_for_jobs(daemon: &Daemon) {
 /// use, its step count, and the state it leaves.
 struct Stage {
     job: &'static str,
+    /// Its lifecycle command; `None` for machine start and stop.
+    command: Option<Command>,
     steps: usize,
     leaves: Leaves,
     run: fn(&Arc<Daemon>) -> Result<(), ControlError>,
@@ -130,65 +133,108 @@ fn started<T>(result: Result<T, ControlError>) -> Result<(), ControlError> {
 }
 
 const JOURNEY: &[Stage] = &[
-    Stage { job: "machine start", steps: 3, leaves: Leaves::Running(true), run: |d| started(d.start(NAME)) },
+    Stage {
+        job: "machine start",
+        command: None,
+        steps: 3,
+        leaves: Leaves::Running(true),
+        run: |d| started(d.start(NAME)),
+    },
     Stage {
         job: "protect",
+        command: Some(Command::Protect),
         steps: 4,
         leaves: Leaves::State(State::Protected),
         run: |d| started(d.protect(NAME, None)),
     },
     Stage {
         job: "test-failover",
+        command: Some(Command::TestFailover),
         steps: 3,
         leaves: Leaves::State(State::TestFailover),
         run: |d| started(d.test_failover(NAME, None)),
     },
     Stage {
         job: "cleanup-test-failover",
+        command: Some(Command::CleanupTestFailover),
         steps: 1,
         leaves: Leaves::State(State::Protected),
         run: |d| started(d.cleanup_test_failover(NAME)),
     },
     Stage {
         job: "failover",
+        command: Some(Command::Failover),
         steps: 6,
         leaves: Leaves::State(State::FailedOver),
         run: |d| started(d.failover(NAME, None, true)),
     },
     Stage {
         job: "change-point",
+        command: Some(Command::ChangePoint),
         steps: 4,
         leaves: Leaves::State(State::FailedOver),
         run: |d| started(d.change_point(NAME, "latest".into())),
     },
-    Stage { job: "cancel", steps: 1, leaves: Leaves::State(State::Protected), run: |d| started(d.cancel(NAME)) },
+    Stage {
+        job: "cancel",
+        command: Some(Command::Cancel),
+        steps: 1,
+        leaves: Leaves::State(State::Protected),
+        run: |d| started(d.cancel(NAME)),
+    },
+    // A planned failover called off before anything moved.
     Stage {
         job: "planned-failover --sync-first",
+        command: Some(Command::PlannedFailover { sync_first: true }),
+        steps: 1,
+        leaves: Leaves::State(State::ReadyToComplete),
+        run: |d| started(d.planned_failover(NAME, true)),
+    },
+    Stage {
+        job: "cancel",
+        command: Some(Command::Cancel),
+        steps: 1,
+        leaves: Leaves::State(State::Protected),
+        run: |d| started(d.cancel(NAME)),
+    },
+    Stage {
+        job: "planned-failover --sync-first",
+        command: Some(Command::PlannedFailover { sync_first: true }),
         steps: 1,
         leaves: Leaves::State(State::ReadyToComplete),
         run: |d| started(d.planned_failover(NAME, true)),
     },
     Stage {
         job: "complete-failover",
+        command: Some(Command::CompleteFailover),
         steps: 6,
         leaves: Leaves::State(State::FailedOver),
         run: |d| started(d.complete_failover(NAME)),
     },
-    Stage { job: "commit", steps: 2, leaves: Leaves::State(State::Committed), run: |d| started(d.commit(NAME)) },
+    Stage {
+        job: "commit",
+        command: Some(Command::Commit),
+        steps: 2,
+        leaves: Leaves::State(State::Committed),
+        run: |d| started(d.commit(NAME)),
+    },
     Stage {
         job: "reprotect",
+        command: Some(Command::Reprotect),
         steps: 5,
         leaves: Leaves::State(State::Protected),
         run: |d| started(d.reprotect(NAME, false, false)),
     },
     Stage {
         job: "unprotect",
+        command: Some(Command::Unprotect),
         steps: 3,
         leaves: Leaves::State(State::Unprotected),
         run: |d| started(d.unprotect(NAME)),
     },
     Stage {
         job: "machine stop",
+        command: None,
         steps: 2,
         leaves: Leaves::Running(false),
         run: |d| started(d.stop(NAME, false, None)),
@@ -214,6 +260,8 @@ fn run_stage(bench: &Bench, stage: &Stage, crash_at: usize) -> bool {
         Hooks { crash_at: Some(format!("{}/{crash_at}/0", stage.job)), crash: Crash::Unwind, ..Hooks::default() };
     let daemon = bench.daemon(hooks);
     let before = bench.deployment.state.jobs().unwrap().first().map_or(0, |job| job.id);
+    let from = bench.machine().state;
+    written::take(bench.deployment.state.path());
     // `machine start` and `stop` run on the request's thread: its crash
     // unwinds out of the request.
     let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (stage.run)(&daemon)));
@@ -266,7 +314,37 @@ fn run_stage(bench: &Bench, stage: &Stage, crash_at: usize) -> bool {
         !(running.contains(&Instance::Primary) && running.contains(&Instance::Recovery)),
         "{context}: runs at both sites"
     );
+    check_states_written(bench, stage, from, &context);
     crashed
+}
+
+/// Every state the stage's jobs recorded (the job, the one that took it
+/// up, the one asked again) is one the lifecycle table gives its command
+/// from where the machine was: the table is the behaviour.
+fn check_states_written(bench: &Bench, stage: &Stage, from: State, context: &str) {
+    let written = written::take(bench.deployment.state.path());
+    let Some(command) = stage.command else {
+        assert!(written.is_empty(), "{context}: a machine start or stop recorded states {written:?}");
+        return;
+    };
+    let mut allowed = Vec::new();
+    let mut add = |from: State, command: Command| {
+        let step = transition(from, command).unwrap_or_else(|e| panic!("{context}: {e}"));
+        allowed.extend([step.from, step.during, step.after, step.undone]);
+    };
+    add(from, command);
+    if command == Command::CompleteFailover {
+        // Rolled back to before its planned failover, which runs again.
+        add(State::Protected, Command::PlannedFailover { sync_first: true });
+    }
+    for (machine, state) in written {
+        assert_eq!(machine, NAME);
+        assert!(
+            allowed.contains(&state),
+            "{context}: recorded {state}, which {} from {from} never gives",
+            command.name()
+        );
+    }
 }
 
 /// Checks what the machine's state says runs: on its splitters, which
@@ -315,10 +393,10 @@ fn a_crash_at_any_step_of_any_job_is_taken_up_by_the_next_daemon() {
     let mut crashed = std::collections::BTreeSet::new();
     for step in 0..most {
         let bench = Bench::new();
-        for stage in JOURNEY {
+        for (index, stage) in JOURNEY.iter().enumerate() {
             let crash_at = step.min(stage.steps - 1);
             if run_stage(&bench, stage, crash_at) {
-                crashed.insert((stage.job, crash_at));
+                crashed.insert((index, crash_at));
             }
             check_what_runs(&bench, &format!("{} crashed at step {crash_at}", stage.job));
         }
