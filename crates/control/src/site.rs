@@ -26,7 +26,9 @@ use standby_lifecycle::Site;
 use crate::agent::{ExportSpec, SplitterSpec};
 use crate::error::ControlError;
 use crate::qemu::{Drive, QemuSpec, Stopped};
+use disk_files::Ranges;
 
+pub(crate) mod disk_files;
 pub(crate) mod local;
 #[cfg(test)]
 pub(crate) mod simulated;
@@ -135,6 +137,28 @@ pub(crate) trait SiteHost: Send + Sync {
     /// How much of the disk behind `overlay` is local: (local, total)
     /// bytes, `None` before the overlay exists.
     fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError>;
+
+    // Disk files: images, their intent logs, overlays.
+
+    /// The regions the intent log of `image` names, `None` without a
+    /// usable one.
+    fn intent_log(&self, image: &Path) -> Result<Option<Ranges>, ControlError>;
+    /// Writes the intent log of `image` naming `ranges`, or removes it
+    /// (`None`: the next splitter on the image reads all of it).
+    fn set_intent_log(&self, image: &Path, ranges: Option<&[(u64, u64)]>) -> Result<(), ControlError>;
+    /// The ranges an overlay's map says were written, `None` without a map.
+    fn overlay_ranges(&self, overlay: &Path) -> Result<Option<Ranges>, ControlError>;
+    /// Copies `ranges` of `from` into `to` at the same offsets, durably.
+    fn copy_ranges(&self, from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), ControlError>;
+    fn same_file(&self, a: &Path, b: &Path) -> bool;
+    /// Makes the whole overlay `overlay` the disk image `image`.
+    fn take_over_overlay(&self, overlay: &Path, image: &Path) -> Result<(), ControlError>;
+    /// Makes `image` the base of `disk`'s journal in the vault at `vault`
+    /// (read here, stored there); returns the bytes that vault lacked.
+    fn seed_journal(&self, vault: &str, disk: &str, image: &Path) -> Result<u64, ControlError>;
+    /// Writes `disk` as it was at `time_micros`, from its journal in the
+    /// vault at `vault`, over `image`.
+    fn restore_journal(&self, vault: &str, disk: &str, time_micros: i64, image: &Path) -> Result<(), ControlError>;
 
     // Files.
 

@@ -25,7 +25,6 @@
 //! (split brain: after the copy at the new site started) unless
 //! `--discard-source-writes` says to overwrite that.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +42,7 @@ use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::points::MachinePoint;
 use crate::records::{MachineRecords, ReprotectRecord, ReprotectedRecord};
-use crate::site::local::remove_files;
-use crate::site::MarkWait;
+use crate::site::{MarkWait, SiteHost};
 
 const STEPS: [&str; 5] = [
     "find the blocks that differ",
@@ -73,6 +71,7 @@ fn mib(bytes: u64) -> String {
 /// after it plus what its intent log says never reached the vault), or
 /// `None` where that is not known (or not used: an alternate location).
 fn source_writes(
+    old_host: &dyn SiteHost,
     history: &standby_vault::Vault,
     machine: &Machine,
     point: &MachinePoint,
@@ -82,15 +81,12 @@ fn source_writes(
     let mut writes = Vec::new();
     for disk in &machine.disks {
         let old_image = disk.image_at(old);
-        if alternate_location || !old_image.is_file() {
+        if alternate_location || !old_host.is_file(old_image) {
             writes.push(None);
             continue;
         }
         let journal = standby_vault::compact::changed_since(history, &disk.vault_disk, point.time_micros)?;
-        let size = std::fs::metadata(old_image).map_err(|e| ControlError::io(old_image, e))?.len();
-        let unshipped =
-            standby_splitter::dirty::read_intent_log(&standby_splitter::default_intent_log(old_image), size)
-                .map_err(|e| ControlError::io(old_image, e))?;
+        let unshipped = old_host.intent_log(old_image)?;
         writes.push(match (journal, unshipped) {
             (Some(mut journal), Some(unshipped)) => {
                 journal.extend(unshipped);
@@ -105,6 +101,7 @@ fn source_writes(
 /// The first step's report: per disk, what is known to differ and how it
 /// will be found.
 fn describe_differences(
+    host: &dyn SiteHost,
     deployment: &Deployment,
     machine: &Machine,
     source_writes: &[Differences],
@@ -114,7 +111,7 @@ fn describe_differences(
     let (active, old) = (machine.active_site, machine.active_site.other());
     let mut notes = Vec::new();
     for (index, disk) in machine.disks.iter().enumerate() {
-        let here = overlay_ranges(&overlay_path(deployment, machine, index, active.into()))?;
+        let here = host.overlay_ranges(&overlay_path(deployment, machine, index, active.into()))?;
         notes.push(match (&source_writes[index], &here) {
             (Some(source), Some(overlay)) => format!(
                 "{}: {} written by the old source after the point, {} at the {active} site since",
@@ -139,7 +136,8 @@ fn describe_differences(
 /// hydrated overlay becomes the disk, else the point is restored from the
 /// vault. Says which.
 fn rebuild_running_disks(
-    history: &standby_vault::Vault,
+    host: &dyn SiteHost,
+    history: &str,
     machine: &Machine,
     point: &MachinePoint,
     job: &JobSteps,
@@ -149,7 +147,7 @@ fn rebuild_running_disks(
     for (index, disk) in machine.disks.iter().enumerate() {
         let image = disk.image_at(active);
         let overlay = overlay_path(job.deployment, machine, index, active.into());
-        let hydrated = wait_for_hydration(&overlay, HYDRATION_STALL, |detail| {
+        let hydrated = wait_for_hydration(host, &overlay, HYDRATION_STALL, |detail| {
             job.step(STEPS[2], StepState::Running, &format!("{}: {detail}", disk.vault_disk))
         })?;
         if hydrated {
@@ -157,11 +155,10 @@ fn rebuild_running_disks(
             // the disk (a second name for the same file, or a local copy
             // across filesystems) while the guest runs on it, and stays its
             // disk once the export stops.
-            take_over_overlay(&overlay, image)?;
+            host.take_over_overlay(&overlay, image)?;
             local += 1;
         } else {
-            let target = standby_vault::journal::JournalTarget::Time(point.time_micros);
-            standby_vault::journal::restore_journal(history, &disk.vault_disk, target, image, true)?;
+            host.restore_journal(history, &disk.vault_disk, point.time_micros, image)?;
         }
     }
     Ok(match local {
@@ -169,19 +166,6 @@ fn rebuild_running_disks(
         n if n == machine.disks.len() => "the hydrated overlays became the disks".to_string(),
         n => format!("{n} made of hydrated overlays, the rest restored from the vault"),
     })
-}
-
-/// The ranges an overlay's map says were written, or `None` without a map.
-fn overlay_ranges(overlay: &Path) -> Result<Differences, ControlError> {
-    let map = standby_splitter::export::map_path(overlay);
-    let bytes = match std::fs::read(&map) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ControlError::io(&map, e)),
-    };
-    let decoded = standby_format::OverlayMap::decode(&bytes)
-        .map_err(|e| ControlError::Failed(format!("{} cannot be read: {e}", map.display())))?;
-    Ok(Some(decoded.ranges.into_iter().map(|(start, end)| (start, end - start)).collect()))
 }
 
 impl Daemon {
@@ -244,36 +228,38 @@ impl Daemon {
         let deployment = job.deployment;
         let (active, old) = (machine.active_site, machine.active_site.other());
         let history = deployment.open_vault_at(active)?;
-        let target = deployment.open_vault_at(old)?;
+        // Opened (and made, at the primary site, the first time) before it is seeded.
+        deployment.open_vault_at(old)?;
+        let (here, there) = (self.site(active), self.site(old));
         let source_writes = job.run(STEPS[0], || {
             // The old source's splitters ship what they still hold and stop:
             // their intent logs then say exactly what never reached the vault.
             self.stop_splitters_of(deployment, machine)?;
-            let source_writes = source_writes(&history, machine, point, alternate_location)?;
-            let notes = describe_differences(deployment, machine, &source_writes, alternate_location, job.id)?;
+            let source_writes = source_writes(there, &history, machine, point, alternate_location)?;
+            let notes = describe_differences(here, deployment, machine, &source_writes, alternate_location, job.id)?;
             Ok((source_writes, notes))
         })?;
         job.run(STEPS[1], || {
             let mut seeded = Vec::new();
             for (index, disk) in machine.disks.iter().enumerate() {
                 let old_image = disk.image_at(old);
-                if (source_writes[index].is_none() && alternate_location) || !self.site(old).is_file(old_image) {
+                if (source_writes[index].is_none() && alternate_location) || !there.is_file(old_image) {
                     continue;
                 }
-                let report = standby_vault::compact::seed_journal(&target, &disk.vault_disk, old_image)?;
-                seeded.push(format!("{} ({} new at the {old} site)", disk.vault_disk, mib(report.bytes_new)));
+                let new = there.seed_journal(&deployment.vault_at(old), &disk.vault_disk, old_image)?;
+                seeded.push(format!("{} ({} new at the {old} site)", disk.vault_disk, mib(new)));
             }
             Ok(((), if seeded.is_empty() { "nothing to seed".to_string() } else { seeded.join(", ") }))
         })?;
         job.run(STEPS[2], || {
-            let from = rebuild_running_disks(&history, machine, point, job)?;
+            let from = rebuild_running_disks(here, &deployment.vault_at(active), machine, point, job)?;
             Ok(((), format!("at {} ({}), {from}", point.time, point.described)))
         })?;
         let details = job.run(STEPS[3], || {
             // The intent logs first, then the state: from here on a daemon
             // that dies is followed by one that finishes the move (see
             // `resume_reprotect`), never one that rebuilds the disks again.
-            write_reverse_intent_logs(deployment, machine, &source_writes)?;
+            write_reverse_intent_logs(here, deployment, machine, &source_writes)?;
             let mut details = machine.details.clone();
             details.reprotect = Some(ReprotectRecord { job: job.id, switched: false, alternate_location });
             let during = transition_of(machine, Command::Reprotect)?.during;
@@ -430,16 +416,16 @@ impl Daemon {
             for (index, disk) in machine.disks.iter().enumerate() {
                 let image = disk.image_at(active).to_path_buf();
                 let overlay = overlay_path(deployment, machine, index, active.into());
-                let Some(written) = overlay_ranges(&overlay)? else { continue };
-                if !same_file(&overlay, &image) {
-                    copy_ranges(&overlay, &image, &written)?;
+                let Some(written) = host.overlay_ranges(&overlay)? else { continue };
+                if !host.same_file(&overlay, &image) {
+                    host.copy_ranges(&overlay, &image, &written)?;
                 }
                 // The guest ran on until the pause: what it wrote since the
                 // intent log was written joins it before a splitter reads
                 // it (one an earlier attempt started, with the guest
                 // already paused, had it whole).
                 if !host.splitter_running(&disk.vault_disk, &run_dir) {
-                    add_to_intent_log(&image, &written)?;
+                    add_to_intent_log(host, &image, &written)?;
                 }
             }
             self.ensure_splitters(deployment, machine)?;
@@ -524,6 +510,7 @@ fn use_alternate_paths(deployment: &Deployment, machine: &Machine, job: i64) -> 
 /// point, or none (the splitter re-reads the whole image) when either is
 /// unknown.
 fn write_reverse_intent_logs(
+    host: &dyn SiteHost,
     deployment: &Deployment,
     machine: &Machine,
     source_writes: &[Differences],
@@ -531,17 +518,12 @@ fn write_reverse_intent_logs(
     let active = machine.active_site;
     for (index, disk) in machine.disks.iter().enumerate() {
         let image = disk.image_at(active);
-        let intent = standby_splitter::default_intent_log(image);
-        match (&source_writes[index], overlay_ranges(&overlay_path(deployment, machine, index, active.into()))?) {
+        match (&source_writes[index], host.overlay_ranges(&overlay_path(deployment, machine, index, active.into()))?) {
             (Some(source), Some(mut written)) => {
                 written.extend(source.iter().copied());
-                let size = std::fs::metadata(image).map_err(|e| ControlError::io(image, e))?.len();
-                standby_splitter::dirty::write_intent_log(&intent, size, &written)
-                    .map_err(|e| ControlError::io(&intent, e))?;
+                host.set_intent_log(image, Some(&written))?;
             }
-            _ => {
-                remove_files(&[intent])?;
-            }
+            _ => host.set_intent_log(image, None)?,
         }
     }
     Ok(())
@@ -549,13 +531,10 @@ fn write_reverse_intent_logs(
 
 /// Adds `written` to the intent log of `image` when it has one (none
 /// means every block is read anyway).
-fn add_to_intent_log(image: &Path, written: &[(u64, u64)]) -> Result<(), ControlError> {
-    let intent = standby_splitter::default_intent_log(image);
-    let size = std::fs::metadata(image).map_err(|e| ControlError::io(image, e))?.len();
-    let known = standby_splitter::dirty::read_intent_log(&intent, size).map_err(|e| ControlError::io(&intent, e))?;
-    if let Some(mut ranges) = known {
+fn add_to_intent_log(host: &dyn SiteHost, image: &Path, written: &[(u64, u64)]) -> Result<(), ControlError> {
+    if let Some(mut ranges) = host.intent_log(image)? {
         ranges.extend(written.iter().copied());
-        standby_splitter::dirty::write_intent_log(&intent, size, &ranges).map_err(|e| ControlError::io(&intent, e))?;
+        host.set_intent_log(image, Some(&ranges))?;
     }
     Ok(())
 }
@@ -569,6 +548,7 @@ const HYDRATION_STALL: Duration = Duration::from_secs(30);
 /// no maps (nothing hydrates it) or hydration made no progress for
 /// `stall` ([`HYDRATION_STALL`]).
 fn wait_for_hydration(
+    host: &dyn SiteHost,
     overlay: &Path,
     stall: Duration,
     progress: impl Fn(&str) -> Result<(), ControlError>,
@@ -576,7 +556,7 @@ fn wait_for_hydration(
     let mut last = None;
     let mut since = Instant::now();
     loop {
-        match standby_splitter::export::local_bytes(overlay).map_err(|e| ControlError::io(overlay, e))? {
+        match host.local_bytes(overlay)? {
             None => return Ok(false),
             Some((local, disk)) if local == disk => return Ok(true),
             Some((local, disk)) => {
@@ -591,73 +571,6 @@ fn wait_for_hydration(
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-}
-
-/// Whether `a` and `b` name the same file.
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    }
-}
-
-/// Makes the fully hydrated overlay at `overlay` the disk image `image`:
-/// a hard link (no copy; the export keeps writing the same file), or a
-/// sparse copy when they are on different filesystems. Whatever `image`
-/// was before goes.
-fn take_over_overlay(overlay: &Path, image: &Path) -> Result<(), ControlError> {
-    if same_file(overlay, image) {
-        return Ok(());
-    }
-    remove_files(&[image.to_path_buf()])?;
-    match std::fs::hard_link(overlay, image) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => copy_sparse(overlay, image),
-        Err(e) => Err(ControlError::io(image, e)),
-    }
-}
-
-/// Makes `to` a copy of `from` (sparse: zero blocks are not written), then
-/// fsyncs it.
-fn copy_sparse(from: &Path, to: &Path) -> Result<(), ControlError> {
-    let source = std::fs::File::open(from).map_err(|e| ControlError::io(from, e))?;
-    let size = source.metadata().map_err(|e| ControlError::io(from, e))?.len();
-    let target = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(to)
-        .map_err(|e| ControlError::io(to, e))?;
-    target.set_len(size).map_err(|e| ControlError::io(to, e))?;
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut offset = 0;
-    while offset < size {
-        let n = (size - offset).min(buffer.len() as u64) as usize;
-        source.read_exact_at(&mut buffer[..n], offset).map_err(|e| ControlError::io(from, e))?;
-        if !standby_image::is_zero(&buffer[..n]) {
-            target.write_all_at(&buffer[..n], offset).map_err(|e| ControlError::io(to, e))?;
-        }
-        offset += n as u64;
-    }
-    target.sync_all().map_err(|e| ControlError::io(to, e))
-}
-
-/// Copies `ranges` of `from` into `to` at the same offsets, then fsyncs.
-fn copy_ranges(from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), ControlError> {
-    let source = std::fs::File::open(from).map_err(|e| ControlError::io(from, e))?;
-    let target = std::fs::OpenOptions::new().write(true).open(to).map_err(|e| ControlError::io(to, e))?;
-    let mut buffer = vec![0u8; 1 << 20];
-    for &(offset, length) in ranges {
-        let mut done = 0;
-        while done < length {
-            let n = (length - done).min(buffer.len() as u64) as usize;
-            source.read_exact_at(&mut buffer[..n], offset + done).map_err(|e| ControlError::io(from, e))?;
-            target.write_all_at(&buffer[..n], offset + done).map_err(|e| ControlError::io(to, e))?;
-            done += n as u64;
-        }
-    }
-    target.sync_all().map_err(|e| ControlError::io(to, e))
 }
 
 #[cfg(test)]
@@ -687,6 +600,7 @@ mod tests {
     #[test]
     fn hydration_is_waited_for_while_it_progresses_and_given_up_when_it_stalls() {
         let dir = tempfile::tempdir().unwrap();
+        let host = crate::site::SimulatedHost::new();
         let reports = std::sync::Mutex::new(Vec::new());
         let progress = |detail: &str| {
             reports.lock().unwrap().push(detail.to_string());
@@ -696,19 +610,19 @@ mod tests {
 
         // No maps: nothing hydrates it, restore instead at once.
         let started = Instant::now();
-        assert!(!wait_for_hydration(&dir.path().join("none"), stall, progress).unwrap());
+        assert!(!wait_for_hydration(&host, &dir.path().join("none"), stall, progress).unwrap());
         assert!(started.elapsed() < stall);
 
         // Whole (the guest's writes and the copied ranges together).
         let whole = dir.path().join("whole");
         maps(&whole, &[(0, 1 << 20)], &[(1 << 20, 8 << 20)]);
-        assert!(wait_for_hydration(&whole, stall, progress).unwrap());
+        assert!(wait_for_hydration(&host, &whole, stall, progress).unwrap());
 
         // Stuck at half: given up once `stall` passes with no progress.
         let stuck = dir.path().join("stuck");
         maps(&stuck, &[], &[(0, 4 << 20)]);
         let started = Instant::now();
-        assert!(!wait_for_hydration(&stuck, stall, progress).unwrap());
+        assert!(!wait_for_hydration(&host, &stuck, stall, progress).unwrap());
         assert!(started.elapsed() >= stall, "gave up before the stall");
         assert_eq!(reports.lock().unwrap().last().unwrap(), "waiting for hydration: 4.0 MiB of 8.0 MiB local");
 
@@ -726,7 +640,7 @@ mod tests {
                 }
             });
             let started = Instant::now();
-            assert!(wait_for_hydration(&slow, stall, progress).unwrap());
+            assert!(wait_for_hydration(&host, &slow, stall, progress).unwrap());
             assert!(started.elapsed() > stall * 2, "longer than one stall in all");
         });
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use standby_api::{Runtime, SplitterStatus};
 
+use super::disk_files::{self, Ranges};
 use super::{Booted, MarkWait, Opened, Shutdown, SiteHost};
 use crate::agent::{Agent, ExportSpec, SplitterSpec};
 use crate::deployment::{Accel, Deployment};
@@ -320,55 +321,58 @@ impl SiteHost for LocalHost {
     }
 
     fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError> {
-        standby_splitter::export::local_bytes(overlay).map_err(|e| ControlError::io(overlay, e))
+        disk_files::local_bytes(overlay)
+    }
+
+    fn intent_log(&self, image: &Path) -> Result<Option<Ranges>, ControlError> {
+        disk_files::intent_log(image)
+    }
+
+    fn set_intent_log(&self, image: &Path, ranges: Option<&[(u64, u64)]>) -> Result<(), ControlError> {
+        disk_files::set_intent_log(image, ranges)
+    }
+
+    fn overlay_ranges(&self, overlay: &Path) -> Result<Option<Ranges>, ControlError> {
+        disk_files::overlay_ranges(overlay)
+    }
+
+    fn copy_ranges(&self, from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), ControlError> {
+        disk_files::copy_ranges(from, to, ranges)
+    }
+
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        disk_files::same_file(a, b)
+    }
+
+    fn take_over_overlay(&self, overlay: &Path, image: &Path) -> Result<(), ControlError> {
+        disk_files::take_over_overlay(overlay, image)
+    }
+
+    fn seed_journal(&self, vault: &str, disk: &str, image: &Path) -> Result<u64, ControlError> {
+        disk_files::seed_journal(vault, disk, image)
+    }
+
+    fn restore_journal(&self, vault: &str, disk: &str, time_micros: i64, image: &Path) -> Result<(), ControlError> {
+        disk_files::restore_journal(vault, disk, time_micros, image)
     }
 
     fn remove_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
-        remove_files(files)
+        disk_files::remove_files(files)
     }
 
     fn remove_dir(&self, dir: &Path) -> Result<bool, ControlError> {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(ControlError::io(dir, e)),
-        }
+        disk_files::remove_dir(dir)
     }
 
     fn move_into(&self, files: &[PathBuf], folder: &Path) -> Result<bool, ControlError> {
-        move_into(files, folder)
+        disk_files::move_into(files, folder)
     }
 
     fn create_dir(&self, dir: &Path) -> Result<(), ControlError> {
-        std::fs::create_dir_all(dir).map_err(|e| ControlError::io(dir, e))
+        disk_files::create_dir(dir)
     }
 
     fn is_file(&self, file: &Path) -> bool {
         file.is_file()
     }
-}
-
-/// Removes the files that exist among `files`; returns them.
-pub(crate) fn remove_files(files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
-    let mut removed = Vec::new();
-    for file in files {
-        match std::fs::remove_file(file) {
-            Ok(()) => removed.push(file.clone()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ControlError::io(file, e)),
-        }
-    }
-    Ok(removed)
-}
-
-/// Moves the files that exist among `files` into `folder`; says whether any did.
-pub(crate) fn move_into(files: &[PathBuf], folder: &Path) -> Result<bool, ControlError> {
-    let mut moved = false;
-    for file in files.iter().filter(|file| file.exists()) {
-        std::fs::create_dir_all(folder).map_err(|e| ControlError::io(folder, e))?;
-        let target = folder.join(file.file_name().expect("moved files have names"));
-        std::fs::rename(file, &target).map_err(|e| ControlError::io(file, e))?;
-        moved = true;
-    }
-    Ok(moved)
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use standby_api::{Runtime, SplitterStatus};
 use standby_splitter::{Splitter, SplitterOptions};
 
-use super::local::{move_into, remove_files};
+use super::disk_files::{self, Ranges};
 use super::{Booted, MarkWait, Opened, Shutdown, SiteHost};
 use crate::agent::{ExportSpec, SplitterSpec};
 use crate::error::ControlError;
@@ -245,7 +245,7 @@ impl SiteHost for SimulatedHost {
             return Ok(*pid);
         }
         self.act(Act::EnsureSplitter, spec.disk)?;
-        let vault = open_vault(spec.vault)?;
+        let vault = disk_files::open_vault(spec.vault)?;
         std::fs::create_dir_all(spec.run_dir).map_err(|e| ControlError::io(spec.run_dir, e))?;
         let socket = crate::agent::files(spec.run_dir, spec.disk).0;
         let options = SplitterOptions { bookmark_interval: spec.bookmark_interval, ..SplitterOptions::new(spec.disk) };
@@ -306,37 +306,58 @@ impl SiteHost for SimulatedHost {
     }
 
     fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError> {
-        standby_splitter::export::local_bytes(overlay).map_err(|e| ControlError::io(overlay, e))
+        disk_files::local_bytes(overlay)
+    }
+
+    fn intent_log(&self, image: &Path) -> Result<Option<Ranges>, ControlError> {
+        disk_files::intent_log(image)
+    }
+
+    fn set_intent_log(&self, image: &Path, ranges: Option<&[(u64, u64)]>) -> Result<(), ControlError> {
+        disk_files::set_intent_log(image, ranges)
+    }
+
+    fn overlay_ranges(&self, overlay: &Path) -> Result<Option<Ranges>, ControlError> {
+        disk_files::overlay_ranges(overlay)
+    }
+
+    fn copy_ranges(&self, from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), ControlError> {
+        disk_files::copy_ranges(from, to, ranges)
+    }
+
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        disk_files::same_file(a, b)
+    }
+
+    fn take_over_overlay(&self, overlay: &Path, image: &Path) -> Result<(), ControlError> {
+        disk_files::take_over_overlay(overlay, image)
+    }
+
+    fn seed_journal(&self, vault: &str, disk: &str, image: &Path) -> Result<u64, ControlError> {
+        disk_files::seed_journal(vault, disk, image)
+    }
+
+    fn restore_journal(&self, vault: &str, disk: &str, time_micros: i64, image: &Path) -> Result<(), ControlError> {
+        disk_files::restore_journal(vault, disk, time_micros, image)
     }
 
     fn remove_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
-        remove_files(files)
+        disk_files::remove_files(files)
     }
 
     fn remove_dir(&self, dir: &Path) -> Result<bool, ControlError> {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(ControlError::io(dir, e)),
-        }
+        disk_files::remove_dir(dir)
     }
 
     fn move_into(&self, files: &[PathBuf], folder: &Path) -> Result<bool, ControlError> {
-        move_into(files, folder)
+        disk_files::move_into(files, folder)
     }
 
     fn create_dir(&self, dir: &Path) -> Result<(), ControlError> {
-        std::fs::create_dir_all(dir).map_err(|e| ControlError::io(dir, e))
+        disk_files::create_dir(dir)
     }
 
     fn is_file(&self, file: &Path) -> bool {
         file.is_file()
     }
-}
-
-fn open_vault(location: &str) -> Result<standby_vault::Vault, ControlError> {
-    let problem = |e: String| ControlError::Failed(format!("the vault {location}: {e}"));
-    let parsed = standby_vault::backend::VaultLocation::parse(location).map_err(problem)?;
-    let backend = standby_vault::backend::open_location(&parsed).map_err(problem)?;
-    Ok(standby_vault::Vault::open(backend, None)?)
 }
