@@ -528,3 +528,42 @@ fn stops_say_how_the_guest_went() {
     assert_eq!(job.steps[1].detail, "the source was not running", "{:?}", job.steps);
     assert_eq!(bench.running(), vec![Instance::Recovery]);
 }
+
+/// The Site boundary holds (ARCHITECTURE.md): no job reaches QEMU, an
+/// agent process, a guest agent or a file except through a site. The
+/// jobs' sources, their tests aside, name none of them.
+#[test]
+fn jobs_reach_qemu_processes_and_files_only_through_a_site() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/daemon");
+    let forbidden = ["std::fs", "Qemu::", "Agent::", "GuestAgent", "Command::new", "libc::kill"];
+    let mut checked = 0;
+    let mut files: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|entry| entry.unwrap().path()).collect();
+    files.push(folder.with_extension("rs"));
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "simulated.rs" {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).unwrap();
+        // The unit tests at the end of a file are not jobs.
+        let code = source.split("#[cfg(test)]\nmod tests").next().unwrap();
+        // `serve` makes the daemon's own socket and pid file.
+        let mut in_serve = false;
+        for (number, line) in code.lines().enumerate() {
+            in_serve = (in_serve || line.starts_with("pub fn serve(")) && line != "}";
+            if in_serve {
+                continue;
+            }
+            let line = line.split("//").next().unwrap();
+            // The test hooks' SIGKILL is the daemon ending itself, not a job's act.
+            if name == "engine.rs" && line.contains("libc::kill(libc::getpid()") {
+                continue;
+            }
+            for word in forbidden {
+                assert!(!line.contains(word), "{name}:{}: a job uses {word}: {line}", number + 1);
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} files read in {}", folder.display());
+}
