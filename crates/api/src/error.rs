@@ -1,7 +1,7 @@
 //! One error body for every failed request, with a stable code.
 
 use serde::{Deserialize, Serialize};
-use standby_lifecycle::State;
+use standby_lifecycle::{Site, State};
 
 /// What went wrong, for programs: stable across versions (add, don't rename).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,11 +60,45 @@ pub struct ErrorBody {
     /// For a refused transition: the commands the state allows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed: Vec<String>,
+    /// What the caller can do about it, when there is one thing to do
+    /// (each client says it its own way: the CLI as a command line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<Hint>,
+}
+
+/// The operator's next step after an error, as an operation (not as
+/// words: the message says what is wrong, the client says how to do this).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Hint {
+    /// Stop the machine (at that site).
+    StopMachine {
+        machine: String,
+        site: Option<Site>,
+    },
+    StartMachine {
+        machine: String,
+    },
+    /// Define a machine.
+    AddMachine,
+    ListMachines,
+    /// Follow a job.
+    WatchJob {
+        job: i64,
+    },
+    ListJobs,
+    /// Look at a machine's status.
+    Status {
+        machine: String,
+    },
+    /// Make a deployment, or name the one meant.
+    MakeDeployment,
 }
 
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
-        ErrorBody { code, message: message.into(), state: None, allowed: Vec::new() }
+        ErrorBody { code, message: message.into(), state: None, allowed: Vec::new(), hint: None }
     }
 }
 

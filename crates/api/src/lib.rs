@@ -19,5 +19,5 @@ pub mod routes;
 mod types;
 
 pub use client::{Client, ClientError};
-pub use error::{ErrorBody, ErrorCode};
+pub use error::{ErrorBody, ErrorCode, Hint};
 pub use types::*;

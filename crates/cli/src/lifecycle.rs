@@ -78,6 +78,12 @@ impl Daemon {
                 self.home.display(),
                 self.home.display()
             )),
+            ClientError::Api { body, .. } if body.code.is_bad_input() => {
+                crate::bad_input(crate::hints::with_hint(&body.message, body.hint.as_ref()))
+            }
+            ClientError::Api { body, .. } => {
+                anyhow::anyhow!(crate::hints::with_hint(&body.message, body.hint.as_ref()))
+            }
             e if e.is_bad_input() => crate::bad_input(e.to_string()),
             e => anyhow::Error::new(e),
         })

@@ -9,6 +9,7 @@
 mod cli;
 mod commands;
 mod demo;
+mod hints;
 mod journey;
 mod lifecycle;
 mod output;
@@ -68,7 +69,9 @@ fn one_line(error: &anyhow::Error) -> String {
         }
         message.push_str(&text);
     }
-    message.replace('\n', " ")
+    // The next step a control error names, said as a command line.
+    let hint = error.chain().find_map(|cause| cause.downcast_ref::<standby_control::ControlError>()?.hint());
+    hints::with_hint(&message, hint.as_ref()).replace('\n', " ")
 }
 
 fn main() -> ExitCode {

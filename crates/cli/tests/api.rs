@@ -7,7 +7,7 @@
 
 mod support;
 
-use standby_api::{Client, ClientError, ErrorCode, PointRequest, Policy, ProtectRequest, StopRequest};
+use standby_api::{Client, ClientError, ErrorCode, Hint, PointRequest, Policy, ProtectRequest, StopRequest};
 use standby_lifecycle::{Command, State};
 use support::{path, run};
 
@@ -40,6 +40,9 @@ fn errors_carry_a_stable_code_with_its_status() {
     let (status, body) = refused(client.start("nobody"));
     assert_eq!((status, body.code), (404, ErrorCode::NotFound), "{body:?}");
     assert!(body.message.contains("no machine named 'nobody'"), "{body:?}");
+    // The next step comes as an operation, not as a command line.
+    assert_eq!(body.hint, Some(Hint::AddMachine), "{body:?}");
+    assert!(!body.message.contains("standby "), "{body:?}");
 
     // A command the machine's state does not accept: 409 with the state
     // and what it allows.
@@ -53,6 +56,7 @@ fn errors_carry_a_stable_code_with_its_status() {
     // Something in the way: 409 conflict.
     let (status, body) = refused(client.stop("web", &StopRequest::default()));
     assert_eq!((status, body.code), (409, ErrorCode::Conflict), "{body:?}");
+    assert_eq!(body.hint, Some(Hint::StartMachine { machine: "web".into() }), "{body:?}");
     let default = client.policies().unwrap().policies.remove(0);
     let (status, body) = refused(client.add_policy(&default));
     assert_eq!((status, body.code), (409, ErrorCode::Conflict), "{body:?}");
@@ -73,7 +77,7 @@ fn errors_carry_a_stable_code_with_its_status() {
     let (status, body) = refused(client.get::<serde_json::Value>("/v2/anything"));
     assert_eq!((status, body.code), (404, ErrorCode::NotFound), "{body:?}");
     let (_, body) = refused(client.job(999));
-    assert_eq!(body.code, ErrorCode::NotFound);
+    assert_eq!((body.code, body.hint), (ErrorCode::NotFound, Some(Hint::ListJobs)));
     let (_, body) = refused(client.get::<serde_json::Value>("/v1/jobs/seven"));
     assert_eq!(body.code, ErrorCode::NotFound);
 

@@ -46,7 +46,7 @@ fn machines_start_and_stop_through_the_daemon() {
     let second = run(&["serve", "--home", h]);
     second.bad_input("already running");
     run(&["machine", "start", "nope", "--home", h]).bad_input("no machine named 'nope'");
-    run(&["machine", "stop", "web", "--home", h]).bad_input("is not running");
+    run(&["machine", "stop", "web", "--home", h]).bad_input("is not running; `standby machine start web` starts it");
 
     let started = run(&["machine", "start", "web", "--home", h, "--json"]).ok().json();
     assert_eq!(started["accel"], "tcg");
@@ -94,7 +94,7 @@ fn machines_start_and_stop_through_the_daemon() {
     assert!(stop["steps"].as_array().unwrap().iter().all(|step| step["state"] == "done"), "{stop}");
     let one = run(&["jobs", &stop["id"].to_string(), "--home", h, "--json"]).ok().json();
     assert_eq!(one["id"], stop["id"]);
-    run(&["jobs", "999", "--home", h]).bad_input("no job 999");
+    run(&["jobs", "999", "--home", h]).bad_input("no job 999; `standby jobs` lists them");
 
     // The daemon dies in the middle of a stop: the job is marked interrupted
     // at the next start, and the machine is re-read (adopted if it still runs).

@@ -143,7 +143,11 @@ fn machine_add_refusals_change_nothing() {
     let empty = root.path().join("empty.raw");
     std::fs::write(&empty, b"").unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["machine", "add", "db", "--disk", path(&raw), "--home", h], "already exists"),
+        // (No daemon runs: the hint comes from the control crate, said by the CLI.)
+        (
+            vec!["machine", "add", "db", "--disk", path(&raw), "--home", h],
+            "already exists; `standby machine list` shows it",
+        ),
         (vec!["machine", "add", "bad name", "--disk", path(&raw), "--home", h], "is not allowed"),
         (vec!["machine", "add", "web", "--disk", path(&raw), "--disk", path(&missing), "--home", h], "does not exist"),
         (vec!["machine", "add", "web", "--disk", path(&empty), "--home", h], "is empty"),

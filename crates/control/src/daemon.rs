@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use standby_api::{AddMachine, MachineList, MachineView, Runtime, Started};
+use standby_api::{AddMachine, Hint, MachineList, MachineView, Runtime, Started};
 use standby_lifecycle::job::{JobKind, StepState};
 use standby_lifecycle::{Instance, Site, INSTANCES};
 
@@ -63,13 +63,13 @@ pub(crate) fn instance(name: &str, instance: impl Into<Instance>) -> String {
 }
 
 fn already_running(name: &str, pid: u32) -> ControlError {
-    ControlError::Conflict(format!(
-        "machine '{name}' is already running (pid {pid}); `standby machine stop {name}` stops it"
-    ))
+    ControlError::Conflict(format!("machine '{name}' is already running (pid {pid})"))
+        .with_hint(Hint::StopMachine { machine: name.to_string(), site: None })
 }
 
 fn not_running(name: &str) -> ControlError {
-    ControlError::Conflict(format!("machine '{name}' is not running; `standby machine start {name}` starts it"))
+    ControlError::Conflict(format!("machine '{name}' is not running"))
+        .with_hint(Hint::StartMachine { machine: name.to_string() })
 }
 
 struct Daemon {

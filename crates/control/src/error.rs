@@ -18,9 +18,7 @@ pub enum ControlError {
     /// The machine's lifecycle state does not accept the command.
     #[error("machine '{machine}': {refusal}")]
     Transition { machine: String, refusal: standby_lifecycle::Refusal },
-    #[error(
-        "no Standby deployment at {path} (no {file}): run `standby init DIR`, or pass --home DIR or set STANDBY_HOME"
-    )]
+    #[error("no Standby deployment at {path} (no {file})")]
     NoDeployment { path: PathBuf, file: &'static str },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -30,6 +28,9 @@ pub enum ControlError {
     Vault(#[from] standby_vault::VaultError),
     #[error("{0}")]
     Failed(String),
+    /// An error with the operator's next step (clients say it their way).
+    #[error("{error}")]
+    Hinted { error: Box<ControlError>, hint: standby_api::Hint },
 }
 
 impl ControlError {
@@ -41,6 +42,7 @@ impl ControlError {
             | ControlError::Transition { .. }
             | ControlError::NoDeployment { .. } => true,
             ControlError::Vault(e) => e.is_bad_input(),
+            ControlError::Hinted { error, .. } => error.is_bad_input(),
             ControlError::Io { .. } | ControlError::State { .. } | ControlError::Failed(_) => false,
         }
     }
@@ -49,6 +51,7 @@ impl ControlError {
     pub fn code(&self) -> standby_api::ErrorCode {
         use standby_api::ErrorCode;
         match self {
+            ControlError::Hinted { error, .. } => error.code(),
             ControlError::NotFound(_) | ControlError::NoDeployment { .. } => ErrorCode::NotFound,
             ControlError::Conflict(_) => ErrorCode::Conflict,
             ControlError::Transition { .. } => ErrorCode::TransitionRefused,
@@ -57,15 +60,33 @@ impl ControlError {
         }
     }
 
-    /// The API's error body for it: the code, the message, and for a
-    /// refused transition the state and the commands it allows.
+    /// The API's error body for it: the code, the message, for a refused
+    /// transition the state and the commands it allows, and the hint.
     pub fn body(&self) -> standby_api::ErrorBody {
-        let mut body = standby_api::ErrorBody::new(self.code(), self.to_string());
+        let mut body = match self {
+            ControlError::Hinted { error, .. } => error.body(),
+            _ => standby_api::ErrorBody::new(self.code(), self.to_string()),
+        };
         if let ControlError::Transition { refusal, .. } = self {
             body.state = Some(refusal.state);
             body.allowed = refusal.allowed.iter().map(|command| command.name().to_string()).collect();
         }
+        body.hint = self.hint();
         body
+    }
+
+    /// The error with the operator's next step.
+    pub fn with_hint(self, hint: standby_api::Hint) -> ControlError {
+        ControlError::Hinted { error: Box::new(self), hint }
+    }
+
+    /// What the operator can do about it, when there is one thing to do.
+    pub fn hint(&self) -> Option<standby_api::Hint> {
+        match self {
+            ControlError::Hinted { hint, .. } => Some(hint.clone()),
+            ControlError::NoDeployment { .. } => Some(standby_api::Hint::MakeDeployment),
+            _ => None,
+        }
     }
 
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> ControlError {

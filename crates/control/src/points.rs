@@ -61,11 +61,9 @@ pub fn resolve(vault: &Vault, disks: &[String], text: &str) -> Result<MachinePoi
             .find(|b| b.sequence == *sequence)
             .map(|b| (b.time_micros, format!("point {} ({})", b.sequence, b.time)))
             .ok_or_else(|| {
-                ControlError::Refused(format!(
-                    "disk '{}' has no point {sequence}; `standby status {}` shows the latest ones",
-                    disks[0],
-                    disks[0].split('.').next().unwrap_or("")
-                ))
+                let machine = disks[0].split('.').next().unwrap_or("").to_string();
+                ControlError::Refused(format!("disk '{}' has no point {sequence}", disks[0]))
+                    .with_hint(standby_api::Hint::Status { machine })
             })?,
         PointSelector::Time(time) => {
             let micros = time.as_microsecond();

@@ -92,7 +92,8 @@ CREATE TABLE disks (
 ";
 
 pub(crate) fn machine_exists(name: &str) -> ControlError {
-    ControlError::Conflict(format!("a machine named '{name}' already exists; `standby machine list` shows it"))
+    ControlError::Conflict(format!("a machine named '{name}' already exists"))
+        .with_hint(standby_api::Hint::ListMachines)
 }
 
 pub use standby_api::{Job, Policy, Step};
@@ -455,9 +456,10 @@ impl State {
         let known: Vec<String> = machines.iter().map(|m| m.definition.name.clone()).collect();
         machines.into_iter().find(|m| m.definition.name == name).ok_or_else(|| {
             ControlError::NotFound(format!(
-                "no machine named '{name}' (known: {}); `standby machine add` defines one",
+                "no machine named '{name}' (known: {})",
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ))
+            .with_hint(standby_api::Hint::AddMachine)
         })
     }
 }
@@ -564,7 +566,7 @@ impl State {
     pub fn job(&self, id: i64) -> Result<Job, ControlError> {
         self.jobs_where("WHERE id = ?1", params![id])?
             .pop()
-            .ok_or_else(|| ControlError::NotFound(format!("no job {id}; `standby jobs` lists them")))
+            .ok_or_else(|| ControlError::NotFound(format!("no job {id}")).with_hint(standby_api::Hint::ListJobs))
     }
 
     /// Every job, newest first.

@@ -62,9 +62,8 @@ impl Claims {
         if let Some((name, holder)) = names.iter().find_map(|name| Some((name, held.get(*name)?))) {
             let id = holder.job;
             let command = deployment.state.job(id).map(|job| job.command).unwrap_or_default();
-            return Err(ControlError::Conflict(format!(
-                "machine '{name}' is busy with job {id} ({command}); follow it with `standby jobs {id} --watch`"
-            )));
+            return Err(ControlError::Conflict(format!("machine '{name}' is busy with job {id} ({command})"))
+                .with_hint(standby_api::Hint::WatchJob { job: id }));
         }
         let stop = Arc::new(AtomicBool::new(false));
         for name in names {
@@ -229,12 +228,12 @@ pub(super) fn check(machine: &Machine, command: Command) -> Result<Transition, C
 pub(super) fn transition_of(machine: &Machine, command: Command) -> Result<Transition, ControlError> {
     transition(machine.state, command).ok().or_else(|| in_flight(machine.state, command)).ok_or_else(|| {
         ControlError::Failed(format!(
-            "machine '{}' is {}, where no {} job runs; `standby status {}` shows it",
+            "machine '{}' is {}, where no {} job runs",
             machine.name(),
             machine.state,
-            command.name(),
-            machine.name()
+            command.name()
         ))
+        .with_hint(standby_api::Hint::Status { machine: machine.name().to_string() })
     })
 }
 

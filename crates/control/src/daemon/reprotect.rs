@@ -182,9 +182,9 @@ impl Daemon {
         let old = active.other();
         if let Some(pid) = self.site(old).runtime(&instance(name, old)).pid {
             return Err(ControlError::Conflict(format!(
-                "the old source of '{name}' still runs at the {old} site (pid {pid}); reprotect keeps it off: stop \
-                 it with `standby machine stop {name} --site {old}`"
-            )));
+                "the old source of '{name}' still runs at the {old} site (pid {pid}); reprotect needs it off"
+            ))
+            .with_hint(standby_api::Hint::StopMachine { machine: name.to_string(), site: Some(old) }));
         }
         let snapshots = self.site(active).snapshots(&instance(name, active))?;
         if !snapshots.is_empty() {
