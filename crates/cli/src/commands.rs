@@ -89,8 +89,22 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             Err(why) => Err(anyhow::anyhow!("{why}")),
         },
         Command::Demo { dir, disk: true } => demo::run(dir),
-        Command::Demo { dir, disk: false } => crate::journey::run(dir),
+        Command::Demo { dir, disk: false } => guest_demo(dir),
     }
+}
+
+#[cfg(feature = "guest-demo")]
+fn guest_demo(dir: Option<std::path::PathBuf>) -> anyhow::Result<u8> {
+    crate::journey::run(dir)
+}
+
+/// The shipped binary does not carry the test guest builder.
+#[cfg(not(feature = "guest-demo"))]
+fn guest_demo(_dir: Option<std::path::PathBuf>) -> anyhow::Result<u8> {
+    Err(bad_input(
+        "this standby is built without the guest demo (the test guest builder is not shipped): scripts/demo builds \
+         and runs it; `standby demo --disk` runs the disk-level journey",
+    ))
 }
 
 pub fn backend_for(text: &str) -> anyhow::Result<Arc<dyn Backend>> {

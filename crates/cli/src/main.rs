@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod demo;
 mod hints;
+#[cfg(feature = "guest-demo")]
 mod journey;
 mod lifecycle;
 mod output;
