@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
+use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState, Subject};
 use standby_lifecycle::{Instance, Site, State};
 
 /// A job's id.
@@ -200,11 +200,15 @@ pub struct Step {
     pub detail: String,
 }
 
-/// A job: one operation on one machine, with named steps (docs/cli.md).
+/// A job: one operation on a machine (or on a group or a plan of
+/// several), with named steps (docs/cli.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
+    /// The subject's name (a machine's, for a machine's job).
     pub machine: String,
+    /// What it acts on.
+    pub subject: Subject,
     /// What it does.
     pub kind: JobKind,
     /// How it came to be: asked for, or taken up by a restarted daemon.

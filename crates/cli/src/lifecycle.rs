@@ -235,7 +235,7 @@ pub fn run_job(
     if json {
         print_json(&job);
     } else {
-        println!("job {id} {} of '{}': {}", job.command, job.machine, job.state);
+        println!("job {id} {} of {}: {}", job.command, subject(&job.subject), job.state);
     }
     match job.state {
         JobState::Succeeded => Ok(0),
@@ -386,7 +386,7 @@ pub fn policy(command: PolicyCommand) -> anyhow::Result<u8> {
 }
 
 fn print_job(job: &standby_api::Job) {
-    println!("job {} {} of '{}': {} (started {})", job.id, job.command, job.machine, job.state, job.created);
+    println!("job {} {} of {}: {} (started {})", job.id, job.command, subject(&job.subject), job.state, job.created);
     for step in &job.steps {
         let detail = if step.detail.is_empty() { String::new() } else { format!(" ({})", step.detail) };
         println!("  {:<8} {}{detail}", step.state, step.name);
@@ -443,3 +443,12 @@ pub fn jobs(id: Option<i64>, watch: bool, home: &HomeArguments, json: bool) -> a
 
 /// How often `jobs --watch` looks again.
 const JOBS_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A job's subject as its lines name it: `'web'` for a machine (the usual
+/// case), `group 'shop'`, `plan 'dr'`.
+fn subject(subject: &standby_lifecycle::job::Subject) -> String {
+    match subject {
+        standby_lifecycle::job::Subject::Machine(name) => format!("'{name}'"),
+        other => other.to_string(),
+    }
+}

@@ -11,6 +11,7 @@
 //! jobs(id INTEGER PRIMARY KEY, machine, command, state, steps (JSON), error, created, updated)   -- version 2
 //! machines.details (JSON: the running drill, the failover's point and source, …)                -- version 3
 //! jobs.kind, jobs.origin (what the job does and how it came to be: operator, resumed, rolled-back) -- version 4
+//! jobs.subject (what `jobs.machine` names: a machine, a group or a plan; NULL is a machine)         -- version 5
 //! ```
 //!
 //! `jobs.command` is the job as shown (its kind, and for a job a restarted
@@ -24,14 +25,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
+use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState, Subject};
 use standby_lifecycle::{Site, State as MachineState, UnknownName};
 
 use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 use crate::records::MachineRecords;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Migrations from each version to the next: `MIGRATIONS[v - 1]` takes a
 /// database from version v to v + 1.
@@ -54,6 +55,9 @@ ALTER TABLE machines ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
     "
 ALTER TABLE jobs ADD COLUMN kind TEXT;
 ALTER TABLE jobs ADD COLUMN origin TEXT;
+",
+    "
+ALTER TABLE jobs ADD COLUMN subject TEXT;
 ",
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
@@ -500,7 +504,7 @@ impl State {
     /// Records a new running job with its steps, all pending.
     pub fn create_job(
         &self,
-        machine: &str,
+        subject: &Subject,
         kind: JobKind,
         origin: JobOrigin,
         steps: &[&str],
@@ -513,16 +517,17 @@ impl State {
         let now = jiff::Timestamp::now().to_string();
         self.connection
             .execute(
-                "INSERT INTO jobs (machine, command, state, steps, error, created, updated, kind, origin) \
-                 VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5, ?6, ?7)",
+                "INSERT INTO jobs (machine, command, state, steps, error, created, updated, kind, origin, subject) \
+                 VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5, ?6, ?7, ?8)",
                 params![
-                    machine,
+                    subject.name(),
                     command,
                     JobState::Running.name(),
                     serde_json::to_string(&steps).expect("steps serialise"),
                     now,
                     kind.name(),
-                    origin.name()
+                    origin.name(),
+                    subject.kind()
                 ],
             )
             .map_err(|e| self.error(e))?;
@@ -588,7 +593,8 @@ impl State {
         let mut statement = self
             .connection
             .prepare(&format!(
-                "SELECT id, machine, command, state, steps, error, created, updated, kind, origin FROM jobs {clause}"
+                "SELECT id, machine, command, state, steps, error, created, updated, kind, origin, subject FROM jobs \
+                 {clause}"
             ))
             .map_err(|e| self.error(e))?;
         let rows = statement
@@ -601,9 +607,17 @@ impl State {
                         rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(unknown))
                     })?,
                 };
+                let name: String = row.get(1)?;
+                let subject = match row.get::<_, Option<String>>(10)? {
+                    None => Subject::Machine(name.clone()),
+                    Some(kind) => Subject::of(&kind, &name).map_err(|unknown| {
+                        rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, Box::new(unknown))
+                    })?,
+                };
                 Ok(Job {
                     id: row.get(0)?,
-                    machine: row.get(1)?,
+                    machine: name,
+                    subject,
                     kind,
                     origin,
                     command,
@@ -637,7 +651,8 @@ mod tests {
         version_one(&path);
         let state = State::open(&path).unwrap();
         assert!(state.jobs().unwrap().is_empty());
-        let id = state.create_job("web", JobKind::MachineStart, JobOrigin::Operator, &["one", "two"]).unwrap();
+        let web = Subject::Machine("web".into());
+        let id = state.create_job(&web, JobKind::MachineStart, JobOrigin::Operator, &["one", "two"]).unwrap();
         state.job_step(id, "one", StepState::Done, "fine").unwrap();
         let job = state.job(id).unwrap();
         assert_eq!(
@@ -681,6 +696,8 @@ mod tests {
         }
         drop(state);
         let state = State::open(&path).unwrap();
+        // (Before version 5 every job's subject was a machine.)
+        assert!(state.jobs().unwrap().iter().all(|job| job.subject == Subject::Machine("web".into())));
         let jobs: Vec<(JobKind, JobOrigin)> = state.jobs().unwrap().iter().rev().map(|j| (j.kind, j.origin)).collect();
         assert_eq!(
             jobs,

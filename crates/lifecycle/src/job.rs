@@ -216,3 +216,63 @@ mod tests {
         }
     }
 }
+
+/// What a job acts on: one machine, or a replication group or a recovery
+/// plan, whose job claims all their machines at once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "lowercase")]
+pub enum Subject {
+    Machine(String),
+    Group(String),
+    Plan(String),
+}
+
+impl Subject {
+    /// `machine`, `group` or `plan`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Subject::Machine(_) => "machine",
+            Subject::Group(_) => "group",
+            Subject::Plan(_) => "plan",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Subject::Machine(name) | Subject::Group(name) | Subject::Plan(name) => name,
+        }
+    }
+
+    /// The subject of `kind` ([`Subject::kind`]) named `name`.
+    pub fn of(kind: &str, name: &str) -> Result<Subject, UnknownName> {
+        match kind {
+            "machine" => Ok(Subject::Machine(name.to_string())),
+            "group" => Ok(Subject::Group(name.to_string())),
+            "plan" => Ok(Subject::Plan(name.to_string())),
+            other => Err(UnknownName { kind: "job subject", name: other.to_string() }),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} '{}'", self.kind(), self.name())
+    }
+}
+
+#[cfg(test)]
+mod subject_tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_reads_back_from_its_kind_and_name() {
+        for subject in [Subject::Machine("web".into()), Subject::Group("shop".into()), Subject::Plan("dr".into())] {
+            assert_eq!(Subject::of(subject.kind(), subject.name()), Ok(subject.clone()));
+            let json = serde_json::to_value(&subject).unwrap();
+            assert_eq!(json["kind"], subject.kind());
+            assert_eq!(serde_json::from_value::<Subject>(json).unwrap(), subject);
+        }
+        assert_eq!(Subject::Group("shop".into()).to_string(), "group 'shop'");
+        assert!(Subject::of("cluster", "x").is_err());
+    }
+}

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use standby_api::JobStarted;
-use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState};
+use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState, Subject};
 use standby_lifecycle::{in_flight, transition, Command, Transition};
 
 use super::{lock, Daemon};
@@ -251,7 +251,8 @@ impl Daemon {
         work: impl FnOnce(&JobSteps) -> Result<T, ControlError>,
     ) -> Result<(JobId, T), ControlError> {
         let claim = self.claims.claim(deployment, &[name])?;
-        let id = deployment.state.create_job(name, kind, JobOrigin::Operator, steps)?;
+        let subject = Subject::Machine(name.to_string());
+        let id = deployment.state.create_job(&subject, kind, JobOrigin::Operator, steps)?;
         claim.set_job(id);
         let progress = JobSteps::new(deployment, id, &self.hooks, kind.name(), steps, claim.stop.clone());
         let outcome = work(&progress);
@@ -272,9 +273,9 @@ impl Daemon {
         self.spawn_job(deployment, name, JobKind::Lifecycle(command), JobOrigin::Operator, steps, work)
     }
 
-    /// Like [`Daemon::job`] for long work: the job runs on its own thread
-    /// and the answer (its id) comes at once; `standby jobs ID --watch`
-    /// follows it.
+    /// Like [`Daemon::job`] for long work on machine `name`: the job runs
+    /// on its own thread and the answer (its id) comes at once; `standby
+    /// jobs ID --watch` follows it.
     pub(super) fn spawn_job(
         self: &Arc<Self>,
         deployment: &Deployment,
@@ -284,8 +285,25 @@ impl Daemon {
         steps: &[&str],
         work: impl FnOnce(&Daemon, &JobSteps) -> Result<(), ControlError> + Send + 'static,
     ) -> Result<JobStarted, ControlError> {
-        let claim = self.claims.claim(deployment, &[name])?;
-        let id = deployment.state.create_job(name, kind, origin, steps)?;
+        let subject = Subject::Machine(name.to_string());
+        self.spawn_job_on(deployment, &subject, &[name], kind, origin, steps, work)
+    }
+
+    /// A job on `subject` (a machine, a group, a plan) claiming `machines`,
+    /// all of them or none (see [`Daemon::spawn_job`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn spawn_job_on(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        subject: &Subject,
+        machines: &[&str],
+        kind: JobKind,
+        origin: JobOrigin,
+        steps: &[&str],
+        work: impl FnOnce(&Daemon, &JobSteps) -> Result<(), ControlError> + Send + 'static,
+    ) -> Result<JobStarted, ControlError> {
+        let claim = self.claims.claim(deployment, machines)?;
+        let id = deployment.state.create_job(subject, kind, origin, steps)?;
         claim.set_job(id);
         let daemon = self.clone();
         // As shown, and as tests' hooks name it (`COMMAND/STEP/MS`).
@@ -314,7 +332,7 @@ impl Daemon {
                 }
             })
             .map_err(|e| ControlError::Failed(format!("cannot start a thread for job {id}: {e}")))?;
-        Ok(JobStarted { job: id, machine: name.to_string(), command })
+        Ok(JobStarted { job: id, machine: subject.name().to_string(), command })
     }
 }
 

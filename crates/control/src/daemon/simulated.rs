@@ -567,3 +567,35 @@ fn jobs_reach_qemu_processes_and_files_only_through_a_site() {
     }
     assert!(checked >= 10, "only {checked} files read in {}", folder.display());
 }
+
+/// A job's subject may be a group (or a plan): it claims every machine of
+/// it at once, a job on any of them meanwhile is refused naming it, and
+/// the record says what it acted on.
+#[test]
+fn a_job_on_a_group_holds_all_its_machines() {
+    use standby_lifecycle::job::{JobKind, JobOrigin, Subject};
+    let bench = Bench::new();
+    let daemon = bench.daemon(Hooks::default());
+    let group = Subject::Group("shop".into());
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let kind = JobKind::Lifecycle(Command::Failover);
+    let started = daemon
+        .spawn_job_on(&bench.deployment, &group, &[NAME, "db"], kind, JobOrigin::Operator, &["hold"], move |_, job| {
+            job.run("hold", || {
+                wait.lock().unwrap().recv().unwrap();
+                Ok(((), "held".to_string()))
+            })
+        })
+        .unwrap();
+    assert_eq!(started.machine, "shop");
+    assert_eq!(daemon.claims.holder("db"), Some(started.job));
+    let busy = daemon.start(NAME).expect_err("web is held by the group's job");
+    assert!(busy.to_string().contains(&format!("busy with job {}", started.job)), "{busy}");
+    assert_eq!(bench.deployment.state.jobs().unwrap().len(), 1, "the refused start left a job");
+    go.send(()).unwrap();
+    wait_for_jobs(&daemon);
+    let job = bench.deployment.state.job(started.job).unwrap();
+    assert_eq!((job.subject, job.state), (group, JobState::Succeeded));
+    assert!(daemon.claims.held().is_empty());
+}
