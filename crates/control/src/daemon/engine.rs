@@ -145,7 +145,7 @@ impl<'a> JobSteps<'a> {
     pub(super) fn step(&self, name: &str, state: StepState, detail: &str) -> Result<(), ControlError> {
         self.deployment.state.job_step(self.id, name, state, detail)?;
         for hook in &self.hooks {
-            hook.reached(name);
+            hook.reached(name, &self.stop);
         }
         Ok(())
     }
@@ -209,7 +209,7 @@ impl<'a> JobSteps<'a> {
     /// daemon (`COMMAND/@NAME/MS`); nothing is recorded.
     pub(super) fn moment(&self, name: &str) {
         for hook in &self.hooks {
-            hook.reached(&format!("@{name}"));
+            hook.reached(&format!("@{name}"), &self.stop);
         }
     }
 }
@@ -355,10 +355,10 @@ fn record_outcome<T>(deployment: &Deployment, id: JobId, outcome: &Result<T, Con
 /// - `STANDBY_TEST_CRASH_AT`: the daemon dies by SIGKILL (as `kill -9`)
 ///   MS ms later;
 /// - `STANDBY_TEST_STALL_AT`: the job waits MS ms there (so a test can
-///   act, a `cancel` say, while it is at that step), or, with
-///   `STANDBY_TEST_STALL_UNTIL=FILE`, until FILE exists (MS at most): a
-///   test holds the window open until what it waits for has happened,
-///   whatever the machine's speed.
+///   act, a `cancel` say, while it is at that step), or less: until the
+///   job is asked to stop, or, with `STANDBY_TEST_STALL_UNTIL=FILE`, until
+///   FILE exists: a test holds the window open until what it waits for has
+///   happened, whatever the machine's speed.
 ///
 /// Jobs of other commands are not affected; without them nothing is
 /// checked. Tests of the job engine in this process crash a job instead
@@ -426,7 +426,7 @@ pub(super) struct TestHook {
 }
 
 impl TestHook {
-    fn reached(&self, step: &str) {
+    fn reached(&self, step: &str, stop: &AtomicBool) {
         if step != self.step || self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -435,7 +435,10 @@ impl TestHook {
             None => {
                 eprintln!("standby: STANDBY_TEST_STALL_AT: waiting {} ms at most at step '{step}'", delay.as_millis());
                 let deadline = Instant::now() + delay;
-                while Instant::now() < deadline && !self.until.as_ref().is_some_and(|file| file.exists()) {
+                while Instant::now() < deadline
+                    && !stop.load(Ordering::SeqCst)
+                    && !self.until.as_ref().is_some_and(|file| file.exists())
+                {
                     std::thread::sleep(STOP_POLL_INTERVAL);
                 }
             }

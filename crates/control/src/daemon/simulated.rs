@@ -599,3 +599,40 @@ fn a_job_on_a_group_holds_all_its_machines() {
     assert_eq!((job.subject, job.state), (group, JobState::Succeeded));
     assert!(daemon.claims.held().is_empty());
 }
+
+/// `cancel` while a failover runs, at each of its steps (held there until
+/// the cancel arrives): the failover stops before its next act and rolls
+/// back, the cancel job says where, and the machine is protected at its
+/// source, running (started again when the failover had shut it down),
+/// with no recovery VM and no export left.
+#[test]
+fn a_failover_cancelled_at_any_step_is_rolled_back() {
+    for step in 1..6 {
+        let context = format!("cancelled at step {step}");
+        let bench = Bench::new();
+        journey_to(&bench, &bench.daemon(Hooks::default()), "test-failover");
+        let hooks = Hooks { stall_at: Some(format!("failover/{step}/60000")), ..Hooks::default() };
+        let daemon = bench.daemon(hooks);
+        let failover = daemon.failover(NAME, None, true).unwrap();
+        let running = |job: &crate::Job| job.steps[step].state != StepState::Pending;
+        let deadline = Instant::now() + JOB_DEADLINE;
+        while !running(&bench.deployment.state.job(failover.job).unwrap()) {
+            assert!(Instant::now() < deadline, "{context}: the failover never reached it");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let cancel = daemon.cancel(NAME).unwrap();
+        wait_for_jobs(&daemon);
+        let failed = bench.deployment.state.job(failover.job).unwrap();
+        assert_eq!(failed.state, JobState::Failed, "{context}");
+        let cancelled = bench.deployment.state.job(cancel.job).unwrap();
+        assert_eq!(cancelled.state, JobState::Succeeded, "{context}: {:?}", cancelled.error);
+        let at = format!("cancelled by `standby cancel` at '{}'", failed.steps[step].name);
+        assert!(cancelled.steps[0].detail.contains(&at), "{context}: {}", cancelled.steps[0].detail);
+        let machine = bench.machine();
+        assert_eq!((machine.state, machine.active_site), (State::Protected, standby_lifecycle::Site::Primary));
+        assert_eq!(bench.running(), vec![Instance::Primary], "{context}");
+        check_what_runs(&bench, &context);
+        let booted = bench.host.journal.lock().unwrap().iter().any(|act| act == "Launch web@recovery");
+        assert!(!booted, "{context}: the recovery VM was booted");
+    }
+}
