@@ -19,6 +19,12 @@ use serde_json::{json, Value};
 use crate::error::ControlError;
 use crate::process::{last_line, Process};
 
+/// How long a starting agent has to answer (a splitter opens its journal
+/// in the vault first, which may be slow to answer).
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a starting agent is asked whether it answers.
+const AGENT_START_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// How long a stopping splitter may take to ship what it has queued.
 pub const SPLITTER_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -121,7 +127,7 @@ impl Agent {
             let _ = std::fs::remove_file(&pid_file);
         })?;
         std::fs::write(&pid_file, format!("{}\n", process.pid())).map_err(|e| ControlError::io(&pid_file, e))?;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + AGENT_START_TIMEOUT;
         loop {
             if ready(&socket) {
                 break;
@@ -134,11 +140,12 @@ impl Agent {
                 process.kill();
                 let _ = std::fs::remove_file(&pid_file);
                 return Err(ControlError::Failed(format!(
-                    "{what} of '{name}' did not answer within 60 s (its log: {})",
+                    "{what} of '{name}' did not answer within {} s (its log: {})",
+                    AGENT_START_TIMEOUT.as_secs(),
                     log.display()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(AGENT_START_POLL_INTERVAL);
         }
         Ok(Agent { process, disk: name.to_string(), socket, pid_file, log })
     }

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::ControlError;
 
+/// How long a process killed with SIGKILL is waited for.
+const KILLED_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A process as this daemon knows it: its own child, or one a previous
 /// daemon started.
 pub(crate) enum Process {
@@ -121,10 +124,11 @@ impl Process {
         unsafe { libc::kill(self.pid() as i32, signal) };
     }
 
-    /// Ends the process at once and waits for it.
+    /// Ends the process at once and waits for it ([`KILLED_EXIT_TIMEOUT`]
+    /// at most: a process in uninterruptible sleep ends when it wakes).
     pub(crate) fn kill(&mut self) {
         self.signal(libc::SIGKILL);
-        self.wait_exit(Duration::from_secs(10));
+        self.wait_exit(KILLED_EXIT_TIMEOUT);
     }
 }
 

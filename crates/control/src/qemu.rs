@@ -140,6 +140,18 @@ impl Stopped {
     }
 }
 
+/// How long a starting QEMU has to open its QMP socket.
+const QMP_AT_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a QEMU that failed at start has to write why to its log.
+const FAILED_START_GRACE: Duration = Duration::from_millis(200);
+/// How long an earlier daemon's QEMU has to answer on QMP when adopted.
+const QMP_AT_ADOPTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a QEMU that closed QMP under us has to exit (one on its way
+/// out after its guest powered off).
+const EXIT_AFTER_QMP_CLOSED: Duration = Duration::from_secs(5);
+/// How long QEMU has to exit after `quit`, before it is killed.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long QEMU has to answer a power-down request before it is taken
 /// for hung.
 const HUNG_AFTER: Duration = Duration::from_secs(5);
@@ -198,12 +210,12 @@ impl Qemu {
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&pid_file);
         })?;
-        let qmp = match Qmp::connect(&qmp_socket, Some((&mut process, &log)), Duration::from_secs(30)) {
+        let qmp = match Qmp::connect(&qmp_socket, Some((&mut process, &log)), QMP_AT_START_TIMEOUT) {
             Ok(qmp) => qmp,
             Err(e) => {
                 // QEMU may open QMP and then fail (a kernel it cannot load):
                 // its own message says why.
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(FAILED_START_GRACE);
                 let error = if process.exited() { exited_at_start(&log) } else { e };
                 process.kill();
                 let _ = std::fs::remove_file(&qmp_socket);
@@ -233,9 +245,9 @@ impl Qemu {
         // A QEMU on its way out (its guest just powered off) closes QMP
         // under us: that one is not running any more.
         let mut process = process;
-        let qmp = match Qmp::connect(&qmp_socket, None, Duration::from_secs(10)) {
+        let qmp = match Qmp::connect(&qmp_socket, None, QMP_AT_ADOPTION_TIMEOUT) {
             Ok(qmp) => qmp,
-            Err(_) if process.wait_exit(Duration::from_secs(5)) => return Ok(None),
+            Err(_) if process.wait_exit(EXIT_AFTER_QMP_CLOSED) => return Ok(None),
             Err(e) => return Err(e),
         };
         let mut qemu = Qemu {
@@ -258,7 +270,7 @@ impl Qemu {
                 qemu.remove_half_done_switches()?;
                 Ok(Some(qemu))
             }
-            Err(_) if qemu.process.wait_exit(Duration::from_secs(5)) => {
+            Err(_) if qemu.process.wait_exit(EXIT_AFTER_QMP_CLOSED) => {
                 qemu.forget();
                 Ok(None)
             }
@@ -452,7 +464,7 @@ impl Qemu {
             return Ok(Stopped::Clean);
         }
         let _ = self.qmp.execute("quit", json!({}));
-        if !self.wait_exit(Duration::from_secs(10)) {
+        if !self.wait_exit(QUIT_TIMEOUT) {
             self.kill();
         }
         Ok(Stopped::Forced)

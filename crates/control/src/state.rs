@@ -34,6 +34,10 @@ use crate::records::MachineRecords;
 
 const SCHEMA_VERSION: i64 = 5;
 
+/// How long a statement waits for another connection's write to end
+/// (the daemon and a command line share the database).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Migrations from each version to the next: `MIGRATIONS[v - 1]` takes a
 /// database from version v to v + 1.
 const MIGRATIONS: &[&str] = &[
@@ -222,7 +226,7 @@ impl State {
     fn connect(path: &Path) -> Result<State, ControlError> {
         let error = |source| ControlError::State { path: path.to_path_buf(), source };
         let connection = Connection::open(path).map_err(error)?;
-        connection.busy_timeout(Duration::from_secs(10)).map_err(error)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(error)?;
         connection.pragma_update(None, "journal_mode", "WAL").map_err(error)?;
         connection.pragma_update(None, "synchronous", "FULL").map_err(error)?;
         connection.pragma_update(None, "foreign_keys", "ON").map_err(error)?;

@@ -64,6 +64,10 @@ const FAILOVER_STOP_TIMEOUT: Duration = Duration::from_secs(POWER_DOWN_TIMEOUT.a
 
 /// How long a failover waits for the source's last writes to reach the vault.
 const LAST_WRITES_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a failover asks the splitters whether the last writes are in.
+const LAST_WRITES_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How often a roll-back looks whether a source on its way down stopped.
+const SOURCE_DOWN_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 impl Daemon {
     /// Starts (or adopts) an export of `point` for every disk of `machine`
@@ -508,7 +512,7 @@ impl Daemon {
                 Err(e) => {
                     return (false, format!("the splitters cannot tell ({e}); failing over with what the vault has"));
                 }
-                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                Ok(_) => std::thread::sleep(LAST_WRITES_POLL_INTERVAL),
             }
         }
     }
@@ -558,7 +562,7 @@ impl Daemon {
             // button) before deciding whether to start it again.
             let deadline = Instant::now() + POWER_DOWN_TIMEOUT;
             while source_host.runtime(&source).running && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(SOURCE_DOWN_POLL_INTERVAL);
             }
         }
         details.failover = None;

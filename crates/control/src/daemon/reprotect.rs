@@ -542,6 +542,8 @@ fn add_to_intent_log(host: &dyn SiteHost, image: &Path, written: &[(u64, u64)]) 
 /// How long hydration may make no progress before reprotect restores the
 /// disk from the vault instead of waiting for it.
 const HYDRATION_STALL: Duration = Duration::from_secs(30);
+/// How often reprotect looks how far hydration is.
+const HYDRATION_POLL_INTERVAL: Duration = Duration::from_millis(300);
 
 /// Waits until the overlay at `overlay` holds the whole disk (its export
 /// hydrates it in the background), reporting progress; false when it has
@@ -569,7 +571,7 @@ fn wait_for_hydration(
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(HYDRATION_POLL_INTERVAL);
     }
 }
 

@@ -18,13 +18,16 @@ use super::Daemon;
 /// How long unreferenced data waits before it is deleted (as `standby prune`'s default).
 const GRACE: Duration = Duration::from_secs(3600);
 
+/// How often retention runs, unless `STANDBY_RETENTION_INTERVAL` says.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
+
 /// How often retention runs (`STANDBY_RETENTION_INTERVAL` overrides it,
 /// for tests).
 fn interval() -> Duration {
     std::env::var("STANDBY_RETENTION_INTERVAL")
         .ok()
         .and_then(|text| humantime::parse_duration(&text).ok())
-        .unwrap_or(Duration::from_secs(600))
+        .unwrap_or(RETENTION_INTERVAL)
 }
 
 impl Daemon {
