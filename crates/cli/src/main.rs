@@ -6,6 +6,7 @@
 //! `verify`); 2 bad input or a refused operation. Errors are one line on
 //! stderr naming what was wrong and what to do.
 
+mod agent_commands;
 mod cli;
 mod commands;
 mod demo;
@@ -14,6 +15,7 @@ mod hints;
 mod journey;
 mod lifecycle;
 mod output;
+mod vault_commands;
 
 use std::process::ExitCode;
 
