@@ -639,3 +639,94 @@ fn sha256(file: &Path) -> String {
     let output = Command::new("sha256sum").arg(file).output().expect("sha256sum runs");
     String::from_utf8(output.stdout).unwrap().split_whitespace().next().expect("a digest").to_string()
 }
+
+/// A mount that a test makes and always undoes.
+struct Mount {
+    target: PathBuf,
+}
+
+impl Mount {
+    fn new(arguments: &[&str], target: &Path) -> Mount {
+        let status = Command::new("mount").args(arguments).arg(target).status().expect("mount runs");
+        assert!(status.success(), "mount {arguments:?} {} failed (the tests run as root)", target.display());
+        Mount { target: target.to_path_buf() }
+    }
+
+    fn unmount(self) {}
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let status = Command::new("umount").arg(&self.target).status().expect("umount runs");
+        assert!(status.success() || std::thread::panicking(), "umount {} failed", self.target.display());
+    }
+}
+
+/// A local vault whose filesystem is unmounted under a running splitter
+/// (a tmpfs, bind-mounted at the vault's folder): the folder left behind is
+/// an empty mount point, and the splitter writes nothing into it (which
+/// would land on the host's own filesystem, where the vault never sees
+/// it); it reports the outage while the guest writes on; once the vault is
+/// mounted again it catches up, and every point restores.
+#[test]
+fn a_vault_whose_filesystem_is_unmounted_takes_no_writes_and_catches_up_when_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let vault = dir.path().join("vault");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::create_dir_all(&vault).unwrap();
+    let _tmpfs = Mount::new(&["-t", "tmpfs", "-o", "size=64m", "tmpfs"], &store);
+    let mounted = Mount::new(&["--bind", path(&store)], &vault);
+    run(&["vault", "init", path(&vault)]).ok();
+    let image = dir.path().join("disk.img");
+    let mut model = standby_testkit::Random::new(65).disk_data(8 << 20);
+    std::fs::write(&image, &model).unwrap();
+    let socket = dir.path().join("d.sock");
+    let mut splitter = Splitter::start_with(&image, path(&vault), &socket, &["--queue-mib", "1"], &[]);
+    qemu_io(&socket, &["write -P 0x21 0 65536", "flush"]);
+    fill(&mut model, 0, 65536, 0x21);
+    let before = mark(&socket, "before the unmount");
+    let at_before = model.clone();
+
+    mounted.unmount();
+    assert_eq!(std::fs::read_dir(&vault).unwrap().count(), 0, "the mount point is empty");
+    let started = Instant::now();
+    qemu_io(&socket, &["write -P 0x43 1048576 2097152", "write -P 0x65 6291456 65536", "flush"]);
+    fill(&mut model, 1048576, 2097152, 0x43);
+    fill(&mut model, 6291456, 65536, 0x65);
+    assert!(started.elapsed() < Duration::from_secs(20), "guest writes waited for the vault");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reported = loop {
+        let state = status(&socket);
+        if let Some(error) = state["error"].as_str() {
+            break error.to_string();
+        }
+        assert!(Instant::now() < deadline, "the outage was never reported: {state}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(reported.contains("has no vault.config"), "{reported}");
+    assert_eq!(std::fs::read_dir(&vault).unwrap().count(), 0, "the splitter wrote into the empty mount point");
+
+    let _mounted = Mount::new(&["--bind", path(&store)], &vault);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = status(&socket);
+        if state["refreshed"] == true && state["lag_bytes"] == 0 && state["catch_up_bytes"] == 0 {
+            assert!(state["error"].is_null(), "{state}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the splitter did not catch up: {state}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = mark(&socket, "after the remount");
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    let restore = |point: u64| {
+        let out = dir.path().join(format!("restored-{point}"));
+        run(&["restore", "--vault", path(&vault), "--disk", "d", "--point", &point.to_string(), path(&out), "--force"])
+            .ok();
+        std::fs::read(&out).unwrap()
+    };
+    assert!(restore(before) == at_before, "the point before the unmount changed");
+    assert!(restore(after) == model, "the point after the remount differs from the disk");
+    run(&["verify", "--vault", path(&vault)]).ok();
+}

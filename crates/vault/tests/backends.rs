@@ -36,7 +36,9 @@ fn suite(backend: &dyn Backend) {
     let listed: Vec<(String, u64)> = backend.list("b/").unwrap().into_iter().map(|o| (o.path, o.bytes)).collect();
     assert_eq!(listed, vec![("b/x/deep".to_string(), 5), ("b/y".to_string(), 1)]);
     assert_eq!(backend.list("nothing/").unwrap(), vec![]);
-    assert_eq!(backend.list("").unwrap().len(), 6);
+    // (A local vault folder holds its config besides.)
+    let everything = backend.list("").unwrap();
+    assert_eq!(everything.iter().filter(|object| object.path != "vault.config").count(), 6);
 
     // Delete removes.
     backend.delete("b/y").unwrap();
@@ -52,40 +54,58 @@ fn suite(backend: &dyn Backend) {
     assert_eq!(&backend.get("big").unwrap()[..], &big[..]);
 }
 
+/// A local vault folder: a folder holding the vault's config.
+fn local_vault(root: &std::path::Path) -> LocalBackend {
+    let backend = LocalBackend::new(root.to_path_buf());
+    backend.put_new("vault.config", Bytes::from_static(b"config")).unwrap();
+    backend
+}
+
 #[test]
 fn local_directory_backend() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("vault")).unwrap();
-    suite(&LocalBackend::new(dir.path().join("vault")));
+    suite(&local_vault(&dir.path().join("vault")));
 }
 
-/// A local vault's folder that is gone (moved away, its filesystem
-/// unmounted) is an outage that names it: writes fail and create nothing,
-/// until it is back; only the vault's config (`vault init`) creates it.
+/// A local vault's folder that is gone (moved away), emptied, or an empty
+/// mount point (its filesystem unmounted) is an outage that names it:
+/// writes fail and create nothing, until it is back; only the vault's
+/// config (`vault init`) makes a folder a vault.
 #[test]
-fn a_local_vault_folder_that_is_gone_takes_no_writes() {
+fn a_local_vault_folder_that_is_gone_or_empty_takes_no_writes() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("vault");
-    let backend = LocalBackend::new(root.clone());
-    backend.put_new("vault.config", Bytes::from_static(b"config")).unwrap();
+    let backend = local_vault(&root);
     backend.put("journal/one", Bytes::from_static(b"1")).unwrap();
-    std::fs::rename(&root, dir.path().join("vault.gone")).unwrap();
-    for result in
-        [backend.put("journal/two", Bytes::from_static(b"2")), backend.put_new("packs/three", Bytes::from_static(b"3"))]
-    {
-        let error = result.unwrap_err().to_string();
-        assert!(error.contains(&format!("the vault folder {} is gone", root.display())), "{error}");
-    }
+    let away = dir.path().join("vault.away");
+    std::fs::rename(&root, &away).unwrap();
+    let refused = |backend: &LocalBackend| {
+        for result in [
+            backend.put("journal/two", Bytes::from_static(b"2")),
+            backend.put_new("packs/three", Bytes::from_static(b"3")),
+        ] {
+            let error = result.unwrap_err().to_string();
+            let named = format!("the vault folder {} has no vault.config", root.display());
+            assert!(error.contains(&named), "{error}");
+        }
+    };
+    refused(&backend);
     assert!(!root.exists(), "a write recreated the vault's folder");
-    std::fs::rename(dir.path().join("vault.gone"), &root).unwrap();
+    // An empty mount point: the folder is there, without the vault's files.
+    std::fs::create_dir(&root).unwrap();
+    refused(&backend);
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0, "a write went into the empty mount point");
+    std::fs::remove_dir(&root).unwrap();
+    std::fs::rename(&away, &root).unwrap();
     backend.put("journal/two", Bytes::from_static(b"2")).unwrap();
+    backend.put_new("packs/three", Bytes::from_static(b"3")).unwrap();
     assert_eq!(&backend.get("journal/two").unwrap()[..], b"2");
 }
 
 #[test]
 fn local_backend_leaves_no_temporary_files() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = LocalBackend::new(dir.path().to_path_buf());
+    let backend = local_vault(dir.path());
     backend.put("x/y", Bytes::from_static(b"data")).unwrap();
     let _ = backend.put_new("x/y", Bytes::from_static(b"again"));
     let names: Vec<_> = std::fs::read_dir(dir.path().join("x")).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -35,17 +35,24 @@ impl LocalBackend {
     }
 
     /// Writes a fsynced temporary file beside `target` and returns its path.
-    /// Folders below the root are created as needed; the root itself only
-    /// for the vault's config (`vault init`): a vault folder that is gone
-    /// (moved away, its filesystem unmounted) is an outage, never a new
-    /// empty folder that takes writes the vault will not have.
+    /// Folders below the root are created as needed, and only in a vault:
+    /// where the root holds the vault's config (the config itself, by
+    /// `vault init`, aside). A vault folder that is gone, emptied, or an
+    /// empty mount point whose filesystem is not mounted is an outage (every
+    /// object lives in a subfolder, so every write there needs one), never
+    /// a new folder on the host's filesystem that takes writes the vault
+    /// will not have once it is back.
     fn write_temporary(&self, target: &Path, bytes: &[u8], path: &str) -> Result<PathBuf, StorageError> {
         let parent = target.parent().expect("object paths have a parent: the vault root");
         // Checked only when a folder is missing: no cost on the usual path.
         if !parent.is_dir() {
-            if path != crate::vault::CONFIG_PATH && !self.root.is_dir() {
-                let detail =
-                    format!("the vault folder {} is gone (moved, or its filesystem not mounted)", self.root.display());
+            if path != crate::vault::CONFIG_PATH && !self.root.join(crate::vault::CONFIG_PATH).is_file() {
+                let detail = format!(
+                    "the vault folder {} has no {} (moved, emptied, or its filesystem not mounted); nothing is \
+                     written there until the vault is back",
+                    self.root.display(),
+                    crate::vault::CONFIG_PATH
+                );
                 return Err(failed_text("write", path, &detail));
             }
             ensure_directory(parent).map_err(|e| failed("create folder for", path, e))?;
