@@ -28,34 +28,37 @@ const AGENT_START_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long a stopping splitter may take to ship what it has queued.
 pub const SPLITTER_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// What a splitter is started with.
-pub struct SplitterSpec<'a> {
+/// What a splitter is started with (and started again with, should it die).
+#[derive(Debug, Clone)]
+pub struct SplitterSpec {
     /// The disk's name in the vault.
-    pub disk: &'a str,
-    pub image: &'a Path,
-    pub vault: &'a str,
+    pub disk: String,
+    pub image: PathBuf,
+    pub vault: String,
     pub bookmark_interval: Duration,
     /// `run/disks`.
-    pub run_dir: &'a Path,
+    pub run_dir: PathBuf,
     /// The site's network namespace, if it has one.
-    pub netns: Option<&'a Path>,
+    pub netns: Option<PathBuf>,
 }
 
-/// What an export of a recovery point is started with.
-pub struct ExportSpec<'a> {
+/// What an export of a recovery point is started with (and started again
+/// with, should it die: it resumes its overlay).
+#[derive(Debug, Clone)]
+pub struct ExportSpec {
     /// The agent's name in `run_dir` (one per export).
-    pub name: &'a str,
+    pub name: String,
     /// The disk's name in the vault (and the NBD export name).
-    pub disk: &'a str,
-    pub vault: &'a str,
+    pub disk: String,
+    pub vault: String,
     /// The point, as `standby export --point` takes it.
-    pub point: &'a str,
+    pub point: String,
     /// Where the writes go (resumed when it exists with its map).
-    pub overlay: &'a Path,
+    pub overlay: PathBuf,
     /// `run/exports`.
-    pub run_dir: &'a Path,
+    pub run_dir: PathBuf,
     /// The site's network namespace, if it has one.
-    pub netns: Option<&'a Path>,
+    pub netns: Option<PathBuf>,
     /// Copy the point into the overlay in the background (`--hydrate`).
     pub hydrate: bool,
 }
@@ -78,16 +81,16 @@ impl Agent {
     /// Starts a splitter (`exe serve-disk`) and waits until it answers on
     /// its control socket.
     pub fn splitter(exe: &Path, spec: &SplitterSpec) -> Result<Agent, ControlError> {
-        let socket = files(spec.run_dir, spec.disk).0;
+        let socket = files(&spec.run_dir, &spec.disk).0;
         let mut command = Command::new(exe);
         command
             .arg("serve-disk")
-            .arg(spec.image)
+            .arg(&spec.image)
             .arg("--socket")
             .arg(&socket)
-            .args(["--vault", spec.vault, "--disk", spec.disk])
+            .args(["--vault", &spec.vault, "--disk", &spec.disk])
             .args(["--bookmark-interval", &format!("{}s", spec.bookmark_interval.as_secs().max(1))]);
-        Agent::spawn(command, spec.run_dir, spec.netns, spec.disk, "the splitter", |socket| {
+        Agent::spawn(command, &spec.run_dir, spec.netns.as_deref(), &spec.disk, "the splitter", |socket| {
             standby_splitter::control_request(socket, &json!({"op": "status"})).is_ok()
         })
     }
@@ -95,19 +98,19 @@ impl Agent {
     /// Starts an export of a recovery point (`exe export`) and waits
     /// until it serves.
     pub fn export(exe: &Path, spec: &ExportSpec) -> Result<Agent, ControlError> {
-        let socket = files(spec.run_dir, spec.name).0;
+        let socket = files(&spec.run_dir, &spec.name).0;
         let mut command = Command::new(exe);
         command
             .arg("export")
-            .args(["--vault", spec.vault, "--disk", spec.disk, "--point", spec.point])
+            .args(["--vault", &spec.vault, "--disk", &spec.disk, "--point", &spec.point])
             .arg("--socket")
             .arg(&socket)
             .arg("--overlay")
-            .arg(spec.overlay);
+            .arg(&spec.overlay);
         if spec.hydrate {
             command.arg("--hydrate");
         }
-        Agent::spawn(command, spec.run_dir, spec.netns, spec.name, "the export", |socket| {
+        Agent::spawn(command, &spec.run_dir, spec.netns.as_deref(), &spec.name, "the export", |socket| {
             std::os::unix::net::UnixStream::connect(socket).is_ok()
         })
     }

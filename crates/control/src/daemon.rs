@@ -83,7 +83,13 @@ struct Daemon {
     consistency: Mutex<HashMap<String, consistency::Consistency>>,
     /// Tests' moments to crash or hold a job at.
     hooks: engine::Hooks,
+    /// The last time each helper was found dead, and what happened
+    /// (`status` says it for [`RESTART_SHOWN_FOR`]).
+    restarts: Mutex<HashMap<crate::site::HelperName, (std::time::Instant, String)>>,
 }
+
+/// How long `status` mentions a helper that died and was started again.
+const RESTART_SHOWN_FOR: Duration = Duration::from_secs(3600);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -329,6 +335,7 @@ impl Daemon {
             claims: Arc::default(),
             consistency: Mutex::default(),
             hooks,
+            restarts: Mutex::default(),
         })
     }
 
@@ -358,7 +365,8 @@ impl Daemon {
     }
 
     /// Starts the background loops: app-consistent points (after thawing
-    /// what a dead daemon left frozen) and retention.
+    /// what a dead daemon left frozen), retention, and the supervision of
+    /// the sites' helpers.
     fn start_loops(self: &Arc<Self>) -> Result<(), ControlError> {
         let daemon = self.clone();
         spawn_loop("app-consistency", move || {
@@ -366,7 +374,30 @@ impl Daemon {
             daemon.consistency_loop();
         })?;
         let daemon = self.clone();
-        spawn_loop("retention", move || daemon.retention_loop())
+        spawn_loop("retention", move || daemon.retention_loop())?;
+        let daemon = self.clone();
+        spawn_loop("supervision", move || loop {
+            daemon.supervise();
+            std::thread::sleep(crate::site::SUPERVISION_INTERVAL);
+        })
+    }
+
+    /// Starts again the helpers that died, on every host; says so.
+    fn supervise(&self) {
+        for host in self.sites.hosts() {
+            for restart in host.supervise() {
+                eprintln!("standby: {restart}");
+                let said = format!("{restart} at {}", jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"));
+                lock(&self.restarts).insert(restart.helper, (std::time::Instant::now(), said));
+            }
+        }
+    }
+
+    /// What `status` says about `helper` dying lately, if it did.
+    fn lately_restarted(&self, helper: &crate::site::HelperName) -> Option<String> {
+        let restarts = lock(&self.restarts);
+        let (when, said) = restarts.get(helper)?;
+        (when.elapsed() < RESTART_SHOWN_FOR).then(|| said.clone())
     }
 
     /// Once the API is closed no new job starts; running ones get

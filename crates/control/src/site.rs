@@ -54,6 +54,54 @@ pub(crate) struct Opened {
     pub filename: String,
 }
 
+/// How often the daemon looks for helpers that died.
+pub(crate) const SUPERVISION_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A helper process of a site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum HelperName {
+    /// The splitter of a vault disk.
+    Splitter(String),
+    /// An export, by `DISK@INSTANCE`.
+    Export(String),
+}
+
+impl std::fmt::Display for HelperName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HelperName::Splitter(disk) => write!(f, "the splitter of disk '{disk}'"),
+            HelperName::Export(name) => write!(f, "the export {name}"),
+        }
+    }
+}
+
+/// A helper (splitter, export) found dead and started again, or not.
+#[derive(Debug)]
+pub(crate) struct Restart {
+    pub helper: HelperName,
+    /// The last line it logged.
+    pub died: String,
+    /// The new process, or why it could not start.
+    pub outcome: Result<u32, ControlError>,
+    /// How long the start took.
+    pub took: Duration,
+}
+
+impl std::fmt::Display for Restart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let died = if self.died.is_empty() { String::new() } else { format!(" ({})", self.died) };
+        match &self.outcome {
+            Ok(pid) => write!(
+                f,
+                "{} died{died} and was started again in {} ms (pid {pid})",
+                self.helper,
+                self.took.as_millis()
+            ),
+            Err(e) => write!(f, "{} died{died} and could not be started again: {e}", self.helper),
+        }
+    }
+}
+
 /// How a machine is stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shutdown {
@@ -134,6 +182,13 @@ pub(crate) trait SiteHost: Send + Sync {
     fn serve_export(&self, spec: &ExportSpec) -> Result<PathBuf, ControlError>;
     /// Stops export `name`; returns the files it left that were removed.
     fn stop_export(&self, name: &str, run_dir: &Path) -> Result<Vec<PathBuf>, ControlError>;
+    /// Starts again every splitter and export whose process died (with
+    /// what it was started with: a splitter re-reads what its intent log
+    /// names, an export resumes its overlay); says what it found. The
+    /// daemon calls it every [`SUPERVISION_INTERVAL`]; a guest's requests
+    /// to a helper wait meanwhile (QEMU reconnects), never QEMU's whole
+    /// reconnect delay.
+    fn supervise(&self) -> Vec<Restart>;
     /// How much of the disk behind `overlay` is local: (local, total)
     /// bytes, `None` before the overlay exists.
     fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError>;

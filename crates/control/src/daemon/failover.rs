@@ -93,13 +93,13 @@ impl Daemon {
                 host.create_dir(parent)?;
             }
             let socket = host.serve_export(&ExportSpec {
-                name: &name,
-                disk: &disk.vault_disk,
-                vault: &vault,
-                point: &point.time,
-                overlay: &overlay,
-                run_dir: &run_dir,
-                netns: deployment.netns(site).as_deref(),
+                name,
+                disk: disk.vault_disk.clone(),
+                vault: vault.clone(),
+                point: point.time.clone(),
+                overlay,
+                run_dir: run_dir.clone(),
+                netns: deployment.netns(site),
                 // A failed-over machine's disk becomes local in the
                 // background; a drill's is short-lived.
                 hydrate: role != Instance::Drill,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use standby_api::{BookmarkView, DiskStatus, HealthLevel, Hydration, JobStarted, MachineStatus, StatusList};
 use standby_lifecycle::job::StepState;
-use standby_lifecycle::{Command, State, Transition};
+use standby_lifecycle::{Command, Instance, State, Transition};
 
 use super::engine::{check, transition_of};
 use super::{instance, lock, Daemon, JobSteps};
@@ -25,7 +25,7 @@ use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::machine::Machine;
 use crate::qemu::Drive;
-use crate::site::{MarkWait, SiteHost};
+use crate::site::{HelperName, MarkWait, SiteHost};
 use crate::state::Policy;
 
 /// Deletes the intent logs of `machine`'s disks at its active site: the
@@ -102,12 +102,12 @@ impl Daemon {
         let mut pids = Vec::new();
         for (disk, image) in machine.disks.iter().zip(machine.images()) {
             pids.push(host.ensure_splitter(&SplitterSpec {
-                disk: &disk.vault_disk,
-                image: &image,
-                vault: &vault,
+                disk: disk.vault_disk.clone(),
+                image,
+                vault: vault.clone(),
                 bookmark_interval: Duration::from_secs(policy.bookmark_seconds),
-                run_dir: &run_dir,
-                netns: deployment.netns(machine.active_site).as_deref(),
+                run_dir: run_dir.clone(),
+                netns: deployment.netns(machine.active_site),
             })?);
         }
         Ok(pids)
@@ -415,6 +415,12 @@ impl Daemon {
         Ok(StatusList { machines: items })
     }
 
+    /// What `status` says of the exports of `machine` for `role` that died lately.
+    fn exports_restarted(&self, machine: &Machine, role: Instance) -> Vec<String> {
+        let name = |disk: &crate::DiskDefinition| HelperName::Export(instance(&disk.vault_disk, role));
+        machine.disks.iter().filter_map(|disk| self.lately_restarted(&name(disk))).collect()
+    }
+
     fn machine_status(&self, deployment: &Deployment, machine: &Machine) -> Result<MachineStatus, ControlError> {
         let name = machine.name();
         let running = self.runtime(machine, machine.active_site.into()).running;
@@ -436,6 +442,8 @@ impl Daemon {
         if !machine.state.replicating() {
             if machine.state.on_exports() {
                 status.hydration = Some(self.hydration(deployment, machine)?);
+                let restarted = self.exports_restarted(machine, machine.active_site.into());
+                status.problems = (!restarted.is_empty()).then_some(restarted);
             }
             return Ok(status);
         }
@@ -452,6 +460,14 @@ impl Daemon {
         }
         if machine.state == State::Enabling {
             problems.warnings.push("initial replication is running".to_string());
+        }
+        for disk in &machine.disks {
+            if let Some(restart) = self.lately_restarted(&HelperName::Splitter(disk.vault_disk.clone())) {
+                problems.warnings.push(restart);
+            }
+        }
+        if machine.state == State::TestFailover {
+            problems.warnings.extend(self.exports_restarted(machine, Instance::Drill));
         }
         let threshold = policy.rpo_threshold_seconds as f64;
         if rpo > threshold {

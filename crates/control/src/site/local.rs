@@ -11,7 +11,7 @@ use serde_json::json;
 use standby_api::{Runtime, SplitterStatus};
 
 use super::disk_files::{self, Ranges};
-use super::{Booted, MarkWait, Opened, Shutdown, SiteHost};
+use super::{Booted, HelperName, MarkWait, Opened, Restart, Shutdown, SiteHost};
 use crate::agent::{Agent, ExportSpec, SplitterSpec};
 use crate::deployment::{Accel, Deployment};
 use crate::error::ControlError;
@@ -36,10 +36,24 @@ pub(crate) struct LocalHost {
     /// Running QEMU instances, by `NAME@INSTANCE`.
     machines: Mutex<HashMap<String, Qemu>>,
     /// The splitters of protected machines, by vault disk name.
-    splitters: Mutex<HashMap<String, Agent>>,
+    splitters: Mutex<HashMap<String, Helper<SplitterSpec>>>,
     /// Exports of recovery points (failover, drill), by `DISK@INSTANCE`.
-    exports: Mutex<HashMap<String, Agent>>,
+    exports: Mutex<HashMap<String, Helper<ExportSpec>>>,
 }
+
+/// A helper process (splitter, export) with what it was started with, to
+/// start it again when it dies ([`SiteHost::supervise`]).
+struct Helper<S> {
+    agent: Agent,
+    spec: S,
+    /// After a start that failed: when to try again, and the wait after that.
+    retry: Option<(std::time::Instant, Duration)>,
+}
+
+/// The wait before a helper that could not be started again is tried
+/// again, doubled after each failure up to [`RESTART_BACKOFF_MAX`].
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
@@ -105,7 +119,7 @@ impl LocalHost {
 
     fn splitter_control(&self, disk: &str) -> Result<crate::agent::SplitterControl, ControlError> {
         let mut splitters = lock(&self.splitters);
-        let splitter = splitters.get_mut(disk).ok_or_else(|| splitter_gone(disk))?;
+        let splitter = &mut splitters.get_mut(disk).ok_or_else(|| splitter_gone(disk))?.agent;
         if !splitter.running() {
             return Err(ControlError::Failed(format!(
                 "the splitter of disk '{disk}' stopped: {}",
@@ -114,6 +128,29 @@ impl LocalHost {
         }
         Ok(splitter.control())
     }
+}
+
+/// Starts `helper` again when its process died; says what happened.
+fn restart_if_dead<S>(
+    helper: &mut Helper<S>,
+    what: HelperName,
+    start: impl FnOnce(&S) -> Result<Agent, ControlError>,
+) -> Option<Restart> {
+    if helper.agent.running() || helper.retry.is_some_and(|(at, _)| std::time::Instant::now() < at) {
+        return None;
+    }
+    let died = crate::process::last_line(&helper.agent.log);
+    let started = std::time::Instant::now();
+    let outcome = start(&helper.spec).map(|agent| {
+        helper.agent = agent;
+        helper.agent.pid()
+    });
+    helper.retry = match (&outcome, helper.retry) {
+        (Ok(_), _) => None,
+        (Err(_), None) => Some((std::time::Instant::now() + RESTART_BACKOFF, RESTART_BACKOFF * 2)),
+        (Err(_), Some((_, wait))) => Some((std::time::Instant::now() + wait, (wait * 2).min(RESTART_BACKOFF_MAX))),
+    };
+    Some(Restart { helper: what, died, outcome, took: started.elapsed() })
 }
 
 pub(crate) fn splitter_gone(disk: &str) -> ControlError {
@@ -255,18 +292,18 @@ impl SiteHost for LocalHost {
 
     fn ensure_splitter(&self, spec: &SplitterSpec) -> Result<u32, ControlError> {
         let mut splitters = lock(&self.splitters);
-        if let Some(splitter) = splitters.get_mut(spec.disk) {
-            if splitter.running() {
-                return Ok(splitter.pid());
+        if let Some(splitter) = splitters.get_mut(&spec.disk) {
+            if splitter.agent.running() {
+                return Ok(splitter.agent.pid());
             }
-            splitters.remove(spec.disk);
+            splitters.remove(&spec.disk);
         }
-        let splitter = match Agent::adopt(spec.run_dir, spec.disk) {
+        let agent = match Agent::adopt(&spec.run_dir, &spec.disk) {
             Some(splitter) => splitter,
             None => Agent::splitter(&self.exe, spec)?,
         };
-        let pid = splitter.pid();
-        splitters.insert(spec.disk.to_string(), splitter);
+        let pid = agent.pid();
+        splitters.insert(spec.disk.clone(), Helper { agent, spec: spec.clone(), retry: None });
         Ok(pid)
     }
 
@@ -276,12 +313,12 @@ impl SiteHost for LocalHost {
     }
 
     fn splitter_running(&self, disk: &str, run_dir: &Path) -> bool {
-        lock(&self.splitters).get_mut(disk).is_some_and(|splitter| splitter.running())
+        lock(&self.splitters).get_mut(disk).is_some_and(|splitter| splitter.agent.running())
             || Agent::adopt(run_dir, disk).is_some()
     }
 
     fn mark(&self, disk: &str, app_consistent: bool, label: &str, wait: MarkWait) -> Result<Option<u64>, ControlError> {
-        let control = lock(&self.splitters).get(disk).map(Agent::control).ok_or_else(|| splitter_gone(disk))?;
+        let control = lock(&self.splitters).get(disk).map(|s| s.agent.control()).ok_or_else(|| splitter_gone(disk))?;
         match wait {
             MarkWait::Queued => control.mark_queued(app_consistent, label).map(|()| None),
             MarkWait::Sealed => control.mark(app_consistent, label).map(Some),
@@ -289,7 +326,7 @@ impl SiteHost for LocalHost {
     }
 
     fn stop_splitter(&self, disk: &str, run_dir: &Path) -> Result<bool, ControlError> {
-        let splitter = lock(&self.splitters).remove(disk).or_else(|| Agent::adopt(run_dir, disk));
+        let splitter = lock(&self.splitters).remove(disk).map(|s| s.agent).or_else(|| Agent::adopt(run_dir, disk));
         match splitter {
             Some(splitter) => splitter.stop().map(|()| true),
             None => Ok(false),
@@ -298,26 +335,48 @@ impl SiteHost for LocalHost {
 
     fn serve_export(&self, spec: &ExportSpec) -> Result<PathBuf, ControlError> {
         let mut exports = lock(&self.exports);
-        if let Some(export) = exports.get_mut(spec.name) {
-            if export.running() {
-                return Ok(export.socket.clone());
+        if let Some(export) = exports.get_mut(&spec.name) {
+            if export.agent.running() {
+                return Ok(export.agent.socket.clone());
             }
         }
-        let export = match Agent::adopt(spec.run_dir, spec.name) {
+        let agent = match Agent::adopt(&spec.run_dir, &spec.name) {
             Some(export) => export,
             None => Agent::export(&self.exe, spec)?,
         };
-        let socket = export.socket.clone();
-        exports.insert(spec.name.to_string(), export);
+        let socket = agent.socket.clone();
+        exports.insert(spec.name.clone(), Helper { agent, spec: spec.clone(), retry: None });
         Ok(socket)
     }
 
     fn stop_export(&self, name: &str, run_dir: &Path) -> Result<Vec<PathBuf>, ControlError> {
-        let export = lock(&self.exports).remove(name).or_else(|| Agent::adopt(run_dir, name));
+        let export = lock(&self.exports).remove(name).map(|e| e.agent).or_else(|| Agent::adopt(run_dir, name));
         let Some(export) = export else { return Ok(Vec::new()) };
         let (socket, log) = (export.socket.clone(), export.log.clone());
         export.stop()?;
         self.remove_files(&[socket, log])
+    }
+
+    fn supervise(&self) -> Vec<Restart> {
+        let mut restarts = Vec::new();
+        let mut splitters = lock(&self.splitters);
+        for (disk, splitter) in splitters.iter_mut() {
+            if let Some(restart) =
+                restart_if_dead(splitter, HelperName::Splitter(disk.clone()), |spec| Agent::splitter(&self.exe, spec))
+            {
+                restarts.push(restart);
+            }
+        }
+        drop(splitters);
+        let mut exports = lock(&self.exports);
+        for (name, export) in exports.iter_mut() {
+            if let Some(restart) =
+                restart_if_dead(export, HelperName::Export(name.clone()), |spec| Agent::export(&self.exe, spec))
+            {
+                restarts.push(restart);
+            }
+        }
+        restarts
     }
 
     fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError> {

@@ -20,7 +20,7 @@ use standby_api::{Runtime, SplitterStatus};
 use standby_splitter::{Splitter, SplitterOptions};
 
 use super::disk_files::{self, Ranges};
-use super::{Booted, MarkWait, Opened, Shutdown, SiteHost};
+use super::{Booted, MarkWait, Opened, Restart, Shutdown, SiteHost};
 use crate::agent::{ExportSpec, SplitterSpec};
 use crate::error::ControlError;
 use crate::qemu::{Drive, QemuSpec, Stopped};
@@ -241,17 +241,17 @@ impl SiteHost for SimulatedHost {
 
     fn ensure_splitter(&self, spec: &SplitterSpec) -> Result<u32, ControlError> {
         let mut splitters = lock(&self.splitters);
-        if let Some((_, pid, _)) = splitters.get(spec.disk) {
+        if let Some((_, pid, _)) = splitters.get(&spec.disk) {
             return Ok(*pid);
         }
-        self.act(Act::EnsureSplitter, spec.disk)?;
-        let vault = disk_files::open_vault(spec.vault)?;
-        std::fs::create_dir_all(spec.run_dir).map_err(|e| ControlError::io(spec.run_dir, e))?;
-        let socket = crate::agent::files(spec.run_dir, spec.disk).0;
-        let options = SplitterOptions { bookmark_interval: spec.bookmark_interval, ..SplitterOptions::new(spec.disk) };
-        let splitter = Splitter::start(vault, spec.image, &socket, options)?;
+        self.act(Act::EnsureSplitter, &spec.disk)?;
+        let vault = disk_files::open_vault(&spec.vault)?;
+        std::fs::create_dir_all(&spec.run_dir).map_err(|e| ControlError::io(&spec.run_dir, e))?;
+        let socket = crate::agent::files(&spec.run_dir, &spec.disk).0;
+        let options = SplitterOptions { bookmark_interval: spec.bookmark_interval, ..SplitterOptions::new(&spec.disk) };
+        let splitter = Splitter::start(vault, &spec.image, &socket, options)?;
         let pid = self.pid();
-        splitters.insert(spec.disk.to_string(), (splitter, pid, socket));
+        splitters.insert(spec.disk.clone(), (splitter, pid, socket));
         Ok(pid)
     }
 
@@ -291,18 +291,23 @@ impl SiteHost for SimulatedHost {
 
     fn serve_export(&self, spec: &ExportSpec) -> Result<PathBuf, ControlError> {
         let mut exports = lock(&self.exports);
-        if let Some(socket) = exports.get(spec.name) {
+        if let Some(socket) = exports.get(&spec.name) {
             return Ok(socket.clone());
         }
-        self.act(Act::ServeExport, spec.name)?;
-        let socket = crate::agent::files(spec.run_dir, spec.name).0;
-        exports.insert(spec.name.to_string(), socket.clone());
+        self.act(Act::ServeExport, &spec.name)?;
+        let socket = crate::agent::files(&spec.run_dir, &spec.name).0;
+        exports.insert(spec.name.clone(), socket.clone());
         Ok(socket)
     }
 
     fn stop_export(&self, name: &str, _run_dir: &Path) -> Result<Vec<PathBuf>, ControlError> {
         lock(&self.exports).remove(name);
         Ok(Vec::new())
+    }
+
+    fn supervise(&self) -> Vec<Restart> {
+        // In-process splitters and named exports do not die by themselves.
+        Vec::new()
     }
 
     fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError> {

@@ -1,0 +1,137 @@
+//! Faults of a host (issue 14) under a running guest writing numbered
+//! records: helpers (splitters, exports) that die are started again by the
+//! daemon at once, the guest writes on, `status` says what happened, and
+//! the lifecycle goes on without waiting out QEMU's NBD reconnect delay.
+//! The times are printed (the figures the issue's limits are held to).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use standby_testkit::{console_text, wait_for_console};
+use support::daemon::{acknowledged, add_guest_machine_args, console_of, test_workload, wait_for, Daemon};
+use support::{path, run};
+
+/// The pid a helper's pid file names, once it names one.
+fn pid_of(pid_file: &Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(pid_file).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse() {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{} names no pid", pid_file.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the helper whose pid file is `pid_file` (kill -9) and waits until
+/// the daemon has started another that answers on `socket`; returns how
+/// long that took.
+fn kill_and_wait_for_a_new_one(pid_file: &Path, socket: &Path) -> Duration {
+    let old = pid_of(pid_file);
+    // SAFETY: kill(2) with a pid read from the helper's pid file.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(60);
+    loop {
+        let now = std::fs::read_to_string(pid_file).unwrap_or_default().trim().parse::<u32>().ok();
+        if now.is_some_and(|pid| pid != old) && std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return killed.elapsed();
+        }
+        assert!(Instant::now() < deadline, "{} was not started again", pid_file.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The highest record the guest on `console` acknowledged, once it is past `at_least`.
+fn records_past(console: &str, at_least: u64) -> u64 {
+    wait_for(console, &format!("standby-guest: record {}\n", at_least + 3));
+    acknowledged(console)
+}
+
+fn found_at_boot(console: &Path) -> u64 {
+    wait_for_console(console, "standby-guest: ready, next record ", Duration::from_secs(120));
+    let text = console_text(console);
+    let line = text.lines().rfind(|l| l.contains("standby-guest: ready, next record ")).unwrap();
+    line.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap() - 1
+}
+
+/// A protected machine with two disks (the test guest's, and a data disk)
+/// running under a daemon in `root/d`.
+fn protected_two_disk_guest(root: &Path) -> (std::path::PathBuf, Daemon) {
+    let home = root.join("d");
+    run(&["init", path(&home)]).ok();
+    let data = root.join("data.raw");
+    std::fs::write(&data, vec![0u8; 16 << 20]).unwrap();
+    add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--disk", path(&data)]);
+    let daemon = Daemon::start(&home);
+    run(&["machine", "start", "web", "--home", path(&home)]).ok();
+    wait_for(&console_of(&home, "web"), "standby-guest: record 3\n");
+    run(&["protect", "web", "--home", path(&home)]).ok();
+    (home, daemon)
+}
+
+/// Both splitters of a running two-disk guest killed with kill -9, one
+/// after the other: the daemon starts each again (the time is printed),
+/// the guest's writes go on through QEMU's reconnect, `status` names what
+/// died, and a planned failover right after (which pauses and stops the
+/// guest) loses no acknowledged record and does not wait out QEMU's 60 s
+/// NBD reconnect delay.
+#[test]
+fn splitters_killed_under_a_running_guest_are_started_again_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _daemon) = protected_two_disk_guest(root.path());
+    let h = path(&home);
+    let console = console_of(&home, "web");
+    let disks = home.join("run/disks");
+    let mut written = acknowledged(&console);
+    for disk in ["web.disk1", "web.disk0"] {
+        let took = kill_and_wait_for_a_new_one(&disks.join(format!("{disk}.pid")), &disks.join(format!("{disk}.sock")));
+        eprintln!("faults: the splitter of {disk} killed, serving again after {} ms", took.as_millis());
+        written = records_past(&console, written);
+    }
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    let problems = status["machines"][0]["problems"].to_string();
+    for disk in ["web.disk0", "web.disk1"] {
+        let said = format!("the splitter of disk '{disk}' died");
+        assert!(problems.contains(&said), "status does not say {said}: {status}");
+    }
+    assert!(problems.contains("was started again in"), "{status}");
+
+    let before = acknowledged(&console);
+    let started = Instant::now();
+    let job = run(&["planned-failover", "web", "--home", h, "--json"]).ok().json();
+    let took = started.elapsed();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    eprintln!("faults: the planned failover right after took {} ms", took.as_millis());
+    assert!(took < Duration::from_secs(60), "the failover waited out a reconnect delay: {job}");
+    let recovery = console_of(&home, "web");
+    let found = found_at_boot(Path::new(&recovery));
+    assert!(found >= before, "the recovery VM found {found} records, {before} were acknowledged");
+}
+
+/// The export of a running drill copy killed with kill -9: started again
+/// at once on its overlay, the drill copy writes on, `status` says so, and
+/// the clean-up removes everything.
+#[test]
+fn an_export_killed_under_a_drill_is_started_again_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _daemon) = protected_two_disk_guest(root.path());
+    let h = path(&home);
+    let job = run(&["test-failover", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let drill = home.join("run/machines/web@drill/web@drill.console");
+    let drill = drill.to_str().unwrap();
+    let exports = home.join("run/exports");
+    let written = records_past(drill, found_at_boot(Path::new(drill)));
+    let took = kill_and_wait_for_a_new_one(&exports.join("web.disk0@drill.pid"), &exports.join("web.disk0@drill.sock"));
+    eprintln!("faults: the drill's export killed, serving again after {} ms", took.as_millis());
+    records_past(drill, written);
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    assert!(status["machines"][0]["problems"].to_string().contains("the export web.disk0@drill died"), "{status}");
+    run(&["cleanup-test-failover", "web", "--home", h]).ok();
+    let left: Vec<_> = std::fs::read_dir(&exports).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|name| !name.to_string_lossy().contains("@drill")), "left behind: {left:?}");
+}
