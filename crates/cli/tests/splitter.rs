@@ -730,3 +730,117 @@ fn a_vault_whose_filesystem_is_unmounted_takes_no_writes_and_catches_up_when_bac
     assert!(restore(after) == model, "the point after the remount differs from the disk");
     run(&["verify", "--vault", path(&vault)]).ok();
 }
+
+/// What qemu-io said running `commands` on the splitter at `socket`, and
+/// whether every command succeeded.
+fn qemu_io_said(socket: &Path, commands: &[&str]) -> (bool, String) {
+    let mut command = Command::new("qemu-io");
+    command.args(["-f", "raw"]);
+    for c in commands {
+        command.args(["-c", c]);
+    }
+    let output = command.arg(format!("nbd+unix:///d?socket={}", socket.display())).output().expect("qemu-io runs");
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success() && !said.contains("failed"), said)
+}
+
+/// Waits until the splitter at `socket` has caught up with everything.
+fn wait_caught_up(socket: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let state = status(socket);
+        if state["refreshed"] == true && state["lag_bytes"] == 0 && state["catch_up_bytes"] == 0 {
+            assert!(state["error"].is_null(), "{state}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the splitter did not catch up: {state}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The vault's filesystem filled to the last byte under a running
+/// splitter: the guest's writes go on, the splitter reports the outage
+/// naming it (no space left), and once space is freed it catches up;
+/// every point restores and the vault verifies (no half-written object is
+/// taken for a whole one).
+#[test]
+fn a_full_vault_filesystem_queues_and_catches_up_once_given_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let _tmpfs = Mount::new(&["-t", "tmpfs", "-o", "size=48m", "tmpfs"], &store);
+    let vault = store.join("vault");
+    run(&["vault", "init", path(&vault)]).ok();
+    let image = dir.path().join("disk.img");
+    let mut model = standby_testkit::Random::new(66).disk_data(8 << 20);
+    std::fs::write(&image, &model).unwrap();
+    let socket = dir.path().join("d.sock");
+    let mut splitter = Splitter::start_with(&image, path(&vault), &socket, &["--queue-mib", "1"], &[]);
+    let before = mark(&socket, "before the disk filled");
+    let at_before = model.clone();
+
+    // Everything left on the vault's filesystem taken by another file.
+    let filler = store.join("filler");
+    let filled = Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", filler.display())).arg("bs=64k").output();
+    assert!(!filled.unwrap().status.success(), "dd stops when the filesystem is full");
+    let started = Instant::now();
+    qemu_io(&socket, &["write -P 0x77 1048576 3145728", "flush"]);
+    fill(&mut model, 1048576, 3145728, 0x77);
+    assert!(started.elapsed() < Duration::from_secs(20), "guest writes waited for the vault");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reported = loop {
+        if let Some(error) = status(&socket)["error"].as_str() {
+            break error.to_string();
+        }
+        assert!(Instant::now() < deadline, "the full vault was never reported");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(reported.contains("No space left on device"), "{reported}");
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_caught_up(&socket);
+    let after = mark(&socket, "after space was freed");
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    let restore = |point: u64| {
+        let out = dir.path().join(format!("restored-{point}"));
+        run(&["restore", "--vault", path(&vault), "--disk", "d", "--point", &point.to_string(), path(&out), "--force"])
+            .ok();
+        std::fs::read(&out).unwrap()
+    };
+    assert!(restore(before) == at_before, "the point before the disk filled changed");
+    assert!(restore(after) == model, "the point after space came back differs from the disk");
+    run(&["verify", "--vault", path(&vault)]).ok();
+}
+
+/// The image's filesystem full: a guest write that cannot be stored fails
+/// to the guest with "no space" (never a silent loss), the journal never
+/// holds a write the image does not, and once there is space the disk and
+/// its latest point are the same again.
+#[test]
+fn a_full_image_filesystem_fails_the_write_to_the_guest_and_the_journal_follows_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let disks = dir.path().join("disks");
+    std::fs::create_dir_all(&disks).unwrap();
+    let _tmpfs = Mount::new(&["-t", "tmpfs", "-o", "size=8m", "tmpfs"], &disks);
+    let vault = dir.path().join("vault");
+    run(&["vault", "init", path(&vault)]).ok();
+    // A sparse 32 MiB image on 8 MiB of space.
+    let image = disks.join("disk.img");
+    std::fs::File::create(&image).unwrap().set_len(32 << 20).unwrap();
+    let socket = dir.path().join("d.sock");
+    let mut splitter = Splitter::start_with(&image, path(&vault), &socket, &[], &[]);
+
+    let (stored, said) = qemu_io_said(&socket, &["write -P 0x5a 0 16777216", "flush"]);
+    assert!(!stored, "16 MiB were stored on 8 MiB: {said}");
+    assert!(said.contains("No space left on device"), "the guest was not told why: {said}");
+
+    let remount = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&disks).status().unwrap();
+    assert!(remount.success());
+    qemu_io(&socket, &["write -P 0x6b 20971520 65536", "flush"]);
+    wait_caught_up(&socket);
+    mark(&socket, "after space came back");
+    assert_eq!(splitter.signal(libc::SIGTERM), 0);
+    let out = dir.path().join("restored");
+    run(&["restore", "--vault", path(&vault), "--disk", "d", "--point", "latest", path(&out), "--force"]).ok();
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&image).unwrap(), "the journal and the image differ");
+}
