@@ -116,10 +116,15 @@ seq=$(( ${last:-0} + 1 ))
 say "ready, next record $seq"
 
 steps=0
+# The file first, durable, then its record: a copy taken at any moment
+# (crash-consistent) that has a record has its file too. (The other way
+# round, a copy taken between the two had record N without file N, and a
+# guest booted from it went on at N+1, leaving a hole behind.)
 while [ ! -e /tmp/stop ] && { [ "$count" = 0 ] || [ $steps -lt "$count" ]; }; do
+  yes "standby-file $seq" | head -c $((file_kib * 1024)) > /mnt/data/$seq
+  sync
   printf 'standby-record %d\n' $seq \
     | dd of=$disk bs=512 seek=$((area + seq % slots)) conv=notrunc,sync 2>/dev/null
-  yes "standby-file $seq" | head -c $((file_kib * 1024)) > /mnt/data/$seq
   sync
   say "record $seq"
   seq=$((seq + 1))

@@ -344,9 +344,10 @@ pub fn check_disk(image: &Path, file_kib: u64) -> Result<DiskReport, Error> {
         if intact {
             continue;
         }
-        // The workload writes the record, then the file, then makes both
-        // durable: in a crash-consistent copy taken mid-step the newest
-        // record's file may be missing or partly written.
+        // The workload makes a file durable before its record, so a record
+        // has its file in any crash-consistent copy; the newest record's
+        // file is still let off (a copy of a disk written by an older
+        // workload, which wrote the record first).
         if seq == complete_through {
             complete_through -= 1;
             break;
