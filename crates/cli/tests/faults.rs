@@ -113,12 +113,13 @@ fn splitters_killed_under_a_running_guest_are_started_again_at_once() {
 }
 
 /// The export of a running drill copy killed with kill -9: started again
-/// at once on its overlay, the drill copy writes on, `status` says so, and
-/// the clean-up removes everything.
+/// at once on its overlay, the drill copy writes on, `status` says so;
+/// likewise under the next daemon (which adopts the exports); and the
+/// clean-up removes everything.
 #[test]
 fn an_export_killed_under_a_drill_is_started_again_at_once() {
     let root = tempfile::tempdir().unwrap();
-    let (home, _daemon) = protected_two_disk_guest(root.path());
+    let (home, daemon) = protected_two_disk_guest(root.path());
     let h = path(&home);
     let job = run(&["test-failover", "web", "--home", h, "--json"]).ok().json();
     assert_eq!(job["state"], "succeeded", "{job}");
@@ -131,6 +132,13 @@ fn an_export_killed_under_a_drill_is_started_again_at_once() {
     records_past(drill, written);
     let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
     assert!(status["machines"][0]["problems"].to_string().contains("the export web.disk0@drill died"), "{status}");
+    // A daemon started after this one adopts the exports and supervises them too.
+    assert_eq!(daemon.terminate(), 0);
+    let _daemon = Daemon::start(&home);
+    let written = records_past(drill, acknowledged(drill));
+    let took = kill_and_wait_for_a_new_one(&exports.join("web.disk0@drill.pid"), &exports.join("web.disk0@drill.sock"));
+    eprintln!("faults: the drill's export killed under the next daemon, serving again after {} ms", took.as_millis());
+    records_past(drill, written);
     run(&["cleanup-test-failover", "web", "--home", h]).ok();
     let left: Vec<_> = std::fs::read_dir(&exports).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.iter().all(|name| !name.to_string_lossy().contains("@drill")), "left behind: {left:?}");

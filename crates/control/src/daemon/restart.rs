@@ -131,7 +131,10 @@ impl Daemon {
         use JobKind::Lifecycle as L;
         use JobOrigin::{Resumed, RolledBack};
         let job = match action {
-            TakeUp::Nothing => return Ok(None),
+            TakeUp::Nothing => {
+                self.restore_exports(&deployment, &machine)?;
+                return Ok(None);
+            }
             TakeUp::RollBackFailover => {
                 let undone = transition_of(&machine, Command::Failover)?.undone;
                 let kind = interrupted.unwrap_or(L(Command::Failover));
@@ -210,6 +213,25 @@ impl Daemon {
             }
         };
         Ok(Some(job))
+    }
+
+    /// The exports a machine runs on (from its failover point, or a
+    /// drill's), adopted or started again on their overlays, so they are
+    /// supervised like the ones this daemon starts. Only for a machine no
+    /// job is taken up for (those jobs decide about its exports).
+    fn restore_exports(
+        &self,
+        deployment: &crate::deployment::Deployment,
+        machine: &Machine,
+    ) -> Result<(), ControlError> {
+        let name = machine.name();
+        if machine.state.on_exports() {
+            self.serve_point(deployment, machine, machine.details.failover_point(name)?, machine.active_site.into())?;
+        }
+        if let Some(drill) = &machine.details.drill {
+            self.serve_point(deployment, machine, &drill.point, standby_lifecycle::Instance::Drill)?;
+        }
+        Ok(())
     }
 
     /// A replicated machine's splitters adopted or started again (their
