@@ -87,7 +87,37 @@ pub struct MachineView {
     pub runtime: Option<Runtime>,
     /// Where each NIC is plugged in at each site and in a drill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub networks: Option<Value>,
+    pub networks: Option<Vec<NicView>>,
+}
+
+/// Where a NIC is plugged in when its machine runs somewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub network: String,
+    pub mac: String,
+    pub model: String,
+    #[serde(flatten)]
+    pub backend: NicBackend,
+}
+
+/// What a NIC is attached to on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum NicBackend {
+    /// A multicast group on the loopback interface, e.g. `239.255.12.34:41234`.
+    Segment { segment: String },
+    /// A Linux bridge on the host.
+    Bridge { bridge: String },
+}
+
+/// One NIC of a machine: where it is plugged in at each site and in a drill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicView {
+    pub mac: String,
+    pub model: String,
+    pub primary: Attachment,
+    pub recovery: Attachment,
+    pub drill: Attachment,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -123,7 +153,7 @@ pub struct Started {
     /// Where it runs.
     pub site: Instance,
     /// Where each NIC is plugged in.
-    pub nics: Value,
+    pub nics: Vec<Attachment>,
     pub job: JobId,
 }
 

@@ -126,7 +126,7 @@ impl Daemon {
             console: launched.console,
             accel: launched.accel,
             site: launched.instance,
-            nics: serde_json::to_value(&launched.attachments).expect("attachments serialise"),
+            nics: launched.attachments,
             job,
         })
     }

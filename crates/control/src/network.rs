@@ -44,24 +44,7 @@ pub struct Nic {
     pub model: String,
 }
 
-/// Where a NIC is plugged in when its machine runs somewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Attachment {
-    pub network: String,
-    pub mac: String,
-    pub model: String,
-    #[serde(flatten)]
-    pub backend: Backend,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "backend", rename_all = "lowercase")]
-pub enum Backend {
-    /// A multicast group on the loopback interface, e.g. `239.255.12.34:41234`.
-    Segment { segment: String },
-    /// A Linux bridge on the host.
-    Bridge { bridge: String },
-}
+pub use standby_api::{Attachment, NicBackend as Backend, NicView};
 
 impl Nic {
     /// Parses a NIC as `machine add --nic` takes it (or as stored), filling
@@ -165,18 +148,21 @@ pub fn attachments(nics: &[Nic], instance: Instance, active: Site, config: &Conf
 /// What `machine list --json` shows of a machine's NICs: for each, where
 /// it is plugged in at each site and when a drill of it runs (at the site
 /// the machine is not active at).
-pub fn describe(machine: &crate::Machine, config: &Config, home: &Path) -> Result<serde_json::Value, ControlError> {
+pub fn describe(machine: &crate::Machine, config: &Config, home: &Path) -> Result<Vec<NicView>, ControlError> {
     let nics = nics(&machine.definition.nics, &machine.definition.name, config)?;
     let at = |instance| attachments(&nics, instance, machine.active_site, config, home);
     let (primary, recovery, drill) = (at(Instance::Primary), at(Instance::Recovery), at(Instance::Drill));
-    Ok(serde_json::Value::Array(
-        (0..nics.len())
-            .map(|i| {
-                serde_json::json!({"mac": nics[i].mac, "model": nics[i].model,
-                                   "primary": primary[i], "recovery": recovery[i], "drill": drill[i]})
-            })
-            .collect(),
-    ))
+    Ok(nics
+        .iter()
+        .zip(primary.into_iter().zip(recovery).zip(drill))
+        .map(|(nic, ((primary, recovery), drill))| NicView {
+            mac: nic.mac.clone(),
+            model: nic.model.clone(),
+            primary,
+            recovery,
+            drill,
+        })
+        .collect())
 }
 
 /// The multicast group and port of network `name` in the deployment at
