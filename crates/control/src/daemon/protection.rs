@@ -95,10 +95,16 @@ impl Daemon {
         // Replication goes to the vault at the other site (created there
         // the first time, for the primary site's).
         let target = machine.active_site.other();
-        deployment.open_vault_at(target)?;
         let vault = deployment.vault_at(target);
         let run_dir = splitters_dir(deployment);
         let host = self.site(machine.active_site);
+        // Splitters that run wait out a vault outage by themselves: the
+        // vault is needed only to start one (a roll-back whose source's
+        // splitters ran through the failover starts the source at once,
+        // whatever the vault's state).
+        if !machine.disks.iter().all(|disk| host.splitter_running(&disk.vault_disk, &run_dir)) {
+            deployment.open_vault_at(target)?;
+        }
         let mut pids = Vec::new();
         for (disk, image) in machine.disks.iter().zip(machine.images()) {
             pids.push(host.ensure_splitter(&SplitterSpec {
@@ -447,14 +453,23 @@ impl Daemon {
             }
             return Ok(status);
         }
-        let vault = deployment.open_vault_at(machine.active_site.other())?;
         let policy = self.policy_of(deployment, machine)?;
         let mut problems = Problems::default();
+        // A vault that cannot be read is said, not a reason to say nothing:
+        // the splitters' own reports still are (an outage is when status
+        // matters most).
+        let vault = match deployment.open_vault_at(machine.active_site.other()) {
+            Ok(vault) => Some(vault),
+            Err(e) => {
+                problems.critical.push(format!("the vault cannot be read, so no point is listed: {e}"));
+                None
+            }
+        };
         let mut rpo: f64 = 0.0;
         let mut disks = Vec::new();
         for disk in &machine.disks {
             let host = self.site(machine.active_site);
-            let (disk_status, disk_rpo) = disk_status(host, &vault, &disk.vault_disk, running, &mut problems)?;
+            let (disk_status, disk_rpo) = disk_status(host, vault.as_ref(), &disk.vault_disk, running, &mut problems)?;
             rpo = rpo.max(disk_rpo);
             disks.push(disk_status);
         }
@@ -491,13 +506,16 @@ impl Daemon {
 /// points, the problems seen, and its part of the machine's RPO.
 fn disk_status(
     host: &dyn SiteHost,
-    vault: &standby_vault::Vault,
+    vault: Option<&standby_vault::Vault>,
     disk: &str,
     running: bool,
     problems: &mut Problems,
 ) -> Result<(DiskStatus, f64), ControlError> {
     let splitter = host.splitter_status(disk).ok();
-    let listing = standby_vault::journal::list_journal(vault, disk)?;
+    let listing = match vault {
+        Some(vault) => standby_vault::journal::list_journal(vault, disk)?,
+        None => standby_vault::journal::JournalListing::default(),
+    };
     let newest = |kind: standby_format::PointKind| {
         listing.bookmarks.iter().rev().find(|b| b.kind == kind).map(|b| BookmarkView {
             sequence: b.sequence,
