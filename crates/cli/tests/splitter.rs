@@ -708,16 +708,7 @@ fn a_vault_whose_filesystem_is_unmounted_takes_no_writes_and_catches_up_when_bac
     assert_eq!(std::fs::read_dir(&vault).unwrap().count(), 0, "the splitter wrote into the empty mount point");
 
     let _mounted = Mount::new(&["--bind", path(&store)], &vault);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let state = status(&socket);
-        if state["refreshed"] == true && state["lag_bytes"] == 0 && state["catch_up_bytes"] == 0 {
-            assert!(state["error"].is_null(), "{state}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the splitter did not catch up: {state}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_caught_up(&socket);
     let after = mark(&socket, "after the remount");
     assert_eq!(splitter.signal(libc::SIGTERM), 0);
     let restore = |point: u64| {

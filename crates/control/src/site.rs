@@ -191,41 +191,71 @@ pub(crate) trait SiteHost: Send + Sync {
     fn supervise(&self) -> Vec<Restart>;
     /// How much of the disk behind `overlay` is local: (local, total)
     /// bytes, `None` before the overlay exists.
-    fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError>;
+    fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError> {
+        disk_files::local_bytes(overlay)
+    }
 
-    // Disk files: images, their intent logs, overlays.
+    // Disk files: images, their intent logs, overlays. By default on this
+    // host's filesystem (`disk_files`), as the local and the simulated host
+    // keep them; a remote host answers them itself.
 
     /// The regions the intent log of `image` names, `None` without a
     /// usable one.
-    fn intent_log(&self, image: &Path) -> Result<Option<Ranges>, ControlError>;
+    fn intent_log(&self, image: &Path) -> Result<Option<Ranges>, ControlError> {
+        disk_files::intent_log(image)
+    }
     /// Writes the intent log of `image` naming `ranges`, or removes it
     /// (`None`: the next splitter on the image reads all of it).
-    fn set_intent_log(&self, image: &Path, ranges: Option<&[(u64, u64)]>) -> Result<(), ControlError>;
+    fn set_intent_log(&self, image: &Path, ranges: Option<&[(u64, u64)]>) -> Result<(), ControlError> {
+        disk_files::set_intent_log(image, ranges)
+    }
     /// The ranges an overlay's map says were written, `None` without a map.
-    fn overlay_ranges(&self, overlay: &Path) -> Result<Option<Ranges>, ControlError>;
+    fn overlay_ranges(&self, overlay: &Path) -> Result<Option<Ranges>, ControlError> {
+        disk_files::overlay_ranges(overlay)
+    }
     /// Copies `ranges` of `from` into `to` at the same offsets, durably.
-    fn copy_ranges(&self, from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), ControlError>;
-    fn same_file(&self, a: &Path, b: &Path) -> bool;
+    fn copy_ranges(&self, from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), ControlError> {
+        disk_files::copy_ranges(from, to, ranges)
+    }
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        disk_files::same_file(a, b)
+    }
     /// Makes the whole overlay `overlay` the disk image `image`.
-    fn take_over_overlay(&self, overlay: &Path, image: &Path) -> Result<(), ControlError>;
+    fn take_over_overlay(&self, overlay: &Path, image: &Path) -> Result<(), ControlError> {
+        disk_files::take_over_overlay(overlay, image)
+    }
     /// Makes `image` the base of `disk`'s journal in the vault at `vault`
     /// (read here, stored there); returns the bytes that vault lacked.
-    fn seed_journal(&self, vault: &str, disk: &str, image: &Path) -> Result<u64, ControlError>;
+    fn seed_journal(&self, vault: &str, disk: &str, image: &Path) -> Result<u64, ControlError> {
+        disk_files::seed_journal(vault, disk, image)
+    }
     /// Writes `disk` as it was at `time_micros`, from its journal in the
     /// vault at `vault`, over `image`.
-    fn restore_journal(&self, vault: &str, disk: &str, time_micros: i64, image: &Path) -> Result<(), ControlError>;
+    fn restore_journal(&self, vault: &str, disk: &str, time_micros: i64, image: &Path) -> Result<(), ControlError> {
+        disk_files::restore_journal(vault, disk, time_micros, image)
+    }
 
     // Files.
 
     /// Removes the files that exist among `files`; returns them.
-    fn remove_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError>;
+    fn remove_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
+        disk_files::remove_files(files)
+    }
     /// Removes folder `dir` with what it holds; says whether it existed.
-    fn remove_dir(&self, dir: &Path) -> Result<bool, ControlError>;
+    fn remove_dir(&self, dir: &Path) -> Result<bool, ControlError> {
+        disk_files::remove_dir(dir)
+    }
     /// Moves the files that exist among `files` into `folder` (created
     /// when anything moves); says whether any did.
-    fn move_into(&self, files: &[PathBuf], folder: &Path) -> Result<bool, ControlError>;
-    fn create_dir(&self, dir: &Path) -> Result<(), ControlError>;
-    fn is_file(&self, file: &Path) -> bool;
+    fn move_into(&self, files: &[PathBuf], folder: &Path) -> Result<bool, ControlError> {
+        disk_files::move_into(files, folder)
+    }
+    fn create_dir(&self, dir: &Path) -> Result<(), ControlError> {
+        disk_files::create_dir(dir)
+    }
+    fn is_file(&self, file: &Path) -> bool {
+        file.is_file()
+    }
 }
 
 /// The hosts of the two sites (the same one, in the embedded default).

@@ -223,7 +223,7 @@ impl Daemon {
         job.step(PROTECT_STEPS[3], StepState::Running, "")?;
         let mut points = Vec::new();
         for disk in &machine.disks {
-            let point = host.mark(&disk.vault_disk, false, "protected", MarkWait::Sealed)?;
+            let point = host.mark(&disk.vault_disk, false, State::Protected.name(), MarkWait::Sealed)?;
             points.push(format!("{} point {}", disk.vault_disk, point.unwrap_or_default()));
         }
         job.step(PROTECT_STEPS[3], StepState::Done, &points.join(", "))?;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde_json::json;
 use standby_api::{Runtime, SplitterStatus};
 
-use super::disk_files::{self, Ranges};
 use super::{Booted, HelperName, MarkWait, Opened, Restart, Shutdown, SiteHost};
 use crate::agent::{Agent, ExportSpec, SplitterSpec};
 use crate::deployment::{Accel, Deployment};
@@ -377,61 +376,5 @@ impl SiteHost for LocalHost {
             }
         }
         restarts
-    }
-
-    fn local_bytes(&self, overlay: &Path) -> Result<Option<(u64, u64)>, ControlError> {
-        disk_files::local_bytes(overlay)
-    }
-
-    fn intent_log(&self, image: &Path) -> Result<Option<Ranges>, ControlError> {
-        disk_files::intent_log(image)
-    }
-
-    fn set_intent_log(&self, image: &Path, ranges: Option<&[(u64, u64)]>) -> Result<(), ControlError> {
-        disk_files::set_intent_log(image, ranges)
-    }
-
-    fn overlay_ranges(&self, overlay: &Path) -> Result<Option<Ranges>, ControlError> {
-        disk_files::overlay_ranges(overlay)
-    }
-
-    fn copy_ranges(&self, from: &Path, to: &Path, ranges: &[(u64, u64)]) -> Result<(), ControlError> {
-        disk_files::copy_ranges(from, to, ranges)
-    }
-
-    fn same_file(&self, a: &Path, b: &Path) -> bool {
-        disk_files::same_file(a, b)
-    }
-
-    fn take_over_overlay(&self, overlay: &Path, image: &Path) -> Result<(), ControlError> {
-        disk_files::take_over_overlay(overlay, image)
-    }
-
-    fn seed_journal(&self, vault: &str, disk: &str, image: &Path) -> Result<u64, ControlError> {
-        disk_files::seed_journal(vault, disk, image)
-    }
-
-    fn restore_journal(&self, vault: &str, disk: &str, time_micros: i64, image: &Path) -> Result<(), ControlError> {
-        disk_files::restore_journal(vault, disk, time_micros, image)
-    }
-
-    fn remove_files(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>, ControlError> {
-        disk_files::remove_files(files)
-    }
-
-    fn remove_dir(&self, dir: &Path) -> Result<bool, ControlError> {
-        disk_files::remove_dir(dir)
-    }
-
-    fn move_into(&self, files: &[PathBuf], folder: &Path) -> Result<bool, ControlError> {
-        disk_files::move_into(files, folder)
-    }
-
-    fn create_dir(&self, dir: &Path) -> Result<(), ControlError> {
-        disk_files::create_dir(dir)
-    }
-
-    fn is_file(&self, file: &Path) -> bool {
-        file.is_file()
     }
 }
