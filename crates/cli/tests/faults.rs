@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use standby_testkit::{console_text, wait_for_console};
-use support::daemon::{acknowledged, add_guest_machine_args, console_of, test_workload, wait_for, Daemon};
+use support::daemon::{
+    acknowledged, add_guest_machine_args, console_of, test_workload, wait_for, wait_replica_equals, Daemon,
+};
 use support::{path, run};
 
 /// The pid a helper's pid file names, once it names one.
@@ -193,5 +195,108 @@ fn a_failover_cancelled_while_the_vault_is_gone_starts_the_source_again_at_once(
     let restored = root.path().join("latest.raw");
     run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
     let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
+    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+}
+
+/// Starts the daemon of `home` holding a job of `command` at step `step`
+/// (from 0) until `release` exists (`STANDBY_TEST_STALL_AT`).
+fn daemon_stalled_at(home: &Path, command: &str, step: usize, release: &Path) -> Daemon {
+    let stall = [
+        ("STANDBY_TEST_STALL_AT", format!("{command}/{step}/600000")),
+        ("STANDBY_TEST_STALL_UNTIL", path(release).to_string()),
+    ];
+    Daemon::start_with(home, &stall)
+}
+
+/// `len` bytes no compressor shrinks and no two blocks of which are equal.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes
+}
+
+/// A two-disk machine (the test guest's disk and a data disk full of
+/// noise) whose splitters are killed with kill -9 while a job waits on
+/// them, each job held at that step until the new splitter serves: during
+/// protect's initial replication (the data disk's), while a failover
+/// waits for the shut-down source's last writes (the guest's disk), and
+/// while reprotect ships the blocks that differ back (the guest's disk
+/// again, now at the recovery site). Every job succeeds, the recovery VM
+/// boots with every record the source acknowledged, and after reprotect
+/// the old site's vault holds both disks exactly as the machine left them.
+#[test]
+fn splitters_killed_during_protect_failover_and_reprotect_lose_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    let data = root.path().join("data.raw");
+    std::fs::write(&data, noise(128 << 20)).unwrap();
+    add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--disk", path(&data)]);
+    let disks = home.join("run/disks");
+    let kill = |disk: &str, during: &str| {
+        let took = kill_and_wait_for_a_new_one(&disks.join(format!("{disk}.pid")), &disks.join(format!("{disk}.sock")));
+        eprintln!("faults: the splitter of {disk} killed during {during}, serving again after {} ms", took.as_millis());
+    };
+
+    let release = root.path().join("release-protect");
+    let daemon = daemon_stalled_at(&home, "protect", 1, &release);
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    wait_for(&console, "standby-guest: record 3\n");
+    let protect = support::spawn_json(&["protect", "web", "--home", h, "--json"]);
+    support::daemon::wait_for_step(h, "protect", 1);
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    let splitter = &status["machines"][0]["disks"][1]["splitter"];
+    let left = splitter["catch_up_bytes"].as_u64().unwrap() + splitter["lag_bytes"].as_u64().unwrap();
+    eprintln!("faults: {left} bytes of web.disk1 not yet in the vault at the kill");
+    kill("web.disk1", "initial replication");
+    std::fs::write(&release, b"").unwrap();
+    let job = support::json_of(protect);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    records_past(&console, acknowledged(&console));
+
+    assert_eq!(daemon.terminate(), 0);
+    let release = root.path().join("release-failover");
+    let daemon = daemon_stalled_at(&home, "failover", 2, &release);
+    let failover = support::spawn_json(&["failover", "web", "--shutdown-source", "--home", h, "--json"]);
+    support::daemon::wait_for_step(h, "failover", 2);
+    let source_acknowledged = acknowledged(&console);
+    kill("web.disk0", "the failover's wait for the last writes");
+    std::fs::write(&release, b"").unwrap();
+    let job = support::json_of(failover);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let console = console_of(&home, "web");
+    let recovered = found_at_boot(Path::new(&console));
+    assert!(recovered >= source_acknowledged, "{recovered} records recovered, {source_acknowledged} acknowledged");
+    run(&["commit", "web", "--home", h]).ok();
+    records_past(&console, recovered);
+
+    assert_eq!(daemon.terminate(), 0);
+    let release = root.path().join("release-reprotect");
+    let _daemon = daemon_stalled_at(&home, "reprotect", 4, &release);
+    let reprotect = support::spawn_json(&["reprotect", "web", "--home", h, "--json"]);
+    support::daemon::wait_for_step(h, "reprotect", 4);
+    let written = records_past(&console, acknowledged(&console));
+    kill("web.disk0", "reprotect's shipping");
+    let written = records_past(&console, written);
+    std::fs::write(&release, b"").unwrap();
+    let job = support::json_of(reprotect);
+    assert_eq!(job["state"], "succeeded", "{job}");
+
+    run(&["machine", "stop", "web", "--home", h]).ok();
+    let vault = home.join("sites/primary/vault");
+    for (disk, image) in [("web.disk0", "web-disk0.raw"), ("web.disk1", "web-disk1.raw")] {
+        let image = home.join("sites/recovery/disks").join(image);
+        wait_replica_equals(&home, &vault, disk, &image, "after splitters were killed");
+    }
+    let image = home.join("sites/recovery/disks/web-disk0.raw");
+    let report = standby_guest::check_disk(&image, test_workload().file_kib).unwrap();
     assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
 }
