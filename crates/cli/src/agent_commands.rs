@@ -166,9 +166,13 @@ fn spawn_hydration(
     stopping: Arc<std::sync::atomic::AtomicBool>,
     hold: Arc<std::sync::Mutex<Option<standby_vault::Hold>>>,
 ) -> std::thread::JoinHandle<()> {
+    // Tests watching a hydration under way slow it down: the time to wait
+    // after each 4 MiB region.
+    let pace = std::env::var("STANDBY_TEST_HYDRATE_PACE_MS").ok().and_then(|ms| ms.parse().ok());
+    let pace = std::time::Duration::from_millis(pace.unwrap_or(0));
     std::thread::spawn(move || {
         let mut told = 0;
-        let hydrated = export.hydrate(&stopping, |local, size| {
+        let hydrated = export.hydrate(&stopping, pace, |local, size| {
             let percent = local * 100 / size.max(1);
             if percent >= told + 10 || local == size {
                 told = percent;

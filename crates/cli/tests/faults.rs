@@ -300,3 +300,73 @@ fn splitters_killed_during_protect_failover_and_reprotect_lose_nothing() {
     let report = standby_guest::check_disk(&image, test_workload().file_kib).unwrap();
     assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
 }
+
+/// The hydration of every disk of machine `web`, once `done` says it is
+/// as wanted (within two minutes).
+fn wait_for_hydration(home: &str, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = run(&["status", "web", "--home", home, "--json"]).ok().json();
+        let hydration = status["machines"][0]["hydration"].as_array().cloned().unwrap_or_default();
+        if hydration.len() == 2 && done(&hydration) {
+            return hydration;
+        }
+        assert!(Instant::now() < deadline, "{what}: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The export of a failed-over machine's data disk killed with kill -9
+/// while it hydrates (slowed down by `STANDBY_TEST_HYDRATE_PACE_MS` so the
+/// copy is seen under way): started again on its overlay, it hydrates
+/// anew; the recovery VM writes on; both disks become local; reprotect
+/// takes the hydrated overlays as the disks, and the data disk equals what
+/// was protected byte for byte.
+#[test]
+fn an_export_killed_during_hydration_is_started_again_and_hydrates_on() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    let data = root.path().join("data.raw");
+    std::fs::write(&data, noise(128 << 20)).unwrap();
+    add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--disk", path(&data)]);
+    let _daemon = Daemon::start_with(&home, &[("STANDBY_TEST_HYDRATE_PACE_MS", "400")]);
+    run(&["machine", "start", "web", "--home", h]).ok();
+    wait_for(&console_of(&home, "web"), "standby-guest: record 3\n");
+    run(&["protect", "web", "--home", h]).ok();
+    let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let under_way = |hydration: &[serde_json::Value]| {
+        assert_ne!(hydration[1]["complete"], true, "the data disk was hydrated before the kill");
+        hydration[1]["local_bytes"].as_u64().is_some_and(|local| local > 0)
+    };
+    let hydration = wait_for_hydration(h, "the data disk's hydration never began", under_way);
+    eprintln!(
+        "faults: {} of {} bytes of web.disk1 local at the kill",
+        hydration[1]["local_bytes"], hydration[1]["disk_bytes"]
+    );
+    let exports = home.join("run/exports");
+    let took =
+        kill_and_wait_for_a_new_one(&exports.join("web.disk1@recovery.pid"), &exports.join("web.disk1@recovery.sock"));
+    eprintln!("faults: the export of web.disk1 killed while it hydrated, serving again after {} ms", took.as_millis());
+    let started = Instant::now();
+    wait_for_hydration(h, "hydration never ended", |hydration| hydration.iter().all(|disk| disk["complete"] == true));
+    eprintln!("faults: both disks hydrated {} ms after the export was started again", started.elapsed().as_millis());
+    let console = console_of(&home, "web");
+    let written = records_past(&console, found_at_boot(Path::new(&console)));
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    assert!(status["machines"][0]["problems"].to_string().contains("the export web.disk1@recovery died"), "{status}");
+
+    run(&["commit", "web", "--home", h]).ok();
+    let written = records_past(&console, written);
+    let job = run(&["reprotect", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let rebuilt = job["steps"][2]["detail"].as_str().unwrap();
+    assert!(rebuilt.ends_with(", the hydrated overlays became the disks"), "{job}");
+    run(&["machine", "stop", "web", "--home", h]).ok();
+    let disks = home.join("sites/recovery/disks");
+    assert!(std::fs::read(disks.join("web-disk1.raw")).unwrap() == noise(128 << 20), "the data disk differs");
+    let report = standby_guest::check_disk(&disks.join("web-disk0.raw"), test_workload().file_kib).unwrap();
+    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+}

@@ -291,8 +291,15 @@ impl PointExport {
 
     /// Copies the point into the overlay until every byte is local (or
     /// `stop` is set), reporting progress as (local bytes, size) after each
-    /// sync. Guest I/O goes on meanwhile; see the module's notes.
-    pub fn hydrate(&self, stop: &std::sync::atomic::AtomicBool, mut progress: impl FnMut(u64, u64)) -> io::Result<()> {
+    /// sync, waiting `pace` after each region (zero but in tests that watch
+    /// a hydration under way). Guest I/O goes on meanwhile; see the
+    /// module's notes.
+    pub fn hydrate(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        pace: std::time::Duration,
+        mut progress: impl FnMut(u64, u64),
+    ) -> io::Result<()> {
         use std::sync::atomic::Ordering;
         let size = self.view.size();
         let mut map = OpenOptions::new().append(true).create(true).open(&self.hydrated_path)?;
@@ -336,6 +343,7 @@ impl PointExport {
             }
             start = end;
             regions += 1;
+            std::thread::sleep(pace);
             if regions % HYDRATE_SYNC_EVERY == 0 || start >= size {
                 self.sync_hydrated(&mut map, &mut unsynced)?;
                 let (local, size) = self.local_bytes();
