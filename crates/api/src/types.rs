@@ -363,6 +363,14 @@ pub struct SplitterStatus {
     pub bytes_shipped: u64,
     /// The last seal's error, while the vault is failing.
     pub error: Option<String>,
+    /// Reads and writes of the image and syncs of its intent log that
+    /// failed since the splitter started (each failed to the guest, or
+    /// was retried).
+    #[serde(default)]
+    pub io_errors: u64,
+    /// The last of them.
+    #[serde(default)]
+    pub last_io_error: Option<String>,
 }
 
 /// How much of a disk running from a failover point is local.

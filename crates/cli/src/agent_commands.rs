@@ -223,6 +223,9 @@ pub(crate) fn splitter_status(socket: &Path, json: bool) -> anyhow::Result<u8> {
         if let Some(error) = reply["error"].as_str() {
             println!("vault error: {error}");
         }
+        if let Some(error) = reply["last_io_error"].as_str() {
+            println!("{} failed I/O on the image or intent log since the start, the last: {error}", reply["io_errors"]);
+        }
     }
     Ok(0)
 }

@@ -835,3 +835,76 @@ fn a_full_image_filesystem_fails_the_write_to_the_guest_and_the_journal_follows_
     run(&["restore", "--vault", path(&vault), "--disk", "d", "--point", "latest", path(&out), "--force"]).ok();
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&image).unwrap(), "the journal and the image differ");
 }
+
+/// Whether the splitter's intent log beside `image` names the MiB region
+/// at `offset` (may hold changes the vault lacks).
+fn intent_names(image: &Path, offset: u64) -> bool {
+    let log = standby_splitter::default_intent_log(image);
+    let size = std::fs::metadata(image).unwrap().len();
+    let dirty = standby_splitter::dirty::read_intent_log(&log, size).unwrap().unwrap_or_default();
+    dirty.iter().any(|&(start, length)| (start..start + length).contains(&offset))
+}
+
+/// I/O errors injected into the splitter (`STANDBY_TEST_IO_FAULTS`): an
+/// image write that fails after its data reached the image fails to the
+/// client and its range is re-read, so the journal follows the image; a
+/// failed image read fails to the client; a failed catch-up read is tried
+/// again; a failed intent-log sync fails the write before the image
+/// changes, and the same write tried again is made durable first. Each is
+/// counted in `splitter-status`; every point restores the image as it was
+/// when it was marked.
+#[test]
+fn injected_image_and_intent_log_errors_fail_to_the_client_or_are_read_again() {
+    let site = Site::new(8 << 20, 67);
+    let socket = site.path("d.sock");
+    let faults = site.path("faults");
+    std::fs::write(&faults, "").unwrap();
+    let environment = [("STANDBY_TEST_IO_FAULTS".to_string(), path(&faults).to_string())];
+    let _splitter = Splitter::start_with(&site.image, path(&site.vault), &socket, &[], &environment);
+    let mut model = std::fs::read(&site.image).unwrap();
+    let failed = |commands: &[&str], what: &str| {
+        let (ok, said) = qemu_io_said(&socket, commands);
+        assert!(!ok && said.contains("Input/output error"), "{what} did not fail to the client: {said}");
+    };
+    qemu_io(&socket, &["write -P 0x11 0 65536", "flush"]);
+    fill(&mut model, 0, 65536, 0x11);
+
+    std::fs::write(&faults, "image-write 1\n").unwrap();
+    failed(&["write -P 0x22 1048576 65536"], "an image write");
+    fill(&mut model, 1048576, 65536, 0x22);
+    assert!(std::fs::read(&site.image).unwrap() == model, "the failed write is not on the image");
+    std::fs::write(&faults, "image-read 1\n").unwrap();
+    failed(&["read -P 0x11 0 4096"], "an image read");
+    qemu_io(&socket, &["read -P 0x11 0 65536", "read -P 0x22 1048576 65536"]);
+    std::fs::write(&faults, "image-write 1\nimage-read 1\n").unwrap();
+    failed(&["write -P 0x44 3145728 65536"], "an image write");
+    fill(&mut model, 3145728, 65536, 0x44);
+    wait_caught_up(&socket);
+    let a = mark(&socket, "after image errors");
+    let at_a = model.clone();
+    assert!(restore(&site, &a.to_string()) == at_a, "the point differs from the image");
+
+    // A region with no intent (its changes sealed long enough ago).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while intent_names(&site.image, 6 << 20) {
+        assert!(Instant::now() < deadline, "the intent log kept naming the region");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::fs::write(&faults, "intent-sync 1\n").unwrap();
+    failed(&["write -P 0x33 6291456 65536"], "a write whose intent could not be made durable");
+    assert!(std::fs::read(&site.image).unwrap() == model, "a write without a durable intent changed the image");
+    qemu_io(&socket, &["write -P 0x33 6291456 65536", "flush"]);
+    fill(&mut model, 6291456, 65536, 0x33);
+    assert!(intent_names(&site.image, 6 << 20), "the write went ahead without its intent in the log");
+    wait_caught_up(&socket);
+    let b = mark(&socket, "after an intent-log error");
+
+    let state = status(&socket);
+    assert_eq!(state["io_errors"], 5, "{state}");
+    assert!(state["last_io_error"].as_str().unwrap().contains("intent-sync failed"), "{state}");
+    assert_eq!(std::fs::read_to_string(&faults).unwrap(), "intent-sync 0\n", "an injected fault was not met");
+    assert!(restore(&site, &a.to_string()) == at_a, "the first point changed");
+    assert!(restore(&site, &b.to_string()) == model, "the latest point differs from the image");
+    assert!(restore(&site, "latest") == std::fs::read(&site.image).unwrap(), "latest differs from the image");
+    run(&["verify", "--vault", path(&site.vault)]).ok();
+}

@@ -268,6 +268,8 @@ mod tests {
             segments_sealed: 4,
             bytes_shipped: 5,
             error: Some("vault failing".into()),
+            io_errors: 6,
+            last_io_error: Some("a read of the image at byte 0: Input/output error".into()),
         };
         let sent = serde_json::to_value(&status).unwrap();
         let read: standby_api::SplitterStatus = serde_json::from_value(sent.clone()).unwrap();

@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use standby_format::{decode_intent_log, encode_intent_header, intent_log_bytes, INTENT_HEADER_BYTES};
@@ -45,12 +45,28 @@ pub struct Regions {
 /// every time new bits are written the generation goes up, and one
 /// fdatasync covers every generation written before it began, so writers
 /// that set bits at the same moment wait for one sync, not one each.
+///
+/// A failed write or sync leaves the file's bits unknown (after a failed
+/// fdatasync, Linux may even have dropped the pages it could not write):
+/// the next intent then writes every bit again and is waited for, even
+/// when its own bits were set before, and so is every intent until that
+/// rewrite is durable. Without it, a write to a region whose bit is set
+/// only in memory would change the image with no durable intent, and a
+/// splitter started after a crash would not re-read it.
 struct Durable {
     file: File,
     /// Generation of the last bits written to the file.
     written: AtomicU64,
     /// Generation known durable; held while a sync runs.
     synced: Mutex<u64>,
+    /// The same, readable without waiting for a sync that runs.
+    synced_seen: AtomicU64,
+    /// A write or sync of the file failed since the bits were last all
+    /// written again.
+    failed: AtomicBool,
+    /// The generation that wrote every bit again after a failure: no intent
+    /// is durable before it is.
+    rewritten: AtomicU64,
 }
 
 impl Durable {
@@ -60,9 +76,21 @@ impl Durable {
             return Ok(());
         }
         let covered = self.written.load(Ordering::SeqCst);
-        self.file.sync_data()?;
+        let result = crate::faults::injected(crate::faults::Fault::IntentSync).and_then(|()| self.file.sync_data());
+        if let Err(e) = result {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
         *synced = covered;
+        self.synced_seen.store(covered, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Whether bits set in memory may not be durable (a failure, or the
+    /// rewrite after one not yet synced).
+    fn unsure(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+            || self.rewritten.load(Ordering::SeqCst) > self.synced_seen.load(Ordering::SeqCst)
     }
 }
 
@@ -173,7 +201,14 @@ impl Regions {
             file.read_exact_at(&mut bytes, 0)?;
             previous = decode_intent(&bytes, image_bytes);
         }
-        let durable = Arc::new(Durable { file: file.try_clone()?, written: AtomicU64::new(0), synced: Mutex::new(0) });
+        let durable = Arc::new(Durable {
+            file: file.try_clone()?,
+            written: AtomicU64::new(0),
+            synced: Mutex::new(0),
+            synced_seen: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            rewritten: AtomicU64::new(0),
+        });
         let mut regions = Regions {
             file,
             durable,
@@ -241,15 +276,35 @@ impl Regions {
                 changed_words.push(word);
             }
         }
+        if self.durable.failed.swap(false, Ordering::SeqCst) {
+            // See `Durable`: every bit is written again.
+            changed_words = (0..self.intent.len()).collect();
+            let written = self.write_words(&changed_words);
+            let generation = self.durable.written.fetch_add(1, Ordering::SeqCst) + 1;
+            self.durable.rewritten.store(generation, Ordering::SeqCst);
+            written?;
+            return Ok(Some(Intent { durable: self.durable.clone(), generation }));
+        }
         if changed_words.is_empty() {
+            if self.durable.unsure() {
+                let generation = self.durable.rewritten.load(Ordering::SeqCst);
+                return Ok(Some(Intent { durable: self.durable.clone(), generation }));
+            }
             return Ok(None);
         }
         changed_words.dedup();
-        for word in changed_words {
-            self.write_word(word)?;
-        }
+        self.write_words(&changed_words)?;
         let generation = self.durable.written.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Some(Intent { durable: self.durable.clone(), generation }))
+    }
+
+    /// Writes the intent words `words`; a failure is remembered (see `Durable`).
+    fn write_words(&self, words: &[usize]) -> io::Result<()> {
+        let written = words.iter().try_for_each(|&word| self.write_word(word));
+        if written.is_err() {
+            self.durable.failed.store(true, Ordering::SeqCst);
+        }
+        written
     }
 
     /// Keeps the range's intent bits set until [`Regions::release`]: a
@@ -352,6 +407,40 @@ mod tests {
             regions.queued(offset, length);
             regions.sealed(offset, length);
         }
+    }
+
+    /// A write or sync of the log that failed leaves its bits unknown: the
+    /// next intent, even on a region whose bit was set, writes every bit
+    /// again and must be waited for, and so must every intent until that
+    /// is durable. (Before, a write to a region set only in memory went
+    /// ahead at once: after a crash, nothing would have re-read it.)
+    #[test]
+    fn after_a_failed_write_or_sync_of_the_log_every_bit_is_written_again_and_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intent");
+        let size = 8 * REGION_BYTES;
+        let (mut regions, _) = Regions::open(&path, size).unwrap();
+        level_everything(&mut regions);
+        regions.write_back(true).unwrap();
+        regions.intend(0, 4096).unwrap();
+        assert!(regions.intend_later(0, 4096).unwrap().is_none(), "a durable bit costs nothing");
+
+        // The sync failed, and the bits it was to make durable are lost.
+        regions.durable.failed.store(true, Ordering::SeqCst);
+        let words = vec![0u8; (intent_log_bytes(REGION_BYTES, size) - INTENT_HEADER_BYTES) as usize];
+        regions.file.write_all_at(&words, INTENT_HEADER_BYTES).unwrap();
+        let rewrite = regions.intend_later(0, 4096).unwrap().expect("a write after a failure waits");
+        let meanwhile = regions.intend_later(REGION_BYTES * 3, 1).unwrap();
+        let meanwhile = meanwhile.expect("every write waits until the rewrite is durable");
+        let again = regions.intend_later(0, 4096).unwrap().expect("and so does one to the same region");
+        rewrite.wait().unwrap();
+        meanwhile.wait().unwrap();
+        again.wait().unwrap();
+        assert_eq!(
+            read_intent_log(&path, size).unwrap(),
+            Some(vec![(0, REGION_BYTES), (3 * REGION_BYTES, REGION_BYTES)])
+        );
+        assert!(regions.intend_later(0, 4096).unwrap().is_none(), "durable again, a set bit costs nothing");
     }
 
     #[test]

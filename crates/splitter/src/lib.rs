@@ -25,6 +25,7 @@
 mod control;
 pub mod dirty;
 pub mod export;
+mod faults;
 
 use std::collections::VecDeque;
 use std::io;
@@ -143,6 +144,11 @@ pub struct Status {
     pub bytes_shipped: u64,
     /// The last seal's error, while the vault is failing.
     pub error: Option<String>,
+    /// Reads and writes of the image and syncs of the intent log that
+    /// failed since the start (each failed to the client, or was retried).
+    pub io_errors: u64,
+    /// The last of them.
+    pub last_io_error: Option<String>,
 }
 
 struct Shared {
@@ -165,6 +171,19 @@ struct Shared {
 const SPARE_BUFFERS_MAX: usize = 8;
 
 impl Shared {
+    /// Reads the image (a guest's read or a catch-up's).
+    fn read_image(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        let read = faults::injected(faults::Fault::ImageRead).and_then(|()| self.image.read(offset, buffer));
+        read.inspect_err(|e| self.io_failed("a read of the image", offset, e))
+    }
+
+    /// Counts a failed I/O of the image or the intent log for `status`.
+    fn io_failed(&self, what: &str, offset: u64, error: &io::Error) {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.io_errors += 1;
+        status.last_io_error = Some(format!("{what} at byte {offset}: {error}"));
+    }
+
     fn spare_buffer(&self) -> Vec<u8> {
         let spare = self.spare_buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         spare.unwrap_or_else(|| vec![0u8; dirty::REGION_BYTES as usize])
@@ -263,6 +282,9 @@ impl Shared {
             drop(queue);
             self.changed.notify_all();
         }
+        if let Err(e) = &applied {
+            self.io_failed("a change to the image", offset, e);
+        }
         applied
     }
 
@@ -299,7 +321,7 @@ impl Export for SplitterExport {
     }
 
     fn read(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
-        self.shared.image.read(offset, buffer)
+        self.shared.read_image(offset, buffer)
     }
 
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
@@ -311,7 +333,9 @@ impl Export for SplitterExport {
         let entry = Entry::Write { offset, data, time: now_micros() };
         let image = &self.shared.image;
         let apply = |entry: &Entry| match entry {
-            Entry::Write { data, .. } => image.write(offset, data, false),
+            Entry::Write { data, .. } => {
+                image.write(offset, data, false).and_then(|()| faults::injected(faults::Fault::ImageWrite))
+            }
             _ => unreachable!("a write entry"),
         };
         self.shared.change(offset, length, apply, entry)?;
@@ -503,7 +527,7 @@ fn catch_up(shared: &Shared, stop: &AtomicBool) {
         if !hole {
             buffer = shared.spare_buffer();
             buffer.truncate(length as usize);
-            if let Err(e) = shared.image.read(offset, &mut buffer) {
+            if let Err(e) = shared.read_image(offset, &mut buffer) {
                 tracing::error!("catch-up could not read the image at {offset}: {e}");
                 queue.regions.need_refresh_region(region);
                 drop(queue);

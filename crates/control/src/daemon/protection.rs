@@ -530,6 +530,13 @@ fn disk_status(
             if let Some(error) = &splitter.error {
                 problems.warnings.push(format!("disk '{disk}': the vault is failing: {error}"));
             }
+            if let Some(error) = splitter.last_io_error.as_ref().filter(|_| splitter.io_errors > 0) {
+                problems.warnings.push(format!(
+                    "disk '{disk}': {} failed I/O on its image or intent log since its splitter started \
+                     (each failed to the guest or was retried), the last: {error}",
+                    splitter.io_errors
+                ));
+            }
             if !splitter.refreshed {
                 problems.warnings.push(format!(
                     "disk '{disk}': {} MiB still to read before every point is exact",
