@@ -14,22 +14,42 @@ use crate::output::{human_bytes, print_json};
 
 use crate::vault_commands::{has_journal, journal_target, open_vault};
 
+/// How often a splitter bookmarks and seals, and how much it queues.
+pub(crate) struct Pace {
+    pub bookmark_interval: String,
+    pub seal_interval: String,
+    pub queue_mib: u64,
+}
+
 pub(crate) fn serve_disk(
     image: &Path,
     socket: &Path,
     vault: &VaultArguments,
     disk: &str,
-    bookmark_interval: &str,
-    seal_interval: &str,
-    queue_mib: u64,
+    pace: &Pace,
+    wait_for_vault: bool,
 ) -> anyhow::Result<u8> {
-    let bookmark_interval = parse_duration(bookmark_interval, "--bookmark-interval")?;
-    let seal_interval = parse_duration(seal_interval, "--seal-interval")?;
+    let bookmark_interval = parse_duration(&pace.bookmark_interval, "--bookmark-interval")?;
+    let seal_interval = parse_duration(&pace.seal_interval, "--seal-interval")?;
     if bookmark_interval.is_zero() || seal_interval.is_zero() {
         return Err(bad_input("--bookmark-interval and --seal-interval must be longer than zero"));
     }
     standby_image::Image::open(image, false)?;
-    let vault = open_vault(vault)?;
+    let vault = match open_vault(vault) {
+        Ok(vault) => standby_splitter::VaultSource::Open(vault),
+        Err(e) if wait_for_vault => {
+            eprintln!("standby: the vault cannot be opened yet ({e}); serving the disk and trying again every second");
+            let arguments = vault.clone();
+            standby_splitter::VaultSource::Later(Box::new(move || {
+                open_vault(&arguments).map_err(|e| standby_vault::VaultError::Io {
+                    operation: "open",
+                    path: arguments.vault.clone(),
+                    source: std::io::Error::other(format!("{e:#}")),
+                })
+            }))
+        }
+        Err(e) => return Err(e),
+    };
     check_socket_free(socket)?;
     // SIGINT and SIGTERM are taken by a waiting thread, so a stop ships
     // what is queued instead of dying with it.
@@ -37,10 +57,10 @@ pub(crate) fn serve_disk(
     let options = standby_splitter::SplitterOptions {
         bookmark_interval,
         seal_interval,
-        queue_bytes_max: queue_mib.max(1) << 20,
+        queue_bytes_max: pace.queue_mib.max(1) << 20,
         ..standby_splitter::SplitterOptions::new(disk)
     };
-    let splitter = standby_splitter::Splitter::start(vault, image, socket, options)?;
+    let splitter = standby_splitter::Splitter::start_from(vault, image, socket, options)?;
     eprintln!("standby: serving {} as disk '{disk}' on {}", image.display(), socket.display());
     wait_for_signal(&signals);
     eprintln!("standby: stopping: shipping queued changes");

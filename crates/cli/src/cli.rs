@@ -122,6 +122,12 @@ pub enum Command {
         /// re-read once the vault catches up.
         #[arg(long, default_value_t = 256)]
         queue_mib: u64,
+        /// Serve the disk at once even when the vault cannot be opened
+        /// (unreachable, gone, not mounted): it is tried again every second,
+        /// changes are held, then tracked, as in an outage, and shipped
+        /// once it opens. Without it, such a vault is an error at start.
+        #[arg(long)]
+        wait_for_vault: bool,
     },
     /// Serve a disk at a recovery point over NBD, at once, without restoring it; writes go to an overlay.
     /// Runs until interrupted (SIGINT or SIGTERM); the overlay is kept.

@@ -17,8 +17,18 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Sync { image, vault, disk, app_consistent, label, json } => {
             vault_commands::sync(&image, &vault, &disk, app_consistent, label, json)
         }
-        Command::ServeDisk { image, socket, vault, disk, bookmark_interval, seal_interval, queue_mib } => {
-            agent_commands::serve_disk(&image, &socket, &vault, &disk, &bookmark_interval, &seal_interval, queue_mib)
+        Command::ServeDisk {
+            image,
+            socket,
+            vault,
+            disk,
+            bookmark_interval,
+            seal_interval,
+            queue_mib,
+            wait_for_vault,
+        } => {
+            let pace = agent_commands::Pace { bookmark_interval, seal_interval, queue_mib };
+            agent_commands::serve_disk(&image, &socket, &vault, &disk, &pace, wait_for_vault)
         }
         Command::Export { vault, disk, point, socket, overlay, hydrate } => {
             agent_commands::export(&vault, &disk, &point, &socket, overlay, hydrate)

@@ -370,3 +370,54 @@ fn an_export_killed_during_hydration_is_started_again_and_hydrates_on() {
     let report = standby_guest::check_disk(&disks.join("web-disk0.raw"), test_workload().file_kib).unwrap();
     assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
 }
+
+/// A host back from a power cut while the other site is unreachable: the
+/// daemon and the splitters of a protected machine died (kill -9), the
+/// recovery site's vault is gone (its folder moved away). The next daemon
+/// and `machine start` bring the machine up at once on splitters that wait
+/// for the vault; the guest writes, `status` names the vault; once it is
+/// back they ship what their intent logs name (not the whole disk) and
+/// the latest point has every record acknowledged.
+#[test]
+fn a_protected_machine_starts_while_its_vault_is_gone_and_replicates_once_it_is_back() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _image, daemon) = support::daemon::protected_guest(root.path());
+    let h = path(&home);
+    run(&["machine", "stop", "web", "--home", h]).ok();
+    drop(daemon);
+    let splitter = pid_of(&home.join("run/disks/web.disk0.pid")) as i32;
+    // SAFETY: kill(2) with a pid read from the splitter's pid file.
+    assert_eq!(unsafe { libc::kill(splitter, libc::SIGKILL) }, 0);
+    // Gone, as after a power cut (not dying still when the next daemon looks).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    while unsafe { libc::kill(splitter, 0) } == 0 {
+        assert!(Instant::now() < deadline, "the killed splitter {splitter} never went away");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let vault = home.join("sites/recovery/vault");
+    let gone = home.join("sites/recovery/vault.gone");
+    std::fs::rename(&vault, &gone).unwrap();
+
+    let _daemon = Daemon::start(&home);
+    let started = Instant::now();
+    run(&["machine", "start", "web", "--home", h]).ok();
+    eprintln!("faults: with the vault gone, the machine started in {} ms", started.elapsed().as_millis());
+    let console = console_of(&home, "web");
+    let written = records_past(&console, found_at_boot(Path::new(&console)));
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    let splitter = &status["machines"][0]["disks"][0]["splitter"];
+    assert!(splitter["error"].as_str().is_some_and(|e| e.contains("cannot be opened")), "{status}");
+
+    std::fs::rename(&gone, &vault).unwrap();
+    let back = Instant::now();
+    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
+    eprintln!("faults: caught up {} ms after the vault came back", back.elapsed().as_millis());
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    let shipped = status["machines"][0]["disks"][0]["splitter"]["bytes_shipped"].as_u64().unwrap();
+    assert!(shipped < 16 << 20, "the whole disk was read again: {shipped} bytes shipped: {status}");
+    let restored = root.path().join("latest.raw");
+    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
+    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+}

@@ -908,3 +908,76 @@ fn injected_image_and_intent_log_errors_fail_to_the_client_or_are_read_again() {
     assert!(restore(&site, "latest") == std::fs::read(&site.image).unwrap(), "latest differs from the image");
     run(&["verify", "--vault", path(&site.vault)]).ok();
 }
+
+/// Starts `serve-disk --wait-for-vault` and waits until it serves (it
+/// cannot record a point before its vault opens).
+fn start_waiting_for_vault(image: &Path, vault: &Path, socket: &Path) -> Splitter {
+    let child = standby_command()
+        .args(["serve-disk", path(image), "--socket", path(socket), "--vault", path(vault), "--disk", "d"])
+        .args(["--bookmark-interval", "1s", "--seal-interval", "200ms", "--wait-for-vault"])
+        .spawn()
+        .expect("serve-disk starts");
+    let splitter = Splitter { child };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run(&["splitter-status", "--socket", path(socket), "--json"]).code != 0 {
+        assert!(Instant::now() < deadline, "the splitter never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    splitter
+}
+
+/// A splitter started while its vault cannot be opened (its folder moved
+/// away; without `--wait-for-vault` that is refused at start) serves the
+/// disk at once, reports the vault, records no point, and once the vault
+/// is back ships what it must: only what its intent log names when the
+/// journal holds the rest, the whole disk when the journal turns out
+/// empty (a vault made anew while an intent log from before stands, where
+/// trusting the log would leave the disk's older data out of every point).
+#[test]
+fn a_splitter_started_without_its_vault_serves_at_once_and_ships_what_it_must_once_it_opens() {
+    for fresh_vault in [false, true] {
+        let site = Site::new(8 << 20, 68);
+        let socket = site.path("d.sock");
+        let mut model = std::fs::read(&site.image).unwrap();
+        let mut splitter = Splitter::start(&site, &socket);
+        qemu_io(&socket, &["write -P 0x11 0 65536", "flush"]);
+        fill(&mut model, 0, 65536, 0x11);
+        mark(&socket, "before");
+        assert_eq!(splitter.signal(libc::SIGTERM), 0);
+        let vault = match fresh_vault {
+            false => site.vault.clone(),
+            true => {
+                let vault = site.path("fresh-vault");
+                run(&["vault", "init", path(&vault)]).ok();
+                vault
+            }
+        };
+        let gone = site.path("vault.gone");
+        std::fs::rename(&vault, &gone).unwrap();
+        let refused = run(&["serve-disk", path(&site.image), "--socket", path(&socket), "--vault", path(&vault)]);
+        assert_eq!(refused.code, 2, "a missing vault is refused without --wait-for-vault: {}", refused.stderr);
+
+        let started = Instant::now();
+        let mut splitter = start_waiting_for_vault(&site.image, &vault, &socket);
+        eprintln!("splitter: serving without its vault after {} ms", started.elapsed().as_millis());
+        qemu_io(&socket, &["write -P 0x22 2097152 65536", "flush"]);
+        fill(&mut model, 2097152, 65536, 0x22);
+        let state = status(&socket);
+        assert!(state["error"].as_str().is_some_and(|e| e.contains("cannot be opened")), "{state}");
+        let refused = run(&["mark", "--socket", path(&socket), "--label", "without the vault", "--json"]);
+        assert_ne!(refused.code, 0, "a point was recorded before the journal was known: {}", refused.stdout);
+
+        std::fs::rename(&gone, &vault).unwrap();
+        wait_caught_up(&socket);
+        let point = mark(&socket, "after");
+        let shipped = status(&socket)["bytes_shipped"].as_u64().unwrap();
+        eprintln!("splitter: vault back (fresh: {fresh_vault}), {shipped} bytes shipped");
+        assert_eq!(splitter.signal(libc::SIGTERM), 0);
+        let out = site.path("restored");
+        run(&["restore", "--vault", path(&vault), "--disk", "d", "--point", &point.to_string(), path(&out)]).ok();
+        assert!(std::fs::read(&out).unwrap() == model, "the point differs from the disk (fresh vault: {fresh_vault})");
+        if !fresh_vault {
+            assert!(shipped < 2 << 20, "the whole disk was read again: {shipped} bytes shipped");
+        }
+    }
+}

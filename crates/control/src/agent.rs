@@ -88,7 +88,7 @@ impl Agent {
             .arg(&spec.image)
             .arg("--socket")
             .arg(&socket)
-            .args(["--vault", &spec.vault, "--disk", &spec.disk])
+            .args(["--vault", &spec.vault, "--disk", &spec.disk, "--wait-for-vault"])
             .args(["--bookmark-interval", &format!("{}s", spec.bookmark_interval.as_secs().max(1))]);
         Agent::spawn(command, &spec.run_dir, spec.netns.as_deref(), &spec.disk, "the splitter", |socket| {
             standby_splitter::control_request(socket, &json!({"op": "status"})).is_ok()

@@ -114,6 +114,10 @@ struct Queue {
     /// The journal was empty at start and the first catch-up is running:
     /// zero regions need no record.
     initial_pass: bool,
+    /// The vault could not be opened yet, so whether the journal is empty
+    /// (everything must be re-read) is not known: the journal is not
+    /// called exact, and no bookmark is taken, until it is.
+    journal_unknown: bool,
     /// Time of the oldest change queued or unsealed, for the lag.
     oldest_unsealed: Option<i64>,
     /// Ranges of guest changes being applied to the image (see
@@ -366,6 +370,24 @@ impl Export for SplitterExport {
     }
 }
 
+/// Where a splitter's journal goes.
+// Made once per splitter and moved into its shipper: its size is no cost.
+#[allow(clippy::large_enum_variant)]
+pub enum VaultSource {
+    /// A vault opened before the start: a splitter that cannot open its
+    /// journal does not start.
+    Open(Vault),
+    /// A vault opened by the shipper, tried again every second until it
+    /// opens: the splitter serves the guest at once whatever the vault's
+    /// state (a host starting its machines while the other site is
+    /// unreachable), queuing, then tracking, changes as in an outage.
+    Later(Box<dyn FnMut() -> Result<Vault, VaultError> + Send>),
+}
+
+/// How often a splitter started with [`VaultSource::Later`] tries to open
+/// its vault.
+const VAULT_RETRY: Duration = Duration::from_secs(1);
+
 /// A running splitter: NBD server, shipper, bookmark timer, control socket.
 pub struct Splitter {
     shared: Arc<Shared>,
@@ -379,6 +401,17 @@ pub struct Splitter {
 impl Splitter {
     /// Opens the image and the journal, and starts serving `socket`.
     pub fn start(vault: Vault, image: &Path, socket: &Path, options: SplitterOptions) -> Result<Splitter, VaultError> {
+        Splitter::start_from(VaultSource::Open(vault), image, socket, options)
+    }
+
+    /// Opens the image (and the journal, unless `vault` is opened later)
+    /// and starts serving `socket`.
+    pub fn start_from(
+        vault: VaultSource,
+        image: &Path,
+        socket: &Path,
+        options: SplitterOptions,
+    ) -> Result<Splitter, VaultError> {
         keep_freed_memory();
         let export = FileExport::open(image, false).map_err(|source| VaultError::Io {
             operation: "open",
@@ -386,7 +419,10 @@ impl Splitter {
             source,
         })?;
         // Fail now, not in the shipper, when the journal cannot be opened.
-        let journal_empty = JournalWriter::open(&vault, &options.disk)?.next_sequence() == 1;
+        let journal_empty = match &vault {
+            VaultSource::Open(vault) => Some(JournalWriter::open(vault, &options.disk)?.next_sequence() == 1),
+            VaultSource::Later(_) => None,
+        };
         let intent_path = options.intent_log.clone().unwrap_or_else(|| default_intent_log(image));
         let (mut regions, previous) = Regions::open(&intent_path, export.size()).map_err(|source| VaultError::Io {
             operation: "open the intent log",
@@ -394,8 +430,9 @@ impl Splitter {
             source,
         })?;
         // What the journal may lack: everything on a first start or without
-        // a usable intent log, else the regions the log names.
-        match previous.filter(|_| !journal_empty) {
+        // a usable intent log, else the regions the log names (and, should
+        // a journal not known yet turn out empty, everything then).
+        match previous.filter(|_| journal_empty != Some(true)) {
             Some(dirty) => dirty.into_iter().for_each(|region| regions.need_refresh_region(region)),
             None => (0..regions.region_count()).for_each(|region| regions.need_refresh_region(region)),
         }
@@ -406,7 +443,8 @@ impl Splitter {
             exact: false,
             stopping: false,
             regions,
-            initial_pass: journal_empty,
+            initial_pass: journal_empty == Some(true),
+            journal_unknown: journal_empty.is_none(),
             oldest_unsealed: None,
             applying: Vec::new(),
         };
@@ -444,7 +482,20 @@ impl Splitter {
         }));
         let shipper = {
             let shared = shared.clone();
-            std::thread::spawn(move || ship(&vault, &shared))
+            std::thread::spawn(move || match vault {
+                VaultSource::Open(vault) => ship(&vault, &shared),
+                VaultSource::Later(open) => match open_vault(open, &shared) {
+                    Some(vault) => ship(&vault, &shared),
+                    None => Err(VaultError::Io {
+                        operation: "ship the changes of",
+                        path: shared.options.disk.clone(),
+                        source: io::Error::other(
+                            "the splitter stopped before its vault could be opened (the intent log names \
+                             the changes for the next start)",
+                        ),
+                    }),
+                },
+            })
         };
         {
             let (shared, stop) = (shared.clone(), stop.clone());
@@ -503,7 +554,7 @@ fn catch_up(shared: &Shared, stop: &AtomicBool) {
             return;
         }
         let Some(region) = queue.regions.take_refresh() else {
-            if !queue.exact {
+            if !queue.exact && !queue.journal_unknown {
                 queue.exact = true;
                 queue.initial_pass = false;
                 shared.push(queue, Entry::Exact { time: now_micros() }, 0);
@@ -558,6 +609,45 @@ fn catch_up(shared: &Shared, stop: &AtomicBool) {
             // An empty journal already reads zeros here: the region is level.
             queue.regions.queued(offset, length);
             queue.regions.sealed(offset, length);
+        }
+    }
+}
+
+/// Opens the vault of a splitter started without it, trying again every
+/// [`VAULT_RETRY`] (the failure in `status` meanwhile) until it opens or the
+/// splitter stops (`None`). Once open, a journal found empty makes every
+/// region due for re-reading before the journal may be called exact.
+fn open_vault(mut open: Box<dyn FnMut() -> Result<Vault, VaultError> + Send>, shared: &Shared) -> Option<Vault> {
+    loop {
+        let opened = open().and_then(|vault| {
+            let empty = JournalWriter::open(&vault, &shared.options.disk)?.next_sequence() == 1;
+            Ok((vault, empty))
+        });
+        match opened {
+            Ok((vault, empty)) => {
+                let mut queue = shared.lock();
+                if empty {
+                    (0..queue.regions.region_count()).for_each(|region| queue.regions.need_refresh_region(region));
+                }
+                queue.journal_unknown = false;
+                drop(queue);
+                shared.status.lock().unwrap_or_else(|p| p.into_inner()).error = None;
+                shared.changed.notify_all();
+                tracing::info!(
+                    "the vault is open{}",
+                    if empty { ": its journal is empty, re-reading all" } else { "" }
+                );
+                return Some(vault);
+            }
+            Err(e) => {
+                let problem = format!("the vault cannot be opened (trying again every second): {e}");
+                shared.status.lock().unwrap_or_else(|p| p.into_inner()).error = Some(problem);
+                let queue = shared.lock();
+                if queue.stopping {
+                    return None;
+                }
+                drop(shared.changed.wait_timeout(queue, VAULT_RETRY).unwrap_or_else(|p| p.into_inner()));
+            }
         }
     }
 }

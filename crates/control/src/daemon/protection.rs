@@ -98,12 +98,20 @@ impl Daemon {
         let vault = deployment.vault_at(target);
         let run_dir = splitters_dir(deployment);
         let host = self.site(machine.active_site);
-        // Splitters that run wait out a vault outage by themselves: the
-        // vault is needed only to start one (a roll-back whose source's
-        // splitters ran through the failover starts the source at once,
-        // whatever the vault's state).
+        // Splitters wait out a vault outage by themselves, and start
+        // without their vault (`serve-disk --wait-for-vault`): a machine
+        // starts, and a roll-back starts its source, at once whatever the
+        // vault's state. Only the first protect needs the vault (created
+        // then, for the primary site's): initial replication waiting on a
+        // vault that never was is a mistake to report, not an outage.
         if !machine.disks.iter().all(|disk| host.splitter_running(&disk.vault_disk, &run_dir)) {
-            deployment.open_vault_at(target)?;
+            match deployment.open_vault_at(target) {
+                Ok(_) => {}
+                Err(e) if machine.state == State::Enabling => return Err(e),
+                Err(e) => {
+                    eprintln!("standby: {e}; the splitters of '{}' start and wait for it", machine.definition.name)
+                }
+            }
         }
         let mut pids = Vec::new();
         for (disk, image) in machine.disks.iter().zip(machine.images()) {
