@@ -421,3 +421,55 @@ fn a_protected_machine_starts_while_its_vault_is_gone_and_replicates_once_it_is_
     let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
     assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
 }
+
+/// An export that dies and cannot be started again (a file stands where
+/// its socket goes) under a failed-over machine: the reprotect that must
+/// pause the guest on it fails within seconds naming the export and its
+/// last words, instead of waiting out QEMU's 60 s NBD reconnect delay;
+/// once the file is gone the export is started again.
+#[test]
+fn a_pause_on_an_export_that_cannot_be_started_again_fails_at_once_naming_it() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _image, _daemon) = support::daemon::protected_guest(root.path());
+    let h = path(&home);
+    let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    run(&["commit", "web", "--home", h]).ok();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+        if status["machines"][0]["hydration"].as_array().is_some_and(|h| h.iter().all(|d| d["complete"] == true)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never hydrated: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let console = console_of(&home, "web");
+    records_past(&console, found_at_boot(Path::new(&console)));
+
+    let exports = home.join("run/exports");
+    let socket = exports.join("web.disk0@recovery.sock");
+    let export = pid_of(&exports.join("web.disk0@recovery.pid")) as i32;
+    // The file first: an export started again at once finds it.
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::write(&socket, b"not a socket").unwrap();
+    // SAFETY: kill(2) with a pid read from the export's pid file.
+    assert_eq!(unsafe { libc::kill(export, libc::SIGKILL) }, 0);
+    let started = Instant::now();
+    let failed = run(&["reprotect", "web", "--home", h, "--json"]);
+    let took = started.elapsed();
+    eprintln!("faults: reprotect with its export gone for good failed after {} ms", took.as_millis());
+    assert_ne!(failed.code, 0, "{}", failed.stdout);
+    assert!(!failed.stdout.is_empty(), "refused before the job ran: {}", failed.stderr);
+    let job = failed.json();
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the export web.disk0@recovery is not serving"), "{job}");
+    assert!(took < Duration::from_secs(45), "the pause waited out the reconnect delay: {job}");
+
+    std::fs::remove_file(&socket).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the export was never started again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

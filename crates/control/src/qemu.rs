@@ -78,6 +78,16 @@ fn opened_file(nodes: &[&Value], index: usize) -> Result<String, ControlError> {
         .ok_or_else(|| ControlError::Failed(format!("QEMU has no disk {index}")))
 }
 
+/// The socket an NBD node's filename names (`nbd+unix:///EXPORT?socket=PATH`).
+fn nbd_socket(filename: &str) -> Option<PathBuf> {
+    let (_, socket) = filename.split_once("socket=")?;
+    socket.split('&').next().filter(|s| !s.is_empty()).map(PathBuf::from)
+}
+
+/// How long QEMU waits for an NBD server that went away before it fails
+/// the I/O (and a pause, which flushes every disk, waits with it).
+pub const RECONNECT_DELAY: Duration = Duration::from_secs(RECONNECT_DELAY_SECONDS);
+
 /// What QEMU is started with.
 #[derive(Debug, Clone)]
 pub struct QemuSpec {
@@ -427,6 +437,22 @@ impl Qemu {
         let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
         let nodes: Vec<&Value> = nodes.as_array().into_iter().flatten().collect();
         opened_file(&nodes, index)
+    }
+
+    /// The unix sockets of the NBD servers (splitters, exports) the
+    /// machine's disks are opened on.
+    pub fn nbd_sockets(&mut self) -> Result<Vec<PathBuf>, ControlError> {
+        let nodes = self.qmp.execute("query-named-block-nodes", json!({"flat": true}))?;
+        let mut sockets: Vec<PathBuf> = nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|node| node["drv"] == "nbd")
+            .filter_map(|node| node["file"].as_str().and_then(nbd_socket))
+            .collect();
+        sockets.sort();
+        sockets.dedup();
+        Ok(sockets)
     }
 
     pub fn drive_kind(&mut self, index: usize) -> Result<&'static str, ControlError> {
@@ -783,5 +809,22 @@ pub fn probe_kvm_boot(kernel: &Path, run_dir: &Path, timeout: Duration) -> Resul
         Ok(())
     } else {
         Err(format!("a kernel started under KVM did not get to mounting its root within {timeout:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_of_an_nbd_node_is_read_from_its_filename() {
+        let read = |filename| nbd_socket(filename).map(|p| p.display().to_string());
+        assert_eq!(
+            read("nbd+unix:///web.disk0?socket=/d/run/disks/web.disk0.sock").as_deref(),
+            Some("/d/run/disks/web.disk0.sock")
+        );
+        assert_eq!(read("nbd+unix:///d?socket=/x.sock&other=1").as_deref(), Some("/x.sock"));
+        assert_eq!(read("/d/sites/primary/disks/web-disk0.raw"), None);
+        assert_eq!(read("nbd+unix:///d?socket="), None);
     }
 }

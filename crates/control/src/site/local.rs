@@ -112,6 +112,25 @@ impl LocalHost {
         }
     }
 
+    /// Waits until every NBD server machine `key`'s disks are on answers:
+    /// a pause flushes every disk, and one whose server is gone would wait
+    /// out QEMU's reconnect delay. The supervision starts a dead splitter
+    /// or export again within a second or so; one that is not back within
+    /// [`SERVER_BACK_WITHIN`] fails the pause at once, naming it.
+    fn wait_for_servers_of(&self, key: &str) -> Result<(), ControlError> {
+        let sockets = self.with_machine(key, Qemu::nbd_sockets)?.unwrap_or_default();
+        let deadline = std::time::Instant::now() + SERVER_BACK_WITHIN;
+        for socket in sockets {
+            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+                if std::time::Instant::now() >= deadline {
+                    return Err(server_gone(key, &socket));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
     fn agent_socket(&self, key: &str) -> Option<PathBuf> {
         lock(&self.machines).get(key).filter(|qemu| qemu.running()).map(|qemu| qemu.agent_socket.clone())
     }
@@ -150,6 +169,28 @@ fn restart_if_dead<S>(
         (Err(_), Some((_, wait))) => Some((std::time::Instant::now() + wait, (wait * 2).min(RESTART_BACKOFF_MAX))),
     };
     Some(Restart { helper: what, died, outcome, took: started.elapsed() })
+}
+
+/// How long a pause waits for a dead splitter or export to be started
+/// again (the supervision's interval and a start, with room to spare).
+const SERVER_BACK_WITHIN: Duration = Duration::from_secs(5);
+
+/// Machine `key` cannot be paused: the NBD server at `socket` is gone.
+fn server_gone(key: &str, socket: &Path) -> ControlError {
+    let name = socket.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let helper = match socket.parent().and_then(Path::file_name).and_then(|f| f.to_str()) {
+        Some("exports") => format!("the export {name}"),
+        _ => format!("the splitter of disk '{name}'"),
+    };
+    let log = socket.with_file_name(format!("{name}.log"));
+    let said = crate::process::last_line(&log);
+    ControlError::Failed(format!(
+        "machine '{key}' was not paused: {helper} is not serving and was not started again within {} s \
+         (its log {}: {said}); pausing would wait {} s for it. `standby status` shows why it does not start",
+        SERVER_BACK_WITHIN.as_secs(),
+        log.display(),
+        qemu::RECONNECT_DELAY.as_secs()
+    ))
 }
 
 pub(crate) fn splitter_gone(disk: &str) -> ControlError {
@@ -242,6 +283,7 @@ impl SiteHost for LocalHost {
     }
 
     fn pause(&self, key: &str) -> Result<bool, ControlError> {
+        self.wait_for_servers_of(key)?;
         Ok(self.with_machine(key, Qemu::pause)?.is_some())
     }
 
