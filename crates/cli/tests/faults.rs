@@ -221,6 +221,17 @@ fn noise(len: usize) -> Vec<u8> {
     bytes
 }
 
+/// A deployment in `root/d` defining machine `web`: the test guest's disk
+/// and a 128 MiB data disk of [`noise`].
+fn two_disk_machine_of_noise(root: &Path) -> std::path::PathBuf {
+    let home = root.join("d");
+    run(&["init", path(&home)]).ok();
+    let data = root.join("data.raw");
+    std::fs::write(&data, noise(128 << 20)).unwrap();
+    add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--disk", path(&data)]);
+    home
+}
+
 /// A two-disk machine (the test guest's disk and a data disk full of
 /// noise) whose splitters are killed with kill -9 while a job waits on
 /// them, each job held at that step until the new splitter serves: during
@@ -233,12 +244,8 @@ fn noise(len: usize) -> Vec<u8> {
 #[test]
 fn splitters_killed_during_protect_failover_and_reprotect_lose_nothing() {
     let root = tempfile::tempdir().unwrap();
-    let home = root.path().join("d");
+    let home = two_disk_machine_of_noise(root.path());
     let h = path(&home);
-    run(&["init", h]).ok();
-    let data = root.path().join("data.raw");
-    std::fs::write(&data, noise(128 << 20)).unwrap();
-    add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--disk", path(&data)]);
     let disks = home.join("run/disks");
     let kill = |disk: &str, during: &str| {
         let took = kill_and_wait_for_a_new_one(&disks.join(format!("{disk}.pid")), &disks.join(format!("{disk}.sock")));
@@ -301,6 +308,11 @@ fn splitters_killed_during_protect_failover_and_reprotect_lose_nothing() {
     assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
 }
 
+/// Waits until every disk of machine `web` is local (hydrated).
+fn wait_hydrated(home: &str) {
+    wait_for_hydration(home, "never hydrated", |hydration| hydration.iter().all(|disk| disk["complete"] == true));
+}
+
 /// The hydration of every disk of machine `web`, once `done` says it is
 /// as wanted (within two minutes).
 fn wait_for_hydration(home: &str, what: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
@@ -308,7 +320,7 @@ fn wait_for_hydration(home: &str, what: &str, done: impl Fn(&[serde_json::Value]
     loop {
         let status = run(&["status", "web", "--home", home, "--json"]).ok().json();
         let hydration = status["machines"][0]["hydration"].as_array().cloned().unwrap_or_default();
-        if hydration.len() == 2 && done(&hydration) {
+        if !hydration.is_empty() && done(&hydration) {
             return hydration;
         }
         assert!(Instant::now() < deadline, "{what}: {status}");
@@ -325,12 +337,8 @@ fn wait_for_hydration(home: &str, what: &str, done: impl Fn(&[serde_json::Value]
 #[test]
 fn an_export_killed_during_hydration_is_started_again_and_hydrates_on() {
     let root = tempfile::tempdir().unwrap();
-    let home = root.path().join("d");
+    let home = two_disk_machine_of_noise(root.path());
     let h = path(&home);
-    run(&["init", h]).ok();
-    let data = root.path().join("data.raw");
-    std::fs::write(&data, noise(128 << 20)).unwrap();
-    add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--disk", path(&data)]);
     let _daemon = Daemon::start_with(&home, &[("STANDBY_TEST_HYDRATE_PACE_MS", "400")]);
     run(&["machine", "start", "web", "--home", h]).ok();
     wait_for(&console_of(&home, "web"), "standby-guest: record 3\n");
@@ -351,7 +359,7 @@ fn an_export_killed_during_hydration_is_started_again_and_hydrates_on() {
         kill_and_wait_for_a_new_one(&exports.join("web.disk1@recovery.pid"), &exports.join("web.disk1@recovery.sock"));
     eprintln!("faults: the export of web.disk1 killed while it hydrated, serving again after {} ms", took.as_millis());
     let started = Instant::now();
-    wait_for_hydration(h, "hydration never ended", |hydration| hydration.iter().all(|disk| disk["complete"] == true));
+    wait_hydrated(h);
     eprintln!("faults: both disks hydrated {} ms after the export was started again", started.elapsed().as_millis());
     let console = console_of(&home, "web");
     let written = records_past(&console, found_at_boot(Path::new(&console)));
@@ -435,15 +443,7 @@ fn a_pause_on_an_export_that_cannot_be_started_again_fails_at_once_naming_it() {
     let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
     assert_eq!(job["state"], "succeeded", "{job}");
     run(&["commit", "web", "--home", h]).ok();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
-        if status["machines"][0]["hydration"].as_array().is_some_and(|h| h.iter().all(|d| d["complete"] == true)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never hydrated: {status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_hydrated(h);
     let console = console_of(&home, "web");
     records_past(&console, found_at_boot(Path::new(&console)));
 
