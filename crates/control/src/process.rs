@@ -160,10 +160,16 @@ fn find_by_argument(argument: &str, value: &OsStr) -> Option<u32> {
 
 /// Whether `pid` is a live process (not a zombie waiting to be reaped).
 pub(crate) fn alive(pid: u32) -> bool {
-    // A zombie still answers kill(pid, 0); its state in /proc says Z.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
+    // A zombie still answers kill(pid, 0); its state in /proc says Z. A
+    // process killed with kill -9 can show its main thread a zombie while
+    // its other threads are still going away, and those hold its files
+    // (a splitter's listening socket) until the last one has: it is alive
+    // while any of its threads is not a zombie.
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    threads.flatten().any(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            .is_ok_and(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    })
 }
 
 /// The last non-empty line of a log, for an error message.
@@ -201,5 +207,29 @@ mod tests {
         assert!(!pid_file.exists(), "an empty pid file no process claims is removed");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// A process whose main thread has ended (a zombie) while another of
+    /// its threads still runs holds its files: it is alive until the last
+    /// thread ends, and an adopter must not start another in its place.
+    #[test]
+    fn a_process_is_alive_while_any_thread_of_it_runs() {
+        let script = "import ctypes, threading, time\n\
+                      threading.Thread(target=time.sleep, args=(2,)).start()\n\
+                      ctypes.CDLL(None).pthread_exit(None)\n";
+        let mut child = Command::new("/usr/bin/python3").args(["-c", script]).spawn().unwrap();
+        let pid = child.id();
+        let main_thread_ended = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !main_thread_ended() {
+            assert!(Instant::now() < deadline, "the main thread of {pid} never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(alive(pid), "{pid} has a thread running");
+        child.wait().unwrap();
+        assert!(!alive(pid));
     }
 }
