@@ -234,12 +234,13 @@ fn two_disk_machine_of_noise(root: &Path) -> std::path::PathBuf {
 
 /// A two-disk machine (the test guest's disk and a data disk full of
 /// noise) whose splitters are killed with kill -9 while a job waits on
-/// them, each job held at that step until the new splitter serves: during
-/// protect's initial replication (the data disk's), while a failover
-/// waits for the shut-down source's last writes (the guest's disk), and
-/// while reprotect ships the blocks that differ back (the guest's disk
-/// again, now at the recovery site). Every job succeeds, the recovery VM
-/// boots with every record the source acknowledged, and after reprotect
+/// them: during protect's initial replication (the data disk's, the job
+/// held there until the new splitter serves); while a failover waits for
+/// the shut-down source's last writes (the guest's disk, kept from being
+/// started again for seconds: the wait bears with it and gets every last
+/// write); while reprotect ships the blocks that differ back (the guest's
+/// disk again, now at the recovery site). Every job succeeds, the recovery
+/// VM boots with every record the source acknowledged, and after reprotect
 /// the old site's vault holds both disks exactly as the machine left them.
 #[test]
 fn splitters_killed_during_protect_failover_and_reprotect_lose_nothing() {
@@ -275,10 +276,24 @@ fn splitters_killed_during_protect_failover_and_reprotect_lose_nothing() {
     let failover = support::spawn_json(&["failover", "web", "--shutdown-source", "--home", h, "--json"]);
     support::daemon::wait_for_step(h, "failover", 2);
     let source_acknowledged = acknowledged(&console);
-    kill("web.disk0", "the failover's wait for the last writes");
+    // This one cannot be started again for seconds (a file stands where
+    // its socket goes, as when the dying process still holds it): the
+    // wait bears with it instead of failing over without the last writes.
+    let socket = disks.join("web.disk0.sock");
+    let pid_file = disks.join("web.disk0.pid");
+    let old = pid_of(&pid_file);
+    std::fs::remove_file(&socket).unwrap();
+    std::fs::write(&socket, b"not a socket").unwrap();
+    // SAFETY: kill(2) with a pid read from the splitter's pid file.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
     std::fs::write(&release, b"").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::remove_file(&socket).unwrap();
     let job = support::json_of(failover);
     assert_eq!(job["state"], "succeeded", "{job}");
+    assert_ne!(pid_of(&pid_file), old, "{job}");
+    let waited = &job["steps"][2];
+    assert_eq!(waited["detail"], "every write of the source is in the vault", "{job}");
     let console = console_of(&home, "web");
     let recovered = found_at_boot(Path::new(&console));
     assert!(recovered >= source_acknowledged, "{recovered} records recovered, {source_acknowledged} acknowledged");

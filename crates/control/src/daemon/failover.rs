@@ -28,6 +28,7 @@ use standby_lifecycle::{Command, Instance, Site, State, Transition};
 
 use super::engine::{check, transition_of};
 use super::files::{overlay_path, site_folder};
+use super::protection::{mark_sealed, Unanswered, SPLITTER_BACK_WITHIN};
 use super::{instance, Daemon, JobSteps, Launched, POWER_DOWN_TIMEOUT};
 use crate::agent::ExportSpec;
 use crate::deployment::Deployment;
@@ -36,7 +37,7 @@ use crate::machine::Machine;
 use crate::points::{self, MachinePoint};
 use crate::qemu::Drive;
 use crate::records::{ChangePointRecord, DrillRecord, FailoverRecord, MachineRecords, StartPending};
-use crate::site::{MarkWait, Shutdown};
+use crate::site::Shutdown;
 
 /// Where a site's exports keep their sockets, pid files and logs.
 pub(super) fn exports_dir(deployment: &Deployment) -> PathBuf {
@@ -489,12 +490,16 @@ impl Daemon {
             return (false, "not waited for: the source runs".to_string());
         }
         let deadline = Instant::now() + LAST_WRITES_TIMEOUT;
+        // A splitter that died is started again by the supervision: the
+        // source's last writes are in its image and intent log.
+        let mut unanswered = Unanswered::default();
         loop {
             if job.stop_asked() {
                 return (false, "not waited for: cancelled".to_string());
             }
-            match self.replication(machine, true) {
-                Ok(replication) if replication.caught_up => {
+            match unanswered.bear(self.replication(machine, true)) {
+                Ok(None) => std::thread::sleep(LAST_WRITES_POLL_INTERVAL),
+                Ok(Some(replication)) if replication.caught_up => {
                     // Every write is queued: a point on every disk, queued
                     // after them and answered once sealed, ships them now
                     // (not at the next periodic seal) and keeps them in
@@ -506,13 +511,19 @@ impl Daemon {
                         Err(e) => (false, format!("the closing point could not be marked ({e})")),
                     };
                 }
-                Ok(replication) if Instant::now() > deadline => {
+                Ok(Some(replication)) if Instant::now() > deadline => {
                     return (false, format!("gave up after {} s: {replication}", LAST_WRITES_TIMEOUT.as_secs()));
                 }
                 Err(e) => {
-                    return (false, format!("the splitters cannot tell ({e}); failing over with what the vault has"));
+                    return (
+                        false,
+                        format!(
+                            "the splitters cannot tell ({e}; for {} s); failing over with what the vault has",
+                            SPLITTER_BACK_WITHIN.as_secs()
+                        ),
+                    );
                 }
-                Ok(_) => std::thread::sleep(LAST_WRITES_POLL_INTERVAL),
+                Ok(Some(_)) => std::thread::sleep(LAST_WRITES_POLL_INTERVAL),
             }
         }
     }
@@ -522,7 +533,7 @@ impl Daemon {
     fn mark_every_disk(&self, machine: &Machine, label: &str) -> Result<(), ControlError> {
         let host = self.site(machine.active_site);
         for disk in &machine.disks {
-            host.mark(&disk.vault_disk, false, label, MarkWait::Sealed)?;
+            mark_sealed(host, &disk.vault_disk, label)?;
         }
         Ok(())
     }

@@ -45,6 +45,46 @@ pub(super) const REPLICATION_STALL_TIMEOUT: Duration = Duration::from_secs(30 * 
 /// How often a job waiting for replication looks again.
 const REPLICATION_POLL_INTERVAL: Duration = Duration::from_millis(300);
 
+/// How long a job bears with a splitter that does not answer before it
+/// reports it: one that died is started again by the supervision within a
+/// second or two, backing off 1, 2, 4 s while a start fails (as when the
+/// dying process still holds its socket). A wait that gave up at once
+/// would fail over without the source's last writes, or fail a protect,
+/// for a helper that is back a moment later.
+pub(super) const SPLITTER_BACK_WITHIN: Duration = Duration::from_secs(15);
+
+/// Since when the splitters have not answered a job's wait, if they have not.
+#[derive(Default)]
+pub(super) struct Unanswered(Option<Instant>);
+
+impl Unanswered {
+    /// `answer` when there is one; `None` while a splitter that does not
+    /// answer may yet be started again; its error once it has not
+    /// answered for [`SPLITTER_BACK_WITHIN`].
+    pub(super) fn bear<T>(&mut self, answer: Result<T, ControlError>) -> Result<Option<T>, ControlError> {
+        match answer {
+            Ok(answer) => {
+                self.0 = None;
+                Ok(Some(answer))
+            }
+            Err(e) if self.0.get_or_insert_with(Instant::now).elapsed() > SPLITTER_BACK_WITHIN => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// Marks a point on `disk` and waits until it is sealed, bearing with a
+/// splitter that does not answer while it may be started again.
+pub(super) fn mark_sealed(host: &dyn SiteHost, disk: &str, label: &str) -> Result<Option<u64>, ControlError> {
+    let mut unanswered = Unanswered::default();
+    loop {
+        if let Some(point) = unanswered.bear(host.mark(disk, false, label, MarkWait::Sealed))? {
+            return Ok(point);
+        }
+        std::thread::sleep(REPLICATION_POLL_INTERVAL);
+    }
+}
+
 /// How far a machine's replication is, over its disks.
 pub(super) struct Replication {
     /// Every splitter has re-read what it had to and keeps up.
@@ -101,9 +141,9 @@ impl Daemon {
         // Splitters wait out a vault outage by themselves, and start
         // without their vault (`serve-disk --wait-for-vault`): a machine
         // starts, and a roll-back starts its source, at once whatever the
-        // vault's state. Only the first protect needs the vault (created
-        // then, for the primary site's): initial replication waiting on a
-        // vault that never was is a mistake to report, not an outage.
+        // vault's state. Only the first protect needs the vault: initial
+        // replication waiting on a vault that never was is a mistake to
+        // report, not an outage.
         if !machine.disks.iter().all(|disk| host.splitter_running(&disk.vault_disk, &run_dir)) {
             match deployment.open_vault_at(target) {
                 Ok(_) => {}
@@ -231,7 +271,7 @@ impl Daemon {
         job.step(PROTECT_STEPS[3], StepState::Running, "")?;
         let mut points = Vec::new();
         for disk in &machine.disks {
-            let point = host.mark(&disk.vault_disk, false, State::Protected.name(), MarkWait::Sealed)?;
+            let point = mark_sealed(host, &disk.vault_disk, State::Protected.name())?;
             points.push(format!("{} point {}", disk.vault_disk, point.unwrap_or_default()));
         }
         job.step(PROTECT_STEPS[3], StepState::Done, &points.join(", "))?;
@@ -279,9 +319,13 @@ impl Daemon {
     ) -> Result<String, ControlError> {
         let started = Instant::now();
         let (mut least, mut moved_at) = (u64::MAX, Instant::now());
+        let mut unanswered = Unanswered::default();
         loop {
             job.check_stop(step, by)?;
-            let replication = self.replication(machine, false)?;
+            let Some(replication) = unanswered.bear(self.replication(machine, false))? else {
+                std::thread::sleep(REPLICATION_POLL_INTERVAL);
+                continue;
+            };
             if replication.caught_up {
                 return Ok(format!("{replication}; in {:.1} s", started.elapsed().as_secs_f64()));
             }
@@ -673,5 +717,18 @@ mod tests {
         assert!(line.starts_with("crash-consistent only: the guest agent could not freeze; in the vault,"), "{line}");
         assert_eq!(consistency_line(failed, &none, 60), "crash-consistent only: the guest agent could not freeze");
         assert!(consistency_line(None, &none, 60).contains("the first is taken once the machine runs protected"));
+    }
+
+    #[test]
+    fn a_wait_bears_with_a_splitter_that_does_not_answer_for_a_while() {
+        let gone = || Err::<u32, _>(ControlError::Failed("the splitter of disk 'd' is not running".into()));
+        let mut unanswered = Unanswered::default();
+        assert_eq!(unanswered.bear(gone()).unwrap(), None);
+        assert_eq!(unanswered.bear(Ok(7)).unwrap(), Some(7));
+        // An answer starts the count again.
+        assert_eq!(unanswered.0, None);
+        let mut unanswered = Unanswered(Some(Instant::now() - SPLITTER_BACK_WITHIN - Duration::from_secs(1)));
+        let error = unanswered.bear(gone()).unwrap_err();
+        assert!(error.to_string().contains("not running"), "{error}");
     }
 }
