@@ -488,3 +488,48 @@ fn a_pause_on_an_export_that_cannot_be_started_again_fails_at_once_naming_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The first protect of a running machine whose recovery vault cannot be
+/// opened (its folder moved away) is a mistake to report, not an outage to
+/// wait out: the job fails at once naming the vault, the machine is
+/// unprotected again, its disks on their images with no splitter left
+/// running, and the guest writes on; once the vault is back a protect
+/// replicates every record acknowledged.
+#[test]
+fn a_first_protect_without_its_vault_fails_naming_it_and_the_guest_writes_on() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    support::daemon::add_guest_machine(&home, "web", &test_workload());
+    let _daemon = Daemon::start(&home);
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    wait_for(&console, "standby-guest: record 3\n");
+    let vault = home.join("sites/recovery/vault");
+    let gone = home.join("sites/recovery/vault.gone");
+    std::fs::rename(&vault, &gone).unwrap();
+
+    let started = Instant::now();
+    let failed = run(&["protect", "web", "--home", h, "--json"]);
+    eprintln!("faults: a first protect without its vault failed after {} ms", started.elapsed().as_millis());
+    assert_ne!(failed.code, 0, "{}", failed.stdout);
+    let job = failed.json();
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains("the recovery site's vault") && error.contains(path(&vault)), "{job}");
+    assert!(error.contains("the machine is unprotected again"), "{job}");
+    let machines = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(machines["machines"][0]["state"], "unprotected", "{machines}");
+    assert!(!home.join("run/disks/web.disk0.sock").exists(), "a splitter was left behind");
+    assert!(!vault.exists(), "a vault was made where the recovery site's was");
+    let written = records_past(&console, acknowledged(&console));
+
+    std::fs::rename(&gone, &vault).unwrap();
+    let job = run(&["protect", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
+    let restored = root.path().join("latest.raw");
+    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
+    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+}

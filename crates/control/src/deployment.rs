@@ -143,18 +143,46 @@ impl Deployment {
         self.open_vault_at(Site::Recovery)
     }
 
-    /// Opens the vault at `site`; the primary site's is created the first
-    /// time (a deployment starts with the recovery site's only).
+    /// Opens the vault at `site`. A location holding no vault (its folder
+    /// moved or deleted, its filesystem not mounted) is never made one
+    /// here: replication into it would go where the real vault never sees
+    /// it (see [`Deployment::open_or_make_vault_at`]).
     pub fn open_vault_at(&self, site: Site) -> Result<standby_vault::Vault, ControlError> {
+        match self.open_vault_or_not(site)? {
+            Ok(vault) => Ok(vault),
+            Err(_) => Err(ControlError::Failed(format!(
+                "the {site} site's vault {} is not there (no vault.config: moved, deleted, or its filesystem not \
+                 mounted); bring it back where it was",
+                self.vault_at(site)
+            ))),
+        }
+    }
+
+    /// Opens the vault at `site`, making the primary site's when it holds
+    /// none: a deployment starts with the recovery site's only, and the
+    /// first reprotect replicates into the primary site's.
+    pub fn open_or_make_vault_at(&self, site: Site) -> Result<standby_vault::Vault, ControlError> {
+        match self.open_vault_or_not(site)? {
+            Ok(vault) => Ok(vault),
+            Err(backend) if site == Site::Primary => {
+                Ok(standby_vault::Vault::init(backend, standby_vault::InitOptions::default())?)
+            }
+            Err(_) => self.open_vault_at(site),
+        }
+    }
+
+    /// The vault at `site`, or its backend when the location holds no vault.
+    fn open_vault_or_not(
+        &self,
+        site: Site,
+    ) -> Result<Result<standby_vault::Vault, std::sync::Arc<dyn standby_vault::backend::Backend>>, ControlError> {
         let location = self.vault_at(site);
         let problem = |e: String| ControlError::Failed(format!("the {site} site's vault {location}: {e}"));
         let parsed = standby_vault::backend::VaultLocation::parse(&location).map_err(problem)?;
         let backend = standby_vault::backend::open_location(&parsed).map_err(problem)?;
         match standby_vault::Vault::open(backend.clone(), None) {
-            Err(standby_vault::VaultError::NotAVault { .. }) if site == Site::Primary => {
-                Ok(standby_vault::Vault::init(backend, standby_vault::InitOptions::default())?)
-            }
-            other => Ok(other?),
+            Err(standby_vault::VaultError::NotAVault { .. }) => Ok(Err(backend)),
+            other => Ok(Ok(other?)),
         }
     }
 

@@ -229,7 +229,7 @@ impl Daemon {
         let (active, old) = (machine.active_site, machine.active_site.other());
         let history = deployment.open_vault_at(active)?;
         // Opened (and made, at the primary site, the first time) before it is seeded.
-        deployment.open_vault_at(old)?;
+        deployment.open_or_make_vault_at(old)?;
         let (here, there) = (self.site(active), self.site(old));
         let source_writes = job.run(STEPS[0], || {
             // The old source's splitters ship what they still hold and stop:
