@@ -489,6 +489,52 @@ fn a_pause_on_an_export_that_cannot_be_started_again_fails_at_once_naming_it() {
     }
 }
 
+/// A reprotect whose reverse splitter cannot start (a file stands where
+/// its socket goes) fails with the guest still running on its exports and
+/// the machine left reprotecting; once the file is gone, the reprotect
+/// asked again goes on from there: the machine is protected, and the old
+/// site's vault holds every record the guest acknowledged.
+#[test]
+fn a_reprotect_that_failed_goes_on_when_asked_again() {
+    let root = tempfile::tempdir().unwrap();
+    let (home, _image, daemon) = support::daemon::protected_guest(root.path());
+    let h = path(&home);
+    let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    run(&["commit", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    records_past(&console, found_at_boot(Path::new(&console)));
+
+    assert_eq!(daemon.terminate(), 0);
+    let release = root.path().join("release");
+    let _daemon = daemon_stalled_at(&home, "reprotect", 3, &release);
+    let reprotect = support::spawn_json(&["reprotect", "web", "--home", h, "--json"]);
+    support::daemon::wait_for_step(h, "reprotect", 3);
+    let socket = home.join("run/disks/web.disk0.sock");
+    let _ = std::fs::remove_file(&socket);
+    std::fs::write(&socket, b"not a socket").unwrap();
+    std::fs::write(&release, b"").unwrap();
+    let failed = support::json_of(reprotect);
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(failed["error"].as_str().is_some_and(|e| e.contains("not a socket")), "{failed}");
+    let machines = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(machines["machines"][0]["state"], "reprotecting", "{machines}");
+    let written = records_past(&console, acknowledged(&console));
+
+    std::fs::remove_file(&socket).unwrap();
+    let job = run(&["reprotect", "web", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["origin"], "operator", "{job}");
+    let machines = run(&["machine", "list", "--home", h, "--json"]).ok().json();
+    assert_eq!(machines["machines"][0]["state"], "protected", "{machines}");
+    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
+    let restored = root.path().join("latest.raw");
+    let vault = home.join("sites/primary/vault");
+    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
+    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+}
+
 /// The first protect of a running machine whose recovery vault cannot be
 /// opened (its folder moved away) is a mistake to report, not an outage to
 /// wait out: the job fails at once naming the vault, the machine is

@@ -268,6 +268,16 @@ fn lead(state: State, command: Command) -> Option<Transition> {
         (S::FailoverInProgress | S::FailedOver, C::Cancel) => step(state, S::Protected, true),
         (S::ReadyToComplete, C::Cancel) => step(state, S::Protected, false),
         (S::Committed, C::Reprotect) => step(S::Reprotecting, S::Protected, false),
+        // A reprotect that failed (a helper it paused the guest on was gone)
+        // is run again from where it stopped, as a restarted daemon would.
+        (S::Reprotecting, C::Reprotect) => Some(Transition {
+            command,
+            from: state,
+            during: S::Reprotecting,
+            after: S::Protected,
+            undone: S::Committed,
+            moves_site: false,
+        }),
         _ => None,
     }
 }

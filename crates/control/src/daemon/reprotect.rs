@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
-use standby_lifecycle::Command;
+use standby_lifecycle::{Command, State};
 
 use super::engine::{check, transition_of};
 use super::files::overlay_path;
@@ -178,6 +178,10 @@ impl Daemon {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         check(&machine, Command::Reprotect)?;
+        if machine.state == State::Reprotecting {
+            // A failed reprotect, asked again: on from where it stopped.
+            return self.resume_reprotect(&deployment, machine, JobOrigin::Operator);
+        }
         let active = machine.active_site;
         let old = active.other();
         if let Some(pid) = self.site(old).runtime(&instance(name, old)).pid {
@@ -275,7 +279,9 @@ impl Daemon {
         finish_reprotect(deployment, machine, details.reprotect.as_ref(), job.id, shipped)
     }
 
-    /// Finishes a reprotect a daemon died in (state `reprotecting`).
+    /// Finishes a reprotect a daemon died in or that failed (state
+    /// `reprotecting`; taken up by the next daemon, or asked again by the
+    /// operator: `origin`).
     /// Before the disks were switched (`details.reprotect.switched` false)
     /// the guest has written only to its overlays: the move is done again
     /// (the intent logs are on disk), keeping splitters the guest is
@@ -287,46 +293,33 @@ impl Daemon {
         self: &Arc<Self>,
         deployment: &Deployment,
         machine: Machine,
+        origin: JobOrigin,
     ) -> Result<JobStarted, ControlError> {
         const STEPS: [&str; 2] = ["move the machine onto reverse replication", "ship the blocks that differ"];
         let name = machine.definition.name.clone();
-        self.spawn_job(
-            deployment,
-            &name,
-            JobKind::Lifecycle(Command::Reprotect),
-            JobOrigin::Resumed,
-            &STEPS,
-            move |daemon, job| {
-                let deployment = job.deployment;
-                let active = machine.active_site;
-                job.step(STEPS[0], StepState::Running, "")?;
-                // Without a record, the safe side: nothing is copied over the disks again.
-                let switched = machine.details.reprotect.as_ref().is_none_or(|reprotect| reprotect.switched);
-                let detail = if switched {
-                    daemon.site(active).resume(&instance(&machine.definition.name, active))?;
-                    daemon.ensure_splitters(deployment, &machine)?;
-                    daemon.remove_reverse_leftovers(deployment, &machine)?;
-                    "the disks were already on reverse replication".to_string()
-                } else {
-                    // Splitters an earlier attempt started ship what they read
-                    // and stop (the move starts them again), unless a disk is
-                    // already on one: that daemon died between moving the
-                    // paused guest and recording it, and a splitter stopped
-                    // under the guest would leave QEMU waiting to reconnect
-                    // (the `stop` of the move with it). Either way the guest
-                    // was paused before any of them started: none missed a write.
-                    if !daemon.any_disk_on_its_splitter(deployment, &machine)? {
-                        daemon.stop_splitters_of(deployment, &machine)?;
-                    }
-                    daemon.move_onto_reverse_replication(deployment, &machine, &machine.details, job)?
-                };
-                job.step(STEPS[0], StepState::Done, &detail)?;
-                job.step(STEPS[1], StepState::Running, "")?;
-                let shipped = daemon.wait_for_replication(&machine, "reprotected", job, STEPS[1])?;
-                job.step(STEPS[1], StepState::Done, &format!("{} moved since the restart", mib(shipped)))?;
-                finish_reprotect(deployment, &machine, machine.details.reprotect.as_ref(), job.id, shipped)
-            },
-        )
+        self.spawn_job(deployment, &name, JobKind::Lifecycle(Command::Reprotect), origin, &STEPS, move |daemon, job| {
+            let deployment = job.deployment;
+            let active = machine.active_site;
+            job.step(STEPS[0], StepState::Running, "")?;
+            // Without a record, the safe side: nothing is copied over the disks again.
+            let switched = machine.details.reprotect.as_ref().is_none_or(|reprotect| reprotect.switched);
+            let detail = if switched {
+                daemon.site(active).resume(&instance(&machine.definition.name, active))?;
+                daemon.ensure_splitters(deployment, &machine)?;
+                daemon.remove_reverse_leftovers(deployment, &machine)?;
+                "the disks were already on reverse replication".to_string()
+            } else {
+                // The move again, disk by disk: see
+                // `move_onto_reverse_replication` for the disks an
+                // earlier attempt moved already.
+                daemon.move_onto_reverse_replication(deployment, &machine, &machine.details, job)?
+            };
+            job.step(STEPS[0], StepState::Done, &detail)?;
+            job.step(STEPS[1], StepState::Running, "")?;
+            let shipped = daemon.wait_for_replication(&machine, "reprotected", job, STEPS[1])?;
+            job.step(STEPS[1], StepState::Done, &format!("{} moved to the {} site", mib(shipped), active.other()))?;
+            finish_reprotect(deployment, &machine, machine.details.reprotect.as_ref(), job.id, shipped)
+        })
     }
 
     /// Stops the splitters of `machine`'s disks (they ship what they queued).
@@ -343,20 +336,18 @@ impl Daemon {
         Ok(stopped)
     }
 
-    /// Whether the running QEMU of `machine` has a disk opened from its
-    /// splitter's socket.
-    fn any_disk_on_its_splitter(&self, deployment: &Deployment, machine: &Machine) -> Result<bool, ControlError> {
+    /// Whether the running QEMU of `machine` has its disk `index` opened
+    /// from that disk's splitter's socket.
+    fn disk_on_its_splitter(
+        &self,
+        deployment: &Deployment,
+        machine: &Machine,
+        index: usize,
+    ) -> Result<bool, ControlError> {
         let key = instance(&machine.definition.name, machine.active_site);
-        let host = self.site(machine.active_site);
-        let run_dir = splitters_dir(deployment);
-        for (index, disk) in machine.disks.iter().enumerate() {
-            let (socket, _, _) = crate::agent::files(&run_dir, &disk.vault_disk);
-            let Some(opened) = host.drive(&key, index)? else { return Ok(false) };
-            if opened.filename.contains(&*socket.to_string_lossy()) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let (socket, _, _) = crate::agent::files(&splitters_dir(deployment), &machine.disks[index].vault_disk);
+        let Some(opened) = self.site(machine.active_site).drive(&key, index)? else { return Ok(false) };
+        Ok(opened.filename.contains(&*socket.to_string_lossy()))
     }
 
     /// The exports and overlays a machine ran on before reverse replication.
@@ -414,6 +405,19 @@ impl Daemon {
         let moved = (|| {
             let run_dir = splitters_dir(deployment);
             for (index, disk) in machine.disks.iter().enumerate() {
+                // A disk an earlier attempt moved (it failed on another
+                // disk, or its daemon died before recording the move) had
+                // its overlay copied before it moved, and the guest may
+                // have written through the splitter since: a copy now would
+                // put older blocks over those writes.
+                if self.disk_on_its_splitter(deployment, machine, index)? {
+                    continue;
+                }
+                // A splitter an earlier attempt started for a disk still on
+                // its overlay ships what it read and stops: it must not
+                // miss what the copy writes (started again below, with
+                // the intent log whole).
+                host.stop_splitter(&disk.vault_disk, &run_dir)?;
                 let image = disk.image_at(active).to_path_buf();
                 let overlay = overlay_path(deployment, machine, index, active.into());
                 let Some(written) = host.overlay_ranges(&overlay)? else { continue };
@@ -421,12 +425,8 @@ impl Daemon {
                     host.copy_ranges(&overlay, &image, &written)?;
                 }
                 // The guest ran on until the pause: what it wrote since the
-                // intent log was written joins it before a splitter reads
-                // it (one an earlier attempt started, with the guest
-                // already paused, had it whole).
-                if !host.splitter_running(&disk.vault_disk, &run_dir) {
-                    add_to_intent_log(host, &image, &written)?;
-                }
+                // intent log was written joins it before a splitter reads it.
+                add_to_intent_log(host, &image, &written)?;
             }
             self.ensure_splitters(deployment, machine)?;
             job.moment("reverse-splitters-started");

@@ -159,7 +159,7 @@ impl Daemon {
                     daemon.protect_or_roll_back(&machine, job)
                 })?
             }
-            TakeUp::ResumeReprotect => self.resume_reprotect(&deployment, machine)?,
+            TakeUp::ResumeReprotect => self.resume_reprotect(&deployment, machine, Resumed)?,
             TakeUp::RemoveDrill => self.spawn_job(
                 &deployment,
                 &name,

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use standby_lifecycle::job::{JobState, StepState};
+use standby_lifecycle::job::{JobOrigin, JobState, StepState};
 use standby_lifecycle::{transition, Command, Instance, State};
 
 use super::engine::{Crash, Hooks};
@@ -466,6 +466,102 @@ fn a_job_whose_site_fails_rolls_the_machine_back() {
         assert!(reached(&bench, stage.leaves), "{context}, healed");
         check_what_runs(&bench, &format!("{context}, healed"));
     }
+}
+
+/// A reprotect whose site fails an act once the machine is reprotecting
+/// (the pause, a splitter, a disk's switch, the second disk's switch with
+/// the first already on its splitter) leaves it reprotecting, running and
+/// not paused; asked again once the site works, it goes on from there to
+/// protected with every disk on its splitter.
+#[test]
+fn a_failed_reprotect_asked_again_goes_on_from_where_it_stopped() {
+    for (act, passes) in [(Act::Pause, 0), (Act::EnsureSplitter, 0), (Act::SwitchDrive, 0), (Act::SwitchDrive, 1)] {
+        let context = format!("reprotect with {act:?} failing after {passes}");
+        let bench = Bench::new();
+        let daemon = bench.daemon(Hooks::default());
+        journey_to(&bench, &daemon, "reprotect");
+        bench.host.fail_after(act, "", "the host said no", passes);
+        daemon.reprotect(NAME, false, false).unwrap_or_else(|e| panic!("{context}: refused: {e}"));
+        wait_for_jobs(&daemon);
+        let failed = bench.last_job();
+        assert_eq!(failed.state, JobState::Failed, "{context}");
+        assert!(failed.error.as_deref().unwrap_or_default().contains("the host said no"), "{context}");
+        assert_eq!(bench.machine().state, State::Reprotecting, "{context}");
+        let key = instance(NAME, bench.machine().active_site);
+        assert!(bench.host.machine(&key).is_some_and(|running| !running.paused), "{context}: not running on");
+
+        bench.host.heal(act);
+        daemon.reprotect(NAME, false, false).unwrap_or_else(|e| panic!("{context}, healed: refused: {e}"));
+        wait_for_jobs(&daemon);
+        let job = bench.last_job();
+        assert_eq!(job.state, JobState::Succeeded, "{context}, healed: {:?}", job.error);
+        assert_eq!(job.origin, JobOrigin::Operator, "{context}");
+        assert_eq!(bench.machine().state, State::Protected, "{context}, healed");
+        check_what_runs(&bench, &format!("{context}, healed"));
+    }
+}
+
+/// What the guest at the recovery site writes through disk `index`'s
+/// export while it runs on it: `byte` over 64 KiB at `offset` of the
+/// overlay, recorded in its map (both made when missing).
+fn written_through_export(bench: &Bench, index: usize, offset: u64, byte: u8) {
+    use std::io::{Seek, SeekFrom, Write};
+    let machine = bench.machine();
+    let overlay = super::files::overlay_path(&bench.deployment, &machine, index, Instance::Recovery);
+    let disk_bytes = std::fs::metadata(&machine.disks[index].primary_path).unwrap().len();
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&overlay).unwrap();
+    if file.metadata().unwrap().len() < disk_bytes {
+        file.set_len(disk_bytes).unwrap();
+    }
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(&[byte; 65536]).unwrap();
+    let map_path = standby_splitter::export::map_path(&overlay);
+    let mut map = std::fs::OpenOptions::new().create(true).append(true).open(&map_path).unwrap();
+    if map.metadata().unwrap().len() == 0 {
+        let disk = machine.disks[index].vault_disk.clone();
+        let header = standby_format::OverlayHeader { disk, point: "latest".into(), disk_bytes };
+        map.write_all(&header.encode()).unwrap();
+    }
+    map.write_all(&standby_format::encode_overlay_record(offset, offset + 65536)).unwrap();
+}
+
+/// A reprotect that moved the first disk onto its splitter and failed on
+/// the second leaves the guest writing to the second disk's export, beside
+/// the splitter the failed attempt started for it: asked again, what the
+/// guest wrote there in between reaches the reverse replica (the splitter
+/// is stopped, the writes join its intent log, it starts again).
+#[test]
+fn a_reprotect_asked_again_after_a_half_move_replicates_what_the_export_took_in_between() {
+    let bench = Bench::new();
+    let daemon = bench.daemon(Hooks::default());
+    journey_to(&bench, &daemon, "reprotect");
+    written_through_export(&bench, 1, 1 << 20, 0x77);
+    bench.host.fail_after(Act::SwitchDrive, "", "the host said no", 1);
+    daemon.reprotect(NAME, false, false).unwrap();
+    wait_for_jobs(&daemon);
+    assert_eq!(bench.last_job().state, JobState::Failed);
+    let key = instance(NAME, bench.machine().active_site);
+    let drives = bench.host.machine(&key).unwrap().drives;
+    assert!(
+        matches!(&drives[0], Drive::Nbd { socket, .. } if socket.to_string_lossy().contains("disks")),
+        "{drives:?}"
+    );
+    written_through_export(&bench, 1, (1 << 20) + (256 << 10), 0x99);
+
+    bench.host.heal(Act::SwitchDrive);
+    daemon.reprotect(NAME, false, false).unwrap();
+    wait_for_jobs(&daemon);
+    assert_eq!(bench.last_job().state, JobState::Succeeded, "{:?}", bench.last_job().error);
+    let machine = bench.machine();
+    let vault =
+        crate::site::disk_files::open_vault(&bench.deployment.vault_at(standby_lifecycle::Site::Primary)).unwrap();
+    let restored = bench._dir.path().join("disk1.restored");
+    let latest = standby_vault::journal::JournalTarget::Latest;
+    standby_vault::journal::restore_journal(&vault, &machine.disks[1].vault_disk, latest, &restored, true).unwrap();
+    let bytes = std::fs::read(&restored).unwrap();
+    let at = |offset: usize| &bytes[offset..offset + 65536];
+    assert!(at(1 << 20).iter().all(|&b| b == 0x77), "the write before the failed attempt is missing");
+    assert!(at((1 << 20) + (256 << 10)).iter().all(|&b| b == 0x99), "the write in between never reached the replica");
 }
 
 /// Refusals come before any job: nothing is recorded, nothing changes,

@@ -50,8 +50,9 @@ pub(crate) struct SimulatedHost {
     /// Running splitters by disk, with their pid and socket.
     splitters: Mutex<HashMap<String, (Splitter, u32, PathBuf)>>,
     exports: Mutex<HashMap<String, PathBuf>>,
-    /// Acts that fail: on the names holding the pattern, with why.
-    failing: Mutex<HashMap<Act, (String, String)>>,
+    /// Acts that fail: on the names holding the pattern, with why, once
+    /// the given number of them passed.
+    failing: Mutex<HashMap<Act, (String, String, usize)>>,
     ignores_power_button: Mutex<HashSet<String>>,
     next_pid: AtomicU32,
     /// Every act, in order, as `ACT KEY` (for tests that check an order).
@@ -71,7 +72,12 @@ impl SimulatedHost {
     /// `NAME@INSTANCE`, a disk, an export; "" for all) fails with `why`,
     /// until [`Self::heal`].
     pub fn fail(&self, act: Act, on: &str, why: &str) {
-        lock(&self.failing).insert(act, (on.to_string(), why.to_string()));
+        self.fail_after(act, on, why, 0);
+    }
+
+    /// Like [`SimulatedHost::fail`], once `passes` such acts succeeded.
+    pub fn fail_after(&self, act: Act, on: &str, why: &str, passes: usize) {
+        lock(&self.failing).insert(act, (on.to_string(), why.to_string(), passes));
     }
 
     pub fn heal(&self, act: Act) {
@@ -116,8 +122,12 @@ impl SimulatedHost {
 
     fn act(&self, act: Act, key: &str) -> Result<(), ControlError> {
         lock(&self.journal).push(format!("{act:?} {key}"));
-        match lock(&self.failing).get(&act) {
-            Some((on, why)) if key.contains(on.as_str()) => {
+        match lock(&self.failing).get_mut(&act) {
+            Some((on, _, passes)) if key.contains(on.as_str()) && *passes > 0 => {
+                *passes -= 1;
+                Ok(())
+            }
+            Some((on, why, _)) if key.contains(on.as_str()) => {
                 Err(ControlError::Failed(format!("simulated: {act:?} {key}: {why}")))
             }
             _ => Ok(()),
