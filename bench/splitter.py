@@ -22,9 +22,15 @@ Measures, on the same data and the same client:
      1 GiB and an 8 GiB disk;
   5. replication throughput with the guest idle: the splitter's initial
      replication of the 1 GiB image into an empty local vault (start to all
-     sealed) beside `zstd -1 -T2` of the same file (the compression bound).
+     sealed) beside `zstd -1 -T2` of the same file (the compression bound);
+  6. checks (only with --baseline BIN, a standby built from an earlier
+     commit): the cost of what was added to the hot path since, this build
+     beside that one in alternating rounds: random 64 KiB guest writes
+     (qd 16), nbdcopy of 1 GiB to all sealed, and the initial replication of
+     1 GiB (vault puts); the ratio beside the baseline's own spread.
 
-Usage: bench/splitter.py [--work DIR] [--keep] [--only seq,rand,lag,sustained,export,initial]
+Usage: bench/splitter.py [--work DIR] [--keep] [--only seq,rand,lag,sustained,export,initial,checks]
+                         [--baseline BIN] [--rounds N]
 """
 import argparse
 import importlib.util
@@ -98,13 +104,14 @@ def peak_rss(pid):
 
 
 class Splitter:
-    def __init__(self, work, image, name, seal="1s"):
+    def __init__(self, work, image, name, seal="1s", binary=None):
+        binary = binary or STANDBY
         self.socket = str(work / f"{name}.sock")
         self.vault = work / f"{name}-vault"
         shutil.rmtree(self.vault, ignore_errors=True)
-        subprocess.run([STANDBY, "vault", "init", self.vault], check=True, capture_output=True)
+        subprocess.run([binary, "vault", "init", self.vault], check=True, capture_output=True)
         self.process = subprocess.Popen(
-            [STANDBY, "serve-disk", image, "--socket", self.socket, "--vault", self.vault, "--disk", "d",
+            [binary, "serve-disk", image, "--socket", self.socket, "--vault", self.vault, "--disk", "d",
              "--seal-interval", seal], stderr=subprocess.DEVNULL)
         wait_for_socket(self.socket)
         wait_caught_up(self.socket)
@@ -265,13 +272,78 @@ def sustained(work, source, rate):
     return samples, elapsed, drain, rss
 
 
+def hot_path_checks(work, source, image, baseline, rounds):
+    """For each workload and build, the MB/s of every round."""
+    builds = [("this build", STANDBY), ("baseline", baseline)]
+    rates = {}
+
+    def measure(workload, build, binary):
+        if workload == "guest writes (random 64 KiB, qd 16)":
+            fresh_image(image, GIB)
+            os.sync()
+            s = Splitter(work, image, "checks", binary=binary)
+            rate = 8192 * 65536 / random_writes(s.uri, 8192)
+        elif workload == "nbdcopy 1 GiB to all sealed":
+            fresh_image(image, GIB)
+            os.sync()
+            s = Splitter(work, image, "checks", binary=binary)
+            started = time.perf_counter()
+            subprocess.run(["nbdcopy", "--flush", source, s.uri], check=True)
+            wait_caught_up(s.socket)
+            rate = GIB / (time.perf_counter() - started)
+        else:
+            shutil.copyfile(source, image)
+            os.sync()
+            started = time.perf_counter()
+            s = Splitter(work, image, "checks", binary=binary)
+            rate = GIB / (time.perf_counter() - started)
+        s.stop()
+        rates.setdefault((workload, build), []).append(rate)
+
+    for round in range(rounds):
+        order = builds if round % 2 == 0 else builds[::-1]
+        for workload in CHECK_WORKLOADS:
+            for build, binary in order:
+                measure(workload, build, binary)
+    return rates
+
+
+CHECK_WORKLOADS = ["guest writes (random 64 KiB, qd 16)", "nbdcopy 1 GiB to all sealed",
+                   "initial replication (vault puts)"]
+
+
+def print_checks(rates, baseline, rounds):
+    """This build's median beside the baseline's; within noise when the ratio
+    lies inside the baseline's own spread (its slowest to fastest round over
+    its median), and never under 0.95 counted as noise."""
+    print(f"\nhot-path checks: this build ({STANDBY}) beside the baseline ({baseline}), {rounds} alternating rounds")
+    print(f"{'workload':<38}{'this MB/s':>10}{'base MB/s':>10}{'ratio':>7}{'base spread':>14}  within noise")
+    for workload in CHECK_WORKLOADS:
+        ours, theirs = rates[(workload, "this build")], rates[(workload, "baseline")]
+        median_ours, median_theirs = statistics.median(ours), statistics.median(theirs)
+        ratio = median_ours / median_theirs
+        low, high = min(theirs) / median_theirs, max(theirs) / median_theirs
+        within = min(low, 0.95) <= ratio
+        print(f"{workload:<38}{median_ours / 1e6:>10.0f}{median_theirs / 1e6:>10.0f}{ratio:>6.2f}x"
+              f"{f'{low:.2f}-{high:.2f}x':>14}  {'yes' if within else 'NO'}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(ROOT / "bench" / "work"))
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--only", default="seq,rand,lag,sustained,export,initial",
-                        help="comma-separated sections to run (default: all)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated sections to run (default: all; checks only with --baseline)")
+    parser.add_argument("--baseline", help="a standby binary built from an earlier commit, for the checks section")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of the checks section (default 5)")
     arguments = parser.parse_args()
+    if arguments.only is None:
+        arguments.only = "seq,rand,lag,sustained,export,initial" + (",checks" if arguments.baseline else "")
+    if "checks" in arguments.only.split(",") and not arguments.baseline:
+        sys.exit("the checks section compares with an earlier build: give --baseline BIN")
+    if arguments.baseline and not os.access(arguments.baseline, os.X_OK):
+        sys.exit(f"--baseline {arguments.baseline}: not an executable file; build the commit to compare with "
+                 f"(git worktree add /tmp/base COMMIT && cargo build --release -p standby-cli there)")
     for tool in ["nbdcopy", "qemu-nbd", "qemu-io", "zstd"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install libnbd-bin qemu-utils")
@@ -396,6 +468,11 @@ def main():
             subprocess.run(["zstd", "-1", "-T2", "-q", "-f", source, "-o", str(work / "source.zst")], check=True)
             zstd.append(time.perf_counter() - started)
 
+    # 6. The checks added to the hot path: this build beside the baseline,
+    # alternating which goes first, the same image and client each round.
+    if "checks" in only:
+        checks = hot_path_checks(work, source, image, Path(arguments.baseline), arguments.rounds)
+
     print(f"\n1 GiB of a real ext4 image; median of 3 runs; {os.cpu_count()} cores\n")
     rows = []
     if "seq" in only:
@@ -438,6 +515,8 @@ def main():
         one, eight = export_times[1], export_times[8]
         print(f"export to first read: 1 GiB {one * 1000:.0f} ms, 8 GiB {eight * 1000:.0f} ms "
               f"(target <= 1 s and independent of size: {'yes' if max(one, eight) <= 1 else 'NO'})")
+    if "checks" in only:
+        print_checks(checks, arguments.baseline, arguments.rounds)
     if not arguments.keep:
         for path in work.glob("*"):
             if path.name != "built.img":
