@@ -264,7 +264,10 @@ fn every_refused_transition_exits_2_naming_the_state_and_what_is_allowed() {
 }
 
 /// A daemon asked to stop (SIGTERM) lets a running job finish first, and
-/// leaves replication running for the next daemon.
+/// leaves replication running for the next daemon. (The protect is held
+/// 10 s at its initial replication, so that it still runs when the daemon
+/// is told to stop however slow the machine, and finishes well within the
+/// daemon's 60 s.)
 #[test]
 fn a_stopping_daemon_lets_running_jobs_finish() {
     let root = tempfile::tempdir().unwrap();
@@ -272,9 +275,9 @@ fn a_stopping_daemon_lets_running_jobs_finish() {
     let h = path(&home);
     run(&["init", h]).ok();
     let disk = root.path().join("disk.raw");
-    std::fs::write(&disk, standby_testkit::Random::new(9).disk_data(256 << 20)).unwrap();
+    std::fs::write(&disk, standby_testkit::Random::new(9).disk_data(16 << 20)).unwrap();
     run(&["machine", "add", "web", "--disk", path(&disk), "--home", h]).ok();
-    let daemon = support::daemon::Daemon::start(&home);
+    let daemon = support::daemon::Daemon::start_with(&home, &[("STANDBY_TEST_STALL_AT", "protect/2/10000")]);
     run(&["protect", "web", "--no-wait", "--home", h]).ok();
     let jobs = run(&["jobs", "--home", h, "--json"]).ok().json();
     assert_eq!(jobs["jobs"][0]["state"], "running", "the job must still run when the daemon is told to stop");

@@ -358,15 +358,20 @@ fn retention_compacts_the_journal_under_a_running_splitter() {
     qemu_io(&socket, &["write -P 0x21 0 131072", "flush"]);
     fill(&mut model, 0, 131072, 0x21);
     let old = mark(&socket, "old");
+    let old_at = Instant::now();
     // Bookmarks (every second) seal segments after the old mark.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(4000));
     qemu_io(&socket, &["write -P 0x22 65536 4096", "flush"]);
     fill(&mut model, 65536, 4096, 0x22);
     let recent = mark(&socket, "recent");
     let at_recent = model.clone();
 
+    // The window's edge 2 s after the old mark, 2 s before the write
+    // (however long the marks and the prune's start take).
+    let retention = old_at.elapsed() - Duration::from_millis(2000);
+    let retention = format!("{}ms", retention.as_millis());
     let vault = path(&site.vault);
-    let report = run(&["prune", "--vault", vault, "--retention", "1s", "--grace", "0s", "--json"]).ok().json();
+    let report = run(&["prune", "--vault", vault, "--retention", &retention, "--grace", "0s", "--json"]).ok().json();
     let compacted = &report["journals_compacted"][0];
     assert_eq!(compacted["disk"], "d", "{report}");
     let base = compacted["base_sequence"].as_u64().unwrap();
