@@ -13,7 +13,7 @@ use standby_testkit::{console_text, wait_for_console};
 use support::daemon::{
     acknowledged, add_guest_machine_args, console_of, test_workload, wait_for, wait_replica_equals, Daemon,
 };
-use support::{path, run};
+use support::{path, run, Mount};
 
 /// The pid a helper's pid file names, once it names one.
 fn pid_of(pid_file: &Path) -> u32 {
@@ -573,6 +573,75 @@ fn a_first_protect_without_its_vault_fails_naming_it_and_the_guest_writes_on() {
     std::fs::rename(&gone, &vault).unwrap();
     let job = run(&["protect", "web", "--home", h, "--json"]).ok().json();
     assert_eq!(job["state"], "succeeded", "{job}");
+    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
+    let restored = root.path().join("latest.raw");
+    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
+    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+}
+
+/// The recovery site's vault on a filesystem of its own (a tmpfs,
+/// bind-mounted at the vault's folder) under a protected guest writing
+/// records: filled to the last byte by another file, then unmounted. The
+/// guest writes on through both; `status` names each ("No space left on
+/// device", the missing vault.config); nothing is written into the empty
+/// mount point; once space is freed and the filesystem is mounted again,
+/// the latest point holds every record the guest acknowledged.
+#[test]
+fn a_guest_writes_on_through_a_full_then_unmounted_vault_and_every_record_reaches_it() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    support::daemon::add_guest_machine(&home, "web", &test_workload());
+    let vault = home.join("sites/recovery/vault");
+    let store = root.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let _tmpfs = Mount::new(&["-t", "tmpfs", "-o", "size=256m", "tmpfs"], &store);
+    let copied = std::process::Command::new("cp").arg("-a").arg(vault.join(".")).arg(&store).status().unwrap();
+    assert!(copied.success());
+    std::fs::remove_dir_all(&vault).unwrap();
+    std::fs::create_dir(&vault).unwrap();
+    let mounted = Mount::new(&["--bind", path(&store)], &vault);
+    let _daemon = Daemon::start(&home);
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    wait_for(&console, "standby-guest: record 3\n");
+    run(&["protect", "web", "--home", h]).ok();
+    let splitter_error = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+            if status["machines"][0]["disks"][0]["splitter"]["error"].as_str().is_some_and(|e| e.contains(what)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "status never said {what:?}: {status}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let filler = store.join("filler");
+    let filled = std::process::Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", path(&filler)))
+        .arg("bs=64k")
+        .output()
+        .unwrap();
+    assert!(!filled.status.success(), "dd stops when the filesystem is full");
+    records_past(&console, acknowledged(&console));
+    splitter_error("No space left on device");
+    records_past(&console, acknowledged(&console));
+    std::fs::remove_file(&filler).unwrap();
+    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
+
+    mounted.unmount();
+    assert_eq!(std::fs::read_dir(&vault).unwrap().count(), 0, "the mount point is empty");
+    records_past(&console, acknowledged(&console));
+    splitter_error("vault.config");
+    records_past(&console, acknowledged(&console));
+    assert_eq!(std::fs::read_dir(&vault).unwrap().count(), 0, "something wrote into the empty mount point");
+    let _mounted = Mount::new(&["--bind", path(&store)], &vault);
+    let written = records_past(&console, acknowledged(&console));
     support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
     let restored = root.path().join("latest.raw");
     run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use support::{path, run, standby_command, Site};
+use support::{path, run, standby_command, Mount, Site};
 
 struct Splitter {
     child: Child,
@@ -643,28 +643,6 @@ fn overlapping_writes_in_flight_together_restore_as_the_disk_read_back() {
 fn sha256(file: &Path) -> String {
     let output = Command::new("sha256sum").arg(file).output().expect("sha256sum runs");
     String::from_utf8(output.stdout).unwrap().split_whitespace().next().expect("a digest").to_string()
-}
-
-/// A mount that a test makes and always undoes.
-struct Mount {
-    target: PathBuf,
-}
-
-impl Mount {
-    fn new(arguments: &[&str], target: &Path) -> Mount {
-        let status = Command::new("mount").args(arguments).arg(target).status().expect("mount runs");
-        assert!(status.success(), "mount {arguments:?} {} failed (the tests run as root)", target.display());
-        Mount { target: target.to_path_buf() }
-    }
-
-    fn unmount(self) {}
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let status = Command::new("umount").arg(&self.target).status().expect("umount runs");
-        assert!(status.success() || std::thread::panicking(), "umount {} failed", self.target.display());
-    }
 }
 
 /// A local vault whose filesystem is unmounted under a running splitter

@@ -112,3 +112,31 @@ impl Site {
         self.dir.path().join(name)
     }
 }
+
+/// A mount that a test makes and always undoes.
+pub struct Mount {
+    target: PathBuf,
+}
+
+impl Mount {
+    pub fn new(arguments: &[&str], target: &Path) -> Mount {
+        let status = Command::new("mount").args(arguments).arg(target).status().expect("mount runs");
+        assert!(status.success(), "mount {arguments:?} {} failed (the tests run as root)", target.display());
+        Mount { target: target.to_path_buf() }
+    }
+
+    pub fn unmount(self) {}
+}
+
+impl Drop for Mount {
+    /// Unmounts; a filesystem still in use at the end of a test (a helper
+    /// the daemon left running for the next one has a file open in it) is
+    /// detached at once and unmounted once it is not (`umount -l`).
+    fn drop(&mut self) {
+        let status = Command::new("umount").arg(&self.target).status().expect("umount runs");
+        if !status.success() {
+            let lazy = Command::new("umount").arg("-l").arg(&self.target).status().expect("umount runs");
+            assert!(lazy.success() || std::thread::panicking(), "umount {} failed", self.target.display());
+        }
+    }
+}
