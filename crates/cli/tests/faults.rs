@@ -60,6 +60,18 @@ fn found_at_boot(console: &Path) -> u64 {
     line.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap() - 1
 }
 
+/// Once the splitters of `web` have replicated past now, the latest point
+/// of its disk in `vault` holds every one of the `written` records its
+/// guest acknowledged.
+fn latest_point_holds(home: &str, vault: &Path, written: u64) {
+    support::daemon::wait_replicated_past(home, "web", jiff::Timestamp::now());
+    let dir = tempfile::tempdir().unwrap();
+    let restored = dir.path().join("latest.raw");
+    run(&["restore", "--vault", path(vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
+    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+}
+
 /// A protected machine with two disks (the test guest's, and a data disk)
 /// running under a daemon in `root/d`.
 fn protected_two_disk_guest(root: &Path) -> (std::path::PathBuf, Daemon) {
@@ -191,11 +203,7 @@ fn a_failover_cancelled_while_the_vault_is_gone_starts_the_source_again_at_once(
         assert!(Instant::now() < deadline, "replication never caught up: {status}");
         std::thread::sleep(Duration::from_millis(300));
     }
-    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
-    let restored = root.path().join("latest.raw");
-    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
-    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
-    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+    latest_point_holds(h, &vault, written);
 }
 
 /// Starts the daemon of `home` holding a job of `command` at step `step`
@@ -439,10 +447,7 @@ fn a_protected_machine_starts_while_its_vault_is_gone_and_replicates_once_it_is_
     let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
     let shipped = status["machines"][0]["disks"][0]["splitter"]["bytes_shipped"].as_u64().unwrap();
     assert!(shipped < 16 << 20, "the whole disk was read again: {shipped} bytes shipped: {status}");
-    let restored = root.path().join("latest.raw");
-    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
-    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
-    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+    latest_point_holds(h, &vault, written);
 }
 
 /// An export that dies and cannot be started again (a file stands where
@@ -527,12 +532,7 @@ fn a_reprotect_that_failed_goes_on_when_asked_again() {
     assert_eq!(job["origin"], "operator", "{job}");
     let machines = run(&["machine", "list", "--home", h, "--json"]).ok().json();
     assert_eq!(machines["machines"][0]["state"], "protected", "{machines}");
-    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
-    let restored = root.path().join("latest.raw");
-    let vault = home.join("sites/primary/vault");
-    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
-    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
-    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+    latest_point_holds(h, &home.join("sites/primary/vault"), written);
 }
 
 /// The first protect of a running machine whose recovery vault cannot be
@@ -573,11 +573,7 @@ fn a_first_protect_without_its_vault_fails_naming_it_and_the_guest_writes_on() {
     std::fs::rename(&gone, &vault).unwrap();
     let job = run(&["protect", "web", "--home", h, "--json"]).ok().json();
     assert_eq!(job["state"], "succeeded", "{job}");
-    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
-    let restored = root.path().join("latest.raw");
-    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
-    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
-    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+    latest_point_holds(h, &vault, written);
 }
 
 /// The recovery site's vault on a filesystem of its own (a tmpfs,
@@ -642,9 +638,5 @@ fn a_guest_writes_on_through_a_full_then_unmounted_vault_and_every_record_reache
     assert_eq!(std::fs::read_dir(&vault).unwrap().count(), 0, "something wrote into the empty mount point");
     let _mounted = Mount::new(&["--bind", path(&store)], &vault);
     let written = records_past(&console, acknowledged(&console));
-    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
-    let restored = root.path().join("latest.raw");
-    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
-    let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
-    assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
+    latest_point_holds(h, &vault, written);
 }
