@@ -9,6 +9,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use standby_lifecycle::State;
 use standby_testkit::{console_text, wait_for_console};
 use support::daemon::{
     acknowledged, add_guest_machine_args, console_of, test_workload, wait_for, wait_replica_equals, Daemon,
@@ -58,6 +59,26 @@ fn found_at_boot(console: &Path) -> u64 {
     let text = console_text(console);
     let line = text.lines().rfind(|l| l.contains("standby-guest: ready, next record ")).unwrap();
     line.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap() - 1
+}
+
+/// A protected test guest failed over with its source shut down and
+/// committed: its deployment, daemon and the recovery VM's console, once
+/// the guest writes there.
+fn committed_at_the_recovery_site(root: &Path) -> (std::path::PathBuf, Daemon, String) {
+    let (home, _image, daemon) = support::daemon::protected_guest(root);
+    let h = path(&home);
+    let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    run(&["commit", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    records_past(&console, found_at_boot(Path::new(&console)));
+    (home, daemon, console)
+}
+
+/// Asserts that machine `web` of the deployment at `home` is in `state`.
+fn assert_state(home: &str, state: State) {
+    let machines = run(&["machine", "list", "--home", home, "--json"]).ok().json();
+    assert_eq!(machines["machines"][0]["state"], state.name(), "{machines}");
 }
 
 /// Once the splitters of `web` have replicated past now, the latest point
@@ -458,14 +479,9 @@ fn a_protected_machine_starts_while_its_vault_is_gone_and_replicates_once_it_is_
 #[test]
 fn a_pause_on_an_export_that_cannot_be_started_again_fails_at_once_naming_it() {
     let root = tempfile::tempdir().unwrap();
-    let (home, _image, _daemon) = support::daemon::protected_guest(root.path());
+    let (home, _daemon, _console) = committed_at_the_recovery_site(root.path());
     let h = path(&home);
-    let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
-    assert_eq!(job["state"], "succeeded", "{job}");
-    run(&["commit", "web", "--home", h]).ok();
     wait_hydrated(h);
-    let console = console_of(&home, "web");
-    records_past(&console, found_at_boot(Path::new(&console)));
 
     let exports = home.join("run/exports");
     let socket = exports.join("web.disk0@recovery.sock");
@@ -502,13 +518,8 @@ fn a_pause_on_an_export_that_cannot_be_started_again_fails_at_once_naming_it() {
 #[test]
 fn a_reprotect_that_failed_goes_on_when_asked_again() {
     let root = tempfile::tempdir().unwrap();
-    let (home, _image, daemon) = support::daemon::protected_guest(root.path());
+    let (home, daemon, console) = committed_at_the_recovery_site(root.path());
     let h = path(&home);
-    let job = run(&["failover", "web", "--shutdown-source", "--home", h, "--json"]).ok().json();
-    assert_eq!(job["state"], "succeeded", "{job}");
-    run(&["commit", "web", "--home", h]).ok();
-    let console = console_of(&home, "web");
-    records_past(&console, found_at_boot(Path::new(&console)));
 
     assert_eq!(daemon.terminate(), 0);
     let release = root.path().join("release");
@@ -522,16 +533,14 @@ fn a_reprotect_that_failed_goes_on_when_asked_again() {
     let failed = support::json_of(reprotect);
     assert_eq!(failed["state"], "failed", "{failed}");
     assert!(failed["error"].as_str().is_some_and(|e| e.contains("not a socket")), "{failed}");
-    let machines = run(&["machine", "list", "--home", h, "--json"]).ok().json();
-    assert_eq!(machines["machines"][0]["state"], "reprotecting", "{machines}");
+    assert_state(h, State::Reprotecting);
     let written = records_past(&console, acknowledged(&console));
 
     std::fs::remove_file(&socket).unwrap();
     let job = run(&["reprotect", "web", "--home", h, "--json"]).ok().json();
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["origin"], "operator", "{job}");
-    let machines = run(&["machine", "list", "--home", h, "--json"]).ok().json();
-    assert_eq!(machines["machines"][0]["state"], "protected", "{machines}");
+    assert_state(h, State::Protected);
     latest_point_holds(h, &home.join("sites/primary/vault"), written);
 }
 
@@ -564,8 +573,7 @@ fn a_first_protect_without_its_vault_fails_naming_it_and_the_guest_writes_on() {
     let error = job["error"].as_str().unwrap_or_default();
     assert!(error.contains("the recovery site's vault") && error.contains(path(&vault)), "{job}");
     assert!(error.contains("the machine is unprotected again"), "{job}");
-    let machines = run(&["machine", "list", "--home", h, "--json"]).ok().json();
-    assert_eq!(machines["machines"][0]["state"], "unprotected", "{machines}");
+    assert_state(h, State::Unprotected);
     assert!(!home.join("run/disks/web.disk0.sock").exists(), "a splitter was left behind");
     assert!(!vault.exists(), "a vault was made where the recovery site's was");
     let written = records_past(&console, acknowledged(&console));
