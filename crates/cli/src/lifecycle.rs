@@ -9,7 +9,7 @@ use standby_api::{
     AddMachine, BookmarkView, Client, ClientError, Hydration, JobList, MachineList, MachineStatus, PolicyList,
     StopRequest,
 };
-use standby_control::{Deployment, MachineDefinition};
+use standby_control::{Deployment, MachineDefinition, VaultAddress};
 use standby_lifecycle::job::{JobState, StepState};
 use standby_lifecycle::{Command, Site};
 
@@ -18,19 +18,28 @@ use crate::output::print_json;
 
 pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
     let deployment = Deployment::init(dir)?;
+    let (recovery, primary) = (deployment.vault_at(Site::Recovery), deployment.vault_at(Site::Primary));
+    let keys = deployment.path(Path::new(standby_control::KEYS_DIR));
     if json {
+        let vault = |vault: &VaultAddress| json!({"location": vault.location, "key_file": vault.key_file});
         print_json(&json!({
             "home": deployment.home,
-            "vault": deployment.vault(),
+            "vault": recovery.location,
+            "vaults": {"recovery": vault(&recovery), "primary": vault(&primary)},
             "policies": deployment.state.policies()?,
         }));
     } else {
         println!("created a deployment in {}", deployment.home.display());
         println!("  primary site disks:  {}", deployment.path(&deployment.config.primary.disks).display());
         println!("  recovery site disks: {}", deployment.path(&deployment.config.recovery.disks).display());
-        println!("  vault:               {}", deployment.vault());
+        println!("  recovery site vault: {recovery} (encrypted)");
+        println!("  primary site vault:  {primary} (encrypted; reverse replication after a reprotect)");
         println!(
             "  policy 'default':    RPO threshold 15m, retention 24h, app-consistent every 60m, bookmarks every 5s"
+        );
+        println!(
+            "the vaults' keys are in {}: keep a copy away from both sites; without them no vault can be read",
+            keys.display()
         );
         println!("next: standby machine add NAME --disk IMAGE --home {}", deployment.home.display());
     }

@@ -78,6 +78,11 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // What Standby writes (disk images, vault objects, state, keys, logs) is
+    // the service's user's alone: files 0600, folders 0700, whatever the
+    // shell's umask. QEMU and qemu-img, started from here, inherit it.
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    unsafe { libc::umask(0o077) };
     let arguments = match cli::Arguments::try_parse() {
         Ok(arguments) => arguments,
         Err(e) => {

@@ -26,11 +26,7 @@ pub(crate) fn backend_for(text: &str) -> anyhow::Result<Arc<dyn Backend>> {
 
 /// Reads a key file, with errors that name it.
 pub(crate) fn read_key_file(path: &Path) -> anyhow::Result<KeyMaterial> {
-    if path.is_dir() {
-        return Err(bad_input(format!("key file {} is a directory", path.display())));
-    }
-    let secret = std::fs::read(path).map_err(|e| bad_input(format!("cannot read key file {}: {e}", path.display())))?;
-    KeyMaterial::new(secret).map_err(|e| bad_input(format!("{}: {e}", path.display())))
+    standby_vault::key_file::read(path).map_err(bad_input)
 }
 
 pub(crate) fn open_vault(arguments: &VaultArguments) -> anyhow::Result<Vault> {
@@ -98,19 +94,7 @@ pub(crate) fn vault_init(
 }
 
 fn create_key_file(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("reading the system's random source: {e}"))?;
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| bad_input(format!("cannot create key file {}: {e}", path.display())))?;
-    file.write_all(format!("{hex}\n").as_bytes())?;
-    file.sync_all()?;
-    Ok(())
+    standby_vault::key_file::create(path).map_err(bad_input)
 }
 
 pub(crate) fn has_journal(vault: &Vault, disk: &str) -> anyhow::Result<bool> {

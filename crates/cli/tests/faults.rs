@@ -88,7 +88,7 @@ fn latest_point_holds(home: &str, vault: &Path, written: u64) {
     support::daemon::wait_replicated_past(home, "web", jiff::Timestamp::now());
     let dir = tempfile::tempdir().unwrap();
     let restored = dir.path().join("latest.raw");
-    run(&["restore", "--vault", path(vault), "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+    support::run_on_vault("restore", vault, &["--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
     let report = standby_guest::check_disk(&restored, test_workload().file_kib).unwrap();
     assert!(report.complete_through >= written, "{report}; {written} records were acknowledged");
 }

@@ -254,8 +254,8 @@ fn the_daemon_killed_at_a_random_step_of_every_job_leaves_no_machine_half_way() 
             let restored = root.path().join("latest.raw");
             let _ = std::fs::remove_file(&restored);
             let vault = home.join(format!("sites/{site}/vault"));
-            let vault = path(&vault);
-            run(&["restore", "--vault", vault, "--disk", "web.disk0", "--point", "latest", path(&restored)]).ok();
+            support::run_on_vault("restore", &vault, &["--disk", "web.disk0", "--point", "latest", path(&restored)])
+                .ok();
             if let Err(e) = standby_guest::check_disk(&restored, 4) {
                 if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
                     let _ = std::process::Command::new("cp").args(["-a", h, &keep]).status();

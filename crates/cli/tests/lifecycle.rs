@@ -17,8 +17,11 @@ fn init(dir: &Path) {
 fn init_makes_both_sites_a_vault_and_the_default_policy() {
     let root = tempfile::tempdir().unwrap();
     let home = root.path().join("deployment");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let report = run(&["init", path(&home), "--json"]).ok().json();
-    for folder in ["sites/primary/disks", "sites/recovery/disks", "sites/recovery/vault/vault.config", "state.db"] {
+    let made = ["sites/primary/disks", "sites/recovery/disks", "sites/recovery/vault/vault.config", "state.db"];
+    for folder in made.into_iter().chain(["sites/primary/vault/vault.config"]) {
         assert!(home.join(folder).exists(), "{folder} is missing");
     }
     let policy = &report["policies"][0];
@@ -27,8 +30,30 @@ fn init_makes_both_sites_a_vault_and_the_default_policy() {
     assert_eq!(policy["retention_seconds"], 86400);
     assert_eq!(policy["app_consistent_seconds"], 3600);
     assert_eq!(policy["bookmark_seconds"], 5);
-    // The vault is a real vault.
-    run(&["verify", "--vault", report["vault"].as_str().unwrap()]).ok();
+    // Each site has a real vault, encrypted with a key outside it that
+    // only the service's user reads; without the key it tells what to pass.
+    for site in ["recovery", "primary"] {
+        let vault = &report["vaults"][site];
+        let (location, key) = (vault["location"].as_str().unwrap(), vault["key_file"].as_str().unwrap());
+        assert_eq!(location, path(&home.join(format!("sites/{site}/vault"))), "{report}");
+        assert_eq!(key, path(&home.join(format!("keys/{site}.key"))), "{report}");
+        run(&["verify", "--vault", location]).bad_input("is encrypted: pass --key-file");
+        run(&["verify", "--vault", location, "--key-file", key]).ok();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(key).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    assert_eq!(report["vault"], report["vaults"]["recovery"]["location"]);
+    let other = run(&[
+        "verify",
+        "--vault",
+        report["vault"].as_str().unwrap(),
+        "--key-file",
+        path(&home.join("keys/primary.key")),
+    ]);
+    other.bad_input("is not the key of vault");
+    // Made in a folder open to all, the deployment is its user's alone.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&home).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
 }
 
 #[test]

@@ -18,12 +18,15 @@ use support::{path, run};
 fn restore_latest(home: &Path, out: &Path) {
     let vault = home.join("sites/recovery/vault");
     let _ = std::fs::remove_file(out);
-    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest", path(out)]).ok();
+    support::run_on_vault("restore", &vault, &["--disk", "web.disk0", "--point", "latest", path(out)]).ok();
 }
 
 #[test]
 fn a_running_machine_is_protected_and_unprotected_without_a_restart() {
     let root = tempfile::tempdir().unwrap();
+    // Open to other users, so that only the deployment's own modes keep
+    // them out (checked below).
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let home = root.path().join("d");
     let h = path(&home);
     run(&["init", h]).ok();
@@ -80,6 +83,13 @@ fn a_running_machine_is_protected_and_unprotected_without_a_restart() {
         }
         assert!(std::time::Instant::now() < deadline, "the vault lags: {report}, {wanted} acknowledged");
     }
+
+    // What the running deployment keeps (disks, vault objects, state,
+    // keys, the daemon's socket, logs) is the service's user's alone.
+    let pack = std::fs::read_dir(home.join("sites/recovery/vault/packs")).unwrap().next().unwrap().unwrap();
+    let pack = pack.path().strip_prefix(&home).unwrap().to_str().unwrap().to_string();
+    let files = ["state.db", "sites/primary/disks/web-disk0.raw", "keys/recovery.key", "run/standby.sock", &pack];
+    support::only_its_user_reads(&home, &files);
 
     // The daemon dies under the protected, running machine: the splitters
     // are processes of their own, the guest keeps writing through them,
@@ -165,7 +175,7 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
     // to replay (it was frozen), e2fsck finds nothing to fix.
     let vault = home.join("sites/recovery/vault");
     let restored = root.path().join("app.raw");
-    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", "latest-app", path(&restored)]).ok();
+    support::run_on_vault("restore", &vault, &["--disk", "web.disk0", "--point", "latest-app", path(&restored)]).ok();
     let fsck = std::process::Command::new("/sbin/e2fsck").args(["-fn"]).arg(&restored).output().unwrap();
     assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
     let report = standby_guest::check_disk(&restored, 4).unwrap();
@@ -175,7 +185,7 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
     // base, a moment before the window is refused, latest still restores.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let points = run(&["points", "--vault", path(&vault), "--disk", "web.disk0", "--json"]).ok().json();
+        let points = support::run_on_vault("points", &vault, &["--disk", "web.disk0", "--json"]).ok().json();
         if points["points"][0]["label"] == "journal base (older records compacted)" {
             break;
         }
@@ -184,7 +194,7 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
     }
     let old = root.path().join("old.raw");
     let long_ago = "2026-01-01T00:00:00Z";
-    run(&["restore", "--vault", path(&vault), "--disk", "web.disk0", "--point", long_ago, path(&old)])
+    support::run_on_vault("restore", &vault, &["--disk", "web.disk0", "--point", long_ago, path(&old)])
         .bad_input("older than");
     for name in ["web", "plain"] {
         run(&["machine", "stop", name, "--home", h]).ok();
@@ -207,7 +217,7 @@ fn app_consistent_points_come_from_the_guest_agent_and_their_absence_is_explaine
                 .filter(|(_, (a, b))| a != b)
                 .map(|(block, _)| block)
                 .collect();
-            let points = run(&["points", "--vault", path(&vault), "--disk", "web.disk0", "--json"]).stdout;
+            let points = support::run_on_vault("points", &vault, &["--disk", "web.disk0", "--json"]).stdout;
             let status = run(&["status", "web", "--home", h, "--json"]).stdout;
             if let Ok(keep) = std::env::var("STANDBY_KEEP_FAILED") {
                 let _ = std::process::Command::new("cp").args(["-a", path(&home), &keep]).status();
@@ -255,7 +265,7 @@ fn unprotect_during_initial_replication_stops_it() {
     let h = path(&home);
     run(&["init", h]).ok();
     support::edit_config(&home, |config| config.replace("\"sites/recovery/vault\"", "\"az://standby/vault\""));
-    run(&["vault", "init", "az://standby/vault"]).ok();
+    run(&["vault", "init", "az://standby/vault", "--key-file", path(&home.join("keys/recovery.key"))]).ok();
     // Incompressible data: the initial replication has seconds of work to
     // do, far more than it takes to see it start and cut the vault off (a
     // replication that finished first would leave nothing to stop).

@@ -113,6 +113,7 @@ fn a_cut_link_and_a_lost_primary_host_lose_only_what_never_crossed() {
     });
     let vault_init = Command::new("ip")
         .args(["netns", "exec", &sites.recovery, env!("CARGO_BIN_EXE_standby"), "vault", "init", "az://standby/vault"])
+        .args(["--key-file", path(&home.join("keys/recovery.key"))])
         .envs(environment.iter().cloned())
         .status()
         .unwrap();

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use crate::error::ControlError;
 use crate::process::{last_line, Process};
+use crate::vaults::VaultAddress;
 
 /// How long a starting agent has to answer (a splitter opens its journal
 /// in the vault first, which may be slow to answer).
@@ -34,7 +35,7 @@ pub struct SplitterSpec {
     /// The disk's name in the vault.
     pub disk: String,
     pub image: PathBuf,
-    pub vault: String,
+    pub vault: VaultAddress,
     pub bookmark_interval: Duration,
     /// `run/disks`.
     pub run_dir: PathBuf,
@@ -50,7 +51,7 @@ pub struct ExportSpec {
     pub name: String,
     /// The disk's name in the vault (and the NBD export name).
     pub disk: String,
-    pub vault: String,
+    pub vault: VaultAddress,
     /// The point, as `standby export --point` takes it.
     pub point: String,
     /// Where the writes go (resumed when it exists with its map).
@@ -88,7 +89,8 @@ impl Agent {
             .arg(&spec.image)
             .arg("--socket")
             .arg(&socket)
-            .args(["--vault", &spec.vault, "--disk", &spec.disk, "--wait-for-vault"])
+            .args(spec.vault.args())
+            .args(["--disk", &spec.disk, "--wait-for-vault"])
             .args(["--bookmark-interval", &format!("{}s", spec.bookmark_interval.as_secs().max(1))]);
         Agent::spawn(command, &spec.run_dir, spec.netns.as_deref(), &spec.disk, "the splitter", |socket| {
             standby_splitter::control_request(socket, &json!({"op": "status"})).is_ok()
@@ -102,7 +104,8 @@ impl Agent {
         let mut command = Command::new(exe);
         command
             .arg("export")
-            .args(["--vault", &spec.vault, "--disk", &spec.disk, "--point", &spec.point])
+            .args(spec.vault.args())
+            .args(["--disk", &spec.disk, "--point", &spec.point])
             .arg("--socket")
             .arg(&socket)
             .arg("--overlay")

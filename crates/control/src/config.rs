@@ -28,9 +28,15 @@ pub struct SiteConfig {
     /// The vault at this site (replication *into* this site): a path
     /// relative to the deployment or a URL. The recovery site's is the
     /// top-level `vault`; the primary site's (reverse replication after a
-    /// reprotect) defaults to `sites/primary/vault`, created when first used.
+    /// reprotect) defaults to `sites/primary/vault`. `init` makes both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<String>,
+    /// The file holding the key of this site's vault (relative to the
+    /// deployment), made by `init`; without it the vault is stored in the
+    /// clear. Never inside the vault: whoever holds the vault's objects
+    /// alone reads nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_key: Option<PathBuf>,
     /// The isolated network drills at this site are plugged into
     /// (default `SITE-test`); never one of the production networks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +87,7 @@ impl Config {
                 disks: "sites/primary/disks".into(),
                 networks: vec!["primary-lan".into()],
                 vault: None,
+                vault_key: Some("keys/primary.key".into()),
                 test_network: None,
                 netns: None,
             },
@@ -88,6 +95,7 @@ impl Config {
                 disks: "sites/recovery/disks".into(),
                 networks: vec!["recovery-lan".into()],
                 vault: None,
+                vault_key: Some("keys/recovery.key".into()),
                 test_network: None,
                 netns: None,
             },

@@ -6,12 +6,18 @@
 //! DIR/run/                       sockets, consoles and pid files of running things
 //! DIR/sites/primary/disks/       the primary site's disk images
 //! DIR/sites/recovery/disks/      the recovery site's disk images
-//! DIR/sites/recovery/vault/      the vault (replicated data) at the recovery site
+//! DIR/sites/recovery/vault/      the vault at the recovery site (replication into it)
+//! DIR/sites/primary/vault/       the vault at the primary site (reverse replication after a reprotect)
+//! DIR/keys/SITE.key              the key of each site's vault (both vaults are encrypted)
 //! ```
+//!
+//! Everything in DIR is the service's user's alone: the folder is 0700 and
+//! what Standby writes in it 0600 (the binary runs with umask 077).
 //!
 //! Paths in the config are relative to DIR, so a deployment can be moved.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use standby_lifecycle::Site;
@@ -19,11 +25,14 @@ use standby_lifecycle::Site;
 pub use crate::config::{Accel, Config, SiteConfig};
 use crate::error::ControlError;
 use crate::state::State;
+pub use crate::vaults::VaultAddress;
 
 pub const CONFIG_FILE: &str = "standby.toml";
 pub const STATE_FILE: &str = "state.db";
 /// The daemon's socket, in `run/`.
 pub const SOCKET: &str = "standby.sock";
+/// The vaults' keys.
+pub const KEYS_DIR: &str = "keys";
 
 pub struct Deployment {
     pub home: PathBuf,
@@ -33,8 +42,9 @@ pub struct Deployment {
 
 impl Deployment {
     /// Creates a deployment in `dir` (which must not exist or be empty):
-    /// both sites' folders, the vault, the state with the default policy,
-    /// then the config. On failure nothing is left behind.
+    /// both sites' folders, both sites' vaults (encrypted, their keys in
+    /// `keys/`), the state with the default policy, then the config. On
+    /// failure nothing is left behind.
     pub fn init(dir: &Path) -> Result<Deployment, ControlError> {
         if dir.join(CONFIG_FILE).exists() {
             return Err(ControlError::Refused(format!(
@@ -74,14 +84,18 @@ impl Deployment {
 
     fn create(dir: &Path) -> Result<Deployment, ControlError> {
         let config = Config::default_for_init();
-        for folder in [config.primary.disks.clone(), config.recovery.disks.clone(), PathBuf::from("run")] {
+        let folders = [config.primary.disks.clone(), config.recovery.disks.clone(), "run".into(), KEYS_DIR.into()];
+        for folder in folders {
             let path = dir.join(folder);
             fs::create_dir_all(&path).map_err(|e| ControlError::io(&path, e))?;
         }
+        // The folder may have been made (empty) by the operator with a
+        // laxer mode; what it will hold is for the service's user only.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| ControlError::io(dir, e))?;
         let home = dir.canonicalize().map_err(|e| ControlError::io(dir, e))?;
-        let vault_path = home.join(&config.vault);
-        let backend = std::sync::Arc::new(standby_vault::backend::LocalBackend::new(vault_path));
-        standby_vault::Vault::init(backend, standby_vault::InitOptions::default())?;
+        for site in [Site::Recovery, Site::Primary] {
+            vault_address(&home, &config, site).init()?;
+        }
         let state = State::create(&home.join(STATE_FILE))?;
         let text = format!(
             "# A Standby deployment, made by `standby init`. Paths are relative to this folder.\n{}",
@@ -120,69 +134,29 @@ impl Deployment {
         self.home.join(relative)
     }
 
-    /// The recovery site's vault, as `standby` commands take it.
-    pub fn vault(&self) -> String {
+    /// The recovery site's vault.
+    pub fn vault(&self) -> VaultAddress {
         self.vault_at(Site::Recovery)
     }
 
     /// The vault at `site`: where replication into that site goes.
-    pub fn vault_at(&self, site: Site) -> String {
-        let configured = match site {
-            Site::Primary => self.config.primary.vault.clone().unwrap_or_else(|| "sites/primary/vault".into()),
-            Site::Recovery => self.config.recovery.vault.clone().unwrap_or_else(|| self.config.vault.clone()),
-        };
-        if configured.contains("://") {
-            configured
-        } else {
-            self.home.join(&configured).display().to_string()
-        }
-    }
-
-    /// Opens the recovery site's vault.
-    pub fn open_vault(&self) -> Result<standby_vault::Vault, ControlError> {
-        self.open_vault_at(Site::Recovery)
+    pub fn vault_at(&self, site: Site) -> VaultAddress {
+        vault_address(&self.home, &self.config, site)
     }
 
     /// Opens the vault at `site`. A location holding no vault (its folder
     /// moved or deleted, its filesystem not mounted) is never made one
     /// here: replication into it would go where the real vault never sees
-    /// it (see [`Deployment::open_or_make_vault_at`]).
+    /// it. `init` makes each site's vault.
     pub fn open_vault_at(&self, site: Site) -> Result<standby_vault::Vault, ControlError> {
-        match self.open_vault_or_not(site)? {
-            Ok(vault) => Ok(vault),
-            Err(_) => Err(ControlError::Failed(format!(
-                "the {site} site's vault {} is not there (no vault.config: moved, deleted, or its filesystem not \
-                 mounted); bring it back where it was",
-                self.vault_at(site)
+        let vault = self.vault_at(site);
+        match vault.open_or_not() {
+            Ok(Some(vault)) => Ok(vault),
+            Ok(None) => Err(ControlError::Failed(format!(
+                "the {site} site's vault {vault} is not there (no vault.config: moved, deleted, or its filesystem not \
+                 mounted); bring it back where it was"
             ))),
-        }
-    }
-
-    /// Opens the vault at `site`, making the primary site's when it holds
-    /// none: a deployment starts with the recovery site's only, and the
-    /// first reprotect replicates into the primary site's.
-    pub fn open_or_make_vault_at(&self, site: Site) -> Result<standby_vault::Vault, ControlError> {
-        match self.open_vault_or_not(site)? {
-            Ok(vault) => Ok(vault),
-            Err(backend) if site == Site::Primary => {
-                Ok(standby_vault::Vault::init(backend, standby_vault::InitOptions::default())?)
-            }
-            Err(_) => self.open_vault_at(site),
-        }
-    }
-
-    /// The vault at `site`, or its backend when the location holds no vault.
-    fn open_vault_or_not(
-        &self,
-        site: Site,
-    ) -> Result<Result<standby_vault::Vault, std::sync::Arc<dyn standby_vault::backend::Backend>>, ControlError> {
-        let location = self.vault_at(site);
-        let problem = |e: String| ControlError::Failed(format!("the {site} site's vault {location}: {e}"));
-        let parsed = standby_vault::backend::VaultLocation::parse(&location).map_err(problem)?;
-        let backend = standby_vault::backend::open_location(&parsed).map_err(problem)?;
-        match standby_vault::Vault::open(backend.clone(), None) {
-            Err(standby_vault::VaultError::NotAVault { .. }) => Ok(Err(backend)),
-            other => Ok(Ok(other?)),
+            Err(e) => Err(ControlError::Failed(format!("the {site} site's vault: {e}"))),
         }
     }
 
@@ -278,4 +252,14 @@ impl Deployment {
         }
         self.state.machine(&definition.name)
     }
+}
+
+/// The vault at `site` of the deployment at `home` configured by `config`.
+fn vault_address(home: &Path, config: &Config, site: Site) -> VaultAddress {
+    let configured = match site {
+        Site::Primary => config.primary.vault.clone().unwrap_or_else(|| "sites/primary/vault".into()),
+        Site::Recovery => config.recovery.vault.clone().unwrap_or_else(|| config.vault.clone()),
+    };
+    let location = if configured.contains("://") { configured } else { home.join(&configured).display().to_string() };
+    VaultAddress { location, key_file: config.site(site).vault_key.as_ref().map(|key| home.join(key)) }
 }

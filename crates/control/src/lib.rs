@@ -21,8 +21,9 @@ pub mod qemu;
 pub mod records;
 mod site;
 mod state;
+mod vaults;
 
-pub use deployment::{Accel, Config, Deployment, SiteConfig, CONFIG_FILE, STATE_FILE};
+pub use deployment::{Accel, Config, Deployment, SiteConfig, VaultAddress, CONFIG_FILE, KEYS_DIR, STATE_FILE};
 pub use error::ControlError;
 pub use machine::{import_disk, validate_machine_name, DiskDefinition, Machine, MachineDefinition};
 pub use state::{Job, Policy, State, Step};

@@ -26,6 +26,7 @@ use standby_lifecycle::Site;
 use crate::agent::{ExportSpec, SplitterSpec};
 use crate::error::ControlError;
 use crate::qemu::{Drive, QemuSpec, Stopped};
+use crate::vaults::VaultAddress;
 use disk_files::Ranges;
 
 pub(crate) mod disk_files;
@@ -226,12 +227,18 @@ pub(crate) trait SiteHost: Send + Sync {
     }
     /// Makes `image` the base of `disk`'s journal in the vault at `vault`
     /// (read here, stored there); returns the bytes that vault lacked.
-    fn seed_journal(&self, vault: &str, disk: &str, image: &Path) -> Result<u64, ControlError> {
+    fn seed_journal(&self, vault: &VaultAddress, disk: &str, image: &Path) -> Result<u64, ControlError> {
         disk_files::seed_journal(vault, disk, image)
     }
     /// Writes `disk` as it was at `time_micros`, from its journal in the
     /// vault at `vault`, over `image`.
-    fn restore_journal(&self, vault: &str, disk: &str, time_micros: i64, image: &Path) -> Result<(), ControlError> {
+    fn restore_journal(
+        &self,
+        vault: &VaultAddress,
+        disk: &str,
+        time_micros: i64,
+        image: &Path,
+    ) -> Result<(), ControlError> {
         disk_files::restore_journal(vault, disk, time_micros, image)
     }
 

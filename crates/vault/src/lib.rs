@@ -18,6 +18,7 @@ pub mod compact;
 mod error;
 mod index;
 pub mod journal;
+pub mod key_file;
 mod lease;
 mod packer;
 pub mod prune;

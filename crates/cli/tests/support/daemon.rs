@@ -207,7 +207,7 @@ pub fn wait_replica_equals(home: &Path, vault: &Path, disk: &str, image: &Path, 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let _ = std::fs::remove_file(&restored);
-        run(&["restore", "--vault", path(vault), "--disk", disk, "--point", "latest", path(&restored)]).ok();
+        super::run_on_vault("restore", vault, &["--disk", disk, "--point", "latest", path(&restored)]).ok();
         if std::fs::read(&restored).unwrap() == std::fs::read(image).unwrap() {
             let _ = std::fs::remove_file(&restored);
             return;

@@ -52,6 +52,68 @@ pub fn run(arguments: &[&str]) -> Run {
     run_with(arguments, &[])
 }
 
+/// Asserts that nothing in the deployment at `home` is another local
+/// user's to read: no file or folder in it grants its group or others
+/// anything, and the user `nobody` can neither list the deployment nor
+/// read any of `files` (naming them from the deployment). The folder
+/// holding `home` must be open to others, or the check proves nothing.
+pub fn only_its_user_reads(home: &Path, files: &[&str]) {
+    fn walk(dir: &Path, found: &mut Vec<(PathBuf, u32)>) {
+        use std::os::unix::fs::PermissionsExt;
+        found.push((dir.to_path_buf(), std::fs::metadata(dir).unwrap().permissions().mode()));
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let metadata = entry.path().symlink_metadata().unwrap();
+            if metadata.is_dir() {
+                walk(&entry.path(), found);
+            } else if !metadata.is_symlink() {
+                found.push((entry.path(), metadata.permissions().mode()));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(home, &mut found);
+    let open: Vec<String> = found
+        .iter()
+        .filter(|(_, mode)| mode & 0o077 != 0)
+        .map(|(p, m)| format!("{} {:o}", p.display(), m & 0o777))
+        .collect();
+    assert!(open.is_empty(), "others may read or enter: {open:?}");
+    let as_nobody = |arguments: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+            .args(arguments)
+            .output()
+            .expect("setpriv runs")
+    };
+    let outside = home.parent().unwrap();
+    assert!(as_nobody(&["ls", path(outside)]).status.success(), "nobody cannot list {}", outside.display());
+    let listing = as_nobody(&["ls", path(home)]);
+    assert!(String::from_utf8_lossy(&listing.stderr).contains("Permission denied"), "{listing:?}");
+    for file in files {
+        let file = home.join(file);
+        assert!(file.exists(), "{} is missing", file.display());
+        let read = as_nobody(&["cat", path(&file)]);
+        assert!(!read.status.success(), "nobody read {}", file.display());
+        assert!(String::from_utf8_lossy(&read.stderr).contains("Permission denied"), "{read:?}");
+    }
+}
+
+/// The key of a deployment's vault `DIR/sites/SITE/vault`: `DIR/keys/SITE.key`
+/// (`standby init` encrypts both sites' vaults).
+pub fn vault_key(vault: &Path) -> PathBuf {
+    let site_dir = vault.parent().expect("DIR/sites/SITE/vault");
+    let site = site_dir.file_name().unwrap().to_str().unwrap();
+    site_dir.parent().unwrap().parent().unwrap().join("keys").join(format!("{site}.key"))
+}
+
+/// Runs the vault command `command` on the deployment's vault `vault`
+/// (`DIR/sites/SITE/vault`, with its key) with `arguments`.
+pub fn run_on_vault(command: &str, vault: &Path, arguments: &[&str]) -> Run {
+    let key = vault_key(vault);
+    run(&[&[command, "--vault", path(vault), "--key-file", path(&key)], arguments].concat())
+}
+
 /// Starts `standby` with `arguments` (ending in `--json`), for a test to
 /// act while it runs; [`json_of`] waits for its answer.
 pub fn spawn_json(arguments: &[&str]) -> std::process::Child {

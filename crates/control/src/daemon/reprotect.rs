@@ -43,6 +43,7 @@ use crate::machine::Machine;
 use crate::points::MachinePoint;
 use crate::records::{MachineRecords, ReprotectRecord, ReprotectedRecord};
 use crate::site::{MarkWait, SiteHost};
+use crate::vaults::VaultAddress;
 
 const STEPS: [&str; 5] = [
     "find the blocks that differ",
@@ -137,7 +138,7 @@ fn describe_differences(
 /// vault. Says which.
 fn rebuild_running_disks(
     host: &dyn SiteHost,
-    history: &str,
+    history: &VaultAddress,
     machine: &Machine,
     point: &MachinePoint,
     job: &JobSteps,
@@ -232,8 +233,9 @@ impl Daemon {
         let deployment = job.deployment;
         let (active, old) = (machine.active_site, machine.active_site.other());
         let history = deployment.open_vault_at(active)?;
-        // Opened (and made, at the primary site, the first time) before it is seeded.
-        deployment.open_or_make_vault_at(old)?;
+        // Opened before it is seeded: a vault that is not there (`init`
+        // made it) is an outage to bring back, never a new empty vault.
+        deployment.open_vault_at(old)?;
         let (here, there) = (self.site(active), self.site(old));
         let source_writes = job.run(STEPS[0], || {
             // The old source's splitters ship what they still hold and stop:

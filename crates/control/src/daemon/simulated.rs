@@ -553,8 +553,7 @@ fn a_reprotect_asked_again_after_a_half_move_replicates_what_the_export_took_in_
     wait_for_jobs(&daemon);
     assert_eq!(bench.last_job().state, JobState::Succeeded, "{:?}", bench.last_job().error);
     let machine = bench.machine();
-    let vault =
-        crate::site::disk_files::open_vault(&bench.deployment.vault_at(standby_lifecycle::Site::Primary)).unwrap();
+    let vault = bench.deployment.vault_at(standby_lifecycle::Site::Primary).open().unwrap();
     let restored = bench._dir.path().join("disk1.restored");
     let latest = standby_vault::journal::JournalTarget::Latest;
     standby_vault::journal::restore_journal(&vault, &machine.disks[1].vault_disk, latest, &restored, true).unwrap();

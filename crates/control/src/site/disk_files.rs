@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::ControlError;
+use crate::vaults::VaultAddress;
 
 /// Byte ranges of a disk, as (offset, length).
 pub(crate) type Ranges = Vec<(u64, u64)>;
@@ -77,25 +78,22 @@ pub(crate) fn set_intent_log(image: &Path, ranges: Option<&[(u64, u64)]>) -> Res
     }
 }
 
-/// The vault at `location` (a path or URL, as the deployment names it).
-pub(crate) fn open_vault(location: &str) -> Result<standby_vault::Vault, ControlError> {
-    let problem = |e: String| ControlError::Failed(format!("the vault {location}: {e}"));
-    let parsed = standby_vault::backend::VaultLocation::parse(location).map_err(problem)?;
-    let backend = standby_vault::backend::open_location(&parsed).map_err(problem)?;
-    Ok(standby_vault::Vault::open(backend, None)?)
-}
-
 /// Makes `image` the base of disk `disk`'s journal in the vault at
 /// `vault`; returns the bytes that vault did not have.
-pub(crate) fn seed_journal(vault: &str, disk: &str, image: &Path) -> Result<u64, ControlError> {
-    Ok(standby_vault::compact::seed_journal(&open_vault(vault)?, disk, image)?.bytes_new)
+pub(crate) fn seed_journal(vault: &VaultAddress, disk: &str, image: &Path) -> Result<u64, ControlError> {
+    Ok(standby_vault::compact::seed_journal(&vault.open()?, disk, image)?.bytes_new)
 }
 
 /// Writes disk `disk` as it was at `time_micros` (from the journal in the
 /// vault at `vault`) over `image`.
-pub(crate) fn restore_journal(vault: &str, disk: &str, time_micros: i64, image: &Path) -> Result<(), ControlError> {
+pub(crate) fn restore_journal(
+    vault: &VaultAddress,
+    disk: &str,
+    time_micros: i64,
+    image: &Path,
+) -> Result<(), ControlError> {
     let target = standby_vault::journal::JournalTarget::Time(time_micros);
-    standby_vault::journal::restore_journal(&open_vault(vault)?, disk, target, image, true).map(|_| ())?;
+    standby_vault::journal::restore_journal(&vault.open()?, disk, target, image, true).map(|_| ())?;
     Ok(())
 }
 

@@ -19,7 +19,6 @@ use std::time::Duration;
 use standby_api::{Runtime, SplitterStatus};
 use standby_splitter::{Splitter, SplitterOptions};
 
-use super::disk_files;
 use super::{Booted, MarkWait, Opened, Restart, Shutdown, SiteHost};
 use crate::agent::{ExportSpec, SplitterSpec};
 use crate::error::ControlError;
@@ -255,7 +254,7 @@ impl SiteHost for SimulatedHost {
             return Ok(*pid);
         }
         self.act(Act::EnsureSplitter, &spec.disk)?;
-        let vault = disk_files::open_vault(&spec.vault)?;
+        let vault = spec.vault.open()?;
         std::fs::create_dir_all(&spec.run_dir).map_err(|e| ControlError::io(&spec.run_dir, e))?;
         let socket = crate::agent::files(&spec.run_dir, &spec.disk).0;
         let options = SplitterOptions { bookmark_interval: spec.bookmark_interval, ..SplitterOptions::new(&spec.disk) };
