@@ -192,24 +192,47 @@ fn spawn_hydration(
     let pace = std::time::Duration::from_millis(pace.unwrap_or(0));
     std::thread::spawn(move || {
         let mut told = 0;
-        let hydrated = export.hydrate(&stopping, pace, |local, size| {
-            let percent = local * 100 / size.max(1);
-            if percent >= told + 10 || local == size {
-                told = percent;
-                eprintln!("standby: hydrating: {percent}% of the disk is local ({})", human_bytes(local));
+        // A failed pass (a vault read that failed: an outage, a compaction
+        // that overtook the point) is tried again, from where it stopped
+        // (what is local is skipped), until the export stops: a reprotect
+        // waits for the whole disk to be local.
+        let mut backoff = HYDRATE_RETRY_FIRST;
+        loop {
+            let hydrated = export.hydrate(&stopping, pace, |local, size| {
+                let percent = local * 100 / size.max(1);
+                if percent >= told + 10 || local == size {
+                    told = percent;
+                    eprintln!("standby: hydrating: {percent}% of the disk is local ({})", human_bytes(local));
+                }
+            });
+            match hydrated {
+                Ok(()) if export.local_bytes().0 == export.local_bytes().1 => {
+                    // Every read is local now: the vault may let the point go.
+                    hold.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    eprintln!("standby: hydrated: the whole disk is in the overlay; the vault is no longer read");
+                    return;
+                }
+                Ok(()) => return,
+                Err(e) => eprintln!(
+                    "standby: hydration stopped: {e}; reads of the rest come from the vault; trying again in {} s",
+                    backoff.as_secs()
+                ),
             }
-        });
-        match hydrated {
-            Ok(()) if export.local_bytes().0 == export.local_bytes().1 => {
-                // Every read is local now: the vault may let the point go.
-                hold.lock().unwrap_or_else(|p| p.into_inner()).take();
-                eprintln!("standby: hydrated: the whole disk is in the overlay; the vault is no longer read");
+            let deadline = std::time::Instant::now() + backoff;
+            while std::time::Instant::now() < deadline {
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
-            Ok(()) => {}
-            Err(e) => eprintln!("standby: hydration stopped: {e}; reads of the rest still come from the vault"),
+            backoff = (backoff * 2).min(HYDRATE_RETRY_MAX);
         }
     })
 }
+
+/// How long a failed hydration waits before it tries again, at first and at most.
+const HYDRATE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const HYDRATE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Refuses, before anything is created, a socket path that another server
 /// is using or that is not a socket at all (a stale socket is fine).

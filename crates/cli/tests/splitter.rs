@@ -267,7 +267,18 @@ impl Exporting {
 
     /// With more arguments, and its stderr in `log` when given.
     fn start_with(vault: &Path, point: &str, socket: &Path, more: &[&str], log: Option<&Path>) -> Exporting {
-        let mut command = standby_command();
+        Exporting::start_in(standby_command(), vault, point, socket, more, log)
+    }
+
+    /// As [`Exporting::start_with`], from `command` (with its environment).
+    fn start_in(
+        mut command: std::process::Command,
+        vault: &Path,
+        point: &str,
+        socket: &Path,
+        more: &[&str],
+        log: Option<&Path>,
+    ) -> Exporting {
         command
             .args(["export", "--vault", path(vault), "--disk", "d", "--point", point, "--socket", path(socket)])
             .args(more);
@@ -601,6 +612,23 @@ fn a_hydrating_export_ends_up_needing_no_vault() {
     wait_for_log(&log, "standby: hydrated: the whole disk is in the overlay");
     std::fs::rename(&site.vault, &gone).unwrap();
     assert!(read_export(&export_socket, &site.path("read2.img")) == expected, "the export differs after a restart");
+    exporting.stop();
+
+    // A hydration whose vault goes away under it (its reads fail) tries
+    // again, and ends once the vault is back.
+    let mut command = standby_command();
+    command.env("STANDBY_TEST_HYDRATE_PACE_MS", "300");
+    let socket = site.path("third.sock");
+    let log = site.path("export3.log");
+    std::fs::rename(&gone, &site.vault).unwrap();
+    let untouched = restore(&site, &point);
+    let exporting = Exporting::start_in(command, &site.vault, &point, &socket, &["--hydrate"], Some(&log));
+    std::fs::rename(&site.vault, &gone).unwrap();
+    wait_for_log(&log, "standby: hydration stopped: ");
+    std::fs::rename(&gone, &site.vault).unwrap();
+    wait_for_log(&log, "standby: hydrated: the whole disk is in the overlay");
+    std::fs::rename(&site.vault, &gone).unwrap();
+    assert!(read_export(&socket, &site.path("read3.img")) == untouched, "the export differs after the outage");
     exporting.stop();
 }
 
