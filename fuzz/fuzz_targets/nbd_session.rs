@@ -15,7 +15,8 @@ use standby_nbd::{MemoryExport, ServerConfig};
 fuzz_target!(|data: &[u8]| {
     let (mut client, server) = UnixStream::pair().unwrap();
     let export = Arc::new(MemoryExport::new(vec![7u8; 1 << 20]));
-    let config = ServerConfig { name: "disk".into(), request_bytes_max: 1 << 20, workers: 2, ..ServerConfig::default() };
+    let config =
+        ServerConfig { name: "disk".into(), request_bytes_max: 1 << 20, workers: 2, ..ServerConfig::default() };
     let serving = std::thread::spawn(move || serve_stream(server, export, &config));
     // Drain replies on another thread so the server never blocks on a full socket.
     let mut reader = client.try_clone().unwrap();

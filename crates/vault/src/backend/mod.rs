@@ -7,6 +7,8 @@
 //! Backends never interpret object contents and never retry a failed write
 //! into silence: an error goes back to the caller.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod local;
 mod location;
 mod object;

@@ -1,0 +1,23 @@
+//! The link between a deployment's hosts (a host per site): identities
+//! under the deployment's own CA ([`identity`]), operators' tokens
+//! ([`token`]), the TLS listener every host runs ([`server`]), and a site's
+//! vault served over it ([`vault_service`]) to the other site's splitters
+//! ([`remote`]: a [`Backend`](standby_vault::backend::Backend) at
+//! `standby://ADDRESS/SITE`).
+
+pub mod identity;
+pub mod remote;
+pub mod server;
+pub mod token;
+pub mod vault_service;
+
+pub use identity::{Authority, HostCertificate, Identity};
+pub use remote::{open_location, RemoteBackend, RemoteLocation};
+pub use server::{Peer, Refusals};
+pub use token::Token;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{0}")]
+    Tls(String),
+}
