@@ -174,9 +174,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Create a deployment: state, config, a primary and a recovery site (with the vault), the default policy.
+    /// Create a deployment: state, config, a primary and a recovery site with their vaults, the default policy.
+    /// With --site and --listen: a host per site; this one holds the control plane and runs site NAME.
     Init {
         dir: PathBuf,
+        /// The site this host runs (primary or recovery), in a deployment with a host per site; needs --listen.
+        #[arg(long, requires = "listen")]
+        site: Option<String>,
+        /// The address and port of this host's TLS listener, as the other site's host reaches it.
+        #[arg(long, requires = "site")]
+        listen: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add this host to a deployment as the host of site NAME, with the join token file `init --site` made.
+    Join {
+        dir: PathBuf,
+        /// The site this host runs (the one the control plane's host does not).
+        #[arg(long)]
+        site: String,
+        /// The control plane's listener, https://ADDRESS:PORT.
+        #[arg(long)]
+        control: String,
+        /// The join token file (DIR/join.token on the control plane's host).
+        #[arg(long)]
+        join_token: PathBuf,
+        /// The address and port of this host's TLS listener, as the other site's host reaches it.
+        #[arg(long)]
+        listen: String,
         #[arg(long)]
         json: bool,
     },

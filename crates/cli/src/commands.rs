@@ -46,7 +46,13 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             vault_commands::resync(&source, &target, allow_resize, json)
         }
         Command::Prune { vault, retention, grace, json } => vault_commands::prune(&vault, retention, &grace, json),
-        Command::Init { dir, json } => crate::lifecycle::init(&dir, json),
+        Command::Init { dir, site: None, json, .. } => crate::lifecycle::init(&dir, json),
+        Command::Init { dir, site: Some(site), listen, json } => {
+            crate::lifecycle::init_host(&dir, &site, listen.as_deref().unwrap_or_default(), json)
+        }
+        Command::Join { dir, site, control, join_token, listen, json } => {
+            crate::lifecycle::join(&dir, &site, &control, &join_token, &listen, json)
+        }
         Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Policy(command) => crate::lifecycle::policy(command),
         Command::Serve { home } => crate::lifecycle::serve(&home),

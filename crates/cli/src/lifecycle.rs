@@ -46,6 +46,57 @@ pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `init DIR --site NAME --listen ADDR`: the host holding the control plane.
+pub fn init_host(dir: &Path, site: &str, listen: &str, json: bool) -> anyhow::Result<u8> {
+    let made = standby_control::host::init_host(dir, site, listen)?;
+    let deployment = &made.deployment;
+    let host = deployment.config.host.as_ref().expect("a host was made");
+    let vault = deployment.vault_at(host.site);
+    if json {
+        print_json(&json!({
+            "home": deployment.home, "site": host.site, "listen": host.listen.to_string(),
+            "vault": vault.location, "admin_token": made.admin_token, "join_token": made.join_token,
+        }));
+    } else {
+        println!("created the {} site's host in {}, holding the control plane", host.site, deployment.home.display());
+        println!("  listens at:          {} (TLS under the deployment's own CA, in tls/)", host.listen);
+        println!("  {} site vault: {vault} (encrypted)", host.site);
+        println!("  admin token:         {} (for --token-file)", made.admin_token.display());
+        println!(
+            "  join token:          {} (valid 24 h: copy it to the {} site's host, securely)",
+            made.join_token.display(),
+            host.site.other()
+        );
+        println!(
+            "next: standby serve --home {}, then on the other host: standby join DIR --site {} --control https://{} \
+             --join-token FILE --listen ADDR",
+            deployment.home.display(),
+            host.site.other(),
+            host.listen
+        );
+    }
+    Ok(0)
+}
+
+/// `join DIR --site NAME --control URL --join-token FILE --listen ADDR`.
+pub fn join(dir: &Path, site: &str, control: &str, join_token: &Path, listen: &str, json: bool) -> anyhow::Result<u8> {
+    let deployment = standby_control::host::join(dir, site, control, join_token, listen)?;
+    let host = deployment.config.host.as_ref().expect("a host was made");
+    let vault = deployment.vault_at(host.site);
+    if json {
+        print_json(&json!({
+            "home": deployment.home, "site": host.site, "listen": host.listen.to_string(),
+            "control": host.control, "vault": vault.location,
+        }));
+    } else {
+        println!("joined {} as the {} site's host, in {}", control, host.site, deployment.home.display());
+        println!("  listens at:          {} (TLS)", host.listen);
+        println!("  {} site vault: {vault} (encrypted)", host.site);
+        println!("next: standby serve --home {}", deployment.home.display());
+    }
+    Ok(0)
+}
+
 fn open(home: &HomeArguments) -> anyhow::Result<Deployment> {
     Ok(Deployment::open(&Deployment::locate(home.home.as_deref()))?)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use standby_format::{KeyMaterial, PointKind};
-use standby_vault::backend::{open_location, Backend, VaultLocation};
+use standby_vault::backend::Backend;
 use standby_vault::prune::PruneOptions;
 use standby_vault::restore::RestoreOptions;
 use standby_vault::sync::SyncOptions;
@@ -20,8 +20,7 @@ use crate::cli::{parse_duration, VaultArguments};
 use crate::output::{human_bytes, print_json, Progress};
 
 pub(crate) fn backend_for(text: &str) -> anyhow::Result<Arc<dyn Backend>> {
-    let location = VaultLocation::parse(text).map_err(bad_input)?;
-    open_location(&location).map_err(bad_input)
+    standby_link::open_location(text).map_err(bad_input)
 }
 
 /// Reads a key file, with errors that name it.

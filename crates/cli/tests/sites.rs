@@ -14,66 +14,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::daemon::{acknowledged, add_guest_machine_args, test_workload, wait_for, wait_replicated_past, Daemon};
+use support::netns::Sites;
 use support::{path, run_with};
-
-/// Two network namespaces joined by a veth pair, removed on drop.
-struct Sites {
-    primary: String,
-    recovery: String,
-    /// The primary end of the link (in the primary namespace).
-    link: String,
-    recovery_address: String,
-}
-
-fn ip(arguments: &[&str]) {
-    let status = Command::new("ip").args(arguments).status().expect("ip (iproute2) runs");
-    assert!(status.success(), "ip {} failed (the tests run as root)", arguments.join(" "));
-}
-
-impl Sites {
-    fn create() -> Sites {
-        let id = std::process::id();
-        let (primary, recovery) = (format!("sbp{id}"), format!("sbr{id}"));
-        let (link, peer) = (format!("vp{id}"), format!("vr{id}"));
-        let subnet = format!("10.{}.{}", 100 + (id >> 8) % 100, id % 256);
-        let sites = Sites {
-            primary: primary.clone(),
-            recovery: recovery.clone(),
-            link: link.clone(),
-            recovery_address: format!("{subnet}.2"),
-        };
-        ip(&["netns", "add", &primary]);
-        ip(&["netns", "add", &recovery]);
-        ip(&["link", "add", &link, "netns", &primary, "type", "veth", "peer", "name", &peer, "netns", &recovery]);
-        for (netns, device, address) in [(&primary, &link, ".1"), (&recovery, &peer, ".2")] {
-            ip(&["-n", netns, "addr", "add", &format!("{subnet}{address}/24"), "dev", device]);
-            ip(&["-n", netns, "link", "set", device, "up"]);
-            ip(&["-n", netns, "link", "set", "lo", "up"]);
-        }
-        sites
-    }
-
-    fn link(&self, state: &str) {
-        ip(&["-n", &self.primary, "link", "set", &self.link, state]);
-    }
-
-    /// Stops the primary "host": every process in its namespace, at once.
-    fn stop_primary_host(&self) {
-        let pids = Command::new("ip").args(["netns", "pids", &self.primary]).output().unwrap();
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            // SAFETY: kill(2) on the processes of the test's own namespace.
-            unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };
-        }
-    }
-}
-
-impl Drop for Sites {
-    fn drop(&mut self) {
-        for netns in [&self.primary, &self.recovery] {
-            let _ = Command::new("ip").args(["netns", "del", netns]).status();
-        }
-    }
-}
 
 /// The network namespace a process runs in (its inode).
 fn netns_of(pid: &str) -> u64 {

@@ -63,6 +63,72 @@ pub struct Config {
     /// segment of their own (see `network`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub bridges: BTreeMap<String, String>,
+    /// This host, in a deployment with a host per site (`standby init
+    /// --site`, `standby join`); absent in the embedded default, where one
+    /// process runs both sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostConfig>,
+    /// Per site: limits on replication into it (`[sites.recovery]
+    /// max_bandwidth = "100MiB/s"`), read again while the daemon runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sites: BTreeMap<Site, SiteLimits>,
+}
+
+/// A host of a deployment with a host per site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostConfig {
+    /// The site this host runs.
+    pub site: Site,
+    /// Where its TLS listener listens: the address the other site's host
+    /// and operators reach it at.
+    pub listen: std::net::SocketAddr,
+    /// The control plane's URL when this host only runs its site's agent
+    /// (made by `join`); absent on the host holding the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
+}
+
+/// Limits on replication into a site.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteLimits {
+    /// The most writes into the site's vault may take, as `100MiB/s`
+    /// (`KiB`, `MiB`, `GiB`; `KB`, `MB`, `GB`); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bandwidth: Option<String>,
+}
+
+impl SiteLimits {
+    /// The bandwidth limit in bytes per second (0: none).
+    pub fn bandwidth(&self) -> Result<u64, String> {
+        match &self.max_bandwidth {
+            None => Ok(0),
+            Some(text) => parse_rate(text),
+        }
+    }
+}
+
+/// `100MiB/s` as bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let bad = || format!("max_bandwidth {text:?} is not a rate like \"100MiB/s\"");
+    let amount = text.trim().strip_suffix("/s").ok_or_else(bad)?;
+    let split = amount.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+    let (number, unit) = amount.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let scale: f64 = match unit.trim() {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => return Err(bad()),
+    };
+    let rate = number * scale;
+    if !(1.0..1e15).contains(&rate) {
+        return Err(bad());
+    }
+    Ok(rate as u64)
 }
 
 impl Config {
@@ -101,6 +167,8 @@ impl Config {
             },
             network_map: default_map(),
             bridges: BTreeMap::new(),
+            host: None,
+            sites: BTreeMap::new(),
         }
     }
 }
@@ -109,4 +177,19 @@ impl Config {
 /// its one recovery network.
 pub fn default_map() -> BTreeMap<String, String> {
     BTreeMap::from([("primary-lan".to_string(), "recovery-lan".to_string())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_or_are_refused() {
+        assert_eq!(parse_rate("100MiB/s").unwrap(), 100 << 20);
+        assert_eq!(parse_rate("1.5 GB/s").unwrap(), 1_500_000_000);
+        assert_eq!(parse_rate("512KiB/s").unwrap(), 512 << 10);
+        for bad in ["", "100", "100MiB", "MiB/s", "0MiB/s", "-1MiB/s", "10 furlongs/s", "1e30GB/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -30,6 +30,7 @@ mod engine;
 mod failover;
 mod files;
 mod http;
+mod listener;
 mod protection;
 mod reprotect;
 mod restart;
@@ -319,7 +320,13 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         return Err(e);
     }
     daemon.start_loops()?;
-    let result = runtime.block_on(http::serve_http(daemon.clone(), &socket));
+    let result = runtime.block_on(async {
+        if let Some(host) = &deployment.config.host {
+            let serving = listener::bind(&deployment, host).await?;
+            tokio::spawn(serving);
+        }
+        http::serve_http(daemon.clone(), &socket).await
+    });
     daemon.let_jobs_finish();
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&pid_file);

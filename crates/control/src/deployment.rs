@@ -46,6 +46,39 @@ impl Deployment {
     /// `keys/`), the state with the default policy, then the config. On
     /// failure nothing is left behind.
     pub fn init(dir: &Path) -> Result<Deployment, ControlError> {
+        Self::make(dir, Config::default_for_init(), |_, _| Ok(()))
+    }
+
+    /// Makes a deployment in `dir` configured by `config`: its folders, its
+    /// state, what `prepare` adds (given the folder and the state: a host's
+    /// certificates and tokens, the keys a joining host received), the
+    /// vaults of the sites it runs, and the config last. On failure nothing
+    /// is left behind.
+    pub(crate) fn make(
+        dir: &Path,
+        config: Config,
+        prepare: impl FnOnce(&Path, &State) -> Result<(), ControlError>,
+    ) -> Result<Deployment, ControlError> {
+        let existed = Self::check_new_dir(dir)?;
+        let result = Self::create(dir, config, prepare);
+        if result.is_err() {
+            // Leave the directory as it was.
+            if existed {
+                if let Ok(entries) = fs::read_dir(dir) {
+                    for entry in entries.flatten() {
+                        let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
+                    }
+                }
+            } else {
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        result
+    }
+
+    /// Refuses a folder that holds a deployment or anything else; says
+    /// whether it exists (empty).
+    pub(crate) fn check_new_dir(dir: &Path) -> Result<bool, ControlError> {
         if dir.join(CONFIG_FILE).exists() {
             return Err(ControlError::Refused(format!(
                 "{} is already a Standby deployment; use it with --home {}",
@@ -66,24 +99,14 @@ impl Deployment {
                 )));
             }
         }
-        let result = Self::create(dir);
-        if result.is_err() {
-            // Leave the directory as it was.
-            if existed {
-                if let Ok(entries) = fs::read_dir(dir) {
-                    for entry in entries.flatten() {
-                        let _ = fs::remove_dir_all(entry.path()).or_else(|_| fs::remove_file(entry.path()));
-                    }
-                }
-            } else {
-                let _ = fs::remove_dir_all(dir);
-            }
-        }
-        result
+        Ok(existed)
     }
 
-    fn create(dir: &Path) -> Result<Deployment, ControlError> {
-        let config = Config::default_for_init();
+    fn create(
+        dir: &Path,
+        config: Config,
+        prepare: impl FnOnce(&Path, &State) -> Result<(), ControlError>,
+    ) -> Result<Deployment, ControlError> {
         let folders = [config.primary.disks.clone(), config.recovery.disks.clone(), "run".into(), KEYS_DIR.into()];
         for folder in folders {
             let path = dir.join(folder);
@@ -93,10 +116,17 @@ impl Deployment {
         // laxer mode; what it will hold is for the service's user only.
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| ControlError::io(dir, e))?;
         let home = dir.canonicalize().map_err(|e| ControlError::io(dir, e))?;
-        for site in [Site::Recovery, Site::Primary] {
+        let state = State::create(&home.join(STATE_FILE))?;
+        prepare(&home, &state)?;
+        // A host keeps the vault of its own site (replication into it);
+        // one process running both sites keeps both.
+        let sites = match &config.host {
+            Some(host) => vec![host.site],
+            None => vec![Site::Recovery, Site::Primary],
+        };
+        for site in sites {
             vault_address(&home, &config, site).init()?;
         }
-        let state = State::create(&home.join(STATE_FILE))?;
         let text = format!(
             "# A Standby deployment, made by `standby init`. Paths are relative to this folder.\n{}",
             toml::to_string_pretty(&config).map_err(|e| ControlError::Failed(format!("config: {e}")))?
@@ -108,6 +138,14 @@ impl Deployment {
 
     /// Opens the deployment at `home`.
     pub fn open(home: &Path) -> Result<Deployment, ControlError> {
+        let config = Self::read_config(home)?;
+        let home = home.canonicalize().map_err(|e| ControlError::io(home, e))?;
+        let state = State::open(&home.join(STATE_FILE))?;
+        Ok(Deployment { home, config, state })
+    }
+
+    /// The config of the deployment at `home`, checked.
+    pub fn read_config(home: &Path) -> Result<Config, ControlError> {
         let config_path = home.join(CONFIG_FILE);
         if !config_path.is_file() {
             return Err(ControlError::NoDeployment { path: home.to_path_buf(), file: CONFIG_FILE });
@@ -116,9 +154,12 @@ impl Deployment {
         let config: Config = toml::from_str(&text)
             .map_err(|e| ControlError::Refused(format!("{} is not a valid config: {e}", config_path.display())))?;
         crate::network::check_config(&config)?;
-        let home = home.canonicalize().map_err(|e| ControlError::io(home, e))?;
-        let state = State::open(&home.join(STATE_FILE))?;
-        Ok(Deployment { home, config, state })
+        for (site, limits) in &config.sites {
+            limits
+                .bandwidth()
+                .map_err(|e| ControlError::Refused(format!("{} [sites.{site}]: {e}", config_path.display())))?;
+        }
+        Ok(config)
     }
 
     /// Where the deployment is: `--home`, else `$STANDBY_HOME`, else the

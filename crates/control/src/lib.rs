@@ -13,6 +13,7 @@ pub mod daemon;
 mod deployment;
 mod error;
 pub mod guest_agent;
+pub mod host;
 mod machine;
 pub mod network;
 pub mod points;

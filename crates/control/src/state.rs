@@ -12,6 +12,8 @@
 //! machines.details (JSON: the running drill, the failover's point and source, …)                -- version 3
 //! jobs.kind, jobs.origin (what the job does and how it came to be: operator, resumed, rolled-back) -- version 4
 //! jobs.subject (what `jobs.machine` names: a machine, a group or a plan; NULL is a machine)         -- version 5
+//! tokens(hash PRIMARY KEY, role, expires, created): operators' and join tokens, by their hash      -- version 6
+//! hosts(site PRIMARY KEY, address, joined): the hosts joined to a control plane                    -- version 6
 //! ```
 //!
 //! `jobs.command` is the job as shown (its kind, and for a job a restarted
@@ -32,7 +34,7 @@ use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 use crate::records::MachineRecords;
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// How long a statement waits for another connection's write to end
 /// (the daemon and a command line share the database).
@@ -62,6 +64,19 @@ ALTER TABLE jobs ADD COLUMN origin TEXT;
 ",
     "
 ALTER TABLE jobs ADD COLUMN subject TEXT;
+",
+    "
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    expires TEXT,
+    created TEXT NOT NULL
+);
+CREATE TABLE hosts (
+    site TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    joined TEXT NOT NULL
+);
 ",
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
@@ -748,5 +763,107 @@ pub(crate) mod written {
         let (taken, kept): (Vec<_>, Vec<_>) = written.drain(..).partition(|(path, _, _)| path == database);
         *written = kept;
         taken.into_iter().map(|(_, machine, state)| (machine, state)).collect()
+    }
+}
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRole {
+    /// Every operator command.
+    Admin,
+    /// Join a host to the deployment, nothing else.
+    Join,
+}
+
+impl TokenRole {
+    fn name(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Join => "join",
+        }
+    }
+
+    fn parse(name: &str) -> Option<TokenRole> {
+        [TokenRole::Admin, TokenRole::Join].into_iter().find(|role| role.name() == name)
+    }
+}
+
+/// A token the control plane knows, by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownToken {
+    pub role: TokenRole,
+    pub expires: Option<jiff::Timestamp>,
+}
+
+/// A host joined to the deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinedHost {
+    pub site: Site,
+    pub address: String,
+    pub joined: String,
+}
+
+impl State {
+    /// Records a token by its hash (never the token).
+    pub fn add_token(&self, hash: &str, role: TokenRole, expires: Option<jiff::Timestamp>) -> Result<(), ControlError> {
+        self.connection
+            .execute(
+                "INSERT INTO tokens (hash, role, expires, created) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, role.name(), expires.map(|t| t.to_string()), jiff::Timestamp::now().to_string()],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// The token whose hash is `hash`, `None` when unknown.
+    pub fn token(&self, hash: &str) -> Result<Option<KnownToken>, ControlError> {
+        let row: Option<(String, Option<String>)> = self
+            .connection
+            .query_row("SELECT role, expires FROM tokens WHERE hash = ?1", [hash], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+            .map_err(|e| self.error(e))?;
+        let Some((role, expires)) = row else { return Ok(None) };
+        let unreadable = |what: &str| ControlError::Failed(format!("the state holds a token with {what}"));
+        let role = TokenRole::parse(&role).ok_or_else(|| unreadable(&format!("the role '{role}'")))?;
+        let expires = match expires {
+            Some(text) => Some(text.parse().map_err(|_| unreadable(&format!("the expiry '{text}'")))?),
+            None => None,
+        };
+        Ok(Some(KnownToken { role, expires }))
+    }
+
+    /// Records the host of `site`; a site that has one already is a conflict.
+    pub fn add_host(&self, site: Site, address: &str) -> Result<(), ControlError> {
+        if let Some(host) = self.hosts()?.into_iter().find(|host| host.site == site) {
+            return Err(ControlError::Conflict(format!(
+                "the {site} site already has a host ({}, joined {}); a site has one host",
+                host.address, host.joined
+            )));
+        }
+        self.connection
+            .execute(
+                "INSERT INTO hosts (site, address, joined) VALUES (?1, ?2, ?3)",
+                params![site.name(), address, jiff::Timestamp::now().to_string()],
+            )
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    pub fn hosts(&self) -> Result<Vec<JoinedHost>, ControlError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT site, address, joined FROM hosts ORDER BY site")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(|e| self.error(e))?;
+        let mut hosts = Vec::new();
+        for row in rows {
+            let (site, address, joined) = row.map_err(|e| self.error(e))?;
+            let site = Site::parse(&site)
+                .ok_or_else(|| ControlError::Failed(format!("the state holds a host of an unknown site '{site}'")))?;
+            hosts.push(JoinedHost { site, address, joined });
+        }
+        Ok(hosts)
     }
 }

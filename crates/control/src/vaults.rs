@@ -62,8 +62,7 @@ impl VaultAddress {
 
     fn backend(&self) -> Result<std::sync::Arc<dyn standby_vault::backend::Backend>, ControlError> {
         let problem = |e: String| ControlError::Failed(format!("the vault {}: {e}", self.location));
-        let parsed = standby_vault::backend::VaultLocation::parse(&self.location).map_err(problem)?;
-        standby_vault::backend::open_location(&parsed).map_err(problem)
+        standby_link::open_location(&self.location).map_err(problem)
     }
 
     /// The arguments that name this vault to `standby serve-disk` and

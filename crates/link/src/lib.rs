@@ -5,16 +5,19 @@
 //! ([`remote`]: a [`Backend`](standby_vault::backend::Backend) at
 //! `standby://ADDRESS/SITE`).
 
+pub mod client;
 pub mod identity;
+pub mod join;
 pub mod remote;
 pub mod server;
 pub mod token;
 pub mod vault_service;
 
+pub use client::{ClientError, ControlClient};
 pub use identity::{Authority, HostCertificate, Identity};
 pub use remote::{open_location, RemoteBackend, RemoteLocation};
 pub use server::{Peer, Refusals};
-pub use token::Token;
+pub use token::{JoinToken, Token};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {

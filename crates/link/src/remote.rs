@@ -143,7 +143,8 @@ impl RemoteBackend {
     }
 }
 
-fn chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -79,3 +79,54 @@ mod tests {
         assert!(!format!("{token:?}").contains(&token.secret()[8..]));
     }
 }
+
+/// A join token file: what a new host needs to join the deployment, in
+/// one file handed to its operator (readable by them only): the token,
+/// the CA to check the control plane by (so no first connection is ever
+/// trusted blindly), the control plane's site, and when it expires.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct JoinToken {
+    pub version: u32,
+    pub control_site: String,
+    token: String,
+    pub ca_pem: String,
+    pub expires: String,
+}
+
+impl JoinToken {
+    pub fn new(token: &Token, control_site: &str, ca_pem: &str, expires: jiff::Timestamp) -> JoinToken {
+        JoinToken {
+            version: 1,
+            control_site: control_site.into(),
+            token: token.secret().into(),
+            ca_pem: ca_pem.into(),
+            expires: expires.to_string(),
+        }
+    }
+
+    pub fn token(&self) -> Result<Token, String> {
+        Token::parse(&self.token)
+    }
+
+    pub fn write_file(&self, path: &Path) -> Result<(), LinkError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| LinkError::Tls(format!("join token: {e}")))?;
+        crate::identity::write_new(path, &format!("{text}\n"))
+    }
+
+    /// The join token in `path`, with errors that name the file.
+    pub fn read_file(path: &Path) -> Result<JoinToken, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read join token file {}: {e}", path.display()))?;
+        let token: JoinToken = serde_json::from_str(&text)
+            .map_err(|_| format!("{} is not a join token file (made by standby init --site)", path.display()))?;
+        if token.version != 1 {
+            return Err(format!(
+                "{}: join token version {} is not one this standby reads",
+                path.display(),
+                token.version
+            ));
+        }
+        token.token().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(token)
+    }
+}

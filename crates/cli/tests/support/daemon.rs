@@ -35,10 +35,16 @@ impl Daemon {
             }
             None => standby_command(),
         };
+        command.envs(environment.iter().map(|(key, value)| (key, value)));
+        Daemon::start_command(home, command)
+    }
+
+    /// `command` (the `standby` binary, or what runs it) with `serve --home
+    /// HOME` added; waits until it serves.
+    pub fn start_command(home: &Path, mut command: std::process::Command) -> Daemon {
         let child = command
             .args(["serve", "--home", path(home)])
             .env("STANDBY_ACCEL", "tcg")
-            .envs(environment.iter().map(|(key, value)| (key, value)))
             .spawn()
             .expect("standby serve starts");
         reap_at_exit(home);

@@ -47,7 +47,7 @@ impl VaultLocation {
             }
             "s3" => split(rest).map(|(bucket, prefix)| VaultLocation::S3 { bucket, prefix }),
             "gs" => split(rest).map(|(bucket, prefix)| VaultLocation::Gcs { bucket, prefix }),
-            other => Err(format!("unknown vault URL scheme '{other}': use a path, file://, az://, s3:// or gs://")),
+            other => Err(format!("unknown vault URL scheme '{other}': use a path, file://, az://, s3://, gs:// or standby:// (another site's host)")),
         }
     }
 }
