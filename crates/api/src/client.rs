@@ -1,6 +1,7 @@
-//! A blocking client for the daemon's API over its unix socket: HTTP/1.1
-//! (hyper) on a small runtime of its own, one connection per request,
-//! typed requests and answers.
+//! A blocking client for the daemon's API: over its unix socket, or over
+//! TLS to a control plane on another host (`--control URL`, with an
+//! operator token). HTTP/1.1 (hyper) on a small runtime of its own, one
+//! connection per request, typed requests and answers.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,9 +26,10 @@ pub const ANSWER_BYTES_MAX: usize = 64 << 20;
 /// Why a request got no answer it could use.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// Nothing listens on the socket: no daemon runs.
-    #[error("no daemon answers on {}: {source}", socket.display())]
-    Unreachable { socket: PathBuf, source: std::io::Error },
+    /// Nothing answers: no daemon runs (the socket), or the control
+    /// plane's host cannot be reached or its TLS handshake failed.
+    #[error("no daemon answers on {endpoint}: {source}")]
+    Unreachable { endpoint: String, source: std::io::Error },
     /// The daemon answered with an error.
     #[error("{body}")]
     Api { status: u16, body: ErrorBody },
@@ -48,28 +50,62 @@ impl ClientError {
     }
 }
 
+/// How long reaching a control plane over the network may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How requests reach the daemon.
+enum Transport {
+    Unix(PathBuf),
+    Tls {
+        /// As the operator named it, for messages.
+        url: String,
+        address: std::net::SocketAddr,
+        /// The name the server's certificate must carry.
+        server_name: rustls::pki_types::ServerName<'static>,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        /// The operator's bearer token.
+        token: String,
+    },
+}
+
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
     runtime: tokio::runtime::Runtime,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds (it creates no threads)")
 }
 
 impl Client {
     /// A client of the daemon listening on unix socket `socket`.
     pub fn unix(socket: &Path) -> Client {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a current-thread runtime builds (it creates no threads)");
-        Client { socket: socket.to_path_buf(), runtime }
+        Client { transport: Transport::Unix(socket.to_path_buf()), runtime: runtime() }
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// A client of the control plane at `address` (named `url` in
+    /// messages) over TLS with `config` (which trusts the deployment's CA
+    /// only and offers HTTP/1.1), whose certificate names `server_name`;
+    /// every request carries `token`.
+    pub fn tls(
+        url: &str,
+        address: std::net::SocketAddr,
+        server_name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        token: String,
+    ) -> Result<Client, String> {
+        let server_name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| format!("'{server_name}' cannot name a server: {e}"))?;
+        let transport = Transport::Tls { url: url.to_string(), address, server_name, config, token };
+        Ok(Client { transport, runtime: runtime() })
     }
 
-    /// Whether a daemon answers on the socket.
-    pub fn reachable(&self) -> bool {
-        std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+    /// Whether the daemon is on another host.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.transport, Transport::Tls { .. })
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -82,15 +118,18 @@ impl Client {
     }
 
     fn request<T: DeserializeOwned>(&self, method: http::Method, path: &str, body: Bytes) -> Result<T, ClientError> {
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .method(method)
             .uri(path)
             .header(http::header::HOST, "standby")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .map_err(|e| ClientError::Protocol(format!("request {path}: {e}")))?;
+            .header(http::header::CONTENT_TYPE, "application/json");
+        if let Transport::Tls { token, .. } = &self.transport {
+            request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request =
+            request.body(Full::new(body)).map_err(|e| ClientError::Protocol(format!("request {path}: {e}")))?;
         let answer = self.runtime.block_on(async {
-            tokio::time::timeout(REQUEST_TIMEOUT, send(&self.socket, request)).await.unwrap_or_else(|_| {
+            tokio::time::timeout(REQUEST_TIMEOUT, send(&self.transport, request)).await.unwrap_or_else(|_| {
                 Err(ClientError::Protocol(format!("no answer to {path} within {} s", REQUEST_TIMEOUT.as_secs())))
             })
         });
@@ -158,10 +197,37 @@ impl Client {
     }
 }
 
-async fn send(socket: &Path, request: http::Request<Full<Bytes>>) -> Result<(u16, Bytes), ClientError> {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Unreachable { socket: socket.to_path_buf(), source })?;
+async fn send(transport: &Transport, request: http::Request<Full<Bytes>>) -> Result<(u16, Bytes), ClientError> {
+    match transport {
+        Transport::Unix(socket) => {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .map_err(|source| ClientError::Unreachable { endpoint: socket.display().to_string(), source })?;
+            exchange(stream, request).await
+        }
+        Transport::Tls { url, address, server_name, config, .. } => {
+            let unreachable = |source| ClientError::Unreachable { endpoint: url.clone(), source };
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(address))
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 5 s")))
+                .map_err(unreachable)?;
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name.clone(), stream))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no TLS handshake within 5 s"))
+                })
+                .map_err(unreachable)?;
+            exchange(stream, request).await
+        }
+    }
+}
+
+/// One request and its answer on a fresh connection.
+async fn exchange<Io>(stream: Io, request: http::Request<Full<Bytes>>) -> Result<(u16, Bytes), ClientError>
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let protocol = |e: &dyn std::fmt::Display| ClientError::Protocol(e.to_string());
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| protocol(&e))?;
@@ -184,6 +250,5 @@ mod tests {
         let client = Client::unix(&dir.path().join("standby.sock"));
         let error = client.health().unwrap_err();
         assert!(matches!(error, ClientError::Unreachable { .. }) && error.is_bad_input(), "{error}");
-        assert!(!client.reachable());
     }
 }

@@ -20,15 +20,19 @@ pub enum ErrorCode {
     Conflict,
     /// The daemon failed; the message says what (500).
     Internal,
+    /// A request over the network without a valid operator token: none,
+    /// not this deployment's, expired, or not an operator's (401).
+    Unauthenticated,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 5] = [
+    pub const ALL: [ErrorCode; 6] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::TransitionRefused,
         ErrorCode::Conflict,
         ErrorCode::Internal,
+        ErrorCode::Unauthenticated,
     ];
 
     /// The HTTP status it is sent with.
@@ -38,6 +42,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::TransitionRefused | ErrorCode::Conflict => 409,
             ErrorCode::Internal => 500,
+            ErrorCode::Unauthenticated => 401,
         }
     }
 
@@ -117,8 +122,15 @@ mod tests {
         let names: Vec<String> = ErrorCode::ALL.iter().map(|c| serde_json::to_string(c).unwrap()).collect();
         assert_eq!(
             names,
-            ["\"bad_request\"", "\"not_found\"", "\"transition_refused\"", "\"conflict\"", "\"internal\""]
+            [
+                "\"bad_request\"",
+                "\"not_found\"",
+                "\"transition_refused\"",
+                "\"conflict\"",
+                "\"internal\"",
+                "\"unauthenticated\""
+            ]
         );
-        assert_eq!(ErrorCode::ALL.map(ErrorCode::status), [400, 404, 409, 409, 500]);
+        assert_eq!(ErrorCode::ALL.map(ErrorCode::status), [400, 404, 409, 409, 500, 401]);
     }
 }

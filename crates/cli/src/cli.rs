@@ -374,6 +374,13 @@ pub enum VaultCommand {
 pub struct HomeArguments {
     #[arg(long)]
     pub home: Option<PathBuf>,
+    /// A control plane on another host, https://ADDRESS:PORT (instead of the deployment in --home); needs
+    /// --token-file.
+    #[arg(long, env = "STANDBY_CONTROL", requires = "token_file")]
+    pub control: Option<String>,
+    /// The operator token file (DIR/admin.token of `init --site`), for --control.
+    #[arg(long, env = "STANDBY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// What every command that runs a lifecycle job takes.

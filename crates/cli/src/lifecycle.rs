@@ -102,9 +102,27 @@ fn open(home: &HomeArguments) -> anyhow::Result<Deployment> {
 }
 
 pub fn serve(home: &HomeArguments) -> anyhow::Result<u8> {
+    if home.control.is_some() {
+        return Err(crate::bad_input("serve runs this host's own deployment (--home); --control is for commands"));
+    }
     let exe = std::env::current_exe()?;
     standby_control::daemon::serve(&Deployment::locate(home.home.as_deref()), &exe)?;
     Ok(0)
+}
+
+/// A client of the control plane at `control`, with the operator token
+/// file `token_file` (its token, and the CA and site to check the host by).
+fn remote_client(control: &str, token_file: &Path) -> anyhow::Result<Client> {
+    let file = standby_link::TokenFile::read_file(token_file, standby_link::TokenFileRole::Operator)
+        .map_err(crate::bad_input)?;
+    let address = standby_link::client::parse_control_url(control).map_err(crate::bad_input)?;
+    let mut tls = standby_link::identity::operator_client_config(&file.ca_pem, token_file)
+        .map_err(|e| crate::bad_input(e.to_string()))?;
+    // The API client speaks HTTP/1.1.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let token = file.token().map_err(crate::bad_input)?;
+    let name = standby_link::identity::host_name(&file.control_site);
+    Client::tls(control, address, &name, std::sync::Arc::new(tls), token.secret().to_string()).map_err(crate::bad_input)
 }
 
 /// The deployment's daemon, through the API client; a deployment that does
@@ -116,16 +134,25 @@ struct Daemon {
 
 impl Daemon {
     fn of(home: &HomeArguments) -> anyhow::Result<Daemon> {
+        if let Some(control) = &home.control {
+            let token_file = home.token_file.as_deref().expect("clap requires --token-file with --control");
+            return Ok(Daemon { home: PathBuf::from(control), client: remote_client(control, token_file)? });
+        }
+        if home.token_file.is_some() {
+            return Err(crate::bad_input(
+                "--token-file is for a control plane on another host: give --control URL too",
+            ));
+        }
         let home = Deployment::locate(home.home.as_deref());
         let socket = Deployment::socket_of(&home)?;
         Ok(Daemon { home, client: Client::unix(&socket) })
     }
 
     /// The daemon's answer, or `None` when no daemon runs (the caller then
-    /// reads or writes the state itself).
+    /// reads or writes the state itself; never for a remote control plane).
     fn answer_if_running<T>(&self, answer: Result<T, ClientError>) -> anyhow::Result<Option<T>> {
         match answer {
-            Err(ClientError::Unreachable { .. }) => Ok(None),
+            Err(ClientError::Unreachable { .. }) if !self.client.is_remote() => Ok(None),
             answer => self.answer(answer).map(Some),
         }
     }
@@ -133,6 +160,9 @@ impl Daemon {
     /// A request's answer, with the operator's next step when no daemon runs.
     fn answer<T>(&self, answer: Result<T, ClientError>) -> anyhow::Result<T> {
         answer.map_err(|e| match e {
+            ClientError::Unreachable { endpoint, source } if self.client.is_remote() => crate::bad_input(format!(
+                "cannot reach the control plane at {endpoint} ({source}): check --control and that its host serves"
+            )),
             ClientError::Unreachable { .. } => crate::bad_input(format!(
                 "no daemon is running for the deployment at {}: start it with `standby serve --home {}`",
                 self.home.display(),

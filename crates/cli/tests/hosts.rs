@@ -137,7 +137,7 @@ fn init_and_join_refuse_bad_input_and_leave_nothing() {
     let garbage = root.path().join("garbage.token");
     std::fs::write(&garbage, "not a token\n").unwrap();
     join("primary", &control, &garbage, &free()).bad_input("is not a join token file");
-    join("primary", &control, &root.path().join("missing.token"), &free()).bad_input("cannot read join token file");
+    join("primary", &control, &root.path().join("missing.token"), &free()).bad_input("cannot read token file");
     // A token file of this deployment whose token is not one it issued.
     let text = std::fs::read_to_string(&join_token).unwrap();
     let secret = text.split("\"token\": \"").nth(1).unwrap().split('"').next().unwrap().to_string();
@@ -145,9 +145,10 @@ fn init_and_join_refuse_bad_input_and_leave_nothing() {
     std::fs::write(&forged, text.replace(&secret, &format!("standby_{}", "0".repeat(64)))).unwrap();
     join("primary", &control, &forged, &free()).bad_input("the join token is not this deployment's");
     // The admin token is no join token.
-    let admin = std::fs::read_to_string(made["admin_token"].as_str().unwrap()).unwrap();
+    let admin: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(made["admin_token"].as_str().unwrap()).unwrap()).unwrap();
     let wrong_role = root.path().join("admin-as-join.token");
-    std::fs::write(&wrong_role, text.replace(&secret, admin.trim())).unwrap();
+    std::fs::write(&wrong_role, text.replace(&secret, admin["token"].as_str().unwrap())).unwrap();
     join("primary", &control, &wrong_role, &free()).bad_input("that token is not a join token");
     // An expired join token (as a day after it was made).
     let state = control_home.join("state.db");
@@ -165,4 +166,73 @@ fn init_and_join_refuse_bad_input_and_leave_nothing() {
     assert!(std::process::Command::new("python3").args(["-c", &unexpire]).status().unwrap().success());
     let joined = join("primary", &control, &join_token, &free());
     assert_eq!(joined.code, 0, "{}", joined.stderr);
+}
+
+/// Lifecycle commands against a control plane on another host
+/// (`--control URL --token-file FILE`, or `STANDBY_CONTROL` and
+/// `STANDBY_TOKEN_FILE`): with the operator token file they work; every
+/// other caller is refused with a clear error and the listener serves on.
+#[test]
+fn operators_reach_the_control_plane_with_their_token_only() {
+    use support::run;
+    let root = tempfile::tempdir().unwrap();
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let home = root.path().join("control");
+    let made = run(&["init", path(&home), "--site", "recovery", "--listen", &listen, "--json"]).ok().json();
+    let _control = support::daemon::Daemon::start(&home);
+    let admin = made["admin_token"].as_str().unwrap().to_string();
+    let control = format!("https://{listen}");
+
+    let policies = run(&["policy", "list", "--control", &control, "--token-file", &admin, "--json"]).ok().json();
+    assert_eq!(policies["policies"][0]["name"], "default", "{policies}");
+    let environment =
+        [("STANDBY_CONTROL".to_string(), control.clone()), ("STANDBY_TOKEN_FILE".to_string(), admin.clone())];
+    let machines = support::run_with(&["machine", "list", "--json"], &environment).ok().json();
+    assert_eq!(machines["machines"], serde_json::json!([]), "{machines}");
+    let added = run(&["policy", "add", "gold", "--rpo-threshold", "5m", "--control", &control, "--token-file", &admin]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let policies = run(&["policy", "list", "--home", path(&home), "--json"]).ok().json();
+    assert_eq!(policies["policies"].as_array().unwrap().len(), 2, "the remote add reached the state: {policies}");
+
+    // Refused: a token file that is not this deployment's, a join token
+    // file, no token file, a control plane that is not there.
+    let text = std::fs::read_to_string(&admin).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let forged = root.path().join("forged.token");
+    std::fs::write(&forged, text.replace(file["token"].as_str().unwrap(), &format!("standby_{}", "1".repeat(64))))
+        .unwrap();
+    run(&["policy", "list", "--control", &control, "--token-file", path(&forged)])
+        .bad_input("the token is not one of this deployment's");
+    let join_token = made["join_token"].as_str().unwrap();
+    run(&["policy", "list", "--control", &control, "--token-file", join_token])
+        .bad_input("is not an operator token file");
+    let usage = run(&["policy", "list", "--control", &control]);
+    assert!(usage.code == 2 && usage.stderr.contains("--token-file"), "{}", usage.stderr);
+    let elsewhere = format!("https://{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
+    run(&["policy", "list", "--control", &elsewhere, "--token-file", &admin])
+        .bad_input("cannot reach the control plane");
+    run(&["serve", "--control", &control, "--token-file", &admin]).bad_input("--control is for commands");
+
+    // Raw requests: no token, a wrong one, plain HTTP on the TLS port.
+    let ca = root.path().join("ca.pem");
+    std::fs::write(&ca, file["ca_pem"].as_str().unwrap()).unwrap();
+    let port = listen.rsplit(':').next().unwrap();
+    let resolve = format!("recovery.sites.standby:{port}:127.0.0.1");
+    let url = format!("https://recovery.sites.standby:{port}/v1/machines");
+    let curl = |extra: &[&str]| {
+        let output = std::process::Command::new("curl")
+            .args(["-s", "--cacert", path(&ca), "--resolve", &resolve, "-w", "\n%{http_code}"])
+            .args(extra)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let none = curl(&[&url]);
+    assert!(none.ends_with("\n401") && none.contains("\"code\":\"unauthenticated\""), "{none}");
+    let wrong = curl(&["-H", "authorization: Bearer nonsense", &url]);
+    assert!(wrong.ends_with("\n401") && wrong.contains("not a Standby token"), "{wrong}");
+    let plain = curl(&[&format!("http://127.0.0.1:{port}/v1/machines")]);
+    assert!(plain.ends_with("\n400") && plain.contains("\"code\":\"tls_required\""), "{plain}");
+    let good = curl(&["-H", &format!("authorization: Bearer {}", file["token"].as_str().unwrap()), &url]);
+    assert!(good.ends_with("\n200"), "{good}");
 }

@@ -322,7 +322,7 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     daemon.start_loops()?;
     let result = runtime.block_on(async {
         if let Some(host) = &deployment.config.host {
-            let serving = listener::bind(&deployment, host).await?;
+            let serving = listener::bind(&deployment, host, http::routes(daemon.clone())).await?;
             tokio::spawn(serving);
         }
         http::serve_http(daemon.clone(), &socket).await

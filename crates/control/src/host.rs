@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use standby_lifecycle::{Site, SITES};
 use standby_link::identity::{Authority, HostCertificate, TLS_DIR};
 use standby_link::join::{JoinRequest, Joined, JOIN};
-use standby_link::{ClientError, ControlClient, JoinToken, Token};
+use standby_link::{ClientError, ControlClient, Token, TokenFile, TokenFileRole};
 
 use crate::config::{Config, HostConfig};
 use crate::deployment::{Deployment, KEYS_DIR};
@@ -75,11 +75,13 @@ pub fn init_host(dir: &Path, site: &str, listen: &str) -> Result<MadeHost, Contr
         authority.write(&tls).map_err(link)?;
         authority.issue(site.name()).map_err(link)?.write(&tls).map_err(link)?;
         let admin = Token::generate().map_err(link)?;
-        admin.write_file(&home.join(ADMIN_TOKEN)).map_err(link)?;
+        TokenFile::new(TokenFileRole::Operator, &admin, site.name(), &authority.cert_pem, None)
+            .write_file(&home.join(ADMIN_TOKEN))
+            .map_err(link)?;
         state.add_token(&admin.hash(), TokenRole::Admin, None)?;
         let join = Token::generate().map_err(link)?;
         let expires = jiff::Timestamp::now() + JOIN_TOKEN_VALIDITY;
-        JoinToken::new(&join, site.name(), &authority.cert_pem, expires)
+        TokenFile::new(TokenFileRole::Join, &join, site.name(), &authority.cert_pem, Some(expires))
             .write_file(&home.join(JOIN_TOKEN))
             .map_err(link)?;
         state.add_token(&join.hash(), TokenRole::Join, Some(expires))?;
@@ -106,7 +108,7 @@ pub fn join(
 ) -> Result<Deployment, ControlError> {
     let site = site_named(site)?;
     let address = listen_address(listen)?;
-    let file = JoinToken::read_file(join_token).map_err(ControlError::Refused)?;
+    let file = TokenFile::read_file(join_token, TokenFileRole::Join).map_err(ControlError::Refused)?;
     if file.control_site == site.name() {
         return Err(ControlError::Refused(format!(
             "the control plane's host runs the {site} site; this host joins for the other one ({})",

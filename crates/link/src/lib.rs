@@ -17,7 +17,7 @@ pub use client::{ClientError, ControlClient};
 pub use identity::{Authority, HostCertificate, Identity};
 pub use remote::{open_location, RemoteBackend, RemoteLocation};
 pub use server::{Peer, Refusals};
-pub use token::{JoinToken, Token};
+pub use token::{Token, TokenFile, TokenFileRole};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {

@@ -64,6 +64,83 @@ impl Token {
     }
 }
 
+/// What a token file lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenFileRole {
+    /// Every command against the control plane (`--token-file`).
+    Operator,
+    /// Joining one host (`standby join --join-token`).
+    Join,
+}
+
+/// A token file: what an operator (`--control URL --token-file FILE`) or a
+/// joining host (`--join-token FILE`) needs, in one file readable by its
+/// user only: the token, the CA to check the control plane by (so no first
+/// connection is ever trusted blindly), the control plane's site, and when
+/// the token expires.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TokenFile {
+    pub version: u32,
+    pub role: TokenFileRole,
+    pub control_site: String,
+    token: String,
+    pub ca_pem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+impl TokenFile {
+    pub fn new(
+        role: TokenFileRole,
+        token: &Token,
+        control_site: &str,
+        ca_pem: &str,
+        expires: Option<jiff::Timestamp>,
+    ) -> TokenFile {
+        TokenFile {
+            version: 1,
+            role,
+            control_site: control_site.into(),
+            token: token.secret().into(),
+            ca_pem: ca_pem.into(),
+            expires: expires.map(|at| at.to_string()),
+        }
+    }
+
+    pub fn token(&self) -> Result<Token, String> {
+        Token::parse(&self.token)
+    }
+
+    pub fn write_file(&self, path: &Path) -> Result<(), LinkError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| LinkError::Tls(format!("token file: {e}")))?;
+        crate::identity::write_new(path, &format!("{text}\n"))
+    }
+
+    /// The token file in `path` of `role`, with errors that name the file.
+    pub fn read_file(path: &Path, role: TokenFileRole) -> Result<TokenFile, String> {
+        let what = match role {
+            TokenFileRole::Operator => "an operator token file (DIR/admin.token of standby init --site)",
+            TokenFileRole::Join => "a join token file (DIR/join.token of standby init --site)",
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+        let file: TokenFile = serde_json::from_str(&text).map_err(|_| format!("{} is not {what}", path.display()))?;
+        if file.version != 1 {
+            return Err(format!(
+                "{}: token file version {} is not one this standby reads",
+                path.display(),
+                file.version
+            ));
+        }
+        if file.role != role {
+            return Err(format!("{} is not {what}", path.display()));
+        }
+        file.token().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(file)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,56 +154,5 @@ mod tests {
             assert!(Token::parse(bad).is_err(), "{bad}");
         }
         assert!(!format!("{token:?}").contains(&token.secret()[8..]));
-    }
-}
-
-/// A join token file: what a new host needs to join the deployment, in
-/// one file handed to its operator (readable by them only): the token,
-/// the CA to check the control plane by (so no first connection is ever
-/// trusted blindly), the control plane's site, and when it expires.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct JoinToken {
-    pub version: u32,
-    pub control_site: String,
-    token: String,
-    pub ca_pem: String,
-    pub expires: String,
-}
-
-impl JoinToken {
-    pub fn new(token: &Token, control_site: &str, ca_pem: &str, expires: jiff::Timestamp) -> JoinToken {
-        JoinToken {
-            version: 1,
-            control_site: control_site.into(),
-            token: token.secret().into(),
-            ca_pem: ca_pem.into(),
-            expires: expires.to_string(),
-        }
-    }
-
-    pub fn token(&self) -> Result<Token, String> {
-        Token::parse(&self.token)
-    }
-
-    pub fn write_file(&self, path: &Path) -> Result<(), LinkError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| LinkError::Tls(format!("join token: {e}")))?;
-        crate::identity::write_new(path, &format!("{text}\n"))
-    }
-
-    /// The join token in `path`, with errors that name the file.
-    pub fn read_file(path: &Path) -> Result<JoinToken, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read join token file {}: {e}", path.display()))?;
-        let token: JoinToken = serde_json::from_str(&text)
-            .map_err(|_| format!("{} is not a join token file (made by standby init --site)", path.display()))?;
-        if token.version != 1 {
-            return Err(format!(
-                "{}: join token version {} is not one this standby reads",
-                path.display(),
-                token.version
-            ));
-        }
-        token.token().map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(token)
     }
 }

@@ -23,10 +23,32 @@ use crate::error::ControlError;
 
 pub(super) async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlError> {
     let listener = tokio::net::UnixListener::bind(socket).map_err(|e| ControlError::io(socket, e))?;
+    let app = routes(daemon.clone());
+    {
+        let (accel, why) = daemon.site(standby_lifecycle::Site::Primary).accelerator_reason();
+        eprintln!("standby: serving {} on {} (accelerator: {accel}, {why})", daemon.home.display(), socket.display());
+    }
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler installs");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            eprintln!("standby: stopping");
+        })
+        .await
+        .map_err(|e| ControlError::Failed(format!("the daemon's API failed: {e}")))
+}
+
+/// The API's routes (on the unix socket, and behind operator tokens on a
+/// host's TLS listener).
+pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
     let machine = |operation: &str| format!("{}/{{name}}/{operation}", routes::MACHINES);
     let lifecycle = |command| machine(routes::operation(command));
     use standby_lifecycle::Command as C;
-    let app = Router::new()
+    Router::new()
         .route(routes::HEALTH, get(health))
         .route(routes::MACHINES, get(machines).post(add_machine))
         .route(&machine("start"), post(start))
@@ -48,23 +70,7 @@ pub(super) async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(),
         .route(&format!("{}/{{id}}", routes::JOBS), get(job))
         .route(routes::POLICIES, get(policies).post(add_policy))
         .fallback(unknown_route)
-        .with_state(daemon.clone());
-    {
-        let (accel, why) = daemon.site(standby_lifecycle::Site::Primary).accelerator_reason();
-        eprintln!("standby: serving {} on {} (accelerator: {accel}, {why})", daemon.home.display(), socket.display());
-    }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("a SIGTERM handler installs");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-            eprintln!("standby: stopping");
-        })
-        .await
-        .map_err(|e| ControlError::Failed(format!("the daemon's API failed: {e}")))
+        .with_state(daemon)
 }
 
 /// A failed request: its error body with the code's status.
