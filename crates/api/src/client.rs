@@ -188,6 +188,10 @@ impl Client {
         self.get(&routes::job(id))
     }
 
+    pub fn sites(&self) -> Result<SiteList, ClientError> {
+        self.get(routes::SITES)
+    }
+
     pub fn policies(&self) -> Result<PolicyList, ClientError> {
         self.get(routes::POLICIES)
     }

@@ -32,6 +32,7 @@ pub const MACHINES: &str = "/v1/machines";
 pub const STATUS: &str = "/v1/status";
 pub const JOBS: &str = "/v1/jobs";
 pub const POLICIES: &str = "/v1/policies";
+pub const SITES: &str = "/v1/sites";
 
 /// An operation on one machine: `/v1/machines/NAME/OPERATION`.
 pub fn machine(name: &str, operation: &str) -> String {

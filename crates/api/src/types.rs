@@ -394,3 +394,28 @@ pub struct Health {
     pub accel_reason: String,
     pub exe: PathBuf,
 }
+
+/// The deployment's sites (`standby sites`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteList {
+    pub sites: Vec<SiteView>,
+}
+
+/// One site as the control plane sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteView {
+    pub site: Site,
+    /// Its host's listener; `None` when the control plane's own process
+    /// runs the site (the embedded default, or the control plane's host).
+    pub address: Option<String>,
+    /// Whether its host answers now.
+    pub reachable: bool,
+    /// Since when it answers (or not), as this daemon has seen it.
+    pub since: String,
+    /// The vault replication into the site writes to.
+    pub vault: String,
+    /// Machines replicating into the site.
+    pub replicating: u64,
+    /// The largest RPO among them, in seconds.
+    pub worst_rpo_seconds: Option<f64>,
+}

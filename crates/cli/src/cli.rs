@@ -338,6 +338,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Each site: whether its host answers and since when, its address, its vault, the replication into it.
+    Sites {
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check whether /dev/kvm runs guests (used by the daemon, in a child process with a timeout).
     #[command(hide = true)]
     ProbeKvm,

@@ -57,6 +57,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Policy(command) => crate::lifecycle::policy(command),
         Command::Serve { home } => crate::lifecycle::serve(&home),
         Command::Jobs { id, watch, home, json } => crate::lifecycle::jobs(id, watch, &home, json),
+        Command::Sites { home, json } => crate::lifecycle::sites(&home, json),
         Command::Protect { name, policy, group, job } => {
             if group.is_some() {
                 return Err(bad_input("--group: replication groups are not supported yet; protect without it"));

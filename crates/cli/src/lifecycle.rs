@@ -46,6 +46,26 @@ pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// `sites`: each site as the control plane sees it.
+pub fn sites(home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
+    let daemon = Daemon::of(home)?;
+    let list = daemon.answer(daemon.client.sites())?;
+    if json {
+        print_json(&list);
+        return Ok(0);
+    }
+    for site in &list.sites {
+        let address = site.address.as_deref().unwrap_or("this host");
+        let answers = if site.reachable { "reachable" } else { "UNREACHABLE" };
+        let rpo = site.worst_rpo_seconds.map(|rpo| format!(", worst RPO {rpo:.1} s")).unwrap_or_default();
+        println!(
+            "{:<9} {address}: {answers} since {}; vault {}; {} machine(s) replicating into it{rpo}",
+            site.site, site.since, site.vault, site.replicating
+        );
+    }
+    Ok(0)
+}
+
 /// `init DIR --site NAME --listen ADDR`: the host holding the control plane.
 pub fn init_host(dir: &Path, site: &str, listen: &str, json: bool) -> anyhow::Result<u8> {
     let made = standby_control::host::init_host(dir, site, listen)?;

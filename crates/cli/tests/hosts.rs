@@ -43,6 +43,40 @@ fn a_host_joins_and_replicates_into_the_other_sites_vault_across_the_link() {
     join(&again).bad_input("the primary site already has a host");
     assert!(!again.exists());
 
+    // `sites` from either host: the control plane's own site, and the
+    // joined host, which answers once it serves.
+    let admin = hosts.primary.join("admin.token");
+    std::fs::copy(made["admin_token"].as_str().unwrap(), &admin).unwrap();
+    let sites = |site: Site| {
+        let arguments = match site {
+            Site::Recovery => vec!["sites", "--home", path(&recovery_home), "--json"],
+            Site::Primary => vec!["sites", "--control", &control, "--token-file", path(&admin), "--json"],
+        };
+        hosts.run(site, &arguments, &[]).ok().json()
+    };
+    let listed = sites(Site::Recovery);
+    assert_eq!(listed["sites"][1]["site"], "recovery", "{listed}");
+    assert_eq!(listed["sites"][1]["address"], listen.as_str(), "{listed}");
+    assert_eq!(listed["sites"][1]["reachable"], true, "{listed}");
+    assert_eq!(listed["sites"][0]["address"], hosts.listen(Site::Primary).as_str(), "{listed}");
+    assert_eq!(listed["sites"][0]["vault"], format!("standby://{}/primary", hosts.listen(Site::Primary)), "{listed}");
+    let _agent = hosts.serve(Site::Primary);
+    let wait_until = |site: Site, reachable: bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let listed = sites(site);
+            if listed["sites"][0]["reachable"] == reachable {
+                return listed;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the primary site never became reachable={reachable}: {listed}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    };
+    wait_until(Site::Primary, true);
+
     // Neither host sees the other's folder.
     assert_eq!(hosts.sees_of_the_other(Site::Primary), Vec::<String>::new());
     assert_eq!(hosts.sees_of_the_other(Site::Recovery), Vec::<String>::new());
@@ -92,6 +126,14 @@ fn a_host_joins_and_replicates_into_the_other_sites_vault_across_the_link() {
     let took = started.elapsed();
     assert!(synced["bytes_new"].as_u64().unwrap() >= 12 << 20, "{synced}");
     assert!(took >= std::time::Duration::from_secs(11), "12 MiB crossed a 1 MiB/s limit in {took:?}");
+
+    // The link cut: the control plane sees the primary host unreachable,
+    // and reachable again once the link is back.
+    hosts.net.link("down");
+    let cut = wait_until(Site::Recovery, false);
+    assert!(cut["sites"][0]["since"].as_str().is_some(), "{cut}");
+    hosts.net.link("up");
+    wait_until(Site::Recovery, true);
 }
 
 /// Every way `init --site` and `join` can be asked wrong: a one-line
@@ -235,4 +277,26 @@ fn operators_reach_the_control_plane_with_their_token_only() {
     assert!(plain.ends_with("\n400") && plain.contains("\"code\":\"tls_required\""), "{plain}");
     let good = curl(&["-H", &format!("authorization: Bearer {}", file["token"].as_str().unwrap()), &url]);
     assert!(good.ends_with("\n200"), "{good}");
+}
+
+/// In the embedded default one process runs both sites: `sites` lists
+/// both as this host's, with their vaults.
+#[test]
+fn sites_of_the_embedded_default_are_this_hosts() {
+    use support::run;
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    run(&["init", path(&home)]).ok();
+    run(&["sites", "--home", path(&home)]).bad_input("standby serve --home");
+    let _daemon = support::daemon::Daemon::start(&home);
+    let listed = run(&["sites", "--home", path(&home), "--json"]).ok().json();
+    for (index, site) in ["primary", "recovery"].into_iter().enumerate() {
+        let view = &listed["sites"][index];
+        assert_eq!((view["site"].as_str(), view["reachable"].as_bool()), (Some(site), Some(true)), "{listed}");
+        assert_eq!(view["address"], serde_json::Value::Null, "{listed}");
+        assert_eq!(view["vault"], path(&home.canonicalize().unwrap().join(format!("sites/{site}/vault"))), "{listed}");
+        assert_eq!(view["replicating"], 0, "{listed}");
+    }
+    let human = run(&["sites", "--home", path(&home)]).ok().stdout;
+    assert!(human.starts_with("primary   this host: reachable since "), "{human}");
 }

@@ -37,6 +37,7 @@ mod restart;
 mod retention;
 #[cfg(test)]
 mod simulated;
+mod sites;
 
 pub use crate::deployment::SOCKET;
 const PID_FILE: &str = "standby.pid";
@@ -87,6 +88,10 @@ struct Daemon {
     /// The last time each helper was found dead, and what happened
     /// (`status` says it for [`RESTART_SHOWN_FOR`]).
     restarts: Mutex<HashMap<crate::site::HelperName, (std::time::Instant, String)>>,
+    /// Whether each joined host answers (`sites`).
+    reachability: sites::Reachability,
+    /// When this daemon started.
+    started: jiff::Timestamp,
 }
 
 /// How long `status` mentions a helper that died and was started again.
@@ -343,6 +348,8 @@ impl Daemon {
             consistency: Mutex::default(),
             hooks,
             restarts: Mutex::default(),
+            reachability: sites::Reachability::default(),
+            started: jiff::Timestamp::now(),
         })
     }
 
@@ -382,6 +389,8 @@ impl Daemon {
         })?;
         let daemon = self.clone();
         spawn_loop("retention", move || daemon.retention_loop())?;
+        let daemon = self.clone();
+        spawn_loop("sites", move || daemon.probe_loop())?;
         let daemon = self.clone();
         spawn_loop("supervision", move || loop {
             daemon.supervise();

@@ -69,6 +69,7 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         .route(routes::JOBS, get(jobs))
         .route(&format!("{}/{{id}}", routes::JOBS), get(job))
         .route(routes::POLICIES, get(policies).post(add_policy))
+        .route(routes::SITES, get(sites))
         .fallback(unknown_route)
         .with_state(daemon)
 }
@@ -231,6 +232,10 @@ async fn status_all(AxumState(daemon): Daemon_) -> ApiResult<standby_api::Status
 
 async fn status_one(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<standby_api::StatusList> {
     blocking(move || daemon.status(Some(&name))).await
+}
+
+async fn sites(AxumState(daemon): Daemon_) -> ApiResult<standby_api::SiteList> {
+    blocking(move || daemon.sites()).await
 }
 
 async fn jobs(AxumState(daemon): Daemon_) -> ApiResult<standby_api::JobList> {
