@@ -25,7 +25,7 @@ pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
         print_json(&json!({
             "home": deployment.home,
             "vault": recovery.location,
-            "vaults": {"recovery": vault(&recovery), "primary": vault(&primary)},
+            "vaults": {Site::Recovery.name(): vault(&recovery), Site::Primary.name(): vault(&primary)},
             "policies": deployment.state.policies()?,
         }));
     } else {

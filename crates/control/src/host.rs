@@ -176,16 +176,9 @@ fn key_file(home: &Path, site: Site) -> PathBuf {
     home.join(KEYS_DIR).join(format!("{site}.key"))
 }
 
+/// Writes a new file readable by this user only.
 fn write(path: &Path, text: &str) -> Result<(), ControlError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ControlError::io(path, e))?;
-    file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(|e| ControlError::io(path, e))
+    standby_link::identity::write_new(path, text).map_err(link)
 }
 
 fn deployment_id() -> Result<String, ControlError> {

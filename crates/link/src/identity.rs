@@ -222,7 +222,7 @@ fn read(path: &Path) -> Result<String, LinkError> {
 }
 
 /// Writes a new file readable by this user only.
-pub(crate) fn write_new(path: &Path, text: &str) -> Result<(), LinkError> {
+pub fn write_new(path: &Path, text: &str) -> Result<(), LinkError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: std::io::Error| LinkError::Tls(format!("cannot write {}: {e}", path.display()));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use standby_vault::backend::{Backend, ObjectInfo, StorageError};
+use standby_vault::backend::{check_path, Backend, ObjectInfo, StorageError};
 
 use crate::identity::{host_name, Identity};
 use crate::vault_service::{Listing, WireError, LIST, OBJECTS};
@@ -156,15 +156,6 @@ pub(crate) fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn check_path(path: &str) -> Result<(), StorageError> {
-    let ok = !path.is_empty() && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
-    if ok {
-        Ok(())
-    } else {
-        Err(StorageError::Failed { operation: "address", path: path.to_string(), detail: "invalid object path".into() })
-    }
 }
 
 impl Backend for RemoteBackend {

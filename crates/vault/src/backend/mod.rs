@@ -79,7 +79,7 @@ pub trait Backend: Send + Sync {
 }
 
 /// Checks a relative object path: no empty, `.` or `..` parts, no leading `/`.
-pub(crate) fn check_path(path: &str) -> Result<(), StorageError> {
+pub fn check_path(path: &str) -> Result<(), StorageError> {
     let ok = !path.is_empty() && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
     if ok {
         Ok(())
