@@ -30,7 +30,7 @@ const AGENT_START_POLL_INTERVAL: Duration = Duration::from_millis(20);
 pub const SPLITTER_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a splitter is started with (and started again with, should it die).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SplitterSpec {
     /// The disk's name in the vault.
     pub disk: String,
@@ -45,7 +45,7 @@ pub struct SplitterSpec {
 
 /// What an export of a recovery point is started with (and started again
 /// with, should it die: it resumes its overlay).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExportSpec {
     /// The agent's name in `run_dir` (one per export).
     pub name: String,

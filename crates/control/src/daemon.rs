@@ -23,12 +23,13 @@ use self::engine::{Claims, JobSteps};
 use crate::deployment::Deployment;
 use crate::error::ControlError;
 use crate::qemu::{Drive, QemuSpec, Stopped};
-use crate::site::{LocalHost, Shutdown, SiteHost, Sites};
+use crate::site::{LocalHost, RemoteHost, Shutdown, SiteHost, Sites};
 
 mod consistency;
 mod engine;
 mod failover;
 mod files;
+mod host_service;
 mod http;
 mod listener;
 mod protection;
@@ -88,8 +89,6 @@ struct Daemon {
     /// The last time each helper was found dead, and what happened
     /// (`status` says it for [`RESTART_SHOWN_FOR`]).
     restarts: Mutex<HashMap<crate::site::HelperName, (std::time::Instant, String)>>,
-    /// Whether each joined host answers (`sites`).
-    reachability: sites::Reachability,
     /// When this daemon started.
     started: jiff::Timestamp,
 }
@@ -211,7 +210,7 @@ impl Daemon {
             append: machine.definition.append.clone(),
             drives,
             network: crate::network::qemu_arguments(&attachments, &deployment.run_dir().join("machines").join(&key))?,
-            accel,
+            accel: accel.to_string(),
             run_dir: deployment.run_dir().join("machines").join(&key),
             netns: deployment.netns(site),
         };
@@ -261,7 +260,7 @@ impl Daemon {
     /// disks imported at the primary site.
     fn add_machine(&self, request: &AddMachine) -> Result<MachineView, ControlError> {
         let mut deployment = self.deployment()?;
-        Ok(deployment.add_machine(&request.definition, &request.disks)?.view())
+        Ok(deployment.add_machine_at(&request.definition, &request.disks, Some(self.site(Site::Primary)))?.view())
     }
 
     /// The runtime of `instance` of `machine`.
@@ -277,9 +276,14 @@ impl Daemon {
             for role in INSTANCES {
                 let key = instance(&machine.definition.name, role);
                 let run_dir = deployment.run_dir().join("machines").join(&key);
-                match self.host_of(&machine, role).adopt_machine(&key, &run_dir) {
+                let host = self.host_of(&machine, role);
+                match host.adopt_machine(&key, &run_dir) {
                     Ok(true) => adopted.push(key),
                     Ok(false) => {}
+                    Err(e) if host.is_remote() => {
+                        // That host's own daemon adopts what runs there.
+                        eprintln!("standby: machine '{key}': {e}");
+                    }
                     Err(e) => {
                         // Running, but its QMP socket does not answer: refuse
                         // to go on rather than risk starting it a second time.
@@ -311,13 +315,27 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         )));
     }
     let _ = std::fs::remove_file(&socket);
-    let host: Arc<dyn SiteHost> = Arc::new(LocalHost::new(&deployment, exe)?);
-    let daemon = Daemon::new(&deployment, exe, Sites::one(host), engine::Hooks::from_env());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ControlError::Failed(format!("cannot start the daemon's runtime: {e}")))?;
+    if let Some(host) = &deployment.config.host {
+        // Splitters and exports this daemon starts reach a vault at the
+        // other host with this host's identity (set before any thread).
+        std::env::set_var(standby_link::remote::TLS_DIR_ENV, deployment.home.join(standby_link::identity::TLS_DIR));
+        if host.control.is_some() {
+            return serve_agent(&deployment, host, exe, &socket);
+        }
+    }
+    let local: Arc<dyn SiteHost> = Arc::new(LocalHost::new(&deployment, exe)?);
+    let sites = match &deployment.config.host {
+        None => Sites::one(local),
+        Some(host) => {
+            let remote: Arc<dyn SiteHost> = Arc::new(RemoteHost::new(host.site.other(), &deployment.home));
+            match host.site {
+                Site::Primary => Sites { primary: local, recovery: remote },
+                Site::Recovery => Sites { primary: remote, recovery: local },
+            }
+        }
+    };
+    let daemon = Daemon::new(&deployment, exe, sites, engine::Hooks::from_env());
+    let runtime = runtime()?;
     let pid_file = run.join(PID_FILE);
     std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| ControlError::io(&pid_file, e))?;
     if let Err(e) = daemon.take_over(&deployment) {
@@ -327,13 +345,48 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
     daemon.start_loops()?;
     let result = runtime.block_on(async {
         if let Some(host) = &deployment.config.host {
-            let serving = listener::bind(&deployment, host, http::routes(daemon.clone())).await?;
+            let control = listener::control_routes(&deployment, http::routes(daemon.clone()));
+            let serving = listener::bind(&deployment, host, control).await?;
             tokio::spawn(serving);
         }
         http::serve_http(daemon.clone(), &socket).await
     });
     daemon.let_jobs_finish();
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&pid_file);
+    result
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ControlError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ControlError::Failed(format!("cannot start the daemon's runtime: {e}")))
+}
+
+/// Runs a joined host's agent (`host_service.rs`) until SIGINT or SIGTERM.
+fn serve_agent(
+    deployment: &Deployment,
+    host: &crate::config::HostConfig,
+    exe: &Path,
+    socket: &Path,
+) -> Result<(), ControlError> {
+    let service = host_service::HostService::new(deployment, host, exe)?;
+    let supervised = service.clone();
+    spawn_loop("supervision", move || supervised.supervise_loop())?;
+    let pid_file = deployment.run_dir().join(PID_FILE);
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|e| ControlError::io(&pid_file, e))?;
+    let result = runtime()?.block_on(async {
+        let serving = listener::bind(deployment, host, host_service::routes(service.clone())).await?;
+        tokio::spawn(serving);
+        http::serve_router(host_service::elsewhere(host), socket, &format!("the {} site's agent", host.site)).await
+    });
+    let running = service.running_machines();
+    if !running.is_empty() {
+        eprintln!("standby: machines left running (the next daemon adopts them): {}", running.join(", "));
+    }
+    let _ = std::fs::remove_file(socket);
     let _ = std::fs::remove_file(&pid_file);
     result
 }
@@ -348,7 +401,6 @@ impl Daemon {
             consistency: Mutex::default(),
             hooks,
             restarts: Mutex::default(),
-            reachability: sites::Reachability::default(),
             started: jiff::Timestamp::now(),
         })
     }

@@ -38,6 +38,10 @@ pub struct Deployment {
     pub home: PathBuf,
     pub config: Config,
     pub state: State,
+    /// In a deployment with a host per site: the other site's host, where
+    /// this one reaches it (the control plane's address for a joined
+    /// host; the joined host's, once it joined, for the control plane).
+    pub other_host: Option<(Site, std::net::SocketAddr)>,
 }
 
 impl Deployment {
@@ -125,7 +129,7 @@ impl Deployment {
             None => vec![Site::Recovery, Site::Primary],
         };
         for site in sites {
-            vault_address(&home, &config, site).init()?;
+            vault_address(&home, &config, None, site).init()?;
         }
         let text = format!(
             "# A Standby deployment, made by `standby init`. Paths are relative to this folder.\n{}",
@@ -133,7 +137,7 @@ impl Deployment {
         );
         let config_path = home.join(CONFIG_FILE);
         fs::write(&config_path, text).map_err(|e| ControlError::io(&config_path, e))?;
-        Ok(Deployment { home, config, state })
+        Ok(Deployment { home, config, state, other_host: None })
     }
 
     /// Opens the deployment at `home`.
@@ -141,7 +145,8 @@ impl Deployment {
         let config = Self::read_config(home)?;
         let home = home.canonicalize().map_err(|e| ControlError::io(home, e))?;
         let state = State::open(&home.join(STATE_FILE))?;
-        Ok(Deployment { home, config, state })
+        let other_host = other_host(&config, &state)?;
+        Ok(Deployment { home, config, state, other_host })
     }
 
     /// The config of the deployment at `home`, checked.
@@ -182,7 +187,7 @@ impl Deployment {
 
     /// The vault at `site`: where replication into that site goes.
     pub fn vault_at(&self, site: Site) -> VaultAddress {
-        vault_address(&self.home, &self.config, site)
+        vault_address(&self.home, &self.config, self.other_host, site)
     }
 
     /// Opens the vault at `site`. A location holding no vault (its folder
@@ -230,6 +235,22 @@ impl Deployment {
         definition: &crate::MachineDefinition,
         sources: &[PathBuf],
     ) -> Result<crate::Machine, ControlError> {
+        self.add_machine_at(definition, sources, None)
+    }
+
+    /// [`Deployment::add_machine`] with the disks imported by `primary`,
+    /// the primary site's host (the paths are that host's), or here.
+    pub(crate) fn add_machine_at(
+        &mut self,
+        definition: &crate::MachineDefinition,
+        sources: &[PathBuf],
+        primary: Option<&dyn crate::site::SiteHost>,
+    ) -> Result<crate::Machine, ControlError> {
+        let exists = |path: &Path| primary.map_or_else(|| path.exists(), |host| host.is_file(path));
+        let import = |source: &Path, target: &Path| match primary {
+            Some(host) => host.import_disk(source, target),
+            None => crate::import_disk(source, target).map(|_| ()),
+        };
         crate::validate_machine_name(&definition.name)?;
         if sources.is_empty() {
             return Err(ControlError::Refused("a machine needs at least one --disk".into()));
@@ -269,13 +290,13 @@ impl Deployment {
             for (position, source) in sources.iter().enumerate() {
                 let file = format!("{}-disk{position}.raw", definition.name);
                 let primary_path = self.path(&self.config.primary.disks).join(&file);
-                if primary_path.exists() {
+                if exists(&primary_path) {
                     return Err(ControlError::Refused(format!(
                         "{} already exists at the primary site; remove it or choose another machine name",
                         primary_path.display()
                     )));
                 }
-                crate::import_disk(source, &primary_path)?;
+                import(source, &primary_path)?;
                 imported.push(primary_path.clone());
                 disks.push(crate::DiskDefinition {
                     vault_disk: format!("{}.disk{position}", definition.name),
@@ -286,8 +307,9 @@ impl Deployment {
             self.state.add_machine(&definition, &disks)
         })();
         if let Err(e) = result {
-            for path in imported {
-                let _ = std::fs::remove_file(path);
+            match primary {
+                Some(host) => drop(host.remove_files(&imported)),
+                None => imported.iter().for_each(|path| drop(std::fs::remove_file(path))),
             }
             return Err(e);
         }
@@ -296,11 +318,46 @@ impl Deployment {
 }
 
 /// The vault at `site` of the deployment at `home` configured by `config`.
-fn vault_address(home: &Path, config: &Config, site: Site) -> VaultAddress {
+/// A vault in a folder of the other site's host is reached through that
+/// host (`standby://ADDRESS/SITE`).
+fn vault_address(
+    home: &Path,
+    config: &Config,
+    other_host: Option<(Site, std::net::SocketAddr)>,
+    site: Site,
+) -> VaultAddress {
     let configured = match site {
         Site::Primary => config.primary.vault.clone().unwrap_or_else(|| "sites/primary/vault".into()),
         Site::Recovery => config.recovery.vault.clone().unwrap_or_else(|| config.vault.clone()),
     };
-    let location = if configured.contains("://") { configured } else { home.join(&configured).display().to_string() };
-    VaultAddress { location, key_file: config.site(site).vault_key.as_ref().map(|key| home.join(key)) }
+    let location = match other_host {
+        _ if configured.contains("://") => configured,
+        Some((other, address)) if other == site => {
+            standby_link::RemoteLocation { address, site: site.name().to_string() }.to_string()
+        }
+        _ => home.join(&configured).display().to_string(),
+    };
+    let key_file = config.site(site).vault_key.as_ref().map(|key| home.join(key));
+    VaultAddress { location, key_file, site: Some(site) }
+}
+
+/// The other site's host of a deployment with a host per site, as far as
+/// this host knows it.
+fn other_host(config: &Config, state: &State) -> Result<Option<(Site, std::net::SocketAddr)>, ControlError> {
+    let Some(host) = &config.host else { return Ok(None) };
+    let other = host.site.other();
+    if let Some(control) = &host.control {
+        let address = standby_link::client::parse_control_url(control).map_err(ControlError::Failed)?;
+        return Ok(Some((other, address)));
+    }
+    let joined = state.hosts()?.into_iter().find(|joined| joined.site == other);
+    match joined {
+        Some(joined) => {
+            let address = joined.address.parse().map_err(|_| {
+                ControlError::Failed(format!("the state holds '{}' as the {other} site's host address", joined.address))
+            })?;
+            Ok(Some((other, address)))
+        }
+        None => Ok(None),
+    }
 }

@@ -21,7 +21,7 @@ use crate::error::ControlError;
 use crate::process::{alive, last_line, Process};
 
 /// Where a machine's disk comes from, as QEMU opens it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Drive {
     /// A raw image, opened directly (the machine is not replicated).
     File(PathBuf),
@@ -89,7 +89,7 @@ fn nbd_socket(filename: &str) -> Option<PathBuf> {
 pub const RECONNECT_DELAY: Duration = Duration::from_secs(RECONNECT_DELAY_SECONDS);
 
 /// What QEMU is started with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QemuSpec {
     pub name: String,
     pub cpus: u32,
@@ -103,11 +103,20 @@ pub struct QemuSpec {
     /// means no network device at all.
     pub network: Vec<String>,
     /// `kvm` or `tcg` (resolved, never `auto`).
-    pub accel: &'static str,
+    pub accel: String,
     /// Where the QMP socket and the serial console log go.
     pub run_dir: PathBuf,
     /// The site's network namespace, if it has one.
     pub netns: Option<PathBuf>,
+}
+
+/// `kvm` or `tcg`, as a static name.
+pub(crate) fn static_accelerator(name: &str) -> Option<&'static str> {
+    match name {
+        "kvm" => Some("kvm"),
+        "tcg" => Some("tcg"),
+        _ => None,
+    }
 }
 
 /// A running QEMU and its QMP connection.
@@ -126,7 +135,7 @@ pub struct Qemu {
 }
 
 /// How a power-down ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Stopped {
     /// The guest shut itself down after the ACPI request.
     Clean,
@@ -168,6 +177,8 @@ const HUNG_AFTER: Duration = Duration::from_secs(5);
 
 impl Qemu {
     pub fn start(spec: &QemuSpec) -> Result<Qemu, ControlError> {
+        let accel = static_accelerator(&spec.accel)
+            .ok_or_else(|| ControlError::Failed(format!("'{}' is not an accelerator (kvm or tcg)", spec.accel)))?;
         std::fs::create_dir_all(&spec.run_dir).map_err(|e| ControlError::io(&spec.run_dir, e))?;
         let qmp_socket = spec.run_dir.join(format!("{}.qmp", spec.name));
         let console = spec.run_dir.join(format!("{}.console", spec.name));
@@ -178,7 +189,7 @@ impl Qemu {
         let _ = std::fs::remove_file(&agent_socket);
         let mut command = Command::new("qemu-system-x86_64");
         command
-            .args(["-name", &spec.name, "-accel", spec.accel, "-smp", &spec.cpus.to_string()])
+            .args(["-name", &spec.name, "-accel", accel, "-smp", &spec.cpus.to_string()])
             .args(["-m", &spec.memory_mib.to_string(), "-display", "none", "-nodefaults", "-no-reboot"])
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
@@ -232,7 +243,7 @@ impl Qemu {
                 return Err(error);
             }
         };
-        let mut qemu = Qemu { process, qmp, console, qmp_socket, agent_socket, pid_file, accel: spec.accel };
+        let mut qemu = Qemu { process, qmp, console, qmp_socket, agent_socket, pid_file, accel };
         if let Err(e) = qemu.qmp.execute("cont", json!({})) {
             qemu.kill();
             return Err(e);

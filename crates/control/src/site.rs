@@ -15,7 +15,8 @@
 //!   real in-process splitters writing the real vault, for job tests that
 //!   run in seconds; it can be told to fail an act.
 //!
-//! A remote site (a host per site, issue 15) is a third implementation.
+//! - [`RemoteHost`]: the other site's host, in a deployment with a host
+//!   per site: each act is carried out there (`site/remote.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,15 +32,17 @@ use disk_files::Ranges;
 
 pub(crate) mod disk_files;
 pub(crate) mod local;
+pub(crate) mod remote;
 #[cfg(test)]
 pub(crate) mod simulated;
 
 pub(crate) use local::LocalHost;
+pub(crate) use remote::RemoteHost;
 #[cfg(test)]
 pub(crate) use simulated::SimulatedHost;
 
 /// A machine a host just booted.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Booted {
     pub pid: u32,
     pub console: PathBuf,
@@ -47,7 +50,7 @@ pub(crate) struct Booted {
 }
 
 /// What a running machine's disk is opened on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Opened {
     /// On its image file directly (not through an NBD server).
     pub on_file: bool,
@@ -59,7 +62,7 @@ pub(crate) struct Opened {
 pub(crate) const SUPERVISION_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A helper process of a site.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub(crate) enum HelperName {
     /// The splitter of a vault disk.
     Splitter(String),
@@ -104,7 +107,7 @@ impl std::fmt::Display for Restart {
 }
 
 /// How a machine is stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Shutdown {
     /// The power is cut at once.
     PowerCut,
@@ -113,7 +116,7 @@ pub(crate) enum Shutdown {
 }
 
 /// When a mark request to a splitter is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum MarkWait {
     /// As soon as the splitter has its place in the change stream.
     Queued,
@@ -242,6 +245,12 @@ pub(crate) trait SiteHost: Send + Sync {
         disk_files::restore_journal(vault, disk, time_micros, image)
     }
 
+    /// Imports the disk image `source` (any format `qemu-img` reads) as
+    /// the raw image `target`.
+    fn import_disk(&self, source: &Path, target: &Path) -> Result<(), ControlError> {
+        crate::import_disk(source, target).map(|_| ())
+    }
+
     // Files.
 
     /// Removes the files that exist among `files`; returns them.
@@ -263,7 +272,26 @@ pub(crate) trait SiteHost: Send + Sync {
     fn is_file(&self, file: &Path) -> bool {
         file.is_file()
     }
+
+    /// Whether it is another machine (which may not answer).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// For another machine: whether it answered when last asked, and since
+    /// when that holds; `None` before it was asked (and for this host,
+    /// which answers as long as the daemon runs).
+    fn reachable(&self) -> Option<(bool, jiff::Timestamp)> {
+        None
+    }
+
+    /// Asks another machine whether it answers (a connection to it); the
+    /// daemon does every [`PROBE_INTERVAL`].
+    fn probe(&self) {}
 }
+
+/// How often the daemon asks the other site's host whether it answers.
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The hosts of the two sites (the same one, in the embedded default).
 #[derive(Clone)]

@@ -7,12 +7,15 @@ use std::path::PathBuf;
 
 use crate::error::ControlError;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VaultAddress {
     /// A folder or a URL (`az://`, `s3://`, …).
     pub location: String,
     /// The key of an encrypted vault; `None` for a vault stored in the clear.
     pub key_file: Option<PathBuf>,
+    /// The site whose vault it is, when it is one of the deployment's two:
+    /// the other site's host finds that vault by its own address for it.
+    pub site: Option<standby_lifecycle::Site>,
 }
 
 impl VaultAddress {

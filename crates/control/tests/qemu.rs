@@ -24,7 +24,7 @@ fn test_guest_on(disk: &Path, dir: &Path) -> QemuSpec {
         drives: vec![Drive::File(disk.to_path_buf())],
         network: vec![],
         netns: None,
-        accel: "tcg",
+        accel: "tcg".to_string(),
         run_dir: dir.join("run"),
     }
 }
@@ -65,7 +65,7 @@ fn a_guest_that_ignores_the_power_button_is_stopped_by_force() {
         drives: vec![Drive::File(disk.clone())],
         network: vec![],
         netns: None,
-        accel: "tcg",
+        accel: "tcg".to_string(),
         run_dir: dir.path().join("run"),
     };
     let mut qemu = Qemu::start(&spec).unwrap();
@@ -88,7 +88,7 @@ fn qemu_that_cannot_start_is_a_clear_error() {
         drives: vec![],
         network: vec![],
         netns: None,
-        accel: "tcg",
+        accel: "tcg".to_string(),
         run_dir: dir.path().join("run"),
     };
     let error = Qemu::start(&spec).err().expect("QEMU cannot load a missing kernel").to_string();

@@ -396,8 +396,13 @@ impl Daemon {
         let shut_down = job.run_unless_stopped(MOVE_STEPS[1], BY, || self.stop_source(moving, kind, job))?;
         let stopped_at = Instant::now();
         job.run_unless_stopped(MOVE_STEPS[2], BY, || {
-            let source_stopped = shut_down || !self.runtime(machine, machine.active_site.into()).running;
-            let (drained, waited) = self.wait_for_last_writes(machine, source_stopped, job);
+            let (drained, waited) = match self.source_host_silent(machine) {
+                Some(silent) => (false, format!("not waited for: {silent}")),
+                None => {
+                    let source_stopped = shut_down || !self.runtime(machine, machine.active_site.into()).running;
+                    self.wait_for_last_writes(machine, source_stopped, job)
+                }
+            };
             job.check_stop(MOVE_STEPS[2], BY)?;
             if kind == Move::Planned && !drained {
                 return Err(ControlError::Failed(format!(
@@ -446,6 +451,22 @@ impl Daemon {
     fn stop_source(&self, moving: &mut Moving, kind: Move, job: &JobSteps) -> Result<(bool, String), ControlError> {
         let machine = moving.machine;
         let source_was_running = self.runtime(machine, machine.active_site.into()).running;
+        if let Some(silent) = self.source_host_silent(machine) {
+            // A host that is gone is not waited for (a disaster); a planned
+            // move needs the source down, so it cannot go on.
+            moving.details.failover = Some(FailoverRecord::new(job.id, machine.active_site, false));
+            let detail = format!(
+                "{silent}: the source could not be asked to shut down and may still run there (its host starts \
+                 nothing of its own accord when it returns)"
+            );
+            recorded(&mut moving.details).source = Some(detail.clone());
+            recorded(&mut moving.details).source_shut_down = Some(false);
+            moving.record(job.deployment)?;
+            if kind == Move::Planned {
+                return Err(ControlError::Failed(format!("{detail}; a planned failover needs the source shut down")));
+            }
+            return Ok((false, detail));
+        }
         moving.details.failover = Some(FailoverRecord::new(job.id, machine.active_site, source_was_running));
         moving.record(job.deployment)?;
         let shutdown_source = match kind {
@@ -479,6 +500,17 @@ impl Daemon {
         recorded(&mut moving.details).source_shut_down = Some(shut_down);
         moving.record(job.deployment)?;
         Ok((shut_down, detail))
+    }
+
+    /// When the host of `machine`'s active site is another machine that
+    /// does not answer: saying so and since when.
+    fn source_host_silent(&self, machine: &Machine) -> Option<String> {
+        match self.site(machine.active_site).reachable() {
+            Some((false, since)) => {
+                Some(format!("the {} site's host does not answer (since {since})", machine.active_site))
+            }
+            _ => None,
+        }
     }
 
     /// Waits until the splitters shipped everything, when the source is

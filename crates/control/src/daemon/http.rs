@@ -22,12 +22,16 @@ use super::Daemon;
 use crate::error::ControlError;
 
 pub(super) async fn serve_http(daemon: Arc<Daemon>, socket: &Path) -> Result<(), ControlError> {
-    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| ControlError::io(socket, e))?;
     let app = routes(daemon.clone());
-    {
-        let (accel, why) = daemon.site(standby_lifecycle::Site::Primary).accelerator_reason();
-        eprintln!("standby: serving {} on {} (accelerator: {accel}, {why})", daemon.home.display(), socket.display());
-    }
+    let here = daemon.sites.hosts().into_iter().find(|host| !host.is_remote());
+    let (accel, why) = here.map(|host| host.accelerator_reason()).unwrap_or_default();
+    serve_router(app, socket, &format!("{} (accelerator: {accel}, {why})", daemon.home.display())).await
+}
+
+/// Serves `app` on the unix socket `socket` until SIGINT or SIGTERM.
+pub(super) async fn serve_router(app: Router, socket: &Path, what: &str) -> Result<(), ControlError> {
+    let listener = tokio::net::UnixListener::bind(socket).map_err(|e| ControlError::io(socket, e))?;
+    eprintln!("standby: serving {what} on {}", socket.display());
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

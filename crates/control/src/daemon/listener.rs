@@ -1,8 +1,10 @@
 //! The TLS listener of a host in a deployment with a host per site
 //! (`[host]` in the config): its site's vault served to the other site's
 //! host (`standby_link::vault_service`, hosts only, held to the site's
-//! `max_bandwidth`, read again from the config every few seconds), and on
-//! the control plane's host the join of the other site's host.
+//! `max_bandwidth`, read again from the config every few seconds); on
+//! the control plane's host the join of the other site's host and the API
+//! for operators, on the other the control plane's acts
+//! (`host_service.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,12 +28,20 @@ use crate::state::TokenRole;
 /// How often the bandwidth limit is read again from the config.
 const LIMITS_RELOAD: Duration = Duration::from_secs(2);
 
+/// What the control plane's host serves beside its vault: the join of the
+/// other site's host, and the API to operators' admin tokens.
+pub(super) fn control_routes(deployment: &Deployment, api: Router) -> Router {
+    let operators = axum::middleware::from_fn_with_state(deployment.home.clone(), operators_only);
+    Router::new().route(JOIN, post(join)).with_state(deployment.home.clone()).merge(api.layer(operators))
+}
+
 /// Binds the listener of `host` (before the daemon says it serves, so a
-/// taken address is an error at start) and returns what serves it.
+/// taken address is an error at start) and returns what serves it: the
+/// site's vault and `routes`.
 pub(super) async fn bind(
     deployment: &Deployment,
     host: &HostConfig,
-    api: Router,
+    routes: Router,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, ControlError> {
     let identity = Identity::load(&deployment.home.join(TLS_DIR)).map_err(|e| ControlError::Failed(e.to_string()))?;
     let tls = identity.server_config().map_err(|e| ControlError::Failed(e.to_string()))?;
@@ -42,13 +52,7 @@ pub(super) async fn bind(
     let backend = standby_link::open_location(&vault.location)
         .map_err(|e| ControlError::Failed(format!("the {} site's vault {vault}: {e}", host.site)))?;
     let bandwidth = Arc::new(Bandwidth::default());
-    let mut app = vault_service::routes(backend, bandwidth.clone());
-    if host.control.is_none() {
-        let operators = axum::middleware::from_fn_with_state(deployment.home.clone(), operators_only);
-        app = app
-            .merge(Router::new().route(JOIN, post(join)).with_state(deployment.home.clone()))
-            .merge(api.layer(operators));
-    }
+    let app = vault_service::routes(backend, bandwidth.clone()).merge(routes);
     let refusals = Arc::new(Refusals::default());
     eprintln!("standby: the {} site's host listens at {} (TLS)", host.site, host.listen);
     let (home, site) = (deployment.home.clone(), host.site);

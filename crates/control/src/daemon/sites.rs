@@ -1,56 +1,22 @@
 //! `standby sites`: each site, whether its host answers and since when,
 //! its address, its vault, and the replication into it. The control plane
-//! asks each joined host's listener every few seconds (a TCP connection to
-//! it); a site its own process runs answers as long as the daemon does.
-
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+//! asks the other site's host every second (a TCP connection to its
+//! listener, [`SiteHost::probe`](crate::site::SiteHost::probe)); a site its
+//! own process runs answers as long as the daemon does.
 
 use standby_api::{SiteList, SiteView};
-use standby_lifecycle::{Site, SITES};
+use standby_lifecycle::SITES;
 
-use super::{lock, Daemon};
+use super::Daemon;
 use crate::error::ControlError;
-
-/// How often the joined hosts are asked.
-const PROBE_INTERVAL: Duration = Duration::from_secs(3);
-/// How long a host has to take the connection.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Whether each joined host answered, and since when.
-#[derive(Default)]
-pub(super) struct Reachability(Mutex<BTreeMap<Site, (bool, jiff::Timestamp)>>);
-
-impl Reachability {
-    fn record(&self, site: Site, reachable: bool) {
-        let mut seen = lock(&self.0);
-        let changed = seen.get(&site).is_none_or(|(was, _)| *was != reachable);
-        if changed {
-            seen.insert(site, (reachable, jiff::Timestamp::now()));
-            let now = if reachable { "answers" } else { "does not answer" };
-            eprintln!("standby: the {site} site's host {now}");
-        }
-    }
-
-    fn of(&self, site: Site) -> Option<(bool, jiff::Timestamp)> {
-        lock(&self.0).get(&site).copied()
-    }
-}
+use crate::site::PROBE_INTERVAL;
 
 impl Daemon {
-    /// Asks every joined host's listener, forever (a loop of its own).
+    /// Asks every other host whether it answers, forever (a loop of its own).
     pub(super) fn probe_loop(&self) {
         loop {
-            if let Ok(deployment) = self.deployment() {
-                for host in deployment.state.hosts().unwrap_or_default() {
-                    let reachable = host
-                        .address
-                        .parse::<SocketAddr>()
-                        .is_ok_and(|address| std::net::TcpStream::connect_timeout(&address, PROBE_TIMEOUT).is_ok());
-                    self.reachability.record(host.site, reachable);
-                }
+            for host in self.sites.hosts() {
+                host.probe();
             }
             std::thread::sleep(PROBE_INTERVAL);
         }
@@ -74,7 +40,7 @@ impl Daemon {
                 let address = deployment.config.host.as_ref().map(|host| host.listen.to_string());
                 (address, true, self.started.to_string(), deployment.vault_at(site).location)
             } else if let Some(host) = host {
-                let (reachable, since) = self.reachability.of(site).unwrap_or((false, self.started));
+                let (reachable, since) = self.site(site).reachable().unwrap_or((false, self.started));
                 let vault = format!("{}{}/{site}", standby_link::remote::SCHEME, host.address);
                 (Some(host.address.clone()), reachable, since.to_string(), vault)
             } else {

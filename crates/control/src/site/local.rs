@@ -54,7 +54,7 @@ struct Helper<S> {
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -97,6 +97,28 @@ impl LocalHost {
             splitters: Mutex::default(),
             exports: Mutex::default(),
         })
+    }
+
+    /// Takes over every machine an earlier daemon left running with its
+    /// folder in `machines` (a joined host's agent, which has no list of
+    /// them); returns their keys.
+    pub fn adopt_left_running(&self, machines: &Path) -> Result<Vec<String>, ControlError> {
+        let mut adopted = Vec::new();
+        let Ok(entries) = std::fs::read_dir(machines) else { return Ok(adopted) };
+        for entry in entries.flatten() {
+            let key = entry.file_name().to_string_lossy().into_owned();
+            match self.adopt_machine(&key, &entry.path()) {
+                Ok(true) => adopted.push(key),
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(ControlError::Failed(format!(
+                        "machine '{key}' seems to be running from an earlier daemon but cannot be reached ({e}); \
+                         check its QEMU process before starting the daemon again"
+                    )))
+                }
+            }
+        }
+        Ok(adopted)
     }
 
     /// Runs `act` on running instance `key`; `None` when it does not run.

@@ -1,0 +1,300 @@
+//! The lifecycle across two hosts (issue 15): the recovery site's host
+//! holds the control plane, the primary site's host runs the machine, and
+//! each act at the primary site is carried out there by its agent; the
+//! splitters write into the other host's vault over the link. Two network
+//! namespaces, each host's folder hidden from the other (`support::hosts`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use standby_lifecycle::Site;
+use standby_testkit::{console_text, wait_for_console};
+use support::daemon::{acknowledged, wait_for, Daemon};
+use support::hosts::Hosts;
+use support::path;
+
+/// Two joined hosts, both serving.
+struct Deployment {
+    hosts: Hosts,
+    _control: Daemon,
+    agent: Option<Daemon>,
+}
+
+impl Deployment {
+    fn create(root: &Path) -> Deployment {
+        let hosts = Hosts::create(root);
+        let listen = hosts.listen(Site::Recovery);
+        let recovery_home = hosts.home(Site::Recovery);
+        let arguments = ["init", path(&recovery_home), "--site", "recovery", "--listen", &listen, "--json"];
+        let made = hosts.run(Site::Recovery, &arguments, &[]).ok().json();
+        let control = hosts.serve(Site::Recovery);
+        let join_token = hosts.primary.join("join.token");
+        std::fs::copy(made["join_token"].as_str().unwrap(), &join_token).unwrap();
+        let primary_home = hosts.home(Site::Primary);
+        let arguments = [
+            "join",
+            path(&primary_home),
+            "--site",
+            "primary",
+            "--control",
+            &format!("https://{listen}"),
+            "--join-token",
+            path(&join_token),
+            "--listen",
+            &hosts.listen(Site::Primary),
+        ];
+        hosts.run(Site::Primary, &arguments, &[]).ok();
+        let agent = hosts.serve(Site::Primary);
+        Deployment { hosts, _control: control, agent: Some(agent) }
+    }
+
+    /// A command at the control plane's host.
+    fn run(&self, arguments: &[&str]) -> support::Run {
+        let home = self.hosts.home(Site::Recovery);
+        self.hosts.run(Site::Recovery, &[arguments, &["--home", path(&home)]].concat(), &[])
+    }
+
+    fn json(&self, arguments: &[&str]) -> serde_json::Value {
+        self.run(&[arguments, &["--json"]].concat()).ok().json()
+    }
+
+    /// The console of instance `key` on the host of `site`.
+    fn console(&self, site: Site, key: &str) -> PathBuf {
+        self.hosts.home(site).join(format!("run/machines/{key}/{key}.console"))
+    }
+}
+
+/// The records a booted copy found on its disk ("ready, next record N").
+fn found_at_boot(console: &Path) -> u64 {
+    wait_for_console(console, "standby-guest: ready, next record ", Duration::from_secs(180));
+    let text = console_text(console);
+    let line = text.lines().rfind(|l| l.contains("standby-guest: ready, next record ")).unwrap();
+    line.rsplit(' ').next().unwrap().trim().parse::<u64>().unwrap() - 1
+}
+
+fn records_past(console: &Path, records: u64) {
+    wait_for(path(console), &format!("standby-guest: record {}\n", records + 3));
+}
+
+/// Machine `name` (the test guest) defined with its disk imported at the
+/// primary site's host; its image there.
+fn add_guest(deployment: &Deployment, name: &str) -> PathBuf {
+    let hosts = &deployment.hosts;
+    let guest = standby_testkit::test_guest();
+    let source = hosts.primary.join(format!("{name}-source.raw"));
+    standby_guest::prepare_disk(&source, 64 << 20).unwrap();
+    let append = support::daemon::test_workload().cmdline();
+    let kernel = ["--kernel", path(&guest.vmlinuz), "--initrd", path(&guest.initramfs), "--append", &append];
+    deployment.run(&[&["machine", "add", name, "--disk", path(&source)][..], &kernel[..]].concat()).ok();
+    hosts.home(Site::Primary).join(format!("sites/primary/disks/{name}-disk0.raw"))
+}
+
+/// The command lines of the processes in `site`'s network namespace.
+fn processes_of(hosts: &Hosts, site: Site) -> Vec<String> {
+    let netns = match site {
+        Site::Primary => &hosts.net.primary,
+        Site::Recovery => &hosts.net.recovery,
+    };
+    let pids = std::process::Command::new("ip").args(["netns", "pids", netns]).output().unwrap();
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .collect()
+}
+
+/// The primary host's agent acts for the control plane's host certificate
+/// only: refused without a certificate (an operator) and with its own
+/// host's (another site's), answered with a clear failure to what is not an
+/// act; it serves on. On its unix socket it names the control plane.
+fn agents_answer_the_control_plane_only(deployment: &Deployment) {
+    let hosts = &deployment.hosts;
+    let listen = hosts.listen(Site::Primary);
+    let port = listen.rsplit(':').next().unwrap();
+    let address = listen.rsplit_once(':').unwrap().0;
+    let curl = |site: Site, certificate: Option<Site>, body: &str| {
+        let tls = hosts.home(site).join("tls");
+        let mut command = hosts.command(site, "curl");
+        command
+            .args(["-s", "--cacert", path(&tls.join("ca.pem"))])
+            .args(["--resolve", &format!("primary.sites.standby:{port}:{address}"), "-w", "\n%{http_code}"])
+            .args(["-H", "content-type: application/json", "-d", body]);
+        if let Some(holder) = certificate {
+            let tls = hosts.home(holder).join("tls");
+            command.args(["--cert", path(&tls.join("host.pem")), "--key", path(&tls.join("host.key"))]);
+        }
+        let output = command.arg(format!("https://primary.sites.standby:{port}/v1/host")).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let act = r#"{"act":"running_machines"}"#;
+    let anonymous = curl(Site::Recovery, None, act);
+    assert!(anonymous.ends_with("\n401") && anonymous.contains("control plane only"), "{anonymous}");
+    let other_site = curl(Site::Primary, Some(Site::Primary), act);
+    assert!(other_site.ends_with("\n403") && other_site.contains("not the primary site's"), "{other_site}");
+    let garbage = curl(Site::Recovery, Some(Site::Recovery), r#"{"act":"format_the_disk"}"#);
+    assert!(garbage.ends_with("\n200") && garbage.contains("not an act"), "{garbage}");
+    let answered = curl(Site::Recovery, Some(Site::Recovery), act);
+    assert!(answered.ends_with("\n200") && answered.contains(r#"{"done":[]}"#), "{answered}");
+    let home = hosts.home(Site::Primary);
+    hosts
+        .run(Site::Primary, &["status", "--home", path(&home)], &[])
+        .bad_input(&format!("run the command there, or here with --control https://{}", hosts.listen(Site::Recovery)));
+}
+
+fn state_of(deployment: &Deployment) -> (String, String) {
+    let listed = deployment.json(&["machine", "list"]);
+    let machine = &listed["machines"][0];
+    (machine["state"].as_str().unwrap().to_string(), machine["active_site"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn the_whole_lifecycle_runs_across_two_hosts() {
+    let root = tempfile::tempdir().unwrap();
+    let deployment = Deployment::create(root.path());
+    let hosts = &deployment.hosts;
+
+    agents_answer_the_control_plane_only(&deployment);
+
+    // The machine's disk is on the primary site's host, which imports it.
+    let image = add_guest(&deployment, "web");
+    assert!(image.is_file(), "the disk was not imported at the primary site's host");
+    assert!(!hosts.home(Site::Recovery).join("sites/primary/disks/web-disk0.raw").exists());
+
+    // Started and protected: QEMU and the splitter run at the primary host,
+    // the points land in the recovery host's vault.
+    deployment.run(&["machine", "start", "web"]).ok();
+    let console = deployment.console(Site::Primary, "web@primary");
+    wait_for(path(&console), "standby-guest: record 3\n");
+    deployment.run(&["protect", "web"]).ok();
+    let status = deployment.json(&["status", "web"]);
+    assert_eq!(status["machines"][0]["health"], "healthy", "{status}");
+    assert!(hosts.home(Site::Primary).join("run/disks/web.disk0.pid").is_file());
+
+    // A drill at the recovery host from what its vault holds.
+    let before_drill = acknowledged(path(&console));
+    support::daemon::wait_replicated_past(path(&hosts.home(Site::Recovery)), "web", jiff::Timestamp::now());
+    deployment.run(&["test-failover", "web"]).ok();
+    let drill_found = found_at_boot(&deployment.console(Site::Recovery, "web@drill"));
+    assert!(drill_found >= before_drill, "the drill found {drill_found} records, {before_drill} were acknowledged");
+    deployment.run(&["cleanup-test-failover", "web"]).ok();
+
+    // Failover shutting the source down at the other host: nothing it
+    // acknowledged is lost.
+    records_past(&console, acknowledged(path(&console)));
+    deployment.run(&["failover", "web", "--shutdown-source"]).ok();
+    let source_acknowledged = acknowledged(path(&console));
+    let recovery_console = deployment.console(Site::Recovery, "web@recovery");
+    let recovered = found_at_boot(&recovery_console);
+    assert!(recovered >= source_acknowledged, "{recovered} records recovered, {source_acknowledged} acknowledged");
+    assert_eq!(state_of(&deployment), ("failed-over".into(), "recovery".into()));
+    deployment.run(&["commit", "web"]).ok();
+
+    // Reprotect: the recovery host replicates into the primary host's vault.
+    deployment.run(&["reprotect", "web"]).ok();
+    let status = deployment.json(&["status", "web"]);
+    let machine = &status["machines"][0];
+    assert_eq!((machine["state"].as_str(), machine["replicates_to"].as_str()), (Some("protected"), Some("primary")));
+    assert_eq!(machine["health"], "healthy", "{status}");
+    records_past(&recovery_console, acknowledged(path(&recovery_console)));
+
+    // Planned failback with sync first: nothing acknowledged at the recovery
+    // host is lost on the way back.
+    deployment.run(&["planned-failover", "web", "--sync-first"]).ok();
+    assert_eq!(state_of(&deployment).0, "ready-to-complete");
+    records_past(&recovery_console, acknowledged(path(&recovery_console)));
+    deployment.run(&["complete-failover", "web"]).ok();
+    let at_recovery = acknowledged(path(&recovery_console));
+    let failed_back = found_at_boot(&console);
+    assert!(failed_back >= at_recovery, "{failed_back} records after failback, {at_recovery} acknowledged");
+    deployment.run(&["commit", "web"]).ok();
+    assert_eq!(state_of(&deployment), ("committed".into(), "primary".into()));
+
+    // Reprotect forward again; stopped, the recovery host's vault holds the
+    // primary host's disk exactly.
+    deployment.run(&["reprotect", "web"]).ok();
+    let status = deployment.json(&["status", "web"]);
+    assert_eq!(status["machines"][0]["replicates_to"], "recovery", "{status}");
+    records_past(&console, failed_back);
+    deployment.run(&["machine", "stop", "web"]).ok();
+    let recovery_home = hosts.home(Site::Recovery);
+    support::daemon::wait_replica_equals(
+        &recovery_home,
+        &recovery_home.join("sites/recovery/vault"),
+        "web.disk0",
+        &image,
+        "after the round trip across two hosts",
+    );
+    let report = standby_guest::check_disk(&image, 4).unwrap();
+    assert!(report.complete_through >= failed_back + 3, "{report}");
+    let jobs = deployment.json(&["jobs"]);
+    assert!(jobs["jobs"].as_array().unwrap().iter().all(|j| j["state"] == "succeeded"), "{jobs}");
+}
+
+/// The primary site's host dies (every process of it killed, its link
+/// down) under a writing guest: the failover from the control plane at the
+/// recovery site does not wait for it, says it does not answer, and boots
+/// the machine from the latest point with every record acknowledged an
+/// RPO interval before the death. The host comes back: its agent starts
+/// nothing (the machine runs at the recovery site), and reprotect works.
+#[test]
+fn the_primary_host_dies_and_the_machine_fails_over_without_it_and_never_runs_twice() {
+    let root = tempfile::tempdir().unwrap();
+    let mut deployment = Deployment::create(root.path());
+    add_guest(&deployment, "web");
+    deployment.run(&["machine", "start", "web"]).ok();
+    let console = deployment.console(Site::Primary, "web@primary");
+    wait_for(path(&console), "standby-guest: record 3\n");
+    deployment.run(&["protect", "web"]).ok();
+
+    // One bookmark interval (the default policy's 5 s) between the
+    // records counted and the host's death.
+    records_past(&console, acknowledged(path(&console)));
+    let before = acknowledged(path(&console));
+    std::thread::sleep(Duration::from_secs(5));
+    deployment.hosts.net.link("down");
+    deployment.hosts.net.stop_primary_host();
+    drop(deployment.agent.take());
+
+    let started = std::time::Instant::now();
+    let job = deployment.json(&["failover", "web", "--shutdown-source"]);
+    let took = started.elapsed();
+    let source = job["steps"][1]["detail"].as_str().unwrap();
+    assert!(source.contains("the primary site's host does not answer"), "{job}");
+    assert!(job["steps"][2]["detail"].as_str().unwrap().starts_with("not waited for"), "{job}");
+    eprintln!("failover with the primary host dead: {} ms: {job}", took.as_millis());
+    let recovery_console = deployment.console(Site::Recovery, "web@recovery");
+    let recovered = found_at_boot(&recovery_console);
+    assert!(recovered >= before, "{recovered} records recovered, {before} acknowledged 5 s before the host died");
+    assert_eq!(state_of(&deployment), ("failed-over".into(), "recovery".into()));
+    let status = deployment.json(&["status", "web"]);
+    assert_eq!(status["machines"][0]["running"], true, "{status}");
+
+    // The host returns: its agent serves again and starts nothing.
+    deployment.hosts.net.link("up");
+    deployment.agent = Some(deployment.hosts.serve(Site::Primary));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let sites = deployment.json(&["sites"]);
+        if sites["sites"][0]["reachable"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the primary host never answered again: {sites}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let running = processes_of(&deployment.hosts, Site::Primary);
+    assert!(!running.iter().any(|process| process.contains("qemu-system")), "{running:?}");
+    assert!(!console.with_extension("pid").exists() || processes_of(&deployment.hosts, Site::Primary).len() == 1);
+    records_past(&recovery_console, acknowledged(path(&recovery_console)));
+
+    // Commit, then reprotect into the primary host's vault as on one host
+    // (the source's writes after the last replicated point are discarded).
+    deployment.run(&["commit", "web"]).ok();
+    deployment.run(&["reprotect", "web", "--discard-source-writes"]).ok();
+    let status = deployment.json(&["status", "web"]);
+    let machine = &status["machines"][0];
+    assert_eq!((machine["state"].as_str(), machine["replicates_to"].as_str()), (Some("protected"), Some("primary")));
+    assert_eq!(machine["health"], "healthy", "{status}");
+}
