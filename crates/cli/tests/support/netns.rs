@@ -48,7 +48,12 @@ impl Sites {
 
     /// Stops the primary "host": every process in its namespace, at once.
     pub fn stop_primary_host(&self) {
-        let pids = Command::new("ip").args(["netns", "pids", &self.primary]).output().unwrap();
+        self.stop_host(&self.primary);
+    }
+
+    /// Stops the "host" of namespace `netns`: every process in it, at once.
+    pub fn stop_host(&self, netns: &str) {
+        let pids = Command::new("ip").args(["netns", "pids", netns]).output().unwrap();
         for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
             // SAFETY: kill(2) on the processes of the test's own namespace.
             unsafe { libc::kill(pid.parse().unwrap(), libc::SIGKILL) };

@@ -510,9 +510,19 @@ impl Daemon {
         // A vault that cannot be read is said, not a reason to say nothing:
         // the splitters' own reports still are (an outage is when status
         // matters most).
-        let vault = match deployment.open_vault_at(machine.active_site.other()) {
-            Ok(vault) => Some(vault),
-            Err(e) => {
+        let target = machine.active_site.other();
+        let silent = self.site(target).reachable().filter(|(answers, _)| !answers);
+        // A host that does not answer is not asked: it would hold status up.
+        let vault = match silent.map_or_else(|| Ok(deployment.open_vault_at(target)), |(_, since)| Err(since)) {
+            Err(since) => {
+                problems.critical.push(format!(
+                    "the {target} site's host does not answer (since {since}): replication into its vault waits \
+                     here, the splitters keep what they could not ship in their intent logs; no point is listed"
+                ));
+                None
+            }
+            Ok(Ok(vault)) => Some(vault),
+            Ok(Err(e)) => {
                 problems.critical.push(format!("the vault cannot be read, so no point is listed: {e}"));
                 None
             }
