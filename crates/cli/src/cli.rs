@@ -205,6 +205,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a lost control plane on this host (made by `standby join`) from the control record in its
+    /// site's vault: every machine, policy and protection relationship; then `standby serve` here holds the
+    /// control plane. Makes a new CA, admin token and join token (the old CA's key was on the lost host).
+    RecoverControl {
+        dir: PathBuf,
+        /// The vault holding the control record: this host's own site's vault (its folder or URL).
+        #[arg(long)]
+        vault: String,
+        /// The vault's key file (default: DIR/keys/SITE.key, this host's copy).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Define, list, start and stop machines.
     #[command(subcommand)]
     Machine(MachineCommand),

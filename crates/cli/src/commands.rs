@@ -53,6 +53,9 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Join { dir, site, control, join_token, listen, json } => {
             crate::lifecycle::join(&dir, &site, &control, &join_token, &listen, json)
         }
+        Command::RecoverControl { dir, vault, key_file, json } => {
+            crate::lifecycle::recover_control(&dir, &vault, key_file.as_deref(), json)
+        }
         Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Policy(command) => crate::lifecycle::policy(command),
         Command::Serve { home } => crate::lifecycle::serve(&home),

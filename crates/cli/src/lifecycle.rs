@@ -117,6 +117,39 @@ pub fn join(dir: &Path, site: &str, control: &str, join_token: &Path, listen: &s
     Ok(0)
 }
 
+/// `recover-control DIR --vault VAULT [--key-file FILE]`.
+pub fn recover_control(dir: &Path, vault: &str, key_file: Option<&Path>, json: bool) -> anyhow::Result<u8> {
+    let recovered = standby_control::control_records::recover_control(dir, vault, key_file)?;
+    let home = &recovered.deployment.home;
+    if json {
+        let machines: Vec<_> = recovered
+            .machines
+            .iter()
+            .map(|(name, state, site)| json!({"name": name, "state": state, "active_site": site}))
+            .collect();
+        print_json(&json!({
+            "home": home, "record_time": recovered.record_time, "machines": machines,
+            "admin_token": recovered.admin_token, "join_token": recovered.join_token,
+        }));
+    } else {
+        println!(
+            "{} now holds the control plane, rebuilt from the control record of {} in {vault}",
+            home.display(),
+            recovered.record_time
+        );
+        for (name, state, site) in &recovered.machines {
+            println!("  machine {name}: {state}, at the {site} site");
+        }
+        println!(
+            "  admin token:         {} (a new CA: operators need this token file)",
+            recovered.admin_token.display()
+        );
+        println!("  join token:          {} (for a new host of the other site)", recovered.join_token.display());
+        println!("next: standby serve --home {}, then fail over what ran at the lost site", home.display());
+    }
+    Ok(0)
+}
+
 fn open(home: &HomeArguments) -> anyhow::Result<Deployment> {
     Ok(Deployment::open(&Deployment::locate(home.home.as_deref()))?)
 }

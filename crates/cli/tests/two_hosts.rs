@@ -372,3 +372,73 @@ fn the_recovery_host_dies_and_replication_waits_then_catches_up_without_a_resync
         "after the recovery host's outage",
     );
 }
+
+/// The control plane's host is lost for good (every process killed, its
+/// folder deleted) while it ran the machine: on the recovery site's host,
+/// `recover-control` rebuilds the control plane from the control record in
+/// its own vault, and the failover works from there with every record
+/// acknowledged an RPO interval before the loss.
+#[test]
+fn the_control_plane_is_rebuilt_from_the_vault_at_the_other_site() {
+    let root = tempfile::tempdir().unwrap();
+    let mut deployment = Deployment::create_with_control_at(root.path(), Site::Primary);
+    add_guest(&deployment, "web");
+    deployment.run(&["machine", "start", "web"]).ok();
+    let console = deployment.console(Site::Primary, "web@primary");
+    wait_for(path(&console), "standby-guest: record 3\n");
+    deployment.run(&["protect", "web"]).ok();
+    records_past(&console, acknowledged(path(&console)));
+    let before = acknowledged(path(&console));
+    // The control plane writes its record into the vaults every 2 s, and
+    // a bookmark seals every 5 s.
+    std::thread::sleep(Duration::from_secs(6));
+
+    let hosts = &deployment.hosts;
+    let recovery_home = hosts.home(Site::Recovery);
+    let vault = recovery_home.join("sites/recovery/vault");
+    let recover = |extra: &[&str]| {
+        let arguments = ["recover-control", path(&recovery_home), "--vault", path(&vault), "--json"];
+        hosts.run(Site::Recovery, &[&arguments[..], extra].concat(), &[])
+    };
+    // Refused while this host's daemon runs, or with a vault no control
+    // plane wrote to; nothing changes.
+    recover(&[]).bad_input("is running; stop it first");
+    let other = hosts.recovery.join("other");
+    hosts.run(Site::Recovery, &["init", path(&other)], &[]).ok();
+    let other_vault = other.join("sites/recovery/vault");
+    let with = |vault: &Path, key: &Path| {
+        let arguments = ["recover-control", path(&recovery_home), "--vault", path(vault), "--key-file", path(key)];
+        hosts.run(Site::Recovery, &arguments, &[])
+    };
+    let terminated = deployment.agent.take().unwrap().terminate();
+    assert_eq!(terminated, 0);
+    with(&other_vault, &recovery_home.join("keys/recovery.key")).bad_input("is not the key of vault");
+    with(&other_vault, &other.join("keys/recovery.key")).bad_input("holds no control record");
+
+    hosts.net.link("down");
+    hosts.net.stop_primary_host();
+    std::fs::remove_dir_all(hosts.home(Site::Primary)).unwrap();
+    let recovered = recover(&[]).ok().json();
+    assert_eq!(recovered["machines"][0]["name"], "web", "{recovered}");
+    assert_eq!(recovered["machines"][0]["state"], "protected", "{recovered}");
+    assert_eq!(recovered["machines"][0]["active_site"], "primary", "{recovered}");
+    recover(&[]).bad_input("already holds the deployment's control plane");
+
+    let _control = hosts.serve(Site::Recovery);
+    let run =
+        |arguments: &[&str]| hosts.run(Site::Recovery, &[arguments, &["--home", path(&recovery_home)]].concat(), &[]);
+    let listed = run(&["machine", "list", "--json"]).ok().json();
+    let disk = listed["machines"][0]["disks"][0]["recovery_path"].as_str().unwrap().to_string();
+    assert!(Path::new(&disk).starts_with(recovery_home.canonicalize().unwrap()), "{listed}");
+    let job = run(&["failover", "web", "--shutdown-source", "--json"]).ok().json();
+    assert!(job["steps"][1]["detail"].as_str().unwrap().contains("does not answer"), "{job}");
+    let recovery_console = recovery_home.join("run/machines/web@recovery/web@recovery.console");
+    let found = found_at_boot(&recovery_console);
+    assert!(found >= before, "{found} records recovered, {before} acknowledged before the control plane was lost");
+    let status = run(&["status", "web", "--json"]).ok().json();
+    assert_eq!(status["machines"][0]["state"], "failed-over", "{status}");
+    // The operator's new token reaches the rebuilt control plane.
+    let admin = recovered["admin_token"].as_str().unwrap();
+    let control = format!("https://{}", hosts.listen(Site::Recovery));
+    hosts.run(Site::Recovery, &["sites", "--control", &control, "--token-file", admin], &[]).ok();
+}

@@ -39,6 +39,7 @@ mod retention;
 #[cfg(test)]
 mod simulated;
 mod sites;
+mod vault_records;
 
 pub use crate::deployment::SOCKET;
 const PID_FILE: &str = "standby.pid";
@@ -443,6 +444,8 @@ impl Daemon {
         spawn_loop("retention", move || daemon.retention_loop())?;
         let daemon = self.clone();
         spawn_loop("sites", move || daemon.probe_loop())?;
+        let daemon = self.clone();
+        spawn_loop("control-records", move || daemon.records_loop())?;
         let daemon = self.clone();
         spawn_loop("supervision", move || loop {
             daemon.supervise();

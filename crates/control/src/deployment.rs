@@ -131,12 +131,7 @@ impl Deployment {
         for site in sites {
             vault_address(&home, &config, None, site).init()?;
         }
-        let text = format!(
-            "# A Standby deployment, made by `standby init`. Paths are relative to this folder.\n{}",
-            toml::to_string_pretty(&config).map_err(|e| ControlError::Failed(format!("config: {e}")))?
-        );
-        let config_path = home.join(CONFIG_FILE);
-        fs::write(&config_path, text).map_err(|e| ControlError::io(&config_path, e))?;
+        write_config(&home, &config)?;
         Ok(Deployment { home, config, state, other_host: None })
     }
 
@@ -339,6 +334,19 @@ fn vault_address(
     };
     let key_file = config.site(site).vault_key.as_ref().map(|key| home.join(key));
     VaultAddress { location, key_file, site: Some(site) }
+}
+
+/// Writes `config` as the config of the deployment at `home` (whole or
+/// not at all: a new file moved over the old).
+pub(crate) fn write_config(home: &Path, config: &Config) -> Result<(), ControlError> {
+    let text = format!(
+        "# A Standby deployment, made by `standby init`. Paths are relative to this folder.\n{}",
+        toml::to_string_pretty(config).map_err(|e| ControlError::Failed(format!("config: {e}")))?
+    );
+    let config_path = home.join(CONFIG_FILE);
+    let partial = home.join(format!("{CONFIG_FILE}.partial"));
+    fs::write(&partial, text).map_err(|e| ControlError::io(&partial, e))?;
+    fs::rename(&partial, &config_path).map_err(|e| ControlError::io(&config_path, e))
 }
 
 /// The other site's host of a deployment with a host per site, as far as

@@ -181,7 +181,7 @@ fn write(path: &Path, text: &str) -> Result<(), ControlError> {
     standby_link::identity::write_new(path, text).map_err(link)
 }
 
-fn deployment_id() -> Result<String, ControlError> {
+pub(crate) fn deployment_id() -> Result<String, ControlError> {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| ControlError::Failed(format!("reading the system's random source: {e}")))?;
     Ok(id.iter().map(|b| format!("{b:02x}")).collect())

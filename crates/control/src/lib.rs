@@ -9,6 +9,7 @@
 
 mod agent;
 mod config;
+pub mod control_records;
 pub mod daemon;
 mod deployment;
 mod error;

@@ -11,7 +11,7 @@ use crate::error::ControlError;
 pub use standby_api::{DiskDefinition, MachineDefinition};
 
 /// A machine as the state records it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Machine {
     #[serde(flatten)]
     pub definition: MachineDefinition,

@@ -34,6 +34,8 @@ pub enum ObjectKind {
     CollectionSet,
     Lease,
     Journal,
+    /// The control plane's records (machines, policies, protection).
+    Control,
 }
 
 impl ObjectKind {
@@ -45,6 +47,7 @@ impl ObjectKind {
             ObjectKind::CollectionSet => b"SBYCOLLS",
             ObjectKind::Lease => b"SBYLEASE",
             ObjectKind::Journal => b"SBYJOURN",
+            ObjectKind::Control => b"SBYCNTRL",
         }
     }
 
@@ -56,6 +59,7 @@ impl ObjectKind {
             ObjectKind::CollectionSet => "collection set",
             ObjectKind::Lease => "lease",
             ObjectKind::Journal => "journal segment",
+            ObjectKind::Control => "control record",
         }
     }
 }

@@ -15,6 +15,7 @@
 pub mod backend;
 mod collection;
 pub mod compact;
+pub mod control;
 mod error;
 mod index;
 pub mod journal;

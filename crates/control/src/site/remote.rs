@@ -616,7 +616,12 @@ impl SiteHost for RemoteHost {
     }
 
     fn probe(&self) {
-        let Ok(address) = self.address() else { return };
+        let Ok(address) = self.address() else {
+            // No host for that site (not joined yet, or lost with the
+            // control plane recovered here): nothing answers.
+            self.record(false);
+            return;
+        };
         let answers = std::net::TcpStream::connect_timeout(&address, PROBE_TIMEOUT).is_ok();
         self.record(answers);
     }
