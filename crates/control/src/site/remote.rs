@@ -323,6 +323,9 @@ pub(crate) struct RemoteHost {
     /// Whether the host answered when last asked, and since when (calls
     /// in flight give up when it is found dead).
     reach: tokio::sync::watch::Sender<Option<(bool, jiff::Timestamp)>>,
+    /// Since when the probes found no host joined for the site (acts still
+    /// try: the host may join at any moment).
+    unjoined: Mutex<Option<jiff::Timestamp>>,
 }
 
 impl RemoteHost {
@@ -333,6 +336,7 @@ impl RemoteHost {
             client: Mutex::default(),
             quiet_until: Mutex::default(),
             reach: tokio::sync::watch::Sender::new(None),
+            unjoined: Mutex::default(),
         }
     }
 
@@ -612,16 +616,23 @@ impl SiteHost for RemoteHost {
     }
 
     fn reachable(&self) -> Option<(bool, jiff::Timestamp)> {
-        *self.reach.borrow()
+        // No host for that site (not joined yet, or lost with the control
+        // plane recovered here): nothing answers.
+        let unjoined = *super::local::lock(&self.unjoined);
+        unjoined.map(|since| (false, since)).or(*self.reach.borrow())
     }
 
     fn probe(&self) {
-        let Ok(address) = self.address() else {
-            // No host for that site (not joined yet, or lost with the
-            // control plane recovered here): nothing answers.
-            self.record(false);
-            return;
-        };
+        let address = self.address();
+        {
+            let mut unjoined = super::local::lock(&self.unjoined);
+            match (&address, *unjoined) {
+                (Err(_), None) => *unjoined = Some(jiff::Timestamp::now()),
+                (Ok(_), Some(_)) => *unjoined = None,
+                _ => {}
+            }
+        }
+        let Ok(address) = address else { return };
         let answers = std::net::TcpStream::connect_timeout(&address, PROBE_TIMEOUT).is_ok();
         self.record(answers);
     }
