@@ -116,6 +116,17 @@ fn add_guest(deployment: &Deployment, name: &str) -> PathBuf {
     hosts.home(Site::Primary).join(format!("sites/primary/disks/{name}-disk0.raw"))
 }
 
+/// Machine `web` (the test guest) added, running at the primary site's
+/// host and protected; its console there.
+fn protected_guest(deployment: &Deployment) -> PathBuf {
+    add_guest(deployment, "web");
+    deployment.run(&["machine", "start", "web"]).ok();
+    let console = deployment.console(Site::Primary, "web@primary");
+    wait_for(path(&console), "standby-guest: record 3\n");
+    deployment.run(&["protect", "web"]).ok();
+    console
+}
+
 /// The command lines of the processes in `site`'s network namespace.
 fn processes_of(hosts: &Hosts, site: Site) -> Vec<String> {
     let netns = match site {
@@ -283,11 +294,7 @@ fn the_whole_lifecycle_runs_across_two_hosts() {
 fn the_primary_host_dies_and_the_machine_fails_over_without_it_and_never_runs_twice() {
     let root = tempfile::tempdir().unwrap();
     let mut deployment = Deployment::create(root.path());
-    add_guest(&deployment, "web");
-    deployment.run(&["machine", "start", "web"]).ok();
-    let console = deployment.console(Site::Primary, "web@primary");
-    wait_for(path(&console), "standby-guest: record 3\n");
-    deployment.run(&["protect", "web"]).ok();
+    let console = protected_guest(&deployment);
 
     // One bookmark interval (the default policy's 5 s) between the
     // records counted and the host's death.
@@ -342,11 +349,8 @@ fn the_primary_host_dies_and_the_machine_fails_over_without_it_and_never_runs_tw
 fn the_recovery_host_dies_and_replication_waits_then_catches_up_without_a_resync() {
     let root = tempfile::tempdir().unwrap();
     let mut deployment = Deployment::create_with_control_at(root.path(), Site::Primary);
-    let image = add_guest(&deployment, "web");
-    deployment.run(&["machine", "start", "web"]).ok();
-    let console = deployment.console(Site::Primary, "web@primary");
-    wait_for(path(&console), "standby-guest: record 3\n");
-    deployment.run(&["protect", "web"]).ok();
+    let image = deployment.hosts.home(Site::Primary).join("sites/primary/disks/web-disk0.raw");
+    let console = protected_guest(&deployment);
     let primary_home = deployment.hosts.home(Site::Primary);
     support::daemon::wait_replicated_past(path(&primary_home), "web", jiff::Timestamp::now());
     let shipped = |status: &serde_json::Value| status["machines"][0]["disks"][0]["splitter"]["bytes_shipped"].as_u64();
@@ -398,11 +402,7 @@ fn the_recovery_host_dies_and_replication_waits_then_catches_up_without_a_resync
 fn the_control_plane_is_rebuilt_from_the_vault_at_the_other_site() {
     let root = tempfile::tempdir().unwrap();
     let mut deployment = Deployment::create_with_control_at(root.path(), Site::Primary);
-    add_guest(&deployment, "web");
-    deployment.run(&["machine", "start", "web"]).ok();
-    let console = deployment.console(Site::Primary, "web@primary");
-    wait_for(path(&console), "standby-guest: record 3\n");
-    deployment.run(&["protect", "web"]).ok();
+    let console = protected_guest(&deployment);
     records_past(&console, acknowledged(path(&console)));
     let before = acknowledged(path(&console));
     // The control plane writes its record into the vaults every 2 s, and
