@@ -106,13 +106,18 @@ fn records_past(console: &Path, records: u64) {
 /// Machine `name` (the test guest) defined with its disk imported at the
 /// primary site's host; its image there.
 fn add_guest(deployment: &Deployment, name: &str) -> PathBuf {
+    add_guest_with(deployment, name, &[])
+}
+
+/// Like [`add_guest`], with `extra` arguments to `machine add`.
+fn add_guest_with(deployment: &Deployment, name: &str, extra: &[&str]) -> PathBuf {
     let hosts = &deployment.hosts;
     let guest = standby_testkit::test_guest();
     let source = hosts.primary.join(format!("{name}-source.raw"));
     standby_guest::prepare_disk(&source, 64 << 20).unwrap();
     let append = support::daemon::test_workload().cmdline();
     let kernel = ["--kernel", path(&guest.vmlinuz), "--initrd", path(&guest.initramfs), "--append", &append];
-    deployment.run(&[&["machine", "add", name, "--disk", path(&source)][..], &kernel[..]].concat()).ok();
+    deployment.run(&[&["machine", "add", name, "--disk", path(&source)][..], &kernel[..], extra].concat()).ok();
     hosts.home(Site::Primary).join(format!("sites/primary/disks/{name}-disk0.raw"))
 }
 
@@ -457,4 +462,182 @@ fn the_control_plane_is_rebuilt_from_the_vault_at_the_other_site() {
     let admin = recovered["admin_token"].as_str().unwrap();
     let control = format!("https://{}", hosts.listen(Site::Recovery));
     hosts.run(Site::Recovery, &["sites", "--control", &control, "--token-file", admin], &[]).ok();
+}
+
+/// The splitter's report of each disk of `web`, by disk (none before
+/// its protection starts).
+fn splitters(deployment: &Deployment) -> Vec<serde_json::Value> {
+    let status = deployment.json(&["status", "web"]);
+    let disks = status["machines"][0]["disks"].as_array().cloned().unwrap_or_default();
+    disks.iter().map(|disk| disk["splitter"].clone()).collect()
+}
+
+fn shipped(splitter: &serde_json::Value) -> u64 {
+    splitter["bytes_shipped"].as_u64().unwrap_or_else(|| panic!("no bytes shipped: {splitter}"))
+}
+
+/// Bytes of the `block`-sized blocks that differ between `a` and `b`.
+fn differing(a: &[u8], b: &[u8], block: usize) -> u64 {
+    let blocks = a.chunks(block).zip(b.chunks(block));
+    blocks.filter(|(a, b)| a != b).map(|(a, _)| a.len() as u64).sum()
+}
+
+/// Samples the splitters' reports every 300 ms on a thread until the
+/// returned flag is set; the thread returns the largest `catch_up_bytes`
+/// each disk had, and whether any disk's grew between two samples.
+fn watch_catch_up(
+    deployment: &Deployment,
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<(Vec<u64>, bool)>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let home = deployment.hosts.home(deployment.control_site);
+    let stop = done.clone();
+    let thread = std::thread::spawn(move || {
+        let (mut peak, mut last, mut grew) = (Vec::new(), Vec::new(), false);
+        while !stop.load(Ordering::Relaxed) {
+            let status = support::run(&["status", "web", "--home", path(&home), "--json"]).ok().json();
+            let now: Vec<u64> = status["machines"][0]["disks"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|disk| disk["splitter"]["catch_up_bytes"].as_u64().unwrap_or(0))
+                .collect();
+            peak.resize(now.len(), 0);
+            for (i, bytes) in now.iter().enumerate() {
+                peak[i] = peak[i].max(*bytes);
+                grew |= last.get(i).is_some_and(|before| bytes > before);
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        (peak, grew)
+    });
+    (done, thread)
+}
+
+/// The link between the hosts cut (`ip link set down`) and then losing
+/// 30 % of its packets, first during the initial replication (held to
+/// 4 MiB/s by the recovery site's bandwidth limit so that it lasts), then
+/// during steady replication, while the guest writes on: the primary
+/// site's control plane says the recovery host does not answer and the
+/// lag grows; once the link is back replication goes on from where it
+/// was (the initial replication re-reads nothing it had read, a 64 MiB
+/// data disk of noise crosses once) and catches up moving at most what
+/// changed + 1 %; the latest points equal the disks.
+#[test]
+fn link_cuts_and_loss_delay_replication_and_it_moves_only_what_changed() {
+    const NOISE: u64 = 64 << 20;
+    let root = tempfile::tempdir().unwrap();
+    let deployment = Deployment::create_with_control_at(root.path(), Site::Primary);
+    let hosts = &deployment.hosts;
+    let config = hosts.home(Site::Recovery).join("standby.toml");
+    let limited = std::fs::read_to_string(&config).unwrap() + "\n[sites.recovery]\nmax_bandwidth = \"4MiB/s\"\n";
+    std::fs::write(&config, limited).unwrap();
+    let data = hosts.primary.join("data.raw");
+    let mut noise = vec![0u8; NOISE as usize];
+    standby_testkit::Random::new(1515).fill(&mut noise);
+    std::fs::write(&data, &noise).unwrap();
+    drop(noise);
+    let image = add_guest_with(&deployment, "web", &["--disk", path(&data)]);
+    deployment.run(&["machine", "start", "web"]).ok();
+    let console = deployment.console(Site::Primary, "web@primary");
+    wait_for(path(&console), "standby-guest: record 3\n");
+    std::thread::sleep(Duration::from_secs(3)); // the limit is read again every 2 s
+
+    // Initial replication: cut once a quarter of the noise is read.
+    let home = hosts.home(Site::Primary);
+    let protect = hosts
+        .command(Site::Primary, env!("CARGO_BIN_EXE_standby"))
+        .args(["protect", "web", "--home", path(&home), "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (watching, watcher) = watch_catch_up(&deployment);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while splitters(&deployment)
+        .get(1)
+        .and_then(|s| s["catch_up_bytes"].as_u64())
+        .is_none_or(|left| left > NOISE * 3 / 4)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "initial replication never started: {:?}",
+            splitters(&deployment)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    hosts.net.link("down");
+    let gone = deployment.wait_reachable(Site::Recovery, false);
+    assert!(gone["since"].as_str().is_some(), "{gone}");
+    let during = acknowledged(path(&console));
+    records_past(&console, during + 40);
+    let status = deployment.json(&["status", "web"]);
+    assert!(
+        status["machines"][0]["problems"].to_string().contains("the recovery site's host does not answer"),
+        "{status}"
+    );
+    hosts.net.link("up");
+    deployment.wait_reachable(Site::Recovery, true);
+    hosts.net.loss(Some(30));
+    std::thread::sleep(Duration::from_secs(8));
+    hosts.net.loss(None);
+    let protected = support::json_of(protect);
+    assert_eq!(protected["state"], "succeeded", "{protected}");
+    watching.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, grew) = watcher.join().unwrap();
+    assert!(!grew, "the initial replication read again what it had read before the link was cut");
+    let seeded = shipped(&splitters(&deployment)[1]);
+    assert!(seeded <= NOISE + NOISE / 100, "{seeded} bytes shipped for {NOISE} bytes of noise: read again?");
+    eprintln!("initial replication through a cut and 30 % loss: {seeded} bytes shipped for {NOISE} bytes of noise");
+
+    // Steady replication: a cut, then loss, each ~10 s under the writing guest.
+    for (what, cut) in [("link down", true), ("30 % packet loss", false)] {
+        support::daemon::wait_replicated_past(path(&home), "web", jiff::Timestamp::now());
+        let before = splitters(&deployment);
+        let (image_before, lag_before) = (std::fs::read(&image).unwrap(), before[0]["lag_bytes"].as_u64().unwrap());
+        let (watching, watcher) = watch_catch_up(&deployment);
+        let written = acknowledged(path(&console));
+        if cut {
+            hosts.net.link("down");
+            deployment.wait_reachable(Site::Recovery, false);
+        } else {
+            hosts.net.loss(Some(30));
+        }
+        records_past(&console, written + 80);
+        if cut {
+            let status = deployment.json(&["status", "web"]);
+            let machine = &status["machines"][0];
+            assert_eq!(machine["health"], "critical", "{status}");
+            assert!(machine["rpo_seconds"].as_f64().unwrap() >= 5.0, "the lag does not grow: {status}");
+            hosts.net.link("up");
+            deployment.wait_reachable(Site::Recovery, true);
+        } else {
+            hosts.net.loss(None);
+        }
+        support::daemon::wait_replicated_past(path(&home), "web", jiff::Timestamp::now());
+        watching.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (peak, _) = watcher.join().unwrap();
+        let after = splitters(&deployment);
+        let image_after = std::fs::read(&image).unwrap();
+        let regions = differing(&image_before, &image_after, 1 << 20);
+        let changed = differing(&image_before, &image_after, 4096) + lag_before;
+        let moved = shipped(&after[0]) - shipped(&before[0]);
+        eprintln!(
+            "{what}: {moved} bytes shipped, {changed} bytes changed, {regions} bytes of regions changed, \
+             {} bytes re-read at most",
+            peak[0]
+        );
+        assert!(peak[0] <= regions + regions / 100, "{what}: {} bytes to re-read, {regions} changed", peak[0]);
+        assert!(moved <= changed + changed / 100 + (1 << 20), "{what}: {moved} bytes shipped, {changed} changed");
+        let untouched = shipped(&after[1]) - shipped(&before[1]);
+        assert!(untouched < 1 << 20, "{what}: {untouched} bytes shipped for a data disk nothing wrote to");
+    }
+
+    deployment.run(&["machine", "stop", "web"]).ok();
+    let recovery_home = hosts.home(Site::Recovery);
+    let vault = recovery_home.join("sites/recovery/vault");
+    support::daemon::wait_replica_equals(&recovery_home, &vault, "web.disk0", &image, "after the cuts");
+    let data_image = home.join("sites/primary/disks/web-disk1.raw");
+    support::daemon::wait_replica_equals(&recovery_home, &vault, "web.disk1", &data_image, "after the cuts");
 }

@@ -46,6 +46,33 @@ impl Sites {
         ip(&["-n", &self.primary, "link", "set", &self.link, state]);
     }
 
+    /// Drops `percent` % of the packets arriving at either host, picked at
+    /// random (nftables' `numgen random`: this kernel has no netem); `None`
+    /// drops none again.
+    pub fn loss(&self, percent: Option<u32>) {
+        for netns in [&self.primary, &self.recovery] {
+            let _ =
+                Command::new("ip").args(["netns", "exec", netns, "nft", "delete", "table", "inet", "loss"]).output();
+            let Some(percent) = percent else { continue };
+            let percent = percent.to_string();
+            let commands: [&[&str]; 3] = [
+                &["add", "table", "inet", "loss"],
+                &["add", "chain", "inet", "loss", "input", "{ type filter hook input priority 0; }"],
+                &["add", "rule", "inet", "loss", "input", "iifname", "!=", "lo", "numgen", "random", "mod", "100"],
+            ];
+            for (i, command) in commands.iter().enumerate() {
+                let tail: &[&str] = if i == 2 { &["<", &percent, "drop"] } else { &[] };
+                let output = Command::new("ip")
+                    .args(["netns", "exec", netns, "nft"])
+                    .args(*command)
+                    .args(tail)
+                    .output()
+                    .expect("nft (nftables) runs");
+                assert!(output.status.success(), "nft could not drop packets in {netns}: {output:?}");
+            }
+        }
+    }
+
     /// Stops the primary "host": every process in its namespace, at once.
     pub fn stop_primary_host(&self) {
         self.stop_host(&self.primary);
