@@ -309,3 +309,57 @@ fn unprotect_during_initial_replication_stops_it() {
     assert!(!home.join("run/disks/web.disk0.pid").exists(), "a splitter was left running");
     assert!(!home.join("sites/primary/disks/web-disk0.raw.standby-dirty").exists(), "change tracking was kept");
 }
+
+/// The recovery site's vault on a real S3 cluster (SeaweedFS, three copies
+/// of every object on four storage nodes): a storage node killed
+/// (SIGKILL) while the guest writes and replication runs stops nothing:
+/// the splitter reports no error, points keep being sealed, and once the
+/// guest is stopped the latest point equals its disk.
+#[test]
+fn replication_into_s3_goes_on_when_a_storage_node_is_killed() {
+    let mut cluster = standby_testkit::seaweedfs::SeaweedFs::start();
+    cluster.create_bucket("standby");
+    let environment = cluster.environment();
+    let run = |arguments: &[&str]| support::run_with(arguments, &environment);
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    support::edit_config(&home, |config| config.replace("\"sites/recovery/vault\"", "\"s3://standby/vault\""));
+    let key = home.join("keys/recovery.key");
+    run(&["vault", "init", "s3://standby/vault", "--key-file", path(&key)]).ok();
+    let image = add_guest_machine(&home, "web", &test_workload());
+    let _daemon = Daemon::start_with(&home, &environment);
+    run(&["machine", "start", "web", "--home", h]).ok();
+    let console = console_of(&home, "web");
+    wait_for(&console, "standby-guest: record 3\n");
+    run(&["protect", "web", "--home", h]).ok();
+
+    cluster.kill_node(2);
+    let killed = jiff::Timestamp::now();
+    let written = acknowledged(&console);
+    wait_for(&console, &format!("standby-guest: record {}\n", written + 60));
+    support::daemon::wait_replicated_past(h, "web", jiff::Timestamp::now());
+    let status = run(&["status", "web", "--home", h, "--json"]).ok().json();
+    let splitter = &status["machines"][0]["disks"][0]["splitter"];
+    assert!(splitter["error"].is_null(), "a storage node down failed the vault: {status}");
+    assert_eq!(status["machines"][0]["health"], "healthy", "{status}");
+    eprintln!("replicated past {killed} with a storage node down: {splitter}");
+
+    run(&["machine", "stop", "web", "--home", h]).ok();
+    let restored = root.path().join("restored.raw");
+    let restore = ["restore", "--vault", "s3://standby/vault", "--key-file", path(&key), "--disk", "web.disk0"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let _ = std::fs::remove_file(&restored);
+        run(&[&restore[..], &["--point", "latest", path(&restored)]].concat()).ok();
+        if std::fs::read(&restored).unwrap() == std::fs::read(&image).unwrap() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the latest point in S3 never equalled the stopped disk");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The node back: everything still reads.
+    cluster.restart_node(2);
+    run(&["verify", "--vault", "s3://standby/vault", "--key-file", path(&key)]).ok();
+}

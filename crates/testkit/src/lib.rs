@@ -4,6 +4,8 @@
 //!
 //! Only tests depend on this crate.
 
+pub mod seaweedfs;
+
 use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use standby_testkit::seaweedfs::SeaweedFs;
 use standby_testkit::Azurite;
 use standby_vault::backend::conformance::suite;
 use standby_vault::backend::{open_location, Backend, LocalBackend, StorageError, VaultLocation};
@@ -94,5 +95,47 @@ fn azure_outage_is_named_with_its_endpoint() {
     match backend.get("x") {
         Err(StorageError::Unreachable { endpoint, .. }) => assert_eq!(endpoint, azurite.endpoint),
         other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
+fn s3_backend(cluster: &SeaweedFs, bucket: &str, prefix: &str) -> Arc<dyn Backend> {
+    for (key, value) in cluster.environment() {
+        // Each test runs in its own process under nextest.
+        std::env::set_var(key, value);
+    }
+    open_location(&VaultLocation::S3 { bucket: bucket.into(), prefix: prefix.into() }).unwrap()
+}
+
+/// S3 on a real cluster: SeaweedFS with three storage nodes, three copies
+/// of every object (`standby_testkit::seaweedfs`).
+#[test]
+fn s3_backend_on_a_seaweedfs_cluster() {
+    let cluster = SeaweedFs::start();
+    cluster.create_bucket("suite");
+    suite(s3_backend(&cluster, "suite", "").as_ref());
+    suite(s3_backend(&cluster, "suite", "tenant/site-b").as_ref());
+}
+
+/// A storage node of the cluster killed (SIGKILL): every object written
+/// before is still read from the others, and writes go on at once.
+#[test]
+fn s3_on_seaweedfs_survives_a_killed_storage_node() {
+    let mut cluster = SeaweedFs::start();
+    cluster.create_bucket("nodes");
+    let backend = s3_backend(&cluster, "nodes", "");
+    let object = |i: u32| Bytes::from(vec![i as u8; 100_000 + i as usize]);
+    for i in 0..20 {
+        backend.put_new(&format!("packs/{i}"), object(i)).unwrap();
+    }
+    cluster.kill_node(1);
+    for i in 0..20 {
+        assert_eq!(backend.get(&format!("packs/{i}")).unwrap(), object(i), "object {i} after a node was killed");
+    }
+    for i in 20..40 {
+        backend.put_new(&format!("packs/{i}"), object(i)).unwrap();
+    }
+    cluster.restart_node(1);
+    for i in 0..40 {
+        assert_eq!(backend.get(&format!("packs/{i}")).unwrap(), object(i), "object {i} after the node returned");
     }
 }

@@ -100,10 +100,13 @@ pub fn open_location(location: &VaultLocation) -> Result<Arc<dyn Backend>, Strin
             Ok(Arc::new(ObjectStoreBackend::new(Arc::new(store), prefix, description, endpoint)))
         }
         VaultLocation::S3 { bucket, prefix } => {
+            // Client options set here replace those from the environment:
+            // plain HTTP (a store on a private network) only when asked.
+            let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1");
             let store = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retry)
-                .with_client_options(client)
+                .with_client_options(client.with_allow_http(allow_http))
                 .build()
                 .map_err(|e| format!("cannot use S3 vault s3://{bucket}: {e} (set AWS_REGION and credentials)"))?;
             let endpoint = std::env::var("AWS_ENDPOINT").unwrap_or_else(|_| format!("s3://{bucket}"));
