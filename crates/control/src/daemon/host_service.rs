@@ -26,7 +26,7 @@ use super::lock;
 use crate::config::HostConfig;
 use crate::deployment::Deployment;
 use crate::error::ControlError;
-use crate::site::remote::{paths_from_wire, paths_to_wire, Act, FailureKind, Outcome, WireRestart};
+use crate::site::remote::{paths_to_wire, read_act, Act, FailureKind, Outcome, WireRestart};
 use crate::site::{LocalHost, SiteHost, SUPERVISION_INTERVAL};
 
 /// A joined host's agent.
@@ -79,11 +79,10 @@ impl HostService {
 
     /// Carries out the act in `body` (as the wire has it); its outcome,
     /// as the wire has it.
-    fn answer(&self, mut body: Value) -> Outcome {
-        paths_from_wire(&mut body, &self.home);
-        let mut act: Act = match serde_json::from_value(body) {
+    fn answer(&self, body: Value) -> Outcome {
+        let mut act = match read_act(body, &self.home) {
             Ok(act) => act,
-            Err(e) => return Outcome::Failed { kind: FailureKind::Refused, message: format!("not an act: {e}") },
+            Err(message) => return Outcome::Failed { kind: FailureKind::Refused, message },
         };
         if !act.vaults_mut().is_empty() {
             let deployment = match Deployment::open(&self.home) {

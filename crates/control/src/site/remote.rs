@@ -271,6 +271,13 @@ impl From<Restart> for WireRestart {
 
 /// Every path under `home` in `value` (a string that is one, or an NBD
 /// address naming a socket under it), made relative to [`HOME`].
+/// The act in `body` (as the wire has it), its paths placed under `home`;
+/// what is wrong with it when it is not one.
+pub(crate) fn read_act(mut body: Value, home: &Path) -> Result<Act, String> {
+    paths_from_wire(&mut body, home);
+    serde_json::from_value(body).map_err(|e| format!("not an act: {e}"))
+}
+
 pub(crate) fn paths_to_wire(value: &mut Value, home: &Path) {
     let home = home.display().to_string();
     rewrite_strings(value, &|text| replace_home(text, &home, HOME));
@@ -674,5 +681,87 @@ mod tests {
         let read: Outcome = serde_json::from_value(serde_json::to_value(&sent).unwrap()).unwrap();
         let opened: Option<Opened> = serde_json::from_value(read.into_result().unwrap()).unwrap();
         assert_eq!(opened, Some(Opened { on_file: true, filename: "/x".into() }));
+    }
+
+    /// Names of acts, to make inputs that get past the tag.
+    const ACTS: &[&str] = &[
+        "launch",
+        "stop_machine",
+        "switch_drive",
+        "ensure_splitter",
+        "mark",
+        "serve_export",
+        "copy_ranges",
+        "set_intent_log",
+        "seed_journal",
+        "restore_journal",
+        "remove_files",
+        "import_disk",
+    ];
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "(\\{home\\}|/x)?[a-z/={}?&.]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..6)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// What an agent reads from the wire: any bytes, any JSON, any
+        /// act's name with any fields, is an act or an error, never a panic.
+        #[test]
+        fn acts_are_read_or_refused_never_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            act in proptest::sample::select(ACTS),
+            fields in proptest::collection::btree_map("[a-z_]{1,10}", json_value(), 0..8),
+        ) {
+            if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+                let _ = read_act(value, Path::new("/b/recovery"));
+            }
+            let mut body: serde_json::Map<String, Value> = fields.into_iter().collect();
+            body.insert("act".into(), Value::from(act));
+            let _ = read_act(Value::Object(body), Path::new("/b/recovery"));
+        }
+
+        /// Paths of an act that is one land under the receiver's folder,
+        /// whatever else they hold.
+        #[test]
+        fn an_acts_paths_land_under_the_receivers_folder(
+            names in proptest::collection::vec("(\\{home\\}/)?[a-zé/=?&.]{0,12}", 0..6),
+        ) {
+            let files: Vec<Value> = names.iter().map(|name| Value::from(name.as_str())).collect();
+            let body = serde_json::json!({"act": "remove_files", "files": files});
+            let Ok(Act::RemoveFiles { files }) = read_act(body, Path::new("/b/recovery")) else {
+                panic!("remove_files of {names:?} is not read");
+            };
+            for (name, file) in names.iter().zip(&files) {
+                match name.strip_prefix("{home}/") {
+                    Some(rest) => proptest::prop_assert_eq!(file, &PathBuf::from(format!("/b/recovery/{rest}"))),
+                    None => proptest::prop_assert_eq!(file, Path::new(name)),
+                }
+            }
+        }
+
+        /// What the control plane reads from an agent's answer, likewise.
+        #[test]
+        fn outcomes_are_read_or_refused_never_a_panic(value in json_value()) {
+            if let Ok(outcome) = serde_json::from_value::<Outcome>(value) {
+                if let Ok(mut value) = outcome.into_result() {
+                    paths_from_wire(&mut value, Path::new("/a/primary"));
+                    let _ = serde_json::from_value::<Option<Opened>>(value);
+                }
+            }
+        }
     }
 }
