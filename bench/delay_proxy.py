@@ -6,9 +6,11 @@ round trip of issue 15's benchmarks is made in user space: bench/hosts.py
 runs this proxy in the primary host's namespace and sends the connections
 to the recovery host through it (an nftables DNAT rule; the proxy's own
 connections carry a firewall mark the rule skips). Each direction holds at
-most WINDOW bytes in flight, as a TCP connection with Linux's default
-largest receive window (net.ipv4.tcp_rmem, 6 MiB) would: a 50 ms round
-trip then caps one connection at WINDOW / 50 ms, as on a real link.
+most WINDOW bytes unacknowledged, as a TCP connection with Linux's
+default largest receive window (net.ipv4.tcp_rmem, 6 MiB) would: room
+comes back a whole round trip after the bytes were sent (when their
+acknowledgement would arrive), so a 50 ms round trip caps one connection
+at WINDOW / 50 ms, as on a real link.
 
 Usage: delay_proxy.py --listen HOST:PORT --to HOST:PORT --delay-ms N [--mark N]
 """
@@ -41,9 +43,15 @@ async def pump(reader, writer, delay):
                 return
             writer.write(data)
             await writer.drain()
-            async with room:
-                held -= len(data)
-                room.notify_all()
+            # The room comes back when the receiver's acknowledgement has
+            # travelled back: a full round trip after the bytes left.
+            loop.call_later(delay, lambda size=len(data): asyncio.ensure_future(release(size)))
+
+    async def release(size):
+        nonlocal held
+        async with room:
+            held -= size
+            room.notify_all()
 
     delivering = asyncio.create_task(deliver())
     try:

@@ -41,8 +41,12 @@ const BATCHES_AHEAD: usize = 2;
 /// up to this many raw bytes (docs/format.md: at level 2 this stores 2.5%
 /// less than `zstd -1` of the whole image; single chunks store 3% more).
 pub const FRAME_RAW_BYTES_TARGET: usize = 512 << 10;
-/// Sealed packs queued for upload (plus one uploading).
+/// Sealed packs queued for upload (plus those uploading).
 const PACKS_QUEUED: usize = 1;
+/// Packs uploaded at once: a put waits at least a round trip, so one at a
+/// time leaves a distant vault's link idle for much of each (measured in
+/// bench/hosts.py with a 50 ms round trip).
+const UPLOADERS: usize = 3;
 
 pub struct SyncOptions<'a> {
     pub kind: PointKind,
@@ -193,11 +197,14 @@ pub(crate) fn store_disk(
     };
     let uploaded = Mutex::new(Uploaded::default());
 
+    let (pack_sender, pack_receiver) = sync_channel::<PackBuilder>(PACKS_QUEUED);
+    let pack_receiver = Mutex::new(Some(pack_receiver));
+    let lease = Mutex::new(lease);
     std::thread::scope(|scope| -> Result<(), VaultError> {
         let (batch_sender, batch_receiver) = sync_channel::<Result<(u64, Vec<u8>), VaultError>>(BATCHES_AHEAD);
-        let (pack_sender, pack_receiver) = sync_channel::<PackBuilder>(PACKS_QUEUED);
         scope.spawn(move || read_batches(read, disk_bytes, chunk_bytes, batch_chunks, batch_sender));
-        let uploader = scope.spawn(|| upload_packs(vault, pack_receiver, &uploaded, lease));
+        let uploaders: Vec<_> =
+            (0..UPLOADERS).map(|_| scope.spawn(|| upload_packs(vault, &pack_receiver, &uploaded, &lease))).collect();
 
         let result = (|| -> Result<(), VaultError> {
             for batch in batch_receiver.iter() {
@@ -213,9 +220,10 @@ pub(crate) fn store_disk(
             Ok(())
         })();
         drop(pack_sender);
-        let upload_result = uploader.join().expect("the uploader thread does not panic");
+        let upload_results: Vec<_> =
+            uploaders.into_iter().map(|uploader| uploader.join().expect("an uploader does not panic")).collect();
         // An upload failure is the root cause of any "uploader stopped" error.
-        upload_result?;
+        upload_results.into_iter().collect::<Result<(), _>>()?;
         result
     })?;
     let uploaded = uploaded.into_inner().expect("uploader finished");
@@ -371,17 +379,24 @@ struct Uploaded {
 /// Uploads packs in order as the assembler seals them.
 fn upload_packs(
     vault: &Vault,
-    receiver: Receiver<PackBuilder>,
+    receiver: &Mutex<Option<Receiver<PackBuilder>>>,
     uploaded: &Mutex<Uploaded>,
-    lease: &mut Lease,
+    lease: &Mutex<&mut Lease>,
 ) -> Result<(), VaultError> {
-    for pack in receiver.iter() {
-        let bytes = store_pack(vault, &pack)?;
-        let mut totals = uploaded.lock().expect("not poisoned");
-        totals.packs += 1;
-        totals.bytes += bytes;
-        drop(totals);
-        lease.refresh_if_due()?;
+    loop {
+        let next = receiver.lock().expect("not poisoned").as_ref().map(|receiver| receiver.recv());
+        let Some(Ok(pack)) = next else { return Ok(()) };
+        let stored = store_pack(vault, &pack).and_then(|bytes| {
+            let mut totals = uploaded.lock().expect("not poisoned");
+            totals.packs += 1;
+            totals.bytes += bytes;
+            drop(totals);
+            lease.lock().expect("not poisoned").refresh_if_due()
+        });
+        if let Err(e) = stored {
+            // The reader stops at its next pack, the other uploaders too.
+            receiver.lock().expect("not poisoned").take();
+            return Err(e);
+        }
     }
-    Ok(())
 }
