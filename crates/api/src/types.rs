@@ -64,6 +64,10 @@ pub struct AddMachine {
     pub definition: MachineDefinition,
     /// Images of any format qemu-img reads, imported as raw.
     pub disks: Vec<PathBuf>,
+    /// The site whose host holds the images and imports them, where the
+    /// machine runs until it fails over (the primary site when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<Site>,
 }
 
 // ---------------------------------------------------------------------------

@@ -449,12 +449,15 @@ pub enum PolicyCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum MachineCommand {
-    /// Define a machine; its disks (any image qemu-img reads) are imported as raw images at the primary site.
+    /// Define a machine; its disks (any image qemu-img reads) are imported as raw images at its site.
     Add {
         name: String,
-        /// A disk image (repeat for more disks; the first is the boot disk).
+        /// A disk image (repeat for more disks; the first is the boot disk), a path on the site's host.
         #[arg(long = "disk", required = true)]
         disks: Vec<PathBuf>,
+        /// The site the machine runs at (primary or recovery), whose host imports the disks.
+        #[arg(long, default_value = "primary")]
+        site: String,
         #[arg(long, default_value_t = 256)]
         memory: u32,
         #[arg(long, default_value_t = 1)]

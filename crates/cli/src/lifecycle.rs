@@ -235,20 +235,23 @@ impl Daemon {
 
 pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
     match command {
-        MachineCommand::Add { name, disks, memory, cpus, kernel, initrd, append, nics, home, json } => {
+        MachineCommand::Add { name, disks, site, memory, cpus, kernel, initrd, append, nics, home, json } => {
+            let site = site
+                .parse::<Site>()
+                .map_err(|_| crate::bad_input(format!("--site {site:?}: use primary or recovery")))?;
             let definition = MachineDefinition { name, cpus, memory_mib: memory, kernel, initrd, append, nics };
             // Through the daemon when it runs (it owns the state); else here.
             let daemon = Daemon::of(&home)?;
-            let request = AddMachine { definition, disks };
+            let request = AddMachine { definition, disks, site: Some(site) };
             let machine = match daemon.answer_if_running(daemon.client.add_machine(&request))? {
                 Some(machine) => machine,
-                None => open(&home)?.add_machine(&request.definition, &request.disks)?.view(),
+                None => open(&home)?.add_machine(&request.definition, &request.disks, site)?.view(),
             };
             if json {
                 print_json(&machine);
             } else {
                 println!(
-                    "defined machine '{}' ({} CPU, {} MiB, {} disk{}) at the primary site, unprotected",
+                    "defined machine '{}' ({} CPU, {} MiB, {} disk{}) at the {site} site, unprotected",
                     machine.definition.name,
                     machine.definition.cpus,
                     machine.definition.memory_mib,
@@ -256,7 +259,7 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
                     if machine.disks.len() == 1 { "" } else { "s" }
                 );
                 for disk in &machine.disks {
-                    println!("  {}", disk.definition.primary_path.display());
+                    println!("  {}", disk.definition.image_at(site).display());
                 }
             }
             Ok(0)

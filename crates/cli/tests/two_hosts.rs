@@ -641,3 +641,44 @@ fn link_cuts_and_loss_delay_replication_and_it_moves_only_what_changed() {
     let data_image = home.join("sites/primary/disks/web-disk1.raw");
     support::daemon::wait_replica_equals(&recovery_home, &vault, "web.disk1", &data_image, "after the cuts");
 }
+
+/// `machine add --site recovery`: the disk is a path on the recovery
+/// site's host, which imports it; the machine runs there, is protected
+/// into the primary site's vault across the link, and fails over to the
+/// primary site's host with every record acknowledged before.
+#[test]
+fn a_machine_added_at_the_recovery_site_runs_there_and_fails_over_to_the_primary() {
+    let root = tempfile::tempdir().unwrap();
+    let deployment = Deployment::create(root.path());
+    let hosts = &deployment.hosts;
+    let guest = standby_testkit::test_guest();
+    let source = hosts.recovery.join("app-source.raw");
+    standby_guest::prepare_disk(&source, 64 << 20).unwrap();
+    let append = support::daemon::test_workload().cmdline();
+    let kernel = ["--kernel", path(&guest.vmlinuz), "--initrd", path(&guest.initramfs), "--append", &append];
+    let add = |site: &str| {
+        deployment.run(&[&["machine", "add", "app", "--site", site, "--disk", path(&source)][..], &kernel[..]].concat())
+    };
+    add("moon").bad_input("--site \"moon\": use primary or recovery");
+    let added = add("recovery").ok();
+    assert!(added.stdout.contains("at the recovery site"), "{}", added.stdout);
+    let image = hosts.home(Site::Recovery).join("sites/recovery/disks/app-disk0.raw");
+    assert!(image.is_file(), "the recovery host did not import the disk");
+    let listed = deployment.json(&["machine", "list"]);
+    assert_eq!(listed["machines"][0]["active_site"], "recovery", "{listed}");
+
+    deployment.run(&["machine", "start", "app"]).ok();
+    let console = deployment.console(Site::Recovery, "app@recovery");
+    wait_for(path(&console), "standby-guest: record 3\n");
+    deployment.run(&["protect", "app"]).ok();
+    records_past(&console, acknowledged(path(&console)));
+    let before = acknowledged(path(&console));
+    let home = hosts.home(deployment.control_site);
+    support::daemon::wait_replicated_past(path(&home), "app", jiff::Timestamp::now());
+    let job = deployment.json(&["failover", "app", "--shutdown-source"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let found = found_at_boot(&deployment.console(Site::Primary, "app@primary"));
+    assert!(found >= before, "{found} records at the primary site, {before} acknowledged at the recovery site");
+    let listed = deployment.json(&["machine", "list"]);
+    assert_eq!(listed["machines"][0]["active_site"], "primary", "{listed}");
+}

@@ -138,7 +138,7 @@ fn rebuild_state(deployment: &mut Deployment, document: &ControlDocument) -> Res
         deployment.state.add_policy(policy)?;
     }
     for machine in &document.machines {
-        deployment.state.add_machine(&machine.definition, &machine.disks)?;
+        deployment.state.add_machine(&machine.definition, &machine.disks, machine.active_site)?;
         let name = machine.name();
         deployment.state.set_machine_state(name, machine.state, Some(machine.policy.as_deref()))?;
         deployment.state.set_machine_placement(

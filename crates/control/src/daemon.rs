@@ -258,10 +258,11 @@ impl Daemon {
     }
 
     /// Defines a machine (`standby machine add` through the daemon): its
-    /// disks imported at the primary site.
+    /// disks imported by the host of its site (the primary unless asked).
     fn add_machine(&self, request: &AddMachine) -> Result<MachineView, ControlError> {
         let mut deployment = self.deployment()?;
-        Ok(deployment.add_machine_at(&request.definition, &request.disks, Some(self.site(Site::Primary)))?.view())
+        let site = request.site.unwrap_or(Site::Primary);
+        Ok(deployment.add_machine_at(&request.definition, &request.disks, site, Some(self.site(site)))?.view())
     }
 
     /// The runtime of `instance` of `machine`.

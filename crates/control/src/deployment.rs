@@ -223,26 +223,28 @@ impl Deployment {
 
 impl Deployment {
     /// Defines a machine: imports its disks (any image `qemu-img` reads) as
-    /// raw images at the primary site and records it, unprotected. On
-    /// failure nothing is left behind.
+    /// raw images at `site` and records it there, unprotected. On failure
+    /// nothing is left behind.
     pub fn add_machine(
         &mut self,
         definition: &crate::MachineDefinition,
         sources: &[PathBuf],
+        site: Site,
     ) -> Result<crate::Machine, ControlError> {
-        self.add_machine_at(definition, sources, None)
+        self.add_machine_at(definition, sources, site, None)
     }
 
-    /// [`Deployment::add_machine`] with the disks imported by `primary`,
-    /// the primary site's host (the paths are that host's), or here.
+    /// [`Deployment::add_machine`] with the disks imported by `host`, the
+    /// host of `site` (the paths are that host's), or here.
     pub(crate) fn add_machine_at(
         &mut self,
         definition: &crate::MachineDefinition,
         sources: &[PathBuf],
-        primary: Option<&dyn crate::site::SiteHost>,
+        site: Site,
+        host: Option<&dyn crate::site::SiteHost>,
     ) -> Result<crate::Machine, ControlError> {
-        let exists = |path: &Path| primary.map_or_else(|| path.exists(), |host| host.is_file(path));
-        let import = |source: &Path, target: &Path| match primary {
+        let exists = |path: &Path| host.map_or_else(|| path.exists(), |host| host.is_file(path));
+        let import = |source: &Path, target: &Path| match host {
             Some(host) => host.import_disk(source, target),
             None => crate::import_disk(source, target).map(|_| ()),
         };
@@ -284,25 +286,26 @@ impl Deployment {
         let result = (|| {
             for (position, source) in sources.iter().enumerate() {
                 let file = format!("{}-disk{position}.raw", definition.name);
-                let primary_path = self.path(&self.config.primary.disks).join(&file);
-                if exists(&primary_path) {
+                let disk = crate::DiskDefinition {
+                    vault_disk: format!("{}.disk{position}", definition.name),
+                    primary_path: self.path(&self.config.primary.disks).join(&file),
+                    recovery_path: self.path(&self.config.recovery.disks).join(&file),
+                };
+                let target = disk.image_at(site);
+                if exists(target) {
                     return Err(ControlError::Refused(format!(
-                        "{} already exists at the primary site; remove it or choose another machine name",
-                        primary_path.display()
+                        "{} already exists at the {site} site; remove it or choose another machine name",
+                        target.display()
                     )));
                 }
-                import(source, &primary_path)?;
-                imported.push(primary_path.clone());
-                disks.push(crate::DiskDefinition {
-                    vault_disk: format!("{}.disk{position}", definition.name),
-                    primary_path,
-                    recovery_path: self.path(&self.config.recovery.disks).join(&file),
-                });
+                import(source, target)?;
+                imported.push(target.to_path_buf());
+                disks.push(disk);
             }
-            self.state.add_machine(&definition, &disks)
+            self.state.add_machine(&definition, &disks, site)
         })();
         if let Err(e) = result {
-            match primary {
+            match host {
                 Some(host) => drop(host.remove_files(&imported)),
                 None => imported.iter().for_each(|path| drop(std::fs::remove_file(path))),
             }

@@ -377,10 +377,12 @@ impl State {
     }
 
     /// Records a new machine and its disks in one transaction.
+    /// Records a machine, unprotected, running (when started) at `site`.
     pub fn add_machine(
         &mut self,
         definition: &MachineDefinition,
         disks: &[DiskDefinition],
+        site: Site,
     ) -> Result<(), ControlError> {
         let path = self.path.clone();
         let error = |source| ControlError::State { path: path.clone(), source };
@@ -403,7 +405,7 @@ impl State {
                     definition.append,
                     serde_json::to_string(&definition.nics).expect("strings serialise"),
                     MachineState::Unprotected.name(),
-                    Site::Primary.name(),
+                    site.name(),
                     jiff::Timestamp::now().to_string(),
                 ],
             )

@@ -55,7 +55,7 @@ impl Bench {
             append: None,
             nics: Vec::new(),
         };
-        deployment.add_machine(&definition, &sources).unwrap();
+        deployment.add_machine(&definition, &sources, standby_lifecycle::Site::Primary).unwrap();
         Bench { _dir: dir, deployment, host: Arc::new(SimulatedHost::new()) }
     }
 
