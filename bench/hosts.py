@@ -367,7 +367,7 @@ def failover_primary_dead(work, size):
         wall = time.perf_counter() - started
         if job["state"] != "succeeded":
             sys.exit(f"the failover did not succeed: {job}")
-        return wall, job_seconds(job)
+        return wall, job_seconds(job), job
     finally:
         hosts.stop()
 
@@ -420,12 +420,29 @@ def rpo_rows(args):
         print(f"{label:36} {p50:6.2f} {p99:6.2f} {max(samples or [0]):6.2f} {drain:6.2f}   (target p99 <= 2 s)")
 
 
+FAILOVER_ROUNDS = 3
+
+
 def failover_rows(args):
-    print("\nFailover with the primary host dead (SIGKILL, link down), the test guest under TCG, release build:")
+    print("\nFailover with the primary host dead (SIGKILL, link down), the test guest under TCG, release build;")
+    print(f"median of {FAILOVER_ROUNDS} (a fresh deployment each), samples beside:")
     print(f"{'disk':>6} {'command (s)':>12} {'job (s)':>8}")
+    slowest = None
     for gib in (1, 8):
-        wall, job = failover_primary_dead(args.work, gib << 30)
-        print(f"{gib:4} GiB {wall:12.2f} {job:8.2f}   (target <= 2 s, independent of disk size)")
+        walls, jobs = [], []
+        for _ in range(FAILOVER_ROUNDS):
+            wall, seconds, job = failover_primary_dead(args.work, gib << 30)
+            walls.append(wall)
+            jobs.append(seconds)
+            if slowest is None or wall > slowest[0]:
+                slowest = (wall, gib, job)
+        samples = " ".join(f"{w:.2f}" for w in walls)
+        print(f"{gib:4} GiB {statistics.median(walls):12.2f} {statistics.median(jobs):8.2f}   [{samples}]"
+              f"   (target <= 2 s, independent of disk size)")
+    wall, gib, job = slowest
+    print(f"the slowest ({wall:.2f} s, {gib} GiB), step by step:")
+    for step in job["steps"]:
+        print(f"  {step['name']}: {step['detail']}")
 
 
 def main():

@@ -333,6 +333,9 @@ pub(crate) struct RemoteHost {
     /// Since when the probes found no host joined for the site (acts still
     /// try: the host may join at any moment).
     unjoined: Mutex<Option<jiff::Timestamp>>,
+    /// The host's address once it joined (it does not change after: a
+    /// site's host joins once), so that probes do not read the state.
+    address: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl RemoteHost {
@@ -344,6 +347,7 @@ impl RemoteHost {
             quiet_until: Mutex::default(),
             reach: tokio::sync::watch::Sender::new(None),
             unjoined: Mutex::default(),
+            address: std::sync::OnceLock::new(),
         }
     }
 
@@ -372,9 +376,12 @@ impl RemoteHost {
 
     /// The address of the host, once it joined.
     fn address(&self) -> Result<std::net::SocketAddr, ControlError> {
+        if let Some(address) = self.address.get() {
+            return Ok(*address);
+        }
         let deployment = crate::Deployment::open(&self.home)?;
         match deployment.other_host {
-            Some((site, address)) if site == self.site => Ok(address),
+            Some((site, address)) if site == self.site => Ok(*self.address.get_or_init(|| address)),
             _ => Err(ControlError::Failed(format!(
                 "no host has joined for the {} site yet: run `standby join` on it",
                 self.site
