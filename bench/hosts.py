@@ -288,8 +288,10 @@ def bandwidth(work, limit_mib):
         data.unlink()
 
 
-def splitter_module():
-    spec = importlib.util.spec_from_file_location("splitter", Path(__file__).resolve().parent / "splitter.py")
+def bench_module(name):
+    """bench/NAME.py, for its helpers (splitter: the NBD writer and lag
+    sampler; lifecycle: the test guest and a job's timing)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -300,7 +302,7 @@ def rpo(work, delay_ms, seconds=20, rate=100_000_000):
     the recovery host's vault across the link while an NBD client writes
     random 64 KiB blocks at `rate` bytes/s for `seconds` (the guest's
     part), and the time from the last write to everything sealed."""
-    sp = splitter_module()
+    sp = bench_module("splitter")
     hosts = Hosts(work / "hosts")
     delay = Delay(delay_ms) if delay_ms is not None else None
     image = hosts.work / "primary" / "rpo.img"
@@ -345,7 +347,8 @@ def failover_primary_dead(work, size):
     hosts = Hosts(work / "hosts")
     try:
         hosts.serve_primary()
-        kernel, initramfs = lifecycle_guest()
+        lifecycle = bench_module("lifecycle")
+        kernel, initramfs = lifecycle.test_guest()
         image = hosts.work / "primary" / "guest.raw"
         guest_disk(image, size)
         append = "console=ttyS0 quiet loglevel=3 panic=-1 standby.count=0 standby.interval=0.100 standby.file_kib=4"
@@ -367,26 +370,9 @@ def failover_primary_dead(work, size):
         wall = time.perf_counter() - started
         if job["state"] != "succeeded":
             sys.exit(f"the failover did not succeed: {job}")
-        return wall, job_seconds(job), job
+        return wall, lifecycle.job_seconds(job), job
     finally:
         hosts.stop()
-
-
-def lifecycle_guest():
-    cache = ROOT / "target" / "standby-guest"
-    kernels = sorted((cache / "debian-kernel" / "boot").glob("vmlinuz-*"))
-    initramfs = sorted(cache.glob("initramfs-*.cpio"), key=lambda p: p.stat().st_mtime)
-    if not kernels or not initramfs:
-        sys.exit("the test guest is not built yet: run scripts/test (or cargo nextest run -p standby-guest) once")
-    return kernels[-1], initramfs[-1]
-
-
-def job_seconds(job):
-    """Created to last update of a job, from its own timestamps."""
-    def parse(text):
-        stamp, fraction = text.rstrip("Z").split(".")
-        return time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S")) + float("0." + fraction)
-    return parse(job["updated"]) - parse(job["created"])
 
 
 def percentile(samples, fraction):

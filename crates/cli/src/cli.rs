@@ -455,9 +455,9 @@ pub enum MachineCommand {
         /// A disk image (repeat for more disks; the first is the boot disk), a path on the site's host.
         #[arg(long = "disk", required = true)]
         disks: Vec<PathBuf>,
-        /// The site the machine runs at (primary or recovery), whose host imports the disks.
-        #[arg(long, default_value = "primary")]
-        site: String,
+        /// The site the machine runs at (primary, the default, or recovery), whose host imports the disks.
+        #[arg(long)]
+        site: Option<String>,
         #[arg(long, default_value_t = 256)]
         memory: u32,
         #[arg(long, default_value_t = 1)]

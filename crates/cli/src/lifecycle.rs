@@ -236,9 +236,12 @@ impl Daemon {
 pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
     match command {
         MachineCommand::Add { name, disks, site, memory, cpus, kernel, initrd, append, nics, home, json } => {
-            let site = site
-                .parse::<Site>()
-                .map_err(|_| crate::bad_input(format!("--site {site:?}: use primary or recovery")))?;
+            let site = match site {
+                Some(site) => site
+                    .parse::<Site>()
+                    .map_err(|_| crate::bad_input(format!("--site {site:?}: use primary or recovery")))?,
+                None => Site::Primary,
+            };
             let definition = MachineDefinition { name, cpus, memory_mib: memory, kernel, initrd, append, nics };
             // Through the daemon when it runs (it owns the state); else here.
             let daemon = Daemon::of(&home)?;

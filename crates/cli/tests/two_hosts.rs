@@ -660,12 +660,12 @@ fn a_machine_added_at_the_recovery_site_runs_there_and_fails_over_to_the_primary
         deployment.run(&[&["machine", "add", "app", "--site", site, "--disk", path(&source)][..], &kernel[..]].concat())
     };
     add("moon").bad_input("--site \"moon\": use primary or recovery");
-    let added = add("recovery").ok();
+    let added = add(Site::Recovery.name()).ok();
     assert!(added.stdout.contains("at the recovery site"), "{}", added.stdout);
     let image = hosts.home(Site::Recovery).join("sites/recovery/disks/app-disk0.raw");
     assert!(image.is_file(), "the recovery host did not import the disk");
     let listed = deployment.json(&["machine", "list"]);
-    assert_eq!(listed["machines"][0]["active_site"], "recovery", "{listed}");
+    assert_eq!(listed["machines"][0]["active_site"], Site::Recovery.name(), "{listed}");
 
     deployment.run(&["machine", "start", "app"]).ok();
     let console = deployment.console(Site::Recovery, "app@recovery");
@@ -680,5 +680,5 @@ fn a_machine_added_at_the_recovery_site_runs_there_and_fails_over_to_the_primary
     let found = found_at_boot(&deployment.console(Site::Primary, "app@primary"));
     assert!(found >= before, "{found} records at the primary site, {before} acknowledged at the recovery site");
     let listed = deployment.json(&["machine", "list"]);
-    assert_eq!(listed["machines"][0]["active_site"], "primary", "{listed}");
+    assert_eq!(listed["machines"][0]["active_site"], Site::Primary.name(), "{listed}");
 }
