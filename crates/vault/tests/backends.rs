@@ -139,3 +139,21 @@ fn s3_on_seaweedfs_survives_a_killed_storage_node() {
         assert_eq!(backend.get(&format!("packs/{i}")).unwrap(), object(i), "object {i} after the node returned");
     }
 }
+
+/// An S3 endpoint on plain HTTP is refused unless `AWS_ALLOW_HTTP=true`
+/// says it is meant (a store on a private network).
+#[test]
+fn s3_on_plain_http_is_refused_unless_allowed() {
+    let cluster = SeaweedFs::start();
+    cluster.create_bucket("plain");
+    for (key, value) in cluster.environment().into_iter().filter(|(key, _)| key != "AWS_ALLOW_HTTP") {
+        std::env::set_var(key, value);
+    }
+    std::env::remove_var("AWS_ALLOW_HTTP");
+    let backend = open_location(&VaultLocation::S3 { bucket: "plain".into(), prefix: String::new() }).unwrap();
+    let refused = backend.put("x", Bytes::from_static(b"1")).unwrap_err().to_string();
+    assert!(refused.contains("URL scheme is not allowed"), "{refused}");
+    std::env::set_var("AWS_ALLOW_HTTP", "true");
+    let backend = open_location(&VaultLocation::S3 { bucket: "plain".into(), prefix: String::new() }).unwrap();
+    backend.put("x", Bytes::from_static(b"1")).unwrap();
+}
