@@ -521,6 +521,23 @@ fn a_mark_that_does_not_wait_answers_at_once_through_an_outage_and_lands_later()
     qemu_io(&socket, &["write -P 0x43 0 65536", "flush"]);
     fill(&mut model, 0, 65536, 0x43);
 
+    // A mark that waits for the vault (as a protect job's first point
+    // does) holds its connection up to 120 s; the splitter's status, what
+    // the operator asks for during the outage, answers meanwhile.
+    let waiting = std::process::Command::new(env!("CARGO_BIN_EXE_standby"))
+        .args(["mark", "--socket", path(&socket), "--label", "waits"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let status = standby_splitter::control_request(&socket, &serde_json::json!({"op": "status"})).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "status waited for the mark: {:?}", started.elapsed());
+    assert!(status["lag_bytes"].as_u64().is_some(), "{status}");
+    let mut waiting = waiting;
+    assert!(waiting.try_wait().unwrap().is_none(), "the waiting mark answered while the vault was down");
+
     azurite.restart();
     let deadline = Instant::now() + Duration::from_secs(90);
     let point = loop {
@@ -534,6 +551,7 @@ fn a_mark_that_does_not_wait_answers_at_once_through_an_outage_and_lands_later()
         assert!(Instant::now() < deadline, "the queued point never reached the vault: {points}");
         std::thread::sleep(Duration::from_millis(300));
     };
+    assert!(waiting.wait().unwrap().success(), "the waiting mark failed once the vault was back");
     assert_eq!(splitter.signal(libc::SIGTERM), 0);
     let out = dir.path().join("restored");
     support::run_with(

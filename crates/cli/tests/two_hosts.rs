@@ -472,6 +472,35 @@ fn splitters(deployment: &Deployment) -> Vec<serde_json::Value> {
     disks.iter().map(|disk| disk["splitter"].clone()).collect()
 }
 
+/// The last lines of every helper's log on both hosts (splitters,
+/// exports), for a failure to say what the helpers saw.
+fn logs_of(hosts: &Hosts) -> String {
+    let mut said = String::new();
+    for site in [Site::Primary, Site::Recovery] {
+        let logs = walkdir(&hosts.home(site).join("run"));
+        for log in logs.iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            said += &format!("--- {} ---\n{}\n", log.display(), lines[lines.len().saturating_sub(30)..].join("\n"));
+        }
+    }
+    said
+}
+
+fn walkdir(folder: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(folder) else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walkdir(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 fn shipped(splitter: &serde_json::Value) -> u64 {
     splitter["bytes_shipped"].as_u64().unwrap_or_else(|| panic!("no bytes shipped: {splitter}"))
 }
@@ -583,7 +612,7 @@ fn link_cuts_and_loss_delay_replication_and_it_moves_only_what_changed() {
     std::thread::sleep(Duration::from_secs(8));
     hosts.net.loss(None);
     let protected = support::json_of(protect);
-    assert_eq!(protected["state"], "succeeded", "{protected}");
+    assert_eq!(protected["state"], "succeeded", "{protected}\n{}", logs_of(hosts));
     watching.store(true, std::sync::atomic::Ordering::Relaxed);
     let (_, grew) = watcher.join().unwrap();
     assert!(!grew, "the initial replication read again what it had read before the link was cut");

@@ -28,21 +28,28 @@ pub(crate) fn bind(socket: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Answers each connection on its own thread: a `mark` waiting up to
+/// 120 s for an unreachable vault must not hold up `status`, which the
+/// operator needs most exactly then.
 pub(crate) fn serve(listener: UnixListener, shared: &Shared, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if let Err(e) = answer(stream, shared) {
-                    tracing::debug!("control connection ended: {e}");
+    std::thread::scope(|scope| {
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    scope.spawn(move || {
+                        if let Err(e) = answer(stream, shared) {
+                            tracing::debug!("control connection ended: {e}");
+                        }
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => {
+                    tracing::error!("control socket failed: {e}");
+                    return;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                tracing::error!("control socket failed: {e}");
-                return;
-            }
         }
-    }
+    });
 }
 
 fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
