@@ -77,12 +77,23 @@ fn one_line(error: &anyhow::Error) -> String {
     hints::with_hint(&message, hint.as_ref()).replace('\n', " ")
 }
 
+/// What Standby's helpers report as they go (a vault that stopped
+/// answering, a seal retried, an NBD connection closed) goes to stderr,
+/// which a helper's log file holds: warnings and errors unless
+/// `STANDBY_LOG` asks for more (`STANDBY_LOG=info`, `STANDBY_LOG=standby_splitter=debug`).
+fn log_warnings() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STANDBY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+}
+
 fn main() -> ExitCode {
     // What Standby writes (disk images, vault objects, state, keys, logs) is
     // the service's user's alone: files 0600, folders 0700, whatever the
     // shell's umask. QEMU and qemu-img, started from here, inherit it.
     // SAFETY: umask(2) cannot fail and touches no memory.
     unsafe { libc::umask(0o077) };
+    log_warnings();
     let arguments = match cli::Arguments::try_parse() {
         Ok(arguments) => arguments,
         Err(e) => {
