@@ -209,8 +209,11 @@ pub struct SplitterControl {
 impl SplitterControl {
     /// The splitter's own report: caught up or not, lag, sealed sequence.
     pub fn status(&self) -> Result<standby_api::SplitterStatus, ControlError> {
-        let reply = standby_splitter::control_request(&self.socket, &json!({"op": "status"}))
-            .map_err(|e| ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk)))?;
+        let status = json!({"op": "status"});
+        let reply = standby_splitter::control_request_within(&self.socket, &status, standby_splitter::STATUS_TIMEOUT)
+            .map_err(|e| {
+            ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk))
+        })?;
         serde_json::from_value(reply.clone()).map_err(|e| {
             ControlError::Failed(format!(
                 "the splitter of disk '{}' answered {reply}, which is not a status ({e})",

@@ -98,15 +98,49 @@ fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
 /// for the vault).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// How long a status request waits: the splitter answers it at once
+/// (whatever its vault does), so a longer silence is a splitter in trouble.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Sends one request to a splitter's control socket and returns its reply.
 pub fn request(socket: &Path, request: &Value) -> io::Result<Value> {
+    request_within(socket, request, REQUEST_TIMEOUT)
+}
+
+/// Like [`request`], waiting at most `timeout` for the reply.
+pub fn request_within(socket: &Path, request: &Value, timeout: Duration) -> io::Result<Value> {
     let path = control_path(socket);
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         io::Error::new(e.kind(), format!("no splitter is running on {} ({path}: {e})", socket.display()))
     })?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line)?;
+    BufReader::new(stream).read_line(&mut line).map_err(|e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the splitter on {} did not answer within {} s", socket.display(), timeout.as_secs_f64()),
+        ),
+        _ => e,
+    })?;
     serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A splitter that takes the connection and never answers is given up
+    /// on after the timeout, with an error naming the socket.
+    #[test]
+    fn a_silent_splitter_is_given_up_on_after_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("d.sock");
+        let _silent = UnixListener::bind(control_path(&socket)).unwrap();
+        let started = std::time::Instant::now();
+        let error = request_within(&socket, &json!({"op": "status"}), Duration::from_millis(300)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(error.to_string().contains("d.sock did not answer within 0.3 s"), "{error}");
+    }
 }
