@@ -249,9 +249,7 @@ fn check_socket_free(socket: &Path) -> anyhow::Result<()> {
 }
 
 pub(crate) fn splitter_status(socket: &Path, json: bool) -> anyhow::Result<u8> {
-    let status = json!({"op": "status"});
-    let reply = standby_splitter::control_request_within(socket, &status, standby_splitter::STATUS_TIMEOUT)
-        .map_err(|e| bad_input(e.to_string()))?;
+    let reply = standby_splitter::control_status(socket).map_err(|e| bad_input(e.to_string()))?;
     if json {
         print_json(&reply);
     } else {

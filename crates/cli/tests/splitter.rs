@@ -524,7 +524,7 @@ fn a_mark_that_does_not_wait_answers_at_once_through_an_outage_and_lands_later()
     // A mark that waits for the vault (as a protect job's first point
     // does) holds its connection up to 120 s; the splitter's status, what
     // the operator asks for during the outage, answers meanwhile.
-    let waiting = std::process::Command::new(env!("CARGO_BIN_EXE_standby"))
+    let mut waiting = std::process::Command::new(env!("CARGO_BIN_EXE_standby"))
         .args(["mark", "--socket", path(&socket), "--label", "waits"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -532,10 +532,9 @@ fn a_mark_that_does_not_wait_answers_at_once_through_an_outage_and_lands_later()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    let status = standby_splitter::control_request(&socket, &serde_json::json!({"op": "status"})).unwrap();
+    let status = standby_splitter::control_status(&socket).unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "status waited for the mark: {:?}", started.elapsed());
     assert!(status["lag_bytes"].as_u64().is_some(), "{status}");
-    let mut waiting = waiting;
     assert!(waiting.try_wait().unwrap().is_none(), "the waiting mark answered while the vault was down");
 
     azurite.restart();

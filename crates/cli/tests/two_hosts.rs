@@ -477,28 +477,14 @@ fn splitters(deployment: &Deployment) -> Vec<serde_json::Value> {
 fn logs_of(hosts: &Hosts) -> String {
     let mut said = String::new();
     for site in [Site::Primary, Site::Recovery] {
-        let logs = walkdir(&hosts.home(site).join("run"));
-        for log in logs.iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
+        let files = standby_testkit::snapshot(&hosts.home(site).join("run"));
+        for (log, bytes) in files.iter().filter(|(p, _)| p.extension().is_some_and(|e| e == "log")) {
+            let text = String::from_utf8_lossy(bytes);
             let lines: Vec<&str> = text.lines().collect();
             said += &format!("--- {} ---\n{}\n", log.display(), lines[lines.len().saturating_sub(30)..].join("\n"));
         }
     }
     said
-}
-
-fn walkdir(folder: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(folder) else { return Vec::new() };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walkdir(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 fn shipped(splitter: &serde_json::Value) -> u64 {

@@ -209,11 +209,8 @@ pub struct SplitterControl {
 impl SplitterControl {
     /// The splitter's own report: caught up or not, lag, sealed sequence.
     pub fn status(&self) -> Result<standby_api::SplitterStatus, ControlError> {
-        let status = json!({"op": "status"});
-        let reply = standby_splitter::control_request_within(&self.socket, &status, standby_splitter::STATUS_TIMEOUT)
-            .map_err(|e| {
-            ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk))
-        })?;
+        let reply = standby_splitter::control_status(&self.socket)
+            .map_err(|e| ControlError::Failed(format!("the splitter of disk '{}' does not answer: {e}", self.disk)))?;
         serde_json::from_value(reply.clone()).map_err(|e| {
             ControlError::Failed(format!(
                 "the splitter of disk '{}' answered {reply}, which is not a status ({e})",

@@ -100,15 +100,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// How long a status request waits: the splitter answers it at once
 /// (whatever its vault does), so a longer silence is a splitter in trouble.
-pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Sends one request to a splitter's control socket and returns its reply.
 pub fn request(socket: &Path, request: &Value) -> io::Result<Value> {
     request_within(socket, request, REQUEST_TIMEOUT)
 }
 
+/// The splitter's status report, waited for at most [`STATUS_TIMEOUT`].
+pub fn status(socket: &Path) -> io::Result<Value> {
+    request_within(socket, &json!({"op": "status"}), STATUS_TIMEOUT)
+}
+
 /// Like [`request`], waiting at most `timeout` for the reply.
-pub fn request_within(socket: &Path, request: &Value, timeout: Duration) -> io::Result<Value> {
+fn request_within(socket: &Path, request: &Value, timeout: Duration) -> io::Result<Value> {
     let path = control_path(socket);
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         io::Error::new(e.kind(), format!("no splitter is running on {} ({path}: {e})", socket.display()))

@@ -44,7 +44,7 @@ use standby_vault::{Vault, VaultError};
 
 use crate::dirty::Regions;
 
-pub use control::{control_path, request as control_request, request_within as control_request_within, STATUS_TIMEOUT};
+pub use control::{control_path, request as control_request, status as control_status};
 
 #[derive(Debug, Clone)]
 pub struct SplitterOptions {
