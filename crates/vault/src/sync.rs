@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -47,6 +48,10 @@ const PACKS_QUEUED: usize = 1;
 /// time leaves a distant vault's link idle for much of each (measured in
 /// bench/hosts.py with a 50 ms round trip).
 const UPLOADERS: usize = 3;
+/// The zstd level of a batch compressed while uploaders wait for packs: the
+/// CPU is the bottleneck then, and level 1 compresses a frame in 78% of
+/// level 2's time for 4% more bytes (docs/format.md).
+const CPU_BOUND_ZSTD_LEVEL: i32 = 1;
 
 pub struct SyncOptions<'a> {
     pub kind: PointKind,
@@ -151,7 +156,8 @@ pub fn sync_image(
     })
 }
 
-/// Reads bytes of a disk at an offset: an image, or a point of the journal.
+/// Reads bytes of a disk at an offset, filling every byte of the buffer: an
+/// image, or a point of the journal.
 pub(crate) type ReadAt<'a> = dyn Fn(u64, &mut [u8]) -> Result<(), VaultError> + Sync + 'a;
 
 /// A disk's chunks stored in the vault: the map pages a manifest lists.
@@ -183,10 +189,12 @@ pub(crate) fn store_disk(
     let chunks_total = PointManifest::chunk_count(disk_bytes, config.chunk_bytes);
     let batch_chunks = (BATCH_BYTES / chunk_bytes).max(1);
 
+    let idle_uploaders = AtomicUsize::new(0);
     let mut state = Assembler {
         vault,
         keys: vault.keys().clone(),
         level: config.zstd_level,
+        compression: Compression { configured: config.zstd_level, idle_uploaders: &idle_uploaders },
         index: &index,
         pending: HashSet::new(),
         pack: PackBuilder::new(vault.keys().encrypted()),
@@ -202,15 +210,20 @@ pub(crate) fn store_disk(
     let lease = Mutex::new(lease);
     std::thread::scope(|scope| -> Result<(), VaultError> {
         let (batch_sender, batch_receiver) = sync_channel::<Result<(u64, Vec<u8>), VaultError>>(BATCHES_AHEAD);
-        scope.spawn(move || read_batches(read, disk_bytes, chunk_bytes, batch_chunks, batch_sender));
-        let uploaders: Vec<_> =
-            (0..UPLOADERS).map(|_| scope.spawn(|| upload_packs(vault, &pack_receiver, &uploaded, &lease))).collect();
+        let (recycle, recycled) = sync_channel::<Vec<u8>>(BATCHES_AHEAD + 1);
+        scope.spawn(move || read_batches(read, disk_bytes, chunk_bytes, batch_chunks, batch_sender, recycled));
+        let uploaders: Vec<_> = (0..UPLOADERS)
+            .map(|_| scope.spawn(|| upload_packs(vault, &pack_receiver, &uploaded, &lease, &idle_uploaders)))
+            .collect();
 
         let result = (|| -> Result<(), VaultError> {
             for batch in batch_receiver.iter() {
                 let (first_chunk, buffer) = batch?;
                 state.add_batch(first_chunk, &buffer, chunks_total, &pack_sender)?;
                 progress(buffer.len() as u64);
+                // The reader's next batch reuses it (fresh 8 MiB buffers cost
+                // a zeroing or a page fault per 4 KiB).
+                let _ = recycle.try_send(buffer);
             }
             state.finish_page(&pack_sender)?;
             let last = std::mem::replace(&mut state.pack, PackBuilder::new(vault.keys().encrypted()));
@@ -236,19 +249,22 @@ pub(crate) fn store_disk(
     })
 }
 
-/// Reads the disk in batches of whole chunks, in order.
+/// Reads the disk in batches of whole chunks, in order, into buffers the
+/// assembler hands back when it can.
 fn read_batches(
     read: &ReadAt,
     disk_bytes: u64,
     chunk_bytes: usize,
     batch_chunks: usize,
     sender: SyncSender<Result<(u64, Vec<u8>), VaultError>>,
+    recycled: Receiver<Vec<u8>>,
 ) {
     let batch_bytes = (chunk_bytes * batch_chunks) as u64;
     let mut offset = 0u64;
     while offset < disk_bytes {
         let len = (disk_bytes - offset).min(batch_bytes) as usize;
-        let mut buffer = vec![0u8; len];
+        let mut buffer = recycled.try_recv().unwrap_or_default();
+        buffer.resize(len, 0);
         let result = read(offset, &mut buffer).map(|()| (offset / chunk_bytes as u64, buffer));
         let failed = result.is_err();
         if sender.send(result).is_err() || failed {
@@ -262,7 +278,10 @@ fn read_batches(
 struct Assembler<'a> {
     vault: &'a Vault,
     keys: Keys,
+    /// The vault's level, for map pages.
     level: i32,
+    /// The level of data frames.
+    compression: Compression<'a>,
     index: &'a ChunkIndex,
     /// Chunks stored by this sync so far.
     pending: HashSet<ChunkId>,
@@ -306,7 +325,7 @@ impl Assembler<'_> {
                 _ => runs.push(position..position + 1),
             }
         }
-        let level = self.level;
+        let level = self.compression.level();
         let raw_of =
             |run: &std::ops::Range<usize>| &buffer[run.start * chunk_bytes..(run.end * chunk_bytes).min(buffer.len())];
         let frames: Vec<(Vec<u8>, Codec)> = runs.par_iter().map(|run| encode_frame(raw_of(run), level, keys)).collect();
@@ -376,15 +395,41 @@ struct Uploaded {
     bytes: u64,
 }
 
-/// Uploads packs in order as the assembler seals them.
+/// Chooses the zstd level of each batch by where the bottleneck is, as
+/// `zstd --adapt` does: while an uploader waits for a pack the vault keeps
+/// up and compression is what the sync waits for, so a faster level moves
+/// the image sooner; while every uploader is busy the link (or the vault's
+/// disk) is the limit and the vault's own level stores fewer bytes for CPU
+/// that would otherwise wait. Frames say nothing of their level: restore
+/// reads both alike.
+struct Compression<'a> {
+    configured: i32,
+    idle_uploaders: &'a AtomicUsize,
+}
+
+impl Compression<'_> {
+    fn level(&self) -> i32 {
+        if self.idle_uploaders.load(Ordering::Relaxed) > 0 {
+            self.configured.min(CPU_BOUND_ZSTD_LEVEL)
+        } else {
+            self.configured
+        }
+    }
+}
+
+/// Uploads packs in order as the assembler seals them, counted in `idle`
+/// while waiting for one.
 fn upload_packs(
     vault: &Vault,
     receiver: &Mutex<Option<Receiver<PackBuilder>>>,
     uploaded: &Mutex<Uploaded>,
     lease: &Mutex<&mut Lease>,
+    idle: &AtomicUsize,
 ) -> Result<(), VaultError> {
     loop {
+        idle.fetch_add(1, Ordering::Relaxed);
         let next = receiver.lock().expect("not poisoned").as_ref().map(|receiver| receiver.recv());
+        idle.fetch_sub(1, Ordering::Relaxed);
         let Some(Ok(pack)) = next else { return Ok(()) };
         let stored = store_pack(vault, &pack).and_then(|bytes| {
             let mut totals = uploaded.lock().expect("not poisoned");
@@ -398,5 +443,24 @@ fn upload_packs(
             receiver.lock().expect("not poisoned").take();
             return Err(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_compressed_faster_only_while_an_uploader_waits() {
+        let idle = AtomicUsize::new(0);
+        let compression = Compression { configured: 3, idle_uploaders: &idle };
+        assert_eq!(compression.level(), 3, "every uploader busy: the vault's level");
+        idle.store(2, Ordering::Relaxed);
+        assert_eq!(compression.level(), CPU_BOUND_ZSTD_LEVEL);
+        idle.store(0, Ordering::Relaxed);
+        assert_eq!(compression.level(), 3);
+
+        let negative = Compression { configured: -2, idle_uploaders: &AtomicUsize::new(1) };
+        assert_eq!(negative.level(), -2, "a level already faster is kept");
     }
 }
