@@ -450,10 +450,14 @@ impl Daemon {
     /// at once. Says whether it was shut down, with what happened.
     fn stop_source(&self, moving: &mut Moving, kind: Move, job: &JobSteps) -> Result<(bool, String), ControlError> {
         let machine = moving.machine;
-        let source_was_running = self.runtime(machine, machine.active_site.into()).running;
+        // Asked afresh (within the probe's 0.9 s): the probe loop may not
+        // have come round since a host died a moment ago, and a call to a
+        // dead host waits until it does.
+        self.site(machine.active_site).probe();
         if let Some(silent) = self.source_host_silent(machine) {
-            // A host that is gone is not waited for (a disaster); a planned
-            // move needs the source down, so it cannot go on.
+            // A host that is gone is not waited for (a disaster), nor asked
+            // what runs there; a planned move needs the source down, so it
+            // cannot go on.
             moving.details.failover = Some(FailoverRecord::new(job.id, machine.active_site, false));
             let detail = format!(
                 "{silent}: the source could not be asked to shut down and may still run there (its host starts \
@@ -467,6 +471,7 @@ impl Daemon {
             }
             return Ok((false, detail));
         }
+        let source_was_running = self.runtime(machine, machine.active_site.into()).running;
         moving.details.failover = Some(FailoverRecord::new(job.id, machine.active_site, source_was_running));
         moving.record(job.deployment)?;
         let shutdown_source = match kind {
