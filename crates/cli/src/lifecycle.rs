@@ -242,6 +242,11 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
                     .map_err(|_| crate::bad_input(format!("--site {site:?}: use primary or recovery")))?,
                 None => Site::Primary,
             };
+            // The daemon reads the paths from its own folder: relative ones
+            // are this command's, made whole here.
+            let absolute = |path: PathBuf| std::path::absolute(&path).unwrap_or(path);
+            let (kernel, initrd) = (kernel.map(absolute), initrd.map(absolute));
+            let disks: Vec<PathBuf> = disks.into_iter().map(absolute).collect();
             let definition = MachineDefinition { name, cpus, memory_mib: memory, kernel, initrd, append, nics };
             // Through the daemon when it runs (it owns the state); else here.
             let daemon = Daemon::of(&home)?;

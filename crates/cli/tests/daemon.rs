@@ -129,3 +129,26 @@ fn machines_start_and_stop_through_the_daemon() {
     assert_eq!(daemon.terminate(), 0);
     assert!(!home.join("run/standby.sock").exists() && !home.join("run/standby.pid").exists());
 }
+
+/// `machine add` through a running daemon: relative paths are the
+/// command's (the daemon runs in another folder), made whole before they
+/// are sent.
+#[test]
+fn relative_paths_name_the_commands_files_not_the_daemons() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    run(&["init", path(&home)]).ok();
+    std::fs::write(root.path().join("guest.raw"), vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(root.path().join("vmlinuz"), b"not booted here").unwrap();
+    let _daemon = Daemon::start(&home);
+    let added = support::standby_command()
+        .args(["machine", "add", "web", "--disk", "guest.raw", "--kernel", "vmlinuz", "--home", path(&home), "--json"])
+        .current_dir(root.path())
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let machine: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
+    let kernel = root.path().join("vmlinuz").canonicalize().unwrap();
+    assert_eq!(machine["kernel"], path(&kernel), "{machine}");
+    assert!(home.join("sites/primary/disks/web-disk0.raw").is_file());
+}

@@ -675,6 +675,16 @@ fn a_machine_added_at_the_recovery_site_runs_there_and_fails_over_to_the_primary
         deployment.run(&[&["machine", "add", "app", "--site", site, "--disk", path(&source)][..], &kernel[..]].concat())
     };
     add("moon").bad_input("--site \"moon\": use primary or recovery");
+    // A kernel only the control plane's host holds is not on the primary
+    // site's host, whose QEMU would boot it: refused, nothing imported.
+    let control_only = hosts.recovery.join("vmlinuz-control-only");
+    std::fs::copy(&guest.vmlinuz, &control_only).unwrap();
+    let at_primary = ["machine", "add", "other", "--site", "primary", "--disk", path(&source), "--kernel"];
+    deployment.run(&[&at_primary[..], &[path(&control_only)]].concat()).bad_input(&format!(
+        "--kernel {} does not exist at the primary site's host or is not a file",
+        control_only.display()
+    ));
+    assert_eq!(deployment.json(&["machine", "list"])["machines"], serde_json::json!([]));
     let added = add(Site::Recovery.name()).ok();
     assert!(added.stdout.contains("at the recovery site"), "{}", added.stdout);
     let image = hosts.home(Site::Recovery).join("sites/recovery/disks/app-disk0.raw");

@@ -244,6 +244,7 @@ impl Deployment {
         host: Option<&dyn crate::site::SiteHost>,
     ) -> Result<crate::Machine, ControlError> {
         let exists = |path: &Path| host.map_or_else(|| path.exists(), |host| host.is_file(path));
+        let is_file = |path: &Path| host.map_or_else(|| path.is_file(), |host| host.is_file(path));
         let import = |source: &Path, target: &Path| match host {
             Some(host) => host.import_disk(source, target),
             None => crate::import_disk(source, target).map(|_| ()),
@@ -255,10 +256,17 @@ impl Deployment {
         if definition.cpus == 0 || definition.memory_mib < 16 {
             return Err(ControlError::Refused("a machine needs at least 1 CPU and 16 MiB of memory".into()));
         }
+        // The QEMU that boots the machine reads them: paths on its host.
+        let remote = host.is_some_and(|host| host.is_remote());
+        let at = if remote { format!(" at the {site} site's host") } else { String::new() };
         for (flag, path) in [("--kernel", &definition.kernel), ("--initrd", &definition.initrd)] {
-            if let Some(path) = path.as_ref().filter(|path| !path.is_file()) {
+            let Some(path) = path.as_ref() else { continue };
+            if remote && !path.is_absolute() {
+                return Err(ControlError::Refused(format!("{flag} {}: give the full path{at}", path.display())));
+            }
+            if !is_file(path) {
                 return Err(ControlError::Refused(format!(
-                    "{flag} {} does not exist or is not a file",
+                    "{flag} {} does not exist{at} or is not a file",
                     path.display()
                 )));
             }
@@ -270,8 +278,12 @@ impl Deployment {
         if self.state.machines()?.iter().any(|m| m.definition.name == definition.name) {
             return Err(crate::state::machine_exists(&definition.name));
         }
+        // Another host's paths are kept as given (checked absolute above).
         let absolute = |path: &Option<PathBuf>| -> Result<Option<PathBuf>, ControlError> {
-            path.as_ref().map(|p| p.canonicalize().map_err(|e| ControlError::io(p, e))).transpose()
+            match remote {
+                true => Ok(path.clone()),
+                false => path.as_ref().map(|p| p.canonicalize().map_err(|e| ControlError::io(p, e))).transpose(),
+            }
         };
         // NICs are stored resolved: both sites' networks and the MAC.
         let nics = crate::network::nics(&definition.nics, &definition.name, &self.config)?;
