@@ -462,7 +462,7 @@ pub enum MachineCommand {
         memory: u32,
         #[arg(long, default_value_t = 1)]
         cpus: u32,
-        /// Boot this kernel directly (else the machine boots from its first disk).
+        /// Boot this kernel directly (else the machine boots from its first disk): a path on the site's host.
         #[arg(long)]
         kernel: Option<PathBuf>,
         #[arg(long)]

@@ -238,7 +238,7 @@ impl Outcome {
         }
     }
 
-    fn into_result(self) -> Result<Value, ControlError> {
+    pub(crate) fn into_result(self) -> Result<Value, ControlError> {
         match self {
             Outcome::Done(value) => Ok(value),
             Outcome::Failed { kind: FailureKind::Refused, message } => Err(ControlError::Refused(message)),
