@@ -134,6 +134,22 @@ where
     let _ = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)).await;
 }
 
+/// Bytes of a refused request's body read before the refusal is sent.
+const REFUSED_BODY_BYTES: usize = 1 << 20;
+
+/// `refusal`, sent once the refused request's body is read (up to 1 MiB,
+/// for at most 2 s): answered before it, HTTP/2 resets the stream the
+/// client is still sending on, and some clients (curl) then report a
+/// framing error instead of the refusal. A larger body is cut off as before.
+pub async fn refuse_after_body(
+    request: axum::extract::Request,
+    refusal: axum::response::Response,
+) -> axum::response::Response {
+    let body = axum::body::to_bytes(request.into_body(), REFUSED_BODY_BYTES);
+    let _ = tokio::time::timeout(Duration::from_secs(2), body).await;
+    refusal
+}
+
 /// The peer a verified client certificate names (rustls checked it was the
 /// deployment CA's); no certificate is an anonymous peer.
 fn peer_of(certificates: Option<&[rustls::pki_types::CertificateDer<'_>]>) -> Peer {

@@ -149,11 +149,14 @@ pub fn routes(backend: Arc<dyn Backend>, bandwidth: Arc<Bandwidth>) -> Router {
 async fn hosts_only(request: Request, next: axum::middleware::Next) -> Response {
     match request.extensions().get::<Peer>() {
         Some(Peer::Host { .. }) => next.run(request).await,
-        _ => error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "the vault is served to the deployment's hosts only: connect with a host certificate of its CA",
-        ),
+        _ => {
+            let refusal = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the vault is served to the deployment's hosts only: connect with a host certificate of its CA",
+            );
+            crate::server::refuse_after_body(request, refusal).await
+        }
     }
 }
 

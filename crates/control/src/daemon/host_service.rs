@@ -173,8 +173,8 @@ async fn control_plane_only(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match request.extensions().get::<Peer>() {
-        Some(Peer::Host { site }) if site == control.name() => next.run(request).await,
+    let refusal = match request.extensions().get::<Peer>() {
+        Some(Peer::Host { site }) if site == control.name() => return next.run(request).await,
         Some(Peer::Host { site }) => refused(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -185,7 +185,8 @@ async fn control_plane_only(
             "unauthenticated",
             "this host acts for the deployment's control plane only: connect with its host certificate".into(),
         ),
-    }
+    };
+    standby_link::server::refuse_after_body(request, refusal).await
 }
 
 async fn act(AxumState(service): AxumState<Arc<HostService>>, Json(body): Json<Value>) -> Response {

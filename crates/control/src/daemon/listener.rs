@@ -115,7 +115,8 @@ async fn operators_only(
         Ok(Ok(())) => next.run(request).await,
         Ok(Err(message)) => {
             let body = standby_api::ErrorBody::new(standby_api::ErrorCode::Unauthenticated, message);
-            (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+            standby_link::server::refuse_after_body(request, (StatusCode::UNAUTHORIZED, Json(body)).into_response())
+                .await
         }
         Err(_) => {
             refused(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the token check failed".into()).into_response()
