@@ -117,6 +117,10 @@ impl Client {
         self.request(http::Method::POST, path, Bytes::from(body))
     }
 
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request(http::Method::DELETE, path, Bytes::new())
+    }
+
     fn request<T: DeserializeOwned>(&self, method: http::Method, path: &str, body: Bytes) -> Result<T, ClientError> {
         let mut request = http::Request::builder()
             .method(method)
@@ -198,6 +202,22 @@ impl Client {
 
     pub fn add_policy(&self, policy: &Policy) -> Result<Policy, ClientError> {
         self.post(routes::POLICIES, policy)
+    }
+
+    pub fn create_token(&self, request: &TokenRequest) -> Result<NewToken, ClientError> {
+        self.post(routes::TOKENS, request)
+    }
+
+    pub fn tokens(&self) -> Result<TokenList, ClientError> {
+        self.get(routes::TOKENS)
+    }
+
+    pub fn revoke_token(&self, name: &str) -> Result<TokenRevoked, ClientError> {
+        self.delete(&routes::token(name))
+    }
+
+    pub fn audit(&self, limit: u32) -> Result<AuditList, ClientError> {
+        self.get(&format!("{}?limit={limit}", routes::AUDIT))
     }
 }
 

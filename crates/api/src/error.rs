@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use standby_lifecycle::{Site, State};
 
 /// What went wrong, for programs: stable across versions (add, don't rename).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -21,18 +21,25 @@ pub enum ErrorCode {
     /// The daemon failed; the message says what (500).
     Internal,
     /// A request over the network without a valid operator token: none,
-    /// not this deployment's, expired, or not an operator's (401).
+    /// not this deployment's, expired, revoked, or not an operator's (401).
     Unauthenticated,
+    /// The token is valid but may not do this: a read-only token acting,
+    /// or managing tokens (403).
+    Forbidden,
+    /// The route exists but not with that method (405).
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 6] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::TransitionRefused,
         ErrorCode::Conflict,
         ErrorCode::Internal,
         ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::MethodNotAllowed,
     ];
 
     /// The HTTP status it is sent with.
@@ -43,6 +50,8 @@ impl ErrorCode {
             ErrorCode::TransitionRefused | ErrorCode::Conflict => 409,
             ErrorCode::Internal => 500,
             ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::MethodNotAllowed => 405,
         }
     }
 
@@ -54,7 +63,7 @@ impl ErrorCode {
 }
 
 /// The body of every answer that is not 200.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     /// One line naming what was wrong and what to do.
@@ -73,7 +82,7 @@ pub struct ErrorBody {
 
 /// The operator's next step after an error, as an operation (not as
 /// words: the message says what is wrong, the client says how to do this).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "do", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Hint {
@@ -128,9 +137,11 @@ mod tests {
                 "\"transition_refused\"",
                 "\"conflict\"",
                 "\"internal\"",
-                "\"unauthenticated\""
+                "\"unauthenticated\"",
+                "\"forbidden\"",
+                "\"method_not_allowed\""
             ]
         );
-        assert_eq!(ErrorCode::ALL.map(ErrorCode::status), [400, 404, 409, 409, 500, 401]);
+        assert_eq!(ErrorCode::ALL.map(ErrorCode::status), [400, 404, 409, 409, 500, 401, 403, 405]);
     }
 }

@@ -20,6 +20,11 @@
 //! GET  /v1/jobs, /v1/jobs/ID                   JobList, Job
 //! GET  /v1/policies                            PolicyList
 //! POST /v1/policies                            Policy -> Policy
+//! GET  /v1/sites                               SiteList
+//! GET  /v1/tokens                              TokenList (admin)
+//! POST /v1/tokens                              TokenRequest -> NewToken (admin)
+//! DELETE /v1/tokens/NAME                       -> TokenRevoked (admin)
+//! GET  /v1/audit?limit=N                       AuditList
 //! ```
 //!
 //! Every POST takes a JSON body (`{}` when it has no fields); every answer
@@ -33,6 +38,14 @@ pub const STATUS: &str = "/v1/status";
 pub const JOBS: &str = "/v1/jobs";
 pub const POLICIES: &str = "/v1/policies";
 pub const SITES: &str = "/v1/sites";
+pub const TOKENS: &str = "/v1/tokens";
+pub const AUDIT: &str = "/v1/audit";
+/// The OpenAPI document of every route.
+pub const OPENAPI: &str = "/api/openapi.json";
+
+pub fn token(name: &str) -> String {
+    format!("{TOKENS}/{}", encode(name))
+}
 
 /// An operation on one machine: `/v1/machines/NAME/OPERATION`.
 pub fn machine(name: &str, operation: &str) -> String {

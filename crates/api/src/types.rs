@@ -15,13 +15,19 @@ pub type JobId = i64;
 // Definitions: what an operator defines and the state records.
 
 /// What `standby machine add` defines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineDefinition {
+    /// 1 to 48 letters, digits, '.', '_' or '-', not starting with '.' or '-'.
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,47}$")]
     pub name: String,
+    #[schema(minimum = 1)]
     pub cpus: u32,
+    #[schema(minimum = 16)]
     pub memory_mib: u32,
     /// Direct kernel boot; without it the machine boots from its first disk.
+    #[schema(value_type = Option<String>)]
     pub kernel: Option<PathBuf>,
+    #[schema(value_type = Option<String>)]
     pub initrd: Option<PathBuf>,
     pub append: Option<String>,
     /// NIC specifications, each mapped to a site network.
@@ -30,10 +36,12 @@ pub struct MachineDefinition {
 
 /// One disk of a machine: its name in the vault and its raw image at each
 /// site (the recovery image exists once the machine has run there).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiskDefinition {
     pub vault_disk: String,
+    #[schema(value_type = String)]
     pub primary_path: PathBuf,
+    #[schema(value_type = String)]
     pub recovery_path: PathBuf,
 }
 
@@ -47,22 +55,29 @@ impl DiskDefinition {
     }
 }
 
-/// A replication policy (docs/cli.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A replication policy (docs/cli.md); every interval 1 s to 100 years.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Policy {
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,47}$")]
     pub name: String,
+    #[schema(minimum = 1, maximum = 3153600000.0)]
     pub rpo_threshold_seconds: u64,
+    /// At least the bookmark interval.
+    #[schema(minimum = 1, maximum = 3153600000.0)]
     pub retention_seconds: u64,
+    #[schema(minimum = 1, maximum = 3153600000.0)]
     pub app_consistent_seconds: u64,
+    #[schema(minimum = 1, maximum = 3153600000.0)]
     pub bookmark_seconds: u64,
 }
 
 /// `POST /v1/machines`: define a machine from disk images on the daemon's host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AddMachine {
     #[serde(flatten)]
     pub definition: MachineDefinition,
     /// Images of any format qemu-img reads, imported as raw.
+    #[schema(value_type = Vec<String>, min_items = 1)]
     pub disks: Vec<PathBuf>,
     /// The site whose host holds the images and imports them, where the
     /// machine runs until it fails over (the primary site when absent).
@@ -74,7 +89,7 @@ pub struct AddMachine {
 // Machines.
 
 /// A machine as `machine list` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineView {
     #[serde(flatten)]
     pub definition: MachineDefinition,
@@ -95,7 +110,7 @@ pub struct MachineView {
 }
 
 /// Where a NIC is plugged in when its machine runs somewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attachment {
     pub network: String,
     pub mac: String,
@@ -105,7 +120,7 @@ pub struct Attachment {
 }
 
 /// What a NIC is attached to on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "backend", rename_all = "lowercase")]
 pub enum NicBackend {
     /// A multicast group on the loopback interface, e.g. `239.255.12.34:41234`.
@@ -115,7 +130,7 @@ pub enum NicBackend {
 }
 
 /// One NIC of a machine: where it is plugged in at each site and in a drill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NicView {
     pub mac: String,
     pub model: String,
@@ -124,7 +139,7 @@ pub struct NicView {
     pub drill: Attachment,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiskView {
     #[serde(flatten)]
     pub definition: DiskDefinition,
@@ -133,25 +148,27 @@ pub struct DiskView {
     pub running_from: Option<Hydration>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineList {
     pub machines: Vec<MachineView>,
 }
 
 /// A machine's QEMU at its active site.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Runtime {
     pub running: bool,
     pub pid: Option<u32>,
+    #[schema(value_type = Option<String>)]
     pub console: Option<PathBuf>,
     pub accel: Option<String>,
 }
 
 /// `POST …/start`: the machine's QEMU runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Started {
     pub name: String,
     pub pid: u32,
+    #[schema(value_type = String)]
     pub console: PathBuf,
     pub accel: String,
     /// Where it runs.
@@ -161,7 +178,7 @@ pub struct Started {
     pub job: JobId,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct StopRequest {
     /// Cut the power instead of asking the guest (ACPI).
@@ -170,7 +187,7 @@ pub struct StopRequest {
     pub site: Option<Site>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stopped {
     pub name: String,
     /// How it stopped: clean, forced, …
@@ -181,7 +198,7 @@ pub struct Stopped {
 // ---------------------------------------------------------------------------
 // Lifecycle requests: each starts a job.
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ProtectRequest {
     pub policy: Option<String>,
@@ -189,26 +206,32 @@ pub struct ProtectRequest {
 
 /// A recovery point: `latest`, `latest-processed`, `latest-app`, an id or
 /// an RFC 3339 time (test-failover: default `latest`; change-point: required).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct PointRequest {
     pub point: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `change-point`: the point is required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChangePointRequest {
+    pub point: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct FailoverRequest {
     pub point: Option<String>,
     pub shutdown_source: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct PlannedFailoverRequest {
     pub sync_first: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ReprotectRequest {
     pub alternate_location: bool,
@@ -216,7 +239,7 @@ pub struct ReprotectRequest {
 }
 
 /// An operation started as a job; `GET /v1/jobs/ID` follows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStarted {
     pub job: JobId,
     pub machine: String,
@@ -227,7 +250,7 @@ pub struct JobStarted {
 // Jobs.
 
 /// One step of a job, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Step {
     pub name: String,
     pub state: StepState,
@@ -236,7 +259,7 @@ pub struct Step {
 
 /// A job: one operation on a machine (or on a group or a plan of
 /// several), with named steps (docs/cli.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: JobId,
     /// The subject's name (a machine's, for a machine's job).
@@ -256,12 +279,12 @@ pub struct Job {
     pub updated: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobList {
     pub jobs: Vec<Job>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyList {
     pub policies: Vec<Policy>,
 }
@@ -269,7 +292,7 @@ pub struct PolicyList {
 // ---------------------------------------------------------------------------
 // Status.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthLevel {
     Healthy,
@@ -293,14 +316,14 @@ impl std::fmt::Display for HealthLevel {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusList {
     pub machines: Vec<MachineStatus>,
 }
 
 /// `standby status`: a machine's state and, when it replicates, its
 /// health, current RPO and latest points.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MachineStatus {
     pub name: String,
     pub state: State,
@@ -328,7 +351,7 @@ pub struct MachineStatus {
 }
 
 /// One disk of a replicated machine.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiskStatus {
     pub disk: String,
     /// Its splitter's own report, while it runs.
@@ -340,7 +363,7 @@ pub struct DiskStatus {
 }
 
 /// A recorded point of a disk's journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BookmarkView {
     pub sequence: u64,
     pub time: String,
@@ -348,7 +371,7 @@ pub struct BookmarkView {
 }
 
 /// What a running splitter reports (`standby splitter-status`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct SplitterStatus {
     pub disk: String,
@@ -378,9 +401,10 @@ pub struct SplitterStatus {
 }
 
 /// How much of a disk running from a failover point is local.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Hydration {
     pub disk: String,
+    #[schema(value_type = String)]
     pub overlay: PathBuf,
     /// `None` without an overlay map (nothing written or hydrated yet).
     pub local_bytes: Option<u64>,
@@ -390,23 +414,25 @@ pub struct Hydration {
 }
 
 /// `GET /v1/health`: the daemon.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub pid: u32,
+    #[schema(value_type = String)]
     pub home: PathBuf,
     pub accel: String,
     pub accel_reason: String,
+    #[schema(value_type = String)]
     pub exe: PathBuf,
 }
 
 /// The deployment's sites (`standby sites`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteList {
     pub sites: Vec<SiteView>,
 }
 
 /// One site as the control plane sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SiteView {
     pub site: Site,
     /// Its host's listener; `None` when the control plane's own process
@@ -422,4 +448,116 @@ pub struct SiteView {
     pub replicating: u64,
     /// The largest RPO among them, in seconds.
     pub worst_rpo_seconds: Option<f64>,
+}
+
+// ---------------------------------------------------------------------------
+// Tokens and the audit log.
+
+/// What a token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenRole {
+    /// Every operator request: look and act, manage tokens.
+    Admin,
+    /// Look (every `GET` but the tokens'), never act.
+    ReadOnly,
+    /// Join a host to the deployment, nothing else.
+    Join,
+}
+
+impl TokenRole {
+    pub const ALL: [TokenRole; 3] = [TokenRole::Admin, TokenRole::ReadOnly, TokenRole::Join];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::ReadOnly => "read-only",
+            TokenRole::Join => "join",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<TokenRole> {
+        TokenRole::ALL.into_iter().find(|role| role.name() == name)
+    }
+}
+
+impl std::fmt::Display for TokenRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// `POST /v1/tokens`: a new operator token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenRequest {
+    /// How it is listed, revoked and named in the audit log.
+    #[schema(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,47}$")]
+    pub name: String,
+    /// Look, never act.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A token just made: the only time its secret is shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NewToken {
+    pub name: String,
+    pub role: TokenRole,
+    /// The secret: `Authorization: Bearer SECRET`, or the console's sign-in.
+    pub token: String,
+    /// The deployment's CA, which the API's certificate is signed by.
+    pub ca_pem: String,
+    /// The site whose name the API's certificate carries.
+    pub control_site: Site,
+}
+
+impl std::fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("NewToken").field("name", &self.name).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+/// A token as listed (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenView {
+    pub name: String,
+    pub role: TokenRole,
+    pub created: String,
+    pub expires: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenView>,
+}
+
+/// `DELETE /v1/tokens/NAME`: the token no longer opens anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenRevoked {
+    pub name: String,
+}
+
+/// One request that acts (anything but a `GET`), as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// When it was asked (RFC 3339).
+    pub at: String,
+    /// Who asked: a token's name, or `local` (the daemon's unix socket).
+    pub actor: String,
+    pub method: String,
+    pub path: String,
+    /// The request's JSON body, as sent.
+    pub request: Option<Value>,
+    /// The answer's HTTP status; `None` while the request runs (or when the
+    /// daemon stopped before it answered).
+    pub status: Option<u16>,
+    /// The error's code when it was refused or failed.
+    pub code: Option<crate::ErrorCode>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AuditList {
+    pub entries: Vec<AuditEntry>,
 }

@@ -231,6 +231,23 @@ pub enum Command {
     Serve {
         #[command(flatten)]
         home: HomeArguments,
+        /// Also serve operators over TLS at ADDR (as 127.0.0.1:7443): the API, for tokens made with
+        /// `standby token create`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Operators' API tokens: create (the secret is shown once, in a token file), list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Who did what: every request that acted, with the token that asked and the answer.
+    Audit {
+        /// The newest N entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
     },
     /// Enable replication of a machine: initial replication into the vault, then every write, continuously.
     /// Works on a running machine (its disks move onto the splitters without a restart). Follows the job.
@@ -414,6 +431,40 @@ pub struct JobArguments {
     pub home: HomeArguments,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Make an operator token NAME and write it to a token file (readable by you only) for `--token-file`;
+    /// its `token` field is what the API's `Authorization: Bearer` header and the console's sign-in take.
+    Create {
+        name: String,
+        /// Look, never act.
+        #[arg(long)]
+        read_only: bool,
+        /// The token file to write (must not exist; default NAME.token here).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tokens: name, role, when made and until when valid (never their secrets).
+    List {
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke token NAME: it opens nothing from now on.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -58,7 +58,9 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         }
         Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Policy(command) => crate::lifecycle::policy(command),
-        Command::Serve { home } => crate::lifecycle::serve(&home),
+        Command::Serve { home, listen } => crate::lifecycle::serve(&home, listen),
+        Command::Token(command) => crate::lifecycle::token(command),
+        Command::Audit { limit, home, json } => crate::lifecycle::audit(limit, &home, json),
         Command::Jobs { id, watch, home, json } => crate::lifecycle::jobs(id, watch, &home, json),
         Command::Sites { home, json } => crate::lifecycle::sites(&home, json),
         Command::Protect { name, policy, group, job } => {

@@ -13,7 +13,7 @@ use standby_control::{Deployment, MachineDefinition, VaultAddress};
 use standby_lifecycle::job::{JobState, StepState};
 use standby_lifecycle::{Command, Site};
 
-use crate::cli::{HomeArguments, JobArguments, MachineCommand, PolicyCommand};
+use crate::cli::{HomeArguments, JobArguments, MachineCommand, PolicyCommand, TokenCommand};
 use crate::output::print_json;
 
 pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
@@ -154,12 +154,13 @@ fn open(home: &HomeArguments) -> anyhow::Result<Deployment> {
     Ok(Deployment::open(&Deployment::locate(home.home.as_deref()))?)
 }
 
-pub fn serve(home: &HomeArguments) -> anyhow::Result<u8> {
+pub fn serve(home: &HomeArguments, listen: Option<String>) -> anyhow::Result<u8> {
     if home.control.is_some() {
         return Err(crate::bad_input("serve runs this host's own deployment (--home); --control is for commands"));
     }
     let exe = std::env::current_exe()?;
-    standby_control::daemon::serve(&Deployment::locate(home.home.as_deref()), &exe)?;
+    let serving = standby_control::daemon::Serving { listen };
+    standby_control::daemon::serve(&Deployment::locate(home.home.as_deref()), &exe, &serving)?;
     Ok(0)
 }
 
@@ -605,4 +606,91 @@ fn subject(subject: &standby_lifecycle::job::Subject) -> String {
         standby_lifecycle::job::Subject::Machine(name) => format!("'{name}'"),
         other => other.to_string(),
     }
+}
+
+pub fn token(command: TokenCommand) -> anyhow::Result<u8> {
+    match command {
+        TokenCommand::Create { name, read_only, file, home, json } => {
+            let file = file.unwrap_or_else(|| PathBuf::from(format!("{name}.token")));
+            // Checked first: a token made whose file cannot be written is revoked again.
+            if file.exists() {
+                return Err(crate::bad_input(format!(
+                    "--file {} exists; a token file is never overwritten: name another",
+                    file.display()
+                )));
+            }
+            let daemon = Daemon::of(&home)?;
+            let made = daemon.answer(daemon.client.create_token(&standby_api::TokenRequest { name, read_only }))?;
+            let token = standby_link::Token::parse(&made.token)
+                .map_err(|e| anyhow::anyhow!("the daemon answered a token this version does not read: {e}"))?;
+            let written = standby_link::TokenFile::new(
+                standby_link::TokenFileRole::Operator,
+                &token,
+                made.control_site.name(),
+                &made.ca_pem,
+                None,
+            )
+            .write_file(&file);
+            if let Err(e) = written {
+                let _ = daemon.client.revoke_token(&made.name);
+                return Err(crate::bad_input(format!("{e}; the token was revoked again")));
+            }
+            let file = std::path::absolute(&file).unwrap_or(file);
+            if json {
+                print_json(&json!({"name": made.name, "role": made.role, "file": file}));
+            } else {
+                println!("made {} token '{}' in {} (readable by you only)", made.role, made.name, file.display());
+                println!(
+                    "  the API and the console take its \"token\" field; the CLI takes --token-file {}",
+                    file.display()
+                );
+            }
+            Ok(0)
+        }
+        TokenCommand::List { home, json } => {
+            let daemon = Daemon::of(&home)?;
+            let list = daemon.answer(daemon.client.tokens())?;
+            if json {
+                print_json(&list);
+            } else {
+                println!("{:<24} {:<10} {:<28} expires", "name", "role", "created");
+                for token in &list.tokens {
+                    let expires = token.expires.as_deref().unwrap_or("never");
+                    println!("{:<24} {:<10} {:<28} {expires}", token.name, token.role, token.created);
+                }
+            }
+            Ok(0)
+        }
+        TokenCommand::Revoke { name, home, json } => {
+            let daemon = Daemon::of(&home)?;
+            let revoked = daemon.answer(daemon.client.revoke_token(&name))?;
+            if json {
+                print_json(&revoked);
+            } else {
+                println!("revoked token '{}': it opens nothing from now on", revoked.name);
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `audit`: who did what.
+pub fn audit(limit: u32, home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
+    let daemon = Daemon::of(home)?;
+    let list = daemon.answer(daemon.client.audit(limit))?;
+    if json {
+        print_json(&list);
+        return Ok(0);
+    }
+    for entry in &list.entries {
+        let answer = match (entry.status, entry.code) {
+            (None, _) => "no answer".to_string(),
+            (Some(200), _) => "ok".to_string(),
+            (Some(status), Some(code)) => format!("{status} {}", serde_json::to_value(code)?.as_str().unwrap_or("")),
+            (Some(status), None) => status.to_string(),
+        };
+        let request = entry.request.as_ref().map(|body| format!(" {body}")).unwrap_or_default();
+        println!("{}  {:<16} {} {}{request}  -> {answer}", entry.at, entry.actor, entry.method, entry.path);
+    }
+    Ok(0)
 }

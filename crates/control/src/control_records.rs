@@ -18,7 +18,7 @@ use standby_link::{Token, TokenFile, TokenFileRole};
 
 use crate::deployment::{write_config, Deployment};
 use crate::error::ControlError;
-use crate::host::{ADMIN_TOKEN, JOIN_TOKEN, JOIN_TOKEN_VALIDITY};
+use crate::host::{join_token_name, ADMIN_TOKEN, ADMIN_TOKEN_NAME, JOIN_TOKEN, JOIN_TOKEN_VALIDITY};
 use crate::site::remote::{paths_from_wire, paths_to_wire};
 use crate::state::TokenRole;
 use crate::vaults::VaultAddress;
@@ -170,13 +170,13 @@ fn new_identity(deployment: &Deployment, site: Site) -> Result<(PathBuf, PathBuf
     TokenFile::new(TokenFileRole::Operator, &admin, site.name(), &authority.cert_pem, None)
         .write_file(&admin_token)
         .map_err(link)?;
-    deployment.state.add_token(&admin.hash(), TokenRole::Admin, None)?;
+    deployment.state.add_token(ADMIN_TOKEN_NAME, &admin.hash(), TokenRole::Admin, None)?;
     let join = Token::generate().map_err(link)?;
     let expires = jiff::Timestamp::now() + JOIN_TOKEN_VALIDITY;
     let join_token = home.join(JOIN_TOKEN);
     TokenFile::new(TokenFileRole::Join, &join, site.name(), &authority.cert_pem, Some(expires))
         .write_file(&join_token)
         .map_err(link)?;
-    deployment.state.add_token(&join.hash(), TokenRole::Join, Some(expires))?;
+    deployment.state.add_token(&join_token_name(&join), &join.hash(), TokenRole::Join, Some(expires))?;
     Ok((admin_token, join_token))
 }

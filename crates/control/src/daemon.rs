@@ -25,6 +25,7 @@ use crate::error::ControlError;
 use crate::qemu::{Drive, QemuSpec, Stopped};
 use crate::site::{LocalHost, RemoteHost, Shutdown, SiteHost, Sites};
 
+mod access;
 mod consistency;
 mod engine;
 mod failover;
@@ -32,6 +33,7 @@ mod files;
 mod host_service;
 mod http;
 mod listener;
+mod operators;
 mod protection;
 mod reprotect;
 mod restart;
@@ -301,9 +303,17 @@ impl Daemon {
     }
 }
 
+/// What `standby serve` serves beside its unix socket.
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    /// The operators' listener: the API over TLS (`--listen ADDR`).
+    pub listen: Option<String>,
+}
+
 /// Runs the daemon for the deployment at `home` until SIGINT or SIGTERM.
 /// `exe` is this binary (for the KVM probe child).
-pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
+pub fn serve(home: &Path, exe: &Path, serving: &Serving) -> Result<(), ControlError> {
+    let listen = serving.listen.as_deref().map(operators::listen_address).transpose()?;
     let deployment = Deployment::open(home)?;
     let run = deployment.run_dir();
     std::fs::create_dir_all(&run).map_err(|e| ControlError::io(&run, e))?;
@@ -322,6 +332,12 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         // other host with this host's identity (set before any thread).
         std::env::set_var(standby_link::remote::TLS_DIR_ENV, deployment.home.join(standby_link::identity::TLS_DIR));
         if host.control.is_some() {
+            if let Some(listen) = listen {
+                return Err(ControlError::Refused(format!(
+                    "--listen {listen}: this host runs the {} site's agent; operators reach the control plane's host",
+                    host.site
+                )));
+            }
             return serve_agent(&deployment, host, exe, &socket);
         }
     }
@@ -349,6 +365,10 @@ pub fn serve(home: &Path, exe: &Path) -> Result<(), ControlError> {
         if let Some(host) = &deployment.config.host {
             let control = listener::control_routes(&deployment, http::routes(daemon.clone()));
             let serving = listener::bind(&deployment, host, control).await?;
+            tokio::spawn(serving);
+        }
+        if let Some(listen) = listen {
+            let serving = operators::bind(&deployment, listen, http::routes(daemon.clone())).await?;
             tokio::spawn(serving);
         }
         http::serve_http(daemon.clone(), &socket).await

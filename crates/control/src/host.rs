@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use standby_lifecycle::{Site, SITES};
-use standby_link::identity::{Authority, HostCertificate, TLS_DIR};
+use standby_link::identity::{Authority, HostCertificate, CA_KEY, TLS_DIR};
 use standby_link::join::{JoinRequest, Joined, JOIN};
 use standby_link::{ClientError, ControlClient, Token, TokenFile, TokenFileRole};
 
@@ -27,6 +27,14 @@ use crate::state::TokenRole;
 pub const ADMIN_TOKEN: &str = "admin.token";
 /// The join token file `init --site` writes.
 pub const JOIN_TOKEN: &str = "join.token";
+/// The name `init --site` gives its operator token (`standby token list`).
+pub const ADMIN_TOKEN_NAME: &str = "admin";
+
+/// The name a join token is listed by: `join-` and the start of its hash.
+pub fn join_token_name(token: &Token) -> String {
+    format!("join-{}", &token.hash()[..12])
+}
+
 /// How long a join token lets a host join.
 pub const JOIN_TOKEN_VALIDITY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
@@ -78,13 +86,13 @@ pub fn init_host(dir: &Path, site: &str, listen: &str) -> Result<MadeHost, Contr
         TokenFile::new(TokenFileRole::Operator, &admin, site.name(), &authority.cert_pem, None)
             .write_file(&home.join(ADMIN_TOKEN))
             .map_err(link)?;
-        state.add_token(&admin.hash(), TokenRole::Admin, None)?;
+        state.add_token(ADMIN_TOKEN_NAME, &admin.hash(), TokenRole::Admin, None)?;
         let join = Token::generate().map_err(link)?;
         let expires = jiff::Timestamp::now() + JOIN_TOKEN_VALIDITY;
         TokenFile::new(TokenFileRole::Join, &join, site.name(), &authority.cert_pem, Some(expires))
             .write_file(&home.join(JOIN_TOKEN))
             .map_err(link)?;
-        state.add_token(&join.hash(), TokenRole::Join, Some(expires))?;
+        state.add_token(&join_token_name(&join), &join.hash(), TokenRole::Join, Some(expires))?;
         // Both vaults' keys: this site's vault is made with its key; the
         // other's goes to the host that joins for it.
         for site in SITES {
@@ -181,6 +189,42 @@ fn write(path: &Path, text: &str) -> Result<(), ControlError> {
     standby_link::identity::write_new(path, text).map_err(link)
 }
 
+/// One maker of the CA at a time.
+static AUTHORITY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The deployment's CA and the site whose host name the API's certificate
+/// carries; made for an embedded deployment that has none yet.
+pub(crate) fn operators_authority(deployment: &Deployment) -> Result<(Authority, Site), ControlError> {
+    let _one = AUTHORITY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let tls = deployment.home.join(TLS_DIR);
+    let site = match &deployment.config.host {
+        Some(host) if host.control.is_some() => {
+            return Err(ControlError::Refused(format!(
+                "this host runs the {} site's agent; operators and tokens are served by the control plane's host \
+                 ({})",
+                host.site,
+                host.control.as_deref().unwrap_or_default()
+            )))
+        }
+        Some(host) => host.site,
+        None => Site::Primary,
+    };
+    if !tls.join(CA_KEY).exists() {
+        if deployment.config.host.is_some() {
+            return Err(ControlError::Failed(format!(
+                "{} is missing: the deployment is damaged",
+                tls.join(CA_KEY).display()
+            )));
+        }
+        std::fs::create_dir_all(&tls).map_err(|e| ControlError::io(&tls, e))?;
+        // A certificate without its key is what a crash while making them leaves.
+        let _ = std::fs::remove_file(tls.join(standby_link::identity::CA_CERT));
+        let made = Authority::create(&deployment_id()?).map_err(link)?;
+        made.write(&tls).map_err(link)?;
+    }
+    Ok((Authority::load(&tls).map_err(link)?, site))
+}
+
 pub(crate) fn deployment_id() -> Result<String, ControlError> {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| ControlError::Failed(format!("reading the system's random source: {e}")))?;
@@ -189,4 +233,21 @@ pub(crate) fn deployment_id() -> Result<String, ControlError> {
 
 fn link(e: standby_link::LinkError) -> ControlError {
     ControlError::Failed(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_embedded_deployment_gets_its_ca_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let deployment = Deployment::init(&dir.path().join("d")).unwrap();
+        let (first, site) = operators_authority(&deployment).unwrap();
+        let (again, _) = operators_authority(&deployment).unwrap();
+        assert_eq!(site, Site::Primary);
+        assert_eq!(first.cert_pem, again.cert_pem);
+        let key = deployment.home.join(TLS_DIR).join(CA_KEY);
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.metadata().unwrap().permissions()) & 0o077, 0);
+    }
 }

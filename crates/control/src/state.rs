@@ -34,7 +34,7 @@ use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 use crate::records::MachineRecords;
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// How long a statement waits for another connection's write to end
 /// (the daemon and a command line share the database).
@@ -76,6 +76,21 @@ CREATE TABLE hosts (
     site TEXT PRIMARY KEY,
     address TEXT NOT NULL,
     joined TEXT NOT NULL
+);
+",
+    "
+ALTER TABLE tokens ADD COLUMN name TEXT;
+UPDATE tokens SET name = role || '-' || substr(hash, 1, 12);
+CREATE UNIQUE INDEX tokens_by_name ON tokens (name);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    request TEXT,
+    status INTEGER,
+    code TEXT
 );
 ",
 ];
@@ -133,6 +148,9 @@ pub fn default_policy() -> Policy {
     }
 }
 
+/// The longest interval a policy takes (100 years; the API's schema says so).
+const INTERVAL_MAX_SECONDS: u64 = 100 * 365 * 24 * 3600;
+
 /// Checks a policy before it is recorded: a name that can be typed and
 /// stored, every interval at least a second, bookmarks within retention.
 pub fn check_policy(policy: &Policy) -> Result<(), ControlError> {
@@ -151,6 +169,9 @@ pub fn check_policy(policy: &Policy) -> Result<(), ControlError> {
     for (what, seconds) in intervals {
         if seconds == 0 {
             return Err(ControlError::Refused(format!("policy '{name}': the {what} must be at least one second")));
+        }
+        if seconds > INTERVAL_MAX_SECONDS {
+            return Err(ControlError::Refused(format!("policy '{name}': the {what} must be at most 100 years")));
         }
     }
     if policy.bookmark_seconds > policy.retention_seconds {
@@ -768,33 +789,24 @@ pub(crate) mod written {
     }
 }
 
-/// What a token lets its holder do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenRole {
-    /// Every operator command.
-    Admin,
-    /// Join a host to the deployment, nothing else.
-    Join,
-}
-
-impl TokenRole {
-    fn name(self) -> &'static str {
-        match self {
-            TokenRole::Admin => "admin",
-            TokenRole::Join => "join",
-        }
-    }
-
-    fn parse(name: &str) -> Option<TokenRole> {
-        [TokenRole::Admin, TokenRole::Join].into_iter().find(|role| role.name() == name)
-    }
-}
+pub use standby_api::TokenRole;
 
 /// A token the control plane knows, by its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownToken {
+    pub name: String,
     pub role: TokenRole,
     pub expires: Option<jiff::Timestamp>,
+}
+
+fn token_fields(role: &str, expires: Option<&str>) -> Result<(TokenRole, Option<jiff::Timestamp>), ControlError> {
+    let unreadable = |what: &str| ControlError::Failed(format!("the state holds a token with {what}"));
+    let role = TokenRole::parse(role).ok_or_else(|| unreadable(&format!("the role '{role}'")))?;
+    let expires = match expires {
+        Some(text) => Some(text.parse().map_err(|_| unreadable(&format!("the expiry '{text}'")))?),
+        None => None,
+    };
+    Ok((role, expires))
 }
 
 /// A host joined to the deployment.
@@ -806,32 +818,148 @@ pub struct JoinedHost {
 }
 
 impl State {
-    /// Records a token by its hash (never the token).
-    pub fn add_token(&self, hash: &str, role: TokenRole, expires: Option<jiff::Timestamp>) -> Result<(), ControlError> {
+    /// Records a token named `name` by its hash (never the token); a
+    /// name taken is a conflict.
+    pub fn add_token(
+        &self,
+        name: &str,
+        hash: &str,
+        role: TokenRole,
+        expires: Option<jiff::Timestamp>,
+    ) -> Result<(), ControlError> {
+        if crate::validate_machine_name(name).is_err() {
+            return Err(ControlError::Refused(format!(
+                "token name {name:?} is not allowed: use 1 to 48 letters, digits, '.', '_' or '-'"
+            )));
+        }
+        let inserted = self
+            .connection
+            .execute(
+                "INSERT OR IGNORE INTO tokens (name, hash, role, expires, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, hash, role.name(), expires.map(|t| t.to_string()), jiff::Timestamp::now().to_string()],
+            )
+            .map_err(|e| self.error(e))?;
+        if inserted == 0 {
+            return Err(ControlError::Conflict(format!(
+                "a token named '{name}' already exists; choose another name or revoke it first (standby token revoke \
+                 {name})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The token whose hash is `hash`, `None` when unknown (or revoked).
+    pub fn token(&self, hash: &str) -> Result<Option<KnownToken>, ControlError> {
+        let row: Option<(String, String, Option<String>)> = self
+            .connection
+            .query_row("SELECT name, role, expires FROM tokens WHERE hash = ?1", [hash], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+            .map_err(|e| self.error(e))?;
+        let Some((name, role, expires)) = row else { return Ok(None) };
+        let (role, expires) = token_fields(&role, expires.as_deref())?;
+        Ok(Some(KnownToken { name, role, expires }))
+    }
+
+    /// Every token, by name (never a secret nor a hash).
+    pub fn tokens(&self) -> Result<Vec<standby_api::TokenView>, ControlError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name, role, created, expires FROM tokens ORDER BY name")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get(2)?, row.get::<_, Option<String>>(3)?))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut tokens = Vec::new();
+        for row in rows {
+            let (name, role, created, expires) = row.map_err(|e| self.error(e))?;
+            let (role, _) = token_fields(&role, expires.as_deref())?;
+            tokens.push(standby_api::TokenView { name, role, created, expires });
+        }
+        Ok(tokens)
+    }
+
+    /// Forgets the token named `name`: it opens nothing from now on.
+    pub fn revoke_token(&self, name: &str) -> Result<(), ControlError> {
+        let deleted =
+            self.connection.execute("DELETE FROM tokens WHERE name = ?1", [name]).map_err(|e| self.error(e))?;
+        if deleted == 0 {
+            return Err(ControlError::NotFound(format!("no token named '{name}' (standby token list shows them)")));
+        }
+        Ok(())
+    }
+
+    /// Records a request that acts, before it runs; [`State::audit_answered`]
+    /// adds its answer.
+    pub fn audit_asked(
+        &self,
+        actor: &str,
+        method: &str,
+        path: &str,
+        request: Option<&str>,
+    ) -> Result<i64, ControlError> {
         self.connection
             .execute(
-                "INSERT INTO tokens (hash, role, expires, created) VALUES (?1, ?2, ?3, ?4)",
-                params![hash, role.name(), expires.map(|t| t.to_string()), jiff::Timestamp::now().to_string()],
+                "INSERT INTO audit (at, actor, method, path, request) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![jiff::Timestamp::now().to_string(), actor, method, path, request],
             )
+            .map_err(|e| self.error(e))?;
+        Ok(self.connection.last_insert_rowid())
+    }
+
+    pub fn audit_answered(
+        &self,
+        id: i64,
+        status: u16,
+        code: Option<standby_api::ErrorCode>,
+    ) -> Result<(), ControlError> {
+        let code = code.map(|code| serde_json::to_value(code).expect("codes serialise"));
+        let code = code.as_ref().and_then(|code| code.as_str());
+        self.connection
+            .execute("UPDATE audit SET status = ?2, code = ?3 WHERE id = ?1", params![id, status, code])
             .map_err(|e| self.error(e))?;
         Ok(())
     }
 
-    /// The token whose hash is `hash`, `None` when unknown.
-    pub fn token(&self, hash: &str) -> Result<Option<KnownToken>, ControlError> {
-        let row: Option<(String, Option<String>)> = self
+    /// The newest `limit` entries of the audit log, oldest first.
+    pub fn audit(&self, limit: u32) -> Result<Vec<standby_api::AuditEntry>, ControlError> {
+        let mut statement = self
             .connection
-            .query_row("SELECT role, expires FROM tokens WHERE hash = ?1", [hash], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()
+            .prepare(
+                "SELECT * FROM (SELECT id, at, actor, method, path, request, status, code FROM audit \
+                 ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            )
             .map_err(|e| self.error(e))?;
-        let Some((role, expires)) = row else { return Ok(None) };
-        let unreadable = |what: &str| ControlError::Failed(format!("the state holds a token with {what}"));
-        let role = TokenRole::parse(&role).ok_or_else(|| unreadable(&format!("the role '{role}'")))?;
-        let expires = match expires {
-            Some(text) => Some(text.parse().map_err(|_| unreadable(&format!("the expiry '{text}'")))?),
-            None => None,
-        };
-        Ok(Some(KnownToken { role, expires }))
+        let rows = statement
+            .query_map([limit], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, Option<u16>>(6)?,
+                    row.get::<_, Option<String>>(7)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let (id, at, actor, method, path, request, status, code) = row.map_err(|e| self.error(e))?;
+            let request = request.map(|text| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)));
+            let code = match code {
+                Some(code) => Some(serde_json::from_value(serde_json::Value::String(code.clone())).map_err(|_| {
+                    ControlError::Failed(format!("the state's audit log holds an unknown error code '{code}'"))
+                })?),
+                None => None,
+            };
+            entries.push(standby_api::AuditEntry { id, at, actor, method, path, request, status, code });
+        }
+        Ok(entries)
     }
 
     /// Records the host of `site`; a site that has one already is a conflict.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Command, UnknownName, COMMANDS};
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Running,
@@ -56,7 +56,7 @@ impl std::str::FromStr for JobState {
 }
 
 /// Where one step of a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StepState {
     Pending,
@@ -138,6 +138,22 @@ impl Serialize for JobKind {
     }
 }
 
+impl utoipa::PartialSchema for JobKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = [JobKind::MachineStart, JobKind::MachineStop, JobKind::OwedStart]
+            .into_iter()
+            .chain(COMMANDS.map(JobKind::Lifecycle))
+            .map(JobKind::name);
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .description(Some("What a job does: the command an operator types"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JobKind {}
+
 impl<'de> Deserialize<'de> for JobKind {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<JobKind, D::Error> {
         let name = String::deserialize(deserializer)?;
@@ -146,7 +162,7 @@ impl<'de> Deserialize<'de> for JobKind {
 }
 
 /// How a job came to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobOrigin {
     /// Asked for (the CLI, the API).
@@ -219,7 +235,7 @@ mod tests {
 
 /// What a job acts on: one machine, or a replication group or a recovery
 /// plan, whose job claims all their machines at once.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", content = "name", rename_all = "lowercase")]
 pub enum Subject {
     Machine(String),

@@ -30,7 +30,7 @@ mod site;
 
 pub use site::{Instance, Site, INSTANCES, SITES};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     Unprotected,

@@ -9,7 +9,7 @@ use crate::UnknownName;
 
 /// One of a machine's two sites. Which host or folder a site is belongs to
 /// the deployment's configuration; the lifecycle only knows there are two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Site {
     Primary,
@@ -57,7 +57,7 @@ impl std::str::FromStr for Site {
 /// A copy of a machine that can run: at its primary site, at its recovery
 /// site, or a drill copy (test failover), which runs at the site that holds
 /// the machine's replica, isolated from production networks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Instance {
     Primary,

@@ -17,7 +17,14 @@
 //! ca.key     its private key (the control plane's host only)
 //! host.pem   this host's certificate, signed by the CA
 //! host.key   its private key
+//! api.pem    the operators' listener's certificate (`standby serve --listen`),
+//!            signed by the CA, made anew at each start for the address served
+//! api.key    its private key
 //! ```
+//!
+//! An embedded deployment has no hosts' certificates: its `tls/` holds the
+//! CA and the API's certificate, made when it first serves operators or
+//! makes a token.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +44,8 @@ pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
 pub const HOST_CERT: &str = "host.pem";
 pub const HOST_KEY: &str = "host.key";
+pub const API_CERT: &str = "api.pem";
+pub const API_KEY: &str = "api.key";
 
 /// How long a host's certificate is valid.
 const HOST_VALIDITY: time::Duration = time::Duration::days(5 * 365);
@@ -116,6 +125,37 @@ impl Authority {
     }
 }
 
+impl Authority {
+    /// The certificate of the operators' listener of the control plane
+    /// running `site`, listening at `listen`: it names the site's host (the
+    /// name the CLI asks for), `localhost`, and the address (every loopback
+    /// address for a wildcard), so that a browser trusting the CA reaches it
+    /// by address.
+    pub fn issue_api(&self, site: &str, listen: std::net::SocketAddr) -> Result<HostCertificate, LinkError> {
+        let mut params = CertificateParams::new(vec![host_name(site), "localhost".into()])
+            .map_err(|e| LinkError::Tls(format!("'{site}' cannot name a host: {e}")))?;
+        let addresses = if listen.ip().is_unspecified() {
+            vec![std::net::Ipv4Addr::LOCALHOST.into(), std::net::Ipv6Addr::LOCALHOST.into()]
+        } else {
+            vec![listen.ip()]
+        };
+        params.subject_alt_names.extend(addresses.into_iter().map(rcgen::SanType::IpAddress));
+        params.distinguished_name.push(DnType::CommonName, format!("Standby API at {listen}"));
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        // Browsers refuse server certificates valid for more than 398 days.
+        params.not_after = now + time::Duration::days(397);
+        let key = KeyPair::generate().map_err(|e| LinkError::Tls(format!("making the API's key: {e}")))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| LinkError::Tls(format!("signing the API's certificate: {e}")))?;
+        Ok(HostCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
 /// A host's certificate and private key, PEM.
 pub struct HostCertificate {
     pub cert_pem: String,
@@ -127,6 +167,18 @@ impl HostCertificate {
     pub fn write(&self, dir: &Path) -> Result<(), LinkError> {
         write_new(&dir.join(HOST_CERT), &self.cert_pem)?;
         write_new(&dir.join(HOST_KEY), &self.key_pem)
+    }
+
+    /// Writes them into `dir` as the API's, replacing the last ones.
+    pub fn write_api(&self, dir: &Path) -> Result<(), LinkError> {
+        for (name, text) in [(API_KEY, &self.key_pem), (API_CERT, &self.cert_pem)] {
+            let (path, next) = (dir.join(name), dir.join(format!("{name}.new")));
+            let _ = std::fs::remove_file(&next);
+            write_new(&next, text)?;
+            std::fs::rename(&next, &path)
+                .map_err(|e| LinkError::Tls(format!("cannot write {}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 }
 
@@ -150,10 +202,19 @@ impl std::fmt::Debug for Identity {
 impl Identity {
     /// The identity kept in `dir` (a host's `tls/`).
     pub fn load(dir: &Path) -> Result<Identity, LinkError> {
+        Identity::load_as(dir, HOST_CERT, HOST_KEY)
+    }
+
+    /// The operators' listener's identity kept in `dir`.
+    pub fn load_api(dir: &Path) -> Result<Identity, LinkError> {
+        Identity::load_as(dir, API_CERT, API_KEY)
+    }
+
+    fn load_as(dir: &Path, cert: &str, key: &str) -> Result<Identity, LinkError> {
         let roots = Arc::new(trust(&read(&dir.join(CA_CERT))?, &dir.join(CA_CERT))?);
-        let cert_path = dir.join(HOST_CERT);
+        let cert_path = dir.join(cert);
         let chain = certificates(&read(&cert_path)?, &cert_path)?;
-        let key_path = dir.join(HOST_KEY);
+        let key_path = dir.join(key);
         let key = PrivateKeyDer::from_pem_slice(read(&key_path)?.as_bytes())
             .map_err(|e| LinkError::Tls(format!("{} holds no private key: {e}", key_path.display())))?;
         Ok(Identity { roots, chain, key: Arc::new(key), dir: dir.to_path_buf() })
@@ -169,6 +230,17 @@ impl Identity {
             .map_err(|e| LinkError::Tls(format!("client verifier: {e}")))?;
         let mut config = rustls::ServerConfig::builder()
             .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| LinkError::Tls(format!("{}: {e}", self.dir.display())))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// The server side of the operators' listener: its certificate, no
+    /// client certificate asked for (browsers would offer one).
+    pub fn api_server_config(&self) -> Result<Arc<rustls::ServerConfig>, LinkError> {
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| LinkError::Tls(format!("{}: {e}", self.dir.display())))?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

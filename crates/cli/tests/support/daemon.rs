@@ -41,9 +41,15 @@ impl Daemon {
 
     /// `command` (the `standby` binary, or what runs it) with `serve --home
     /// HOME` added; waits until it serves.
-    pub fn start_command(home: &Path, mut command: std::process::Command) -> Daemon {
+    pub fn start_command(home: &Path, command: std::process::Command) -> Daemon {
+        Daemon::start_serving(home, command, &[])
+    }
+
+    /// [`Daemon::start_command`] with `serve`'s flags `flags` (as `--listen ADDR`).
+    pub fn start_serving(home: &Path, mut command: std::process::Command, flags: &[&str]) -> Daemon {
         let child = command
             .args(["serve", "--home", path(home)])
+            .args(flags)
             .env("STANDBY_ACCEL", "tcg")
             .spawn()
             .expect("standby serve starts");

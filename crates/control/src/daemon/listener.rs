@@ -29,10 +29,10 @@ use crate::state::TokenRole;
 const LIMITS_RELOAD: Duration = Duration::from_secs(2);
 
 /// What the control plane's host serves beside its vault: the join of the
-/// other site's host, and the API to operators' admin tokens.
+/// other site's host, and the API to operators' tokens.
 pub(super) fn control_routes(deployment: &Deployment, api: Router) -> Router {
-    let operators = axum::middleware::from_fn_with_state(deployment.home.clone(), operators_only);
-    Router::new().route(JOIN, post(join)).with_state(deployment.home.clone()).merge(api.layer(operators))
+    let api = super::access::with_tokens(api, deployment.home.clone());
+    Router::new().route(JOIN, post(join)).with_state(deployment.home.clone()).merge(api)
 }
 
 /// Binds the listener of `host` (before the daemon says it serves, so a
@@ -103,55 +103,9 @@ fn refused(status: StatusCode, code: &'static str, message: String) -> Refused {
     Refused(status, code, message)
 }
 
-/// The API over the network: for operators showing an admin token only.
-async fn operators_only(
-    AxumState(home): AxumState<PathBuf>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let bearer = bearer_of(&request);
-    let checked = tokio::task::spawn_blocking(move || check_operator(&home, bearer.as_deref())).await;
-    match checked {
-        Ok(Ok(())) => next.run(request).await,
-        Ok(Err(message)) => {
-            let body = standby_api::ErrorBody::new(standby_api::ErrorCode::Unauthenticated, message);
-            standby_link::server::refuse_after_body(request, (StatusCode::UNAUTHORIZED, Json(body)).into_response())
-                .await
-        }
-        Err(_) => {
-            refused(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the token check failed".into()).into_response()
-        }
-    }
-}
-
-fn bearer_of(request: &Request) -> Option<String> {
-    request
-        .headers()
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_string)
-}
-
-/// Whether `bearer` is an operator's token of this deployment, still valid;
-/// otherwise why not.
-fn check_operator(home: &Path, bearer: Option<&str>) -> Result<(), String> {
-    let bearer = bearer.ok_or("the control plane answers operators with a token only: pass --token-file FILE")?;
-    let token = Token::parse(bearer).map_err(|e| format!("the token: {e}"))?;
-    let state = crate::state::State::open(&home.join(crate::deployment::STATE_FILE)).map_err(|e| e.to_string())?;
-    match state.token(&token.hash()).map_err(|e| e.to_string())? {
-        None => Err("the token is not one of this deployment's".into()),
-        Some(known) if known.role != TokenRole::Admin => Err("that token is not an operator's token".into()),
-        Some(known) if known.expires.is_some_and(|at| at < jiff::Timestamp::now()) => {
-            Err(format!("the token expired at {}", known.expires.expect("checked")))
-        }
-        Some(_) => Ok(()),
-    }
-}
-
 /// `POST /v1/join`: a host shows a join token and is admitted for its site.
 async fn join(AxumState(home): AxumState<PathBuf>, request: Request) -> Response {
-    let bearer = bearer_of(&request);
+    let bearer = super::access::bearer_of(&request);
     let body = match axum::body::to_bytes(request.into_body(), 64 << 10).await {
         Ok(body) => body,
         Err(e) => {
