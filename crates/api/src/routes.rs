@@ -40,6 +40,8 @@ pub const POLICIES: &str = "/v1/policies";
 pub const SITES: &str = "/v1/sites";
 pub const TOKENS: &str = "/v1/tokens";
 pub const AUDIT: &str = "/v1/audit";
+/// Prometheus' metrics (OpenMetrics text).
+pub const METRICS: &str = "/metrics";
 /// The OpenAPI document of every route.
 pub const OPENAPI: &str = "/api/openapi.json";
 

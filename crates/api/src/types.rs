@@ -354,6 +354,9 @@ pub struct MachineStatus {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiskStatus {
     pub disk: String,
+    /// The disk's part of the machine's RPO, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<f64>,
     /// Its splitter's own report, while it runs.
     pub splitter: Option<SplitterStatus>,
     /// The newest restorable moment (RFC 3339).
@@ -398,6 +401,25 @@ pub struct SplitterStatus {
     /// The last of them.
     #[serde(default)]
     pub last_io_error: Option<String>,
+    /// Failed attempts to open the vault or store a segment in it since
+    /// the splitter started (each retried).
+    #[serde(default)]
+    pub vault_errors: u64,
+    /// How long the guest's writes took.
+    #[serde(default)]
+    pub write_latency: LatencyHistogram,
+}
+
+/// A histogram of durations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct LatencyHistogram {
+    /// Each bucket's upper bound in seconds, the +Inf one left out.
+    pub bounds_seconds: Vec<f64>,
+    /// How many fell in each bucket (not cumulative), the +Inf one last.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
 }
 
 /// How much of a disk running from a failover point is local.

@@ -235,6 +235,10 @@ pub enum Command {
         /// `standby token create`.
         #[arg(long, value_name = "ADDR")]
         listen: Option<String>,
+        /// Also serve Prometheus' metrics (/metrics) over TLS at ADDR, without a token (they are on --listen
+        /// too, with one).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Operators' API tokens: create (the secret is shown once, in a token file), list, revoke.
     #[command(subcommand)]

@@ -58,7 +58,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         }
         Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Policy(command) => crate::lifecycle::policy(command),
-        Command::Serve { home, listen } => crate::lifecycle::serve(&home, listen),
+        Command::Serve { home, listen, metrics_listen } => crate::lifecycle::serve(&home, listen, metrics_listen),
         Command::Token(command) => crate::lifecycle::token(command),
         Command::Audit { limit, home, json } => crate::lifecycle::audit(limit, &home, json),
         Command::Jobs { id, watch, home, json } => crate::lifecycle::jobs(id, watch, &home, json),

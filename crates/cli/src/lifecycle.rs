@@ -154,12 +154,12 @@ fn open(home: &HomeArguments) -> anyhow::Result<Deployment> {
     Ok(Deployment::open(&Deployment::locate(home.home.as_deref()))?)
 }
 
-pub fn serve(home: &HomeArguments, listen: Option<String>) -> anyhow::Result<u8> {
+pub fn serve(home: &HomeArguments, listen: Option<String>, metrics_listen: Option<String>) -> anyhow::Result<u8> {
     if home.control.is_some() {
         return Err(crate::bad_input("serve runs this host's own deployment (--home); --control is for commands"));
     }
     let exe = std::env::current_exe()?;
-    let serving = standby_control::daemon::Serving { listen };
+    let serving = standby_control::daemon::Serving { listen, metrics_listen };
     standby_control::daemon::serve(&Deployment::locate(home.home.as_deref()), &exe, &serving)?;
     Ok(0)
 }

@@ -269,3 +269,142 @@ fn only_its_user_reads(file: &Path) {
     let mode = std::os::unix::fs::PermissionsExt::mode(&file.metadata().unwrap().permissions());
     assert_eq!(mode & 0o077, 0, "{} is {mode:o}", file.display());
 }
+
+/// One sample of a scrape, as Prometheus' own parser read it.
+#[derive(Debug, serde::Deserialize)]
+struct Sample {
+    name: String,
+    labels: std::collections::BTreeMap<String, String>,
+    value: f64,
+}
+
+/// `text` through prometheus_client's OpenMetrics parser (PyPI).
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    use std::io::Write;
+    let python = standby_testkit::workspace_root().join("target/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/metrics.py");
+    let mut child = Command::new("python3")
+        .env("PYTHONPATH", &python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the parser refused the metrics: {}\n{text}", stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The value of `name` whose labels include `labels`.
+fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|sample| {
+            sample.name == name
+                && labels.iter().all(|(key, value)| sample.labels.get(*key).map(String::as_str) == Some(value))
+        })
+        .map(|sample| sample.value)
+}
+
+/// `/metrics` while a guest replicates into a vault (Azurite) that then
+/// stops: read by Prometheus' own parser, the disk's RPO rises during the
+/// outage, the vault's errors are counted, and the RPO falls once the vault
+/// is back. The same text is on the operators' listener for tokens only,
+/// and on `--metrics-listen` for anyone.
+#[test]
+fn metrics_follow_replication_through_a_vault_outage() {
+    let mut azurite = standby_testkit::Azurite::start();
+    azurite.create_container("standby");
+    let environment = azurite.environment();
+    let run = |arguments: &[&str]| support::run_with(arguments, &environment);
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("d");
+    let h = path(&home);
+    run(&["init", h]).ok();
+    support::edit_config(&home, |config| config.replace("\"sites/recovery/vault\"", "\"az://standby/vault\""));
+    run(&["vault", "init", "az://standby/vault", "--key-file", path(&home.join("keys/recovery.key"))]).ok();
+    support::daemon::add_guest_machine(&home, "web", &support::daemon::test_workload());
+    let (api, metrics) = (standby_testkit::free_port(), standby_testkit::free_port());
+    let (api, metrics) = (format!("127.0.0.1:{api}"), format!("127.0.0.1:{metrics}"));
+    let mut command = standby_command();
+    command.envs(environment.iter().map(|(key, value)| (key, value)));
+    let _daemon = Daemon::start_serving(&home, command, &["--listen", &api, "--metrics-listen", &metrics]);
+    run(&["machine", "start", "web", "--home", h]).ok();
+    support::daemon::wait_for(&support::daemon::console_of(&home, "web"), "standby-guest: record 3\n");
+    run(&["protect", "web", "--home", h]).ok();
+
+    let ca = home.join("tls/ca.pem");
+    let scrape = || {
+        let output = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert", path(&ca), &format!("https://{metrics}/metrics")])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "scrape: {}", stderr(&output));
+        let text = String::from_utf8(output.stdout).unwrap();
+        (parse_metrics(&text), text)
+    };
+    let disk = [("machine", "web"), ("disk", "web.disk0")];
+    let rpo = |samples: &[Sample]| value_of(samples, "standby_rpo_seconds", &disk).expect("the disk's RPO");
+    let wait_for = |what: &str, done: &dyn Fn(&[Sample]) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let (samples, text) = scrape();
+            if done(&samples) {
+                return samples;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what} never came:\n{text}");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    };
+
+    // Replicating: a small RPO, bytes stored, writes timed, the job counted.
+    let steady = wait_for("a steady RPO", &|samples| rpo(samples) < 5.0);
+    assert_eq!(value_of(&steady, "standby_machine_state", &[("machine", "web"), ("state", "protected")]), Some(1.0));
+    assert_eq!(value_of(&steady, "standby_machine_health", &[("machine", "web"), ("health", "healthy")]), Some(1.0));
+    assert!(value_of(&steady, "standby_replicated_bytes_total", &disk).unwrap() > 0.0);
+    assert!(value_of(&steady, "standby_splitter_write_latency_seconds_count", &disk).unwrap() > 0.0);
+    assert_eq!(value_of(&steady, "standby_site_reachable", &[("site", "recovery")]), Some(1.0));
+    assert_eq!(value_of(&steady, "standby_jobs_total", &[("kind", "protect"), ("result", "succeeded")]), Some(1.0));
+    assert_eq!(value_of(&steady, "standby_vault_errors_total", &disk), Some(0.0));
+
+    // The vault stops: the RPO rises past 10 s, errors are counted.
+    azurite.stop();
+    let outage = wait_for("a rising RPO", &|samples| {
+        rpo(samples) > 10.0 && value_of(samples, "standby_vault_errors_total", &disk).unwrap_or(0.0) > 0.0
+    });
+    assert_eq!(value_of(&outage, "standby_machine_health", &[("machine", "web"), ("health", "healthy")]), None);
+    // Back: the RPO falls again.
+    azurite.restart();
+    let back = wait_for("a falling RPO", &|samples| rpo(samples) < 5.0);
+    assert!(rpo(&back) < rpo(&outage), "{} then {}", rpo(&outage), rpo(&back));
+
+    // On the operators' listener: the same families, for a token only.
+    let (status, body) = {
+        let output = Command::new("curl")
+            .args(["-sS", "--cacert", path(&ca), "-w", "\n%{http_code}", &format!("https://{api}/metrics")])
+            .output()
+            .unwrap();
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap().to_owned();
+        (status.to_string(), body.to_string())
+    };
+    assert_eq!(status, "401", "{body}");
+    let token = home.parent().unwrap().join("scraper.token");
+    run(&["token", "create", "scraper", "--read-only", "--file", path(&token), "--home", h]).ok();
+    let secret: Value = serde_json::from_str(&std::fs::read_to_string(&token).unwrap()).unwrap();
+    let output = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert", path(&ca), &format!("https://{api}/metrics")])
+        .args(["-H", &format!("Authorization: Bearer {}", secret["token"].as_str().unwrap())])
+        .output()
+        .unwrap();
+    let samples = parse_metrics(&String::from_utf8(output.stdout).unwrap());
+    assert!(value_of(&samples, "standby_rpo_seconds", &disk).is_some());
+    // Nothing else on the metrics listener.
+    let other = Command::new("curl")
+        .args(["-sS", "--cacert", path(&ca), "-w", "\n%{http_code}", &format!("https://{metrics}/v1/status")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&other.stdout).ends_with("\n404"), "{other:?}");
+}

@@ -488,12 +488,15 @@ fn differing(a: &[u8], b: &[u8], block: usize) -> u64 {
     blocks.filter(|(a, b)| a != b).map(|(a, _)| a.len() as u64).sum()
 }
 
+/// The largest catch-up each disk had, and whether each grew.
+type CatchUpSeen = (Vec<u64>, Vec<bool>);
+
 /// Samples the splitters' reports every 300 ms on a thread until the
 /// returned flag is set; the thread returns the largest `catch_up_bytes`
 /// each disk had, and for each disk whether it grew between two samples.
 fn watch_catch_up(
     deployment: &Deployment,
-) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<(Vec<u64>, Vec<bool>)>) {
+) -> (std::sync::Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<CatchUpSeen>) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let done = std::sync::Arc::new(AtomicBool::new(false));
     let home = deployment.hosts.home(deployment.control_site);

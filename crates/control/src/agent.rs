@@ -273,6 +273,13 @@ mod tests {
             error: Some("vault failing".into()),
             io_errors: 6,
             last_io_error: Some("a read of the image at byte 0: Input/output error".into()),
+            vault_errors: 7,
+            write_latency: standby_splitter::LatencyHistogram {
+                bounds_seconds: vec![0.001, 0.01],
+                counts: vec![1, 2, 3],
+                sum_seconds: 0.5,
+                count: 6,
+            },
         };
         let sent = serde_json::to_value(&status).unwrap();
         let read: standby_api::SplitterStatus = serde_json::from_value(sent.clone()).unwrap();

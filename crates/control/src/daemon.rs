@@ -33,6 +33,7 @@ mod files;
 mod host_service;
 mod http;
 mod listener;
+mod metrics;
 mod operators;
 mod protection;
 mod reprotect;
@@ -308,12 +309,19 @@ impl Daemon {
 pub struct Serving {
     /// The operators' listener: the API over TLS (`--listen ADDR`).
     pub listen: Option<String>,
+    /// `/metrics` alone over TLS, without a token (`--metrics-listen ADDR`).
+    pub metrics_listen: Option<String>,
 }
 
 /// Runs the daemon for the deployment at `home` until SIGINT or SIGTERM.
 /// `exe` is this binary (for the KVM probe child).
 pub fn serve(home: &Path, exe: &Path, serving: &Serving) -> Result<(), ControlError> {
-    let listen = serving.listen.as_deref().map(operators::listen_address).transpose()?;
+    let listen = serving.listen.as_deref().map(|text| operators::listen_address("--listen", text)).transpose()?;
+    let metrics_listen = serving
+        .metrics_listen
+        .as_deref()
+        .map(|text| operators::listen_address("--metrics-listen", text))
+        .transpose()?;
     let deployment = Deployment::open(home)?;
     let run = deployment.run_dir();
     std::fs::create_dir_all(&run).map_err(|e| ControlError::io(&run, e))?;
@@ -332,7 +340,7 @@ pub fn serve(home: &Path, exe: &Path, serving: &Serving) -> Result<(), ControlEr
         // other host with this host's identity (set before any thread).
         std::env::set_var(standby_link::remote::TLS_DIR_ENV, deployment.home.join(standby_link::identity::TLS_DIR));
         if host.control.is_some() {
-            if let Some(listen) = listen {
+            if let Some(listen) = listen.or(metrics_listen) {
                 return Err(ControlError::Refused(format!(
                     "--listen {listen}: this host runs the {} site's agent; operators reach the control plane's host",
                     host.site
@@ -368,7 +376,13 @@ pub fn serve(home: &Path, exe: &Path, serving: &Serving) -> Result<(), ControlEr
             tokio::spawn(serving);
         }
         if let Some(listen) = listen {
-            let serving = operators::bind(&deployment, listen, http::routes(daemon.clone())).await?;
+            let api = access::with_tokens(http::routes(daemon.clone()), deployment.home.clone());
+            let serving = operators::bind(&deployment, operators::Listener::Api, listen, api).await?;
+            tokio::spawn(serving);
+        }
+        if let Some(listen) = metrics_listen {
+            let metrics = http::metrics_routes(daemon.clone());
+            let serving = operators::bind(&deployment, operators::Listener::Metrics, listen, metrics).await?;
             tokio::spawn(serving);
         }
         http::serve_http(daemon.clone(), &socket).await

@@ -892,6 +892,18 @@ impl State {
         Ok(())
     }
 
+    /// How many jobs there are of each kind in each state, as `(kind,
+    /// state, count)`.
+    pub fn job_counts(&self) -> Result<Vec<(String, String, u64)>, ControlError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT COALESCE(kind, command), state, COUNT(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2")
+            .map_err(|e| self.error(e))?;
+        let rows =
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
     /// Records a request that acts, before it runs; [`State::audit_answered`]
     /// adds its answer.
     pub fn audit_asked(

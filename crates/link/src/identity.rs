@@ -20,6 +20,7 @@
 //! api.pem    the operators' listener's certificate (`standby serve --listen`),
 //!            signed by the CA, made anew at each start for the address served
 //! api.key    its private key
+//! metrics.pem, metrics.key  the same for `--metrics-listen`
 //! ```
 //!
 //! An embedded deployment has no hosts' certificates: its `tls/` holds the
@@ -44,8 +45,6 @@ pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
 pub const HOST_CERT: &str = "host.pem";
 pub const HOST_KEY: &str = "host.key";
-pub const API_CERT: &str = "api.pem";
-pub const API_KEY: &str = "api.key";
 
 /// How long a host's certificate is valid.
 const HOST_VALIDITY: time::Duration = time::Duration::days(5 * 365);
@@ -169,9 +168,11 @@ impl HostCertificate {
         write_new(&dir.join(HOST_KEY), &self.key_pem)
     }
 
-    /// Writes them into `dir` as the API's, replacing the last ones.
-    pub fn write_api(&self, dir: &Path) -> Result<(), LinkError> {
-        for (name, text) in [(API_KEY, &self.key_pem), (API_CERT, &self.cert_pem)] {
+    /// Writes them into `dir` as `NAME.pem` and `NAME.key` (the API's:
+    /// `api`), replacing the last ones.
+    pub fn write_listener(&self, dir: &Path, name: &str) -> Result<(), LinkError> {
+        let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
+        for (name, text) in [(key.as_str(), &self.key_pem), (cert.as_str(), &self.cert_pem)] {
             let (path, next) = (dir.join(name), dir.join(format!("{name}.new")));
             let _ = std::fs::remove_file(&next);
             write_new(&next, text)?;
@@ -205,9 +206,9 @@ impl Identity {
         Identity::load_as(dir, HOST_CERT, HOST_KEY)
     }
 
-    /// The operators' listener's identity kept in `dir`.
-    pub fn load_api(dir: &Path) -> Result<Identity, LinkError> {
-        Identity::load_as(dir, API_CERT, API_KEY)
+    /// The identity of the listener `name` (`api`, …) kept in `dir`.
+    pub fn load_listener(dir: &Path, name: &str) -> Result<Identity, LinkError> {
+        Identity::load_as(dir, &format!("{name}.pem"), &format!("{name}.key"))
     }
 
     fn load_as(dir: &Path, cert: &str, key: &str) -> Result<Identity, LinkError> {

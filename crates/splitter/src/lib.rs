@@ -30,7 +30,7 @@ mod faults;
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -153,6 +153,55 @@ pub struct Status {
     pub io_errors: u64,
     /// The last of them.
     pub last_io_error: Option<String>,
+    /// Failed attempts to open the vault or store a segment in it since
+    /// the start (each retried).
+    pub vault_errors: u64,
+    /// How long the guest's writes took, from the request to the answer
+    /// (the image and the journal's queue; the vault is not waited for).
+    pub write_latency: LatencyHistogram,
+}
+
+/// Upper bounds, in seconds, of the write latency histogram's buckets
+/// (a last one, +Inf, holds the rest).
+pub const WRITE_LATENCY_BOUNDS: [f64; 12] =
+    [0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// A histogram as `status` reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LatencyHistogram {
+    /// Each bucket's upper bound in seconds, the +Inf one left out.
+    pub bounds_seconds: Vec<f64>,
+    /// How many fell in each bucket (not cumulative), the +Inf one last.
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+/// The write latency histogram as writes fill it (no lock on the write path).
+#[derive(Default)]
+struct WriteLatency {
+    buckets: [AtomicU64; WRITE_LATENCY_BOUNDS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl WriteLatency {
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket =
+            WRITE_LATENCY_BOUNDS.iter().position(|bound| seconds <= *bound).unwrap_or(WRITE_LATENCY_BOUNDS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(took.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    fn histogram(&self) -> LatencyHistogram {
+        let counts: Vec<u64> = self.buckets.iter().map(|bucket| bucket.load(Ordering::Relaxed)).collect();
+        LatencyHistogram {
+            bounds_seconds: WRITE_LATENCY_BOUNDS.to_vec(),
+            count: counts.iter().sum(),
+            counts,
+            sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
 }
 
 struct Shared {
@@ -169,6 +218,7 @@ struct Shared {
     spare_buffers: Mutex<Vec<Vec<u8>>>,
     /// When the guest last changed the disk (µs since the epoch).
     guest_changed_micros: AtomicI64,
+    write_latency: WriteLatency,
 }
 
 /// Spare catch-up buffers kept (each one region).
@@ -319,20 +369,8 @@ struct SplitterExport {
     shared: Arc<Shared>,
 }
 
-impl Export for SplitterExport {
-    fn size(&self) -> u64 {
-        self.shared.image.size()
-    }
-
-    fn read(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
-        self.shared.read_image(offset, buffer)
-    }
-
-    fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
-        self.write_owned(offset, data.to_vec(), fua)
-    }
-
-    fn write_owned(&self, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()> {
+impl SplitterExport {
+    fn write_timed(&self, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()> {
         let length = data.len() as u64;
         let entry = Entry::Write { offset, data, time: now_micros() };
         let image = &self.shared.image;
@@ -349,7 +387,7 @@ impl Export for SplitterExport {
         Ok(())
     }
 
-    fn write_zeroes(&self, offset: u64, length: u64, may_trim: bool, fua: bool) -> io::Result<()> {
+    fn write_zeroes_timed(&self, offset: u64, length: u64, may_trim: bool, fua: bool) -> io::Result<()> {
         let entry = Entry::Zero { offset, length, time: now_micros() };
         let image = &self.shared.image;
         self.shared.change(offset, length, |_| image.write_zeroes(offset, length, may_trim, false), entry)?;
@@ -357,6 +395,34 @@ impl Export for SplitterExport {
             self.shared.image.flush()?;
         }
         Ok(())
+    }
+}
+
+impl Export for SplitterExport {
+    fn size(&self) -> u64 {
+        self.shared.image.size()
+    }
+
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        self.shared.read_image(offset, buffer)
+    }
+
+    fn write(&self, offset: u64, data: &[u8], fua: bool) -> io::Result<()> {
+        self.write_owned(offset, data.to_vec(), fua)
+    }
+
+    fn write_owned(&self, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()> {
+        let began = Instant::now();
+        let written = self.write_timed(offset, data, fua);
+        self.shared.write_latency.observe(began.elapsed());
+        written
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, may_trim: bool, fua: bool) -> io::Result<()> {
+        let began = Instant::now();
+        let written = self.write_zeroes_timed(offset, length, may_trim, fua);
+        self.shared.write_latency.observe(began.elapsed());
+        written
     }
 
     fn trim(&self, offset: u64, length: u64, fua: bool) -> io::Result<()> {
@@ -457,6 +523,7 @@ impl Splitter {
             options,
             spare_buffers: Mutex::default(),
             guest_changed_micros: AtomicI64::new(0),
+            write_latency: WriteLatency::default(),
         });
         let listener = standby_nbd::server::bind_unix(socket).map_err(|source| VaultError::Io {
             operation: "listen on",
@@ -538,6 +605,7 @@ fn status(shared: &Shared) -> Status {
     status.refreshed = queue.exact;
     status.lag_bytes += queue.bytes;
     status.catch_up_bytes = queue.regions.refresh_bytes();
+    status.write_latency = shared.write_latency.histogram();
     if let Some(oldest) = queue.oldest_unsealed {
         status.lag_seconds = (now_micros() - oldest).max(0) as f64 / 1e6;
     }
@@ -641,7 +709,10 @@ fn open_vault(mut open: Box<dyn FnMut() -> Result<Vault, VaultError> + Send>, sh
             }
             Err(e) => {
                 let problem = format!("the vault cannot be opened (trying again every second): {e}");
-                shared.status.lock().unwrap_or_else(|p| p.into_inner()).error = Some(problem);
+                let mut status = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+                status.error = Some(problem);
+                status.vault_errors += 1;
+                drop(status);
                 let queue = shared.lock();
                 if queue.stopping {
                     return None;
@@ -890,7 +961,10 @@ impl Shipper<'_> {
     /// any later segment.
     fn seal_failed(&mut self, shared: &Shared, job: SealJob, error: &VaultError) {
         tracing::warn!("sealing the journal failed, retrying: {error}");
-        shared.status.lock().unwrap_or_else(|p| p.into_inner()).error = Some(error.to_string());
+        let mut status = shared.status.lock().unwrap_or_else(|p| p.into_inner());
+        status.error = Some(error.to_string());
+        status.vault_errors += 1;
+        drop(status);
         self.retry_at = Some(Instant::now() + Duration::from_secs(1));
         self.sealing.as_mut().expect("a segment was being stored").failed = Some(job);
     }

@@ -84,6 +84,7 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         move || std::future::ready(([(axum::http::header::CONTENT_TYPE, "application/json")], document.clone()));
     let api = api
         .route(routes::OPENAPI, get(answer))
+        .route(routes::METRICS, get(metrics))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(daemon.clone());
@@ -174,6 +175,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {
     ApiError(ControlError::NotFound(format!("no route {}; the API's routes are under /v1", uri.path())))
 }
+/// The metrics alone, for `serve --metrics-listen` (no token asked).
+pub(super) fn metrics_routes(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route(routes::METRICS, get(metrics))
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(daemon)
+}
+
+/// `GET /metrics`: OpenMetrics text (`metrics.rs`).
+async fn metrics(AxumState(daemon): Daemon_) -> Response {
+    match tokio::task::spawn_blocking(move || daemon.metrics()).await {
+        Ok(Ok(text)) => ([(axum::http::header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response(),
+        Ok(Err(e)) => ApiError(e).into_response(),
+        Err(e) => ApiError(ControlError::Failed(format!("the metrics' worker failed: {e}"))).into_response(),
+    }
+}
+
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
     let message = format!(
         "{} does not take {method}; the OpenAPI document ({}) lists each route's methods",

@@ -24,32 +24,60 @@ use crate::error::ControlError;
 /// `app` there.
 pub(super) async fn bind(
     deployment: &Deployment,
+    kind: Listener,
     listen: SocketAddr,
     app: Router,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, ControlError> {
     let (authority, site) = crate::host::operators_authority(deployment)?;
     let tls = deployment.home.join(TLS_DIR);
-    authority.issue_api(site.name(), listen).and_then(|made| made.write_api(&tls)).map_err(link)?;
-    let config = Identity::load_api(&tls).and_then(|identity| identity.api_server_config()).map_err(link)?;
+    let name = kind.name();
+    authority.issue_api(site.name(), listen).and_then(|made| made.write_listener(&tls, name)).map_err(link)?;
+    let config = Identity::load_listener(&tls, name).and_then(|identity| identity.api_server_config()).map_err(link)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         ControlError::Refused(format!("--listen {listen}: cannot listen there ({e}); is another daemon serving there?"))
     })?;
     eprintln!(
-        "standby: operators' API at https://{listen} (TLS under the deployment's CA, {})",
+        "standby: {} at https://{listen} (TLS under the deployment's CA, {})",
+        kind.serves(),
         tls.join("ca.pem").display()
     );
-    let app = super::access::with_tokens(app, deployment.home.clone());
     Ok(standby_link::server::serve(listener, config, app, Arc::new(Refusals::default()), std::future::pending()))
+}
+
+/// A listener for operators and their tools.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Listener {
+    /// `--listen`: the API, to tokens.
+    Api,
+    /// `--metrics-listen`: `/metrics` alone, to anyone who reaches it.
+    Metrics,
+}
+
+impl Listener {
+    /// Its certificate's files in `tls/`: `NAME.pem`, `NAME.key`.
+    fn name(self) -> &'static str {
+        match self {
+            Listener::Api => "api",
+            Listener::Metrics => "metrics",
+        }
+    }
+
+    fn serves(self) -> &'static str {
+        match self {
+            Listener::Api => "operators' API",
+            Listener::Metrics => "metrics (no token asked)",
+        }
+    }
 }
 
 /// The address `--listen` names, free now (checked before the daemon
 /// takes over its machines, so that a taken address changes nothing).
-pub fn listen_address(text: &str) -> Result<SocketAddr, ControlError> {
+pub fn listen_address(flag: &str, text: &str) -> Result<SocketAddr, ControlError> {
     let address: SocketAddr = text.parse().map_err(|_| {
-        ControlError::Refused(format!("--listen {text} is not an IP address and port (as 127.0.0.1:7443)"))
+        ControlError::Refused(format!("{flag} {text} is not an IP address and port (as 127.0.0.1:7443)"))
     })?;
     std::net::TcpListener::bind(address).map_err(|e| {
-        ControlError::Refused(format!("--listen {text}: cannot listen there ({e}); is another daemon serving there?"))
+        ControlError::Refused(format!("{flag} {text}: cannot listen there ({e}); is another daemon serving there?"))
     })?;
     Ok(address)
 }

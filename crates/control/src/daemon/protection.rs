@@ -619,6 +619,7 @@ fn disk_status(
     }
     let status = DiskStatus {
         disk: disk.to_string(),
+        rpo_seconds: Some(rpo),
         splitter,
         latest: listing.last_time_micros.map(standby_vault::format_time),
         latest_processed: newest(standby_format::PointKind::CrashConsistent),
@@ -705,6 +706,7 @@ mod tests {
         let point = app.map(|time| BookmarkView { sequence: 1, time: time.to_string(), label: "app".into() });
         DiskStatus {
             disk: name.to_string(),
+            rpo_seconds: None,
             splitter: None,
             latest: None,
             latest_processed: None,
