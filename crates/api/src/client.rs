@@ -216,6 +216,10 @@ impl Client {
         self.delete(&routes::token(name))
     }
 
+    pub fn alerts(&self, all: bool) -> Result<AlertList, ClientError> {
+        self.get(&format!("{}?all={all}", routes::ALERTS))
+    }
+
     pub fn audit(&self, limit: u32) -> Result<AuditList, ClientError> {
         self.get(&format!("{}?limit={limit}", routes::AUDIT))
     }

@@ -25,6 +25,7 @@
 //! POST /v1/tokens                              TokenRequest -> NewToken (admin)
 //! DELETE /v1/tokens/NAME                       -> TokenRevoked (admin)
 //! GET  /v1/audit?limit=N                       AuditList
+//! GET  /v1/alerts?all=BOOL                     AlertList
 //! ```
 //!
 //! Every POST takes a JSON body (`{}` when it has no fields); every answer
@@ -40,6 +41,7 @@ pub const POLICIES: &str = "/v1/policies";
 pub const SITES: &str = "/v1/sites";
 pub const TOKENS: &str = "/v1/tokens";
 pub const AUDIT: &str = "/v1/audit";
+pub const ALERTS: &str = "/v1/alerts";
 /// Prometheus' metrics (OpenMetrics text).
 pub const METRICS: &str = "/metrics";
 /// The OpenAPI document of every route.

@@ -583,3 +583,72 @@ pub struct AuditEntry {
 pub struct AuditList {
     pub entries: Vec<AuditEntry>,
 }
+
+// ---------------------------------------------------------------------------
+// Alerts.
+
+/// What an alert is about (stable names: add, don't rename).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A machine's RPO is over its policy's threshold.
+    RpoOverThreshold,
+    /// A disk has writes to ship and nothing reached the vault for a while.
+    ReplicationStalled,
+    /// A site's host does not answer.
+    SiteUnreachable,
+    /// The last app-consistent point of a machine could only be crash-consistent.
+    AppConsistentFailed,
+    /// A disk's splitter cannot store into its vault.
+    VaultError,
+    /// A machine's last drill (test failover) failed.
+    DrillFailed,
+}
+
+impl AlertKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            AlertKind::RpoOverThreshold => "rpo_over_threshold",
+            AlertKind::ReplicationStalled => "replication_stalled",
+            AlertKind::SiteUnreachable => "site_unreachable",
+            AlertKind::AppConsistentFailed => "app_consistent_failed",
+            AlertKind::VaultError => "vault_error",
+            AlertKind::DrillFailed => "drill_failed",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<AlertKind> {
+        use AlertKind::*;
+        [RpoOverThreshold, ReplicationStalled, SiteUnreachable, AppConsistentFailed, VaultError, DrillFailed]
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
+}
+
+/// An alert the daemon raised, and cleared once its cause was gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Alert {
+    pub id: i64,
+    pub kind: AlertKind,
+    /// What it is about: a machine's name, `machine/disk`, or a site.
+    pub subject: String,
+    pub severity: HealthLevel,
+    /// What is wrong, in one line.
+    pub message: String,
+    pub raised: String,
+    /// When its cause was gone; `None` while it stands.
+    pub cleared: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<Alert>,
+}
+
+/// What the webhook receives: an alert raised or cleared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlertEvent {
+    /// `raised` or `cleared`.
+    pub event: String,
+    pub alert: Alert,
+}

@@ -243,6 +243,17 @@ pub enum Command {
     /// Operators' API tokens: create (the secret is shown once, in a token file), list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Raised alerts: RPO over threshold, replication stalled, a site unreachable, a vault error, an
+    /// app-consistent point or a drill that failed.
+    Alerts {
+        /// With the newest cleared alerts too.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
     /// Who did what: every request that acted, with the token that asked and the answer.
     Audit {
         /// The newest N entries.

@@ -60,6 +60,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Policy(command) => crate::lifecycle::policy(command),
         Command::Serve { home, listen, metrics_listen } => crate::lifecycle::serve(&home, listen, metrics_listen),
         Command::Token(command) => crate::lifecycle::token(command),
+        Command::Alerts { all, home, json } => crate::lifecycle::alerts(all, &home, json),
         Command::Audit { limit, home, json } => crate::lifecycle::audit(limit, &home, json),
         Command::Jobs { id, watch, home, json } => crate::lifecycle::jobs(id, watch, &home, json),
         Command::Sites { home, json } => crate::lifecycle::sites(&home, json),

@@ -694,3 +694,24 @@ pub fn audit(limit: u32, home: &HomeArguments, json: bool) -> anyhow::Result<u8>
     }
     Ok(0)
 }
+
+/// `alerts`: what stands (and with `--all`, what was cleared lately).
+pub fn alerts(all: bool, home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
+    let daemon = Daemon::of(home)?;
+    let list = daemon.answer(daemon.client.alerts(all))?;
+    if json {
+        print_json(&list);
+        return Ok(0);
+    }
+    if list.alerts.is_empty() {
+        println!("no alert{}", if all { "" } else { " stands" });
+    }
+    for alert in &list.alerts {
+        let when = match &alert.cleared {
+            Some(cleared) => format!("raised {}, cleared {cleared}", alert.raised),
+            None => format!("since {}", alert.raised),
+        };
+        println!("{:<8} {:<22} {:<24} {}  ({when})", alert.severity, alert.kind.name(), alert.subject, alert.message);
+    }
+    Ok(0)
+}

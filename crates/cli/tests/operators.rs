@@ -311,10 +311,12 @@ fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f
 /// `/metrics` while a guest replicates into a vault (Azurite) that then
 /// stops: read by Prometheus' own parser, the disk's RPO rises during the
 /// outage, the vault's errors are counted, and the RPO falls once the vault
-/// is back. The same text is on the operators' listener for tokens only,
+/// is back. Meanwhile the alerts: the RPO over the policy's threshold and
+/// the vault error are raised, sent to the webhook (tried again after its
+/// 503) and cleared once replication caught up. The same text is on the operators' listener for tokens only,
 /// and on `--metrics-listen` for anyone.
 #[test]
-fn metrics_follow_replication_through_a_vault_outage() {
+fn metrics_and_alerts_follow_replication_through_a_vault_outage() {
     let mut azurite = standby_testkit::Azurite::start();
     azurite.create_container("standby");
     let environment = azurite.environment();
@@ -326,6 +328,10 @@ fn metrics_follow_replication_through_a_vault_outage() {
     support::edit_config(&home, |config| config.replace("\"sites/recovery/vault\"", "\"az://standby/vault\""));
     run(&["vault", "init", "az://standby/vault", "--key-file", path(&home.join("keys/recovery.key"))]).ok();
     support::daemon::add_guest_machine(&home, "web", &support::daemon::test_workload());
+    let webhook = Webhook::start();
+    let url = webhook.url.clone();
+    support::edit_config(&home, |config| format!("{config}\n[alerts]\nwebhook = \"{url}\"\n"));
+    run(&["policy", "add", "tight", "--rpo-threshold", "8s", "--home", h]).ok();
     let (api, metrics) = (standby_testkit::free_port(), standby_testkit::free_port());
     let (api, metrics) = (format!("127.0.0.1:{api}"), format!("127.0.0.1:{metrics}"));
     let mut command = standby_command();
@@ -333,7 +339,7 @@ fn metrics_follow_replication_through_a_vault_outage() {
     let _daemon = Daemon::start_serving(&home, command, &["--listen", &api, "--metrics-listen", &metrics]);
     run(&["machine", "start", "web", "--home", h]).ok();
     support::daemon::wait_for(&support::daemon::console_of(&home, "web"), "standby-guest: record 3\n");
-    run(&["protect", "web", "--home", h]).ok();
+    run(&["protect", "web", "--policy", "tight", "--home", h]).ok();
 
     let ca = home.join("tls/ca.pem");
     let scrape = || {
@@ -375,10 +381,21 @@ fn metrics_follow_replication_through_a_vault_outage() {
         rpo(samples) > 10.0 && value_of(samples, "standby_vault_errors_total", &disk).unwrap_or(0.0) > 0.0
     });
     assert_eq!(value_of(&outage, "standby_machine_health", &[("machine", "web"), ("health", "healthy")]), None);
-    // Back: the RPO falls again.
+    // The outage outlasted the policy's 8 s: the RPO alert stands, and the
+    // webhook has it (its first answer was a 503: the daemon tried again).
+    let standing = wait_alerts(&run, h, |kinds| kinds.contains(&("rpo_over_threshold".into(), "web".into())));
+    assert!(standing.contains(&("vault_error".into(), "web/web.disk0".into())), "{standing:?}");
+    webhook.wait_for("raised", "rpo_over_threshold");
+    // Back: the RPO falls again, the alerts clear, the webhook is told.
     azurite.restart();
     let back = wait_for("a falling RPO", &|samples| rpo(samples) < 5.0);
     assert!(rpo(&back) < rpo(&outage), "{} then {}", rpo(&outage), rpo(&back));
+    wait_alerts(&run, h, |kinds| kinds.is_empty());
+    webhook.wait_for("cleared", "rpo_over_threshold");
+    webhook.wait_for("cleared", "vault_error");
+    let all = run(&["alerts", "--all", "--home", h, "--json"]).ok().json();
+    assert!(all["alerts"].as_array().unwrap().iter().all(|alert| alert["cleared"].is_string()), "{all}");
+    assert!(webhook.refused() >= 1, "the webhook's 503 was not met with a retry");
 
     // On the operators' listener: the same families, for a token only.
     let (status, body) = {
@@ -407,4 +424,95 @@ fn metrics_follow_replication_through_a_vault_outage() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&other.stdout).ends_with("\n404"), "{other:?}");
+}
+
+/// The kinds and subjects of the standing alerts, once `done` holds of them.
+fn wait_alerts(
+    run: &dyn Fn(&[&str]) -> support::Run,
+    home: &str,
+    done: impl Fn(&[(String, String)]) -> bool,
+) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let listed = run(&["alerts", "--home", home, "--json"]).ok().json();
+        let kinds: Vec<(String, String)> = listed["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|alert| (alert["kind"].as_str().unwrap().into(), alert["subject"].as_str().unwrap().into()))
+            .collect();
+        if done(&kinds) {
+            return kinds;
+        }
+        assert!(std::time::Instant::now() < deadline, "the alerts never came to what was awaited: {listed}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// A webhook receiver: a small HTTP server on a thread that keeps every
+/// body POSTed to it, answering the first request 503 and the others 200.
+struct Webhook {
+    url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    refusals: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Webhook {
+    fn start() -> Webhook {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (kept, refused) = (received.clone(), refusals.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = std::io::BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let first =
+                    refused.fetch_add(0, std::sync::atomic::Ordering::Relaxed) == 0 && kept.lock().unwrap().is_empty();
+                let status = if first {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    "503 Service Unavailable"
+                } else {
+                    kept.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    "200 OK"
+                };
+                let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = reader.get_mut().write_all(answer.as_bytes());
+            }
+        });
+        Webhook { url, received, refusals }
+    }
+
+    fn refused(&self) -> usize {
+        self.refusals.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until an event `event` of an alert of `kind` was received.
+    fn wait_for(&self, event: &str, kind: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let received = self.received.lock().unwrap().clone();
+            if received.iter().any(|body| body["event"] == event && body["alert"]["kind"] == kind) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the webhook never got {event} {kind}: {received:?}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
 }

@@ -72,6 +72,23 @@ pub struct Config {
     /// max_bandwidth = "100MiB/s"`), read again while the daemon runs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub sites: BTreeMap<Site, SiteLimits>,
+    /// Where alerts go besides `standby alerts` (`[alerts] webhook = URL`).
+    #[serde(default, skip_serializing_if = "AlertsConfig::is_empty")]
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: a webhook that receives every alert raised and cleared.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertsConfig {
+    /// An `http://` or `https://` URL, POSTed an `AlertEvent` (JSON) per change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+impl AlertsConfig {
+    fn is_empty(&self) -> bool {
+        self.webhook.is_none()
+    }
 }
 
 /// A host of a deployment with a host per site.
@@ -169,6 +186,7 @@ impl Config {
             bridges: BTreeMap::new(),
             host: None,
             sites: BTreeMap::new(),
+            alerts: AlertsConfig::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::qemu::{Drive, QemuSpec, Stopped};
 use crate::site::{LocalHost, RemoteHost, Shutdown, SiteHost, Sites};
 
 mod access;
+mod alerts;
 mod consistency;
 mod engine;
 mod failover;
@@ -481,6 +482,8 @@ impl Daemon {
         spawn_loop("sites", move || daemon.probe_loop())?;
         let daemon = self.clone();
         spawn_loop("control-records", move || daemon.records_loop())?;
+        let daemon = self.clone();
+        spawn_loop("alerts", move || daemon.alerts_loop())?;
         let daemon = self.clone();
         spawn_loop("supervision", move || loop {
             daemon.supervise();

@@ -34,7 +34,7 @@ use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 use crate::records::MachineRecords;
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 /// How long a statement waits for another connection's write to end
 /// (the daemon and a command line share the database).
@@ -92,6 +92,18 @@ CREATE TABLE audit (
     status INTEGER,
     code TEXT
 );
+",
+    "
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    message TEXT NOT NULL,
+    raised TEXT NOT NULL,
+    cleared TEXT
+);
+CREATE UNIQUE INDEX alerts_standing ON alerts (kind, subject) WHERE cleared IS NULL;
 ",
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
@@ -890,6 +902,78 @@ impl State {
             return Err(ControlError::NotFound(format!("no token named '{name}' (standby token list shows them)")));
         }
         Ok(())
+    }
+
+    /// The alerts standing now (`all`: with the newest 200 cleared ones
+    /// too), oldest first.
+    pub fn alerts(&self, all: bool) -> Result<Vec<standby_api::Alert>, ControlError> {
+        let query = if all {
+            "SELECT * FROM (SELECT id, kind, subject, severity, message, raised, cleared FROM alerts \
+             WHERE cleared IS NULL OR id IN (SELECT id FROM alerts WHERE cleared IS NOT NULL ORDER BY id DESC LIMIT 200)) \
+             ORDER BY id"
+        } else {
+            "SELECT id, kind, subject, severity, message, raised, cleared FROM alerts WHERE cleared IS NULL ORDER BY id"
+        };
+        let mut statement = self.connection.prepare(query).map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, Option<String>>(6)?,
+                ))
+            })
+            .map_err(|e| self.error(e))?;
+        let mut alerts = Vec::new();
+        for row in rows {
+            let (id, kind, subject, severity, message, raised, cleared) = row.map_err(|e| self.error(e))?;
+            let unreadable = |what: String| ControlError::Failed(format!("the state holds an alert with {what}"));
+            let kind = standby_api::AlertKind::parse(&kind).ok_or_else(|| unreadable(format!("the kind '{kind}'")))?;
+            let severity = serde_json::from_value(serde_json::Value::String(severity.clone()))
+                .map_err(|_| unreadable(format!("the severity '{severity}'")))?;
+            alerts.push(standby_api::Alert { id, kind, subject, severity, message, raised, cleared });
+        }
+        Ok(alerts)
+    }
+
+    /// Raises an alert of `kind` about `subject`.
+    pub fn raise_alert(
+        &self,
+        kind: standby_api::AlertKind,
+        subject: &str,
+        severity: standby_api::HealthLevel,
+        message: &str,
+    ) -> Result<standby_api::Alert, ControlError> {
+        let raised = jiff::Timestamp::now().to_string();
+        self.connection
+            .execute(
+                "INSERT INTO alerts (kind, subject, severity, message, raised) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![kind.name(), subject, severity.name(), message, raised],
+            )
+            .map_err(|e| self.error(e))?;
+        let id = self.connection.last_insert_rowid();
+        Ok(standby_api::Alert {
+            id,
+            kind,
+            subject: subject.into(),
+            severity,
+            message: message.into(),
+            raised,
+            cleared: None,
+        })
+    }
+
+    /// Clears the standing alert `alert`; it as cleared.
+    pub fn clear_alert(&self, alert: &standby_api::Alert) -> Result<standby_api::Alert, ControlError> {
+        let cleared = jiff::Timestamp::now().to_string();
+        self.connection
+            .execute("UPDATE alerts SET cleared = ?2 WHERE id = ?1", params![alert.id, cleared])
+            .map_err(|e| self.error(e))?;
+        Ok(standby_api::Alert { cleared: Some(cleared), ..alert.clone() })
     }
 
     /// How many jobs there are of each kind in each state, as `(kind,

@@ -77,6 +77,7 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         .routes(utoipa_axum::routes!(tokens, create_token))
         .routes(utoipa_axum::routes!(revoke_token))
         .routes(utoipa_axum::routes!(audit))
+        .routes(utoipa_axum::routes!(alerts))
         .split_for_parts();
     errors_everywhere(&mut document);
     let document = document.to_json().expect("the OpenAPI document serialises");
@@ -456,4 +457,24 @@ async fn audit(
         return Err(ApiError(ControlError::Refused(format!("limit={}: ask for 1 to 10000 entries", query.limit))));
     }
     blocking(move || Ok(standby_api::AuditList { entries: daemon.deployment()?.state.audit(query.limit)? })).await
+}
+
+/// `GET /v1/alerts?all=BOOL`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AlertsQuery {
+    /// With the newest cleared alerts too (only the standing ones when absent).
+    #[serde(default)]
+    all: bool,
+}
+
+/// The alerts standing (and with `all`, the newest cleared ones), oldest first.
+#[utoipa::path(get, path = "/v1/alerts", params(AlertsQuery), responses((status = 200, body = standby_api::AlertList)))]
+async fn alerts(
+    AxumState(daemon): Daemon_,
+    query: Result<axum::extract::Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<standby_api::AlertList> {
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError(ControlError::Refused(format!("the query: {}", e.body_text()))))?;
+    blocking(move || Ok(standby_api::AlertList { alerts: daemon.deployment()?.state.alerts(query.all)? })).await
 }
