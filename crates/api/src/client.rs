@@ -177,6 +177,10 @@ impl Client {
         self.post(&routes::machine(name, routes::operation(command)), request)
     }
 
+    pub fn points(&self, name: &str) -> Result<MachinePoints, ClientError> {
+        self.get(&routes::machine(name, "points"))
+    }
+
     pub fn status(&self, name: Option<&str>) -> Result<StatusList, ClientError> {
         match name {
             Some(name) => self.get(&routes::status_of(name)),

@@ -16,6 +16,7 @@
 //! POST /v1/machines/NAME/change-point          PointRequest (point required) -> JobStarted
 //! POST /v1/machines/NAME/commit, …/cancel      -> JobStarted
 //! POST /v1/machines/NAME/reprotect             ReprotectRequest -> JobStarted
+//! GET  /v1/machines/NAME/points                MachinePoints
 //! GET  /v1/status, /v1/status/NAME             StatusList
 //! GET  /v1/jobs, /v1/jobs/ID                   JobList, Job
 //! GET  /v1/policies                            PolicyList

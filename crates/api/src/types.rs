@@ -652,3 +652,31 @@ pub struct AlertEvent {
     pub event: String,
     pub alert: Alert,
 }
+
+// ---------------------------------------------------------------------------
+// A machine's recovery points.
+
+/// One named point of a machine (its first disk's bookmark; every disk is
+/// cut at its time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PointView {
+    /// Its id, for `--point`.
+    pub sequence: u64,
+    /// RFC 3339.
+    pub time: String,
+    /// `crash-consistent` or `app-consistent`.
+    pub kind: String,
+    pub label: String,
+}
+
+/// `GET /v1/machines/NAME/points`: the named points and the window of
+/// moments any of which can be restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MachinePoints {
+    pub machine: String,
+    /// The oldest moment every disk can be restored at (RFC 3339).
+    pub from: Option<String>,
+    /// The newest.
+    pub to: Option<String>,
+    pub points: Vec<PointView>,
+}

@@ -28,6 +28,7 @@ use crate::site::{LocalHost, RemoteHost, Shutdown, SiteHost, Sites};
 mod access;
 mod alerts;
 mod consistency;
+mod console;
 mod engine;
 mod failover;
 mod files;
@@ -378,7 +379,8 @@ pub fn serve(home: &Path, exe: &Path, serving: &Serving) -> Result<(), ControlEr
         }
         if let Some(listen) = listen {
             let api = access::with_tokens(http::routes(daemon.clone()), deployment.home.clone());
-            let serving = operators::bind(&deployment, operators::Listener::Api, listen, api).await?;
+            let app = console::routes(daemon.clone(), http::routes(daemon.clone())).merge(api);
+            let serving = operators::bind(&deployment, operators::Listener::Api, listen, app).await?;
             tokio::spawn(serving);
         }
         if let Some(listen) = metrics_listen {

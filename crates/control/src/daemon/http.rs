@@ -68,6 +68,7 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         .routes(utoipa_axum::routes!(commit))
         .routes(utoipa_axum::routes!(cancel))
         .routes(utoipa_axum::routes!(reprotect))
+        .routes(utoipa_axum::routes!(points))
         .routes(utoipa_axum::routes!(status_all))
         .routes(utoipa_axum::routes!(status_one))
         .routes(utoipa_axum::routes!(jobs))
@@ -477,4 +478,10 @@ async fn alerts(
     let axum::extract::Query(query) =
         query.map_err(|e| ApiError(ControlError::Refused(format!("the query: {}", e.body_text()))))?;
     blocking(move || Ok(standby_api::AlertList { alerts: daemon.deployment()?.state.alerts(query.all)? })).await
+}
+
+/// A machine's named points and the window any moment of which can be restored.
+#[utoipa::path(get, path = "/v1/machines/{name}/points", params(("name" = String, Path, description = "the machine's name")), responses((status = 200, body = standby_api::MachinePoints)))]
+async fn points(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<standby_api::MachinePoints> {
+    blocking(move || daemon.points(&name)).await
 }

@@ -460,6 +460,42 @@ impl Daemon {
 
     /// `standby status`: every protected machine's (or one machine's)
     /// state, health, current RPO and latest points.
+    /// The named points of machine `name` (its first disk's bookmarks) and
+    /// the window of moments every disk can be restored at.
+    pub(super) fn points(&self, name: &str) -> Result<standby_api::MachinePoints, ControlError> {
+        let deployment = self.deployment()?;
+        let machine = deployment.state.machine(name)?;
+        let mut listed = standby_api::MachinePoints { machine: name.into(), from: None, to: None, points: Vec::new() };
+        if !machine.state.replicating() && machine.policy.is_none() {
+            return Ok(listed);
+        }
+        let vault = deployment.open_vault_at(machine.active_site.other())?;
+        let (mut from, mut to): (Option<i64>, Option<i64>) = (None, None);
+        for (index, disk) in machine.disks.iter().enumerate() {
+            let listing = standby_vault::journal::list_journal(&vault, &disk.vault_disk)?;
+            let (Some(first), Some(last)) = (listing.first_time_micros, listing.last_time_micros) else {
+                return Ok(listed);
+            };
+            from = Some(from.map_or(first, |from| from.max(first)));
+            to = Some(to.map_or(last, |to| to.min(last)));
+            if index == 0 {
+                listed.points = listing
+                    .bookmarks
+                    .into_iter()
+                    .map(|bookmark| standby_api::PointView {
+                        sequence: bookmark.sequence,
+                        time: bookmark.time,
+                        kind: bookmark.kind.name().into(),
+                        label: bookmark.label,
+                    })
+                    .collect();
+            }
+        }
+        listed.from = from.map(standby_vault::format_time);
+        listed.to = to.map(standby_vault::format_time);
+        Ok(listed)
+    }
+
     pub(super) fn status(&self, name: Option<&str>) -> Result<StatusList, ControlError> {
         let deployment = self.deployment()?;
         let machines = match name {
