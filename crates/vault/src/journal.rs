@@ -498,7 +498,7 @@ pub enum JournalTarget {
 }
 
 /// A bookmark of the journal, as listed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bookmark {
     pub sequence: u64,
     pub time: String,
@@ -583,15 +583,7 @@ fn list_journal_once(vault: &Vault, disk: &str) -> Result<JournalListing, VaultE
             listing.first_time_micros.get_or_insert(record.time_micros);
             listing.last_sequence = Some(record.sequence);
             listing.last_time_micros = Some(record.time_micros);
-            match &record.kind {
-                RecordKind::Gap => listing.gaps.push((record.time_micros, None)),
-                RecordKind::Exact => {
-                    if let Some(open) = listing.gaps.last_mut().filter(|gap| gap.1.is_none()) {
-                        open.1 = Some(record.time_micros);
-                    }
-                }
-                _ => {}
-            }
+            track_gaps(&mut listing.gaps, record);
             if let RecordKind::Bookmark { kind, label } = &record.kind {
                 listing.bookmarks.push(Bookmark {
                     sequence: record.sequence,
@@ -608,11 +600,25 @@ fn list_journal_once(vault: &Vault, disk: &str) -> Result<JournalListing, VaultE
     Ok(listing)
 }
 
+/// Opens a stretch that cannot be restored at a gap record, closes it at
+/// the exact record that ends it.
+pub(crate) fn track_gaps(gaps: &mut Vec<(i64, Option<i64>)>, record: &Record) {
+    match &record.kind {
+        RecordKind::Gap => gaps.push((record.time_micros, None)),
+        RecordKind::Exact => {
+            if let Some(open) = gaps.last_mut().filter(|gap| gap.1.is_none()) {
+                open.1 = Some(record.time_micros);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Calls `visit` on every record after sequence `after` (a base's), in
 /// sequence order, until it returns false. A gap between segments (a
 /// segment missing) is an error naming it when `wants` says the record
 /// after the gap is needed.
-fn for_each_record(
+pub(crate) fn for_each_record(
     vault: &Vault,
     disk: &str,
     objects: &JournalObjects,

@@ -24,6 +24,7 @@ mod lease;
 mod packer;
 pub mod prune;
 pub mod restore;
+pub mod summary;
 pub mod sync;
 mod vault;
 pub mod verify;
