@@ -678,5 +678,10 @@ pub struct MachinePoints {
     pub from: Option<String>,
     /// The newest.
     pub to: Option<String>,
+    /// The first disk's points worth naming, oldest first: every
+    /// app-consistent or labelled point and the base, the first
+    /// crash-consistent point of every 10 minutes, and the newest (a
+    /// bookmark every 5 s would be thousands; any moment from `from` to
+    /// `to` can be restored).
     pub points: Vec<PointView>,
 }

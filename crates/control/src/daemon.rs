@@ -18,6 +18,7 @@ use std::time::Duration;
 use standby_api::{AddMachine, Hint, MachineList, MachineView, Runtime, Started};
 use standby_lifecycle::job::{JobKind, StepState};
 use standby_lifecycle::{Instance, Site, INSTANCES};
+use standby_vault::summary::{summarize_journal, JournalSummary};
 
 use self::engine::{Claims, JobSteps};
 use crate::deployment::Deployment;
@@ -27,6 +28,7 @@ use crate::site::{LocalHost, RemoteHost, Shutdown, SiteHost, Sites};
 
 mod access;
 mod alerts;
+mod board;
 mod consistency;
 mod console;
 mod engine;
@@ -97,7 +99,15 @@ struct Daemon {
     restarts: Mutex<HashMap<crate::site::HelperName, (std::time::Instant, String)>>,
     /// When this daemon started.
     started: jiff::Timestamp,
+    /// Each disk's journal in brief, per site's vault, brought up to date
+    /// by `status` and `points` (see [`Daemon::with_summary`]).
+    summaries: Mutex<HashMap<(Site, String), KeptSummary>>,
+    /// Every machine's status as last found (`board.rs`).
+    board: board::Board,
 }
+
+/// A disk's journal summary, none until first read (or after a read failed).
+type KeptSummary = Arc<Mutex<Option<JournalSummary>>>;
 
 /// How long `status` mentions a helper that died and was started again.
 const RESTART_SHOWN_FOR: Duration = Duration::from_secs(3600);
@@ -109,6 +119,25 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Daemon {
     fn deployment(&self) -> Result<Deployment, ControlError> {
         Deployment::open(&self.home)
+    }
+
+    /// Calls `read` with the summary of `disk`'s journal in `site`'s
+    /// `vault`, brought up to date: only the segments stored since the last
+    /// call are read (a disk's callers wait for each other rather than read
+    /// them twice).
+    fn with_summary<T>(
+        &self,
+        site: Site,
+        vault: &standby_vault::Vault,
+        disk: &str,
+        read: impl FnOnce(&JournalSummary) -> T,
+    ) -> Result<T, ControlError> {
+        let entry = lock(&self.summaries).entry((site, disk.to_string())).or_default().clone();
+        let mut kept = lock(&entry);
+        let summary = summarize_journal(vault, disk, kept.take())?;
+        let result = read(&summary);
+        *kept = Some(summary);
+        Ok(result)
     }
 
     /// The host of `site`.
@@ -441,6 +470,8 @@ impl Daemon {
             hooks,
             restarts: Mutex::default(),
             started: jiff::Timestamp::now(),
+            summaries: Mutex::default(),
+            board: board::Board::default(),
         })
     }
 

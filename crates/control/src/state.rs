@@ -281,6 +281,13 @@ impl State {
         Ok(State { path: path.to_path_buf(), connection })
     }
 
+    /// A number that changes whenever another connection commits a change
+    /// (SQLite's `PRAGMA data_version`): what was read through another
+    /// connection before may no longer be true.
+    pub(crate) fn data_version(&self) -> Result<i64, ControlError> {
+        self.connection.query_row("PRAGMA data_version", [], |row| row.get(0)).map_err(|e| self.error(e))
+    }
+
     fn error(&self, source: rusqlite::Error) -> ControlError {
         ControlError::State { path: self.path.clone(), source }
     }

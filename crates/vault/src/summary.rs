@@ -6,15 +6,16 @@
 //! [`list_journal`](crate::journal::list_journal) reads every segment and
 //! returns every bookmark: a week of a bookmark every 5 s is 120,000 of
 //! them per disk. A summary keeps the notable ones (app-consistent,
-//! labelled, the compacted base) and crash-consistent ones
-//! [`CRASH_CONSISTENT_SPACING`] apart; any moment of the window can still be
-//! restored, so nothing is lost to the operator but clutter.
+//! labelled, the compacted base) and the first crash-consistent one of each
+//! [`CRASH_CONSISTENT_SPACING`] of time; any moment of the window can still
+//! be restored, so nothing is lost to the operator but clutter.
 //!
 //! Segments are never rewritten once stored (a segment object is put
-//! create-only, named by its first sequence), and a compaction makes a new
-//! base: a summary whose base is still the newest is brought up to date by
-//! the segments after the newest it read; another base means reading the
-//! journal again from it.
+//! create-only, named by its first sequence), and a compaction (retention,
+//! every few minutes) makes a new base at the end of a segment and deletes
+//! the segments it covers: a summary drops what the new base covers and
+//! reads the segments after the newest it read. Only a journal compacted
+//! past everything the summary read, or begun again, is read whole.
 
 use standby_format::{PointKind, PointManifest, Record, RecordKind};
 
@@ -24,8 +25,8 @@ use crate::journal::{
 };
 use crate::{format_time, Vault, VaultError};
 
-/// The least time between two unlabelled crash-consistent points a summary
-/// keeps among its notable points.
+/// The span of time of which a summary keeps the first crash-consistent
+/// point among its notable points.
 pub const CRASH_CONSISTENT_SPACING_MICROS: i64 = 10 * 60 * 1_000_000;
 /// [`CRASH_CONSISTENT_SPACING_MICROS`] for the docs.
 pub const CRASH_CONSISTENT_SPACING: std::time::Duration = std::time::Duration::from_secs(600);
@@ -40,11 +41,16 @@ pub struct JournalSummary {
     pub newest_crash_consistent: Option<Bookmark>,
     pub newest_app_consistent: Option<Bookmark>,
     /// The points an operator picks from, oldest first: every
-    /// app-consistent, labelled or base point, and crash-consistent points
-    /// at least [`CRASH_CONSISTENT_SPACING`] apart.
+    /// app-consistent, labelled or base point, and the first
+    /// crash-consistent point of each [`CRASH_CONSISTENT_SPACING`] of time.
     pub notable: Vec<Bookmark>,
     /// Stretches that cannot be restored: (from, to or None while open).
     pub gaps: Vec<(i64, Option<i64>)>,
+    /// The sequence of each gap's record, to drop those a base covers.
+    gap_sequences: Vec<u64>,
+    /// The span of time ([`CRASH_CONSISTENT_SPACING`] long) of the newest
+    /// crash-consistent point.
+    crash_span: Option<i64>,
     /// The base the summary starts from.
     base: Option<String>,
     /// The first sequence of the newest segment read.
@@ -53,30 +59,19 @@ pub struct JournalSummary {
 
 /// The summary of `disk`'s journal now: `previous` (of the same disk in
 /// the same vault) brought up to date, or the journal read whole when there
-/// is none or a compaction made a new base since.
+/// is none or it cannot be (see the module's docs).
 pub fn summarize_journal(
     vault: &Vault,
     disk: &str,
     previous: Option<JournalSummary>,
 ) -> Result<JournalSummary, VaultError> {
-    if let Some(mut summary) = previous {
-        let objects = journal_objects(vault, disk)?;
-        if objects.bases.last().map(|(_, path)| path) == summary.base.as_ref() {
-            let newer: Vec<(u64, String)> = objects
-                .segments
-                .into_iter()
-                .filter(|(first, _)| summary.read_upto.is_none_or(|upto| *first > upto))
-                .collect();
-            if newer.is_empty() {
-                return Ok(summary);
-            }
-            let after = summary.last_sequence.unwrap_or(0);
-            match summary.read(vault, disk, &JournalObjects { segments: newer, bases: Vec::new() }, after) {
-                Ok(()) => return Ok(summary),
-                // Compacted meanwhile: read it whole from the new base.
-                Err(VaultError::Storage(StorageError::NotFound { .. })) => {}
-                Err(e) => return Err(e),
-            }
+    if let Some(summary) = previous {
+        match summary.update(vault, disk) {
+            Ok(Some(summary)) => return Ok(summary),
+            Ok(None) => {}
+            // Compacted meanwhile: read it whole from the new base.
+            Err(VaultError::Storage(StorageError::NotFound { .. })) => {}
+            Err(e) => return Err(e),
         }
     }
     across_compactions(vault, disk, || summarize_whole(vault, disk))
@@ -84,16 +79,44 @@ pub fn summarize_journal(
 
 fn summarize_whole(vault: &Vault, disk: &str) -> Result<JournalSummary, VaultError> {
     let objects = journal_objects(vault, disk)?;
-    let mut summary = JournalSummary { base: objects.bases.last().map(|(_, path)| path.clone()), ..Default::default() };
+    let mut summary = JournalSummary::default();
     if let Some(base) = newest_base(vault, &objects, disk)? {
         summary.note_base(&base);
     }
+    summary.base = objects.bases.last().map(|(_, path)| path.clone());
     let after = summary.last_sequence.unwrap_or(0);
     summary.read(vault, disk, &objects, after)?;
     Ok(summary)
 }
 
 impl JournalSummary {
+    /// The summary brought up to date from where it read, or None when it
+    /// must be read whole: the segment it read last is gone (compacted
+    /// away, or the journal begun again), or a base it has not read up to.
+    fn update(mut self, vault: &Vault, disk: &str) -> Result<Option<JournalSummary>, VaultError> {
+        let objects = journal_objects(vault, disk)?;
+        let still_there = self.read_upto.is_none_or(|upto| objects.segments.iter().any(|(first, _)| *first == upto));
+        if !still_there {
+            return Ok(None);
+        }
+        match objects.bases.last() {
+            Some((_, path)) if Some(path) == self.base.as_ref() => {}
+            None if self.base.is_none() => {}
+            Some((sequence, path)) if self.last_sequence.is_some_and(|last| *sequence <= last) => {
+                let Some(base) = newest_base(vault, &objects, disk)? else { return Ok(None) };
+                self.rebase(&base, path);
+            }
+            _ => return Ok(None),
+        }
+        let newer: Vec<(u64, String)> =
+            objects.segments.into_iter().filter(|(first, _)| self.read_upto.is_none_or(|upto| *first > upto)).collect();
+        if !newer.is_empty() {
+            let after = self.last_sequence.unwrap_or(0);
+            self.read(vault, disk, &JournalObjects { segments: newer, bases: Vec::new() }, after)?;
+        }
+        Ok(Some(self))
+    }
+
     /// Takes in the records after `after` of the segments of `objects`.
     fn read(&mut self, vault: &Vault, disk: &str, objects: &JournalObjects, after: u64) -> Result<(), VaultError> {
         for_each_record(
@@ -113,18 +136,50 @@ impl JournalSummary {
         Ok(())
     }
 
-    fn note_base(&mut self, base: &PointManifest) {
-        self.first_sequence = Some(base.sequence);
-        self.first_time_micros = Some(base.time_micros);
-        self.last_sequence = Some(base.sequence);
-        self.last_time_micros = Some(base.time_micros);
-        self.keep(Bookmark {
+    fn base_bookmark(base: &PointManifest) -> Bookmark {
+        Bookmark {
             sequence: base.sequence,
             time: format_time(base.time_micros),
             time_micros: base.time_micros,
             kind: base.kind,
             label: BASE_LABEL.to_string(),
-        });
+        }
+    }
+
+    fn note_base(&mut self, base: &PointManifest) {
+        self.first_sequence = Some(base.sequence);
+        self.first_time_micros = Some(base.time_micros);
+        self.last_sequence = Some(base.sequence);
+        self.last_time_micros = Some(base.time_micros);
+        self.keep(Self::base_bookmark(base));
+    }
+
+    /// Drops what `base` (at `path`, a sequence this summary has read past)
+    /// covers: the summary is then the one read whole from it.
+    fn rebase(&mut self, base: &PointManifest, path: &str) {
+        let covered = |sequence: u64| sequence <= base.sequence;
+        self.base = Some(path.to_string());
+        self.first_sequence = Some(base.sequence);
+        self.first_time_micros = Some(base.time_micros);
+        let bookmark = Self::base_bookmark(base);
+        let span = crash_span(&bookmark);
+        // A base ends where the journal is exact: the gaps before it are closed.
+        let kept = self.gap_sequences.iter().filter(|sequence| !covered(**sequence)).count();
+        self.gaps.drain(..self.gaps.len() - kept);
+        self.gap_sequences.drain(..self.gap_sequences.len() - kept);
+        // Read from the base, the base is the first crash-consistent point
+        // of its span.
+        let thinned = |point: &Bookmark| span.is_some() && point.label.is_empty() && crash_span(point) == span;
+        self.notable.retain(|point| !covered(point.sequence) && !thinned(point));
+        self.crash_span = self.crash_span.max(span);
+        let stale = |newest: &Option<Bookmark>| newest.as_ref().is_none_or(|point| covered(point.sequence));
+        if stale(&self.newest_crash_consistent) {
+            self.newest_crash_consistent = (base.kind == PointKind::CrashConsistent).then(|| bookmark.clone());
+        }
+        if stale(&self.newest_app_consistent) {
+            self.newest_app_consistent = (base.kind == PointKind::AppConsistent).then(|| bookmark.clone());
+        }
+        self.notable.insert(0, bookmark);
     }
 
     fn note(&mut self, record: &Record) {
@@ -132,6 +187,9 @@ impl JournalSummary {
         self.first_time_micros.get_or_insert(record.time_micros);
         self.last_sequence = Some(record.sequence);
         self.last_time_micros = Some(record.time_micros);
+        if record.kind == RecordKind::Gap {
+            self.gap_sequences.push(record.sequence);
+        }
         track_gaps(&mut self.gaps, record);
         if let RecordKind::Bookmark { kind, label } = &record.kind {
             self.keep(Bookmark {
@@ -145,17 +203,14 @@ impl JournalSummary {
     }
 
     /// Takes in a point: the newest of its kind, and notable when it is
-    /// app-consistent, labelled, or far enough from the last kept.
+    /// app-consistent, labelled, or the first crash-consistent one of its
+    /// span of time.
     fn keep(&mut self, bookmark: Bookmark) {
-        let notable = match bookmark.kind {
-            PointKind::AppConsistent => true,
-            PointKind::CrashConsistent => {
-                let last_kept = self.notable.iter().rev().find(|b| b.kind == PointKind::CrashConsistent);
-                !bookmark.label.is_empty()
-                    || last_kept
-                        .is_none_or(|kept| bookmark.time_micros - kept.time_micros >= CRASH_CONSISTENT_SPACING_MICROS)
-            }
-        };
+        let span = crash_span(&bookmark);
+        let notable = bookmark.kind == PointKind::AppConsistent
+            || !bookmark.label.is_empty()
+            || self.crash_span.is_none_or(|newest| span > Some(newest));
+        self.crash_span = self.crash_span.max(span);
         if notable {
             self.notable.push(bookmark.clone());
         }
@@ -164,6 +219,11 @@ impl JournalSummary {
             PointKind::CrashConsistent => self.newest_crash_consistent = Some(bookmark),
         }
     }
+}
+
+/// The span of time of a crash-consistent point (None for another kind).
+fn crash_span(point: &Bookmark) -> Option<i64> {
+    (point.kind == PointKind::CrashConsistent).then(|| point.time_micros.div_euclid(CRASH_CONSISTENT_SPACING_MICROS))
 }
 
 #[cfg(test)]
@@ -181,11 +241,15 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Step {
         Write(u8),
-        Bookmark { app: bool, labelled: bool },
+        Bookmark {
+            app: bool,
+            labelled: bool,
+        },
         Gap,
         Exact,
         Seal,
-        Compact,
+        /// Compacts what is older than this many seconds ago.
+        Compact(u16),
         Summarize,
     }
 
@@ -196,7 +260,7 @@ mod tests {
             1 => Just(Step::Gap),
             1 => Just(Step::Exact),
             3 => Just(Step::Seal),
-            1 => Just(Step::Compact),
+            2 => (0u16..1200).prop_map(Step::Compact),
             2 => Just(Step::Summarize),
         ]
     }
@@ -249,7 +313,7 @@ mod tests {
                     Step::Gap => { writer.gap(now); }
                     Step::Exact => { writer.exact(now); }
                     Step::Seal => { writer.seal().unwrap(); }
-                    Step::Compact => { compact_journal(&vault, "d", now).unwrap(); }
+                    Step::Compact(ago) => { compact_journal(&vault, "d", now - i64::from(ago) * 1_000_000).unwrap(); }
                     Step::Summarize => {
                         let summary = summarize_journal(&vault, "d", kept.take()).unwrap();
                         check(&vault, &summary);
@@ -265,6 +329,48 @@ mod tests {
         }
     }
 
+    /// One round of a busy journal: points (app-consistent?, labelled?,
+    /// seconds after the one before), sealed, then compacted up to this
+    /// many seconds ago.
+    type Round = (Vec<(bool, bool, u16)>, u16);
+
+    fn round() -> impl Strategy<Value = Round> {
+        (proptest::collection::vec((any::<bool>(), any::<bool>(), 1u16..400), 1..8), 0u16..1800)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Retention compacts a journal while its summary is kept: the
+        /// summary drops what the new base covers and stays the one read
+        /// whole.
+        #[test]
+        fn a_summary_follows_retention(rounds in proptest::collection::vec(round(), 1..12)) {
+            let dir = tempfile::tempdir().unwrap();
+            let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+            let mut writer = JournalWriter::open(&vault, "d").unwrap();
+            writer.size(1 << 20, 1);
+            let mut now = 1_000_000i64;
+            let mut kept: Option<JournalSummary> = None;
+            for (points, ago) in rounds {
+                for (app, labelled, after) in points {
+                    now += i64::from(after) * 1_000_000;
+                    writer.write(0, &[1; 4096], now);
+                    let kind = if app { PointKind::AppConsistent } else { PointKind::CrashConsistent };
+                    writer.bookmark(kind, if labelled { "label" } else { "" }, now);
+                    writer.seal().unwrap();
+                }
+                let summary = summarize_journal(&vault, "d", kept.take()).unwrap();
+                check(&vault, &summary);
+                compact_journal(&vault, "d", now - i64::from(ago) * 1_000_000).unwrap();
+                let summary = summarize_journal(&vault, "d", Some(summary)).unwrap();
+                check(&vault, &summary);
+                prop_assert_eq!(&summary, &summarize_journal(&vault, "d", None).unwrap());
+                kept = Some(summary);
+            }
+        }
+    }
+
     /// Steady bookmarks every 5 s for a day keep a notable point every
     /// [`CRASH_CONSISTENT_SPACING`], not 17,280.
     #[test]
@@ -272,7 +378,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
         let mut writer = JournalWriter::open(&vault, "d").unwrap();
-        let start = 1_700_000_000_000_000i64;
+        let start = 1_700_000_400_000_000i64; // the start of a span
         for tick in 0..(24 * 3600 / 5) {
             writer.bookmark(PointKind::CrashConsistent, "", start + tick * 5_000_000);
             if tick % 720 == 719 {
@@ -283,5 +389,29 @@ mod tests {
         let summary = summarize_journal(&vault, "d", None).unwrap();
         assert_eq!(summary.notable.len(), 24 * 6);
         assert_eq!(summary.newest_crash_consistent.unwrap().time_micros, start + (24 * 3600 / 5 - 1) * 5_000_000);
+    }
+
+    /// A journal removed and begun again under the same name is read
+    /// again, not taken for the one summarized.
+    #[test]
+    fn a_journal_begun_again_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+        let mut writer = JournalWriter::open(&vault, "d").unwrap();
+        for tick in 0..3 {
+            writer.bookmark(PointKind::AppConsistent, "old", 1_000_000 + tick);
+            writer.seal().unwrap();
+        }
+        let kept = summarize_journal(&vault, "d", None).unwrap();
+        for (_, path) in journal_objects(&vault, "d").unwrap().segments {
+            vault.backend().delete(&path).unwrap();
+        }
+        let mut writer = JournalWriter::open(&vault, "d").unwrap();
+        writer.bookmark(PointKind::CrashConsistent, "new", 5_000_000);
+        writer.seal().unwrap();
+        let summary = summarize_journal(&vault, "d", Some(kept)).unwrap();
+        check(&vault, &summary);
+        assert_eq!(summary, summarize_journal(&vault, "d", None).unwrap());
+        assert_eq!(summary.notable.len(), 1);
     }
 }

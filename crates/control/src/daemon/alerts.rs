@@ -85,12 +85,14 @@ impl Daemon {
         let mut raise = |kind, subject: String, severity, message: String| {
             found.insert((kind, subject), Condition { severity, message });
         };
+        // The alerts loop keeps the status board up to date (`sites` reads it too).
+        let board = self.refresh_statuses()?;
+        let status = &board.list;
         for site in self.sites()?.sites.iter().filter(|site| !site.reachable) {
             let message = format!("the {} site's host does not answer (since {})", site.site, site.since);
             raise(AlertKind::SiteUnreachable, site.site.name().to_string(), HealthLevel::Critical, message);
         }
-        let status = self.status(None)?;
-        replication_conditions(&status, progress, Instant::now(), &mut raise);
+        replication_conditions(status, progress, Instant::now(), &mut raise);
         for machine in &status.machines {
             let last = lock(&self.consistency).get(&machine.name).map(|consistency| consistency.last.clone());
             if let Some(Err(why)) = last {

@@ -278,7 +278,8 @@ async fn items(
     Query(filters): Query<Filters>,
 ) -> Response {
     let daemon = console.daemon.clone();
-    let made = blocking(move || daemon.status(None)).await.map(|status| {
+    let made = blocking(move || daemon.statuses()).await.map(|board| {
+        let status = &board.list;
         let shown: Vec<&MachineStatus> = status
             .machines
             .iter()

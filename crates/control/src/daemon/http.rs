@@ -356,8 +356,13 @@ async fn reprotect(
 
 /// Replicated items: state, health, RPO, latest points.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = standby_api::StatusList)))]
-async fn status_all(AxumState(daemon): Daemon_) -> ApiResult<standby_api::StatusList> {
-    blocking(move || daemon.status(None)).await
+async fn status_all(AxumState(daemon): Daemon_) -> Result<Response, ApiError> {
+    let board = tokio::task::spawn_blocking(move || daemon.statuses())
+        .await
+        .map_err(|e| ApiError(ControlError::Failed(format!("the request's worker failed: {e}"))))?
+        .map_err(ApiError)?;
+    // The board's JSON, made once for all its readers.
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], board.json()).into_response())
 }
 
 /// One machine's status.

@@ -69,10 +69,11 @@ type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 impl Daemon {
     /// The metrics text, now.
     pub(super) fn metrics(&self) -> Result<String, ControlError> {
-        let status = self.status(None)?;
+        let board = self.statuses()?;
+        let status = &board.list;
         let sites = self.sites()?;
         let jobs = self.deployment()?.state.job_counts()?;
-        render(&status, &sites, &jobs)
+        render(status, &sites, &jobs)
     }
 }
 

@@ -18,6 +18,7 @@ use standby_api::{BookmarkView, DiskStatus, HealthLevel, Hydration, JobStarted, 
 use standby_lifecycle::job::StepState;
 use standby_lifecycle::{Command, Instance, State, Transition};
 
+use super::board::Posted;
 use super::engine::{check, transition_of};
 use super::{instance, lock, Daemon, JobSteps};
 use crate::agent::SplitterSpec;
@@ -27,6 +28,8 @@ use crate::machine::Machine;
 use crate::qemu::Drive;
 use crate::site::{HelperName, MarkWait, SiteHost};
 use crate::state::Policy;
+use standby_vault::journal::Bookmark;
+use standby_vault::summary::JournalSummary;
 
 /// Deletes the intent logs of `machine`'s disks at its active site: the
 /// next splitter on them re-reads everything.
@@ -458,10 +461,11 @@ impl Daemon {
         })
     }
 
-    /// `standby status`: every protected machine's (or one machine's)
-    /// state, health, current RPO and latest points.
-    /// The named points of machine `name` (its first disk's bookmarks) and
-    /// the window of moments every disk can be restored at.
+    /// The named points of machine `name` (its first disk's notable points:
+    /// every app-consistent or labelled point, crash-consistent ones
+    /// [`CRASH_CONSISTENT_SPACING`](standby_vault::summary::CRASH_CONSISTENT_SPACING)
+    /// apart and the newest) and the window of moments every disk can be
+    /// restored at (any of them can be picked).
     pub(super) fn points(&self, name: &str) -> Result<standby_api::MachinePoints, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
@@ -469,33 +473,39 @@ impl Daemon {
         if !machine.state.replicating() && machine.policy.is_none() {
             return Ok(listed);
         }
-        let vault = deployment.open_vault_at(machine.active_site.other())?;
+        let site = machine.active_site.other();
+        let vault = deployment.open_vault_at(site)?;
         let (mut from, mut to): (Option<i64>, Option<i64>) = (None, None);
         for (index, disk) in machine.disks.iter().enumerate() {
-            let listing = standby_vault::journal::list_journal(&vault, &disk.vault_disk)?;
-            let (Some(first), Some(last)) = (listing.first_time_micros, listing.last_time_micros) else {
+            let window = self.with_summary(site, &vault, &disk.vault_disk, |summary| {
+                if index == 0 {
+                    listed.points = points_of(summary);
+                }
+                summary.first_time_micros.zip(summary.last_time_micros)
+            })?;
+            let Some((first, last)) = window else {
                 return Ok(listed);
             };
             from = Some(from.map_or(first, |from| from.max(first)));
             to = Some(to.map_or(last, |to| to.min(last)));
-            if index == 0 {
-                listed.points = listing
-                    .bookmarks
-                    .into_iter()
-                    .map(|bookmark| standby_api::PointView {
-                        sequence: bookmark.sequence,
-                        time: bookmark.time,
-                        kind: bookmark.kind.name().into(),
-                        label: bookmark.label,
-                    })
-                    .collect();
-            }
         }
         listed.from = from.map(standby_vault::format_time);
         listed.to = to.map(standby_vault::format_time);
         Ok(listed)
     }
 
+    /// Every machine's status, from the board (see `board.rs`).
+    pub(super) fn statuses(&self) -> Result<Arc<Posted>, ControlError> {
+        self.board.view(&self.home.join(crate::STATE_FILE), || self.status(None))
+    }
+
+    /// Finds every machine's status now and posts it on the board.
+    pub(super) fn refresh_statuses(&self) -> Result<Arc<Posted>, ControlError> {
+        self.board.refresh(&self.home.join(crate::STATE_FILE), || self.status(None))
+    }
+
+    /// `standby status`: every protected machine's (or one machine's)
+    /// state, health, current RPO and latest points, found now.
     pub(super) fn status(&self, name: Option<&str>) -> Result<StatusList, ControlError> {
         let deployment = self.deployment()?;
         let machines = match name {
@@ -567,7 +577,11 @@ impl Daemon {
         let mut disks = Vec::new();
         for disk in &machine.disks {
             let host = self.site(machine.active_site);
-            let (disk_status, disk_rpo) = disk_status(host, vault.as_ref(), &disk.vault_disk, running, &mut problems)?;
+            let journal = match &vault {
+                Some(vault) => self.with_summary(target, vault, &disk.vault_disk, JournalLatest::of)?,
+                None => JournalLatest::default(),
+            };
+            let (disk_status, disk_rpo) = disk_status(host, journal, &disk.vault_disk, running, &mut problems);
             rpo = rpo.max(disk_rpo);
             disks.push(disk_status);
         }
@@ -600,27 +614,51 @@ impl Daemon {
     }
 }
 
+/// The points `machine`'s timeline offers, oldest first (see [`Daemon::points`]).
+fn points_of(summary: &JournalSummary) -> Vec<standby_api::PointView> {
+    let newest = summary.newest_crash_consistent.as_ref().filter(|newest| !summary.notable.contains(newest));
+    let mut points: Vec<&Bookmark> = summary.notable.iter().chain(newest).collect();
+    points.sort_by_key(|point| point.sequence);
+    points
+        .into_iter()
+        .map(|point| standby_api::PointView {
+            sequence: point.sequence,
+            time: point.time.clone(),
+            kind: point.kind.name().into(),
+            label: point.label.clone(),
+        })
+        .collect()
+}
+
+/// What `status` says of a disk's journal.
+#[derive(Default)]
+struct JournalLatest {
+    last_time_micros: Option<i64>,
+    crash_consistent: Option<BookmarkView>,
+    app_consistent: Option<BookmarkView>,
+}
+
+impl JournalLatest {
+    fn of(summary: &JournalSummary) -> JournalLatest {
+        let view = |b: &Bookmark| BookmarkView { sequence: b.sequence, time: b.time.clone(), label: b.label.clone() };
+        JournalLatest {
+            last_time_micros: summary.last_time_micros,
+            crash_consistent: summary.newest_crash_consistent.as_ref().map(view),
+            app_consistent: summary.newest_app_consistent.as_ref().map(view),
+        }
+    }
+}
+
 /// One replicated disk: its splitter's report and its journal's latest
 /// points, the problems seen, and its part of the machine's RPO.
 fn disk_status(
     host: &dyn SiteHost,
-    vault: Option<&standby_vault::Vault>,
+    journal: JournalLatest,
     disk: &str,
     running: bool,
     problems: &mut Problems,
-) -> Result<(DiskStatus, f64), ControlError> {
+) -> (DiskStatus, f64) {
     let splitter = host.splitter_status(disk).ok();
-    let listing = match vault {
-        Some(vault) => standby_vault::journal::list_journal(vault, disk)?,
-        None => standby_vault::journal::JournalListing::default(),
-    };
-    let newest = |kind: standby_format::PointKind| {
-        listing.bookmarks.iter().rev().find(|b| b.kind == kind).map(|b| BookmarkView {
-            sequence: b.sequence,
-            time: b.time.clone(),
-            label: b.label.clone(),
-        })
-    };
     let mut rpo = 0.0;
     match &splitter {
         Some(splitter) => {
@@ -648,7 +686,7 @@ fn disk_status(
             ));
             if running {
                 let now = jiff::Timestamp::now().as_microsecond();
-                let since = listing.last_time_micros.unwrap_or(now);
+                let since = journal.last_time_micros.unwrap_or(now);
                 rpo = (now - since) as f64 / 1e6;
             }
         }
@@ -657,11 +695,11 @@ fn disk_status(
         disk: disk.to_string(),
         rpo_seconds: Some(rpo),
         splitter,
-        latest: listing.last_time_micros.map(standby_vault::format_time),
-        latest_processed: newest(standby_format::PointKind::CrashConsistent),
-        latest_app_consistent: newest(standby_format::PointKind::AppConsistent),
+        latest: journal.last_time_micros.map(standby_vault::format_time),
+        latest_processed: journal.crash_consistent,
+        latest_app_consistent: journal.app_consistent,
     };
-    Ok((status, rpo))
+    (status, rpo)
 }
 
 /// `status`'s line on app-consistent points, agreeing with the disks'

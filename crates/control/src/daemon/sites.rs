@@ -24,7 +24,8 @@ impl Daemon {
 
     pub(super) fn sites(&self) -> Result<SiteList, ControlError> {
         let deployment = self.deployment()?;
-        let status = self.status(None)?;
+        let board = self.statuses()?;
+        let status = &board.list;
         let joined = deployment.state.hosts()?;
         let own = deployment.config.host.as_ref().map(|host| host.site);
         let mut sites = Vec::new();
