@@ -106,8 +106,14 @@ struct Daemon {
     board: board::Board,
 }
 
-/// A disk's journal summary, none until first read (or after a read failed).
-type KeptSummary = Arc<Mutex<Option<JournalSummary>>>;
+/// A disk's journal summary and when it was brought up to date, none
+/// until first read (or after a read failed).
+type KeptSummary = Arc<Mutex<Option<(std::time::Instant, JournalSummary)>>>;
+
+/// How long a journal summary is taken as it is: listing a week of
+/// segments takes milliseconds, and a page asked by many at once need not
+/// list them for each.
+const SUMMARY_FRESH: Duration = Duration::from_secs(1);
 
 /// How long `status` mentions a helper that died and was started again.
 const RESTART_SHOWN_FOR: Duration = Duration::from_secs(3600);
@@ -122,9 +128,9 @@ impl Daemon {
     }
 
     /// Calls `read` with the summary of `disk`'s journal in `site`'s
-    /// `vault`, brought up to date: only the segments stored since the last
-    /// call are read (a disk's callers wait for each other rather than read
-    /// them twice).
+    /// `vault`, brought up to date (unless it was less than
+    /// [`SUMMARY_FRESH`] ago): only the segments stored since are read (a
+    /// disk's callers wait for each other rather than read them twice).
     fn with_summary<T>(
         &self,
         site: Site,
@@ -134,9 +140,13 @@ impl Daemon {
     ) -> Result<T, ControlError> {
         let entry = lock(&self.summaries).entry((site, disk.to_string())).or_default().clone();
         let mut kept = lock(&entry);
-        let summary = summarize_journal(vault, disk, kept.take())?;
+        if let Some((_, summary)) = kept.as_ref().filter(|(when, _)| when.elapsed() < SUMMARY_FRESH) {
+            return Ok(read(summary));
+        }
+        let now = std::time::Instant::now();
+        let summary = summarize_journal(vault, disk, kept.take().map(|(_, summary)| summary))?;
         let result = read(&summary);
-        *kept = Some(summary);
+        *kept = Some((now, summary));
         Ok(result)
     }
 
