@@ -20,7 +20,8 @@ Parts (--only, all by default):
     Prometheus scraper each fetching every second (`/`, the machine's page,
     `/metrics`): the ratio of the medians against the target >= 0.95.
 
-Needs root, qemu-system-x86 (polling), the test guest built once by
+Needs root, /usr/bin/python3 with python3-libnbd (it takes lifecycle.py's
+test guest lookup), qemu-system-x86 (polling), the test guest built once by
 scripts/test, `oha` (installed here with `cargo install oha --locked` when
 missing) and a release build (made here: cargo build --release -p
 standby-cli -p standby-control --example fleet). The bench's throwaway
@@ -44,6 +45,9 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lifecycle import test_guest  # noqa: E402  (the test guest's kernel and initramfs)
 
 ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
@@ -181,15 +185,6 @@ def fleet_part(args, work, oha):
         print(f"{label:26} {first:9.0f} {size:9d} {f['p50']:8.1f} {f['p99']:8.1f} {f['rps']:8.0f}  "
               f"<= {TARGET_P99_MS:.0f} ms  {met}")
     print(f"daemon peak memory {memory:.0f} MiB")
-
-
-def test_guest():
-    cache = ROOT / "target" / "standby-guest"
-    kernels = sorted((cache / "debian-kernel" / "boot").glob("vmlinuz-*"))
-    initramfs = sorted(cache.glob("initramfs-*.cpio"), key=lambda p: p.stat().st_mtime)
-    if not kernels or not initramfs:
-        sys.exit("the test guest is not built yet: run scripts/test (or cargo nextest run -p standby-guest) once")
-    return kernels[-1], initramfs[-1]
 
 
 def records(console):

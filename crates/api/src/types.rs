@@ -350,6 +350,28 @@ pub struct MachineStatus {
     pub disks: Option<Vec<DiskStatus>>,
 }
 
+impl MachineStatus {
+    /// The status of a machine as its record says, before anything is
+    /// found of its replication.
+    pub fn recorded(name: &str, state: State, site: Site, running: bool, policy: Option<String>) -> MachineStatus {
+        MachineStatus {
+            name: name.to_string(),
+            state,
+            site,
+            running,
+            policy,
+            health: None,
+            hydration: None,
+            replicates_to: None,
+            consistency: None,
+            rpo_seconds: None,
+            rpo_threshold_seconds: None,
+            problems: None,
+            disks: None,
+        }
+    }
+}
+
 /// One disk of a replicated machine.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DiskStatus {

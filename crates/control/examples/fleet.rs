@@ -60,8 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let disk_definitions: Vec<DiskDefinition> = (0..*disks)
             .map(|disk| DiskDefinition {
                 vault_disk: format!("{name}-{disk}"),
-                primary_path: home.join("images").join(format!("{name}-{disk}.raw")),
-                recovery_path: home.join("recovery").join(format!("{name}-{disk}.raw")),
+                primary_path: home.join(Site::Primary.name()).join(format!("{name}-{disk}.raw")),
+                recovery_path: home.join(Site::Recovery.name()).join(format!("{name}-{disk}.raw")),
             })
             .collect();
         deployment.state.add_machine(&definition, &disk_definitions, Site::Primary)?;

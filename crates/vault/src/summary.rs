@@ -265,6 +265,22 @@ mod tests {
         ]
     }
 
+    /// A new vault in a folder of its own (kept while the folder is).
+    fn vault() -> (tempfile::TempDir, Vault) {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+        (dir, vault)
+    }
+
+    /// `kept` brought up to date: checked against the listing, and equal
+    /// to the summary read whole.
+    fn brought_up_to_date(vault: &Vault, kept: Option<JournalSummary>) -> JournalSummary {
+        let summary = summarize_journal(vault, "d", kept).unwrap();
+        check(vault, &summary);
+        assert_eq!(summary, summarize_journal(vault, "d", None).unwrap());
+        summary
+    }
+
     /// What a summary must agree with: the journal listed whole.
     fn check(vault: &Vault, summary: &JournalSummary) {
         let listing = list_journal(vault, "d").unwrap();
@@ -295,8 +311,7 @@ mod tests {
         /// gaps and compactions.
         #[test]
         fn a_summary_kept_up_to_date_agrees_with_the_listing(steps in proptest::collection::vec(step(), 1..60)) {
-            let dir = tempfile::tempdir().unwrap();
-            let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+            let (_dir, vault) = vault();
             let mut writer = JournalWriter::open(&vault, "d").unwrap();
             writer.size(1 << 20, 1);
             let mut now = 1_000_000i64;
@@ -314,18 +329,11 @@ mod tests {
                     Step::Exact => { writer.exact(now); }
                     Step::Seal => { writer.seal().unwrap(); }
                     Step::Compact(ago) => { compact_journal(&vault, "d", now - i64::from(ago) * 1_000_000).unwrap(); }
-                    Step::Summarize => {
-                        let summary = summarize_journal(&vault, "d", kept.take()).unwrap();
-                        check(&vault, &summary);
-                        prop_assert_eq!(&summary, &summarize_journal(&vault, "d", None).unwrap());
-                        kept = Some(summary);
-                    }
+                    Step::Summarize => kept = Some(brought_up_to_date(&vault, kept.take())),
                 }
             }
             writer.seal().unwrap();
-            let summary = summarize_journal(&vault, "d", kept).unwrap();
-            check(&vault, &summary);
-            prop_assert_eq!(&summary, &summarize_journal(&vault, "d", None).unwrap());
+            brought_up_to_date(&vault, kept);
         }
     }
 
@@ -346,8 +354,7 @@ mod tests {
         /// whole.
         #[test]
         fn a_summary_follows_retention(rounds in proptest::collection::vec(round(), 1..12)) {
-            let dir = tempfile::tempdir().unwrap();
-            let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+            let (_dir, vault) = vault();
             let mut writer = JournalWriter::open(&vault, "d").unwrap();
             writer.size(1 << 20, 1);
             let mut now = 1_000_000i64;
@@ -363,10 +370,7 @@ mod tests {
                 let summary = summarize_journal(&vault, "d", kept.take()).unwrap();
                 check(&vault, &summary);
                 compact_journal(&vault, "d", now - i64::from(ago) * 1_000_000).unwrap();
-                let summary = summarize_journal(&vault, "d", Some(summary)).unwrap();
-                check(&vault, &summary);
-                prop_assert_eq!(&summary, &summarize_journal(&vault, "d", None).unwrap());
-                kept = Some(summary);
+                kept = Some(brought_up_to_date(&vault, Some(summary)));
             }
         }
     }
@@ -375,8 +379,7 @@ mod tests {
     /// [`CRASH_CONSISTENT_SPACING`], not 17,280.
     #[test]
     fn crash_consistent_points_are_thinned() {
-        let dir = tempfile::tempdir().unwrap();
-        let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+        let (_dir, vault) = vault();
         let mut writer = JournalWriter::open(&vault, "d").unwrap();
         let start = 1_700_000_400_000_000i64; // the start of a span
         for tick in 0..(24 * 3600 / 5) {
@@ -395,8 +398,7 @@ mod tests {
     /// again, not taken for the one summarized.
     #[test]
     fn a_journal_begun_again_is_read_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let vault = Vault::init(Arc::new(LocalBackend::new(dir.path().join("vault"))), InitOptions::default()).unwrap();
+        let (_dir, vault) = vault();
         let mut writer = JournalWriter::open(&vault, "d").unwrap();
         for tick in 0..3 {
             writer.bookmark(PointKind::AppConsistent, "old", 1_000_000 + tick);
@@ -409,9 +411,7 @@ mod tests {
         let mut writer = JournalWriter::open(&vault, "d").unwrap();
         writer.bookmark(PointKind::CrashConsistent, "new", 5_000_000);
         writer.seal().unwrap();
-        let summary = summarize_journal(&vault, "d", Some(kept)).unwrap();
-        check(&vault, &summary);
-        assert_eq!(summary, summarize_journal(&vault, "d", None).unwrap());
+        let summary = brought_up_to_date(&vault, Some(kept));
         assert_eq!(summary.notable.len(), 1);
     }
 }

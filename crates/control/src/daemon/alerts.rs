@@ -229,19 +229,12 @@ mod tests {
             latest_app_consistent: None,
         };
         let machine = MachineStatus {
-            name: "web".into(),
-            state: State::Protected,
-            site: Site::Primary,
-            running: true,
-            policy: None,
             health: Some(HealthLevel::Healthy),
-            hydration: None,
             replicates_to: Some(Site::Recovery),
-            consistency: None,
             rpo_seconds: Some(rpo),
             rpo_threshold_seconds: Some(60),
-            problems: None,
             disks: Some(vec![disk]),
+            ..MachineStatus::recorded("web", State::Protected, Site::Primary, true, None)
         };
         StatusList { machines: vec![machine] }
     }

@@ -123,20 +123,9 @@ mod tests {
     fn list(names: &[&str]) -> StatusList {
         let machines = names
             .iter()
-            .map(|name| standby_api::MachineStatus {
-                name: name.to_string(),
-                state: standby_lifecycle::State::Unprotected,
-                site: standby_lifecycle::Site::Primary,
-                running: false,
-                policy: None,
-                health: None,
-                hydration: None,
-                replicates_to: None,
-                consistency: None,
-                rpo_seconds: None,
-                rpo_threshold_seconds: None,
-                problems: None,
-                disks: None,
+            .map(|name| {
+                let (state, site) = (standby_lifecycle::State::Unprotected, standby_lifecycle::Site::Primary);
+                standby_api::MachineStatus::recorded(name, state, site, false, None)
             })
             .collect();
         StatusList { machines }

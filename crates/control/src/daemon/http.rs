@@ -213,8 +213,15 @@ type Daemon_ = AxumState<Arc<Daemon>>;
 async fn blocking<T: Serialize + Send + 'static>(
     work: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
 ) -> ApiResult<T> {
+    on_worker(work).await.map(Json)
+}
+
+/// `work` on a blocking worker thread.
+async fn on_worker<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(value)) => Ok(Json(value)),
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(ApiError(e)),
         Err(e) => Err(ApiError(ControlError::Failed(format!("the request's worker failed: {e}")))),
     }
@@ -357,10 +364,7 @@ async fn reprotect(
 /// Replicated items: state, health, RPO, latest points.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = standby_api::StatusList)))]
 async fn status_all(AxumState(daemon): Daemon_) -> Result<Response, ApiError> {
-    let board = tokio::task::spawn_blocking(move || daemon.statuses())
-        .await
-        .map_err(|e| ApiError(ControlError::Failed(format!("the request's worker failed: {e}"))))?
-        .map_err(ApiError)?;
+    let board = on_worker(move || daemon.statuses()).await?;
     // The board's JSON, made once for all its readers.
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], board.json()).into_response())
 }

@@ -195,19 +195,12 @@ mod tests {
             latest_app_consistent: None,
         };
         let machine = MachineStatus {
-            name: "web".into(),
-            state: State::Protected,
-            site: Site::Primary,
-            running: true,
-            policy: Some("default".into()),
             health: Some(HealthLevel::Warning),
-            hydration: None,
             replicates_to: Some(Site::Recovery),
-            consistency: None,
             rpo_seconds: Some(2.5),
             rpo_threshold_seconds: Some(900),
-            problems: None,
             disks: Some(vec![disk]),
+            ..MachineStatus::recorded("web", State::Protected, Site::Primary, true, Some("default".into()))
         };
         let site = SiteView {
             site: Site::Recovery,

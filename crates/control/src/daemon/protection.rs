@@ -528,21 +528,8 @@ impl Daemon {
     fn machine_status(&self, deployment: &Deployment, machine: &Machine) -> Result<MachineStatus, ControlError> {
         let name = machine.name();
         let running = self.runtime(machine, machine.active_site.into()).running;
-        let mut status = MachineStatus {
-            name: name.to_string(),
-            state: machine.state,
-            site: machine.active_site,
-            running,
-            policy: machine.policy.clone(),
-            health: None,
-            hydration: None,
-            replicates_to: None,
-            consistency: None,
-            rpo_seconds: None,
-            rpo_threshold_seconds: None,
-            problems: None,
-            disks: None,
-        };
+        let mut status =
+            MachineStatus::recorded(name, machine.state, machine.active_site, running, machine.policy.clone());
         if !machine.state.replicating() {
             if machine.state.on_exports() {
                 status.hydration = Some(self.hydration(deployment, machine)?);
