@@ -36,6 +36,7 @@ mod failover;
 mod files;
 mod host_service;
 mod http;
+mod kept;
 mod listener;
 mod metrics;
 mod operators;
@@ -101,14 +102,10 @@ struct Daemon {
     started: jiff::Timestamp,
     /// Each disk's journal in brief, per site's vault, brought up to date
     /// by `status` and `points` (see [`Daemon::with_summary`]).
-    summaries: Mutex<HashMap<(Site, String), KeptSummary>>,
+    summaries: kept::Kept<(Site, String), (std::time::Instant, JournalSummary)>,
     /// Every machine's status as last found (`board.rs`).
     board: board::Board,
 }
-
-/// A disk's journal summary and when it was brought up to date, none
-/// until first read (or after a read failed).
-type KeptSummary = Arc<Mutex<Option<(std::time::Instant, JournalSummary)>>>;
 
 /// How long a journal summary is taken as it is: listing a week of
 /// segments takes milliseconds, and a page asked by many at once need not
@@ -138,16 +135,15 @@ impl Daemon {
         disk: &str,
         read: impl FnOnce(&JournalSummary) -> T,
     ) -> Result<T, ControlError> {
-        let entry = lock(&self.summaries).entry((site, disk.to_string())).or_default().clone();
-        let mut kept = lock(&entry);
-        if let Some((_, summary)) = kept.as_ref().filter(|(when, _)| when.elapsed() < SUMMARY_FRESH) {
-            return Ok(read(summary));
-        }
-        let now = std::time::Instant::now();
-        let summary = summarize_journal(vault, disk, kept.take().map(|(_, summary)| summary))?;
-        let result = read(&summary);
-        *kept = Some((now, summary));
-        Ok(result)
+        self.summaries.with(
+            &(site, disk.to_string()),
+            |(when, _)| when.elapsed() < SUMMARY_FRESH,
+            |kept| {
+                let now = std::time::Instant::now();
+                Ok((now, summarize_journal(vault, disk, kept.map(|(_, summary)| summary))?))
+            },
+            |(_, summary)| read(summary),
+        )
     }
 
     /// The host of `site`.
@@ -480,7 +476,7 @@ impl Daemon {
             hooks,
             restarts: Mutex::default(),
             started: jiff::Timestamp::now(),
-            summaries: Mutex::default(),
+            summaries: kept::Kept::default(),
             board: board::Board::default(),
         })
     }

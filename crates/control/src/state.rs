@@ -468,15 +468,20 @@ impl State {
     }
 
     pub fn machines(&self) -> Result<Vec<Machine>, ControlError> {
+        self.machines_named(None)
+    }
+
+    /// Every machine, or the one named `name` (none if there is none).
+    fn machines_named(&self, name: Option<&str>) -> Result<Vec<Machine>, ControlError> {
         let mut statement = self
             .connection
             .prepare(
                 "SELECT name, cpus, memory_mib, kernel, initrd, append, nics, state, active_site, policy, generation, \
-                 details FROM machines ORDER BY name",
+                 details FROM machines WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
             )
             .map_err(|e| self.error(e))?;
         let rows = statement
-            .query_map([], |row| {
+            .query_map([name], |row| {
                 Ok(Machine {
                     definition: MachineDefinition {
                         name: row.get(0)?,
@@ -517,14 +522,25 @@ impl State {
     }
 
     pub fn machine(&self, name: &str) -> Result<Machine, ControlError> {
-        let machines = self.machines()?;
-        let known: Vec<String> = machines.iter().map(|m| m.definition.name.clone()).collect();
-        machines.into_iter().find(|m| m.definition.name == name).ok_or_else(|| {
-            ControlError::NotFound(format!(
-                "no machine named '{name}' (known: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            ))
-            .with_hint(standby_api::Hint::AddMachine)
+        if let Some(machine) = self.machines_named(Some(name))?.pop() {
+            return Ok(machine);
+        }
+        Err(ControlError::NotFound(format!("no machine named '{name}' ({})", self.known_machines()?))
+            .with_hint(standby_api::Hint::AddMachine))
+    }
+
+    /// The machines there are, as an error naming an unknown one says them:
+    /// every name while they are few, else how many.
+    fn known_machines(&self) -> Result<String, ControlError> {
+        const NAMED: usize = 20;
+        let mut statement =
+            self.connection.prepare("SELECT name FROM machines ORDER BY name").map_err(|e| self.error(e))?;
+        let names: Vec<String> =
+            statement.query_map([], |row| row.get(0)).and_then(|rows| rows.collect()).map_err(|e| self.error(e))?;
+        Ok(match names.len() {
+            0 => "known: none".to_string(),
+            n if n <= NAMED => format!("known: {}", names.join(", ")),
+            n => format!("{n} machines known; `standby machine list` names them"),
         })
     }
 }
@@ -698,6 +714,52 @@ impl State {
 mod tests {
     use super::*;
     use standby_lifecycle::Command;
+
+    fn with_machines(count: usize) -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::create(&dir.path().join("state.db")).unwrap();
+        for n in 0..count {
+            let name = format!("vm{n:02}");
+            let definition = MachineDefinition {
+                name: name.clone(),
+                cpus: 1,
+                memory_mib: 64,
+                kernel: None,
+                initrd: None,
+                append: None,
+                nics: Vec::new(),
+            };
+            let disk = DiskDefinition {
+                vault_disk: format!("{name}-0"),
+                primary_path: PathBuf::from(format!("/p/{name}.raw")),
+                recovery_path: PathBuf::from(format!("/r/{name}.raw")),
+            };
+            state.add_machine(&definition, &[disk], Site::Primary).unwrap();
+        }
+        (dir, state)
+    }
+
+    #[test]
+    fn one_machine_is_found_with_its_disks() {
+        let (_dir, state) = with_machines(3);
+        let machine = state.machine("vm01").unwrap();
+        assert_eq!(machine.name(), "vm01");
+        assert_eq!(machine.disks.len(), 1);
+        assert_eq!(machine.disks[0].vault_disk, "vm01-0");
+        assert_eq!(state.machines().unwrap().len(), 3);
+    }
+
+    /// An unknown name is answered with the names there are while they
+    /// are few, with how many when they are many (never a thousand names).
+    #[test]
+    fn an_unknown_machine_is_said_with_the_machines_known() {
+        let message = |count| with_machines(count).1.machine("nope").unwrap_err().to_string();
+        assert!(message(0).contains("no machine named 'nope' (known: none)"), "{}", message(0));
+        assert!(message(2).contains("(known: vm00, vm01)"), "{}", message(2));
+        let many = message(25);
+        assert!(many.contains("(25 machines known; `standby machine list` names them)"), "{many}");
+        assert!(!many.contains("vm24"), "{many}");
+    }
 
     fn version_one(path: &Path) {
         let state = State::connect(path).unwrap();

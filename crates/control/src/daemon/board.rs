@@ -55,7 +55,7 @@ pub(super) struct Board {
 
 impl Board {
     /// The state's version now.
-    fn data_version(&self, state_file: &std::path::Path) -> Result<i64, ControlError> {
+    pub(super) fn data_version(&self, state_file: &std::path::Path) -> Result<i64, ControlError> {
         let mut watch = lock(&self.watch);
         if watch.is_none() {
             *watch = Some(State::open(state_file)?);

@@ -23,6 +23,8 @@ use standby_lifecycle::{Command, State};
 use tower::ServiceExt;
 
 use super::access::{caller_of, Caller};
+use super::board::Posted;
+use super::kept::Kept;
 use super::Daemon;
 
 /// The session cookie's name.
@@ -36,13 +38,47 @@ pub(super) struct Console {
     /// The API router (audited; callers come from the session).
     api: Router,
     sessions: Mutex<HashMap<String, (Caller, Instant)>>,
+    /// Machines' pages (without the caller's navigation) as last made, by
+    /// machine and whether they show actions.
+    machine_pages: Kept<(String, bool), MachinePage>,
+    /// The replicated items as last made, by filters.
+    items_pages: Kept<(Option<String>, Option<String>), ItemsPage>,
 }
+
+/// The replicated items as made from the statuses on `board`.
+struct ItemsPage {
+    board: Arc<Posted>,
+    body: Arc<str>,
+}
+
+/// A machine's page as made from the state at `data_version`.
+struct MachinePage {
+    data_version: i64,
+    made: Instant,
+    body: Arc<str>,
+}
+
+/// How long a machine's page is shown as it was made, unless the state
+/// changed since: its points and RPOs are a second old at most (a week of
+/// points is a page of 250 KB, and fifty operators asking at once need not
+/// each have it made).
+const MACHINE_PAGE_FRESH: Duration = Duration::from_secs(1);
+
+/// How many pages of one kind are kept before those no longer fresh are
+/// forgotten.
+const PAGES_KEPT: usize = 64;
 
 type Shared = AxumState<Arc<Console>>;
 
 /// The console's routes; `api` is the audited API router without its token layer.
 pub(super) fn routes(daemon: Arc<Daemon>, api: Router) -> Router {
-    let console = Arc::new(Console { daemon, api, sessions: Mutex::default() });
+    let console = Arc::new(Console {
+        daemon,
+        api,
+        sessions: Mutex::default(),
+        machine_pages: Kept::default(),
+        items_pages: Kept::default(),
+    });
     let pages = Router::new()
         .route("/", get(items))
         .route("/machines/{name}", get(machine))
@@ -183,12 +219,12 @@ async fn logout(AxumState(console): Shared, headers: HeaderMap) -> Response {
 // Pages.
 
 /// Every page: its title, the navigation, who is signed in.
-fn page(title: &str, caller: Option<&Caller>, body: Markup) -> Markup {
+fn page(title: &str, caller: Option<&Caller>, body: impl maud::Render) -> Markup {
     page_with(title, caller, body, false)
 }
 
 /// [`page`], reloading itself every second when `refresh` (a job that runs).
-fn page_with(title: &str, caller: Option<&Caller>, body: Markup, refresh: bool) -> Markup {
+fn page_with(title: &str, caller: Option<&Caller>, body: impl maud::Render, refresh: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -277,51 +313,66 @@ async fn items(
     caller: axum::Extension<Caller>,
     Query(filters): Query<Filters>,
 ) -> Response {
-    let daemon = console.daemon.clone();
-    let made = blocking(move || daemon.statuses()).await.map(|board| {
-        let status = &board.list;
-        let shown: Vec<&MachineStatus> = status
-            .machines
-            .iter()
-            .filter(|m| filters.health.as_deref().is_none_or(|h| m.health.map(HealthLevel::name) == Some(h)))
-            .filter(|m| filters.state.as_deref().is_none_or(|s| m.state.name() == s))
-            .collect();
-        html! {
-            h1 { "Replicated items" }
-            form.filters method="get" action="/" {
-                label { "Health " select name="health" {
-                    option value="" { "any" }
-                    @for level in [HealthLevel::Healthy, HealthLevel::Warning, HealthLevel::Critical] {
-                        option value=(level.name()) selected[filters.health.as_deref() == Some(level.name())] { (level) }
-                    }
-                } }
-                label { "State " select name="state" {
-                    option value="" { "any" }
-                    @for state in standby_lifecycle::STATES {
-                        option value=(state.name()) selected[filters.state.as_deref() == Some(state.name())] { (state.name()) }
-                    }
-                } }
-                button type="submit" { "Filter" }
-            }
-            p.count { (shown.len()) " of " (status.machines.len()) " machines" }
-            table #items {
-                thead { tr { th { "Machine" } th { "State" } th { "Health" } th { "RPO / threshold" } th { "Latest point" } th { "Runs at" } } }
-                tbody {
-                    @for machine in &shown {
-                        tr data-machine=(machine.name) {
-                            td { a href=(format!("/machines/{}", standby_api::routes::encode(&machine.name))) { (machine.name) } }
-                            td { (machine.state.name()) }
-                            td { (health_badge(machine.health)) }
-                            td { (rpo_cell(machine)) }
-                            td { (latest_of(machine)) }
-                            td { (machine.site) @if machine.running { " (running)" } }
-                        }
+    let made = blocking(move || {
+        let board = console.daemon.statuses()?;
+        console.items_pages.sweep(PAGES_KEPT, |page| Arc::ptr_eq(&page.board, &board));
+        console.items_pages.with(
+            &(filters.health.clone(), filters.state.clone()),
+            |page| Arc::ptr_eq(&page.board, &board),
+            |_| Ok(ItemsPage { body: items_page(&board, &filters).into_string().into(), board: board.clone() }),
+            |page| page.body.clone(),
+        )
+    })
+    .await;
+    match made {
+        Ok(body) => page("Replicated items", Some(&caller), maud::PreEscaped(&*body)).into_response(),
+        Err(e) => answer("Replicated items", &caller, Err(e)),
+    }
+}
+
+/// The body of the replicated items, from the statuses on `board`.
+fn items_page(board: &Posted, filters: &Filters) -> Markup {
+    let status = &board.list;
+    let shown: Vec<&MachineStatus> = status
+        .machines
+        .iter()
+        .filter(|m| filters.health.as_deref().is_none_or(|h| m.health.map(HealthLevel::name) == Some(h)))
+        .filter(|m| filters.state.as_deref().is_none_or(|s| m.state.name() == s))
+        .collect();
+    html! {
+        h1 { "Replicated items" }
+        form.filters method="get" action="/" {
+            label { "Health " select name="health" {
+                option value="" { "any" }
+                @for level in [HealthLevel::Healthy, HealthLevel::Warning, HealthLevel::Critical] {
+                    option value=(level.name()) selected[filters.health.as_deref() == Some(level.name())] { (level) }
+                }
+            } }
+            label { "State " select name="state" {
+                option value="" { "any" }
+                @for state in standby_lifecycle::STATES {
+                    option value=(state.name()) selected[filters.state.as_deref() == Some(state.name())] { (state.name()) }
+                }
+            } }
+            button type="submit" { "Filter" }
+        }
+        p.count { (shown.len()) " of " (status.machines.len()) " machines" }
+        table #items {
+            thead { tr { th { "Machine" } th { "State" } th { "Health" } th { "RPO / threshold" } th { "Latest point" } th { "Runs at" } } }
+            tbody {
+                @for machine in &shown {
+                    tr data-machine=(machine.name) {
+                        td { a href=(format!("/machines/{}", standby_api::routes::encode(&machine.name))) { (machine.name) } }
+                        td { (machine.state.name()) }
+                        td { (health_badge(machine.health)) }
+                        td { (rpo_cell(machine)) }
+                        td { (latest_of(machine)) }
+                        td { (machine.site) @if machine.running { " (running)" } }
                     }
                 }
             }
         }
-    });
-    answer("Replicated items", &caller, made)
+    }
 }
 
 fn latest_of(machine: &MachineStatus) -> String {
@@ -339,48 +390,63 @@ async fn machine(
     caller: axum::Extension<Caller>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    let daemon = console.daemon.clone();
     let can_act = caller.can_act();
     let made = blocking(move || {
-        let status = daemon.status(Some(&name))?.machines.remove(0);
-        let points = daemon.points(&name)?;
-        Ok((status, points))
+        let data_version = console.daemon.state_version()?;
+        console.machine_pages.sweep(PAGES_KEPT, |page| page.made.elapsed() < MACHINE_PAGE_FRESH);
+        console.machine_pages.with(
+            &(name.clone(), can_act),
+            |page| page.data_version == data_version && page.made.elapsed() < MACHINE_PAGE_FRESH,
+            |_| {
+                let made = Instant::now();
+                let body = machine_page(&console.daemon, &name, can_act)?.into_string().into();
+                Ok(MachinePage { data_version, made, body })
+            },
+            |page| page.body.clone(),
+        )
     })
-    .await
-    .map(|(status, points)| {
-        let name = standby_api::routes::encode(&status.name);
-        html! {
-            h1 { (status.name) }
-            p { "State " strong #state { (status.state.name()) } ", health " (health_badge(status.health)) ", runs at the " (status.site) " site" }
-            @if let Some(problems) = &status.problems { ul.problems { @for problem in problems { li { (problem) } } } }
-            h2 { "Disks" }
-            table { tbody { @for disk in status.disks.iter().flatten() {
-                tr { td { (disk.disk) } td { "RPO " (disk.rpo_seconds.map(|r| format!("{r:.1} s")).unwrap_or_else(|| "—".into())) } td { "latest " (disk.latest.clone().unwrap_or_else(|| "—".into())) } }
-            } } }
-            h2 { "Recovery points" }
-            @match (&points.from, &points.to) {
-                (Some(from), Some(to)) => {
-                    p #window { "Any moment from " time { (from) } " to " time { (to) } " can be restored." }
-                    ol.timeline #timeline data-from=(from) data-to=(to) {
-                        @for point in &points.points {
-                            li class=(point.kind.clone()) data-time=(point.time) {
-                                button.pick type="button" data-point=(point.time) { time { (point.time) } " " (point.kind) @if !point.label.is_empty() { " · " (point.label) } }
-                            }
+    .await;
+    match made {
+        Ok(body) => page("Machine", Some(&caller), maud::PreEscaped(&*body)).into_response(),
+        Err(e) => answer("Machine", &caller, Err(e)),
+    }
+}
+
+/// The body of a machine's page, found now.
+fn machine_page(daemon: &Daemon, name: &str, can_act: bool) -> Result<Markup, crate::error::ControlError> {
+    let status = daemon.status(Some(name))?.machines.remove(0);
+    let points = daemon.points(name)?;
+    let name = standby_api::routes::encode(&status.name);
+    Ok(html! {
+        h1 { (status.name) }
+        p { "State " strong #state { (status.state.name()) } ", health " (health_badge(status.health)) ", runs at the " (status.site) " site" }
+        @if let Some(problems) = &status.problems { ul.problems { @for problem in problems { li { (problem) } } } }
+        h2 { "Disks" }
+        table { tbody { @for disk in status.disks.iter().flatten() {
+            tr { td { (disk.disk) } td { "RPO " (disk.rpo_seconds.map(|r| format!("{r:.1} s")).unwrap_or_else(|| "—".into())) } td { "latest " (disk.latest.clone().unwrap_or_else(|| "—".into())) } }
+        } } }
+        h2 { "Recovery points" }
+        @match (&points.from, &points.to) {
+            (Some(from), Some(to)) => {
+                p #window { "Any moment from " time { (from) } " to " time { (to) } " can be restored." }
+                ol.timeline #timeline data-from=(from) data-to=(to) {
+                    @for point in &points.points {
+                        li class=(point.kind.clone()) data-time=(point.time) {
+                            button.pick type="button" data-point=(point.time) { time { (point.time) } " " (point.kind) @if !point.label.is_empty() { " · " (point.label) } }
                         }
                     }
                 }
-                _ => p { "No point yet." }
             }
-            @if can_act {
-                h2 { "Actions" }
-                // Planned failover is one action (synchronising first is its box).
-                @for command in status.state.allowed().into_iter().filter(|c| *c != Command::PlannedFailover { sync_first: true }) {
-                    (action_form(&name, command))
-                }
+            _ => p { "No point yet." }
+        }
+        @if can_act {
+            h2 { "Actions" }
+            // Planned failover is one action (synchronising first is its box).
+            @for command in status.state.allowed().into_iter().filter(|c| *c != Command::PlannedFailover { sync_first: true }) {
+                (action_form(&name, command))
             }
         }
-    });
-    answer("Machine", &caller, made)
+    })
 }
 
 /// The form of one action, with the fields it takes.

@@ -499,6 +499,12 @@ impl Daemon {
         self.board.view(&self.home.join(crate::STATE_FILE), || self.status(None))
     }
 
+    /// The state's version now: it changes with every change committed
+    /// (what was made from the state before may no longer be true).
+    pub(super) fn state_version(&self) -> Result<i64, ControlError> {
+        self.board.data_version(&self.home.join(crate::STATE_FILE))
+    }
+
     /// Finds every machine's status now and posts it on the board.
     pub(super) fn refresh_statuses(&self) -> Result<Arc<Posted>, ControlError> {
         self.board.refresh(&self.home.join(crate::STATE_FILE), || self.status(None))
