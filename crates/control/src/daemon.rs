@@ -44,6 +44,7 @@ mod protection;
 mod reprotect;
 mod restart;
 mod retention;
+mod rpo_history;
 #[cfg(test)]
 mod simulated;
 mod sites;
@@ -105,6 +106,8 @@ struct Daemon {
     summaries: kept::Kept<(Site, String), (std::time::Instant, JournalSummary)>,
     /// Every machine's status as last found (`board.rs`).
     board: board::Board,
+    /// Every machine's RPO over the last hours, for the console.
+    rpo_history: rpo_history::RpoHistory,
 }
 
 /// How long a journal summary is taken as it is: listing a week of
@@ -478,6 +481,7 @@ impl Daemon {
             started: jiff::Timestamp::now(),
             summaries: kept::Kept::default(),
             board: board::Board::default(),
+            rpo_history: rpo_history::RpoHistory::default(),
         })
     }
 

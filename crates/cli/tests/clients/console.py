@@ -123,6 +123,13 @@ try:
     assert cookie and cookie["httpOnly"] and cookie["secure"] and cookie.get("sameSite") == "Strict", cookie
     row = driver.find_element(By.CSS_SELECTOR, f"#items tr[data-machine='{machine}']")
     assert "protected" in row.text, row.text
+
+    def rpo_charted(d):
+        # The chart of the last hours gets its bar once the daemon saw the RPO.
+        d.refresh()
+        charts = d.find_elements(By.CSS_SELECTOR, f"#items tr[data-machine='{machine}'] svg.chart")
+        return charts and "highest" in charts[0].find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    WebDriverWait(driver, 30, poll_frequency=1).until(rpo_charted)
     shot("replicated-items")
     step("signed in; the guest is listed as protected")
 

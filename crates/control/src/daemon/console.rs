@@ -292,7 +292,7 @@ fn health_badge(health: Option<HealthLevel>) -> Markup {
     }
 }
 
-fn rpo_cell(machine: &MachineStatus) -> Markup {
+fn rpo_cell(machine: &MachineStatus, chart: &[Option<f64>]) -> Markup {
     match (machine.rpo_seconds, machine.rpo_threshold_seconds) {
         (Some(rpo), Some(threshold)) => {
             let share = (rpo / threshold.max(1) as f64).min(1.0) * 100.0;
@@ -301,9 +301,39 @@ fn rpo_cell(machine: &MachineStatus) -> Markup {
                     (format!("{rpo:.1} s")) " / " (threshold) " s"
                     span.meter { span style=(format!("width:{share:.0}%")) {} }
                 }
+                (rpo_chart(chart, threshold))
             }
         }
         _ => html! { "—" },
+    }
+}
+
+/// A machine's RPO over the last hours as bars (the highest of each span),
+/// the threshold at the top: bars that reach it are drawn as over it.
+fn rpo_chart(chart: &[Option<f64>], threshold: u64) -> Markup {
+    const HEIGHT: f64 = 16.0;
+    let threshold = threshold.max(1) as f64;
+    let (mut under, mut over) = (String::new(), String::new());
+    for (i, rpo) in chart.iter().enumerate() {
+        let Some(rpo) = rpo else { continue };
+        let height = (rpo / threshold * HEIGHT).clamp(1.0, HEIGHT).round();
+        let bars = if *rpo >= threshold { &mut over } else { &mut under };
+        bars.push_str(&format!("M{} 16v-{height}h2v{height}z", i * 2));
+    }
+    let hours = chart.len() as i64 * super::rpo_history::BUCKET / 3600;
+    let highest = chart.iter().flatten().fold(None, |top: Option<f64>, rpo| Some(top.map_or(*rpo, |t| t.max(*rpo))));
+    let label = match highest {
+        Some(highest) => {
+            format!("RPO over the last {hours} hours: highest {highest:.1} s of a {threshold} s threshold")
+        }
+        None => format!("RPO over the last {hours} hours: not seen yet"),
+    };
+    html! {
+        svg.chart width=(chart.len() * 2) height="16" viewBox=(format!("0 0 {} 16", chart.len() * 2)) role="img" {
+            title { (label) }
+            @if !under.is_empty() { path.under d=(under) {} }
+            @if !over.is_empty() { path.over d=(over) {} }
+        }
     }
 }
 
@@ -319,7 +349,11 @@ async fn items(
         console.items_pages.with(
             &(filters.health.clone(), filters.state.clone()),
             |page| Arc::ptr_eq(&page.board, &board),
-            |_| Ok(ItemsPage { body: items_page(&board, &filters).into_string().into(), board: board.clone() }),
+            |_| {
+                let now = jiff::Timestamp::now().as_second();
+                let body = items_page(&board, &filters, |name| console.daemon.rpo_chart(name, now));
+                Ok(ItemsPage { body: body.into_string().into(), board: board.clone() })
+            },
             |page| page.body.clone(),
         )
     })
@@ -331,7 +365,7 @@ async fn items(
 }
 
 /// The body of the replicated items, from the statuses on `board`.
-fn items_page(board: &Posted, filters: &Filters) -> Markup {
+fn items_page(board: &Posted, filters: &Filters, chart: impl Fn(&str) -> Vec<Option<f64>>) -> Markup {
     let status = &board.list;
     let shown: Vec<&MachineStatus> = status
         .machines
@@ -365,7 +399,7 @@ fn items_page(board: &Posted, filters: &Filters) -> Markup {
                         td { a href=(format!("/machines/{}", standby_api::routes::encode(&machine.name))) { (machine.name) } }
                         td { (machine.state.name()) }
                         td { (health_badge(machine.health)) }
-                        td { (rpo_cell(machine)) }
+                        td { (rpo_cell(machine, &chart(&machine.name))) }
                         td { (latest_of(machine)) }
                         td { (machine.site) @if machine.running { " (running)" } }
                     }

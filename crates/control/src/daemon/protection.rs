@@ -505,9 +505,18 @@ impl Daemon {
         self.board.data_version(&self.home.join(crate::STATE_FILE))
     }
 
-    /// Finds every machine's status now and posts it on the board.
+    /// Finds every machine's status now and posts it on the board; their
+    /// RPOs go into the console's charts.
     pub(super) fn refresh_statuses(&self) -> Result<Arc<Posted>, ControlError> {
-        self.board.refresh(&self.home.join(crate::STATE_FILE), || self.status(None))
+        let posted = self.board.refresh(&self.home.join(crate::STATE_FILE), || self.status(None))?;
+        self.rpo_history.record(&posted.list, jiff::Timestamp::now().as_second());
+        Ok(posted)
+    }
+
+    /// The highest RPO of `machine` in each span of the last hours, oldest
+    /// first (see `rpo_history.rs`).
+    pub(super) fn rpo_chart(&self, machine: &str, now: i64) -> Vec<Option<f64>> {
+        self.rpo_history.chart(machine, now)
     }
 
     /// `standby status`: every protected machine's (or one machine's)
