@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 use super::access::{caller_of, Caller};
 use super::board::Posted;
+use super::http::on_worker;
 use super::kept::Kept;
 use super::Daemon;
 
@@ -271,14 +272,6 @@ fn answer_with(title: &str, caller: &Caller, made: Result<(Markup, bool), crate:
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::error::ControlError> + Send + 'static,
-) -> Result<T, crate::error::ControlError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(crate::error::ControlError::Failed(format!("the page's worker failed: {e}"))))
-}
-
 #[derive(serde::Deserialize, Default)]
 struct Filters {
     health: Option<String>,
@@ -321,7 +314,7 @@ fn rpo_chart(chart: &[Option<f64>], threshold: u64) -> Markup {
         bars.push_str(&format!("M{} 16v-{height}h2v{height}z", i * 2));
     }
     let hours = chart.len() as i64 * super::rpo_history::BUCKET / 3600;
-    let highest = chart.iter().flatten().fold(None, |top: Option<f64>, rpo| Some(top.map_or(*rpo, |t| t.max(*rpo))));
+    let highest = chart.iter().flatten().copied().reduce(f64::max);
     let label = match highest {
         Some(highest) => {
             format!("RPO over the last {hours} hours: highest {highest:.1} s of a {threshold} s threshold")
@@ -343,7 +336,7 @@ async fn items(
     caller: axum::Extension<Caller>,
     Query(filters): Query<Filters>,
 ) -> Response {
-    let made = blocking(move || {
+    let made = on_worker(move || {
         let board = console.daemon.statuses()?;
         console.items_pages.sweep(PAGES_KEPT, |page| Arc::ptr_eq(&page.board, &board));
         console.items_pages.with(
@@ -351,7 +344,7 @@ async fn items(
             |page| Arc::ptr_eq(&page.board, &board),
             |_| {
                 let now = jiff::Timestamp::now().as_second();
-                let body = items_page(&board, &filters, |name| console.daemon.rpo_chart(name, now));
+                let body = items_page(&board, &filters, |name| console.daemon.rpo_history.chart(name, now));
                 Ok(ItemsPage { body: body.into_string().into(), board: board.clone() })
             },
             |page| page.body.clone(),
@@ -425,7 +418,7 @@ async fn machine(
     UrlPath(name): UrlPath<String>,
 ) -> Response {
     let can_act = caller.can_act();
-    let made = blocking(move || {
+    let made = on_worker(move || {
         let data_version = console.daemon.state_version()?;
         console.machine_pages.sweep(PAGES_KEPT, |page| page.made.elapsed() < MACHINE_PAGE_FRESH);
         console.machine_pages.with(
@@ -546,7 +539,7 @@ async fn act(
 
 async fn jobs(AxumState(console): Shared, caller: axum::Extension<Caller>) -> Response {
     let daemon = console.daemon.clone();
-    let made = blocking(move || daemon.deployment()?.state.jobs()).await.map(|mut jobs| {
+    let made = on_worker(move || daemon.deployment()?.state.jobs()).await.map(|mut jobs| {
         jobs.reverse();
         html! {
             h1 { "Jobs" }
@@ -565,7 +558,7 @@ async fn jobs(AxumState(console): Shared, caller: axum::Extension<Caller>) -> Re
 async fn job(AxumState(console): Shared, caller: axum::Extension<Caller>, UrlPath(id): UrlPath<i64>) -> Response {
     let daemon = console.daemon.clone();
     let can_act = caller.can_act();
-    let made = blocking(move || {
+    let made = on_worker(move || {
         let deployment = daemon.deployment()?;
         let job = deployment.state.job(id)?;
         let state = deployment.state.machine(&job.machine).map(|machine| machine.state).ok();
@@ -595,7 +588,7 @@ async fn job(AxumState(console): Shared, caller: axum::Extension<Caller>, UrlPat
 
 async fn alerts(AxumState(console): Shared, caller: axum::Extension<Caller>) -> Response {
     let daemon = console.daemon.clone();
-    let made = blocking(move || daemon.deployment()?.state.alerts(true)).await.map(|alerts| {
+    let made = on_worker(move || daemon.deployment()?.state.alerts(true)).await.map(|alerts| {
         html! {
             h1 { "Alerts" }
             @if alerts.iter().all(|alert| alert.cleared.is_some()) { p { "No alert stands." } }
@@ -614,7 +607,7 @@ async fn alerts(AxumState(console): Shared, caller: axum::Extension<Caller>) -> 
 
 async fn sites(AxumState(console): Shared, caller: axum::Extension<Caller>) -> Response {
     let daemon = console.daemon.clone();
-    let made = blocking(move || daemon.sites()).await.map(|list| {
+    let made = on_worker(move || daemon.sites()).await.map(|list| {
         html! {
             h1 { "Sites" }
             table #sites {

@@ -213,18 +213,16 @@ type Daemon_ = AxumState<Arc<Daemon>>;
 async fn blocking<T: Serialize + Send + 'static>(
     work: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
 ) -> ApiResult<T> {
-    on_worker(work).await.map(Json)
+    on_worker(work).await.map(Json).map_err(ApiError)
 }
 
-/// `work` on a blocking worker thread.
-async fn on_worker<T: Send + 'static>(
+/// `work` on a blocking worker thread (every handler's and page's).
+pub(super) async fn on_worker<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ControlError> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(ApiError(e)),
-        Err(e) => Err(ApiError(ControlError::Failed(format!("the request's worker failed: {e}")))),
-    }
+) -> Result<T, ControlError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(ControlError::Failed(format!("the request's worker failed: {e}"))))
 }
 
 /// The daemon: its process, folder and accelerator.
@@ -364,7 +362,7 @@ async fn reprotect(
 /// Replicated items: state, health, RPO, latest points.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = standby_api::StatusList)))]
 async fn status_all(AxumState(daemon): Daemon_) -> Result<Response, ApiError> {
-    let board = on_worker(move || daemon.statuses()).await?;
+    let board = on_worker(move || daemon.statuses()).await.map_err(ApiError)?;
     // The board's JSON, made once for all its readers.
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], board.json()).into_response())
 }

@@ -513,12 +513,6 @@ impl Daemon {
         Ok(posted)
     }
 
-    /// The highest RPO of `machine` in each span of the last hours, oldest
-    /// first (see `rpo_history.rs`).
-    pub(super) fn rpo_chart(&self, machine: &str, now: i64) -> Vec<Option<f64>> {
-        self.rpo_history.chart(machine, now)
-    }
-
     /// `standby status`: every protected machine's (or one machine's)
     /// state, health, current RPO and latest points, found now.
     pub(super) fn status(&self, name: Option<&str>) -> Result<StatusList, ControlError> {

@@ -27,10 +27,11 @@ impl RpoHistory {
     pub(super) fn record(&self, list: &StatusList, now: i64) {
         let bucket = now.div_euclid(BUCKET);
         let mut machines = lock(&self.machines);
-        machines.retain(|name, _| list.machines.iter().any(|m| &m.name == name));
+        let mut seen = std::mem::take(&mut *machines);
         for machine in &list.machines {
+            let history =
+                machines.entry(machine.name.clone()).or_insert_with(|| seen.remove(&machine.name).unwrap_or_default());
             let Some(rpo) = machine.rpo_seconds else { continue };
-            let history = machines.entry(machine.name.clone()).or_default();
             match history.back_mut() {
                 Some((last, highest)) if *last == bucket => *highest = highest.max(rpo),
                 _ => history.push_back((bucket, rpo)),
