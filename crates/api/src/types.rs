@@ -430,6 +430,18 @@ pub struct SplitterStatus {
     /// How long the guest's writes took.
     #[serde(default)]
     pub write_latency: LatencyHistogram,
+    /// The replication group whose points the disk's points are.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Group points the splitter held the guest's writes for, and how many
+    /// of those holds ended at their deadline (no point made).
+    #[serde(default)]
+    pub group_holds: u64,
+    #[serde(default)]
+    pub group_holds_expired: u64,
+    /// The longest hold, in seconds.
+    #[serde(default)]
+    pub group_hold_max_seconds: f64,
 }
 
 /// A histogram of durations.

@@ -28,11 +28,15 @@ pub(crate) fn serve_disk(
     disk: &str,
     pace: &Pace,
     wait_for_vault: bool,
+    group: Option<String>,
 ) -> anyhow::Result<u8> {
     let bookmark_interval = parse_duration(&pace.bookmark_interval, "--bookmark-interval")?;
     let seal_interval = parse_duration(&pace.seal_interval, "--seal-interval")?;
     if bookmark_interval.is_zero() || seal_interval.is_zero() {
         return Err(bad_input("--bookmark-interval and --seal-interval must be longer than zero"));
+    }
+    if let Some(group) = &group {
+        standby_format::validate_group_name(group).map_err(|e| bad_input(format!("--group: {e}")))?;
     }
     standby_image::Image::open(image, false)?;
     let vault = match open_vault(vault) {
@@ -58,6 +62,7 @@ pub(crate) fn serve_disk(
         bookmark_interval,
         seal_interval,
         queue_bytes_max: pace.queue_mib.max(1) << 20,
+        group,
         ..standby_splitter::SplitterOptions::new(disk)
     };
     let splitter = standby_splitter::Splitter::start_from(vault, image, socket, options)?;

@@ -128,6 +128,11 @@ pub enum Command {
         /// once it opens. Without it, such a vault is an error at start.
         #[arg(long)]
         wait_for_vault: bool,
+        /// The replication group of the disk's machine: the disk's points
+        /// are the group's, made by the control plane in every member at
+        /// once (no bookmark of its own every --bookmark-interval).
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
     },
     /// Serve a disk at a recovery point over NBD, at once, without restoring it; writes go to an overlay.
     /// Runs until interrupted (SIGINT or SIGTERM); the overlay is kept.

@@ -26,9 +26,10 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
             seal_interval,
             queue_mib,
             wait_for_vault,
+            group,
         } => {
             let pace = agent_commands::Pace { bookmark_interval, seal_interval, queue_mib };
-            agent_commands::serve_disk(&image, &socket, &vault, &disk, &pace, wait_for_vault)
+            agent_commands::serve_disk(&image, &socket, &vault, &disk, &pace, wait_for_vault, group)
         }
         Command::Export { vault, disk, point, socket, overlay, hydrate } => {
             agent_commands::export(&vault, &disk, &point, &socket, overlay, hydrate)

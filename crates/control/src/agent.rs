@@ -280,6 +280,10 @@ mod tests {
                 sum_seconds: 0.5,
                 count: 6,
             },
+            group: Some("shop".into()),
+            group_holds: 8,
+            group_holds_expired: 1,
+            group_hold_max_seconds: 0.002,
         };
         let sent = serde_json::to_value(&status).unwrap();
         let read: standby_api::SplitterStatus = serde_json::from_value(sent.clone()).unwrap();

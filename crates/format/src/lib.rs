@@ -62,6 +62,31 @@ pub const DISK_BYTES_MAX: u64 = 64 << 40;
 pub const DISK_NAME_BYTES_MAX: usize = 64;
 pub const LABEL_BYTES_MAX: usize = 256;
 
+/// The labels of replication groups' points begin with this: a point made
+/// at once in every disk of the group's machines (`group:GROUP:ID`). No
+/// other bookmark may carry such a label.
+pub const GROUP_LABEL_PREFIX: &str = "group:";
+
+/// Checks a replication group's name: the rules of a disk name
+/// ([`validate_disk_name`]), so it never holds the label's `:`.
+pub fn validate_group_name(name: &str) -> Result<(), String> {
+    validate_disk_name(name).map_err(|e| e.replacen("disk name", "group name", 1))
+}
+
+/// The label of group `group`'s point `id` (a group names its points by
+/// increasing ids, the microsecond its control plane began them).
+pub fn group_point_label(group: &str, id: u64) -> String {
+    format!("{GROUP_LABEL_PREFIX}{group}:{id}")
+}
+
+/// The group and id of a group point's label; None for any other label.
+pub fn parse_group_point_label(label: &str) -> Option<(&str, u64)> {
+    let rest = label.strip_prefix(GROUP_LABEL_PREFIX)?;
+    let (group, id) = rest.rsplit_once(':')?;
+    let id = id.parse().ok().filter(|_| !group.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))?;
+    Some((group, id))
+}
+
 const _: () = assert!(CHUNK_BYTES_MIN <= CHUNK_BYTES_DEFAULT && CHUNK_BYTES_DEFAULT <= CHUNK_BYTES_MAX);
 const _: () = assert!(PAGE_ENTRIES_DEFAULT <= PAGE_ENTRIES_MAX);
 
@@ -78,4 +103,18 @@ pub fn validate_disk_name(name: &str) -> Result<(), String> {
         return Err(format!("disk name may only hold letters, digits, '.', '_' and '-' (found {c:?})"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_point_labels_read_back_and_nothing_else_reads_as_one() {
+        let label = group_point_label("shop", 1_733_000_000_123_456);
+        assert_eq!(parse_group_point_label(&label), Some(("shop", 1_733_000_000_123_456)));
+        for other in ["", "group:", "group:g", "group::5", "group:g:", "group:g:+5", "group:g:x", "nightly", "g:5"] {
+            assert_eq!(parse_group_point_label(other), None, "{other:?}");
+        }
+    }
 }

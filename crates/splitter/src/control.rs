@@ -68,6 +68,11 @@ fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
                 let label = request["label"].as_str().unwrap_or("");
                 if label.len() > standby_format::LABEL_BYTES_MAX {
                     json!({"error": format!("label longer than {} bytes", standby_format::LABEL_BYTES_MAX)})
+                } else if label.starts_with(standby_format::GROUP_LABEL_PREFIX) {
+                    json!({"error": format!(
+                        "labels beginning with '{}' are replication groups' points; choose another label",
+                        standby_format::GROUP_LABEL_PREFIX
+                    )})
                 } else if request["wait"].as_str() == Some("queued") {
                     match shared.bookmark(kind, label, None) {
                         Ok(()) => json!({"queued": true, "kind": kind, "label": label}),
@@ -86,12 +91,48 @@ fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {
                 }
             }
             Some("status") => serde_json::to_value(crate::status(shared)).expect("status serialises"),
+            Some("group-hold") => group_hold(shared, &request),
+            Some("group-release") => {
+                let label = request["label"].as_str().unwrap_or("");
+                match shared.group_release(label, request["keep"].as_bool() == Some(true)) {
+                    Ok(kept) => json!({"released": true, "kept": kept}),
+                    Err(problem) => json!({"error": problem}),
+                }
+            }
             _ => json!({"error": "unknown request; expected {\"op\": \"mark\"} or {\"op\": \"status\"}"}),
         },
         Err(e) => json!({"error": format!("not JSON: {e}")}),
     };
     let mut stream = stream;
     stream.write_all(format!("{reply}\n").as_bytes())
+}
+
+/// Longest hold a coordinator may ask for: the guests' writes wait at
+/// most this long for a group point.
+const GROUP_HOLD_MAX: Duration = Duration::from_secs(2);
+
+fn group_hold(shared: &Shared, request: &Value) -> Value {
+    let label = request["label"].as_str().unwrap_or("");
+    let kind = if request["app_consistent"].as_bool() == Some(true) {
+        PointKind::AppConsistent
+    } else {
+        PointKind::CrashConsistent
+    };
+    let within = Duration::from_millis(request["within_ms"].as_u64().unwrap_or(0));
+    let Some(group) = shared.options.group.as_deref() else {
+        return json!({"error": "this disk is in no replication group (its splitter was started without --group)"});
+    };
+    match standby_format::parse_group_point_label(label) {
+        Some((of, _)) if of == group => {}
+        _ => return json!({"error": format!("'{label}' is not a point of group '{group}', the disk's group")}),
+    }
+    if within.is_zero() || within > GROUP_HOLD_MAX {
+        return json!({"error": format!("within_ms must be 1 to {}", GROUP_HOLD_MAX.as_millis())});
+    }
+    match shared.group_hold(label, kind, within) {
+        Ok(()) => json!({"held": true}),
+        Err(problem) => json!({"error": problem}),
+    }
 }
 
 /// How long a request may wait for its answer (a mark waits up to 120 s
@@ -113,7 +154,7 @@ pub fn status(socket: &Path) -> io::Result<Value> {
 }
 
 /// Like [`request`], waiting at most `timeout` for the reply.
-fn request_within(socket: &Path, request: &Value, timeout: Duration) -> io::Result<Value> {
+pub(crate) fn request_within(socket: &Path, request: &Value, timeout: Duration) -> io::Result<Value> {
     let path = control_path(socket);
     let mut stream = UnixStream::connect(&path).map_err(|e| {
         io::Error::new(e.kind(), format!("no splitter is running on {} ({path}: {e})", socket.display()))

@@ -6,6 +6,8 @@
 //! fails the next N operations of that kind with EIO (N counts down in the
 //! file). An image write fails after its data reached the image: the worst
 //! case, where the image changed and the client was told it did not.
+//! A line `vault-delay MS` makes each store of a segment wait MS first (a
+//! slow vault; not counted down).
 
 use std::io;
 use std::path::PathBuf;
@@ -59,4 +61,12 @@ pub fn injected(fault: Fault) -> io::Result<()> {
     }
     std::fs::write(file, lines.join("\n") + "\n")?;
     Err(io::Error::other(format!("{} failed: Input/output error (injected by a test)", fault.name())))
+}
+
+/// How long each store of a segment waits first, when the test asked for
+/// a slow vault.
+pub fn vault_delay() -> Option<std::time::Duration> {
+    let text = std::fs::read_to_string(file()?).ok()?;
+    let millis = text.lines().find_map(|line| line.strip_prefix("vault-delay "))?.trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(millis))
 }

@@ -26,6 +26,7 @@ mod control;
 pub mod dirty;
 pub mod export;
 mod faults;
+pub mod group;
 
 use std::collections::VecDeque;
 use std::io;
@@ -58,6 +59,10 @@ pub struct SplitterOptions {
     pub queue_bytes_max: u64,
     /// The intent log (default: beside the image, `<image>.standby-dirty`).
     pub intent_log: Option<PathBuf>,
+    /// The replication group of the disk's machine: its bookmarks are the
+    /// group's points, which the control plane makes in every member at
+    /// once ([`group`]), and no timer makes any of its own.
+    pub group: Option<String>,
 }
 
 impl SplitterOptions {
@@ -68,6 +73,7 @@ impl SplitterOptions {
             seal_interval: Duration::from_secs(1),
             queue_bytes_max: 256 << 20,
             intent_log: None,
+            group: None,
         }
     }
 }
@@ -86,12 +92,40 @@ fn now_micros() -> i64 {
 }
 
 enum Entry {
-    Write { offset: u64, data: Vec<u8>, time: i64 },
-    Zero { offset: u64, length: u64, time: i64 },
-    Size { bytes: u64, time: i64 },
-    Gap { time: i64 },
-    Exact { time: i64 },
-    Bookmark { kind: PointKind, label: String, time: i64, reply: Option<Sender<Result<u64, String>>> },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        time: i64,
+    },
+    Zero {
+        offset: u64,
+        length: u64,
+        time: i64,
+    },
+    Size {
+        bytes: u64,
+        time: i64,
+    },
+    Gap {
+        time: i64,
+    },
+    Exact {
+        time: i64,
+    },
+    Bookmark {
+        kind: PointKind,
+        label: String,
+        time: i64,
+        reply: Option<Sender<Result<u64, String>>>,
+    },
+    /// A group point whose hold is not released yet: the shipper stops
+    /// before it until the release makes it a bookmark or drops it
+    /// ([`group`]).
+    GroupPending {
+        kind: PointKind,
+        label: String,
+        time: i64,
+    },
 }
 
 impl Entry {
@@ -99,7 +133,11 @@ impl Entry {
     fn change_time(&self) -> Option<i64> {
         match self {
             Entry::Write { time, .. } | Entry::Zero { time, .. } => Some(*time),
-            Entry::Size { .. } | Entry::Bookmark { .. } | Entry::Gap { .. } | Entry::Exact { .. } => None,
+            Entry::Size { .. }
+            | Entry::Bookmark { .. }
+            | Entry::GroupPending { .. }
+            | Entry::Gap { .. }
+            | Entry::Exact { .. } => None,
         }
     }
 }
@@ -123,6 +161,11 @@ struct Queue {
     /// Ranges of guest changes being applied to the image (see
     /// [`Shared::change`]).
     applying: Vec<(u64, u64)>,
+    /// The group point being made: changes queued after its bookmark are
+    /// not acknowledged until it is released ([`group`]).
+    hold: Option<group::Hold>,
+    /// Counts holds, so a change waits only for the one it came after.
+    holds_begun: u64,
 }
 
 /// Whether two byte ranges share a byte.
@@ -159,6 +202,14 @@ pub struct Status {
     /// How long the guest's writes took, from the request to the answer
     /// (the image and the journal's queue; the vault is not waited for).
     pub write_latency: LatencyHistogram,
+    /// The replication group whose points this disk's bookmarks are.
+    pub group: Option<String>,
+    /// Group points this splitter held writes for, and how many of them
+    /// ended at their deadline instead of a release (no point made).
+    pub group_holds: u64,
+    pub group_holds_expired: u64,
+    /// The longest any hold lasted, in seconds.
+    pub group_hold_max_seconds: f64,
 }
 
 /// Upper bounds, in seconds, of the write latency histogram's buckets
@@ -211,6 +262,8 @@ struct Shared {
     changed: Condvar,
     /// Signalled when a guest change has been applied to the image.
     applied: Condvar,
+    /// Signalled when a group point's hold ends.
+    released: Condvar,
     status: Mutex<Status>,
     options: SplitterOptions,
     /// Catch-up buffers the shipper is done with, for the next regions:
@@ -318,6 +371,8 @@ impl Shared {
         let at = queue.applying.iter().position(|&range| range == (offset, length)).expect("registered above");
         queue.applying.swap_remove(at);
         self.applied.notify_all();
+        // Done after a group point's bookmark: acknowledged after its release.
+        let held = queue.hold.is_some().then_some(queue.holds_begun);
         if applied.is_ok() && queue.bytes + bytes <= self.options.queue_bytes_max && !queue.stopping {
             queue.regions.queued(offset, length);
             self.push(queue, entry, bytes);
@@ -338,6 +393,9 @@ impl Shared {
         }
         if let Err(e) = &applied {
             self.io_failed("a change to the image", offset, e);
+        }
+        if let Some(hold) = held {
+            self.wait_for_release(hold);
         }
         applied
     }
@@ -513,13 +571,20 @@ impl Splitter {
             journal_unknown: journal_empty.is_none(),
             oldest_unsealed: None,
             applying: Vec::new(),
+            hold: None,
+            holds_begun: 0,
         };
         let shared = Arc::new(Shared {
             image: export,
             queue: Mutex::new(queue),
             changed: Condvar::new(),
             applied: Condvar::new(),
-            status: Mutex::new(Status { disk: options.disk.clone(), ..Status::default() }),
+            released: Condvar::new(),
+            status: Mutex::new(Status {
+                disk: options.disk.clone(),
+                group: options.group.clone(),
+                ..Status::default()
+            }),
             options,
             spare_buffers: Mutex::default(),
             guest_changed_micros: AtomicI64::new(0),
@@ -587,7 +652,12 @@ impl Splitter {
     pub fn stop(mut self) -> Result<Status, VaultError> {
         self.server_stop.store(true, Ordering::Relaxed);
         self.stop.store(true, Ordering::Relaxed);
-        self.shared.lock().stopping = true;
+        {
+            let mut queue = self.shared.lock();
+            queue.stopping = true;
+            // A point not released by now is none (its writes go on).
+            self.shared.end_hold(&mut queue, false);
+        }
         self.shared.changed.notify_all();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -723,7 +793,12 @@ fn open_vault(mut open: Box<dyn FnMut() -> Result<Vault, VaultError> + Send>, sh
     }
 }
 
+/// Bookmarks every `bookmark_interval`, unless the disk is in a group
+/// (whose points are its bookmarks).
 fn bookmarks(shared: &Shared, stop: &AtomicBool) {
+    if shared.options.group.is_some() {
+        return;
+    }
     let mut next = Instant::now() + shared.options.bookmark_interval;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50).min(shared.options.bookmark_interval));
@@ -758,6 +833,9 @@ fn ship(vault: &Vault, shared: &Shared) -> Result<(), VaultError> {
         scope.spawn(move || {
             replication_priority();
             for mut job in jobs {
+                if let Some(delay) = faults::vault_delay() {
+                    std::thread::sleep(delay);
+                }
                 let result = job.store(vault);
                 if outcome_sender.send((job, result)).is_err() {
                     return;
@@ -852,6 +930,7 @@ impl Shipper<'_> {
     /// is now empty.
     fn take_batch(&self, shared: &Shared) -> (Vec<Entry>, bool, bool) {
         let mut queue = shared.lock();
+        shared.expire_hold(&mut queue);
         let holding = self.retry_at.is_some_and(|at| Instant::now() < at)
             || self.writer.unsealed_bytes() >= shared.options.queue_bytes_max
             // The open pack is full and the last one is still being
@@ -868,6 +947,10 @@ impl Shipper<'_> {
             let mut room =
                 shared.options.queue_bytes_max.saturating_sub(self.writer.unsealed_bytes()).min(BATCH_BYTES_MAX);
             while let Some(entry) = queue.entries.front() {
+                if matches!(entry, Entry::GroupPending { .. }) && !queue.stopping {
+                    // Its place is known, whether it is a point is not yet.
+                    break;
+                }
                 let bytes = if let Entry::Write { data, .. } = entry { data.len() as u64 } else { 0 };
                 if bytes > room && !entries.is_empty() {
                     break;
@@ -914,6 +997,8 @@ impl Shipper<'_> {
                         self.replies.push((sequence, reply.clone()));
                     }
                 }
+                // Only while stopping, when its hold was ended unreleased.
+                Entry::GroupPending { .. } => {}
             }
             if self.writer.unsealed_records() > 0 && self.unsealed_since.is_none() {
                 self.unsealed_since = Some(Instant::now());
