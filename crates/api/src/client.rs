@@ -200,6 +200,14 @@ impl Client {
         self.get(routes::SITES)
     }
 
+    pub fn groups(&self) -> Result<GroupList, ClientError> {
+        self.get(routes::GROUPS)
+    }
+
+    pub fn group(&self, name: &str) -> Result<GroupView, ClientError> {
+        self.get(&routes::group(name))
+    }
+
     pub fn policies(&self) -> Result<PolicyList, ClientError> {
         self.get(routes::POLICIES)
     }

@@ -22,6 +22,7 @@
 //! GET  /v1/policies                            PolicyList
 //! POST /v1/policies                            Policy -> Policy
 //! GET  /v1/sites                               SiteList
+//! GET  /v1/groups, /v1/groups/NAME             GroupList, GroupView
 //! GET  /v1/tokens                              TokenList (admin)
 //! POST /v1/tokens                              TokenRequest -> NewToken (admin)
 //! DELETE /v1/tokens/NAME                       -> TokenRevoked (admin)
@@ -40,6 +41,7 @@ pub const STATUS: &str = "/v1/status";
 pub const JOBS: &str = "/v1/jobs";
 pub const POLICIES: &str = "/v1/policies";
 pub const SITES: &str = "/v1/sites";
+pub const GROUPS: &str = "/v1/groups";
 pub const TOKENS: &str = "/v1/tokens";
 pub const AUDIT: &str = "/v1/audit";
 pub const ALERTS: &str = "/v1/alerts";
@@ -64,6 +66,10 @@ pub fn operation(command: Command) -> &'static str {
         Command::PlannedFailover { .. } => "planned-failover",
         command => command.name(),
     }
+}
+
+pub fn group(name: &str) -> String {
+    format!("{GROUPS}/{}", encode(name))
 }
 
 pub fn status_of(name: &str) -> String {

@@ -96,6 +96,9 @@ pub struct MachineView {
     pub state: State,
     pub active_site: Site,
     pub policy: Option<String>,
+    /// The replication group whose points are the machine's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Bumped whenever the machine's authoritative copy moves between sites.
     pub generation: u64,
     pub disks: Vec<DiskView>,
@@ -196,12 +199,79 @@ pub struct Stopped {
 }
 
 // ---------------------------------------------------------------------------
+// Replication groups.
+
+/// A replication group: machines whose points are made together, each one
+/// point consistent across every disk of every machine in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupView {
+    pub name: String,
+    pub machines: Vec<String>,
+    /// Where its machines run; absent while they are at different sites.
+    pub active_site: Option<Site>,
+    /// How often it makes a point: the shortest bookmark interval of its
+    /// machines' policies.
+    pub interval_seconds: u64,
+    /// The newest point every disk of every machine holds in the vault
+    /// (`latest-group`), and the newest app-consistent one
+    /// (`latest-group-app`).
+    pub latest: Option<GroupPoint>,
+    pub latest_app: Option<GroupPoint>,
+    /// Why it makes no points now (a machine failed over, catching up, …).
+    pub problem: Option<String>,
+    /// The last attempt at a point, made or not.
+    pub last_attempt: Option<GroupAttempt>,
+    /// Points made and not made since the daemon started.
+    pub points_made: u64,
+    pub points_not_made: u64,
+    /// The longest the guests' acknowledgements were held for one point
+    /// since the daemon started, in milliseconds.
+    pub hold_max_ms: f64,
+}
+
+/// One of a group's points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupPoint {
+    pub id: u64,
+    /// When the first of its disks recorded it (RFC 3339).
+    pub time: String,
+    pub kind: String,
+}
+
+/// An attempt at a group point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupAttempt {
+    pub at: String,
+    pub made: bool,
+    pub app_consistent: bool,
+    /// How long the guests' acknowledgements were held, in milliseconds.
+    pub held_ms: f64,
+    /// The machines whose disks held the point back, with why.
+    pub held_back: Vec<HeldBack>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HeldBack {
+    pub machine: String,
+    pub disk: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GroupList {
+    pub groups: Vec<GroupView>,
+}
+
+// ---------------------------------------------------------------------------
 // Lifecycle requests: each starts a job.
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ProtectRequest {
     pub policy: Option<String>,
+    /// A replication group to protect the machine in: its points are made
+    /// together with the group's other machines'.
+    pub group: Option<String>,
 }
 
 /// A recovery point: `latest`, `latest-processed`, `latest-app`, an id or

@@ -230,6 +230,9 @@ pub enum Command {
     /// Replication policies: RPO threshold, retention, app-consistent frequency, bookmark frequency.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Replication groups (`protect NAME --group G`): machines whose points are made together.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// The daemon: runs the deployment's machines (both sites' agents) and serves the lifecycle commands
     /// over HTTP on HOME/run/standby.sock. Runs until interrupted (SIGINT or SIGTERM); it then waits up to a
     /// minute for running jobs, and leaves machines and replication running for the next daemon to adopt.
@@ -276,7 +279,8 @@ pub enum Command {
         /// The replication policy (default: `default`).
         #[arg(long)]
         policy: Option<String>,
-        /// A replication group (machines whose points are consistent with each other); not supported yet.
+        /// A replication group: the machine's points are made together with the group's other machines',
+        /// one point consistent across all of them (`latest-group`).
         #[arg(long)]
         group: Option<String>,
         #[command(flatten)]
@@ -479,6 +483,25 @@ pub enum TokenCommand {
     },
     /// Revoke token NAME: it opens nothing from now on.
     Revoke {
+        name: String,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Every replication group: its machines, its newest point, whether its points are being made.
+    List {
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One replication group: its machines, its newest points, its last attempt and what held it back.
+    Show {
         name: String,
         #[command(flatten)]
         home: HomeArguments,

@@ -59,6 +59,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         }
         Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Policy(command) => crate::lifecycle::policy(command),
+        Command::Group(command) => crate::lifecycle::group(command),
         Command::Serve { home, listen, metrics_listen } => crate::lifecycle::serve(&home, listen, metrics_listen),
         Command::Token(command) => crate::lifecycle::token(command),
         Command::Alerts { all, home, json } => crate::lifecycle::alerts(all, &home, json),
@@ -66,10 +67,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Jobs { id, watch, home, json } => crate::lifecycle::jobs(id, watch, &home, json),
         Command::Sites { home, json } => crate::lifecycle::sites(&home, json),
         Command::Protect { name, policy, group, job } => {
-            if group.is_some() {
-                return Err(bad_input("--group: replication groups are not supported yet; protect without it"));
-            }
-            crate::lifecycle::run_job(&job, &name, Lifecycle::Protect, &ProtectRequest { policy })
+            crate::lifecycle::run_job(&job, &name, Lifecycle::Protect, &ProtectRequest { policy, group })
         }
         Command::Unprotect { name, job } => crate::lifecycle::run_job(&job, &name, Lifecycle::Unprotect, &json!({})),
         Command::TestFailover { name, point, job } => {

@@ -13,7 +13,7 @@ use standby_control::{Deployment, MachineDefinition, VaultAddress};
 use standby_lifecycle::job::{JobState, StepState};
 use standby_lifecycle::{Command, Site};
 
-use crate::cli::{HomeArguments, JobArguments, MachineCommand, PolicyCommand, TokenCommand};
+use crate::cli::{GroupCommand, HomeArguments, JobArguments, MachineCommand, PolicyCommand, TokenCommand};
 use crate::output::print_json;
 
 pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
@@ -64,6 +64,77 @@ pub fn sites(home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// `group list` and `group show NAME`.
+pub fn group(command: GroupCommand) -> anyhow::Result<u8> {
+    match command {
+        GroupCommand::List { home, json } => {
+            let daemon = Daemon::of(&home)?;
+            let list = daemon.answer(daemon.client.groups())?;
+            if json {
+                print_json(&list);
+                return Ok(0);
+            }
+            if list.groups.is_empty() {
+                println!("no replication groups; `standby protect NAME --group G` makes one");
+            }
+            for group in &list.groups {
+                let latest = group.latest.as_ref().map_or("none yet".to_string(), |p| format!("{} ({})", p.id, p.time));
+                let state = group.problem.as_deref().map_or("making points".to_string(), |p| format!("NO POINTS: {p}"));
+                println!(
+                    "{:<16} {} machine(s): {}; latest point {latest}; {state}",
+                    group.name,
+                    group.machines.len(),
+                    group.machines.join(", ")
+                );
+            }
+            Ok(0)
+        }
+        GroupCommand::Show { name, home, json } => {
+            let daemon = Daemon::of(&home)?;
+            let group = daemon.answer(daemon.client.group(&name))?;
+            if json {
+                print_json(&group);
+                return Ok(0);
+            }
+            show_group(&group);
+            Ok(0)
+        }
+    }
+}
+
+fn show_group(group: &standby_api::GroupView) {
+    let point = |p: &Option<standby_api::GroupPoint>| {
+        p.as_ref().map_or("none yet".to_string(), |p| format!("{} at {} ({})", p.id, p.time, p.kind))
+    };
+    println!("group {}: {}", group.name, group.machines.join(", "));
+    match group.active_site {
+        Some(site) => println!("  runs at:            the {site} site, points every {} s", group.interval_seconds),
+        None => println!("  runs at:            different sites"),
+    }
+    println!("  latest-group:       {}", point(&group.latest));
+    println!("  latest-group-app:   {}", point(&group.latest_app));
+    if let Some(problem) = &group.problem {
+        println!("  NO POINTS:          {problem}");
+    }
+    println!(
+        "  since the daemon started: {} made, {} not made, guests' writes held at most {:.1} ms",
+        group.points_made, group.points_not_made, group.hold_max_ms
+    );
+    if let Some(last) = &group.last_attempt {
+        let made = if last.made { "made" } else { "NOT MADE" };
+        let kind = if last.app_consistent { "app-consistent" } else { "crash-consistent" };
+        println!("  last attempt:       {} {made} ({kind}, writes held {:.1} ms)", last.at, last.held_ms);
+        for held in &last.held_back {
+            let who = match (held.machine.as_str(), held.disk.as_str()) {
+                ("", _) => String::new(),
+                (machine, "") => format!("{machine}: "),
+                (machine, disk) => format!("{machine} ({disk}): "),
+            };
+            println!("    held back by {who}{}", held.problem);
+        }
+    }
 }
 
 /// `init DIR --site NAME --listen ADDR`: the host holding the control plane.

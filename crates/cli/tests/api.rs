@@ -65,7 +65,8 @@ fn errors_carry_a_stable_code_with_its_status() {
     let (status, body) = refused(client.act("web", Command::Protect, &serde_json::json!({"policy": 7})));
     assert_eq!((status, body.code), (400, ErrorCode::BadRequest), "{body:?}");
     assert!(body.message.contains("the request's body"), "{body:?}");
-    let (_, body) = refused(client.act("web", Command::Protect, &ProtectRequest { policy: Some("platinum".into()) }));
+    let (_, body) =
+        refused(client.act("web", Command::Protect, &ProtectRequest { policy: Some("platinum".into()), group: None }));
     assert_eq!(body.code, ErrorCode::NotFound, "an unknown policy: {body:?}");
     let zero = Policy { name: "zero".into(), bookmark_seconds: 0, ..default.clone() };
     let (status, body) = refused(client.add_policy(&zero));

@@ -37,6 +37,10 @@ pub struct SplitterSpec {
     pub image: PathBuf,
     pub vault: VaultAddress,
     pub bookmark_interval: Duration,
+    /// The machine's replication group (`serve-disk --group`: the group's
+    /// points instead of bookmarks of its own).
+    #[serde(default)]
+    pub group: Option<String>,
     /// `run/disks`.
     pub run_dir: PathBuf,
     /// The site's network namespace, if it has one.
@@ -92,6 +96,9 @@ impl Agent {
             .args(spec.vault.args())
             .args(["--disk", &spec.disk, "--wait-for-vault"])
             .args(["--bookmark-interval", &format!("{}s", spec.bookmark_interval.as_secs().max(1))]);
+        if let Some(group) = &spec.group {
+            command.args(["--group", group]);
+        }
         Agent::spawn(command, &spec.run_dir, spec.netns.as_deref(), &spec.disk, "the splitter", |socket| {
             standby_splitter::control_request(socket, &json!({"op": "status"})).is_ok()
         })

@@ -140,7 +140,12 @@ fn rebuild_state(deployment: &mut Deployment, document: &ControlDocument) -> Res
     for machine in &document.machines {
         deployment.state.add_machine(&machine.definition, &machine.disks, machine.active_site)?;
         let name = machine.name();
-        deployment.state.set_machine_state(name, machine.state, Some(machine.policy.as_deref()))?;
+        match &machine.policy {
+            Some(policy) => {
+                deployment.state.set_machine_protection(name, machine.state, policy, machine.group.as_deref())?
+            }
+            None => deployment.state.set_machine_state(name, machine.state, Some(None))?,
+        }
         deployment.state.set_machine_placement(
             name,
             machine.state,

@@ -34,6 +34,7 @@ mod console;
 mod engine;
 mod failover;
 mod files;
+mod groups;
 mod host_service;
 mod http;
 mod kept;
@@ -108,6 +109,8 @@ struct Daemon {
     board: board::Board,
     /// Every machine's RPO over the last hours, for the console.
     rpo_history: rpo_history::RpoHistory,
+    /// Each replication group's points as the groups loop made them.
+    groups: Mutex<HashMap<String, groups::Activity>>,
 }
 
 /// How long a journal summary is taken as it is: listing a week of
@@ -482,6 +485,7 @@ impl Daemon {
             summaries: kept::Kept::default(),
             board: board::Board::default(),
             rpo_history: rpo_history::RpoHistory::default(),
+            groups: Mutex::default(),
         })
     }
 
@@ -519,6 +523,8 @@ impl Daemon {
             daemon.thaw_all();
             daemon.consistency_loop();
         })?;
+        let daemon = self.clone();
+        spawn_loop("groups", move || daemon.groups_loop())?;
         let daemon = self.clone();
         spawn_loop("retention", move || daemon.retention_loop())?;
         let daemon = self.clone();

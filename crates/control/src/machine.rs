@@ -20,6 +20,10 @@ pub struct Machine {
     /// Where the machine runs.
     pub active_site: Site,
     pub policy: Option<String>,
+    /// The replication group whose points are the machine's (while it is
+    /// protected).
+    #[serde(default)]
+    pub group: Option<String>,
     /// Bumped whenever the machine's authoritative copy moves between
     /// sites: two copies with the same generation but different writes are
     /// a split brain.
@@ -47,6 +51,7 @@ impl Machine {
             state: self.state,
             active_site: self.active_site,
             policy: self.policy.clone(),
+            group: self.group.clone(),
             generation: self.generation,
             disks: self
                 .disks

@@ -83,6 +83,69 @@ pub fn resolve(vault: &Vault, disks: &[String], text: &str) -> Result<MachinePoi
     Ok(MachinePoint { asked: text.to_string(), time_micros: time, time: format_time(time), described })
 }
 
+/// The selectors of a replication group's points: `latest-group` (the
+/// newest point every disk of the group holds) and `latest-group-app` (the
+/// newest app-consistent one). Returns whether it asks for app-consistent.
+pub fn group_selector(text: &str) -> Option<bool> {
+    match text {
+        "latest-group" => Some(false),
+        "latest-group-app" => Some(true),
+        _ => None,
+    }
+}
+
+/// Resolves a group selector for a machine of group `group` whose disks are
+/// `disks`, the group's being `group_disks` (this machine's among them):
+/// the newest point of the group every one of them holds, at the moment
+/// this machine's disks recorded it (the latest of them: what a disk wrote
+/// after its own point and before the group's last was held back from
+/// the guests until every disk had its point, so nothing depends on it).
+pub fn resolve_group(
+    vault: &Vault,
+    group: &str,
+    group_disks: &[String],
+    disks: &[String],
+    app: bool,
+) -> Result<MachinePoint, ControlError> {
+    let asked = if app { "latest-group-app" } else { "latest-group" };
+    let mut listings = Vec::new();
+    for disk in group_disks {
+        listings.push((disk, list_journal(vault, disk)?));
+    }
+    let of_group = |b: &&standby_vault::journal::Bookmark| {
+        (!app || b.kind == PointKind::AppConsistent)
+            && standby_format::parse_group_point_label(&b.label).is_some_and(|(name, _)| name == group)
+    };
+    let (first, others) = listings.split_first().expect("a group has disks");
+    let label = first
+        .1
+        .bookmarks
+        .iter()
+        .rev()
+        .filter(of_group)
+        .find(|b| others.iter().all(|(_, listing)| listing.bookmarks.iter().any(|other| other.label == b.label)))
+        .map(|b| b.label.clone())
+        .ok_or_else(|| {
+            ControlError::Refused(format!(
+                "group '{group}' has no {}point that every one of its disks holds yet; use latest, or wait for the                  group's next point (`standby group show {group}`)",
+                if app { "app-consistent " } else { "" }
+            ))
+        })?;
+    let mut time = i64::MIN;
+    for (disk, listing) in listings.iter().filter(|(disk, _)| disks.contains(disk)) {
+        let point = listing.bookmarks.iter().find(|b| b.label == label).expect("every disk holds it");
+        time = time.max(point.time_micros);
+        check_restorable(disk, listing, point.time_micros)?;
+    }
+    let id = standby_format::parse_group_point_label(&label).map_or(0, |(_, id)| id);
+    Ok(MachinePoint {
+        asked: asked.to_string(),
+        time_micros: time,
+        time: format_time(time),
+        described: format!("group '{group}' point {id} ({})", format_time(time)),
+    })
+}
+
 /// Refuses a moment outside a disk's window or inside one of its gaps.
 fn check_restorable(disk: &str, listing: &JournalListing, time: i64) -> Result<(), ControlError> {
     if let Some(first) = listing.first_time_micros {

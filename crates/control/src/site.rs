@@ -49,6 +49,59 @@ pub(crate) struct Booted {
     pub accel: String,
 }
 
+/// A replication group's point as a site made it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct GroupPointMade {
+    /// In every disk (a point of the group).
+    pub made: bool,
+    /// From the first hold asked to the last release answered.
+    pub held_for_micros: u64,
+    /// The disks that held it back, with why.
+    pub held_back: Vec<(String, String)>,
+}
+
+impl GroupPointMade {
+    /// Makes the point in the splitters on `sockets` (one per disk, in
+    /// `disks`' order); a disk without a socket (its splitter is not
+    /// running here) holds it back before anything is asked.
+    pub(crate) fn make(
+        disks: &[String],
+        sockets: Vec<Option<PathBuf>>,
+        label: &str,
+        app_consistent: bool,
+        within: Duration,
+    ) -> GroupPointMade {
+        let missing: Vec<(String, String)> = disks
+            .iter()
+            .zip(&sockets)
+            .filter(|(_, socket)| socket.is_none())
+            .map(|(disk, _)| (disk.clone(), "its splitter is not running".to_string()))
+            .collect();
+        if !missing.is_empty() {
+            return GroupPointMade { made: false, held_for_micros: 0, held_back: missing };
+        }
+        let sockets: Vec<PathBuf> = sockets.into_iter().flatten().collect();
+        let kind = if app_consistent {
+            standby_format::PointKind::AppConsistent
+        } else {
+            standby_format::PointKind::CrashConsistent
+        };
+        let point = standby_splitter::group::make_point(&sockets, label, kind, within);
+        let held_back = point
+            .held_back()
+            .map(|(socket, problem)| {
+                let at = sockets.iter().position(|s| s == socket).expect("a member's socket");
+                (disks[at].clone(), problem.to_string())
+            })
+            .collect();
+        GroupPointMade {
+            made: point.made,
+            held_for_micros: point.held_for.as_micros().min(u64::MAX as u128) as u64,
+            held_back,
+        }
+    }
+}
+
 /// What a running machine's disk is opened on.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Opened {
@@ -175,6 +228,16 @@ pub(crate) trait SiteHost: Send + Sync {
     fn splitter_running(&self, disk: &str, run_dir: &Path) -> bool;
     /// Records a bookmark; with [`MarkWait::Sealed`], its sequence.
     fn mark(&self, disk: &str, app_consistent: bool, label: &str, wait: MarkWait) -> Result<Option<u64>, ControlError>;
+    /// Makes the replication group point `label` in the splitters of
+    /// `disks` at once (`standby_splitter::group`): held in every one, then
+    /// released, kept only when every one held within `within`.
+    fn group_point(
+        &self,
+        disks: &[String],
+        label: &str,
+        app_consistent: bool,
+        within: Duration,
+    ) -> Result<GroupPointMade, ControlError>;
     /// Stops the splitter of `disk` after it shipped what it queued; says
     /// whether one ran.
     fn stop_splitter(&self, disk: &str, run_dir: &Path) -> Result<bool, ControlError>;

@@ -14,6 +14,9 @@
 //! jobs.subject (what `jobs.machine` names: a machine, a group or a plan; NULL is a machine)         -- version 5
 //! tokens(hash PRIMARY KEY, role, expires, created): operators' and join tokens, by their hash      -- version 6
 //! hosts(site PRIMARY KEY, address, joined): the hosts joined to a control plane                    -- version 6
+//! tokens.name, audit(…)                                                                            -- version 7
+//! alerts(…)                                                                                        -- version 8
+//! machines.replication_group: the group whose points the machine's are (set while protected)     -- version 9
 //! ```
 //!
 //! `jobs.command` is the job as shown (its kind, and for a job a restarted
@@ -34,7 +37,7 @@ use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 use crate::records::MachineRecords;
 
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// How long a statement waits for another connection's write to end
 /// (the daemon and a command line share the database).
@@ -104,6 +107,9 @@ CREATE TABLE alerts (
     cleared TEXT
 );
 CREATE UNIQUE INDEX alerts_standing ON alerts (kind, subject) WHERE cleared IS NULL;
+",
+    "
+ALTER TABLE machines ADD COLUMN replication_group TEXT;
 ",
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
@@ -341,7 +347,8 @@ impl State {
             .ok_or_else(|| ControlError::NotFound(format!("no policy named '{name}' (known: {})", known.join(", "))))
     }
 
-    /// Sets a machine's lifecycle state and, when given, its policy.
+    /// Sets a machine's lifecycle state and, when given, its policy (a
+    /// machine without a policy is in no replication group either).
     pub fn set_machine_state(
         &self,
         name: &str,
@@ -350,7 +357,8 @@ impl State {
     ) -> Result<(), ControlError> {
         let changed = match policy {
             Some(policy) => self.connection.execute(
-                "UPDATE machines SET state = ?1, policy = ?2 WHERE name = ?3",
+                "UPDATE machines SET state = ?1, policy = ?2, \
+                 replication_group = CASE WHEN ?2 IS NULL THEN NULL ELSE replication_group END WHERE name = ?3",
                 params![state.name(), policy, name],
             ),
             None => {
@@ -358,6 +366,31 @@ impl State {
             }
         }
         .map_err(|e| self.error(e))?;
+        if changed == 0 {
+            return Err(ControlError::Failed(format!("machine '{name}' vanished from the state")));
+        }
+        #[cfg(test)]
+        written::record(&self.path, name, state);
+        Ok(())
+    }
+
+    /// Sets a machine's lifecycle state, policy and replication group at
+    /// once (protect, in one statement: a restarted daemon resumes it with
+    /// the group its splitters are started in).
+    pub fn set_machine_protection(
+        &self,
+        name: &str,
+        state: MachineState,
+        policy: &str,
+        group: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE machines SET state = ?1, policy = ?2, replication_group = ?3 WHERE name = ?4",
+                params![state.name(), policy, group, name],
+            )
+            .map_err(|e| self.error(e))?;
         if changed == 0 {
             return Err(ControlError::Failed(format!("machine '{name}' vanished from the state")));
         }
@@ -435,7 +468,7 @@ impl State {
         }
         transaction
             .execute(
-                "INSERT INTO machines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, 1, ?10, '{}')",
+                "INSERT INTO machines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, 1, ?10, '{}', NULL)",
                 params![
                     definition.name,
                     definition.cpus,
@@ -477,7 +510,7 @@ impl State {
             .connection
             .prepare(
                 "SELECT name, cpus, memory_mib, kernel, initrd, append, nics, state, active_site, policy, generation, \
-                 details FROM machines WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+                 details, replication_group FROM machines WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
             )
             .map_err(|e| self.error(e))?;
         let rows = statement
@@ -497,6 +530,7 @@ impl State {
                     policy: row.get(9)?,
                     generation: row.get::<_, i64>(10)? as u64,
                     details: parse_json(row, 11)?,
+                    group: row.get(12)?,
                     disks: Vec::new(),
                 })
             })

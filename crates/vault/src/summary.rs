@@ -8,7 +8,11 @@
 //! them per disk. A summary keeps the notable ones (app-consistent,
 //! labelled, the compacted base) and the first crash-consistent one of each
 //! [`CRASH_CONSISTENT_SPACING`] of time; any moment of the window can still
-//! be restored, so nothing is lost to the operator but clutter.
+//! be restored, so nothing is lost to the operator but clutter. A
+//! replication group's points (`group:GROUP:ID`, one every few seconds) are
+//! thinned like crash-consistent ones (app-consistent ones are kept), and
+//! the newest [`RECENT_GROUP_POINTS`] are kept besides, for the point every
+//! member of the group holds.
 //!
 //! Segments are never rewritten once stored (a segment object is put
 //! create-only, named by its first sequence), and a compaction (retention,
@@ -31,6 +35,15 @@ pub const CRASH_CONSISTENT_SPACING_MICROS: i64 = 10 * 60 * 1_000_000;
 /// [`CRASH_CONSISTENT_SPACING_MICROS`] for the docs.
 pub const CRASH_CONSISTENT_SPACING: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// How many of the newest group points a summary keeps: members seal at
+/// their own pace, so the newest point they all hold may be a few back.
+pub const RECENT_GROUP_POINTS: usize = 32;
+
+/// Whether a point carries an operator's label (a group's is not one).
+fn labelled(point: &Bookmark) -> bool {
+    !point.label.is_empty() && standby_format::parse_group_point_label(&point.label).is_none()
+}
+
 /// What a disk's journal offers, in brief (see the module's docs).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JournalSummary {
@@ -46,6 +59,9 @@ pub struct JournalSummary {
     pub notable: Vec<Bookmark>,
     /// Stretches that cannot be restored: (from, to or None while open).
     pub gaps: Vec<(i64, Option<i64>)>,
+    /// The newest replication group points, oldest first (at most
+    /// [`RECENT_GROUP_POINTS`]).
+    pub recent_group_points: std::collections::VecDeque<Bookmark>,
     /// The sequence of each gap's record, to drop those a base covers.
     gap_sequences: Vec<u64>,
     /// The span of time ([`CRASH_CONSISTENT_SPACING`] long) of the newest
@@ -169,8 +185,9 @@ impl JournalSummary {
         self.gap_sequences.drain(..self.gap_sequences.len() - kept);
         // Read from the base, the base is the first crash-consistent point
         // of its span.
-        let thinned = |point: &Bookmark| span.is_some() && point.label.is_empty() && crash_span(point) == span;
+        let thinned = |point: &Bookmark| span.is_some() && !labelled(point) && crash_span(point) == span;
         self.notable.retain(|point| !covered(point.sequence) && !thinned(point));
+        self.recent_group_points.retain(|point| !covered(point.sequence));
         self.crash_span = self.crash_span.max(span);
         let stale = |newest: &Option<Bookmark>| newest.as_ref().is_none_or(|point| covered(point.sequence));
         if stale(&self.newest_crash_consistent) {
@@ -208,11 +225,17 @@ impl JournalSummary {
     fn keep(&mut self, bookmark: Bookmark) {
         let span = crash_span(&bookmark);
         let notable = bookmark.kind == PointKind::AppConsistent
-            || !bookmark.label.is_empty()
+            || labelled(&bookmark)
             || self.crash_span.is_none_or(|newest| span > Some(newest));
         self.crash_span = self.crash_span.max(span);
         if notable {
             self.notable.push(bookmark.clone());
+        }
+        if standby_format::parse_group_point_label(&bookmark.label).is_some() {
+            if self.recent_group_points.len() == RECENT_GROUP_POINTS {
+                self.recent_group_points.pop_front();
+            }
+            self.recent_group_points.push_back(bookmark.clone());
         }
         match bookmark.kind {
             PointKind::AppConsistent => self.newest_app_consistent = Some(bookmark),
@@ -238,12 +261,34 @@ mod tests {
     use crate::journal::{list_journal, JournalWriter};
     use crate::InitOptions;
 
+    /// A point's label in the model.
+    #[derive(Debug, Clone, Copy)]
+    enum Label {
+        None,
+        Operator,
+        Group,
+    }
+
+    impl Label {
+        fn text(self, now: i64) -> String {
+            match self {
+                Label::None => String::new(),
+                Label::Operator => "label".into(),
+                Label::Group => standby_format::group_point_label("g", now as u64),
+            }
+        }
+    }
+
+    fn label() -> impl Strategy<Value = Label> {
+        prop_oneof![Just(Label::None), Just(Label::Operator), Just(Label::Group)]
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Write(u8),
         Bookmark {
             app: bool,
-            labelled: bool,
+            label: Label,
         },
         Gap,
         Exact,
@@ -256,7 +301,7 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             3 => any::<u8>().prop_map(Step::Write),
-            4 => (any::<bool>(), any::<bool>()).prop_map(|(app, labelled)| Step::Bookmark { app, labelled }),
+            4 => (any::<bool>(), label()).prop_map(|(app, label)| Step::Bookmark { app, label }),
             1 => Just(Step::Gap),
             1 => Just(Step::Exact),
             3 => Just(Step::Seal),
@@ -293,10 +338,14 @@ mod tests {
         assert_eq!(summary.newest_crash_consistent, newest(PointKind::CrashConsistent));
         assert_eq!(summary.newest_app_consistent, newest(PointKind::AppConsistent));
         let expected: Vec<&Bookmark> =
-            listing.bookmarks.iter().filter(|b| b.kind == PointKind::AppConsistent || !b.label.is_empty()).collect();
+            listing.bookmarks.iter().filter(|b| b.kind == PointKind::AppConsistent || labelled(b)).collect();
         let kept: Vec<&Bookmark> =
-            summary.notable.iter().filter(|b| b.kind == PointKind::AppConsistent || !b.label.is_empty()).collect();
+            summary.notable.iter().filter(|b| b.kind == PointKind::AppConsistent || labelled(b)).collect();
         assert_eq!(kept, expected, "every app-consistent or labelled point is notable");
+        let groups: Vec<&Bookmark> =
+            listing.bookmarks.iter().filter(|b| standby_format::parse_group_point_label(&b.label).is_some()).collect();
+        let newest_groups = &groups[groups.len().saturating_sub(RECENT_GROUP_POINTS)..];
+        assert_eq!(summary.recent_group_points.iter().collect::<Vec<_>>(), newest_groups, "the newest group points");
         assert!(summary.notable.iter().all(|b| listing.bookmarks.contains(b)), "notable points are points");
         let crash: Vec<i64> =
             summary.notable.iter().filter(|b| b.kind == PointKind::CrashConsistent).map(|b| b.time_micros).collect();
@@ -321,9 +370,9 @@ mod tests {
                 now += if now % 3 == 0 { CRASH_CONSISTENT_SPACING_MICROS / 2 } else { 1_000_000 };
                 match step {
                     Step::Write(byte) => { writer.write(u64::from(byte) * 4096, &[byte; 4096], now); }
-                    Step::Bookmark { app, labelled } => {
+                    Step::Bookmark { app, label } => {
                         let kind = if app { PointKind::AppConsistent } else { PointKind::CrashConsistent };
-                        writer.bookmark(kind, if labelled { "label" } else { "" }, now);
+                        writer.bookmark(kind, &label.text(now), now);
                     }
                     Step::Gap => { writer.gap(now); }
                     Step::Exact => { writer.exact(now); }
@@ -337,13 +386,13 @@ mod tests {
         }
     }
 
-    /// One round of a busy journal: points (app-consistent?, labelled?,
+    /// One round of a busy journal: points (app-consistent?, label,
     /// seconds after the one before), sealed, then compacted up to this
     /// many seconds ago.
-    type Round = (Vec<(bool, bool, u16)>, u16);
+    type Round = (Vec<(bool, Label, u16)>, u16);
 
     fn round() -> impl Strategy<Value = Round> {
-        (proptest::collection::vec((any::<bool>(), any::<bool>(), 1u16..400), 1..8), 0u16..1800)
+        (proptest::collection::vec((any::<bool>(), label(), 1u16..400), 1..8), 0u16..1800)
     }
 
     proptest! {
@@ -360,11 +409,11 @@ mod tests {
             let mut now = 1_000_000i64;
             let mut kept: Option<JournalSummary> = None;
             for (points, ago) in rounds {
-                for (app, labelled, after) in points {
+                for (app, label, after) in points {
                     now += i64::from(after) * 1_000_000;
                     writer.write(0, &[1; 4096], now);
                     let kind = if app { PointKind::AppConsistent } else { PointKind::CrashConsistent };
-                    writer.bookmark(kind, if labelled { "label" } else { "" }, now);
+                    writer.bookmark(kind, &label.text(now), now);
                     writer.seal().unwrap();
                 }
                 let summary = summarize_journal(&vault, "d", kept.take()).unwrap();
@@ -392,6 +441,29 @@ mod tests {
         let summary = summarize_journal(&vault, "d", None).unwrap();
         assert_eq!(summary.notable.len(), 24 * 6);
         assert_eq!(summary.newest_crash_consistent.unwrap().time_micros, start + (24 * 3600 / 5 - 1) * 5_000_000);
+    }
+
+    /// A group's points every 5 s for a day are thinned like
+    /// crash-consistent ones, and the newest are kept besides.
+    #[test]
+    fn group_points_are_thinned_and_the_newest_kept() {
+        let (_dir, vault) = vault();
+        let mut writer = JournalWriter::open(&vault, "d").unwrap();
+        let start = 1_700_000_400_000_000i64;
+        let ticks = 24 * 3600 / 5;
+        for tick in 0..ticks {
+            let label = standby_format::group_point_label("shop", tick as u64);
+            writer.bookmark(PointKind::CrashConsistent, &label, start + tick * 5_000_000);
+            if tick % 720 == 719 {
+                writer.seal().unwrap();
+            }
+        }
+        writer.seal().unwrap();
+        let summary = summarize_journal(&vault, "d", None).unwrap();
+        assert_eq!(summary.notable.len(), 24 * 6);
+        assert_eq!(summary.recent_group_points.len(), RECENT_GROUP_POINTS);
+        let newest = summary.recent_group_points.back().unwrap();
+        assert_eq!(newest.label, standby_format::group_point_label("shop", ticks as u64 - 1));
     }
 
     /// A journal removed and begun again under the same name is read

@@ -75,7 +75,9 @@ impl Daemon {
             let Ok(machines) = deployment.state.machines() else { continue };
             for machine in machines {
                 let name = machine.definition.name.clone();
-                let eligible = machine.state.replicating()
+                // A group's machines are frozen together by the groups loop.
+                let eligible = machine.group.is_none()
+                    && machine.state.replicating()
                     && machine.state != State::Enabling
                     && self.runtime(&machine, machine.active_site.into()).running
                     && self.claims.holder(&name).is_none();

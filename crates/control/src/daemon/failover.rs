@@ -266,7 +266,22 @@ impl Daemon {
         let site = if machine.state.on_exports() { machine.active_site } else { machine.active_site.other() };
         let vault = deployment.open_vault_at(site)?;
         let disks: Vec<String> = machine.disks.iter().map(|d| d.vault_disk.clone()).collect();
-        points::resolve(&vault, &disks, point.unwrap_or("latest"))
+        let text = point.unwrap_or("latest");
+        let Some(app) = points::group_selector(text) else { return points::resolve(&vault, &disks, text) };
+        let Some(group) = machine.group.as_deref() else {
+            return Err(ControlError::Refused(format!(
+                "machine '{}' is in no replication group: '{text}' is a group's point; use latest or latest-app",
+                machine.name()
+            )));
+        };
+        let group_disks: Vec<String> = deployment
+            .state
+            .machines()?
+            .into_iter()
+            .filter(|m| m.group.as_deref() == Some(group))
+            .flat_map(|m| m.disks.into_iter().map(|d| d.vault_disk))
+            .collect();
+        points::resolve_group(&vault, group, &group_disks, &disks, app)
     }
 
     pub(super) fn failover(

@@ -108,6 +108,12 @@ impl HostService {
             Act::Accelerator { kernel } => Outcome::of(Ok(host.accelerator(kernel.as_deref()))),
             Act::AcceleratorReason => Outcome::of(Ok(host.accelerator_reason())),
             Act::Launch { spec } => Outcome::of(host.launch(&spec)),
+            Act::GroupPoint { disks, label, app_consistent, within_ms } => Outcome::of(host.group_point(
+                &disks,
+                &label,
+                app_consistent,
+                std::time::Duration::from_millis(within_ms),
+            )),
             Act::AdoptMachine { key, run_dir } => Outcome::of(host.adopt_machine(&key, &run_dir)),
             Act::Runtime { key } => Outcome::of(Ok(host.runtime(&key))),
             Act::RunningMachines => Outcome::of(Ok(host.running_machines())),

@@ -75,6 +75,8 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         .routes(utoipa_axum::routes!(job))
         .routes(utoipa_axum::routes!(policies, add_policy))
         .routes(utoipa_axum::routes!(sites))
+        .routes(utoipa_axum::routes!(groups))
+        .routes(utoipa_axum::routes!(group))
         .routes(utoipa_axum::routes!(tokens, create_token))
         .routes(utoipa_axum::routes!(revoke_token))
         .routes(utoipa_axum::routes!(audit))
@@ -276,7 +278,7 @@ async fn protect(
     UrlPath(name): UrlPath<String>,
     Body(request): Body<ProtectRequest>,
 ) -> ApiResult<JobStarted> {
-    blocking(move || daemon.protect(&name, request.policy)).await
+    blocking(move || daemon.protect(&name, request.policy, request.group)).await
 }
 
 /// Disable replication.
@@ -377,6 +379,18 @@ async fn status_one(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) 
 #[utoipa::path(get, path = "/v1/sites", responses((status = 200, body = standby_api::SiteList)))]
 async fn sites(AxumState(daemon): Daemon_) -> ApiResult<standby_api::SiteList> {
     blocking(move || daemon.sites()).await
+}
+
+/// Every replication group: its machines, its newest points, its last attempt.
+#[utoipa::path(get, path = "/v1/groups", responses((status = 200, body = standby_api::GroupList)))]
+async fn groups(AxumState(daemon): Daemon_) -> ApiResult<standby_api::GroupList> {
+    blocking(move || daemon.groups()).await
+}
+
+/// One replication group.
+#[utoipa::path(get, path = "/v1/groups/{name}", params(("name" = String, Path, description = "the group's name")), responses((status = 200, body = standby_api::GroupView)))]
+async fn group(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<standby_api::GroupView> {
+    blocking(move || daemon.group(&name)).await
 }
 
 /// Every job with its steps.

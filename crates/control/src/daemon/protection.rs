@@ -163,6 +163,7 @@ impl Daemon {
                 image,
                 vault: vault.clone(),
                 bookmark_interval: Duration::from_secs(policy.bookmark_seconds),
+                group: machine.group.clone(),
                 run_dir: run_dir.clone(),
                 netns: deployment.netns(machine.active_site),
             })?);
@@ -200,11 +201,19 @@ impl Daemon {
         Ok(host.runtime(&key).running)
     }
 
-    pub(super) fn protect(self: &Arc<Self>, name: &str, policy: Option<String>) -> Result<JobStarted, ControlError> {
+    pub(super) fn protect(
+        self: &Arc<Self>,
+        name: &str,
+        policy: Option<String>,
+        group: Option<String>,
+    ) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
         let step = check(&machine, Command::Protect)?;
         let policy = deployment.state.policy(policy.as_deref().unwrap_or("default"))?;
+        if let Some(group) = &group {
+            super::groups::check_joining(&deployment, &machine, group)?;
+        }
         for image in machine.images() {
             if !self.site(machine.active_site).is_file(&image) {
                 return Err(ControlError::Refused(format!(
@@ -214,8 +223,9 @@ impl Daemon {
             }
         }
         self.spawn_command(&deployment, name, Command::Protect, &PROTECT_STEPS, move |daemon, job| {
-            job.deployment.state.set_machine_state(&machine.definition.name, step.during, Some(Some(&policy.name)))?;
-            let machine = job.deployment.state.machine(&machine.definition.name)?;
+            let name = &machine.definition.name;
+            job.deployment.state.set_machine_protection(name, step.during, &policy.name, group.as_deref())?;
+            let machine = job.deployment.state.machine(name)?;
             daemon.protect_or_roll_back(&machine, job)
         })
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use standby_api::{Runtime, SplitterStatus};
 
-use super::{Booted, HelperName, MarkWait, Opened, Restart, Shutdown, SiteHost};
+use super::{Booted, GroupPointMade, HelperName, MarkWait, Opened, Restart, Shutdown, SiteHost};
 use crate::agent::{Agent, ExportSpec, SplitterSpec};
 use crate::deployment::{Accel, Deployment};
 use crate::error::ControlError;
@@ -386,6 +386,20 @@ impl SiteHost for LocalHost {
             MarkWait::Queued => control.mark_queued(app_consistent, label).map(|()| None),
             MarkWait::Sealed => control.mark(app_consistent, label).map(Some),
         }
+    }
+
+    fn group_point(
+        &self,
+        disks: &[String],
+        label: &str,
+        app_consistent: bool,
+        within: Duration,
+    ) -> Result<GroupPointMade, ControlError> {
+        let sockets: Vec<Option<PathBuf>> = {
+            let splitters = lock(&self.splitters);
+            disks.iter().map(|disk| splitters.get(disk).map(|s| s.agent.socket.clone())).collect()
+        };
+        Ok(GroupPointMade::make(disks, sockets, label, app_consistent, within))
     }
 
     fn stop_splitter(&self, disk: &str, run_dir: &Path) -> Result<bool, ControlError> {

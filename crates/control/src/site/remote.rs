@@ -21,7 +21,7 @@ use standby_lifecycle::Site;
 use standby_link::{HostCallError, HostClient, Identity};
 
 use super::disk_files::Ranges;
-use super::{Booted, HelperName, MarkWait, Opened, Restart, Shutdown, SiteHost};
+use super::{Booted, GroupPointMade, HelperName, MarkWait, Opened, Restart, Shutdown, SiteHost};
 use crate::agent::{ExportSpec, SplitterSpec};
 use crate::error::ControlError;
 use crate::qemu::{Drive, QemuSpec, Stopped};
@@ -104,6 +104,12 @@ pub(crate) enum Act {
         app_consistent: bool,
         label: String,
         wait: MarkWait,
+    },
+    GroupPoint {
+        disks: Vec<String>,
+        label: String,
+        app_consistent: bool,
+        within_ms: u64,
     },
     StopSplitter {
         disk: String,
@@ -523,6 +529,17 @@ impl SiteHost for RemoteHost {
 
     fn mark(&self, disk: &str, app_consistent: bool, label: &str, wait: MarkWait) -> Result<Option<u64>, ControlError> {
         self.act(Act::Mark { disk: disk.to_string(), app_consistent, label: label.to_string(), wait })
+    }
+
+    fn group_point(
+        &self,
+        disks: &[String],
+        label: &str,
+        app_consistent: bool,
+        within: Duration,
+    ) -> Result<GroupPointMade, ControlError> {
+        let within_ms = within.as_millis().min(u64::MAX as u128) as u64;
+        self.act(Act::GroupPoint { disks: disks.to_vec(), label: label.to_string(), app_consistent, within_ms })
     }
 
     fn stop_splitter(&self, disk: &str, run_dir: &Path) -> Result<bool, ControlError> {

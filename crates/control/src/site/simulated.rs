@@ -19,7 +19,7 @@ use std::time::Duration;
 use standby_api::{Runtime, SplitterStatus};
 use standby_splitter::{Splitter, SplitterOptions};
 
-use super::{Booted, MarkWait, Opened, Restart, Shutdown, SiteHost};
+use super::{Booted, GroupPointMade, MarkWait, Opened, Restart, Shutdown, SiteHost};
 use crate::agent::{ExportSpec, SplitterSpec};
 use crate::error::ControlError;
 use crate::qemu::{Drive, QemuSpec, Stopped};
@@ -257,7 +257,11 @@ impl SiteHost for SimulatedHost {
         let vault = spec.vault.open()?;
         std::fs::create_dir_all(&spec.run_dir).map_err(|e| ControlError::io(&spec.run_dir, e))?;
         let socket = crate::agent::files(&spec.run_dir, &spec.disk).0;
-        let options = SplitterOptions { bookmark_interval: spec.bookmark_interval, ..SplitterOptions::new(&spec.disk) };
+        let options = SplitterOptions {
+            bookmark_interval: spec.bookmark_interval,
+            group: spec.group.clone(),
+            ..SplitterOptions::new(&spec.disk)
+        };
         let splitter = Splitter::start(vault, &spec.image, &socket, options)?;
         let pid = self.pid();
         splitters.insert(spec.disk.clone(), (splitter, pid, socket));
@@ -288,6 +292,20 @@ impl SiteHost for SimulatedHost {
             MarkWait::Queued => control.mark_queued(app_consistent, label).map(|()| None),
             MarkWait::Sealed => control.mark(app_consistent, label).map(Some),
         }
+    }
+
+    fn group_point(
+        &self,
+        disks: &[String],
+        label: &str,
+        app_consistent: bool,
+        within: Duration,
+    ) -> Result<GroupPointMade, ControlError> {
+        let sockets: Vec<Option<PathBuf>> = {
+            let splitters = lock(&self.splitters);
+            disks.iter().map(|disk| splitters.get(disk).map(|(_, _, socket)| socket.clone())).collect()
+        };
+        Ok(GroupPointMade::make(disks, sockets, label, app_consistent, within))
     }
 
     fn stop_splitter(&self, disk: &str, _run_dir: &Path) -> Result<bool, ControlError> {
