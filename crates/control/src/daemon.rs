@@ -34,6 +34,7 @@ mod console;
 mod engine;
 mod failover;
 mod files;
+mod group_jobs;
 mod groups;
 mod host_service;
 mod http;

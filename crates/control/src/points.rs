@@ -94,52 +94,118 @@ pub fn group_selector(text: &str) -> Option<bool> {
     }
 }
 
-/// Resolves a group selector for a machine of group `group` whose disks are
+/// Which of a group's points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupWant {
+    /// The newest every disk holds (app-consistent only with `app`).
+    Latest { app: bool },
+    /// The point of this id (its label `group:GROUP:ID`).
+    Id(u64),
+}
+
+/// Reads what `text` asks of group `group`: a group selector or a group
+/// point's label; None for any other point.
+pub fn group_want(group: &str, text: &str) -> Result<Option<GroupWant>, ControlError> {
+    if let Some(app) = group_selector(text) {
+        return Ok(Some(GroupWant::Latest { app }));
+    }
+    match standby_format::parse_group_point_label(text) {
+        Some((of, id)) if of == group => Ok(Some(GroupWant::Id(id))),
+        Some((of, _)) => Err(ControlError::Refused(format!("'{text}' is a point of group '{of}', not of '{group}'"))),
+        None => Ok(None),
+    }
+}
+
+/// The label of group `group`'s point `want` that every disk of
+/// `group_disks` holds.
+pub fn group_label(
+    vault: &Vault,
+    group: &str,
+    group_disks: &[String],
+    want: GroupWant,
+) -> Result<String, ControlError> {
+    let mut listings = Vec::new();
+    for disk in group_disks {
+        listings.push(list_journal(vault, disk)?);
+    }
+    find_group_label(&listings, group, want)
+}
+
+fn find_group_label(listings: &[JournalListing], group: &str, want: GroupWant) -> Result<String, ControlError> {
+    let (first, others) = listings.split_first().expect("a group has disks");
+    let wanted = |b: &&standby_vault::journal::Bookmark| match (want, standby_format::parse_group_point_label(&b.label))
+    {
+        (GroupWant::Latest { app }, Some((name, _))) => name == group && (!app || b.kind == PointKind::AppConsistent),
+        (GroupWant::Id(id), Some((name, of))) => name == group && of == id,
+        (_, None) => false,
+    };
+    first
+        .bookmarks
+        .iter()
+        .rev()
+        .filter(wanted)
+        .find(|b| others.iter().all(|listing| listing.bookmarks.iter().any(|other| other.label == b.label)))
+        .map(|b| b.label.clone())
+        .ok_or_else(|| {
+            let what = match want {
+                GroupWant::Latest { app: false } => "point".to_string(),
+                GroupWant::Latest { app: true } => "app-consistent point".to_string(),
+                GroupWant::Id(id) => format!("point {id}"),
+            };
+            ControlError::Refused(format!(
+                "group '{group}' has no {what} that every one of its disks holds; use latest, or another of the \
+                 group's points (`standby group show {group}`)"
+            ))
+        })
+}
+
+/// The newest moment every disk of `disks` has all its records up to.
+pub fn common_latest(vault: &Vault, disks: &[String]) -> Result<i64, ControlError> {
+    let mut latest = i64::MAX;
+    for disk in disks {
+        let listing = list_journal(vault, disk)?;
+        let last = listing.last_time_micros.ok_or_else(|| {
+            ControlError::Refused(format!(
+                "disk '{disk}' has no replicated data in the vault yet; wait for protect to finish"
+            ))
+        })?;
+        latest = latest.min(last);
+    }
+    Ok(latest)
+}
+
+/// Resolves group `group`'s point `want` for a machine whose disks are
 /// `disks`, the group's being `group_disks` (this machine's among them):
-/// the newest point of the group every one of them holds, at the moment
-/// this machine's disks recorded it (the latest of them: what a disk wrote
-/// after its own point and before the group's last was held back from
-/// the guests until every disk had its point, so nothing depends on it).
+/// the point every one of them holds, at the moment this machine's disks
+/// recorded it (the latest of them: what a disk wrote after its own point
+/// and before the group's last was held back from the guests until every
+/// disk had its point, so nothing depends on it).
 pub fn resolve_group(
     vault: &Vault,
     group: &str,
     group_disks: &[String],
     disks: &[String],
-    app: bool,
+    want: GroupWant,
 ) -> Result<MachinePoint, ControlError> {
-    let asked = if app { "latest-group-app" } else { "latest-group" };
     let mut listings = Vec::new();
     for disk in group_disks {
-        listings.push((disk, list_journal(vault, disk)?));
+        listings.push(list_journal(vault, disk)?);
     }
-    let of_group = |b: &&standby_vault::journal::Bookmark| {
-        (!app || b.kind == PointKind::AppConsistent)
-            && standby_format::parse_group_point_label(&b.label).is_some_and(|(name, _)| name == group)
-    };
-    let (first, others) = listings.split_first().expect("a group has disks");
-    let label = first
-        .1
-        .bookmarks
-        .iter()
-        .rev()
-        .filter(of_group)
-        .find(|b| others.iter().all(|(_, listing)| listing.bookmarks.iter().any(|other| other.label == b.label)))
-        .map(|b| b.label.clone())
-        .ok_or_else(|| {
-            ControlError::Refused(format!(
-                "group '{group}' has no {}point that every one of its disks holds yet; use latest, or wait for the                  group's next point (`standby group show {group}`)",
-                if app { "app-consistent " } else { "" }
-            ))
-        })?;
+    let label = find_group_label(&listings, group, want)?;
     let mut time = i64::MIN;
-    for (disk, listing) in listings.iter().filter(|(disk, _)| disks.contains(disk)) {
+    for (disk, listing) in group_disks.iter().zip(&listings).filter(|(disk, _)| disks.contains(disk)) {
         let point = listing.bookmarks.iter().find(|b| b.label == label).expect("every disk holds it");
         time = time.max(point.time_micros);
         check_restorable(disk, listing, point.time_micros)?;
     }
     let id = standby_format::parse_group_point_label(&label).map_or(0, |(_, id)| id);
+    let asked = match want {
+        GroupWant::Latest { app: false } => "latest-group".to_string(),
+        GroupWant::Latest { app: true } => "latest-group-app".to_string(),
+        GroupWant::Id(_) => label.clone(),
+    };
     Ok(MachinePoint {
-        asked: asked.to_string(),
+        asked,
         time_micros: time,
         time: format_time(time),
         described: format!("group '{group}' point {id} ({})", format_time(time)),

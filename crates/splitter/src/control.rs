@@ -42,7 +42,7 @@ pub(crate) fn serve(listener: UnixListener, shared: &Shared, stop: &AtomicBool) 
                         }
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_for_connection(&listener),
                 Err(e) => {
                     tracing::error!("control socket failed: {e}");
                     return;
@@ -50,6 +50,16 @@ pub(crate) fn serve(listener: UnixListener, shared: &Shared, stop: &AtomicBool) 
             }
         }
     });
+}
+
+/// Waits until a connection arrives, or 100 ms (to look at the stop flag):
+/// a group point's hold and release must not wait for a polling sleep.
+fn wait_for_connection(listener: &UnixListener) {
+    use std::os::fd::AsRawFd;
+    let mut descriptor = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd that lives across the call; a failure (EINTR) only
+    // ends the wait early.
+    unsafe { libc::poll(&mut descriptor, 1, 100) };
 }
 
 fn answer(stream: UnixStream, shared: &Shared) -> io::Result<()> {

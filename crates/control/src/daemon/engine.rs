@@ -336,6 +336,115 @@ impl Daemon {
     }
 }
 
+/// One machine's part of a job on several machines (a replication group's
+/// lifecycle command, a recovery plan's group): a job of its own, with the
+/// steps a job of that command has alone, run by [`Daemon::spawn_parts`].
+pub(super) struct Part {
+    pub(super) machine: String,
+    pub(super) steps: Vec<String>,
+    pub(super) work: PartWork,
+}
+
+/// What a part does, given the daemon and its job's handle.
+pub(super) type PartWork = Box<dyn FnOnce(&Daemon, &JobSteps) -> Result<(), ControlError> + Send>;
+
+impl Part {
+    pub(super) fn new(
+        machine: &str,
+        steps: &[&str],
+        work: impl FnOnce(&Daemon, &JobSteps) -> Result<(), ControlError> + Send + 'static,
+    ) -> Part {
+        Part {
+            machine: machine.to_string(),
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            work: Box::new(work),
+        }
+    }
+}
+
+impl Daemon {
+    /// Runs `part` alone: a job of `command` on its machine.
+    pub(super) fn spawn_part(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        command: Command,
+        part: Part,
+    ) -> Result<JobStarted, ControlError> {
+        let steps: Vec<&str> = part.steps.iter().map(String::as_str).collect();
+        self.spawn_command(deployment, &part.machine, command, &steps, part.work)
+    }
+
+    /// One job of `command` on `subject` (a replication group) claiming
+    /// every machine of `parts`: each part runs at once beside the others,
+    /// as a job of its own machine (its steps, its outcome, taken up by a
+    /// restarted daemon like any job of that machine); the subject's job
+    /// has a step per machine saying which job it is and how it ended, and
+    /// fails naming the machines whose part failed. A stop asked of any of
+    /// the machines (a `cancel`) stops every part.
+    pub(super) fn spawn_parts(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        subject: &Subject,
+        command: Command,
+        parts: Vec<Part>,
+    ) -> Result<JobStarted, ControlError> {
+        let names: Vec<String> = parts.iter().map(|part| part.machine.clone()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let kind = JobKind::Lifecycle(command);
+        self.spawn_job_on(deployment, subject, &names, kind, JobOrigin::Operator, &names, move |daemon, job| {
+            let (parent, stop) = (job.id, job.stop.clone());
+            let outcomes: Vec<(String, Result<(), ControlError>)> = std::thread::scope(|scope| {
+                let running: Vec<_> = parts
+                    .into_iter()
+                    .map(|part| {
+                        let (name, stop) = (part.machine.clone(), stop.clone());
+                        (name, scope.spawn(move || daemon.run_part(kind, parent, stop, part)))
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(name, thread)| (name, thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+                    .collect()
+            });
+            let failed: Vec<String> = outcomes
+                .iter()
+                .filter_map(|(name, outcome)| outcome.as_ref().err().map(|e| format!("{name}: {e}")))
+                .collect();
+            match failed.is_empty() {
+                true => Ok(()),
+                false => Err(ControlError::Failed(failed.join("; "))),
+            }
+        })
+    }
+
+    /// Runs `part` as a job of its machine for job `parent`, on this thread,
+    /// with the parent's stop flag; the parent's step of that machine says
+    /// which job it is, then how it ended.
+    fn run_part(&self, kind: JobKind, parent: JobId, stop: Arc<AtomicBool>, part: Part) -> Result<(), ControlError> {
+        let deployment = Deployment::open(&self.home)?;
+        let name = part.machine.clone();
+        let steps: Vec<&str> = part.steps.iter().map(String::as_str).collect();
+        let id = match deployment.state.create_job(&Subject::Machine(name.clone()), kind, JobOrigin::Operator, &steps) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = deployment.state.job_step(parent, &name, StepState::Failed, &e.to_string());
+                return Err(e);
+            }
+        };
+        deployment.state.job_step(parent, &name, StepState::Running, &format!("job {id}"))?;
+        let command = format!("{kind}{}", JobOrigin::Operator.suffix());
+        let job = JobSteps::new(&deployment, id, &self.hooks, &command, &steps, stop);
+        let outcome = (part.work)(self, &job);
+        record_outcome(&deployment, id, &outcome);
+        let (state, detail) = match &outcome {
+            Ok(()) => (StepState::Done, format!("job {id} succeeded")),
+            Err(e) => (StepState::Failed, format!("job {id} failed: {e}")),
+        };
+        deployment.state.job_step(parent, &name, state, &detail)?;
+        outcome
+    }
+}
+
 fn record_outcome<T>(deployment: &Deployment, id: JobId, outcome: &Result<T, ControlError>) {
     let recorded = match outcome {
         Ok(_) => deployment.state.finish_job(id, JobState::Succeeded, None),

@@ -23,11 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use standby_api::JobStarted;
-use standby_lifecycle::job::StepState;
+use standby_lifecycle::job::{StepState, Subject};
 use standby_lifecycle::{Command, Instance, Site, State, Transition};
 
-use super::engine::{check, transition_of};
+use super::engine::{check, transition_of, Part};
 use super::files::{overlay_path, site_folder};
+use super::group_jobs::Agreement;
 use super::protection::{mark_sealed, Unanswered, SPLITTER_BACK_WITHIN};
 use super::{instance, Daemon, JobSteps, Launched, POWER_DOWN_TIMEOUT};
 use crate::agent::ExportSpec;
@@ -151,12 +152,22 @@ impl Daemon {
         name: &str,
         point: Option<String>,
     ) -> Result<JobStarted, ControlError> {
+        self.lifecycle(name, Command::TestFailover, point.as_deref(), |daemon, deployment, machine, point| {
+            daemon.test_failover_part(deployment, machine, point)
+        })
+    }
+
+    /// The drill of `machine` at `point`, checked, as a job's part.
+    fn test_failover_part(
+        &self,
+        deployment: &Deployment,
+        machine: Machine,
+        point: Option<&str>,
+    ) -> Result<Part, ControlError> {
         const STEPS: [&str; 3] = TEST_FAILOVER_STEPS;
-        let deployment = self.deployment()?;
-        let machine = deployment.state.machine(name)?;
         let step = check(&machine, Command::TestFailover)?;
-        let point = self.resolve_point(&deployment, &machine, point.as_deref())?;
-        self.spawn_command(&deployment, name, Command::TestFailover, &STEPS, move |daemon, job| {
+        let point = self.resolve_point(deployment, &machine, point)?;
+        Ok(Part::new(&machine.definition.name.clone(), &STEPS, move |daemon, job| {
             let deployment = job.deployment;
             let mut details = machine.details.clone();
             details.drill = Some(DrillRecord { point: point.clone(), job: job.id });
@@ -200,7 +211,7 @@ impl Daemon {
                     Err(e)
                 }
             }
-        })
+        }))
     }
 
     /// Stops the drill copy and its exports and removes every file they
@@ -223,11 +234,10 @@ impl Daemon {
     }
 
     pub(super) fn cleanup_test_failover(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
-        let deployment = self.deployment()?;
-        let machine = deployment.state.machine(name)?;
-        check(&machine, Command::CleanupTestFailover)?;
-        self.spawn_command(&deployment, name, Command::CleanupTestFailover, &CLEANUP_STEPS, move |daemon, job| {
-            daemon.cleanup_job(&machine, job)
+        self.lifecycle(name, Command::CleanupTestFailover, None, |_, _, machine, _| {
+            check(&machine, Command::CleanupTestFailover)?;
+            let name = machine.definition.name.clone();
+            Ok(Part::new(&name, &CLEANUP_STEPS, move |daemon, job| daemon.cleanup_job(&machine, job)))
         })
     }
 
@@ -255,7 +265,7 @@ impl Daemon {
     }
 
     /// Resolves the operator's point (default `latest`) for `machine`.
-    fn resolve_point(
+    pub(super) fn resolve_point(
         &self,
         deployment: &Deployment,
         machine: &Machine,
@@ -267,21 +277,24 @@ impl Daemon {
         let vault = deployment.open_vault_at(site)?;
         let disks: Vec<String> = machine.disks.iter().map(|d| d.vault_disk.clone()).collect();
         let text = point.unwrap_or("latest");
-        let Some(app) = points::group_selector(text) else { return points::resolve(&vault, &disks, text) };
-        let Some(group) = machine.group.as_deref() else {
-            return Err(ControlError::Refused(format!(
-                "machine '{}' is in no replication group: '{text}' is a group's point; use latest or latest-app",
-                machine.name()
-            )));
+        let want = match machine.group.as_deref() {
+            Some(group) => points::group_want(group, text)?,
+            None if points::group_selector(text).is_some() || text.starts_with(standby_format::GROUP_LABEL_PREFIX) => {
+                return Err(ControlError::Refused(format!(
+                    "machine '{}' is in no replication group: '{text}' is a group's point; use latest or latest-app",
+                    machine.name()
+                )))
+            }
+            None => None,
         };
-        let group_disks: Vec<String> = deployment
-            .state
-            .machines()?
+        let (Some(want), Some(group)) = (want, machine.group.as_deref()) else {
+            return points::resolve(&vault, &disks, text);
+        };
+        let group_disks: Vec<String> = super::group_jobs::members(deployment, group)?
             .into_iter()
-            .filter(|m| m.group.as_deref() == Some(group))
             .flat_map(|m| m.disks.into_iter().map(|d| d.vault_disk))
             .collect();
-        points::resolve_group(&vault, group, &group_disks, &disks, app)
+        points::resolve_group(&vault, group, &group_disks, &disks, want)
     }
 
     pub(super) fn failover(
@@ -302,16 +315,11 @@ impl Daemon {
         if !sync_first {
             return self.move_machine(name, Command::PlannedFailover { sync_first }, None, Move::Planned);
         }
-        let deployment = self.deployment()?;
-        let machine = deployment.state.machine(name)?;
-        check(&machine, Command::PlannedFailover { sync_first })?;
-        self.spawn_command(
-            &deployment,
-            name,
-            Command::PlannedFailover { sync_first },
-            &SYNC_FIRST_STEPS,
-            move |daemon, job| daemon.sync_first_job(&machine, job),
-        )
+        self.lifecycle(name, Command::PlannedFailover { sync_first }, None, |_, _, machine, _| {
+            check(&machine, Command::PlannedFailover { sync_first })?;
+            let name = machine.definition.name.clone();
+            Ok(Part::new(&name, &SYNC_FIRST_STEPS, move |daemon, job| daemon.sync_first_job(&machine, job)))
+        })
     }
 
     /// Waits until replication keeps up, then leaves the machine
@@ -334,7 +342,8 @@ impl Daemon {
     }
 
     /// Moves a machine to its other site from a recovery point: the
-    /// failover job, planned or not.
+    /// failover job, planned or not; a machine of a replication group moves
+    /// with its whole group, from one point (`group_jobs.rs`).
     fn move_machine(
         self: &Arc<Self>,
         name: &str,
@@ -344,15 +353,40 @@ impl Daemon {
     ) -> Result<JobStarted, ControlError> {
         let deployment = self.deployment()?;
         let machine = deployment.state.machine(name)?;
+        let Some((group, members)) = self.group_for(&deployment, &machine, command)? else {
+            let part = self.move_part(&deployment, machine, command, PointChoice::Asked(point), kind)?;
+            return self.spawn_part(&deployment, command, part);
+        };
+        // An explicit point is checked now; the group's is chosen once every
+        // source's last writes arrived.
+        if let Some(point) = &point {
+            self.group_point_text(&deployment, &group, &members, Some(point))?;
+        }
+        let agreement = Arc::new(Agreement::new(&group, members.clone(), point, kind == Move::Planned));
+        let parts: Result<Vec<Part>, ControlError> = members
+            .into_iter()
+            .map(|member| self.move_part(&deployment, member, command, PointChoice::Agreed(agreement.clone()), kind))
+            .collect();
+        self.spawn_parts(&deployment, &Subject::Group(group), command, parts?)
+    }
+
+    /// The move of `machine`, checked, as a job's part.
+    fn move_part(
+        &self,
+        deployment: &Deployment,
+        machine: Machine,
+        command: Command,
+        point: PointChoice,
+        kind: Move,
+    ) -> Result<Part, ControlError> {
         let step = check(&machine, command)?;
         // An explicit point is checked now; `latest` is chosen after the
         // source's last writes arrived.
-        if let Some(point) = &point {
-            self.resolve_point(&deployment, &machine, Some(point))?;
+        if let PointChoice::Asked(Some(point)) = &point {
+            self.resolve_point(deployment, &machine, Some(point))?;
         }
-        self.spawn_command(&deployment, name, command, &MOVE_STEPS, move |daemon, job| {
-            daemon.failover_job(&machine, step, kind, point.as_deref(), job)
-        })
+        let name = machine.definition.name.clone();
+        Ok(Part::new(&name, &MOVE_STEPS, move |daemon, job| daemon.failover_job(&machine, step, kind, &point, job)))
     }
 
     /// The failover job: the machine recorded in flight, the steps, then
@@ -362,7 +396,7 @@ impl Daemon {
         machine: &Machine,
         step: Transition,
         kind: Move,
-        point: Option<&str>,
+        point: &PointChoice,
         job: &JobSteps,
     ) -> Result<(), ControlError> {
         let name = machine.name();
@@ -378,6 +412,10 @@ impl Daemon {
                 Ok(())
             }
             Err(e) => {
+                // The group's other parts do not wait for this one.
+                if let PointChoice::Agreed(agreement) = point {
+                    agreement.failed(name, &e);
+                }
                 let rolled = self.roll_back_failover(job.deployment, machine, &moving.details, step.undone, job.id);
                 Err(match rolled {
                     Ok(_) => ControlError::Failed(format!("{e}; the machine is back at its source, protected")),
@@ -394,7 +432,7 @@ impl Daemon {
         &self,
         moving: &mut Moving,
         kind: Move,
-        point: Option<&str>,
+        point: &PointChoice,
         job: &JobSteps,
     ) -> Result<Option<Duration>, ControlError> {
         const BY: &str = "cancelled by `standby cancel`";
@@ -428,7 +466,15 @@ impl Daemon {
             Ok(((), waited))
         })?;
         let chosen = job.run_unless_stopped(MOVE_STEPS[3], BY, || {
-            let chosen = self.resolve_point(deployment, machine, point)?;
+            let point = match point {
+                PointChoice::Asked(point) => point.clone(),
+                PointChoice::Agreed(agreement) => {
+                    Some(agreement.agree(name_of(machine), |group, members, asked| {
+                        self.group_point_text(deployment, group, members, asked)
+                    })?)
+                }
+            };
+            let chosen = self.resolve_point(deployment, machine, point.as_deref())?;
             let described = chosen.described.clone();
             Ok((chosen, described))
         })?;
@@ -691,12 +737,13 @@ impl Daemon {
     }
 
     pub(super) fn change_point(self: &Arc<Self>, name: &str, point: String) -> Result<JobStarted, ControlError> {
-        let deployment = self.deployment()?;
-        let machine = deployment.state.machine(name)?;
-        check(&machine, Command::ChangePoint)?;
-        let chosen = self.resolve_point(&deployment, &machine, Some(&point))?;
-        self.spawn_command(&deployment, name, Command::ChangePoint, &CHANGE_POINT_STEPS, move |daemon, job| {
-            daemon.change_point_job(&machine, &chosen, false, job)
+        self.lifecycle(name, Command::ChangePoint, Some(&point), |daemon, deployment, machine, point| {
+            check(&machine, Command::ChangePoint)?;
+            let chosen = daemon.resolve_point(deployment, &machine, point)?;
+            let name = machine.definition.name.clone();
+            Ok(Part::new(&name, &CHANGE_POINT_STEPS, move |daemon, job| {
+                daemon.change_point_job(&machine, &chosen, false, job)
+            }))
         })
     }
 
@@ -758,9 +805,7 @@ impl Daemon {
         if let (Some(failover_job), State::FailoverInProgress) = (running, machine.state) {
             return self.stop_failover(&deployment, name, failover_job);
         }
-        self.spawn_command(&deployment, name, Command::Cancel, &CANCEL_STEPS, move |daemon, job| {
-            daemon.cancel_job(&machine, job)
-        })
+        self.lifecycle(name, Command::Cancel, None, cancel_part)
     }
 
     /// `cancel` while the failover job runs: the job is told to stop, rolls
@@ -788,12 +833,7 @@ impl Daemon {
                     Ok(())
                 })
             }
-            _ => {
-                check(&machine, Command::Cancel)?;
-                self.spawn_command(deployment, name, Command::Cancel, &CANCEL_STEPS, move |daemon, job| {
-                    daemon.cancel_job(&machine, job)
-                })
-            }
+            _ => self.lifecycle(name, Command::Cancel, None, cancel_part),
         }
     }
 
@@ -813,11 +853,10 @@ impl Daemon {
     }
 
     pub(super) fn commit(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
-        let deployment = self.deployment()?;
-        let machine = deployment.state.machine(name)?;
-        check(&machine, Command::Commit)?;
-        self.spawn_command(&deployment, name, Command::Commit, &COMMIT_STEPS, move |daemon, job| {
-            daemon.commit_job(&machine, job)
+        self.lifecycle(name, Command::Commit, None, |_, _, machine, _| {
+            check(&machine, Command::Commit)?;
+            let name = machine.definition.name.clone();
+            Ok(Part::new(&name, &COMMIT_STEPS, move |daemon, job| daemon.commit_job(&machine, job)))
         })
     }
 
@@ -892,4 +931,19 @@ fn recorded(details: &mut MachineRecords) -> &mut FailoverRecord {
 
 fn name_of(machine: &Machine) -> &str {
     &machine.definition.name
+}
+
+/// The cancel of `machine`, checked, as a job's part.
+fn cancel_part(_: &Daemon, _: &Deployment, machine: Machine, _: Option<&str>) -> Result<Part, ControlError> {
+    check(&machine, Command::Cancel)?;
+    let name = machine.definition.name.clone();
+    Ok(Part::new(&name, &CANCEL_STEPS, move |daemon, job| daemon.cancel_job(&machine, job)))
+}
+
+/// Where a failover's point comes from.
+enum PointChoice {
+    /// The operator's (default `latest`, chosen after the last writes).
+    Asked(Option<String>),
+    /// The group's, chosen once all its machines' last writes arrived.
+    Agreed(Arc<Agreement>),
 }

@@ -33,7 +33,7 @@ use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, StepState};
 use standby_lifecycle::{Command, State};
 
-use super::engine::{check, transition_of};
+use super::engine::{check, transition_of, Part};
 use super::files::overlay_path;
 use super::protection::splitters_dir;
 use super::{instance, Daemon, JobSteps};
@@ -176,13 +176,25 @@ impl Daemon {
         alternate_location: bool,
         discard_source_writes: bool,
     ) -> Result<JobStarted, ControlError> {
-        let deployment = self.deployment()?;
-        let machine = deployment.state.machine(name)?;
+        self.lifecycle(name, Command::Reprotect, None, |daemon, deployment, machine, _| {
+            daemon.reprotect_part(deployment, machine, alternate_location, discard_source_writes)
+        })
+    }
+
+    /// The reprotect of `machine`, checked, as a job's part.
+    fn reprotect_part(
+        &self,
+        deployment: &Deployment,
+        machine: Machine,
+        alternate_location: bool,
+        discard_source_writes: bool,
+    ) -> Result<Part, ControlError> {
         check(&machine, Command::Reprotect)?;
         if machine.state == State::Reprotecting {
             // A failed reprotect, asked again: on from where it stopped.
-            return self.resume_reprotect(&deployment, machine, JobOrigin::Operator);
+            return Ok(resume_reprotect_part(machine));
         }
+        let name = &machine.definition.name.clone();
         let active = machine.active_site;
         let old = active.other();
         if let Some(pid) = self.site(old).runtime(&instance(name, old)).pid {
@@ -217,10 +229,7 @@ impl Daemon {
                 )));
             }
         }
-        let steps = STEPS;
-        self.spawn_command(&deployment, name, Command::Reprotect, &steps, move |daemon, job| {
-            daemon.reprotect_job(&machine, &point, alternate_location, job)
-        })
+        Ok(Part::new(name, &STEPS, move |daemon, job| daemon.reprotect_job(&machine, &point, alternate_location, job)))
     }
 
     fn reprotect_job(
@@ -297,33 +306,43 @@ impl Daemon {
         machine: Machine,
         origin: JobOrigin,
     ) -> Result<JobStarted, ControlError> {
-        const STEPS: [&str; 2] = ["move the machine onto reverse replication", "ship the blocks that differ"];
-        let name = machine.definition.name.clone();
-        self.spawn_job(deployment, &name, JobKind::Lifecycle(Command::Reprotect), origin, &STEPS, move |daemon, job| {
-            let deployment = job.deployment;
-            let active = machine.active_site;
-            job.step(STEPS[0], StepState::Running, "")?;
-            // Without a record, the safe side: nothing is copied over the disks again.
-            let switched = machine.details.reprotect.as_ref().is_none_or(|reprotect| reprotect.switched);
-            let detail = if switched {
-                daemon.site(active).resume(&instance(&machine.definition.name, active))?;
-                daemon.ensure_splitters(deployment, &machine)?;
-                daemon.remove_reverse_leftovers(deployment, &machine)?;
-                "the disks were already on reverse replication".to_string()
-            } else {
-                // The move again, disk by disk: see
-                // `move_onto_reverse_replication` for the disks an
-                // earlier attempt moved already.
-                daemon.move_onto_reverse_replication(deployment, &machine, &machine.details, job)?
-            };
-            job.step(STEPS[0], StepState::Done, &detail)?;
-            job.step(STEPS[1], StepState::Running, "")?;
-            let shipped = daemon.wait_for_replication(&machine, "reprotected", job, STEPS[1])?;
-            job.step(STEPS[1], StepState::Done, &format!("{} moved to the {} site", mib(shipped), active.other()))?;
-            finish_reprotect(deployment, &machine, machine.details.reprotect.as_ref(), job.id, shipped)
-        })
+        let part = resume_reprotect_part(machine);
+        let steps: Vec<&str> = part.steps.iter().map(String::as_str).collect();
+        self.spawn_job(deployment, &part.machine, JobKind::Lifecycle(Command::Reprotect), origin, &steps, part.work)
     }
+}
 
+/// Reprotect resumed after a failed attempt or a restart, as a job's part
+/// (see [`Daemon::resume_reprotect`]).
+fn resume_reprotect_part(machine: Machine) -> Part {
+    const STEPS: [&str; 2] = ["move the machine onto reverse replication", "ship the blocks that differ"];
+    let name = machine.definition.name.clone();
+    Part::new(&name, &STEPS, move |daemon, job| {
+        let deployment = job.deployment;
+        let active = machine.active_site;
+        job.step(STEPS[0], StepState::Running, "")?;
+        // Without a record, the safe side: nothing is copied over the disks again.
+        let switched = machine.details.reprotect.as_ref().is_none_or(|reprotect| reprotect.switched);
+        let detail = if switched {
+            daemon.site(active).resume(&instance(&machine.definition.name, active))?;
+            daemon.ensure_splitters(deployment, &machine)?;
+            daemon.remove_reverse_leftovers(deployment, &machine)?;
+            "the disks were already on reverse replication".to_string()
+        } else {
+            // The move again, disk by disk: see
+            // `move_onto_reverse_replication` for the disks an
+            // earlier attempt moved already.
+            daemon.move_onto_reverse_replication(deployment, &machine, &machine.details, job)?
+        };
+        job.step(STEPS[0], StepState::Done, &detail)?;
+        job.step(STEPS[1], StepState::Running, "")?;
+        let shipped = daemon.wait_for_replication(&machine, "reprotected", job, STEPS[1])?;
+        job.step(STEPS[1], StepState::Done, &format!("{} moved to the {} site", mib(shipped), active.other()))?;
+        finish_reprotect(deployment, &machine, machine.details.reprotect.as_ref(), job.id, shipped)
+    })
+}
+
+impl Daemon {
     /// Stops the splitters of `machine`'s disks (they ship what they queued).
     /// Stops the splitters of `machine`'s disks (ours, or ones an earlier
     /// daemon left running), each after it shipped what it queued; returns

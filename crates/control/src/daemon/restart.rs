@@ -93,7 +93,9 @@ pub(super) fn take_up(state: State, interrupted: Option<JobKind>, records: &Mach
 
 /// The kind of the newest job of machine `name` among `interrupted`.
 fn interrupted_kind(interrupted: &[Job], name: &str) -> Option<JobKind> {
-    interrupted.iter().filter(|job| job.machine == name).max_by_key(|job| job.id).map(|job| job.kind)
+    // A group's job names the group: its machines' own parts are jobs of theirs.
+    let of_machine = |job: &&Job| job.subject == standby_lifecycle::job::Subject::Machine(name.to_string());
+    interrupted.iter().filter(of_machine).max_by_key(|job| job.id).map(|job| job.kind)
 }
 
 impl Daemon {

@@ -740,11 +740,7 @@ fn a_failover_cancelled_at_any_step_is_rolled_back() {
 /// a machine in no group are refused.
 #[test]
 fn a_group_makes_points_in_every_disk_and_names_the_member_that_held_one_back() {
-    let mut bench = Bench::new();
-    let source = bench._dir.path().join("db.raw");
-    std::fs::write(&source, vec![0x3c_u8; 1 << 20]).unwrap();
-    let definition = MachineDefinition { name: "db".into(), ..bench.machine().definition };
-    bench.deployment.add_machine(&definition, &[source], standby_lifecycle::Site::Primary).unwrap();
+    let bench = bench_with_db();
     let daemon = bench.daemon(Hooks::default());
     let refused = daemon.protect(NAME, None, Some("a:b".into())).unwrap_err();
     assert!(refused.to_string().contains("group name may only hold"), "{refused}");
@@ -792,4 +788,106 @@ fn a_group_makes_points_in_every_disk_and_names_the_member_that_held_one_back() 
     let unknown = daemon.group("nope").unwrap_err();
     assert_eq!(unknown.code(), standby_api::ErrorCode::NotFound, "{unknown}");
     assert!(unknown.to_string().contains("known: shop"), "{unknown}");
+}
+
+/// The bench with a second machine, `db` (one disk).
+fn bench_with_db() -> Bench {
+    let mut bench = Bench::new();
+    let source = bench._dir.path().join("db.raw");
+    std::fs::write(&source, vec![0x3c_u8; 1 << 20]).unwrap();
+    let definition = MachineDefinition { name: "db".into(), ..bench.machine().definition };
+    bench.deployment.add_machine(&definition, &[source], standby_lifecycle::Site::Primary).unwrap();
+    bench
+}
+
+/// `web` and `db` running, protected in group `shop`, with a point of the
+/// group in every disk's journal; returns its id.
+fn running_group(bench: &Bench, daemon: &Arc<Daemon>) -> u64 {
+    for name in [NAME, "db"] {
+        daemon.start(name).unwrap();
+        daemon.protect(name, None, Some("shop".into())).unwrap();
+    }
+    wait_for_jobs(daemon);
+    let members = bench.deployment.state.machines().unwrap();
+    assert!(members.iter().all(|m| m.state == State::Protected), "{members:?}");
+    daemon.group_tick(&bench.deployment, "shop", &members);
+    let deadline = Instant::now() + JOB_DEADLINE;
+    loop {
+        if let Some(latest) = daemon.group("shop").unwrap().latest {
+            return latest.id;
+        }
+        assert!(Instant::now() < deadline, "the group's point never reached every disk's journal");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The newest job of group `shop`.
+fn group_job(bench: &Bench) -> crate::Job {
+    let shop = standby_lifecycle::job::Subject::Group("shop".into());
+    bench.deployment.state.jobs().unwrap().into_iter().find(|job| job.subject == shop).expect("a job of the group")
+}
+
+/// Both machines in `state`, each recorded at `point` (its description).
+fn both(bench: &Bench, state: State, point: impl Fn(&crate::Machine) -> Option<String>) -> Vec<Option<String>> {
+    [NAME, "db"]
+        .into_iter()
+        .map(|name| {
+            let machine = bench.deployment.state.machine(name).unwrap();
+            assert_eq!(machine.state, state, "{name}");
+            point(&machine)
+        })
+        .collect()
+}
+
+/// A lifecycle command on one machine of a group acts on the group: one
+/// job of the group with a part per machine, every machine from the same
+/// group point; a planned failover whose one part fails before the point
+/// is chosen moves neither machine.
+#[test]
+fn a_groups_machines_move_together_from_one_point_or_not_at_all() {
+    let bench = bench_with_db();
+    let daemon = bench.daemon(Hooks::default());
+    let id = running_group(&bench, &daemon);
+    let at = |described: Option<String>| described.unwrap_or_default();
+    let point = format!("group 'shop' point {id}");
+
+    daemon.test_failover("db", None).unwrap();
+    wait_for_jobs(&daemon);
+    let job = group_job(&bench);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let parts: Vec<&str> = job.steps.iter().map(|step| step.name.as_str()).collect();
+    assert_eq!(parts, vec!["db", NAME]);
+    assert!(job.steps.iter().all(|step| step.detail.ends_with("succeeded")), "{:?}", job.steps);
+    let drills = both(&bench, State::TestFailover, |m| m.details.drill.as_ref().map(|d| d.point.described.clone()));
+    assert!(drills.into_iter().all(|drill| at(drill).starts_with(&point)), "every drill at {point}");
+    daemon.cleanup_test_failover(NAME).unwrap();
+    wait_for_jobs(&daemon);
+    both(&bench, State::Protected, |_| None);
+
+    // A planned move needs every source down: db's does not go.
+    bench.host.fail(Act::Stop, "db@primary", "the power button is stuck");
+    daemon.planned_failover(NAME, false).unwrap();
+    wait_for_jobs(&daemon);
+    let job = group_job(&bench);
+    assert_eq!(job.state, JobState::Failed);
+    let error = job.error.unwrap_or_default();
+    assert!(error.contains("db:") && error.contains("power button is stuck"), "{error}");
+    assert!(error.contains(&format!("{NAME}: ")) && error.contains("group 'shop' does not move"), "{error}");
+    both(&bench, State::Protected, |_| None);
+
+    bench.host.heal(Act::Stop);
+    daemon.failover("db", None, true).unwrap();
+    wait_for_jobs(&daemon);
+    let job = group_job(&bench);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    let moved = both(&bench, State::FailedOver, |m| {
+        m.details.failover.as_ref().and_then(|f| f.point.as_ref()).map(|p| p.described.clone())
+    });
+    let ids: Vec<String> = moved.into_iter().map(at).collect();
+    assert!(ids.iter().all(|described| described.starts_with("group 'shop' point ")), "{ids:?}");
+    let id_of = |described: &str| described.split_whitespace().nth(3).map(str::to_string);
+    assert_eq!(id_of(&ids[0]), id_of(&ids[1]), "one point for both: {ids:?}");
+    daemon.commit(NAME).unwrap();
+    wait_for_jobs(&daemon);
+    both(&bench, State::Committed, |_| None);
 }
