@@ -208,6 +208,26 @@ impl Client {
         self.get(&routes::group(name))
     }
 
+    pub fn plans(&self) -> Result<PlanList, ClientError> {
+        self.get(routes::PLANS)
+    }
+
+    pub fn plan(&self, name: &str) -> Result<PlanView, ClientError> {
+        self.get(&routes::plan(name))
+    }
+
+    pub fn create_plan(&self, source: &PlanSource) -> Result<PlanView, ClientError> {
+        self.post(routes::PLANS, source)
+    }
+
+    pub fn validate_plan(&self, source: &PlanSource) -> Result<PlanView, ClientError> {
+        self.post(routes::PLAN_VALIDATE, source)
+    }
+
+    pub fn delete_plan(&self, name: &str) -> Result<PlanDeleted, ClientError> {
+        self.delete(&routes::plan(name))
+    }
+
     pub fn policies(&self) -> Result<PolicyList, ClientError> {
         self.get(routes::POLICIES)
     }

@@ -23,6 +23,10 @@
 //! POST /v1/policies                            Policy -> Policy
 //! GET  /v1/sites                               SiteList
 //! GET  /v1/groups, /v1/groups/NAME             GroupList, GroupView
+//! GET  /v1/plans, /v1/plans/NAME               PlanList, PlanView
+//! POST /v1/plans                               PlanSource -> PlanView
+//! POST /v1/plans/validate                      PlanSource -> PlanView (nothing kept)
+//! DELETE /v1/plans/NAME                        -> PlanDeleted
 //! GET  /v1/tokens                              TokenList (admin)
 //! POST /v1/tokens                              TokenRequest -> NewToken (admin)
 //! DELETE /v1/tokens/NAME                       -> TokenRevoked (admin)
@@ -42,6 +46,8 @@ pub const JOBS: &str = "/v1/jobs";
 pub const POLICIES: &str = "/v1/policies";
 pub const SITES: &str = "/v1/sites";
 pub const GROUPS: &str = "/v1/groups";
+pub const PLANS: &str = "/v1/plans";
+pub const PLAN_VALIDATE: &str = "/v1/plans/validate";
 pub const TOKENS: &str = "/v1/tokens";
 pub const AUDIT: &str = "/v1/audit";
 pub const ALERTS: &str = "/v1/alerts";
@@ -70,6 +76,10 @@ pub fn operation(command: Command) -> &'static str {
 
 pub fn group(name: &str) -> String {
     format!("{GROUPS}/{}", encode(name))
+}
+
+pub fn plan(name: &str) -> String {
+    format!("{PLANS}/{}", encode(name))
 }
 
 pub fn status_of(name: &str) -> String {

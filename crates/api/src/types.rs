@@ -263,6 +263,74 @@ pub struct GroupList {
 }
 
 // ---------------------------------------------------------------------------
+// Recovery plans.
+
+/// A plan file to check or keep: its TOML, the file's name (its errors
+/// name `FILE:LINE`) and the folder its scripts' relative paths start from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanSource {
+    pub source: String,
+    pub file: String,
+    pub base: String,
+}
+
+/// A recovery plan: ordered groups of machines (each group's machines
+/// start side by side), steps before and after each group, probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanView {
+    pub name: String,
+    pub description: String,
+    /// The file it was made from.
+    pub file: String,
+    /// When it was kept (absent for a file only checked).
+    pub created: Option<String>,
+    pub groups: Vec<PlanGroupView>,
+    pub probes: Vec<PlanProbeView>,
+    /// Why the plan no longer holds against the deployment (a machine
+    /// removed since, a script gone), when it does not.
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanGroupView {
+    pub name: String,
+    pub machines: Vec<String>,
+    pub pre: Vec<PlanStepView>,
+    pub post: Vec<PlanStepView>,
+}
+
+/// A step: a script at the control plane (with its timeout) or an
+/// operator's manual action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanStepView {
+    /// `script` or `manual`.
+    pub kind: String,
+    /// The script's path, or what the operator does.
+    pub text: String,
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanProbeView {
+    pub machine: String,
+    /// `tcp`, `command` or `console`.
+    pub kind: String,
+    /// The address and port, the command, or the console's pattern.
+    pub check: String,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanList {
+    pub plans: Vec<PlanView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanDeleted {
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------
 // Lifecycle requests: each starts a job.
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

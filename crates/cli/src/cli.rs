@@ -233,6 +233,9 @@ pub enum Command {
     /// Replication groups (`protect NAME --group G`): machines whose points are made together.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Recovery plans: the order machines come back in, steps around each group, health probes (a TOML file).
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// The daemon: runs the deployment's machines (both sites' agents) and serves the lifecycle commands
     /// over HTTP on HOME/run/standby.sock. Runs until interrupted (SIGINT or SIGTERM); it then waits up to a
     /// minute for running jobs, and leaves machines and replication running for the next daemon to adopt.
@@ -483,6 +486,49 @@ pub enum TokenCommand {
     },
     /// Revoke token NAME: it opens nothing from now on.
     Revoke {
+        name: String,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// Check a plan file against the deployment (machines, groups, scripts); nothing is kept.
+    Validate {
+        file: PathBuf,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a plan file and keep it as the plan of its name.
+    Create {
+        file: PathBuf,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One plan: its groups in order, their steps, its probes.
+    Show {
+        name: String,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every plan.
+    List {
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a plan (its file is untouched).
+    Delete {
         name: String,
         #[command(flatten)]
         home: HomeArguments,

@@ -60,6 +60,7 @@ pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
         Command::Machine(command) => crate::lifecycle::machine(command),
         Command::Policy(command) => crate::lifecycle::policy(command),
         Command::Group(command) => crate::lifecycle::group(command),
+        Command::Plan(command) => crate::lifecycle::plan(command),
         Command::Serve { home, listen, metrics_listen } => crate::lifecycle::serve(&home, listen, metrics_listen),
         Command::Token(command) => crate::lifecycle::token(command),
         Command::Alerts { all, home, json } => crate::lifecycle::alerts(all, &home, json),

@@ -13,7 +13,7 @@ use standby_control::{Deployment, MachineDefinition, VaultAddress};
 use standby_lifecycle::job::{JobState, StepState};
 use standby_lifecycle::{Command, Site};
 
-use crate::cli::{GroupCommand, HomeArguments, JobArguments, MachineCommand, PolicyCommand, TokenCommand};
+use crate::cli::{GroupCommand, HomeArguments, JobArguments, MachineCommand, PlanCommand, PolicyCommand, TokenCommand};
 use crate::output::print_json;
 
 pub fn init(dir: &Path, json: bool) -> anyhow::Result<u8> {
@@ -64,6 +64,121 @@ pub fn sites(home: &HomeArguments, json: bool) -> anyhow::Result<u8> {
         );
     }
     Ok(0)
+}
+
+/// A plan file as the daemon takes it: its text, its name as given, and
+/// its folder (absolute: its scripts' relative paths start there).
+fn plan_source(file: &Path) -> anyhow::Result<standby_api::PlanSource> {
+    let source = std::fs::read_to_string(file)
+        .map_err(|e| crate::bad_input(format!("cannot read the plan file {} ({e})", file.display())))?;
+    let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf());
+    Ok(standby_api::PlanSource { source, file: file.display().to_string(), base: base.display().to_string() })
+}
+
+/// `plan validate|create|show|list|delete`.
+pub fn plan(command: PlanCommand) -> anyhow::Result<u8> {
+    match command {
+        PlanCommand::Validate { file, home, json } => {
+            let source = plan_source(&file)?;
+            let daemon = Daemon::of(&home)?;
+            // Through the daemon when it runs; else against the state here.
+            let plan = match daemon.answer_if_running(daemon.client.validate_plan(&source))? {
+                Some(plan) => plan,
+                None => standby_control::plans::validate_plan(&open(&home)?, &source)?,
+            };
+            if json {
+                print_json(&plan);
+            } else {
+                let machines: usize = plan.groups.iter().map(|g| g.machines.len()).sum();
+                println!(
+                    "{}: plan '{}' is valid: {} group(s), {machines} machine(s), {} probe(s)",
+                    source.file,
+                    plan.name,
+                    plan.groups.len(),
+                    plan.probes.len()
+                );
+            }
+            Ok(0)
+        }
+        PlanCommand::Create { file, home, json } => {
+            let source = plan_source(&file)?;
+            let daemon = Daemon::of(&home)?;
+            let plan = daemon.answer(daemon.client.create_plan(&source))?;
+            if json {
+                print_json(&plan);
+            } else {
+                println!(
+                    "created plan '{}' from {}; `standby plan show {}` shows it",
+                    plan.name, source.file, plan.name
+                );
+            }
+            Ok(0)
+        }
+        PlanCommand::Show { name, home, json } => {
+            let daemon = Daemon::of(&home)?;
+            let plan = daemon.answer(daemon.client.plan(&name))?;
+            if json {
+                print_json(&plan);
+            } else {
+                show_plan(&plan);
+            }
+            Ok(0)
+        }
+        PlanCommand::List { home, json } => {
+            let daemon = Daemon::of(&home)?;
+            let list = daemon.answer(daemon.client.plans())?;
+            if json {
+                print_json(&list);
+                return Ok(0);
+            }
+            if list.plans.is_empty() {
+                println!("no plans; `standby plan create FILE` adds one");
+            }
+            for plan in &list.plans {
+                let machines: Vec<&str> =
+                    plan.groups.iter().flat_map(|g| g.machines.iter().map(String::as_str)).collect();
+                let problem = plan.problem.as_deref().map(|p| format!("; PROBLEM: {p}")).unwrap_or_default();
+                println!(
+                    "{:<16} {} group(s): {} (from {}){problem}",
+                    plan.name,
+                    plan.groups.len(),
+                    machines.join(", "),
+                    plan.file
+                );
+            }
+            Ok(0)
+        }
+        PlanCommand::Delete { name, home, json } => {
+            let daemon = Daemon::of(&home)?;
+            let deleted = daemon.answer(daemon.client.delete_plan(&name))?;
+            if json {
+                print_json(&deleted);
+            } else {
+                println!("deleted plan '{}'", deleted.name);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn show_plan(plan: &standby_api::PlanView) {
+    println!("plan {} (from {}): {}", plan.name, plan.file, plan.description);
+    if let Some(problem) = &plan.problem {
+        println!("  PROBLEM: {problem}");
+    }
+    let step = |when: &str, step: &standby_api::PlanStepView| match step.timeout_seconds {
+        Some(timeout) => println!("    {when}: {} {} (timeout {timeout} s)", step.kind, step.text),
+        None => println!("    {when}: {} {}", step.kind, step.text),
+    };
+    for (index, group) in plan.groups.iter().enumerate() {
+        println!("  {}. {}: {}", index + 1, group.name, group.machines.join(", "));
+        group.pre.iter().for_each(|s| step("before", s));
+        group.post.iter().for_each(|s| step("after", s));
+    }
+    for probe in &plan.probes {
+        println!("  probe {}: {} {} (timeout {} s)", probe.machine, probe.kind, probe.check, probe.timeout_seconds);
+    }
 }
 
 /// `group list` and `group show NAME`.

@@ -17,6 +17,7 @@ pub mod guest_agent;
 pub mod host;
 mod machine;
 pub mod network;
+pub mod plans;
 pub mod points;
 mod process;
 pub mod qemu;
@@ -28,7 +29,7 @@ mod vaults;
 pub use deployment::{Accel, Config, Deployment, SiteConfig, VaultAddress, CONFIG_FILE, KEYS_DIR, STATE_FILE};
 pub use error::ControlError;
 pub use machine::{import_disk, validate_machine_name, DiskDefinition, Machine, MachineDefinition};
-pub use state::{Job, Policy, State, Step};
+pub use state::{Job, Policy, State, Step, StoredPlan};
 
 /// Entry points of `fuzz/` into decoders that are not this crate's API.
 #[doc(hidden)]

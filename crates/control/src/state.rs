@@ -17,6 +17,7 @@
 //! tokens.name, audit(…)                                                                            -- version 7
 //! alerts(…)                                                                                        -- version 8
 //! machines.replication_group: the group whose points the machine's are (set while protected)     -- version 9
+//! plans(name PRIMARY KEY, file, base, source, created): recovery plans as their TOML was given     -- version 10
 //! ```
 //!
 //! `jobs.command` is the job as shown (its kind, and for a job a restarted
@@ -37,7 +38,7 @@ use crate::error::ControlError;
 use crate::machine::{DiskDefinition, Machine, MachineDefinition};
 use crate::records::MachineRecords;
 
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 /// How long a statement waits for another connection's write to end
 /// (the daemon and a command line share the database).
@@ -111,6 +112,15 @@ CREATE UNIQUE INDEX alerts_standing ON alerts (kind, subject) WHERE cleared IS N
     "
 ALTER TABLE machines ADD COLUMN replication_group TEXT;
 ",
+    "
+CREATE TABLE plans (
+    name TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    base TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+",
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
@@ -153,6 +163,17 @@ pub(crate) fn machine_exists(name: &str) -> ControlError {
 }
 
 pub use standby_api::{Job, Policy, Step};
+
+/// A recovery plan as kept: its TOML as given, the file's name (for its
+/// errors' lines) and folder (its scripts' relative paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPlan {
+    pub name: String,
+    pub file: String,
+    pub base: PathBuf,
+    pub source: String,
+    pub created: String,
+}
 
 /// RPO threshold 15 min, retention 24 h, app-consistent every 60 min,
 /// bookmarks every 5 s.
@@ -553,6 +574,61 @@ impl State {
             machine.disks = disks.collect::<Result<_, _>>().map_err(|e| self.error(e))?;
         }
         Ok(machines)
+    }
+
+    /// Keeps plan `name` as its file was given; a plan of that name already
+    /// kept is a conflict.
+    pub fn add_plan(&self, name: &str, plan: &StoredPlan) -> Result<(), ControlError> {
+        let inserted = self
+            .connection
+            .execute(
+                "INSERT OR IGNORE INTO plans VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, plan.file, plan.base.to_string_lossy(), plan.source, jiff::Timestamp::now().to_string()],
+            )
+            .map_err(|e| self.error(e))?;
+        if inserted == 0 {
+            return Err(ControlError::Conflict(format!(
+                "a plan named '{name}' exists; `standby plan delete {name}` first to replace it"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every plan kept, by name.
+    pub fn plans(&self) -> Result<Vec<StoredPlan>, ControlError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT name, file, base, source, created FROM plans ORDER BY name")
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(StoredPlan {
+                    name: row.get(0)?,
+                    file: row.get(1)?,
+                    base: PathBuf::from(row.get::<_, String>(2)?),
+                    source: row.get(3)?,
+                    created: row.get(4)?,
+                })
+            })
+            .map_err(|e| self.error(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.error(e))
+    }
+
+    pub fn plan(&self, name: &str) -> Result<StoredPlan, ControlError> {
+        let plans = self.plans()?;
+        let known: Vec<&str> = plans.iter().map(|plan| plan.name.as_str()).collect();
+        let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+        plans.iter().find(|plan| plan.name == name).cloned().ok_or_else(|| {
+            ControlError::NotFound(format!(
+                "no plan named '{name}' (known: {known}); `standby plan create FILE` adds one"
+            ))
+        })
+    }
+
+    pub fn delete_plan(&self, name: &str) -> Result<(), ControlError> {
+        self.plan(name)?;
+        self.connection.execute("DELETE FROM plans WHERE name = ?1", [name]).map_err(|e| self.error(e))?;
+        Ok(())
     }
 
     pub fn machine(&self, name: &str) -> Result<Machine, ControlError> {

@@ -77,6 +77,9 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         .routes(utoipa_axum::routes!(sites))
         .routes(utoipa_axum::routes!(groups))
         .routes(utoipa_axum::routes!(group))
+        .routes(utoipa_axum::routes!(plans, create_plan))
+        .routes(utoipa_axum::routes!(validate_plan))
+        .routes(utoipa_axum::routes!(plan, delete_plan))
         .routes(utoipa_axum::routes!(tokens, create_token))
         .routes(utoipa_axum::routes!(revoke_token))
         .routes(utoipa_axum::routes!(audit))
@@ -391,6 +394,59 @@ async fn groups(AxumState(daemon): Daemon_) -> ApiResult<standby_api::GroupList>
 #[utoipa::path(get, path = "/v1/groups/{name}", params(("name" = String, Path, description = "the group's name")), responses((status = 200, body = standby_api::GroupView)))]
 async fn group(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<standby_api::GroupView> {
     blocking(move || daemon.group(&name)).await
+}
+
+/// Every recovery plan, each checked again against the deployment.
+#[utoipa::path(get, path = "/v1/plans", responses((status = 200, body = standby_api::PlanList)))]
+async fn plans(AxumState(daemon): Daemon_) -> ApiResult<standby_api::PlanList> {
+    blocking(move || {
+        let deployment = daemon.deployment()?;
+        let machines = deployment.state.machines()?;
+        let plans = deployment.state.plans()?.iter().map(|plan| crate::plans::stored_view(plan, &machines)).collect();
+        Ok(standby_api::PlanList { plans })
+    })
+    .await
+}
+
+/// Check a plan file and keep it (nothing is kept when it does not check).
+#[utoipa::path(post, path = "/v1/plans", request_body = standby_api::PlanSource, responses((status = 200, body = standby_api::PlanView)))]
+async fn create_plan(
+    AxumState(daemon): Daemon_,
+    Body(request): Body<standby_api::PlanSource>,
+) -> ApiResult<standby_api::PlanView> {
+    blocking(move || crate::plans::create_plan(&daemon.deployment()?, &request)).await
+}
+
+/// Check a plan file against the deployment; nothing is kept.
+#[utoipa::path(post, path = "/v1/plans/validate", request_body = standby_api::PlanSource, responses((status = 200, body = standby_api::PlanView)))]
+async fn validate_plan(
+    AxumState(daemon): Daemon_,
+    Body(request): Body<standby_api::PlanSource>,
+) -> ApiResult<standby_api::PlanView> {
+    blocking(move || crate::plans::validate_plan(&daemon.deployment()?, &request)).await
+}
+
+/// One recovery plan, checked again against the deployment.
+#[utoipa::path(get, path = "/v1/plans/{name}", params(("name" = String, Path, description = "the plan's name")), responses((status = 200, body = standby_api::PlanView)))]
+async fn plan(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<standby_api::PlanView> {
+    blocking(move || {
+        let deployment = daemon.deployment()?;
+        Ok(crate::plans::stored_view(&deployment.state.plan(&name)?, &deployment.state.machines()?))
+    })
+    .await
+}
+
+/// Forget a recovery plan (its file stays where it is kept).
+#[utoipa::path(delete, path = "/v1/plans/{name}", params(("name" = String, Path, description = "the plan's name")), responses((status = 200, body = standby_api::PlanDeleted)))]
+async fn delete_plan(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<standby_api::PlanDeleted> {
+    blocking(move || {
+        daemon.deployment()?.state.delete_plan(&name)?;
+        Ok(standby_api::PlanDeleted { name })
+    })
+    .await
 }
 
 /// Every job with its steps.
