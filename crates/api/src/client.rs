@@ -224,6 +224,11 @@ impl Client {
         self.post(routes::PLAN_VALIDATE, source)
     }
 
+    /// A plan's lifecycle command (`routes::operation`) or `routes::RESUME`.
+    pub fn plan_job(&self, name: &str, operation: &str, request: &PlanJobRequest) -> Result<JobStarted, ClientError> {
+        self.post(&routes::plan_operation(name, operation), request)
+    }
+
     pub fn delete_plan(&self, name: &str) -> Result<PlanDeleted, ClientError> {
         self.delete(&routes::plan(name))
     }

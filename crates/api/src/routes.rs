@@ -27,6 +27,8 @@
 //! POST /v1/plans                               PlanSource -> PlanView
 //! POST /v1/plans/validate                      PlanSource -> PlanView (nothing kept)
 //! DELETE /v1/plans/NAME                        -> PlanDeleted
+//! POST /v1/plans/NAME/OPERATION                PlanJobRequest -> JobStarted (a lifecycle command's
+//!                                              name but protect/unprotect, or resume)
 //! GET  /v1/tokens                              TokenList (admin)
 //! POST /v1/tokens                              TokenRequest -> NewToken (admin)
 //! DELETE /v1/tokens/NAME                       -> TokenRevoked (admin)
@@ -81,6 +83,14 @@ pub fn group(name: &str) -> String {
 pub fn plan(name: &str) -> String {
     format!("{PLANS}/{}", encode(name))
 }
+
+/// A plan's operation: `/v1/plans/NAME/OPERATION`.
+pub fn plan_operation(name: &str, operation: &str) -> String {
+    format!("{PLANS}/{}/{operation}", encode(name))
+}
+
+/// The plan operation that resumes a plan.
+pub const RESUME: &str = "resume";
 
 pub fn status_of(name: &str) -> String {
     format!("{STATUS}/{}", encode(name))

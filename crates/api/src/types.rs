@@ -325,6 +325,17 @@ pub struct PlanList {
     pub plans: Vec<PlanView>,
 }
 
+/// What a plan's lifecycle command is asked besides it: the point (for
+/// test-failover, failover, change-point), `shutdown_source` (failover),
+/// `sync_first` (planned-failover).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct PlanJobRequest {
+    pub point: Option<String>,
+    pub shutdown_source: bool,
+    pub sync_first: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanDeleted {
     pub name: String,

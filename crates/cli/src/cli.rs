@@ -535,6 +535,80 @@ pub enum PlanCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A drill of every machine of the plan, group by group, with the plan's steps.
+    TestFailover {
+        name: String,
+        /// latest-group (default for a replication group's machines), latest, latest-app, or an RFC 3339 time.
+        #[arg(long)]
+        point: Option<String>,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Remove the plan's drills, groups in reverse.
+    CleanupTestFailover {
+        name: String,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Unplanned failover of every machine of the plan, group by group, with the plan's steps.
+    Failover {
+        name: String,
+        /// latest (default), latest-group, latest-app, or an RFC 3339 time.
+        #[arg(long)]
+        point: Option<String>,
+        #[arg(long)]
+        shutdown_source: bool,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Planned failover (or failback) of every machine of the plan, group by group, losing no write.
+    PlannedFailover {
+        name: String,
+        #[arg(long)]
+        sync_first: bool,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Finish the plan's planned failover with --sync-first, group by group.
+    CompleteFailover {
+        name: String,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Move every failed-over machine of the plan onto another point, group by group.
+    ChangePoint {
+        name: String,
+        #[arg(long)]
+        point: String,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Commit the failover of every machine of the plan.
+    Commit {
+        name: String,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Stop the plan's running job and undo what its runs did, groups in reverse (failovers cancelled,
+    /// drills removed).
+    Cancel {
+        name: String,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Reprotect every machine of the plan.
+    Reprotect {
+        name: String,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// Go on with the plan: past the manual step it waits at, or from where its last job failed or was
+    /// interrupted (the steps done are not done again).
+    Resume {
+        name: String,
+        #[command(flatten)]
+        job: JobArguments,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 use standby_api::{
-    AddMachine, BookmarkView, Client, ClientError, Hydration, JobList, MachineList, MachineStatus, PolicyList,
-    StopRequest,
+    AddMachine, BookmarkView, Client, ClientError, Hydration, JobList, MachineList, MachineStatus, PlanJobRequest,
+    PolicyList, StopRequest,
 };
 use standby_control::{Deployment, MachineDefinition, VaultAddress};
 use standby_lifecycle::job::{JobState, StepState};
@@ -76,7 +76,7 @@ fn plan_source(file: &Path) -> anyhow::Result<standby_api::PlanSource> {
     Ok(standby_api::PlanSource { source, file: file.display().to_string(), base: base.display().to_string() })
 }
 
-/// `plan validate|create|show|list|delete`.
+/// `plan validate|create|show|list|delete` and the plan's lifecycle commands.
 pub fn plan(command: PlanCommand) -> anyhow::Result<u8> {
     match command {
         PlanCommand::Validate { file, home, json } => {
@@ -149,6 +149,33 @@ pub fn plan(command: PlanCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        PlanCommand::TestFailover { name, point, job } => {
+            plan_job(&job, &name, Command::TestFailover, PlanJobRequest { point, ..PlanJobRequest::default() })
+        }
+        PlanCommand::CleanupTestFailover { name, job } => {
+            plan_job(&job, &name, Command::CleanupTestFailover, PlanJobRequest::default())
+        }
+        PlanCommand::Failover { name, point, shutdown_source, job } => {
+            let request = PlanJobRequest { point, shutdown_source, ..PlanJobRequest::default() };
+            plan_job(&job, &name, Command::Failover, request)
+        }
+        PlanCommand::PlannedFailover { name, sync_first, job } => {
+            let request = PlanJobRequest { sync_first, ..PlanJobRequest::default() };
+            plan_job(&job, &name, Command::PlannedFailover { sync_first }, request)
+        }
+        PlanCommand::CompleteFailover { name, job } => {
+            plan_job(&job, &name, Command::CompleteFailover, PlanJobRequest::default())
+        }
+        PlanCommand::ChangePoint { name, point, job } => {
+            let request = PlanJobRequest { point: Some(point), ..PlanJobRequest::default() };
+            plan_job(&job, &name, Command::ChangePoint, request)
+        }
+        PlanCommand::Commit { name, job } => plan_job(&job, &name, Command::Commit, PlanJobRequest::default()),
+        PlanCommand::Cancel { name, job } => plan_job(&job, &name, Command::Cancel, PlanJobRequest::default()),
+        PlanCommand::Reprotect { name, job } => plan_job(&job, &name, Command::Reprotect, PlanJobRequest::default()),
+        PlanCommand::Resume { name, job } => {
+            run_job_with(&job, |client| client.plan_job(&name, standby_api::routes::RESUME, &PlanJobRequest::default()))
+        }
         PlanCommand::Delete { name, home, json } => {
             let daemon = Daemon::of(&home)?;
             let deleted = daemon.answer(daemon.client.delete_plan(&name))?;
@@ -160,6 +187,11 @@ pub fn plan(command: PlanCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Runs lifecycle command `command` on plan `name` and follows its job.
+fn plan_job(arguments: &JobArguments, name: &str, command: Command, request: PlanJobRequest) -> anyhow::Result<u8> {
+    run_job_with(arguments, |client| client.plan_job(name, standby_api::routes::operation(command), &request))
 }
 
 fn show_plan(plan: &standby_api::PlanView) {
@@ -535,9 +567,17 @@ pub fn run_job(
     command: Command,
     request: &impl serde::Serialize,
 ) -> anyhow::Result<u8> {
+    run_job_with(arguments, |client| client.act(name, command, request))
+}
+
+/// Starts a job with `start` and follows it (see [`run_job`]).
+fn run_job_with(
+    arguments: &JobArguments,
+    start: impl FnOnce(&standby_api::Client) -> Result<standby_api::JobStarted, ClientError>,
+) -> anyhow::Result<u8> {
     let (no_wait, json) = (arguments.no_wait, arguments.json);
     let daemon = Daemon::of(&arguments.home)?;
-    let started = daemon.answer(daemon.client.act(name, command, request))?;
+    let started = daemon.answer(start(&daemon.client))?;
     let id = started.job;
     if no_wait {
         if json {

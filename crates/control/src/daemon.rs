@@ -42,6 +42,7 @@ mod kept;
 mod listener;
 mod metrics;
 mod operators;
+mod plan_jobs;
 mod protection;
 mod reprotect;
 mod restart;
@@ -112,6 +113,8 @@ struct Daemon {
     rpo_history: rpo_history::RpoHistory,
     /// Each replication group's points as the groups loop made them.
     groups: Mutex<HashMap<String, groups::Activity>>,
+    /// Plans an operator resumed while their job waits at a manual step.
+    plan_resumes: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long a journal summary is taken as it is: listing a week of
@@ -156,6 +159,12 @@ impl Daemon {
     /// The host of `site`.
     fn site(&self, site: Site) -> &dyn SiteHost {
         self.sites.at(site)
+    }
+
+    /// The host of the control plane's own site (where plans' scripts
+    /// run): its site in a deployment with a host per site, else this host.
+    fn control_host(&self, deployment: &Deployment) -> &dyn SiteHost {
+        self.site(deployment.config.host.as_ref().map_or(Site::Primary, |host| host.site))
     }
 
     /// The host instance `instance` of `machine` runs on.
@@ -487,6 +496,7 @@ impl Daemon {
             board: board::Board::default(),
             rpo_history: rpo_history::RpoHistory::default(),
             groups: Mutex::default(),
+            plan_resumes: Mutex::default(),
         })
     }
 
@@ -512,6 +522,7 @@ impl Daemon {
         for failure in failed {
             eprintln!("standby: could not take up {failure}; `standby status` and `standby jobs` show what is missing");
         }
+        self.resume_interrupted_plans(&interrupted);
         Ok(())
     }
 

@@ -217,6 +217,7 @@ pub fn create_plan(
         base,
         source: request.source.clone(),
         created: String::new(),
+        run: None,
     };
     deployment.state.add_plan(&plan.name, &stored)?;
     let kept = deployment.state.plan(&plan.name)?;

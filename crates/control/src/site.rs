@@ -33,6 +33,7 @@ use disk_files::Ranges;
 pub(crate) mod disk_files;
 pub(crate) mod local;
 pub(crate) mod remote;
+pub(crate) mod scripts;
 #[cfg(test)]
 pub(crate) mod simulated;
 
@@ -238,6 +239,16 @@ pub(crate) trait SiteHost: Send + Sync {
         app_consistent: bool,
         within: Duration,
     ) -> Result<GroupPointMade, ControlError>;
+    /// Runs a recovery plan's script at this host (the control plane's):
+    /// `path` with `environment` added, for at most `timeout`.
+    fn run_script(
+        &self,
+        path: &Path,
+        environment: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<scripts::ScriptRun, ControlError> {
+        scripts::run_script(path, environment, timeout)
+    }
     /// Stops the splitter of `disk` after it shipped what it queued; says
     /// whether one ran.
     fn stop_splitter(&self, disk: &str, run_dir: &Path) -> Result<bool, ControlError>;

@@ -17,7 +17,8 @@
 //! tokens.name, audit(…)                                                                            -- version 7
 //! alerts(…)                                                                                        -- version 8
 //! machines.replication_group: the group whose points the machine's are (set while protected)     -- version 9
-//! plans(name PRIMARY KEY, file, base, source, created): recovery plans as their TOML was given     -- version 10
+//! plans(name PRIMARY KEY, file, base, source, created, run): recovery plans as their TOML was given,
+//!   and what their last job was asked (JSON)                                                       -- version 10
 //! ```
 //!
 //! `jobs.command` is the job as shown (its kind, and for a job a restarted
@@ -118,7 +119,8 @@ CREATE TABLE plans (
     file TEXT NOT NULL,
     base TEXT NOT NULL,
     source TEXT NOT NULL,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    run TEXT
 );
 ",
 ];
@@ -173,6 +175,8 @@ pub struct StoredPlan {
     pub base: PathBuf,
     pub source: String,
     pub created: String,
+    /// What its last job was asked (JSON), if it ran.
+    pub run: Option<String>,
 }
 
 /// RPO threshold 15 min, retention 24 h, app-consistent every 60 min,
@@ -582,7 +586,7 @@ impl State {
         let inserted = self
             .connection
             .execute(
-                "INSERT OR IGNORE INTO plans VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO plans VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
                 params![name, plan.file, plan.base.to_string_lossy(), plan.source, jiff::Timestamp::now().to_string()],
             )
             .map_err(|e| self.error(e))?;
@@ -598,7 +602,7 @@ impl State {
     pub fn plans(&self) -> Result<Vec<StoredPlan>, ControlError> {
         let mut statement = self
             .connection
-            .prepare("SELECT name, file, base, source, created FROM plans ORDER BY name")
+            .prepare("SELECT name, file, base, source, created, run FROM plans ORDER BY name")
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map([], |row| {
@@ -608,6 +612,7 @@ impl State {
                     base: PathBuf::from(row.get::<_, String>(2)?),
                     source: row.get(3)?,
                     created: row.get(4)?,
+                    run: row.get(5)?,
                 })
             })
             .map_err(|e| self.error(e))?;
@@ -623,6 +628,14 @@ impl State {
                 "no plan named '{name}' (known: {known}); `standby plan create FILE` adds one"
             ))
         })
+    }
+
+    /// Records what plan `name`'s last job was asked (JSON), for `resume`.
+    pub fn set_plan_run(&self, name: &str, run: &str) -> Result<(), ControlError> {
+        self.connection
+            .execute("UPDATE plans SET run = ?1 WHERE name = ?2", params![run, name])
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 
     pub fn delete_plan(&self, name: &str) -> Result<(), ControlError> {

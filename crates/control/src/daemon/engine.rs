@@ -345,6 +345,14 @@ pub(super) struct Part {
     pub(super) work: PartWork,
 }
 
+/// How a part ended: its machine, its job (none when it could not be
+/// recorded), its outcome.
+pub(super) struct PartDone {
+    pub(super) machine: String,
+    pub(super) job: Option<JobId>,
+    pub(super) outcome: Result<(), ControlError>,
+}
+
 /// What a part does, given the daemon and its job's handle.
 pub(super) type PartWork = Box<dyn FnOnce(&Daemon, &JobSteps) -> Result<(), ControlError> + Send>;
 
@@ -392,23 +400,10 @@ impl Daemon {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let kind = JobKind::Lifecycle(command);
         self.spawn_job_on(deployment, subject, &names, kind, JobOrigin::Operator, &names, move |daemon, job| {
-            let (parent, stop) = (job.id, job.stop.clone());
-            let outcomes: Vec<(String, Result<(), ControlError>)> = std::thread::scope(|scope| {
-                let running: Vec<_> = parts
-                    .into_iter()
-                    .map(|part| {
-                        let (name, stop) = (part.machine.clone(), stop.clone());
-                        (name, scope.spawn(move || daemon.run_part(kind, parent, stop, part)))
-                    })
-                    .collect();
-                running
-                    .into_iter()
-                    .map(|(name, thread)| (name, thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
-                    .collect()
-            });
-            let failed: Vec<String> = outcomes
-                .iter()
-                .filter_map(|(name, outcome)| outcome.as_ref().err().map(|e| format!("{name}: {e}")))
+            let failed: Vec<String> = daemon
+                .run_parts(kind, job, true, parts)
+                .into_iter()
+                .filter_map(|done| done.outcome.err().map(|e| format!("{}: {e}", done.machine)))
                 .collect();
             match failed.is_empty() {
                 true => Ok(()),
@@ -417,31 +412,70 @@ impl Daemon {
         })
     }
 
+    /// Runs `parts` side by side for `job` (each a job of its machine, with
+    /// `job`'s stop flag) and returns how each ended; with `noted`, the
+    /// job's step of each machine says which job it is and how it ended.
+    pub(super) fn run_parts(&self, kind: JobKind, job: &JobSteps, noted: bool, parts: Vec<Part>) -> Vec<PartDone> {
+        let (parent, stop) = (job.id, job.stop.clone());
+        std::thread::scope(|scope| {
+            let running: Vec<_> = parts
+                .into_iter()
+                .map(|part| {
+                    let stop = stop.clone();
+                    scope.spawn(move || self.run_part(kind, parent, noted, stop, part))
+                })
+                .collect();
+            running.into_iter().map(|thread| thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        })
+    }
+
     /// Runs `part` as a job of its machine for job `parent`, on this thread,
-    /// with the parent's stop flag; the parent's step of that machine says
-    /// which job it is, then how it ended.
-    fn run_part(&self, kind: JobKind, parent: JobId, stop: Arc<AtomicBool>, part: Part) -> Result<(), ControlError> {
+    /// with the parent's stop flag; with `noted`, the parent's step of that
+    /// machine says which job it is, then how it ended.
+    fn run_part(&self, kind: JobKind, parent: JobId, noted: bool, stop: Arc<AtomicBool>, part: Part) -> PartDone {
+        let name = part.machine.clone();
+        let (job, outcome) = match self.run_part_job(kind, parent, noted, stop, part) {
+            Ok((job, outcome)) => (Some(job), outcome),
+            Err(e) => (None, Err(e)),
+        };
+        PartDone { machine: name, job, outcome }
+    }
+
+    fn run_part_job(
+        &self,
+        kind: JobKind,
+        parent: JobId,
+        noted: bool,
+        stop: Arc<AtomicBool>,
+        part: Part,
+    ) -> Result<(JobId, Result<(), ControlError>), ControlError> {
         let deployment = Deployment::open(&self.home)?;
         let name = part.machine.clone();
         let steps: Vec<&str> = part.steps.iter().map(String::as_str).collect();
         let id = match deployment.state.create_job(&Subject::Machine(name.clone()), kind, JobOrigin::Operator, &steps) {
             Ok(id) => id,
             Err(e) => {
-                let _ = deployment.state.job_step(parent, &name, StepState::Failed, &e.to_string());
+                if noted {
+                    let _ = deployment.state.job_step(parent, &name, StepState::Failed, &e.to_string());
+                }
                 return Err(e);
             }
         };
-        deployment.state.job_step(parent, &name, StepState::Running, &format!("job {id}"))?;
+        if noted {
+            deployment.state.job_step(parent, &name, StepState::Running, &format!("job {id}"))?;
+        }
         let command = format!("{kind}{}", JobOrigin::Operator.suffix());
         let job = JobSteps::new(&deployment, id, &self.hooks, &command, &steps, stop);
         let outcome = (part.work)(self, &job);
         record_outcome(&deployment, id, &outcome);
-        let (state, detail) = match &outcome {
-            Ok(()) => (StepState::Done, format!("job {id} succeeded")),
-            Err(e) => (StepState::Failed, format!("job {id} failed: {e}")),
-        };
-        deployment.state.job_step(parent, &name, state, &detail)?;
-        outcome
+        if noted {
+            let (state, detail) = match &outcome {
+                Ok(()) => (StepState::Done, format!("job {id} succeeded")),
+                Err(e) => (StepState::Failed, format!("job {id} failed: {e}")),
+            };
+            deployment.state.job_step(parent, &name, state, &detail)?;
+        }
+        Ok((id, outcome))
     }
 }
 

@@ -62,7 +62,7 @@ pub(super) const COMMIT_STEPS: [&str; 2] = ["stop replication from the old sourc
 
 /// How long `cancel` waits for a failover it stopped to roll back: the
 /// roll-back may wait for a guest's clean shutdown and start it again.
-const FAILOVER_STOP_TIMEOUT: Duration = Duration::from_secs(POWER_DOWN_TIMEOUT.as_secs() + 120);
+pub(super) const FAILOVER_STOP_TIMEOUT: Duration = Duration::from_secs(POWER_DOWN_TIMEOUT.as_secs() + 120);
 
 /// How long a failover waits for the source's last writes to reach the vault.
 const LAST_WRITES_TIMEOUT: Duration = Duration::from_secs(120);
@@ -234,11 +234,65 @@ impl Daemon {
     }
 
     pub(super) fn cleanup_test_failover(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
-        self.lifecycle(name, Command::CleanupTestFailover, None, |_, _, machine, _| {
-            check(&machine, Command::CleanupTestFailover)?;
-            let name = machine.definition.name.clone();
-            Ok(Part::new(&name, &CLEANUP_STEPS, move |daemon, job| daemon.cleanup_job(&machine, job)))
+        self.lifecycle(name, Command::CleanupTestFailover, None, |daemon, deployment, machine, _| {
+            daemon.part_for(deployment, machine, Command::CleanupTestFailover, &Asked::default())
         })
+    }
+
+    /// The part of lifecycle command `command` for `machine`, checked (a
+    /// refusal before anything is recorded): what a job of it does alone,
+    /// in its replication group's job, or in a plan's.
+    pub(super) fn part_for(
+        &self,
+        deployment: &Deployment,
+        machine: Machine,
+        command: Command,
+        asked: &Asked,
+    ) -> Result<Part, ControlError> {
+        let name = machine.definition.name.clone();
+        let choice = || match &asked.agreement {
+            Some(agreement) => PointChoice::Agreed(agreement.clone()),
+            None => PointChoice::Asked(asked.point.clone()),
+        };
+        match command {
+            Command::TestFailover => self.test_failover_part(deployment, machine, asked.point.as_deref()),
+            Command::Failover => {
+                let kind = Move::Unplanned { shutdown_source: asked.shutdown_source };
+                self.move_part(deployment, machine, command, choice(), kind)
+            }
+            Command::PlannedFailover { sync_first: false } | Command::CompleteFailover => {
+                self.move_part(deployment, machine, command, choice(), Move::Planned)
+            }
+            Command::Reprotect => self.reprotect_part(deployment, machine, false, false),
+            Command::Cancel => cancel_part(self, deployment, machine, None),
+            Command::ChangePoint => {
+                check(&machine, command)?;
+                let point = asked.point.as_deref().ok_or_else(|| {
+                    ControlError::Refused("change-point needs the point to change to (--point P)".into())
+                })?;
+                let chosen = self.resolve_point(deployment, &machine, Some(point))?;
+                Ok(Part::new(&name, &CHANGE_POINT_STEPS, move |daemon, job| {
+                    daemon.change_point_job(&machine, &chosen, false, job)
+                }))
+            }
+            Command::CleanupTestFailover => {
+                check(&machine, command)?;
+                Ok(Part::new(&name, &CLEANUP_STEPS, move |daemon, job| daemon.cleanup_job(&machine, job)))
+            }
+            Command::PlannedFailover { sync_first: true } => {
+                check(&machine, command)?;
+                Ok(Part::new(&name, &SYNC_FIRST_STEPS, move |daemon, job| daemon.sync_first_job(&machine, job)))
+            }
+            Command::Commit => {
+                check(&machine, command)?;
+                Ok(Part::new(&name, &COMMIT_STEPS, move |daemon, job| daemon.commit_job(&machine, job)))
+            }
+            Command::Protect | Command::Unprotect => Err(ControlError::Refused(format!(
+                "{} is a machine's own: `standby {} {name}`",
+                command.name(),
+                command.name()
+            ))),
+        }
     }
 
     /// The cleanup job; also how a restarted daemon ends a drill whose
@@ -315,10 +369,8 @@ impl Daemon {
         if !sync_first {
             return self.move_machine(name, Command::PlannedFailover { sync_first }, None, Move::Planned);
         }
-        self.lifecycle(name, Command::PlannedFailover { sync_first }, None, |_, _, machine, _| {
-            check(&machine, Command::PlannedFailover { sync_first })?;
-            let name = machine.definition.name.clone();
-            Ok(Part::new(&name, &SYNC_FIRST_STEPS, move |daemon, job| daemon.sync_first_job(&machine, job)))
+        self.lifecycle(name, Command::PlannedFailover { sync_first }, None, |daemon, deployment, machine, _| {
+            daemon.part_for(deployment, machine, Command::PlannedFailover { sync_first }, &Asked::default())
         })
     }
 
@@ -738,12 +790,8 @@ impl Daemon {
 
     pub(super) fn change_point(self: &Arc<Self>, name: &str, point: String) -> Result<JobStarted, ControlError> {
         self.lifecycle(name, Command::ChangePoint, Some(&point), |daemon, deployment, machine, point| {
-            check(&machine, Command::ChangePoint)?;
-            let chosen = daemon.resolve_point(deployment, &machine, point)?;
-            let name = machine.definition.name.clone();
-            Ok(Part::new(&name, &CHANGE_POINT_STEPS, move |daemon, job| {
-                daemon.change_point_job(&machine, &chosen, false, job)
-            }))
+            let asked = Asked { point: point.map(str::to_string), ..Asked::default() };
+            daemon.part_for(deployment, machine, Command::ChangePoint, &asked)
         })
     }
 
@@ -853,10 +901,8 @@ impl Daemon {
     }
 
     pub(super) fn commit(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
-        self.lifecycle(name, Command::Commit, None, |_, _, machine, _| {
-            check(&machine, Command::Commit)?;
-            let name = machine.definition.name.clone();
-            Ok(Part::new(&name, &COMMIT_STEPS, move |daemon, job| daemon.commit_job(&machine, job)))
+        self.lifecycle(name, Command::Commit, None, |daemon, deployment, machine, _| {
+            daemon.part_for(deployment, machine, Command::Commit, &Asked::default())
         })
     }
 
@@ -940,8 +986,18 @@ fn cancel_part(_: &Daemon, _: &Deployment, machine: Machine, _: Option<&str>) ->
     Ok(Part::new(&name, &CANCEL_STEPS, move |daemon, job| daemon.cancel_job(&machine, job)))
 }
 
+/// What the operator asked of a lifecycle command besides it: the point
+/// (for a group's or a plan's machines, one made the same for all), the
+/// failover's `--shutdown-source`, and where a group's failover meets.
+#[derive(Default)]
+pub(super) struct Asked {
+    pub(super) point: Option<String>,
+    pub(super) shutdown_source: bool,
+    pub(super) agreement: Option<Arc<Agreement>>,
+}
+
 /// Where a failover's point comes from.
-enum PointChoice {
+pub(super) enum PointChoice {
     /// The operator's (default `latest`, chosen after the last writes).
     Asked(Option<String>),
     /// The group's, chosen once all its machines' last writes arrived.

@@ -80,6 +80,7 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         .routes(utoipa_axum::routes!(plans, create_plan))
         .routes(utoipa_axum::routes!(validate_plan))
         .routes(utoipa_axum::routes!(plan, delete_plan))
+        .routes(utoipa_axum::routes!(plan_job))
         .routes(utoipa_axum::routes!(tokens, create_token))
         .routes(utoipa_axum::routes!(revoke_token))
         .routes(utoipa_axum::routes!(audit))
@@ -434,6 +435,17 @@ async fn plan(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> Api
         Ok(crate::plans::stored_view(&deployment.state.plan(&name)?, &deployment.state.machines()?))
     })
     .await
+}
+
+/// A lifecycle command on every machine of a plan, group by group (any
+/// command's name but protect and unprotect), or `resume`.
+#[utoipa::path(post, path = "/v1/plans/{name}/{operation}", request_body = standby_api::PlanJobRequest, params(("name" = String, Path, description = "the plan's name"), ("operation" = String, Path, description = "test-failover, cleanup-test-failover, failover, planned-failover, complete-failover, change-point, commit, cancel, reprotect or resume")), responses((status = 200, body = JobStarted)))]
+async fn plan_job(
+    AxumState(daemon): Daemon_,
+    UrlPath((name, operation)): UrlPath<(String, String)>,
+    Body(request): Body<standby_api::PlanJobRequest>,
+) -> ApiResult<JobStarted> {
+    blocking(move || daemon.plan_operation(&name, &operation, request)).await
 }
 
 /// Forget a recovery plan (its file stays where it is kept).

@@ -182,7 +182,7 @@ impl Daemon {
     }
 
     /// The reprotect of `machine`, checked, as a job's part.
-    fn reprotect_part(
+    pub(super) fn reprotect_part(
         &self,
         deployment: &Deployment,
         machine: Machine,

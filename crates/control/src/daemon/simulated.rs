@@ -891,3 +891,138 @@ fn a_groups_machines_move_together_from_one_point_or_not_at_all() {
     wait_for_jobs(&daemon);
     both(&bench, State::Committed, |_| None);
 }
+
+/// Plan `shop` kept: group 1 `database` (db) with a script before and a
+/// manual step after, group 2 `app` (web).
+fn keep_plan(bench: &Bench, script_body: &str) -> std::path::PathBuf {
+    let folder = bench._dir.path().join("plans");
+    std::fs::create_dir_all(&folder).unwrap();
+    let script = folder.join("fence.sh");
+    std::fs::write(&script, script_body).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let source = r#"name = "shop"
+[[groups]]
+name = "database"
+machines = ["db"]
+pre = [{ script = "fence.sh", timeout = "30s" }]
+post = [{ manual = "Check that the database takes writes" }]
+[[groups]]
+name = "app"
+machines = ["web"]
+"#;
+    let stored = crate::StoredPlan {
+        name: "shop".into(),
+        file: "shop.toml".into(),
+        base: folder.clone(),
+        source: source.into(),
+        created: String::new(),
+        run: None,
+    };
+    bench.deployment.state.add_plan("shop", &stored).unwrap();
+    script
+}
+
+/// The newest job of plan `shop`, once it has ended or waits at a manual step.
+fn plan_job_settled(bench: &Bench) -> crate::Job {
+    plan_job_when(bench, true)
+}
+
+/// The newest job of plan `shop` once it has ended.
+fn plan_job_ended(bench: &Bench) -> crate::Job {
+    plan_job_when(bench, false)
+}
+
+fn plan_job_when(bench: &Bench, or_waiting: bool) -> crate::Job {
+    let shop = standby_lifecycle::job::Subject::Plan("shop".into());
+    let deadline = Instant::now() + JOB_DEADLINE;
+    loop {
+        let job = bench.deployment.state.jobs().unwrap().into_iter().find(|job| job.subject == shop);
+        if let Some(job) = job {
+            let waiting = job.steps.iter().any(|s| s.state == StepState::Running && s.detail.starts_with("waiting"));
+            if job.state != JobState::Running || (or_waiting && waiting) {
+                return job;
+            }
+        }
+        assert!(Instant::now() < deadline, "the plan's job never settled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The id of machine `name`'s newest job.
+fn newest_job_of(bench: &Bench, name: &str) -> i64 {
+    let machine = standby_lifecycle::job::Subject::Machine(name.into());
+    bench.deployment.state.jobs().unwrap().into_iter().find(|job| job.subject == machine).expect("a job").id
+}
+
+/// A plan's drill: its failing script stops it with nothing moved; fixed
+/// and resumed, the script runs with the plan's environment, the database
+/// group comes up, the manual step waits for `plan resume`, then the app
+/// group; the cleanup goes in reverse; a plan failover cancelled while it
+/// waits at its manual step undoes what it did.
+#[test]
+fn a_plan_runs_its_groups_in_order_stops_at_a_failed_step_and_resumes() {
+    use super::plan_jobs::PlanAsk;
+    let bench = bench_with_db();
+    let daemon = bench.daemon(Hooks::default());
+    for name in [NAME, "db"] {
+        daemon.start(name).unwrap();
+        daemon.protect(name, None, None).unwrap();
+    }
+    wait_for_jobs(&daemon);
+    let seen = bench._dir.path().join("seen");
+    let script = keep_plan(&bench, "#!/bin/sh\necho fencing failed >&2\nexit 4\n");
+
+    daemon.plan_command("shop", Command::TestFailover, PlanAsk::default()).unwrap();
+    let job = plan_job_settled(&bench);
+    assert_eq!(job.state, JobState::Failed);
+    assert!(job.error.as_deref().unwrap_or("").contains("exit 4"), "{:?}", job.error);
+    assert_eq!(job.steps[0].state, StepState::Failed);
+    assert!(job.steps[0].detail.contains("fencing failed"), "{:?}", job.steps[0]);
+    assert!(job.steps[1..].iter().all(|s| s.state == StepState::Pending), "{:?}", job.steps);
+    both(&bench, State::Protected, |_| None);
+
+    std::fs::write(&script, format!("#!/bin/sh\nenv | grep ^STANDBY_ | sort > {}\n", seen.display())).unwrap();
+    daemon.plan_resume("shop").unwrap();
+    let job = plan_job_settled(&bench);
+    assert_eq!(job.origin, standby_lifecycle::job::JobOrigin::Resumed);
+    assert_eq!(job.state, JobState::Running, "{:?}", job.error);
+    let names: Vec<&str> = job.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "group 1 (database) before 1: script fence.sh",
+            "group 1 (database): db",
+            "group 1 (database) after 1: manual step",
+            "group 2 (app): web",
+        ]
+    );
+    assert!(job.steps[2].detail.contains("Check that the database takes writes"), "{:?}", job.steps[2]);
+    assert_eq!(bench.deployment.state.machine("db").unwrap().state, State::TestFailover);
+    assert_eq!(bench.machine().state, State::Protected, "the app group waits for the manual step");
+    let environment = std::fs::read_to_string(&seen).unwrap();
+    assert!(environment.contains("STANDBY_PLAN=shop\n") && environment.contains("STANDBY_GROUP=database\n"));
+    assert!(environment.contains("STANDBY_DIRECTION=primary-to-recovery\n"), "{environment}");
+    daemon.plan_resume("shop").unwrap();
+    let job = plan_job_ended(&bench);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    both(&bench, State::TestFailover, |_| None);
+    assert!(newest_job_of(&bench, "db") < newest_job_of(&bench, NAME), "db came up before web");
+
+    daemon.plan_command("shop", Command::CleanupTestFailover, PlanAsk::default()).unwrap();
+    let job = plan_job_ended(&bench);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    assert_eq!(job.steps[0].name, "group 2 (app): web", "down in reverse");
+    both(&bench, State::Protected, |_| None);
+    assert!(newest_job_of(&bench, NAME) < newest_job_of(&bench, "db"), "web went before db");
+
+    daemon.plan_command("shop", Command::Failover, PlanAsk { shutdown_source: true, ..PlanAsk::default() }).unwrap();
+    let job = plan_job_settled(&bench);
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(bench.deployment.state.machine("db").unwrap().state, State::FailedOver);
+    daemon.plan_command("shop", Command::Cancel, PlanAsk::default()).unwrap();
+    wait_for_jobs(&daemon);
+    let job = plan_job_ended(&bench);
+    assert_eq!(job.state, JobState::Succeeded, "the cancel: {:?}", job.error);
+    assert!(job.steps.iter().any(|s| s.detail.contains("db: job")), "{:?}", job.steps);
+    both(&bench, State::Protected, |_| None);
+}

@@ -542,6 +542,18 @@ impl SiteHost for RemoteHost {
         self.act(Act::GroupPoint { disks: disks.to_vec(), label: label.to_string(), app_consistent, within_ms })
     }
 
+    fn run_script(
+        &self,
+        path: &Path,
+        _environment: &[(String, String)],
+        _timeout: Duration,
+    ) -> Result<super::scripts::ScriptRun, ControlError> {
+        Err(ControlError::Refused(format!(
+            "plans' scripts run at the control plane's host, not at the other site's ({})",
+            path.display()
+        )))
+    }
+
     fn stop_splitter(&self, disk: &str, run_dir: &Path) -> Result<bool, ControlError> {
         self.act(Act::StopSplitter { disk: disk.to_string(), run_dir: run_dir.to_path_buf() })
     }

@@ -1,0 +1,581 @@
+//! A recovery plan's jobs (docs/plans.md): every lifecycle command but
+//! protect and unprotect at plan level (`standby plan failover shop`), as
+//! one job of the plan (`Subject::Plan`) claiming every machine of it.
+//!
+//! The job's steps are the plan's, in order: for each group, its steps
+//! before (scripts at the control plane, manual steps that wait for `plan
+//! resume`), its machines (each machine's part a job of its own, run side
+//! by side; the machines of one replication group from one point, as in
+//! `group_jobs.rs`), its steps after. Commands that take machines down
+//! (cleanup of a drill, cancel) go through the groups in reverse and run
+//! no steps; commit, reprotect and the wait of a planned failover with
+//! `--sync-first` run the groups in order without steps. Failback is the
+//! same plan from the other site: the groups come back in the same order.
+//!
+//! A failed step stops the plan: the job fails saying which, the steps
+//! after it stay pending. `plan resume` goes on with a new job that skips
+//! every step an earlier run did, and every machine already where the
+//! command leads; `plan cancel` stops a running plan (its parts roll back)
+//! and undoes what its runs did, groups in reverse. A daemon that dies
+//! during a plan's job takes each machine's part up as that machine's job
+//! (a failover in flight rolls back) and then resumes the plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use standby_api::JobStarted;
+use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState, Subject};
+use standby_lifecycle::{Command, State};
+
+use super::engine::{check, Part};
+use super::failover::Asked;
+use super::group_jobs::Agreement;
+use super::{lock, Daemon, JobSteps};
+use crate::deployment::Deployment;
+use crate::error::ControlError;
+use crate::machine::Machine;
+use crate::plans::{Plan, PlanStep};
+
+/// How often a manual step looks whether the operator resumed the plan.
+const RESUME_POLL: Duration = Duration::from_millis(200);
+/// How much of a script's output its step keeps.
+const OUTPUT_KEPT: usize = 2048;
+const CANCELLED: &str = "cancelled by `standby plan cancel`";
+
+/// One step of a plan's job.
+#[derive(Debug, Clone, PartialEq)]
+enum Stage {
+    Script { group: usize, when: &'static str, index: usize, path: std::path::PathBuf, timeout: Duration },
+    Manual { group: usize, when: &'static str, index: usize, text: String },
+    Machines { group: usize },
+}
+
+/// Whether `command` brings machines up at the other site or a drill (the
+/// plan's steps run, groups in order).
+fn brings_up(command: Command) -> bool {
+    matches!(
+        command,
+        Command::TestFailover
+            | Command::Failover
+            | Command::PlannedFailover { sync_first: false }
+            | Command::CompleteFailover
+            | Command::ChangePoint
+    )
+}
+
+/// The steps of a job of `command` on `plan`, in order.
+fn stages(plan: &Plan, command: Command) -> Vec<Stage> {
+    let mut order: Vec<usize> = (0..plan.groups.len()).collect();
+    if matches!(command, Command::Cancel | Command::CleanupTestFailover) {
+        order.reverse();
+    }
+    let mut stages = Vec::new();
+    for group in order {
+        let steps = |when: &'static str, steps: &[PlanStep]| -> Vec<Stage> {
+            steps
+                .iter()
+                .enumerate()
+                .map(|(index, step)| match step {
+                    PlanStep::Script { path, timeout } => {
+                        Stage::Script { group, when, index, path: path.clone(), timeout: *timeout }
+                    }
+                    PlanStep::Manual { text } => Stage::Manual { group, when, index, text: text.clone() },
+                })
+                .collect()
+        };
+        let with_steps = brings_up(command);
+        if with_steps {
+            stages.extend(steps("before", &plan.groups[group].pre));
+        }
+        stages.push(Stage::Machines { group });
+        if with_steps {
+            stages.extend(steps("after", &plan.groups[group].post));
+        }
+    }
+    stages
+}
+
+/// A stage's step name in the job (unique within it).
+fn stage_name(plan: &Plan, stage: &Stage) -> String {
+    let group = |index: usize| format!("group {} ({})", index + 1, plan.groups[index].name);
+    match stage {
+        Stage::Script { group: g, when, index, path, .. } => {
+            let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            format!("{} {when} {}: script {file}", group(*g), index + 1)
+        }
+        Stage::Manual { group: g, when, index, .. } => format!("{} {when} {}: manual step", group(*g), index + 1),
+        Stage::Machines { group: g } => format!("{}: {}", group(*g), plan.groups[*g].machines.join(", ")),
+    }
+}
+
+/// Whether `machine` is already where `command` leads (an earlier run of
+/// the plan moved it): its part is skipped.
+fn done_already(machine: &Machine, command: Command) -> bool {
+    if check(machine, command).is_ok() {
+        return false;
+    }
+    match command {
+        Command::TestFailover => machine.state == State::TestFailover,
+        Command::Failover | Command::PlannedFailover { sync_first: false } | Command::CompleteFailover => {
+            machine.state == State::FailedOver
+        }
+        Command::PlannedFailover { sync_first: true } => machine.state == State::ReadyToComplete,
+        Command::Commit => machine.state == State::Committed,
+        Command::Reprotect | Command::CleanupTestFailover => machine.state == State::Protected,
+        Command::Cancel => machine.state.replicating(),
+        Command::ChangePoint | Command::Protect | Command::Unprotect => false,
+    }
+}
+
+/// What a plan's run was asked, besides its command (kept with the plan,
+/// for `resume`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct PlanAsk {
+    pub point: Option<String>,
+    pub shutdown_source: bool,
+}
+
+/// What plan `name`'s last job was asked.
+fn plan_ask(deployment: &Deployment, name: &str) -> Result<PlanAsk, ControlError> {
+    let run = deployment.state.plan(name)?.run;
+    Ok(run.and_then(|run| serde_json::from_str(&run).ok()).unwrap_or_default())
+}
+
+impl Daemon {
+    /// The API's plan operation `operation` (a lifecycle command's name,
+    /// or `resume`) on plan `name`.
+    pub(super) fn plan_operation(
+        self: &Arc<Self>,
+        name: &str,
+        operation: &str,
+        request: standby_api::PlanJobRequest,
+    ) -> Result<JobStarted, ControlError> {
+        if operation == standby_api::routes::RESUME {
+            return self.plan_resume(name);
+        }
+        let command = standby_lifecycle::COMMANDS
+            .into_iter()
+            .map(|command| match command {
+                Command::PlannedFailover { .. } => Command::PlannedFailover { sync_first: request.sync_first },
+                command => command,
+            })
+            .find(|command| standby_api::routes::operation(*command) == operation)
+            .ok_or_else(|| {
+                ControlError::NotFound(format!(
+                    "no plan operation '{operation}': use test-failover, cleanup-test-failover, failover, \
+                     planned-failover, complete-failover, change-point, commit, cancel, reprotect or resume"
+                ))
+            })?;
+        if command == Command::ChangePoint && request.point.is_none() {
+            return Err(ControlError::Refused("change-point needs the point to change to (--point P)".into()));
+        }
+        let ask = PlanAsk { point: request.point, shutdown_source: request.shutdown_source };
+        self.plan_command(name, command, ask)
+    }
+
+    /// Starts a job of lifecycle command `command` on plan `name` (see the
+    /// module's docs). Every machine is checked first: a refusal names it
+    /// and records nothing.
+    pub(super) fn plan_command(
+        self: &Arc<Self>,
+        name: &str,
+        command: Command,
+        ask: PlanAsk,
+    ) -> Result<JobStarted, ControlError> {
+        if matches!(command, Command::Protect | Command::Unprotect) {
+            return Err(ControlError::Refused(format!(
+                "{} is each machine's own: `standby {} NAME`",
+                command.name(),
+                command.name()
+            )));
+        }
+        let deployment = self.deployment()?;
+        let plan = self.checked_plan(&deployment, name)?;
+        if command == Command::Cancel {
+            return self.cancel_plan(&deployment, &plan);
+        }
+        for machine in self.plan_machines(&deployment, &plan)? {
+            check(&machine, command)?;
+        }
+        self.spawn_plan(&deployment, plan, command, ask, JobOrigin::Operator, BTreeSet::new())
+    }
+
+    /// `plan resume NAME`: a plan waiting at a manual step goes on; a plan
+    /// whose last job failed or was interrupted goes on from where it
+    /// stopped, with a new job.
+    pub(super) fn plan_resume(self: &Arc<Self>, name: &str) -> Result<JobStarted, ControlError> {
+        let deployment = self.deployment()?;
+        let plan = self.checked_plan(&deployment, name)?;
+        let subject = Subject::Plan(name.to_string());
+        let last = deployment.state.jobs()?.into_iter().find(|job| job.subject == subject);
+        let Some(last) = last else {
+            return Err(ControlError::Refused(format!("plan '{name}' has not run yet: nothing to resume")));
+        };
+        match last.state {
+            JobState::Running => {
+                let waiting = last
+                    .steps
+                    .iter()
+                    .any(|step| step.state == StepState::Running && step.name.ends_with("manual step"));
+                if !waiting {
+                    return Err(ControlError::Conflict(format!(
+                        "plan '{name}' runs (job {}) and waits for no manual step; `standby jobs {} --watch` \
+                         follows it",
+                        last.id, last.id
+                    )));
+                }
+                lock(&self.plan_resumes).insert(name.to_string());
+                Ok(JobStarted { job: last.id, machine: name.to_string(), command: last.command })
+            }
+            JobState::Failed | JobState::Interrupted => {
+                let JobKind::Lifecycle(command) = last.kind else {
+                    return Err(ControlError::Failed(format!("job {} of plan '{name}' is no lifecycle job", last.id)));
+                };
+                let done: BTreeSet<String> = last
+                    .steps
+                    .iter()
+                    .filter(|step| step.state == StepState::Done)
+                    .map(|step| step.name.clone())
+                    .collect();
+                let ask = plan_ask(&deployment, name)?;
+                self.spawn_plan(&deployment, plan, command, ask, JobOrigin::Resumed, done)
+            }
+            JobState::Succeeded => Err(ControlError::Refused(format!(
+                "plan '{name}' has nothing to resume: its last job {} ({}) succeeded",
+                last.id, last.command
+            ))),
+        }
+    }
+
+    /// At the daemon's start: each plan whose job the dead daemon left
+    /// running goes on (its machines' parts were taken up as their own
+    /// jobs first; the plan waits for those to end).
+    pub(super) fn resume_interrupted_plans(self: &Arc<Self>, interrupted: &[crate::Job]) {
+        let plans: BTreeSet<String> = interrupted
+            .iter()
+            .filter_map(|job| match &job.subject {
+                Subject::Plan(name) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        for name in plans {
+            let daemon = self.clone();
+            std::thread::spawn(move || {
+                let machines = daemon
+                    .deployment()
+                    .and_then(|deployment| {
+                        let plan = daemon.checked_plan(&deployment, &name)?;
+                        daemon.plan_machines(&deployment, &plan)
+                    })
+                    .unwrap_or_default();
+                while machines.iter().any(|machine| daemon.claims.holder(machine.name()).is_some()) {
+                    std::thread::sleep(RESUME_POLL);
+                }
+                match daemon.plan_resume(&name) {
+                    Ok(job) => eprintln!("standby: plan '{name}' resumed (job {})", job.job),
+                    Err(e) => {
+                        eprintln!("standby: plan '{name}' could not be resumed: {e}; `standby plan resume {name}`")
+                    }
+                }
+            });
+        }
+    }
+
+    /// The plan kept as `name`, checked against the deployment as it is.
+    fn checked_plan(&self, deployment: &Deployment, name: &str) -> Result<Plan, ControlError> {
+        let stored = deployment.state.plan(name)?;
+        crate::plans::check_plan(&stored.source, &stored.file, &stored.base, &deployment.state.machines()?)
+            .map_err(|e| ControlError::Refused(format!("plan '{name}' no longer holds: {e}")))
+    }
+
+    fn plan_machines(&self, deployment: &Deployment, plan: &Plan) -> Result<Vec<Machine>, ControlError> {
+        plan.groups.iter().flat_map(|g| &g.machines).map(|name| deployment.state.machine(name)).collect()
+    }
+
+    /// Starts the job of `command` on `plan`, skipping the steps in `done`.
+    fn spawn_plan(
+        self: &Arc<Self>,
+        deployment: &Deployment,
+        plan: Plan,
+        command: Command,
+        ask: PlanAsk,
+        origin: JobOrigin,
+        done: BTreeSet<String>,
+    ) -> Result<JobStarted, ControlError> {
+        let stages = stages(&plan, command);
+        let names: Vec<String> = stages.iter().map(|stage| stage_name(&plan, stage)).collect();
+        let steps: Vec<String> = names.clone();
+        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+        let machines: Vec<String> = plan.groups.iter().flat_map(|g| g.machines.clone()).collect();
+        let machines: Vec<&str> = machines.iter().map(String::as_str).collect();
+        let subject = Subject::Plan(plan.name.clone());
+        let run = serde_json::to_string(&ask).expect("a plan's ask serialises");
+        deployment.state.set_plan_run(&plan.name, &run)?;
+        lock(&self.plan_resumes).remove(&plan.name);
+        let kind = JobKind::Lifecycle(command);
+        self.spawn_job_on(deployment, &subject, &machines, kind, origin, &steps, move |daemon, job| {
+            for (stage, name) in stages.iter().zip(&names) {
+                if done.contains(name) {
+                    job.skip(name, "done by an earlier run of the plan")?;
+                    continue;
+                }
+                job.run_unless_stopped(name, CANCELLED, || daemon.run_stage(&plan, stage, name, command, &ask, job))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn run_stage(
+        &self,
+        plan: &Plan,
+        stage: &Stage,
+        name: &str,
+        command: Command,
+        ask: &PlanAsk,
+        job: &JobSteps,
+    ) -> Result<((), String), ControlError> {
+        match stage {
+            Stage::Script { group, when, path, timeout, .. } => {
+                let environment = self.script_environment(job.deployment, plan, *group, when, command)?;
+                let ran = self.control_host(job.deployment).run_script(path, &environment, *timeout)?;
+                let output = ran.output.trim_end();
+                let output = &output[output.len().saturating_sub(OUTPUT_KEPT)..];
+                let said = format!(
+                    "{} in {:.1} s{}",
+                    ran.ended,
+                    ran.seconds,
+                    if output.is_empty() { String::new() } else { format!(": {output}") }
+                );
+                match ran.succeeded {
+                    true => Ok(((), said)),
+                    false => Err(ControlError::Failed(format!(
+                        "script {} {said}; fix it and `standby plan resume {}`",
+                        path.display(),
+                        plan.name
+                    ))),
+                }
+            }
+            Stage::Manual { text, .. } => {
+                let waiting = format!("waiting for `standby plan resume {}`: {text}", plan.name);
+                job.step(name, StepState::Running, &waiting)?;
+                let since = Instant::now();
+                loop {
+                    if lock(&self.plan_resumes).remove(&plan.name) {
+                        return Ok((
+                            (),
+                            format!("resumed by the operator after {} s: {text}", since.elapsed().as_secs()),
+                        ));
+                    }
+                    job.check_stop(name, CANCELLED)?;
+                    std::thread::sleep(RESUME_POLL);
+                }
+            }
+            Stage::Machines { group } => self.run_plan_group(plan, *group, command, ask, job),
+        }
+    }
+
+    /// The environment a plan's script runs with: the plan, the group, its
+    /// machines, the command and its direction.
+    fn script_environment(
+        &self,
+        deployment: &Deployment,
+        plan: &Plan,
+        group: usize,
+        when: &str,
+        command: Command,
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        let machines = &plan.groups[group].machines;
+        let first = deployment.state.machine(&machines[0])?;
+        let (from, to) = match first.state {
+            State::FailedOver | State::Committed => (first.active_site.other(), first.active_site),
+            _ => (first.active_site, first.active_site.other()),
+        };
+        Ok(vec![
+            ("STANDBY_PLAN".into(), plan.name.clone()),
+            ("STANDBY_GROUP".into(), plan.groups[group].name.clone()),
+            ("STANDBY_GROUP_INDEX".into(), (group + 1).to_string()),
+            ("STANDBY_MACHINES".into(), machines.join(" ")),
+            ("STANDBY_COMMAND".into(), command.name().to_string()),
+            ("STANDBY_STEP".into(), when.to_string()),
+            ("STANDBY_DIRECTION".into(), format!("{from}-to-{to}")),
+        ])
+    }
+
+    /// Runs the parts of group `group`'s machines side by side: each
+    /// replication group among them from one point, machines already where
+    /// `command` leads skipped.
+    fn run_plan_group(
+        &self,
+        plan: &Plan,
+        group: usize,
+        command: Command,
+        ask: &PlanAsk,
+        job: &JobSteps,
+    ) -> Result<((), String), ControlError> {
+        let deployment = job.deployment;
+        let mut skipped = Vec::new();
+        let mut pending: Vec<Machine> = Vec::new();
+        for name in &plan.groups[group].machines {
+            let machine = deployment.state.machine(name)?;
+            match done_already(&machine, command) {
+                true => skipped.push(name.clone()),
+                false => pending.push(machine),
+            }
+        }
+        let mut by_replication: BTreeMap<Option<String>, Vec<Machine>> = BTreeMap::new();
+        for machine in pending {
+            by_replication.entry(machine.group.clone()).or_default().push(machine);
+        }
+        let mut parts: Vec<Part> = Vec::new();
+        for (replication, machines) in by_replication {
+            let moves = matches!(
+                command,
+                Command::Failover | Command::PlannedFailover { sync_first: false } | Command::CompleteFailover
+            );
+            let point = match (&replication, command) {
+                (Some(replication), Command::TestFailover | Command::ChangePoint) => {
+                    Some(self.group_point_text(deployment, replication, &machines, ask.point.as_deref())?)
+                }
+                _ => ask.point.clone(),
+            };
+            let agreement = match (&replication, moves) {
+                (Some(replication), true) => Some(Arc::new(Agreement::new(
+                    replication,
+                    machines.clone(),
+                    ask.point.clone(),
+                    command != Command::Failover,
+                ))),
+                _ => None,
+            };
+            for machine in machines {
+                let asked =
+                    Asked { point: point.clone(), shutdown_source: ask.shutdown_source, agreement: agreement.clone() };
+                parts.push(self.part_for(deployment, machine, command, &asked)?);
+            }
+        }
+        let outcomes = self.run_parts(JobKind::Lifecycle(command), job, false, parts);
+        let mut said: Vec<String> = skipped.iter().map(|name| format!("{name}: already done")).collect();
+        let mut failed = Vec::new();
+        for done in &outcomes {
+            let job = done.job.map(|id| format!("job {id} ")).unwrap_or_default();
+            match &done.outcome {
+                Ok(()) => said.push(format!("{}: {job}succeeded", done.machine)),
+                Err(e) => failed.push(format!("{}: {job}failed: {e}", done.machine)),
+            }
+        }
+        if !failed.is_empty() {
+            said.extend(failed);
+            return Err(ControlError::Failed(format!(
+                "{}; fix what failed and `standby plan resume {}`, or `standby plan cancel {}`",
+                said.join("; "),
+                plan.name,
+                plan.name
+            )));
+        }
+        Ok(((), said.join("; ")))
+    }
+
+    /// `plan cancel NAME`: stops the plan's running job (its parts roll
+    /// back), then undoes what its runs did, groups in reverse: failovers
+    /// cancelled, drills removed.
+    fn cancel_plan(self: &Arc<Self>, deployment: &Deployment, plan: &Plan) -> Result<JobStarted, ControlError> {
+        let machines = self.plan_machines(deployment, plan)?;
+        let subject = Subject::Plan(plan.name.clone());
+        if let Some(running) = machines.iter().find_map(|m| self.claims.holder(m.name())) {
+            let holder = deployment.state.job(running)?;
+            if holder.subject == subject {
+                self.claims.stop_and_wait(machines[0].name(), super::failover::FAILOVER_STOP_TIMEOUT);
+            }
+        }
+        let mut order: Vec<usize> = (0..plan.groups.len()).collect();
+        order.reverse();
+        let names: Vec<String> = order.iter().map(|g| stage_name(plan, &Stage::Machines { group: *g })).collect();
+        let steps: Vec<String> = names.clone();
+        let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+        let members: Vec<&str> = machines.iter().map(Machine::name).collect();
+        let plan = plan.clone();
+        let kind = JobKind::Lifecycle(Command::Cancel);
+        self.spawn_job_on(deployment, &subject, &members, kind, JobOrigin::Operator, &steps, move |daemon, job| {
+            for (group, name) in order.iter().zip(&names) {
+                job.run(name, || {
+                    let mut parts = Vec::new();
+                    let mut said = Vec::new();
+                    for machine in &plan.groups[*group].machines {
+                        let machine = job.deployment.state.machine(machine)?;
+                        let undo = match machine.state {
+                            State::FailedOver | State::ReadyToComplete => Command::Cancel,
+                            State::TestFailover => Command::CleanupTestFailover,
+                            state => {
+                                said.push(format!("{}: nothing to undo ({state})", machine.name()));
+                                continue;
+                            }
+                        };
+                        parts.push(daemon.part_for(job.deployment, machine, undo, &Asked::default())?);
+                    }
+                    let outcomes = daemon.run_parts(kind, job, false, parts);
+                    let mut failed = false;
+                    for done in outcomes {
+                        let id = done.job.map(|id| format!("job {id} ")).unwrap_or_default();
+                        match done.outcome {
+                            Ok(()) => said.push(format!("{}: {id}undone", done.machine)),
+                            Err(e) => {
+                                failed = true;
+                                said.push(format!("{}: {id}failed: {e}", done.machine));
+                            }
+                        }
+                    }
+                    match failed {
+                        false => Ok(((), said.join("; "))),
+                        true => Err(ControlError::Failed(said.join("; "))),
+                    }
+                })?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plans::PlanGroup;
+
+    fn plan() -> Plan {
+        let script = PlanStep::Script { path: "/srv/fence.sh".into(), timeout: Duration::from_secs(60) };
+        Plan {
+            name: "shop".into(),
+            description: String::new(),
+            groups: vec![
+                PlanGroup { name: "db".into(), machines: vec!["db".into()], pre: vec![script], post: vec![] },
+                PlanGroup {
+                    name: "app".into(),
+                    machines: vec!["web1".into(), "web2".into()],
+                    pre: vec![],
+                    post: vec![PlanStep::Manual { text: "check".into() }],
+                },
+            ],
+            probes: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_plans_steps_come_in_order_up_and_in_reverse_down() {
+        let plan = plan();
+        let up: Vec<String> = stages(&plan, Command::Failover).iter().map(|s| stage_name(&plan, s)).collect();
+        assert_eq!(
+            up,
+            vec![
+                "group 1 (db) before 1: script fence.sh",
+                "group 1 (db): db",
+                "group 2 (app): web1, web2",
+                "group 2 (app) after 1: manual step",
+            ]
+        );
+        let down: Vec<String> =
+            stages(&plan, Command::CleanupTestFailover).iter().map(|s| stage_name(&plan, s)).collect();
+        assert_eq!(down, vec!["group 2 (app): web1, web2", "group 1 (db): db"]);
+        let commit: Vec<String> = stages(&plan, Command::Commit).iter().map(|s| stage_name(&plan, s)).collect();
+        assert_eq!(commit, vec!["group 1 (db): db", "group 2 (app): web1, web2"]);
+    }
+}
