@@ -7,7 +7,7 @@ use standby_api::{FailoverRequest, PlannedFailoverRequest, PointRequest, Protect
 use standby_lifecycle::Command as Lifecycle;
 
 use crate::cli::{Arguments, Command, VaultCommand};
-use crate::{agent_commands, bad_input, demo, vault_commands};
+use crate::{agent_commands, demo, vault_commands};
 
 pub fn run(arguments: Arguments) -> anyhow::Result<u8> {
     match arguments.command {
@@ -116,7 +116,7 @@ fn guest_demo(dir: Option<std::path::PathBuf>) -> anyhow::Result<u8> {
 /// The shipped binary does not carry the test guest builder.
 #[cfg(not(feature = "guest-demo"))]
 fn guest_demo(_dir: Option<std::path::PathBuf>) -> anyhow::Result<u8> {
-    Err(bad_input(
+    Err(crate::bad_input(
         "this standby is built without the guest demo (the test guest builder is not shipped): scripts/demo builds \
          and runs it; `standby demo --disk` runs the disk-level journey",
     ))

@@ -32,6 +32,7 @@ use disk_files::Ranges;
 
 pub(crate) mod disk_files;
 pub(crate) mod local;
+pub(crate) mod probes;
 pub(crate) mod remote;
 pub(crate) mod scripts;
 #[cfg(test)]
@@ -248,6 +249,16 @@ pub(crate) trait SiteHost: Send + Sync {
         timeout: Duration,
     ) -> Result<scripts::ScriptRun, ControlError> {
         scripts::run_script(path, environment, timeout)
+    }
+    /// One attempt at a health probe of machine instance `key` (its console
+    /// read here, where it runs): whether it passes now.
+    fn health_probe(
+        &self,
+        check: &crate::plans::ProbeCheck,
+        key: &str,
+        environment: &[(String, String)],
+    ) -> Result<bool, ControlError> {
+        probes::attempt(check, self.runtime(key).console.as_deref(), environment)
     }
     /// Stops the splitter of `disk` after it shipped what it queued; says
     /// whether one ran.

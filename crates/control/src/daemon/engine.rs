@@ -200,6 +200,11 @@ impl<'a> JobSteps<'a> {
         self.step(name, StepState::Done, detail)
     }
 
+    /// The job's stop flag, for threads of its own.
+    pub(super) fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
     /// Whether someone asked this job to stop.
     pub(super) fn stop_asked(&self) -> bool {
         self.stop.load(Ordering::SeqCst)

@@ -108,6 +108,7 @@ impl HostService {
             Act::Accelerator { kernel } => Outcome::of(Ok(host.accelerator(kernel.as_deref()))),
             Act::AcceleratorReason => Outcome::of(Ok(host.accelerator_reason())),
             Act::Launch { spec } => Outcome::of(host.launch(&spec)),
+            Act::HealthProbe { check, key, environment } => Outcome::of(host.health_probe(&check, &key, &environment)),
             Act::GroupPoint { disks, label, app_consistent, within_ms } => Outcome::of(host.group_point(
                 &disks,
                 &label,

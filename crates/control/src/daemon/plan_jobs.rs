@@ -39,6 +39,8 @@ use crate::plans::{Plan, PlanStep};
 
 /// How often a manual step looks whether the operator resumed the plan.
 const RESUME_POLL: Duration = Duration::from_millis(200);
+/// How often a probe is tried again.
+const PROBE_RETRY: Duration = Duration::from_secs(1);
 /// How much of a script's output its step keeps.
 const OUTPUT_KEPT: usize = 2048;
 const CANCELLED: &str = "cancelled by `standby plan cancel`";
@@ -46,9 +48,28 @@ const CANCELLED: &str = "cancelled by `standby plan cancel`";
 /// One step of a plan's job.
 #[derive(Debug, Clone, PartialEq)]
 enum Stage {
-    Script { group: usize, when: &'static str, index: usize, path: std::path::PathBuf, timeout: Duration },
-    Manual { group: usize, when: &'static str, index: usize, text: String },
-    Machines { group: usize },
+    Script {
+        group: usize,
+        when: &'static str,
+        index: usize,
+        path: std::path::PathBuf,
+        timeout: Duration,
+    },
+    Manual {
+        group: usize,
+        when: &'static str,
+        index: usize,
+        text: String,
+    },
+    Machines {
+        group: usize,
+    },
+    /// The group's machines' health probes, side by side.
+    Probes {
+        group: usize,
+    },
+    /// The plan's RTO: from the job's start to its last probe passing.
+    Rto,
 }
 
 /// Whether `command` brings machines up at the other site or a drill (the
@@ -89,9 +110,16 @@ fn stages(plan: &Plan, command: Command) -> Vec<Stage> {
             stages.extend(steps("before", &plan.groups[group].pre));
         }
         stages.push(Stage::Machines { group });
+        let probed = plan.groups[group].machines.iter().any(|machine| plan.probes.contains_key(machine));
+        if with_steps && probed {
+            stages.push(Stage::Probes { group });
+        }
         if with_steps {
             stages.extend(steps("after", &plan.groups[group].post));
         }
+    }
+    if brings_up(command) && !plan.probes.is_empty() {
+        stages.push(Stage::Rto);
     }
     stages
 }
@@ -106,6 +134,8 @@ fn stage_name(plan: &Plan, stage: &Stage) -> String {
         }
         Stage::Manual { group: g, when, index, .. } => format!("{} {when} {}: manual step", group(*g), index + 1),
         Stage::Machines { group: g } => format!("{}: {}", group(*g), plan.groups[*g].machines.join(", ")),
+        Stage::Probes { group: g } => format!("{}: health probes", group(*g)),
+        Stage::Rto => "the plan's RTO".to_string(),
     }
 }
 
@@ -126,6 +156,16 @@ fn done_already(machine: &Machine, command: Command) -> bool {
         Command::Cancel => machine.state.replicating(),
         Command::ChangePoint | Command::Protect | Command::Unprotect => false,
     }
+}
+
+/// One run of a plan's job: what it runs and what it found.
+struct Run {
+    plan: Plan,
+    command: Command,
+    ask: PlanAsk,
+    began: Instant,
+    /// Seconds from the job's start to each machine's probe passing.
+    rto: std::sync::Mutex<BTreeMap<String, f64>>,
 }
 
 /// What a plan's run was asked, besides its command (kept with the plan,
@@ -315,26 +355,20 @@ impl Daemon {
         lock(&self.plan_resumes).remove(&plan.name);
         let kind = JobKind::Lifecycle(command);
         self.spawn_job_on(deployment, &subject, &machines, kind, origin, &steps, move |daemon, job| {
+            let run = Run { plan, command, ask, began: Instant::now(), rto: Default::default() };
             for (stage, name) in stages.iter().zip(&names) {
                 if done.contains(name) {
                     job.skip(name, "done by an earlier run of the plan")?;
                     continue;
                 }
-                job.run_unless_stopped(name, CANCELLED, || daemon.run_stage(&plan, stage, name, command, &ask, job))?;
+                job.run_unless_stopped(name, CANCELLED, || daemon.run_stage(&run, stage, name, job))?;
             }
             Ok(())
         })
     }
 
-    fn run_stage(
-        &self,
-        plan: &Plan,
-        stage: &Stage,
-        name: &str,
-        command: Command,
-        ask: &PlanAsk,
-        job: &JobSteps,
-    ) -> Result<((), String), ControlError> {
+    fn run_stage(&self, run: &Run, stage: &Stage, name: &str, job: &JobSteps) -> Result<((), String), ControlError> {
+        let (plan, command, ask) = (&run.plan, run.command, &run.ask);
         match stage {
             Stage::Script { group, when, path, timeout, .. } => {
                 let environment = self.script_environment(job.deployment, plan, *group, when, command)?;
@@ -372,6 +406,106 @@ impl Daemon {
                 }
             }
             Stage::Machines { group } => self.run_plan_group(plan, *group, command, ask, job),
+            Stage::Probes { group } => self.run_probes(run, *group, job),
+            Stage::Rto => {
+                let rto = lock(&run.rto);
+                let each: Vec<String> =
+                    rto.iter().map(|(machine, seconds)| format!("{machine} {seconds:.1} s")).collect();
+                let plan_rto = rto.values().copied().fold(0.0, f64::max);
+                Ok(((), format!("RTO {plan_rto:.1} s: every probe passed ({})", each.join(", "))))
+            }
+        }
+    }
+
+    /// Waits for the health probe of every machine of group `group` that
+    /// has one, side by side; notes each one's RTO (from the job's start).
+    fn run_probes(&self, run: &Run, group: usize, job: &JobSteps) -> Result<((), String), ControlError> {
+        let mut probed = Vec::new();
+        for name in run.plan.groups[group].machines.iter().filter(|m| run.plan.probes.contains_key(*m)) {
+            let machine = job.deployment.state.machine(name)?;
+            let instance = match run.command {
+                Command::TestFailover => standby_lifecycle::Instance::Drill,
+                _ => machine.active_site.into(),
+            };
+            probed.push((machine, instance));
+        }
+        let (control, stop) = (self.control_host(job.deployment), job.stop_flag());
+        let outcomes: Vec<(String, Result<f64, String>)> = std::thread::scope(|scope| {
+            let waiting: Vec<_> = probed
+                .iter()
+                .map(|(machine, instance)| {
+                    let probe = &run.plan.probes[machine.name()];
+                    // A console is read where the machine runs; the rest is
+                    // tried from the control plane's host.
+                    let host = match probe.check {
+                        crate::plans::ProbeCheck::Console(_) => self.host_of(machine, *instance),
+                        _ => control,
+                    };
+                    let stop = &stop;
+                    scope.spawn(move || {
+                        (machine.name().to_string(), self.wait_for_probe(run, machine, *instance, probe, host, stop))
+                    })
+                })
+                .collect();
+            waiting.into_iter().map(|thread| thread.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        });
+        let mut said = Vec::new();
+        let mut failed = false;
+        for (machine, outcome) in outcomes {
+            match outcome {
+                Ok(rto) => {
+                    lock(&run.rto).insert(machine.clone(), rto);
+                    said.push(format!("{machine}: passed, RTO {rto:.1} s"));
+                }
+                Err(why) => {
+                    failed = true;
+                    said.push(format!("{machine}: {why}"));
+                }
+            }
+        }
+        match failed {
+            false => Ok(((), said.join("; "))),
+            true => Err(ControlError::Failed(format!(
+                "{}; `standby plan resume {}` probes again",
+                said.join("; "),
+                run.plan.name
+            ))),
+        }
+    }
+
+    /// Tries `probe` of `machine` every second until it passes (the
+    /// seconds since the job began) or its timeout passes.
+    fn wait_for_probe(
+        &self,
+        run: &Run,
+        machine: &Machine,
+        instance: standby_lifecycle::Instance,
+        probe: &crate::plans::Probe,
+        host: &dyn crate::site::SiteHost,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<f64, String> {
+        let key = super::instance(machine.name(), instance);
+        let environment = vec![
+            ("STANDBY_PLAN".to_string(), run.plan.name.clone()),
+            ("STANDBY_MACHINE".to_string(), machine.name().to_string()),
+            ("STANDBY_INSTANCE".to_string(), key.clone()),
+        ];
+        let started = Instant::now();
+        let mut last_error = None;
+        loop {
+            match host.health_probe(&probe.check, &key, &environment) {
+                Ok(true) => return Ok(run.began.elapsed().as_secs_f64()),
+                Ok(false) => {}
+                Err(e) => last_error = Some(e.to_string()),
+            }
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(CANCELLED.to_string());
+            }
+            if started.elapsed() >= probe.timeout {
+                let why = last_error.map(|e| format!(" (last: {e})")).unwrap_or_default();
+                return Err(format!("its probe did not pass within {} s{why}", probe.timeout.as_secs()));
+            }
+            std::thread::sleep(PROBE_RETRY);
         }
     }
 

@@ -909,6 +909,9 @@ post = [{ manual = "Check that the database takes writes" }]
 [[groups]]
 name = "app"
 machines = ["web"]
+[probes.db]
+command = "test \"$STANDBY_INSTANCE\" = db@drill -o \"$STANDBY_INSTANCE\" = db@recovery"
+timeout = "20s"
 "#;
     let stored = crate::StoredPlan {
         name: "shop".into(),
@@ -992,11 +995,14 @@ fn a_plan_runs_its_groups_in_order_stops_at_a_failed_step_and_resumes() {
         vec![
             "group 1 (database) before 1: script fence.sh",
             "group 1 (database): db",
+            "group 1 (database): health probes",
             "group 1 (database) after 1: manual step",
             "group 2 (app): web",
+            "the plan's RTO",
         ]
     );
-    assert!(job.steps[2].detail.contains("Check that the database takes writes"), "{:?}", job.steps[2]);
+    assert!(job.steps[2].detail.starts_with("db: passed, RTO "), "{:?}", job.steps[2]);
+    assert!(job.steps[3].detail.contains("Check that the database takes writes"), "{:?}", job.steps[3]);
     assert_eq!(bench.deployment.state.machine("db").unwrap().state, State::TestFailover);
     assert_eq!(bench.machine().state, State::Protected, "the app group waits for the manual step");
     let environment = std::fs::read_to_string(&seen).unwrap();
@@ -1005,6 +1011,7 @@ fn a_plan_runs_its_groups_in_order_stops_at_a_failed_step_and_resumes() {
     daemon.plan_resume("shop").unwrap();
     let job = plan_job_ended(&bench);
     assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    assert!(job.steps[5].detail.starts_with("RTO ") && job.steps[5].detail.contains("(db "), "{:?}", job.steps[5]);
     both(&bench, State::TestFailover, |_| None);
     assert!(newest_job_of(&bench, "db") < newest_job_of(&bench, NAME), "db came up before web");
 

@@ -105,6 +105,11 @@ pub(crate) enum Act {
         label: String,
         wait: MarkWait,
     },
+    HealthProbe {
+        check: crate::plans::ProbeCheck,
+        key: String,
+        environment: Vec<(String, String)>,
+    },
     GroupPoint {
         disks: Vec<String>,
         label: String,
@@ -540,6 +545,15 @@ impl SiteHost for RemoteHost {
     ) -> Result<GroupPointMade, ControlError> {
         let within_ms = within.as_millis().min(u64::MAX as u128) as u64;
         self.act(Act::GroupPoint { disks: disks.to_vec(), label: label.to_string(), app_consistent, within_ms })
+    }
+
+    fn health_probe(
+        &self,
+        check: &crate::plans::ProbeCheck,
+        key: &str,
+        environment: &[(String, String)],
+    ) -> Result<bool, ControlError> {
+        self.act(Act::HealthProbe { check: check.clone(), key: key.to_string(), environment: environment.to_vec() })
     }
 
     fn run_script(

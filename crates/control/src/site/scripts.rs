@@ -32,10 +32,23 @@ pub(crate) fn run_script(
     environment: &[(String, String)],
     timeout: Duration,
 ) -> Result<ScriptRun, ControlError> {
+    run(path, &[], environment, timeout)
+}
+
+/// Runs `program` with `arguments` and `environment` added, for at most
+/// `timeout` (see [`run_script`]).
+pub(crate) fn run(
+    program: &Path,
+    arguments: &[&str],
+    environment: &[(String, String)],
+    timeout: Duration,
+) -> Result<ScriptRun, ControlError> {
+    let path = program;
     let failed = |e: std::io::Error| ControlError::Failed(format!("script {} could not run: {e}", path.display()));
     let (mut reader, writer) = std::io::pipe().map_err(failed)?;
     let mut command = Command::new(path);
     command
+        .args(arguments)
         .envs(environment.iter().map(|(k, v)| (k, v)))
         .stdin(std::process::Stdio::null())
         .stdout(writer.try_clone().map_err(failed)?)
