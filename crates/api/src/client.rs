@@ -229,6 +229,10 @@ impl Client {
         self.post(&routes::plan_operation(name, operation), request)
     }
 
+    pub fn schedule_drills(&self, name: &str, schedule: &PlanSchedule) -> Result<PlanView, ClientError> {
+        self.post(&routes::plan_operation(name, routes::SCHEDULE), schedule)
+    }
+
     pub fn delete_plan(&self, name: &str) -> Result<PlanDeleted, ClientError> {
         self.delete(&routes::plan(name))
     }

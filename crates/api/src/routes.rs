@@ -27,6 +27,7 @@
 //! POST /v1/plans                               PlanSource -> PlanView
 //! POST /v1/plans/validate                      PlanSource -> PlanView (nothing kept)
 //! DELETE /v1/plans/NAME                        -> PlanDeleted
+//! POST /v1/plans/NAME/schedule                 PlanSchedule -> PlanView (scheduled drills)
 //! POST /v1/plans/NAME/OPERATION                PlanJobRequest -> JobStarted (a lifecycle command's
 //!                                              name but protect/unprotect, or resume)
 //! GET  /v1/tokens                              TokenList (admin)
@@ -88,6 +89,9 @@ pub fn plan(name: &str) -> String {
 pub fn plan_operation(name: &str, operation: &str) -> String {
     format!("{PLANS}/{}/{operation}", encode(name))
 }
+
+/// The plan route that sets its drills' schedule.
+pub const SCHEDULE: &str = "schedule";
 
 /// The plan operation that resumes a plan.
 pub const RESUME: &str = "resume";

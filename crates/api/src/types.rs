@@ -276,7 +276,7 @@ pub struct PlanSource {
 
 /// A recovery plan: ordered groups of machines (each group's machines
 /// start side by side), steps before and after each group, probes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanView {
     pub name: String,
     pub description: String,
@@ -289,6 +289,52 @@ pub struct PlanView {
     /// Why the plan no longer holds against the deployment (a machine
     /// removed since, a script gone), when it does not.
     pub problem: Option<String>,
+    /// Its last drill (a test failover of the plan).
+    #[serde(default)]
+    pub last_drill: Option<PlanDrill>,
+    /// How often the daemon drills it, when it does (`plan drill --every`).
+    #[serde(default)]
+    pub drill_every_seconds: Option<u64>,
+}
+
+/// A plan's drill: a test failover of every machine, group by group, its
+/// probes waited for, and (when asked) the drill removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanDrill {
+    pub job: i64,
+    /// When it ended (RFC 3339).
+    pub at: String,
+    /// Every machine came up and every probe passed.
+    pub passed: bool,
+    /// From the command to the last probe passing (absent without probes
+    /// or when one did not pass).
+    pub rto_seconds: Option<f64>,
+    /// Each probed machine's RTO.
+    pub machines: Vec<MachineRto>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MachineRto {
+    pub machine: String,
+    pub rto_seconds: f64,
+}
+
+/// `plan drill NAME --every DUR`, or (`every_seconds` absent) no more
+/// scheduled drills.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct PlanSchedule {
+    pub every_seconds: Option<u64>,
+}
+
+/// A plan in `status`: its last drill and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanStatus {
+    pub name: String,
+    pub last_drill: Option<PlanDrill>,
+    pub drill_every_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -320,7 +366,7 @@ pub struct PlanProbeView {
     pub timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PlanList {
     pub plans: Vec<PlanView>,
 }
@@ -334,6 +380,8 @@ pub struct PlanJobRequest {
     pub point: Option<String>,
     pub shutdown_source: bool,
     pub sync_first: bool,
+    /// test-failover: remove the drill once it is measured (a drill).
+    pub cleanup: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -468,6 +516,9 @@ impl std::fmt::Display for HealthLevel {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusList {
     pub machines: Vec<MachineStatus>,
+    /// Every recovery plan's last drill and schedule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<PlanStatus>,
 }
 
 /// `standby status`: a machine's state and, when it replicates, its

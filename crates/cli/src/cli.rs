@@ -535,12 +535,29 @@ pub enum PlanCommand {
         #[arg(long)]
         json: bool,
     },
-    /// A drill of every machine of the plan, group by group, with the plan's steps.
+    /// A drill of every machine of the plan, group by group, with the plan's steps; it waits for the
+    /// machines' probes and reports the RTO.
     TestFailover {
         name: String,
         /// latest-group (default for a replication group's machines), latest, latest-app, or an RFC 3339 time.
         #[arg(long)]
         point: Option<String>,
+        /// Remove the drill once it is measured (also when it failed).
+        #[arg(long)]
+        cleanup: bool,
+        #[command(flatten)]
+        job: JobArguments,
+    },
+    /// A drill now (test-failover --cleanup); with --every, one that often, run by the daemon (the first
+    /// once due); --never stops them. A failed drill raises an alert.
+    Drill {
+        name: String,
+        /// How often the daemon drills the plan (at least 1m), e.g. 7d.
+        #[arg(long, conflicts_with = "never")]
+        every: Option<String>,
+        /// No more drills by the daemon.
+        #[arg(long)]
+        never: bool,
         #[command(flatten)]
         job: JobArguments,
     },

@@ -149,8 +149,28 @@ pub fn plan(command: PlanCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        PlanCommand::TestFailover { name, point, job } => {
-            plan_job(&job, &name, Command::TestFailover, PlanJobRequest { point, ..PlanJobRequest::default() })
+        PlanCommand::TestFailover { name, point, cleanup, job } => {
+            let request = PlanJobRequest { point, cleanup, ..PlanJobRequest::default() };
+            plan_job(&job, &name, Command::TestFailover, request)
+        }
+        PlanCommand::Drill { name, every, never, job } => {
+            if every.is_none() && !never {
+                let request = PlanJobRequest { cleanup: true, ..PlanJobRequest::default() };
+                return plan_job(&job, &name, Command::TestFailover, request);
+            }
+            let every_seconds = match every {
+                Some(every) => Some(crate::cli::parse_duration(&every, "--every")?.as_secs()),
+                None => None,
+            };
+            let daemon = Daemon::of(&job.home)?;
+            let schedule = standby_api::PlanSchedule { every_seconds };
+            let plan = daemon.answer(daemon.client.schedule_drills(&name, &schedule))?;
+            if job.json {
+                print_json(&plan);
+            } else {
+                println!("plan {}: {}", plan.name, drill_line(plan.last_drill.as_ref(), plan.drill_every_seconds));
+            }
+            Ok(0)
         }
         PlanCommand::CleanupTestFailover { name, job } => {
             plan_job(&job, &name, Command::CleanupTestFailover, PlanJobRequest::default())
@@ -196,6 +216,10 @@ fn plan_job(arguments: &JobArguments, name: &str, command: Command, request: Pla
 
 fn show_plan(plan: &standby_api::PlanView) {
     println!("plan {} (from {}): {}", plan.name, plan.file, plan.description);
+    println!("  {}", drill_line(plan.last_drill.as_ref(), plan.drill_every_seconds));
+    for machine in plan.last_drill.iter().flat_map(|drill| &drill.machines) {
+        println!("    {}: RTO {:.1} s", machine.machine, machine.rto_seconds);
+    }
     if let Some(problem) = &plan.problem {
         println!("  PROBLEM: {problem}");
     }
@@ -641,7 +665,28 @@ pub fn status(name: Option<&str>, home: &HomeArguments, json: bool) -> anyhow::R
     for machine in &status.machines {
         print_status(machine);
     }
+    for plan in &status.plans {
+        println!("plan {}: {}", plan.name, drill_line(plan.last_drill.as_ref(), plan.drill_every_seconds));
+    }
     Ok(0)
+}
+
+/// A plan's last drill and schedule, in a line.
+fn drill_line(drill: Option<&standby_api::PlanDrill>, every: Option<u64>) -> String {
+    let last = match drill {
+        None => "never drilled".to_string(),
+        Some(drill) if drill.passed => {
+            let rto = drill.rto_seconds.map(|rto| format!(", RTO {rto:.1} s")).unwrap_or_default();
+            format!("last drill passed at {}{rto}", drill.at)
+        }
+        Some(drill) => format!("last drill FAILED at {}: {}", drill.at, drill.error.as_deref().unwrap_or("")),
+    };
+    match every {
+        Some(every) => {
+            format!("{last}; drilled every {}", humantime::format_duration(std::time::Duration::from_secs(every)))
+        }
+        None => last,
+    }
 }
 
 fn print_status(machine: &MachineStatus) {

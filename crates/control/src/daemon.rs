@@ -538,6 +538,8 @@ impl Daemon {
         let daemon = self.clone();
         spawn_loop("groups", move || daemon.groups_loop())?;
         let daemon = self.clone();
+        spawn_loop("drills", move || daemon.drills_loop())?;
+        let daemon = self.clone();
         spawn_loop("retention", move || daemon.retention_loop())?;
         let daemon = self.clone();
         spawn_loop("sites", move || daemon.probe_loop())?;

@@ -182,6 +182,8 @@ impl Plan {
                 })
                 .collect(),
             problem: None,
+            last_drill: None,
+            drill_every_seconds: None,
         }
     }
 }
@@ -189,7 +191,7 @@ impl Plan {
 /// A kept plan as the API shows it, checked again against the deployment
 /// as it is now (its problem said when it no longer holds).
 pub fn stored_view(stored: &crate::StoredPlan, machines: &[Machine]) -> standby_api::PlanView {
-    match check_plan(&stored.source, &stored.file, &stored.base, machines) {
+    let mut view = match check_plan(&stored.source, &stored.file, &stored.base, machines) {
         Ok(plan) => plan.view(&stored.file, Some(stored.created.clone())),
         Err(problem) => standby_api::PlanView {
             name: stored.name.clone(),
@@ -199,7 +201,26 @@ pub fn stored_view(stored: &crate::StoredPlan, machines: &[Machine]) -> standby_
             groups: Vec::new(),
             probes: Vec::new(),
             problem: Some(problem.to_string()),
+            last_drill: None,
+            drill_every_seconds: None,
         },
+    };
+    view.last_drill = last_drill(stored);
+    view.drill_every_seconds = stored.drill_every;
+    view
+}
+
+/// A kept plan's last drill, when it has one.
+pub fn last_drill(stored: &crate::StoredPlan) -> Option<standby_api::PlanDrill> {
+    stored.last_drill.as_deref().and_then(|drill| serde_json::from_str(drill).ok())
+}
+
+/// A kept plan as `status` shows it.
+pub fn plan_status(stored: &crate::StoredPlan) -> standby_api::PlanStatus {
+    standby_api::PlanStatus {
+        name: stored.name.clone(),
+        last_drill: last_drill(stored),
+        drill_every_seconds: stored.drill_every,
     }
 }
 
@@ -218,6 +239,8 @@ pub fn create_plan(
         source: request.source.clone(),
         created: String::new(),
         run: None,
+        drill_every: None,
+        last_drill: None,
     };
     deployment.state.add_plan(&plan.name, &stored)?;
     let kept = deployment.state.plan(&plan.name)?;

@@ -17,8 +17,9 @@
 //! tokens.name, audit(…)                                                                            -- version 7
 //! alerts(…)                                                                                        -- version 8
 //! machines.replication_group: the group whose points the machine's are (set while protected)     -- version 9
-//! plans(name PRIMARY KEY, file, base, source, created, run): recovery plans as their TOML was given,
-//!   and what their last job was asked (JSON)                                                       -- version 10
+//! plans(name PRIMARY KEY, file, base, source, created, run, drill_every, last_drill): recovery plans
+//!   as their TOML was given, what their last job was asked (JSON), their drills' schedule (seconds)
+//!   and last drill (JSON)                                                                           -- version 10
 //! ```
 //!
 //! `jobs.command` is the job as shown (its kind, and for a job a restarted
@@ -120,7 +121,9 @@ CREATE TABLE plans (
     base TEXT NOT NULL,
     source TEXT NOT NULL,
     created TEXT NOT NULL,
-    run TEXT
+    run TEXT,
+    drill_every INTEGER,
+    last_drill TEXT
 );
 ",
 ];
@@ -177,6 +180,10 @@ pub struct StoredPlan {
     pub created: String,
     /// What its last job was asked (JSON), if it ran.
     pub run: Option<String>,
+    /// How often the daemon drills it, in seconds.
+    pub drill_every: Option<u64>,
+    /// Its last drill (JSON `standby_api::PlanDrill`).
+    pub last_drill: Option<String>,
 }
 
 /// RPO threshold 15 min, retention 24 h, app-consistent every 60 min,
@@ -586,7 +593,7 @@ impl State {
         let inserted = self
             .connection
             .execute(
-                "INSERT OR IGNORE INTO plans VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+                "INSERT OR IGNORE INTO plans VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, NULL)",
                 params![name, plan.file, plan.base.to_string_lossy(), plan.source, jiff::Timestamp::now().to_string()],
             )
             .map_err(|e| self.error(e))?;
@@ -602,7 +609,7 @@ impl State {
     pub fn plans(&self) -> Result<Vec<StoredPlan>, ControlError> {
         let mut statement = self
             .connection
-            .prepare("SELECT name, file, base, source, created, run FROM plans ORDER BY name")
+            .prepare("SELECT name, file, base, source, created, run, drill_every, last_drill FROM plans ORDER BY name")
             .map_err(|e| self.error(e))?;
         let rows = statement
             .query_map([], |row| {
@@ -613,6 +620,8 @@ impl State {
                     source: row.get(3)?,
                     created: row.get(4)?,
                     run: row.get(5)?,
+                    drill_every: row.get::<_, Option<i64>>(6)?.map(|seconds| seconds.max(0) as u64),
+                    last_drill: row.get(7)?,
                 })
             })
             .map_err(|e| self.error(e))?;
@@ -634,6 +643,23 @@ impl State {
     pub fn set_plan_run(&self, name: &str, run: &str) -> Result<(), ControlError> {
         self.connection
             .execute("UPDATE plans SET run = ?1 WHERE name = ?2", params![run, name])
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Sets how often plan `name` is drilled (None: not by the daemon).
+    pub fn set_plan_drill_every(&self, name: &str, seconds: Option<u64>) -> Result<(), ControlError> {
+        self.plan(name)?;
+        self.connection
+            .execute("UPDATE plans SET drill_every = ?1 WHERE name = ?2", params![seconds.map(|s| s as i64), name])
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// Records plan `name`'s last drill (JSON).
+    pub fn set_plan_last_drill(&self, name: &str, drill: &str) -> Result<(), ControlError> {
+        self.connection
+            .execute("UPDATE plans SET last_drill = ?1 WHERE name = ?2", params![drill, name])
             .map_err(|e| self.error(e))?;
         Ok(())
     }

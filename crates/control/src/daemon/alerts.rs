@@ -100,9 +100,23 @@ impl Daemon {
                 raise(AlertKind::AppConsistentFailed, machine.name.clone(), HealthLevel::Warning, message);
             }
         }
+        let deployment = self.deployment()?;
+        for plan in deployment.state.plans()? {
+            if let Some(drill) = crate::plans::last_drill(&plan).filter(|drill| !drill.passed) {
+                let message = format!(
+                    "the last drill of plan '{}' failed ({}): {}",
+                    plan.name,
+                    drill.at,
+                    drill.error.unwrap_or_default()
+                );
+                raise(AlertKind::DrillFailed, format!("plan/{}", plan.name), HealthLevel::Warning, message);
+            }
+        }
         let mut drills: HashMap<String, (JobState, Option<String>)> = HashMap::new();
-        for job in self.deployment()?.state.jobs()? {
-            if job.kind == JobKind::Lifecycle(Command::TestFailover) {
+        for job in deployment.state.jobs()? {
+            // A plan's drills are its own (above); a group's parts are its machines'.
+            let machine = matches!(job.subject, standby_lifecycle::job::Subject::Machine(_));
+            if machine && job.kind == JobKind::Lifecycle(Command::TestFailover) {
                 // Jobs come oldest first: the last one stays.
                 drills.insert(job.machine.clone(), (job.state, job.error.clone()));
             }
@@ -236,7 +250,7 @@ mod tests {
             disks: Some(vec![disk]),
             ..MachineStatus::recorded("web", State::Protected, Site::Primary, true, None)
         };
-        StatusList { machines: vec![machine] }
+        StatusList { machines: vec![machine], plans: Vec::new() }
     }
 
     fn kinds(status: &StatusList, progress: &mut Progress, now: Instant) -> Vec<(AlertKind, String)> {

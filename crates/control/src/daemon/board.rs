@@ -128,7 +128,7 @@ mod tests {
                 standby_api::MachineStatus::recorded(name, state, site, false, None)
             })
             .collect();
-        StatusList { machines }
+        StatusList { machines, plans: Vec::new() }
     }
 
     /// Views take the posted board until the state changes; then one finds

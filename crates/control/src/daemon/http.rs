@@ -81,6 +81,7 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         .routes(utoipa_axum::routes!(validate_plan))
         .routes(utoipa_axum::routes!(plan, delete_plan))
         .routes(utoipa_axum::routes!(plan_job))
+        .routes(utoipa_axum::routes!(plan_schedule))
         .routes(utoipa_axum::routes!(tokens, create_token))
         .routes(utoipa_axum::routes!(revoke_token))
         .routes(utoipa_axum::routes!(audit))
@@ -446,6 +447,17 @@ async fn plan_job(
     Body(request): Body<standby_api::PlanJobRequest>,
 ) -> ApiResult<JobStarted> {
     blocking(move || daemon.plan_operation(&name, &operation, request)).await
+}
+
+/// How often the daemon drills the plan (`every_seconds`, at least 60), or
+/// not at all (absent).
+#[utoipa::path(post, path = "/v1/plans/{name}/schedule", request_body = standby_api::PlanSchedule, params(("name" = String, Path, description = "the plan's name")), responses((status = 200, body = standby_api::PlanView)))]
+async fn plan_schedule(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<standby_api::PlanSchedule>,
+) -> ApiResult<standby_api::PlanView> {
+    blocking(move || daemon.schedule_drills(&name, request)).await
 }
 
 /// Forget a recovery plan (its file stays where it is kept).

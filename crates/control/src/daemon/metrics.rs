@@ -212,7 +212,9 @@ mod tests {
             worst_rpo_seconds: None,
         };
         let jobs = [("protect".to_string(), "succeeded".to_string(), 3)];
-        let text = render(&StatusList { machines: vec![machine] }, &SiteList { sites: vec![site] }, &jobs).unwrap();
+        let text =
+            render(&StatusList { machines: vec![machine], plans: Vec::new() }, &SiteList { sites: vec![site] }, &jobs)
+                .unwrap();
         for line in [
             r#"standby_rpo_seconds{machine="web",disk="web.disk0"} 2.5"#,
             r#"standby_replication_lag_bytes{machine="web",disk="web.disk0"} 4096"#,

@@ -39,6 +39,10 @@ use crate::plans::{Plan, PlanStep};
 
 /// How often a manual step looks whether the operator resumed the plan.
 const RESUME_POLL: Duration = Duration::from_millis(200);
+/// How often the drills loop looks whether a plan's drill is due.
+const DRILL_TICK: Duration = Duration::from_secs(10);
+/// The shortest interval between a plan's scheduled drills.
+pub(super) const DRILL_EVERY_MIN: Duration = Duration::from_secs(60);
 /// How often a probe is tried again.
 const PROBE_RETRY: Duration = Duration::from_secs(1);
 /// How much of a script's output its step keeps.
@@ -70,6 +74,11 @@ enum Stage {
     },
     /// The plan's RTO: from the job's start to its last probe passing.
     Rto,
+    /// A drill's removal, group by group in reverse, once it is measured
+    /// (even when it failed).
+    Cleanup {
+        group: usize,
+    },
 }
 
 /// Whether `command` brings machines up at the other site or a drill (the
@@ -85,8 +94,9 @@ fn brings_up(command: Command) -> bool {
     )
 }
 
-/// The steps of a job of `command` on `plan`, in order.
-fn stages(plan: &Plan, command: Command) -> Vec<Stage> {
+/// The steps of a job of `command` on `plan`, in order; a drill's removal
+/// after them with `cleanup` (a test failover's).
+fn stages(plan: &Plan, command: Command, cleanup: bool) -> Vec<Stage> {
     let mut order: Vec<usize> = (0..plan.groups.len()).collect();
     if matches!(command, Command::Cancel | Command::CleanupTestFailover) {
         order.reverse();
@@ -121,6 +131,9 @@ fn stages(plan: &Plan, command: Command) -> Vec<Stage> {
     if brings_up(command) && !plan.probes.is_empty() {
         stages.push(Stage::Rto);
     }
+    if cleanup && command == Command::TestFailover {
+        stages.extend((0..plan.groups.len()).rev().map(|group| Stage::Cleanup { group }));
+    }
     stages
 }
 
@@ -136,6 +149,7 @@ fn stage_name(plan: &Plan, stage: &Stage) -> String {
         Stage::Machines { group: g } => format!("{}: {}", group(*g), plan.groups[*g].machines.join(", ")),
         Stage::Probes { group: g } => format!("{}: health probes", group(*g)),
         Stage::Rto => "the plan's RTO".to_string(),
+        Stage::Cleanup { group: g } => format!("remove the drill of {}", group(*g)),
     }
 }
 
@@ -174,6 +188,9 @@ struct Run {
 pub(super) struct PlanAsk {
     pub point: Option<String>,
     pub shutdown_source: bool,
+    /// A test failover's drill removed once measured.
+    #[serde(default)]
+    pub cleanup: bool,
 }
 
 /// What plan `name`'s last job was asked.
@@ -210,7 +227,7 @@ impl Daemon {
         if command == Command::ChangePoint && request.point.is_none() {
             return Err(ControlError::Refused("change-point needs the point to change to (--point P)".into()));
         }
-        let ask = PlanAsk { point: request.point, shutdown_source: request.shutdown_source };
+        let ask = PlanAsk { point: request.point, shutdown_source: request.shutdown_source, cleanup: request.cleanup };
         self.plan_command(name, command, ask)
     }
 
@@ -288,6 +305,76 @@ impl Daemon {
         }
     }
 
+    /// `plan drill NAME --every DUR` (or, with none, no more drills by the
+    /// daemon): the plan as it is then.
+    pub(super) fn schedule_drills(
+        &self,
+        name: &str,
+        schedule: standby_api::PlanSchedule,
+    ) -> Result<standby_api::PlanView, ControlError> {
+        let deployment = self.deployment()?;
+        if let Some(every) = schedule.every_seconds {
+            if every < DRILL_EVERY_MIN.as_secs() {
+                return Err(ControlError::Refused(format!(
+                    "--every {every} s is shorter than a drill may be apart ({} s)",
+                    DRILL_EVERY_MIN.as_secs()
+                )));
+            }
+        }
+        deployment.state.set_plan_drill_every(name, schedule.every_seconds)?;
+        Ok(crate::plans::stored_view(&deployment.state.plan(name)?, &deployment.state.machines()?))
+    }
+
+    /// Runs forever: starts each plan's drill (a test failover with its
+    /// probes, removed once measured) when its schedule says it is due.
+    pub(super) fn drills_loop(self: Arc<Self>) {
+        loop {
+            std::thread::sleep(DRILL_TICK);
+            let Ok(deployment) = self.deployment() else { continue };
+            let Ok(plans) = deployment.state.plans() else { continue };
+            for stored in plans {
+                let Some(every) = stored.drill_every else { continue };
+                let last = crate::plans::last_drill(&stored);
+                let since = last.as_ref().and_then(|drill| drill.at.parse::<jiff::Timestamp>().ok());
+                let due = since.is_none_or(|at| {
+                    jiff::Timestamp::now().as_second() - at.as_second() >= every.min(i64::MAX as u64) as i64
+                });
+                if !due || self.plan_running(&deployment, &stored.name) {
+                    continue;
+                }
+                let ask = PlanAsk { cleanup: true, ..PlanAsk::default() };
+                match self.plan_command(&stored.name, Command::TestFailover, ask) {
+                    Ok(job) => {
+                        eprintln!("standby: scheduled drill of plan '{}' started (job {})", stored.name, job.job)
+                    }
+                    Err(e) => {
+                        eprintln!("standby: the scheduled drill of plan '{}' could not start: {e}", stored.name);
+                        let drill = standby_api::PlanDrill {
+                            job: 0,
+                            at: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                            passed: false,
+                            rto_seconds: None,
+                            machines: Vec::new(),
+                            error: Some(format!("the scheduled drill could not start: {e}")),
+                        };
+                        let recorded = serde_json::to_string(&drill).expect("a drill serialises");
+                        let _ = deployment.state.set_plan_last_drill(&stored.name, &recorded);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a job of plan `name` runs.
+    fn plan_running(&self, deployment: &Deployment, name: &str) -> bool {
+        let subject = Subject::Plan(name.to_string());
+        deployment
+            .state
+            .jobs()
+            .map(|jobs| jobs.iter().any(|job| job.subject == subject && job.state == JobState::Running))
+            .unwrap_or(true)
+    }
+
     /// At the daemon's start: each plan whose job the dead daemon left
     /// running goes on (its machines' parts were taken up as their own
     /// jobs first; the plan waits for those to end).
@@ -343,7 +430,7 @@ impl Daemon {
         origin: JobOrigin,
         done: BTreeSet<String>,
     ) -> Result<JobStarted, ControlError> {
-        let stages = stages(&plan, command);
+        let stages = stages(&plan, command, ask.cleanup);
         let names: Vec<String> = stages.iter().map(|stage| stage_name(&plan, stage)).collect();
         let steps: Vec<String> = names.clone();
         let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
@@ -356,15 +443,53 @@ impl Daemon {
         let kind = JobKind::Lifecycle(command);
         self.spawn_job_on(deployment, &subject, &machines, kind, origin, &steps, move |daemon, job| {
             let run = Run { plan, command, ask, began: Instant::now(), rto: Default::default() };
+            let mut failed = None;
             for (stage, name) in stages.iter().zip(&names) {
+                let cleanup = matches!(stage, Stage::Cleanup { .. });
                 if done.contains(name) {
                     job.skip(name, "done by an earlier run of the plan")?;
                     continue;
                 }
-                job.run_unless_stopped(name, CANCELLED, || daemon.run_stage(&run, stage, name, job))?;
+                // After a failure only a drill's removal runs.
+                if failed.is_some() && !cleanup {
+                    continue;
+                }
+                let ran = match cleanup {
+                    true => job.run(name, || daemon.run_stage(&run, stage, name, job)),
+                    false => job.run_unless_stopped(name, CANCELLED, || daemon.run_stage(&run, stage, name, job)),
+                };
+                if let Err(e) = ran {
+                    failed.get_or_insert(e);
+                }
             }
-            Ok(())
+            if command == Command::TestFailover {
+                daemon.record_drill(job, &run, failed.as_ref());
+            }
+            failed.map_or(Ok(()), Err)
         })
+    }
+
+    /// Keeps how a plan's drill went with the plan (`plan show`, `status`;
+    /// a failed one raises an alert).
+    fn record_drill(&self, job: &JobSteps, run: &Run, failed: Option<&ControlError>) {
+        let rto = lock(&run.rto);
+        let machines: Vec<standby_api::MachineRto> = rto
+            .iter()
+            .map(|(machine, seconds)| standby_api::MachineRto { machine: machine.clone(), rto_seconds: *seconds })
+            .collect();
+        let probed = run.plan.probes.len();
+        let drill = standby_api::PlanDrill {
+            job: job.id,
+            at: jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            passed: failed.is_none(),
+            rto_seconds: (failed.is_none() && probed > 0).then(|| rto.values().copied().fold(0.0, f64::max)),
+            machines,
+            error: failed.map(ToString::to_string),
+        };
+        let recorded = serde_json::to_string(&drill).expect("a drill serialises");
+        if let Err(e) = job.deployment.state.set_plan_last_drill(&run.plan.name, &recorded) {
+            eprintln!("standby: the drill of plan '{}' could not be recorded: {e}", run.plan.name);
+        }
     }
 
     fn run_stage(&self, run: &Run, stage: &Stage, name: &str, job: &JobSteps) -> Result<((), String), ControlError> {
@@ -407,6 +532,7 @@ impl Daemon {
             }
             Stage::Machines { group } => self.run_plan_group(plan, *group, command, ask, job),
             Stage::Probes { group } => self.run_probes(run, *group, job),
+            Stage::Cleanup { group } => self.remove_drills(plan, *group, job),
             Stage::Rto => {
                 let rto = lock(&run.rto);
                 let each: Vec<String> =
@@ -414,6 +540,39 @@ impl Daemon {
                 let plan_rto = rto.values().copied().fold(0.0, f64::max);
                 Ok(((), format!("RTO {plan_rto:.1} s: every probe passed ({})", each.join(", "))))
             }
+        }
+    }
+
+    /// Removes the drills of group `group`'s machines that have one.
+    fn remove_drills(&self, plan: &Plan, group: usize, job: &JobSteps) -> Result<((), String), ControlError> {
+        let mut parts = Vec::new();
+        let mut said = Vec::new();
+        for name in &plan.groups[group].machines {
+            let machine = job.deployment.state.machine(name)?;
+            match machine.state {
+                State::TestFailover => parts.push(self.part_for(
+                    job.deployment,
+                    machine,
+                    Command::CleanupTestFailover,
+                    &Asked::default(),
+                )?),
+                _ => said.push(format!("{name}: no drill")),
+            }
+        }
+        let mut failed = false;
+        for done in self.run_parts(JobKind::Lifecycle(Command::CleanupTestFailover), job, false, parts) {
+            let id = done.job.map(|id| format!("job {id} ")).unwrap_or_default();
+            match done.outcome {
+                Ok(()) => said.push(format!("{}: {id}removed", done.machine)),
+                Err(e) => {
+                    failed = true;
+                    said.push(format!("{}: {id}failed: {e}", done.machine));
+                }
+            }
+        }
+        match failed {
+            false => Ok(((), said.join("; "))),
+            true => Err(ControlError::Failed(said.join("; "))),
         }
     }
 
@@ -696,7 +855,7 @@ mod tests {
     #[test]
     fn a_plans_steps_come_in_order_up_and_in_reverse_down() {
         let plan = plan();
-        let up: Vec<String> = stages(&plan, Command::Failover).iter().map(|s| stage_name(&plan, s)).collect();
+        let up: Vec<String> = stages(&plan, Command::Failover, false).iter().map(|s| stage_name(&plan, s)).collect();
         assert_eq!(
             up,
             vec![
@@ -707,9 +866,9 @@ mod tests {
             ]
         );
         let down: Vec<String> =
-            stages(&plan, Command::CleanupTestFailover).iter().map(|s| stage_name(&plan, s)).collect();
+            stages(&plan, Command::CleanupTestFailover, false).iter().map(|s| stage_name(&plan, s)).collect();
         assert_eq!(down, vec!["group 2 (app): web1, web2", "group 1 (db): db"]);
-        let commit: Vec<String> = stages(&plan, Command::Commit).iter().map(|s| stage_name(&plan, s)).collect();
+        let commit: Vec<String> = stages(&plan, Command::Commit, false).iter().map(|s| stage_name(&plan, s)).collect();
         assert_eq!(commit, vec!["group 1 (db): db", "group 2 (app): web1, web2"]);
     }
 }

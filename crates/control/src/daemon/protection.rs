@@ -535,7 +535,11 @@ impl Daemon {
         for machine in &machines {
             items.push(self.machine_status(&deployment, machine)?);
         }
-        Ok(StatusList { machines: items })
+        let plans = match name {
+            Some(_) => Vec::new(),
+            None => deployment.state.plans()?.iter().map(crate::plans::plan_status).collect(),
+        };
+        Ok(StatusList { machines: items, plans })
     }
 
     /// What `status` says of the exports of `machine` for `role` that died lately.

@@ -70,7 +70,7 @@ mod tests {
                 status
             })
             .collect();
-        StatusList { machines }
+        StatusList { machines, plans: Vec::new() }
     }
 
     #[test]

@@ -913,16 +913,22 @@ machines = ["web"]
 command = "test \"$STANDBY_INSTANCE\" = db@drill -o \"$STANDBY_INSTANCE\" = db@recovery"
 timeout = "20s"
 "#;
-    let stored = crate::StoredPlan {
+    bench.deployment.state.add_plan("shop", &stored_plan(source, &folder)).unwrap();
+    script
+}
+
+/// Plan `shop` of `source` as kept, its scripts in `folder`.
+fn stored_plan(source: &str, folder: &Path) -> crate::StoredPlan {
+    crate::StoredPlan {
         name: "shop".into(),
         file: "shop.toml".into(),
-        base: folder.clone(),
+        base: folder.to_path_buf(),
         source: source.into(),
         created: String::new(),
         run: None,
-    };
-    bench.deployment.state.add_plan("shop", &stored).unwrap();
-    script
+        drill_every: None,
+        last_drill: None,
+    }
 }
 
 /// The newest job of plan `shop`, once it has ended or waits at a manual step.
@@ -1032,4 +1038,115 @@ fn a_plan_runs_its_groups_in_order_stops_at_a_failed_step_and_resumes() {
     assert_eq!(job.state, JobState::Succeeded, "the cancel: {:?}", job.error);
     assert!(job.steps.iter().any(|s| s.detail.contains("db: job")), "{:?}", job.steps);
     both(&bench, State::Protected, |_| None);
+}
+
+/// A plan's failover whose daemon dies (simulated `kill -9`) as the first
+/// group's machine chooses its point: the next daemon rolls that
+/// machine's failover back, then resumes the plan, which fails both
+/// groups over in order.
+#[test]
+fn a_plan_failover_cut_by_a_crash_is_resumed_by_the_next_daemon() {
+    use super::plan_jobs::PlanAsk;
+    let bench = bench_with_db();
+    let source = r#"name = "shop"
+[[groups]]
+machines = ["db"]
+[[groups]]
+machines = ["web"]
+"#;
+    bench.deployment.state.add_plan("shop", &stored_plan(source, bench._dir.path())).unwrap();
+    let daemon = bench.daemon(Hooks::default());
+    for name in [NAME, "db"] {
+        daemon.start(name).unwrap();
+        daemon.protect(name, None, None).unwrap();
+    }
+    wait_for_jobs(&daemon);
+    drop(daemon);
+    let hooks = Hooks { crash_at: Some("failover/3/0".into()), crash: Crash::Unwind, ..Hooks::default() };
+    let daemon = bench.daemon(hooks);
+    daemon.plan_command("shop", Command::Failover, PlanAsk { shutdown_source: true, ..PlanAsk::default() }).unwrap();
+    wait_for_jobs(&daemon);
+    let shop = standby_lifecycle::job::Subject::Plan("shop".into());
+    let cut = bench.deployment.state.jobs().unwrap().into_iter().find(|job| job.subject == shop).unwrap();
+    assert_eq!(cut.state, JobState::Running, "the plan's job was cut where it was: {:?}", cut.steps);
+    assert_eq!(bench.deployment.state.machine("db").unwrap().state, State::FailoverInProgress);
+    drop(daemon);
+
+    let next = bench.daemon(Hooks::default());
+    next.take_over(&bench.deployment).unwrap();
+    let deadline = Instant::now() + JOB_DEADLINE;
+    let resumed = loop {
+        let newest = bench.deployment.state.jobs().unwrap().into_iter().find(|job| job.subject == shop).unwrap();
+        if newest.id != cut.id && newest.state != JobState::Running {
+            break newest;
+        }
+        assert!(Instant::now() < deadline, "the plan was not resumed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(resumed.origin, standby_lifecycle::job::JobOrigin::Resumed);
+    assert_eq!(resumed.state, JobState::Succeeded, "{:?}", resumed.error);
+    assert_eq!(bench.deployment.state.job(cut.id).unwrap().state, JobState::Interrupted);
+    both(&bench, State::FailedOver, |_| None);
+    assert!(newest_job_of(&bench, "db") < newest_job_of(&bench, NAME), "db came up before web");
+}
+
+/// A plan's drill removes itself once measured, also when a probe did not
+/// pass; the plan keeps how it went (RTO per machine and for the plan); a
+/// schedule shorter than a minute is refused.
+#[test]
+fn a_plan_drill_is_measured_removed_and_kept_with_the_plan() {
+    use super::plan_jobs::PlanAsk;
+    let bench = bench_with_db();
+    let marker = bench._dir.path().join("web-answers");
+    let source = format!(
+        r#"name = "shop"
+[[groups]]
+machines = ["db"]
+[[groups]]
+machines = ["web"]
+[probes.web]
+command = "test -e {}"
+timeout = "2s"
+"#,
+        marker.display()
+    );
+    bench.deployment.state.add_plan("shop", &stored_plan(&source, bench._dir.path())).unwrap();
+    let daemon = bench.daemon(Hooks::default());
+    for name in [NAME, "db"] {
+        daemon.protect(name, None, None).unwrap();
+    }
+    wait_for_jobs(&daemon);
+    let drill = PlanAsk { cleanup: true, ..PlanAsk::default() };
+    let last_drill = || crate::plans::last_drill(&bench.deployment.state.plan("shop").unwrap()).expect("a drill kept");
+
+    daemon.plan_command("shop", Command::TestFailover, drill.clone()).unwrap();
+    let job = plan_job_ended(&bench);
+    assert_eq!(job.state, JobState::Failed);
+    let names: Vec<&str> = job.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names[names.len() - 2..],
+        ["remove the drill of group 2 (group 2)", "remove the drill of group 1 (group 1)"]
+    );
+    assert!(job.steps.iter().rev().take(2).all(|s| s.state == StepState::Done), "{:?}", job.steps);
+    both(&bench, State::Protected, |_| None);
+    let failed = last_drill();
+    assert!(!failed.passed && failed.rto_seconds.is_none(), "{failed:?}");
+    assert!(failed.error.as_deref().unwrap_or("").contains("its probe did not pass within 2 s"), "{failed:?}");
+
+    std::fs::write(&marker, b"").unwrap();
+    daemon.plan_command("shop", Command::TestFailover, drill).unwrap();
+    let job = plan_job_ended(&bench);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    both(&bench, State::Protected, |_| None);
+    let passed = last_drill();
+    assert!(passed.passed && passed.job == job.id, "{passed:?}");
+    assert_eq!(passed.machines.iter().map(|m| m.machine.as_str()).collect::<Vec<_>>(), vec![NAME]);
+    assert_eq!(passed.rto_seconds, Some(passed.machines[0].rto_seconds));
+
+    let short = standby_api::PlanSchedule { every_seconds: Some(10) };
+    let refused = daemon.schedule_drills("shop", short).unwrap_err();
+    assert!(refused.to_string().contains("shorter than a drill may be apart (60 s)"), "{refused}");
+    let weekly = daemon.schedule_drills("shop", standby_api::PlanSchedule { every_seconds: Some(7 * 86400) }).unwrap();
+    assert_eq!(weekly.drill_every_seconds, Some(7 * 86400));
+    assert_eq!(weekly.last_drill.map(|d| d.job), Some(job.id));
 }
