@@ -38,7 +38,7 @@ fn a_running_machine_is_protected_and_unprotected_without_a_restart() {
     run(&["unprotect", "web", "--home", h])
         .bad_input("the machine is unprotected: unprotect is not allowed now; allowed: protect");
     run(&["protect", "web", "--policy", "gold", "--home", h]).bad_input("no policy named 'gold'");
-    run(&["protect", "web", "--group", "g", "--home", h]).bad_input("--group");
+    run(&["protect", "web", "--group", "a:b", "--home", h]).bad_input("--group: group name may only hold");
     run(&["protect", "nope", "--home", h])
         .bad_input("no machine named 'nope' (known: web); `standby machine add` defines one");
     run(&["protect", "a b/c", "--home", h]).bad_input("no machine named 'a b/c'");

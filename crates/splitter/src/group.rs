@@ -48,6 +48,9 @@ impl Shared {
     pub(crate) fn group_hold(&self, label: &str, kind: PointKind, within: Duration) -> Result<(), String> {
         let mut queue = self.lock();
         self.expire_hold(&mut queue);
+        if queue.stopping {
+            return Err("the splitter is stopping".into());
+        }
         if let Some(hold) = &queue.hold {
             return Err(format!("the group point '{}' is still being made; try again after it", hold.label));
         }

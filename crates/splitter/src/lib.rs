@@ -936,7 +936,9 @@ impl Shipper<'_> {
             // The open pack is full and the last one is still being
             // stored: wait for it rather than grow the pack past its size.
             || (self.writer.is_full() && self.sealing.is_some());
-        if (queue.entries.is_empty() || holding) && !queue.stopping {
+        // A group point at the front waits for its release (or deadline).
+        let pending = matches!(queue.entries.front(), Some(Entry::GroupPending { .. }));
+        if (queue.entries.is_empty() || holding || pending) && !queue.stopping {
             let timeout = shared.options.seal_interval.min(Duration::from_millis(200));
             queue = shared.changed.wait_timeout(queue, timeout).unwrap_or_else(|p| p.into_inner()).0;
         }
