@@ -113,6 +113,8 @@ try:
     assert "/login" in driver.current_url, driver.current_url
     driver.find_element(By.ID, "token").send_keys("standby_" + "0" * 64)
     driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    # The refusal is a new page: wait for it rather than read the old one.
+    WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".error"))
     assert "not one of this deployment's" in text_of(".error"), text_of("main")
     shot("login-refused")
     driver.find_element(By.ID, "token").send_keys(token)
