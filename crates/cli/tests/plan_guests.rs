@@ -11,6 +11,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use standby_lifecycle::{Site, State};
 use support::daemon::{add_guest_machine, console_of, test_workload, wait_for, Daemon};
 use support::{path, run};
 
@@ -106,7 +107,7 @@ fn through_the_plan(home: &str, command: &[&str], script: &Path, from: &str) -> 
     assert_eq!(failed.code, 1, "{}", failed.stderr);
     let said = format!("{}{}", failed.stdout, failed.stderr);
     assert!(failed.stderr.contains("exit 3") && failed.stdout.contains("the fence is stuck"), "{said}");
-    all(home, "protected", from);
+    all(home, State::Protected.name(), from);
     write_script(script, "echo fenced $STANDBY_PLAN $STANDBY_DIRECTION");
     let resumed = run(&["plan", "resume", "shop", "--no-wait", "--home", home, "--json"]).ok().json();
     let id = resumed["job"].as_i64().unwrap();
@@ -115,7 +116,7 @@ fn through_the_plan(home: &str, command: &[&str], script: &Path, from: &str) -> 
     let found = states(home);
     assert_ne!(found[0].1, from, "db moved before the manual step: {found:?}");
     assert_ne!(found[1].1, from, "app moved before the manual step: {found:?}");
-    assert_eq!(found[2], ("protected".to_string(), from.to_string()), "web waits for the manual step");
+    assert_eq!(found[2], (State::Protected.name().to_string(), from.to_string()), "web waits for the manual step");
     let finished = run(&["plan", "resume", "shop", "--home", home, "--json"]).ok().json();
     assert_eq!(finished["state"], "succeeded", "{finished}");
     finished
@@ -145,8 +146,8 @@ fn a_plan_brings_real_guests_back_in_order_and_fails_them_back() {
     std::fs::write(plans.join("shop.toml"), plan_source()).unwrap();
     run(&["plan", "create", path(&plans.join("shop.toml")), "--home", h]).ok();
 
-    let job = through_the_plan(h, &["failover", "--shutdown-source"], &script, "primary");
-    all(h, "failed-over", "recovery");
+    let job = through_the_plan(h, &["failover", "--shutdown-source"], &script, Site::Primary.name());
+    all(h, State::FailedOver.name(), Site::Recovery.name());
     let created = part_created(h, "failover");
     assert!(created[0] < created[1] && created[1] < created[2], "groups came up out of order: {created:?}");
     let rto = job["steps"].as_array().unwrap().last().unwrap()["detail"].as_str().unwrap().to_string();
@@ -154,19 +155,19 @@ fn a_plan_brings_real_guests_back_in_order_and_fails_them_back() {
     eprintln!("plan failover: {rto}");
 
     run(&["plan", "commit", "shop", "--home", h]).ok();
-    all(h, "committed", "recovery");
+    all(h, State::Committed.name(), Site::Recovery.name());
     run(&["plan", "reprotect", "shop", "--home", h]).ok();
-    all(h, "protected", "recovery");
+    all(h, State::Protected.name(), Site::Recovery.name());
 
-    let job = through_the_plan(h, &["planned-failover"], &script, "recovery");
-    all(h, "failed-over", "primary");
+    let job = through_the_plan(h, &["planned-failover"], &script, Site::Recovery.name());
+    all(h, State::FailedOver.name(), Site::Primary.name());
     let created = part_created(h, "planned-failover");
     assert!(created[0] < created[1] && created[1] < created[2], "groups came back out of order: {created:?}");
     let fenced = job["steps"][0]["detail"].as_str().unwrap();
     assert!(fenced.contains("recovery-to-primary"), "{fenced}");
     run(&["plan", "commit", "shop", "--home", h]).ok();
     run(&["plan", "reprotect", "shop", "--home", h]).ok();
-    all(h, "protected", "primary");
+    all(h, State::Protected.name(), Site::Primary.name());
     for name in MACHINES {
         wait_for(&console_of(&home, name), "standby-guest: record ");
     }

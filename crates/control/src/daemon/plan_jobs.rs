@@ -28,7 +28,7 @@ use standby_api::JobStarted;
 use standby_lifecycle::job::{JobKind, JobOrigin, JobState, StepState, Subject};
 use standby_lifecycle::{Command, State};
 
-use super::engine::{check, Part};
+use super::engine::{check, Part, PartDone};
 use super::failover::Asked;
 use super::group_jobs::Agreement;
 use super::{lock, Daemon, JobSteps};
@@ -191,6 +191,25 @@ pub(super) struct PlanAsk {
     /// A test failover's drill removed once measured.
     #[serde(default)]
     pub cleanup: bool,
+}
+
+/// How parts ended, in a line after `said` (`MACHINE: job N VERB`, the
+/// failures last): the line, or it as the error when a part failed.
+fn said_of_parts(mut said: Vec<String>, outcomes: Vec<PartDone>, verb: &str) -> Result<String, String> {
+    let mut failed = Vec::new();
+    for done in outcomes {
+        let job = done.job.map(|id| format!("job {id} ")).unwrap_or_default();
+        match done.outcome {
+            Ok(()) => said.push(format!("{}: {job}{verb}", done.machine)),
+            Err(e) => failed.push(format!("{}: {job}failed: {e}", done.machine)),
+        }
+    }
+    let failing = !failed.is_empty();
+    said.extend(failed);
+    match failing {
+        false => Ok(said.join("; ")),
+        true => Err(said.join("; ")),
+    }
 }
 
 /// What plan `name`'s last job was asked.
@@ -559,21 +578,8 @@ impl Daemon {
                 _ => said.push(format!("{name}: no drill")),
             }
         }
-        let mut failed = false;
-        for done in self.run_parts(JobKind::Lifecycle(Command::CleanupTestFailover), job, false, parts) {
-            let id = done.job.map(|id| format!("job {id} ")).unwrap_or_default();
-            match done.outcome {
-                Ok(()) => said.push(format!("{}: {id}removed", done.machine)),
-                Err(e) => {
-                    failed = true;
-                    said.push(format!("{}: {id}failed: {e}", done.machine));
-                }
-            }
-        }
-        match failed {
-            false => Ok(((), said.join("; "))),
-            true => Err(ControlError::Failed(said.join("; "))),
-        }
+        let outcomes = self.run_parts(JobKind::Lifecycle(Command::CleanupTestFailover), job, false, parts);
+        said_of_parts(said, outcomes, "removed").map(|said| ((), said)).map_err(ControlError::Failed)
     }
 
     /// Waits for the health probe of every machine of group `group` that
@@ -748,25 +754,14 @@ impl Daemon {
             }
         }
         let outcomes = self.run_parts(JobKind::Lifecycle(command), job, false, parts);
-        let mut said: Vec<String> = skipped.iter().map(|name| format!("{name}: already done")).collect();
-        let mut failed = Vec::new();
-        for done in &outcomes {
-            let job = done.job.map(|id| format!("job {id} ")).unwrap_or_default();
-            match &done.outcome {
-                Ok(()) => said.push(format!("{}: {job}succeeded", done.machine)),
-                Err(e) => failed.push(format!("{}: {job}failed: {e}", done.machine)),
-            }
+        let said: Vec<String> = skipped.iter().map(|name| format!("{name}: already done")).collect();
+        match said_of_parts(said, outcomes, "succeeded") {
+            Ok(said) => Ok(((), said)),
+            Err(said) => Err(ControlError::Failed(format!(
+                "{said}; fix what failed and `standby plan resume {}`, or `standby plan cancel {}`",
+                plan.name, plan.name
+            ))),
         }
-        if !failed.is_empty() {
-            said.extend(failed);
-            return Err(ControlError::Failed(format!(
-                "{}; fix what failed and `standby plan resume {}`, or `standby plan cancel {}`",
-                said.join("; "),
-                plan.name,
-                plan.name
-            )));
-        }
-        Ok(((), said.join("; ")))
     }
 
     /// `plan cancel NAME`: stops the plan's running job (its parts roll
@@ -807,21 +802,7 @@ impl Daemon {
                         parts.push(daemon.part_for(job.deployment, machine, undo, &Asked::default())?);
                     }
                     let outcomes = daemon.run_parts(kind, job, false, parts);
-                    let mut failed = false;
-                    for done in outcomes {
-                        let id = done.job.map(|id| format!("job {id} ")).unwrap_or_default();
-                        match done.outcome {
-                            Ok(()) => said.push(format!("{}: {id}undone", done.machine)),
-                            Err(e) => {
-                                failed = true;
-                                said.push(format!("{}: {id}failed: {e}", done.machine));
-                            }
-                        }
-                    }
-                    match failed {
-                        false => Ok(((), said.join("; "))),
-                        true => Err(ControlError::Failed(said.join("; "))),
-                    }
+                    said_of_parts(said, outcomes, "undone").map(|said| ((), said)).map_err(ControlError::Failed)
                 })?;
             }
             Ok(())
