@@ -120,6 +120,60 @@ pub struct Attachment {
     pub model: String,
     #[serde(flatten)]
     pub backend: NicBackend,
+    /// The static address the NIC gets inside the guest there, once it
+    /// boots (none: the guest's own configuration stands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<StaticAddress>,
+}
+
+/// A NIC's static address at one site (or in a drill): set inside the
+/// guest after it boots, by its agent or a NoCloud seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StaticAddress {
+    /// Address and prefix length, as `10.1.0.5/24`.
+    pub address: String,
+    /// The default route's next hop, in the address's subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Name servers, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// How the address gets into the guest.
+    pub apply: AddressApply,
+}
+
+/// How a machine's static addresses get into its guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressApply {
+    /// qemu-guest-agent sets them once it answers, and again whenever the
+    /// guest lost them (a reboot inside the guest).
+    Agent,
+    /// A NoCloud seed (a FAT disk labelled `cidata` with a
+    /// `network-config`) cloud-init reads at boot.
+    Seed,
+}
+
+/// Whether a running guest has its static addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AddressesState {
+    pub state: AddressesPhase,
+    /// What was set, or why not yet.
+    pub detail: String,
+    /// When this phase began (RFC 3339).
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressesPhase {
+    /// The guest's agent has not set them yet (it may still be booting).
+    Waiting,
+    /// Every NIC has its address.
+    Applied,
+    /// Handed to the guest in its NoCloud seed (cloud-init sets them; the
+    /// host cannot see whether it did).
+    Seeded,
 }
 
 /// What a NIC is attached to on the host.
@@ -164,6 +218,9 @@ pub struct Runtime {
     #[schema(value_type = Option<String>)]
     pub console: Option<PathBuf>,
     pub accel: Option<String>,
+    /// Its NICs' static addresses, when it has any where it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<AddressesState>,
 }
 
 /// `POST …/start`: the machine's QEMU runs.
@@ -295,6 +352,20 @@ pub struct PlanView {
     /// How often the daemon drills it, when it does (`plan drill --every`).
     #[serde(default)]
     pub drill_every_seconds: Option<u64>,
+    /// The static addresses of its machines' NICs, at each site and in a
+    /// drill (NICs without any are left out).
+    #[serde(default)]
+    pub addresses: Vec<PlanAddressView>,
+}
+
+/// One NIC of a plan's machine and the static address it gets where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PlanAddressView {
+    pub machine: String,
+    pub mac: String,
+    pub primary: Option<StaticAddress>,
+    pub recovery: Option<StaticAddress>,
+    pub drill: Option<StaticAddress>,
 }
 
 /// A plan's drill: a test failover of every machine, group by group, its

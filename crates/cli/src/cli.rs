@@ -703,7 +703,10 @@ pub enum MachineCommand {
         append: Option<String>,
         /// A network interface: NETWORK[,recovery=NETWORK][,mac=MAC][,model=MODEL]. NETWORK is a primary
         /// site network; at the recovery site it is plugged into `recovery=` or the one [network_map] in
-        /// standby.toml names; drills use the site's isolated test network (repeat for more NICs).
+        /// standby.toml names; drills use the site's isolated test network (repeat for more NICs). Static
+        /// addresses set in the guest after it boots, per SITE (primary, recovery, drill):
+        /// SITE-address=ADDRESS/PREFIX, SITE-gateway=IP, SITE-dns=IP+IP; apply=agent (qemu-guest-agent,
+        /// the default) or apply=seed (a NoCloud seed disk for cloud-init).
         #[arg(long = "nic", value_name = "SPEC")]
         nics: Vec<String>,
         #[command(flatten)]

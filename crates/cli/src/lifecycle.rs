@@ -235,6 +235,56 @@ fn show_plan(plan: &standby_api::PlanView) {
     for probe in &plan.probes {
         println!("  probe {}: {} {} (timeout {} s)", probe.machine, probe.kind, probe.check, probe.timeout_seconds);
     }
+    for nic in &plan.addresses {
+        let at =
+            |address: &Option<standby_api::StaticAddress>| address.as_ref().map_or("-".to_string(), describe_address);
+        println!(
+            "  address {} {}: primary {}, recovery {}, drill {}",
+            nic.machine,
+            nic.mac,
+            at(&nic.primary),
+            at(&nic.recovery),
+            at(&nic.drill)
+        );
+    }
+}
+
+/// A machine's static addresses under its line of `machine list`: each
+/// NIC's at each site and in a drill, and whether its guest has them.
+fn print_addresses(machine: &standby_api::MachineView) {
+    let at = |attachment: &standby_api::Attachment| attachment.address.as_ref().map_or("-".into(), describe_address);
+    for nic in machine.networks.iter().flatten() {
+        if [&nic.primary, &nic.recovery, &nic.drill].iter().all(|a| a.address.is_none()) {
+            continue;
+        }
+        println!(
+            "    nic {}: primary {}, recovery {}, drill {}",
+            nic.mac,
+            at(&nic.primary),
+            at(&nic.recovery),
+            at(&nic.drill)
+        );
+    }
+    if let Some(state) = machine.runtime.as_ref().and_then(|runtime| runtime.addresses.as_ref()) {
+        let phase = match state.state {
+            standby_api::AddressesPhase::Waiting => "waiting",
+            standby_api::AddressesPhase::Applied => "applied",
+            standby_api::AddressesPhase::Seeded => "seeded",
+        };
+        println!("    addresses {phase} since {}: {}", state.since, state.detail);
+    }
+}
+
+/// A static address as a line shows it: `10.1.0.5/24 via 10.1.0.1, dns 10.1.0.53`.
+pub(crate) fn describe_address(address: &standby_api::StaticAddress) -> String {
+    let mut text = address.address.clone();
+    if let Some(gateway) = &address.gateway {
+        text.push_str(&format!(" via {gateway}"));
+    }
+    if !address.dns.is_empty() {
+        text.push_str(&format!(", dns {}", address.dns.join(" ")));
+    }
+    text
 }
 
 /// `group list` and `group show NAME`.
@@ -552,7 +602,17 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
             let daemon = Daemon::of(&home)?;
             let machines = match daemon.answer_if_running(daemon.client.machines())? {
                 Some(listed) => listed.machines,
-                None => open(&home)?.state.machines()?.iter().map(standby_control::Machine::view).collect(),
+                None => {
+                    let deployment = open(&home)?;
+                    let mut views = Vec::new();
+                    for machine in deployment.state.machines()? {
+                        let mut view = machine.view();
+                        view.networks =
+                            Some(standby_control::network::describe(&machine, &deployment.config, &deployment.home)?);
+                        views.push(view);
+                    }
+                    views
+                }
             };
             if json {
                 print_json(&MachineList { machines });
@@ -575,6 +635,7 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
                         machine.definition.memory_mib,
                         disks.join(", ")
                     );
+                    print_addresses(machine);
                 }
             }
             Ok(0)

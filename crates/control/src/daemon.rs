@@ -267,6 +267,7 @@ impl Daemon {
             append: machine.definition.append.clone(),
             drives,
             network: crate::network::qemu_arguments(&attachments, &deployment.run_dir().join("machines").join(&key))?,
+            addresses: crate::network::guest_addresses(&nics, instance, &key),
             accel: accel.to_string(),
             run_dir: deployment.run_dir().join("machines").join(&key),
             netns: deployment.netns(site),

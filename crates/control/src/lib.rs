@@ -7,6 +7,7 @@
 //! Key types: [`Deployment`] (`init`, `open`), [`State`] (the database),
 //! [`Machine`], [`Policy`].
 
+pub mod addresses;
 mod agent;
 mod config;
 pub mod control_records;

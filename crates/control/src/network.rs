@@ -42,9 +42,19 @@ pub struct Nic {
     pub recovery: String,
     pub mac: String,
     pub model: String,
+    /// Its static address at each site and in a drill (`addresses.rs`).
+    pub addresses: NicAddresses,
+    /// How those addresses reach the guest.
+    pub apply: AddressApply,
 }
 
-pub use standby_api::{Attachment, NicBackend as Backend, NicView};
+pub use standby_api::{AddressApply, Attachment, NicBackend as Backend, NicView};
+
+use crate::addresses::{GuestAddress, GuestAddresses, NicAddresses, Pending};
+
+/// How a NIC spec is written (in refusals).
+const NIC_USAGE: &str = "NETWORK[,recovery=NETWORK][,mac=MAC][,model=MODEL][,SITE-address=ADDRESS/PREFIX]\
+                         [,SITE-gateway=IP][,SITE-dns=IP+IP][,apply=agent|seed] (SITE: primary, recovery or drill)";
 
 impl Nic {
     /// Parses a NIC as `machine add --nic` takes it (or as stored), filling
@@ -58,19 +68,28 @@ impl Nic {
         let mut recovery = None;
         let mut mac = None;
         let mut model = "virtio-net-pci".to_string();
+        let mut addresses = NicAddresses::default();
+        let mut pending = Pending::default();
+        let mut apply = AddressApply::Agent;
         for word in words {
             match word.split_once('=') {
                 Some(("recovery", value)) => recovery = Some(value.to_string()),
                 Some(("mac", value)) => mac = Some(value.to_ascii_lowercase()),
                 Some(("model", value)) => model = value.to_string(),
                 Some(("network", value)) => primary = value.to_string(),
-                _ => {
+                Some(("apply", "agent")) => apply = AddressApply::Agent,
+                Some(("apply", "seed")) => apply = AddressApply::Seed,
+                Some(("apply", other)) => {
                     return Err(refuse(format!(
-                        "{word:?} is not understood; write NETWORK[,recovery=NETWORK][,mac=MAC][,model=MODEL]"
+                        "apply={other:?}: addresses are applied by the guest's `agent` (qemu-guest-agent) or a NoCloud \
+                         `seed` (cloud-init)"
                     )))
                 }
+                Some((key, value)) if addresses.take(key, value, &mut pending).map_err(&refuse)? => {}
+                _ => return Err(refuse(format!("{word:?} is not understood; write {NIC_USAGE}"))),
             }
         }
+        addresses.finish(pending).map_err(refuse)?;
         if !config.primary.networks.contains(&primary) {
             return Err(refuse(format!(
                 "{primary:?} is not a network of the primary site (it has: {}); add it to [primary] networks in \
@@ -105,12 +124,20 @@ impl Nic {
         if !MODELS.contains(&model.as_str()) {
             return Err(refuse(format!("model {model:?} is not one of {}", MODELS.join(", "))));
         }
-        Ok(Nic { primary, recovery, mac, model })
+        Ok(Nic { primary, recovery, mac, model, addresses, apply })
     }
 
     /// The stored form: every field written out.
     pub fn spec(&self) -> String {
-        format!("{},recovery={},mac={},model={}", self.primary, self.recovery, self.mac, self.model)
+        let mut spec = format!("{},recovery={},mac={},model={}", self.primary, self.recovery, self.mac, self.model);
+        for word in self.addresses.spec_words() {
+            spec.push(',');
+            spec.push_str(&word);
+        }
+        if self.apply == AddressApply::Seed {
+            spec.push_str(",apply=seed");
+        }
+        spec
     }
 
     /// Its network at `site`.
@@ -140,9 +167,38 @@ pub fn attachments(nics: &[Nic], instance: Instance, active: Site, config: &Conf
                 Some(bridge) => Backend::Bridge { bridge: bridge.clone() },
                 None => Backend::Segment { segment: segment(home, &network) },
             };
-            Attachment { network, mac: nic.mac.clone(), model: nic.model.clone(), backend }
+            let address = nic.addresses.at(instance).map(|address| address.view(nic.apply));
+            Attachment { network, mac: nic.mac.clone(), model: nic.model.clone(), backend, address }
         })
         .collect()
+}
+
+/// The first static address `instance` of `machine` has (its NICs in
+/// order), where a probe reaches it.
+pub fn static_ip(machine: &crate::Machine, instance: Instance, config: &Config) -> Option<std::net::IpAddr> {
+    let nics = nics(&machine.definition.nics, &machine.definition.name, config).ok()?;
+    nics.iter().find_map(|nic| nic.addresses.at(instance).map(|address| address.ip))
+}
+
+/// The static addresses `instance` of machine `key`'s NICs get in its
+/// guest, `None` when none has one there. A machine applies all its
+/// addresses one way: a NoCloud seed when any NIC asks for one.
+pub fn guest_addresses(nics: &[Nic], instance: Instance, key: &str) -> Option<GuestAddresses> {
+    let addressed: Vec<GuestAddress> = nics
+        .iter()
+        .filter_map(|nic| {
+            nic.addresses.at(instance).map(|address| GuestAddress { mac: nic.mac.clone(), address: address.clone() })
+        })
+        .collect();
+    if addressed.is_empty() {
+        return None;
+    }
+    let seed = nics.iter().any(|nic| nic.apply == AddressApply::Seed);
+    Some(GuestAddresses {
+        apply: if seed { AddressApply::Seed } else { AddressApply::Agent },
+        nics: addressed,
+        instance: key.to_string(),
+    })
 }
 
 /// What `machine list --json` shows of a machine's NICs: for each, where

@@ -128,12 +128,38 @@ pub struct Probe {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeCheck {
-    /// A TCP connection to `ADDRESS:PORT` is accepted.
+    /// A TCP connection to `ADDRESS:PORT` is accepted; `:PORT` is the
+    /// machine's own static address where it runs.
     Tcp(String),
-    /// A command at the control plane exits 0.
+    /// A command where the machine runs exits 0.
     Command(String),
     /// A line of the machine's serial console matches a regular expression.
     Console(String),
+}
+
+impl ProbeCheck {
+    /// The check for a machine whose static address where it runs is
+    /// `address`: a `tcp` without an address made to reach it there.
+    pub fn at(&self, address: Option<std::net::IpAddr>) -> Result<ProbeCheck, ControlError> {
+        match self {
+            ProbeCheck::Tcp(target) if target.starts_with(':') => match address {
+                Some(address) => Ok(ProbeCheck::Tcp(
+                    std::net::SocketAddr::new(
+                        address,
+                        target[1..]
+                            .parse()
+                            .map_err(|_| ControlError::Refused(format!("probe port {target:?} is not a port")))?,
+                    )
+                    .to_string(),
+                )),
+                None => Err(ControlError::Refused(format!(
+                    "the probe tcp = \"{target}\" reaches the machine at its static address, and it has none where \
+                     it runs now: give its NIC one for this site (SITE-address=) or name the address in the probe"
+                ))),
+            },
+            other => Ok(other.clone()),
+        }
+    }
 }
 
 impl Plan {
@@ -184,15 +210,43 @@ impl Plan {
             problem: None,
             last_drill: None,
             drill_every_seconds: None,
+            addresses: Vec::new(),
         }
     }
 }
 
+/// `view` with the static addresses of its machines' NICs.
+fn with_addresses(
+    mut view: standby_api::PlanView,
+    machines: &[Machine],
+    config: &crate::config::Config,
+) -> standby_api::PlanView {
+    for name in view.groups.iter().flat_map(|group| &group.machines) {
+        let Some(machine) = machines.iter().find(|m| m.name() == name) else { continue };
+        let Ok(nics) = crate::network::nics(&machine.definition.nics, name, config) else { continue };
+        for nic in nics.iter().filter(|nic| !nic.addresses.is_empty()) {
+            let at = |instance| nic.addresses.at(instance).map(|address| address.view(nic.apply));
+            view.addresses.push(standby_api::PlanAddressView {
+                machine: name.clone(),
+                mac: nic.mac.clone(),
+                primary: at(standby_lifecycle::Instance::Primary),
+                recovery: at(standby_lifecycle::Instance::Recovery),
+                drill: at(standby_lifecycle::Instance::Drill),
+            });
+        }
+    }
+    view
+}
+
 /// A kept plan as the API shows it, checked again against the deployment
 /// as it is now (its problem said when it no longer holds).
-pub fn stored_view(stored: &crate::StoredPlan, machines: &[Machine]) -> standby_api::PlanView {
+pub fn stored_view(
+    stored: &crate::StoredPlan,
+    machines: &[Machine],
+    config: &crate::config::Config,
+) -> standby_api::PlanView {
     let mut view = match check_plan(&stored.source, &stored.file, &stored.base, machines) {
-        Ok(plan) => plan.view(&stored.file, Some(stored.created.clone())),
+        Ok(plan) => with_addresses(plan.view(&stored.file, Some(stored.created.clone())), machines, config),
         Err(problem) => standby_api::PlanView {
             name: stored.name.clone(),
             description: String::new(),
@@ -203,6 +257,7 @@ pub fn stored_view(stored: &crate::StoredPlan, machines: &[Machine]) -> standby_
             problem: Some(problem.to_string()),
             last_drill: None,
             drill_every_seconds: None,
+            addresses: Vec::new(),
         },
     };
     view.last_drill = last_drill(stored);
@@ -231,7 +286,8 @@ pub fn create_plan(
     request: &standby_api::PlanSource,
 ) -> Result<standby_api::PlanView, ControlError> {
     let base = PathBuf::from(&request.base);
-    let plan = check_plan(&request.source, &request.file, &base, &deployment.state.machines()?)?;
+    let machines = deployment.state.machines()?;
+    let plan = check_plan(&request.source, &request.file, &base, &machines)?;
     let stored = crate::StoredPlan {
         name: plan.name.clone(),
         file: request.file.clone(),
@@ -244,7 +300,7 @@ pub fn create_plan(
     };
     deployment.state.add_plan(&plan.name, &stored)?;
     let kept = deployment.state.plan(&plan.name)?;
-    Ok(plan.view(&request.file, Some(kept.created)))
+    Ok(with_addresses(plan.view(&request.file, Some(kept.created)), &machines, &deployment.config))
 }
 
 /// Checks `source` against the deployment; keeps nothing.
@@ -253,7 +309,9 @@ pub fn validate_plan(
     request: &standby_api::PlanSource,
 ) -> Result<standby_api::PlanView, ControlError> {
     let base = PathBuf::from(&request.base);
-    Ok(check_plan(&request.source, &request.file, &base, &deployment.state.machines()?)?.view(&request.file, None))
+    let machines = deployment.state.machines()?;
+    let plan = check_plan(&request.source, &request.file, &base, &machines)?;
+    Ok(with_addresses(plan.view(&request.file, None), &machines, &deployment.config))
 }
 
 /// Where a problem is: the line of a byte offset of `source`.
@@ -424,14 +482,15 @@ fn check_probe(
     let timeout = timeout_of(probe.timeout, PROBE_TIMEOUT_DEFAULT, at)?;
     let check = match (probe.tcp, probe.command, probe.console) {
         (Some(tcp), None, None) => {
-            let valid = tcp
-                .get_ref()
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            let valid =
+                tcp.get_ref().rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok_and(|p| p > 0));
             if !valid {
                 return Err(at(
                     tcp.span().start,
-                    format!("tcp {:?} is not ADDRESS:PORT (as \"10.1.0.5:5432\")", tcp.get_ref()),
+                    format!(
+                        "tcp {:?} is not ADDRESS:PORT (as \"10.1.0.5:5432\") or :PORT (the machine's static address)",
+                        tcp.get_ref()
+                    ),
                 ));
             }
             ProbeCheck::Tcp(tcp.into_inner())

@@ -102,6 +102,11 @@ pub struct QemuSpec {
     /// `-netdev`/`-device` arguments of its NICs (see `network`); none
     /// means no network device at all.
     pub network: Vec<String>,
+    /// Its NICs' static addresses there, when any has one: a NoCloud seed
+    /// disk is added for them, or the host's address keeper sets them
+    /// through the guest agent.
+    #[serde(default)]
+    pub addresses: Option<crate::addresses::GuestAddresses>,
     /// `kvm` or `tcg` (resolved, never `auto`).
     pub accel: String,
     /// Where the QMP socket and the serial console log go.
@@ -220,6 +225,15 @@ impl Qemu {
             command.arg("-blockdev").arg(drive.format_node(index).to_string());
             command
                 .args(["-device", &format!("virtio-blk-pci,drive=disk{index},id=vd{index},bootindex={}", index + 1)]);
+        }
+        if let Some(addresses) = spec.addresses.as_ref().filter(|a| a.apply == standby_api::AddressApply::Seed) {
+            // After the machine's disks: their names in the guest stay.
+            let seed = spec.run_dir.join(format!("{}.seed", spec.name));
+            let hostname = spec.name.split('@').next().unwrap_or(&spec.name);
+            crate::addresses::seed_image(&seed, addresses, hostname)?;
+            let node = json!({"driver": "raw", "node-name": "seed", "read-only": true,
+                "file": {"driver": "file", "filename": seed, "read-only": true}});
+            command.arg("-blockdev").arg(node.to_string()).args(["-device", "virtio-blk-pci,drive=seed,id=seed"]);
         }
         crate::process::reserve_pid_file(&pid_file)?;
         let mut process = Process::spawn(

@@ -30,6 +30,7 @@ use crate::qemu::{Drive, QemuSpec, Stopped};
 use crate::vaults::VaultAddress;
 use disk_files::Ranges;
 
+mod address_keeper;
 pub(crate) mod disk_files;
 pub(crate) mod local;
 pub(crate) mod probes;
@@ -251,14 +252,16 @@ pub(crate) trait SiteHost: Send + Sync {
         scripts::run_script(path, environment, timeout)
     }
     /// One attempt at a health probe of machine instance `key` (its console
-    /// read here, where it runs): whether it passes now.
+    /// read here, where it runs; a connection or command from the site's
+    /// network namespace `netns`): whether it passes now.
     fn health_probe(
         &self,
         check: &crate::plans::ProbeCheck,
         key: &str,
         environment: &[(String, String)],
+        netns: Option<&Path>,
     ) -> Result<bool, ControlError> {
-        probes::attempt(check, self.runtime(key).console.as_deref(), environment)
+        probes::attempt_in(netns, check, self.runtime(key).console.as_deref(), environment)
     }
     /// Stops the splitter of `disk` after it shipped what it queued; says
     /// whether one ran.

@@ -19,6 +19,8 @@
 # Each NIC present is brought up and announces itself with a DHCP discover
 # every second (busybox udhcpc; nothing answers on Standby's test
 # networks), so a host can see which network the guest is plugged into.
+# busybox httpd answers on port 80 (a plan's TCP health probe). A NoCloud
+# seed disk's network-config is printed as "standby-guest: seed: LINE".
 # An ACPI power-button press (QEMU's system_powerdown) ends the workload,
 # unmounts the filesystem and powers off.
 
@@ -109,6 +111,24 @@ for nic in /sys/class/net/eth*; do
     say "warning: network $nic did not come up"
   fi
 done
+
+# The guest has no cloud-init: the network-config of a NoCloud seed disk
+# (FAT, after the machine's own disks) is shown on the console instead.
+mkdir -p /seed
+for seed in /dev/vd[b-z]; do
+  [ -b "$seed" ] || continue
+  if mount -t vfat -o ro "$seed" /seed 2>/dev/null; then
+    [ -f /seed/network-config ] && sed 's/^/standby-guest: seed: /' /seed/network-config
+    umount /seed
+  fi
+done
+
+# A web server on port 80 of every address the guest gets (a health
+# probe's TCP port; Standby's static addresses are set by the host through
+# the agent).
+mkdir -p /tmp/www
+echo "standby-guest" > /tmp/www/index.html
+httpd -p 80 -h /tmp/www || say "warning: httpd did not start"
 
 last=$(dd if=$disk bs=512 skip=$area count=$slots 2>/dev/null | tr '\0' '\n' \
   | grep -a '^standby-record [0-9]*$' | cut -d' ' -f2 | sort -n | tail -n 1)

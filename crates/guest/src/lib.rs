@@ -29,7 +29,7 @@ pub const RECORD_SLOT_BYTES: u64 = 512;
 /// Modules the guest loads, in this order (each after its dependencies):
 /// virtio over PCI, the virtio disk, ext4 (with crc32c for its checksums),
 /// the ACPI power button for a clean power-down, the agent's virtio-serial
-/// port and the virtio NIC.
+/// port, the virtio NIC, and FAT (to read a NoCloud seed disk).
 pub const MODULES: &[&str] = &[
     "virtio_ring",
     "virtio",
@@ -43,6 +43,11 @@ pub const MODULES: &[&str] = &[
     "evdev",
     "virtio_console",
     "virtio_net",
+    "fat",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
 ];
 
 /// qemu-guest-agent as this host has it (Debian's qemu-guest-agent

@@ -108,7 +108,9 @@ impl HostService {
             Act::Accelerator { kernel } => Outcome::of(Ok(host.accelerator(kernel.as_deref()))),
             Act::AcceleratorReason => Outcome::of(Ok(host.accelerator_reason())),
             Act::Launch { spec } => Outcome::of(host.launch(&spec)),
-            Act::HealthProbe { check, key, environment } => Outcome::of(host.health_probe(&check, &key, &environment)),
+            Act::HealthProbe { check, key, environment, netns } => {
+                Outcome::of(host.health_probe(&check, &key, &environment, netns.as_deref()))
+            }
             Act::GroupPoint { disks, label, app_consistent, within_ms } => Outcome::of(host.group_point(
                 &disks,
                 &label,

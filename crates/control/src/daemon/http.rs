@@ -404,7 +404,12 @@ async fn plans(AxumState(daemon): Daemon_) -> ApiResult<standby_api::PlanList> {
     blocking(move || {
         let deployment = daemon.deployment()?;
         let machines = deployment.state.machines()?;
-        let plans = deployment.state.plans()?.iter().map(|plan| crate::plans::stored_view(plan, &machines)).collect();
+        let plans = deployment
+            .state
+            .plans()?
+            .iter()
+            .map(|plan| crate::plans::stored_view(plan, &machines, &deployment.config))
+            .collect();
         Ok(standby_api::PlanList { plans })
     })
     .await
@@ -433,7 +438,7 @@ async fn validate_plan(
 async fn plan(AxumState(daemon): Daemon_, UrlPath(name): UrlPath<String>) -> ApiResult<standby_api::PlanView> {
     blocking(move || {
         let deployment = daemon.deployment()?;
-        Ok(crate::plans::stored_view(&deployment.state.plan(&name)?, &deployment.state.machines()?))
+        Ok(crate::plans::stored_view(&deployment.state.plan(&name)?, &deployment.state.machines()?, &deployment.config))
     })
     .await
 }

@@ -341,7 +341,7 @@ impl Daemon {
             }
         }
         deployment.state.set_plan_drill_every(name, schedule.every_seconds)?;
-        Ok(crate::plans::stored_view(&deployment.state.plan(name)?, &deployment.state.machines()?))
+        Ok(crate::plans::stored_view(&deployment.state.plan(name)?, &deployment.state.machines()?, &deployment.config))
     }
 
     /// Runs forever: starts each plan's drill (a test failover with its
@@ -592,23 +592,24 @@ impl Daemon {
                 Command::TestFailover => standby_lifecycle::Instance::Drill,
                 _ => machine.active_site.into(),
             };
-            probed.push((machine, instance));
+            // Every probe is tried where the machine runs, from its site's
+            // network: at the addresses it has there.
+            let place = Place {
+                netns: job.deployment.netns(instance.site(machine.active_site)),
+                address: crate::network::static_ip(&machine, instance, &job.deployment.config),
+            };
+            probed.push((machine, instance, place));
         }
-        let (control, stop) = (self.control_host(job.deployment), job.stop_flag());
+        let stop = job.stop_flag();
         let outcomes: Vec<(String, Result<f64, String>)> = std::thread::scope(|scope| {
             let waiting: Vec<_> = probed
                 .iter()
-                .map(|(machine, instance)| {
+                .map(|(machine, instance, place)| {
                     let probe = &run.plan.probes[machine.name()];
-                    // A console is read where the machine runs; the rest is
-                    // tried from the control plane's host.
-                    let host = match probe.check {
-                        crate::plans::ProbeCheck::Console(_) => self.host_of(machine, *instance),
-                        _ => control,
-                    };
                     let stop = &stop;
                     scope.spawn(move || {
-                        (machine.name().to_string(), self.wait_for_probe(run, machine, *instance, probe, host, stop))
+                        let probed = self.wait_for_probe(run, machine, *instance, place, probe, stop);
+                        (machine.name().to_string(), probed)
                     })
                 })
                 .collect();
@@ -645,20 +646,25 @@ impl Daemon {
         run: &Run,
         machine: &Machine,
         instance: standby_lifecycle::Instance,
+        place: &Place,
         probe: &crate::plans::Probe,
-        host: &dyn crate::site::SiteHost,
         stop: &std::sync::atomic::AtomicBool,
     ) -> Result<f64, String> {
         let key = super::instance(machine.name(), instance);
-        let environment = vec![
+        let host = self.host_of(machine, instance);
+        let check = probe.check.at(place.address).map_err(|e| e.to_string())?;
+        let mut environment = vec![
             ("STANDBY_PLAN".to_string(), run.plan.name.clone()),
             ("STANDBY_MACHINE".to_string(), machine.name().to_string()),
             ("STANDBY_INSTANCE".to_string(), key.clone()),
         ];
+        if let Some(address) = place.address {
+            environment.push(("STANDBY_ADDRESS".to_string(), address.to_string()));
+        }
         let started = Instant::now();
         let mut last_error = None;
         loop {
-            match host.health_probe(&probe.check, &key, &environment) {
+            match host.health_probe(&check, &key, &environment, place.netns.as_deref()) {
                 Ok(true) => return Ok(run.began.elapsed().as_secs_f64()),
                 Ok(false) => {}
                 Err(e) => last_error = Some(e.to_string()),
@@ -808,6 +814,13 @@ impl Daemon {
             Ok(())
         })
     }
+}
+
+/// Where a machine's probe is tried from: its site's network namespace,
+/// and its static address there.
+struct Place {
+    netns: Option<std::path::PathBuf>,
+    address: Option<std::net::IpAddr>,
 }
 
 #[cfg(test)]

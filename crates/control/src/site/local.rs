@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use standby_api::{Runtime, SplitterStatus};
 
+use super::address_keeper::AddressKeeper;
 use super::{Booted, GroupPointMade, HelperName, MarkWait, Opened, Restart, Shutdown, SiteHost};
 use crate::agent::{Agent, ExportSpec, SplitterSpec};
 use crate::deployment::{Accel, Deployment};
@@ -38,6 +39,8 @@ pub(crate) struct LocalHost {
     splitters: Mutex<HashMap<String, Helper<SplitterSpec>>>,
     /// Exports of recovery points (failover, drill), by `DISK@INSTANCE`.
     exports: Mutex<HashMap<String, Helper<ExportSpec>>>,
+    /// The static addresses of running instances, kept in their guests.
+    keepers: Mutex<HashMap<String, AddressKeeper>>,
 }
 
 /// A helper process (splitter, export) with what it was started with, to
@@ -96,6 +99,7 @@ impl LocalHost {
             machines: Mutex::default(),
             splitters: Mutex::default(),
             exports: Mutex::default(),
+            keepers: Mutex::default(),
         })
     }
 
@@ -259,8 +263,25 @@ impl SiteHost for LocalHost {
                 machines.remove(&spec.name);
             }
         }
+        lock(&self.keepers).remove(&spec.name);
+        // What the keeper keeps, for the next daemon that adopts the machine.
+        let kept = addresses_file(&spec.run_dir, &spec.name);
+        match &spec.addresses {
+            Some(addresses) => {
+                std::fs::create_dir_all(&spec.run_dir).map_err(|e| ControlError::io(&spec.run_dir, e))?;
+                let text = serde_json::to_vec(addresses).expect("addresses serialise");
+                std::fs::write(&kept, text).map_err(|e| ControlError::io(&kept, e))?;
+            }
+            None => {
+                let _ = std::fs::remove_file(&kept);
+            }
+        }
         let qemu = Qemu::start(spec)?;
         let booted = Booted { pid: qemu.pid(), console: qemu.console.clone(), accel: qemu.accel.to_string() };
+        if let Some(addresses) = &spec.addresses {
+            let keeper = AddressKeeper::start(qemu.agent_socket.clone(), addresses.clone());
+            lock(&self.keepers).insert(spec.name.clone(), keeper);
+        }
         lock(&self.machines).insert(spec.name.clone(), qemu);
         Ok(booted)
     }
@@ -268,6 +289,11 @@ impl SiteHost for LocalHost {
     fn adopt_machine(&self, key: &str, run_dir: &Path) -> Result<bool, ControlError> {
         match Qemu::adopt(run_dir, key)? {
             Some(qemu) => {
+                let kept = std::fs::read(addresses_file(run_dir, key)).ok();
+                if let Some(addresses) = kept.and_then(|text| serde_json::from_slice(&text).ok()) {
+                    let keeper = AddressKeeper::start(qemu.agent_socket.clone(), addresses);
+                    lock(&self.keepers).insert(key.to_string(), keeper);
+                }
                 lock(&self.machines).insert(key.to_string(), qemu);
                 Ok(true)
             }
@@ -282,6 +308,7 @@ impl SiteHost for LocalHost {
                 pid: Some(qemu.pid()),
                 console: Some(qemu.console.clone()),
                 accel: Some(qemu.accel.to_string()),
+                addresses: lock(&self.keepers).get(key).map(AddressKeeper::state),
             },
             _ => Runtime::default(),
         }
@@ -294,6 +321,7 @@ impl SiteHost for LocalHost {
     fn stop_machine(&self, key: &str, how: Shutdown) -> Result<Option<Stopped>, ControlError> {
         // Out of the map first: a power-down waits without the lock.
         let qemu = lock(&self.machines).remove(key);
+        lock(&self.keepers).remove(key);
         let Some(mut qemu) = qemu.filter(|qemu| qemu.running()) else { return Ok(None) };
         match how {
             Shutdown::PowerCut => {
@@ -455,4 +483,9 @@ impl SiteHost for LocalHost {
         }
         restarts
     }
+}
+
+/// Where a running instance's static addresses are kept beside its QEMU.
+fn addresses_file(run_dir: &Path, key: &str) -> PathBuf {
+    run_dir.join(format!("{key}.addresses"))
 }

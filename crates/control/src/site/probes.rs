@@ -17,6 +17,40 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of the end of a console is looked through.
 const CONSOLE_TAIL: u64 = 1 << 20;
 
+/// [`attempt`] from inside network namespace `netns` (a file like
+/// `/run/netns/NAME`, the site's) when given: the machine's addresses are
+/// that site's. A thread of its own enters it (and what a command starts
+/// is born there); the daemon's other threads stay where they are.
+pub(crate) fn attempt_in(
+    netns: Option<&Path>,
+    check: &ProbeCheck,
+    console: Option<&Path>,
+    environment: &[(String, String)],
+) -> Result<bool, ControlError> {
+    let Some(netns) = netns else { return attempt(check, console, environment) };
+    let namespace = std::fs::File::open(netns).map_err(|e| {
+        ControlError::Failed(format!("the probe cannot enter network namespace {}: {e}", netns.display()))
+    })?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns(2) on a file this thread holds open; it
+                // changes this thread's namespace only.
+                if unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(ControlError::Failed(format!(
+                        "the probe cannot enter network namespace {}: {e}",
+                        netns.display()
+                    )));
+                }
+                attempt(check, console, environment)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(ControlError::Failed("the probe's thread panicked".into())))
+    })
+}
+
 /// Whether `check` passes now, for the machine whose serial console is
 /// `console` (when it runs here), with `environment` for a command.
 pub(crate) fn attempt(

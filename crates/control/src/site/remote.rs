@@ -109,6 +109,8 @@ pub(crate) enum Act {
         check: crate::plans::ProbeCheck,
         key: String,
         environment: Vec<(String, String)>,
+        #[serde(default)]
+        netns: Option<PathBuf>,
     },
     GroupPoint {
         disks: Vec<String>,
@@ -552,8 +554,14 @@ impl SiteHost for RemoteHost {
         check: &crate::plans::ProbeCheck,
         key: &str,
         environment: &[(String, String)],
+        netns: Option<&Path>,
     ) -> Result<bool, ControlError> {
-        self.act(Act::HealthProbe { check: check.clone(), key: key.to_string(), environment: environment.to_vec() })
+        self.act(Act::HealthProbe {
+            check: check.clone(),
+            key: key.to_string(),
+            environment: environment.to_vec(),
+            netns: netns.map(Path::to_path_buf),
+        })
     }
 
     fn run_script(

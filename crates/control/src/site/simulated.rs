@@ -175,9 +175,13 @@ impl SiteHost for SimulatedHost {
 
     fn runtime(&self, key: &str) -> Runtime {
         match lock(&self.machines).get(key) {
-            Some(machine) => {
-                Runtime { running: true, pid: Some(machine.pid), console: None, accel: Some("tcg".to_string()) }
-            }
+            Some(machine) => Runtime {
+                running: true,
+                pid: Some(machine.pid),
+                console: None,
+                accel: Some("tcg".to_string()),
+                addresses: None,
+            },
             None => Runtime::default(),
         }
     }
