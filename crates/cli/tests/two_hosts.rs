@@ -709,3 +709,56 @@ fn a_machine_added_at_the_recovery_site_runs_there_and_fails_over_to_the_primary
     let listed = deployment.json(&["machine", "list"]);
     assert_eq!(listed["machines"][0]["active_site"], Site::Primary.name(), "{listed}");
 }
+
+/// A replication group across two hosts: two guests of one group run at
+/// the primary site's host, the control plane at the recovery site's. The
+/// group point is made at the primary host (asked of it over the link)
+/// and lands in the recovery host's vault for every disk; a failover of
+/// one member moves the whole group as one job from one point, and each
+/// copy holds every record its source acknowledged.
+#[test]
+fn a_replication_group_makes_its_points_and_fails_over_whole_across_two_hosts() {
+    let root = tempfile::tempdir().unwrap();
+    let deployment = Deployment::create(root.path());
+    let names = ["db", "web"];
+    for name in names {
+        add_guest(&deployment, name);
+        deployment.run(&["machine", "start", name]).ok();
+    }
+    let consoles: Vec<PathBuf> =
+        names.iter().map(|name| deployment.console(Site::Primary, &format!("{name}@primary"))).collect();
+    for (name, console) in names.iter().zip(&consoles) {
+        wait_for(path(console), "standby-guest: record 3\n");
+        deployment.run(&["protect", name, "--group", "shop"]).ok();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let group = loop {
+        let group = deployment.json(&["group", "show", "shop"]);
+        if group["points_made"].as_u64() >= Some(2) && group["latest"].is_object() {
+            break group;
+        }
+        assert!(std::time::Instant::now() < deadline, "the group made no points across the hosts: {group}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(group["machines"], serde_json::json!(names), "{group}");
+    assert_eq!(group["active_site"], "primary", "{group}");
+
+    for console in &consoles {
+        records_past(console, acknowledged(path(console)));
+    }
+    let job = deployment.json(&["failover", "web", "--shutdown-source"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["subject"]["kind"], "group", "one job of the group: {job}");
+    for (name, console) in names.iter().zip(&consoles) {
+        let acknowledged_there = acknowledged(path(console));
+        let recovered = found_at_boot(&deployment.console(Site::Recovery, &format!("{name}@recovery")));
+        assert!(recovered >= acknowledged_there, "{name}: {recovered} recovered, {acknowledged_there} acknowledged");
+    }
+    let listed = deployment.json(&["machine", "list"]);
+    for machine in listed["machines"].as_array().unwrap() {
+        assert_eq!(
+            (machine["state"].as_str(), machine["active_site"].as_str()),
+            (Some("failed-over"), Some("recovery"))
+        );
+    }
+}

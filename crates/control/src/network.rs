@@ -173,6 +173,16 @@ pub fn attachments(nics: &[Nic], instance: Instance, active: Site, config: &Conf
         .collect()
 }
 
+/// Whether any NIC of the stored specs `specs` has a static address
+/// somewhere (a word `PLACE-address=` of its stored form).
+pub fn has_static_address(specs: &[String]) -> bool {
+    specs.iter().flat_map(|spec| spec.split(',')).any(|word| {
+        word.split_once('=').is_some_and(|(key, _)| {
+            key.strip_suffix("-address").is_some_and(|place| ["primary", "recovery", "drill"].contains(&place))
+        })
+    })
+}
+
 /// The first static address `instance` of `machine` has (its NICs in
 /// order), where a probe reaches it.
 pub fn static_ip(machine: &crate::Machine, instance: Instance, config: &Config) -> Option<std::net::IpAddr> {

@@ -417,7 +417,21 @@ pub fn check_plan(source: &str, file: &str, base: &Path, machines: &[Machine]) -
         if !placed.contains_key(&machine) {
             return Err(at(offset, format!("a probe of '{machine}', which is in none of the plan's groups; remove it or add the machine to a group")));
         }
-        probes.insert(machine, check_probe(probe, offset, &at)?);
+        let probe = check_probe(probe, offset, &at)?;
+        let addressed = machines
+            .iter()
+            .find(|m| m.name() == machine)
+            .is_some_and(|m| crate::network::has_static_address(&m.definition.nics));
+        if matches!(&probe.check, ProbeCheck::Tcp(target) if target.starts_with(':')) && !addressed {
+            return Err(at(
+                offset,
+                format!(
+                    "the probe of '{machine}' reaches it at its static address, and it has none: give a NIC of it \
+                     SITE-address= (`machine add --nic`), or write the probe's address (tcp = \"ADDRESS:PORT\")"
+                ),
+            ));
+        }
+        probes.insert(machine, probe);
     }
     Ok(Plan { name: parsed.name.into_inner(), description: parsed.description, groups, probes })
 }
@@ -546,6 +560,10 @@ mod tests {
     }
 
     fn checked(source: &str) -> Result<Plan, String> {
+        checked_with(source, &fleet())
+    }
+
+    fn checked_with(source: &str, machines: &[Machine]) -> Result<Plan, String> {
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("fence.sh");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
@@ -553,7 +571,23 @@ mod tests {
         let plain = dir.path().join("plain.sh");
         std::fs::write(&plain, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&plain, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-        check_plan(source, "shop.toml", dir.path(), &fleet()).map_err(|e| e.to_string())
+        check_plan(source, "shop.toml", dir.path(), machines).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_probe_at_the_machines_own_address_needs_a_static_address() {
+        let source = GOOD.replace(r#"tcp = "10.1.0.5:5432""#, r#"tcp = ":5432""#);
+        assert!(checked(&source).unwrap_err().contains("it has none"));
+        let mut machines = fleet();
+        let db = machines.iter_mut().find(|m| m.name() == "db").unwrap();
+        db.definition.nics = vec!["primary-lan,recovery=recovery-lan,recovery-address=10.20.0.5/24".into()];
+        let plan = checked_with(&source, &machines).unwrap();
+        assert_eq!(plan.probes["db"].check, ProbeCheck::Tcp(":5432".into()));
+        let at = plan.probes["db"].check.at(Some("10.20.0.5".parse().unwrap())).unwrap();
+        assert_eq!(at, ProbeCheck::Tcp("10.20.0.5:5432".into()));
+        let v6 = plan.probes["db"].check.at(Some("fd00::5".parse().unwrap())).unwrap();
+        assert_eq!(v6, ProbeCheck::Tcp("[fd00::5]:5432".into()));
+        assert!(plan.probes["db"].check.at(None).unwrap_err().to_string().contains("has none where it runs now"));
     }
 
     const GOOD: &str = r#"name = "shop"
@@ -624,6 +658,11 @@ console = "login:"
                 "shop.toml:2: unknown field `descripton`",
             ),
             (r#"tcp = "10.1.0.5:5432""#, r#"tcp = "10.1.0.5""#, "shop.toml:14: tcp \"10.1.0.5\" is not ADDRESS:PORT"),
+            (
+                r#"tcp = "10.1.0.5:5432""#,
+                r#"tcp = ":5432""#,
+                "shop.toml:13: the probe of 'db' reaches it at its static address, and it has none",
+            ),
             (r#"console = "login:""#, r#"console = "login:(""#, "shop.toml:18: console pattern"),
             (
                 r#"[probes.web1]"#,

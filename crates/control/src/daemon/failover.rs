@@ -500,7 +500,7 @@ impl Daemon {
         }
         let shut_down = job.run_unless_stopped(MOVE_STEPS[1], BY, || self.stop_source(moving, kind, job))?;
         let stopped_at = Instant::now();
-        job.run_unless_stopped(MOVE_STEPS[2], BY, || {
+        let drained = job.run_unless_stopped(MOVE_STEPS[2], BY, || {
             let (drained, waited) = match self.source_host_silent(machine) {
                 Some(silent) => (false, format!("not waited for: {silent}")),
                 None => {
@@ -515,13 +515,13 @@ impl Daemon {
                      {waited}"
                 )));
             }
-            Ok(((), waited))
+            Ok((drained, waited))
         })?;
         let chosen = job.run_unless_stopped(MOVE_STEPS[3], BY, || {
             let point = match point {
                 PointChoice::Asked(point) => point.clone(),
                 PointChoice::Agreed(agreement) => {
-                    Some(agreement.agree(name_of(machine), |group, members, asked| {
+                    Some(agreement.agree(name_of(machine), drained, |group, members, asked| {
                         self.group_point_text(deployment, group, members, asked)
                     })?)
                 }

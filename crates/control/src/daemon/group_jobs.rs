@@ -13,7 +13,12 @@
 //!   have arrived, for all, or, when one failed before, none goes on and
 //!   each rolls back: the group moves together or not at all. A planned
 //!   move loses nothing and takes each machine's latest once all sources
-//!   are stopped and drained.
+//!   are stopped and drained; so does an unplanned one whose every source
+//!   was stopped and drained (`--shutdown-source` with every source host
+//!   answering): with no write after any source's last, every machine's
+//!   own latest together is consistent, and loses nothing. Otherwise
+//!   (a source that could not be stopped, or not drained) it is
+//!   `latest-group`.
 //!
 //! Protect and unprotect stay a machine's own: they are how it joins and
 //! leaves its group.
@@ -63,6 +68,8 @@ pub(super) struct Agreement {
 #[derive(Default)]
 struct Met {
     arrived: Vec<String>,
+    /// Arrived parts whose source still ran or left writes unshipped.
+    undrained: Vec<String>,
     failed: Vec<String>,
     chosen: Option<Result<String, String>>,
 }
@@ -80,17 +87,23 @@ impl Agreement {
         }
     }
 
-    /// Machine `name` has its source's last writes: waits for every other
-    /// part, then returns the point all take (chosen by the first to see
-    /// them all, with `choose` for an unplanned move), or an error when a
-    /// part failed on its way here.
+    /// Machine `name` is past its source's last writes (`drained`: the
+    /// source is stopped and every write it acknowledged is in the vault):
+    /// waits for every other part, then returns the point all take (chosen
+    /// by the first to see them all: each machine's `latest` when every
+    /// source was drained and no point was asked, else with `choose`), or
+    /// an error when a part failed on its way here.
     pub(super) fn agree(
         &self,
         name: &str,
+        drained: bool,
         choose: impl FnOnce(&str, &[Machine], Option<&str>) -> Result<String, ControlError>,
     ) -> Result<String, ControlError> {
         let mut met = lock(&self.met);
         met.arrived.push(name.to_string());
+        if !drained {
+            met.undrained.push(name.to_string());
+        }
         self.changed.notify_all();
         while met.arrived.len() + met.failed.len() < self.parts {
             let (waited, timeout) =
@@ -112,7 +125,8 @@ impl Agreement {
             )));
         }
         if met.chosen.is_none() {
-            let chosen = match self.planned {
+            let quiet = self.asked.is_none() && met.undrained.is_empty();
+            let chosen = match self.planned || quiet {
                 // Every source stopped and drained: each machine's latest.
                 true => Ok("latest".to_string()),
                 false => choose(&self.group, &self.members, self.asked.as_deref()).map_err(|e| e.to_string()),
@@ -241,7 +255,7 @@ mod tests {
                     let (agreement, chosen) = (&agreement, &chosen);
                     scope.spawn(move || {
                         std::thread::sleep(Duration::from_millis(if name == "c" { 200 } else { 0 }));
-                        agreement.agree(name, |_, _, _| {
+                        agreement.agree(name, name != "b", |_, _, _| {
                             chosen.fetch_add(1, Ordering::SeqCst);
                             Ok("group:shop:7".into())
                         })
@@ -253,9 +267,22 @@ mod tests {
         assert_eq!(points, vec!["group:shop:7"; 3]);
         assert_eq!(chosen.load(Ordering::SeqCst), 1);
         assert_eq!(
-            meeting(1, true).agree("a", |_, _, _| unreachable!("a planned move chooses nothing")).unwrap(),
+            meeting(1, true).agree("a", true, |_, _, _| unreachable!("a planned move chooses nothing")).unwrap(),
             "latest"
         );
+        // Every source stopped and drained: each machine's latest, unplanned too.
+        let quiet = meeting(2, false);
+        let points: Vec<String> = std::thread::scope(|scope| {
+            let parts: Vec<_> = ["a", "b"]
+                .into_iter()
+                .map(|name| {
+                    let quiet = &quiet;
+                    scope.spawn(move || quiet.agree(name, true, |_, _, _| unreachable!("nothing to choose")))
+                })
+                .collect();
+            parts.into_iter().map(|part| part.join().unwrap().unwrap()).collect()
+        });
+        assert_eq!(points, vec!["latest"; 2]);
     }
 
     /// A part that fails before the choice stops the parts waiting for
@@ -264,14 +291,14 @@ mod tests {
     fn a_part_that_fails_before_the_choice_stops_the_others() {
         let agreement = meeting(2, false);
         std::thread::scope(|scope| {
-            let waiting = scope.spawn(|| agreement.agree("web", |_, _, _| Ok("never".into())));
+            let waiting = scope.spawn(|| agreement.agree("web", true, |_, _, _| Ok("never".into())));
             std::thread::sleep(Duration::from_millis(100));
             agreement.failed("db", &ControlError::Failed("its source would not stop".into()));
             let error = waiting.join().unwrap().unwrap_err().to_string();
             assert!(error.contains("group 'shop' does not move: 'db' failed: its source would not stop"), "{error}");
         });
         let agreement = meeting(1, false);
-        assert_eq!(agreement.agree("web", |_, _, _| Ok("t".into())).unwrap(), "t");
+        assert_eq!(agreement.agree("web", false, |_, _, _| Ok("t".into())).unwrap(), "t");
         agreement.failed("web", &ControlError::Failed("the boot failed".into()));
         assert!(lock(&agreement.met).failed.is_empty());
     }
