@@ -5,7 +5,10 @@
 //! once a's was acknowledged, then into c's. Every group point the run
 //! made, restored from the vault, has c's last record <= b's <= a's, each
 //! disk holding every record up to its last; a drill of the group from
-//! `latest-group`, read inside the three copies, agrees the same way.
+//! `latest-group`, read inside the three copies, agrees the same way. Every
+//! 10 s a group point is app-consistent (the three guests frozen together
+//! by their agents; the writer waits while they are) and `latest-group-app`
+//! names one.
 
 mod support;
 
@@ -29,25 +32,26 @@ fn agent(home: &Path, key: &str) -> GuestAgent {
     GuestAgent::connect(&socket, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{key}'s agent: {e}"))
 }
 
-/// Runs `script` in the guest behind `agent`; its standard output once it
-/// exited 0.
-fn exec(agent: &mut GuestAgent, script: &str) -> String {
+/// Runs `script` in the guest of instance `key`; its standard output once
+/// it exited 0. While the daemon freezes the guest's filesystems for an
+/// app-consistent point its agent runs nothing: the writer waits, as an
+/// application's writes would, letting go of the agent's channel (it takes
+/// one client at a time, and the daemon's thaw needs it).
+fn exec(home: &Path, key: &str, script: &str) -> String {
     let arguments = json!({"path": "/bin/sh", "arg": ["-c", script], "capture-output": true});
     let deadline = Instant::now() + Duration::from_secs(60);
-    // While the daemon freezes the filesystems for an app-consistent
-    // point the agent runs nothing: a writer waits, as an application's
-    // writes would.
-    let started = loop {
+    let (mut agent, started) = loop {
+        let mut agent = agent(home, key);
         match agent.execute("guest-exec", arguments.clone()) {
-            Ok(started) => break started,
+            Ok(started) => break (agent, started),
             Err(e) if e.to_string().contains("frozen") && Instant::now() < deadline => {
+                drop(agent);
                 std::thread::sleep(Duration::from_millis(20))
             }
             Err(e) => panic!("`{script}`: {e}"),
         }
     };
     let pid = started["pid"].as_i64().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = agent.execute("guest-exec-status", json!({"pid": pid})).unwrap();
         if status["exited"] == true {
@@ -88,7 +92,7 @@ fn group_points_of_real_guests_never_hold_a_later_record_without_an_earlier_one(
     let home = root.path().join("d");
     let h = path(&home);
     run(&["init", h]).ok();
-    run(&["policy", "add", "every-second", "--bookmarks", "1s", "--app-consistent", "24h", "--home", h]).ok();
+    run(&["policy", "add", "every-second", "--bookmarks", "1s", "--app-consistent", "10s", "--home", h]).ok();
     for name in MEMBERS {
         let chain = root.path().join(format!("{name}-chain.raw"));
         std::fs::File::create(&chain).unwrap().set_len(CHAIN_BYTES).unwrap();
@@ -103,14 +107,15 @@ fn group_points_of_real_guests_never_hold_a_later_record_without_an_earlier_one(
         run(&["protect", name, "--group", "g", "--policy", "every-second", "--home", h]).ok();
     }
 
-    // The chain, for 25 s, group points made every second meanwhile.
-    let mut agents: Vec<GuestAgent> = MEMBERS.iter().map(|name| agent(&home, &format!("{name}@primary"))).collect();
+    // The chain, for 25 s, group points made every second meanwhile. Each
+    // write connects to the agent afresh: its channel takes one client at
+    // a time, and the daemon's freezes need it between the writes.
     let began = Instant::now();
     let mut records = 0u64;
     while began.elapsed() < Duration::from_secs(25) && records + 1 < SLOTS {
         records += 1;
-        for agent in agents.iter_mut() {
-            exec(agent, &format!("printf 'chain %d\\n' {records} | dd of=/dev/vdb bs=512 seek={records} conv=notrunc,fsync 2>/dev/null"));
+        for name in MEMBERS {
+            exec(&home, &format!("{name}@primary"), &format!("printf 'chain %d\\n' {records} | dd of=/dev/vdb bs=512 seek={records} conv=notrunc,fsync 2>/dev/null"));
         }
     }
     let group = run(&["group", "show", "g", "--home", h, "--json"]).ok().json();
@@ -163,8 +168,12 @@ fn group_points_of_real_guests_never_hold_a_later_record_without_an_earlier_one(
     eprintln!("{} group points restored, {moving} of them taken while the chain ran", labels.len());
     assert!(moving >= 3, "too few points fell while the chain was being written");
 
+    let group = run(&["group", "show", "g", "--home", h, "--json"]).ok().json();
+    eprintln!("before the drill: {group}");
+    // Every 10 s the point was app-consistent: the three guests' filesystems
+    // frozen together by their agents (`latest-group-app`).
+    assert_eq!(group["latest_app"]["kind"], "app-consistent", "{group}");
     // A drill of the group from its latest point: the copies agree.
-    drop(agents);
     let drill = run(&["test-failover", "a", "--point", "latest-group", "--home", h, "--json"]).ok().json();
     assert_eq!(drill["subject"]["kind"], "group", "one job of the group: {drill}");
     let mut lasts = Vec::new();
@@ -172,9 +181,9 @@ fn group_points_of_real_guests_never_hold_a_later_record_without_an_earlier_one(
         let key = format!("{name}@drill");
         let console = home.join(format!("run/machines/{key}/{key}.console"));
         wait_for(path(&console), "standby-guest: guest agent running\n");
-        let mut copy = agent(&home, &key);
         let text = exec(
-            &mut copy,
+            &home,
+            &key,
             "dd if=/dev/vdb bs=512 count=8192 2>/dev/null | tr '\\000' '\\n' | grep -a '^chain ' || true",
         );
         lasts.push(last_of(&text, &key));

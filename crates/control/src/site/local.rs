@@ -26,6 +26,8 @@ const KVM_BOOT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 const THAW_ALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a guest agent has to answer a thaw after a freeze.
 const THAW_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a thaw is tried again before the daemon gives up (and says so).
+const THAW_PERSIST: Duration = Duration::from_secs(60);
 
 pub(crate) struct LocalHost {
     /// This binary (the splitters' and exports' program, the KVM probe's).
@@ -368,8 +370,23 @@ impl SiteHost for LocalHost {
 
     fn thaw(&self, key: &str) -> Result<(), String> {
         let socket = self.agent_socket(key).ok_or_else(|| "the machine is not running".to_string())?;
-        let mut agent = GuestAgent::connect(&socket, THAW_TIMEOUT)?;
-        agent.execute("guest-fsfreeze-thaw", json!({})).map(|_| ()).map_err(|e| e.to_string())
+        // A guest left frozen hangs its applications: the thaw is tried
+        // again (the agent's channel takes one client at a time, and
+        // another may hold it for a moment) until it answers or
+        // THAW_PERSIST passed.
+        let deadline = std::time::Instant::now() + THAW_PERSIST;
+        loop {
+            let thawed = GuestAgent::connect(&socket, THAW_TIMEOUT).and_then(|mut agent| {
+                agent.execute("guest-fsfreeze-thaw", json!({})).map(|_| ()).map_err(|e| e.to_string())
+            });
+            match thawed {
+                Ok(()) => return Ok(()),
+                Err(e) if std::time::Instant::now() >= deadline || self.agent_socket(key).is_none() => {
+                    return Err(format!("{e} (tried for {} s)", THAW_PERSIST.as_secs()))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 
     fn thaw_all(&self) {
