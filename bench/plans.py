@@ -20,16 +20,18 @@ Between cases every machine goes back (`cancel`: the copies stop, the
 sources run again) and replication catches up.
 
 Target (issue 16): the plan's failover beats the sum of the single ones.
-Needs qemu-system-x86, a release build (built here) and the test guest
+Needs qemu-system-x86, python3-libnbd (bench/lifecycle.py, whose helpers it
+uses, imports it: run it with /usr/bin/python3), a release build (built
+here) and the test guest
 (target/standby-guest: run scripts/test first).
 Usage: bench/plans.py [--work DIR] [--rounds 2] [--keep]
 """
 import argparse
 import calendar
+import importlib.util
 import json
 import os
 import shutil
-import socket as sockets
 import statistics
 import subprocess
 import sys
@@ -41,6 +43,11 @@ STANDBY = Path(os.environ.get("STANDBY_BIN", ROOT / "target" / "release" / "stan
 MIB = 1 << 20
 GROUPS = (("database", ("db1", "db2")), ("application", ("app1", "app2")), ("web", ("web1", "web2")))
 MACHINES = [name for _, names in GROUPS for name in names]
+# The test guest and the daemon's start, as the lifecycle benchmark has them.
+_spec = importlib.util.spec_from_file_location("lifecycle", ROOT / "bench" / "lifecycle.py")
+lifecycle = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lifecycle)
+
 APPEND = "console=ttyS0 quiet loglevel=3 panic=-1 standby.count=0 standby.interval=0.100 standby.file_kib=4"
 
 
@@ -49,15 +56,6 @@ def standby(*arguments):
     if out.returncode != 0:
         sys.exit(f"standby {' '.join(map(str, arguments))} failed: {out.stderr.strip()}{out.stdout.strip()}")
     return out
-
-
-def test_guest():
-    cache = ROOT / "target" / "standby-guest"
-    kernels = sorted((cache / "debian-kernel" / "boot").glob("vmlinuz-*"))
-    initramfs = sorted(cache.glob("initramfs-*.cpio"), key=lambda p: p.stat().st_mtime)
-    if not kernels or not initramfs:
-        sys.exit("the test guest is not built yet: run scripts/test (or cargo nextest run -p standby-guest) once")
-    return kernels[-1], initramfs[-1]
 
 
 def console(home, name, site):
@@ -80,7 +78,7 @@ class Deployment:
         self.home = work / "deployment"
         shutil.rmtree(self.home, ignore_errors=True)
         standby("init", self.home)
-        kernel, initramfs = test_guest()
+        kernel, initramfs = lifecycle.test_guest()
         for name in MACHINES:
             disk = work / f"{name}.raw"
             with open(disk, "wb") as f:
@@ -90,18 +88,7 @@ class Deployment:
             standby("machine", "add", name, "--disk", disk, "--kernel", kernel, "--initrd", initramfs,
                     "--append", APPEND, "--memory", "128", "--home", self.home)
         self.log = open(work / "daemon.log", "w")
-        environment = dict(os.environ, STANDBY_ACCEL="tcg")
-        self.daemon = subprocess.Popen([STANDBY, "serve", "--home", self.home], env=environment, stderr=self.log)
-        deadline = time.time() + 30
-        while True:
-            probe = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
-            try:
-                probe.connect(str(self.home / "run" / "standby.sock"))
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("the daemon did not start")
-                time.sleep(0.05)
+        self.daemon = lifecycle.start_daemon(self.home, self.log)
         for name in MACHINES:
             standby("machine", "start", name, "--home", self.home)
         for name in MACHINES:

@@ -142,6 +142,20 @@ pub struct StaticAddress {
     pub apply: AddressApply,
 }
 
+impl std::fmt::Display for StaticAddress {
+    /// `10.1.0.5/24 via 10.1.0.1, dns 10.1.0.53 10.1.0.54`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.address)?;
+        if let Some(gateway) = &self.gateway {
+            write!(f, " via {gateway}")?;
+        }
+        if !self.dns.is_empty() {
+            write!(f, ", dns {}", self.dns.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
 /// How a machine's static addresses get into its guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

@@ -236,8 +236,9 @@ fn show_plan(plan: &standby_api::PlanView) {
         println!("  probe {}: {} {} (timeout {} s)", probe.machine, probe.kind, probe.check, probe.timeout_seconds);
     }
     for nic in &plan.addresses {
-        let at =
-            |address: &Option<standby_api::StaticAddress>| address.as_ref().map_or("-".to_string(), describe_address);
+        let at = |address: &Option<standby_api::StaticAddress>| {
+            address.as_ref().map_or("-".to_string(), ToString::to_string)
+        };
         println!(
             "  address {} {}: primary {}, recovery {}, drill {}",
             nic.machine,
@@ -252,7 +253,7 @@ fn show_plan(plan: &standby_api::PlanView) {
 /// A machine's static addresses under its line of `machine list`: each
 /// NIC's at each site and in a drill, and whether its guest has them.
 fn print_addresses(machine: &standby_api::MachineView) {
-    let at = |attachment: &standby_api::Attachment| attachment.address.as_ref().map_or("-".into(), describe_address);
+    let at = |attachment: &standby_api::Attachment| attachment.address.as_ref().map_or("-".into(), ToString::to_string);
     for nic in machine.networks.iter().flatten() {
         if [&nic.primary, &nic.recovery, &nic.drill].iter().all(|a| a.address.is_none()) {
             continue;
@@ -273,18 +274,6 @@ fn print_addresses(machine: &standby_api::MachineView) {
         };
         println!("    addresses {phase} since {}: {}", state.since, state.detail);
     }
-}
-
-/// A static address as a line shows it: `10.1.0.5/24 via 10.1.0.1, dns 10.1.0.53`.
-pub(crate) fn describe_address(address: &standby_api::StaticAddress) -> String {
-    let mut text = address.address.clone();
-    if let Some(gateway) = &address.gateway {
-        text.push_str(&format!(" via {gateway}"));
-    }
-    if !address.dns.is_empty() {
-        text.push_str(&format!(", dns {}", address.dns.join(" ")));
-    }
-    text
 }
 
 /// `group list` and `group show NAME`.

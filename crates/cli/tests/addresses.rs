@@ -82,30 +82,12 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
     // A bad address is refused with nothing defined.
     let source = root.path().join("bad.raw");
     std::fs::write(&source, vec![0u8; 1 << 20]).unwrap();
-    let bad = run(&[
-        "machine",
-        "add",
-        "bad",
-        "--disk",
-        path(&source),
-        "--nic",
-        "primary-lan,recovery-address=10.20.0.5",
-        "--home",
-        h,
-    ]);
-    bad.bad_input("recovery-address=\"10.20.0.5\": no prefix length");
-    let bad = run(&[
-        "machine",
-        "add",
-        "bad",
-        "--disk",
-        path(&source),
-        "--nic",
-        "primary-lan,recovery-address=10.20.0.5/24,recovery-gateway=10.21.0.1",
-        "--home",
-        h,
-    ]);
-    bad.bad_input("not another address in 10.20.0.5/24");
+    for (nic, problem) in [
+        ("primary-lan,recovery-address=10.20.0.5", "recovery-address=\"10.20.0.5\": no prefix length"),
+        ("primary-lan,recovery-address=10.20.0.5/24,recovery-gateway=10.21.0.1", "not another address in 10.20.0.5/24"),
+    ] {
+        run(&["machine", "add", "bad", "--disk", path(&source), "--nic", nic, "--home", h]).bad_input(problem);
+    }
     assert!(run(&["machine", "list", "--home", h, "--json"]).ok().json()["machines"].as_array().unwrap().is_empty());
 
     add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--nic", NIC]);

@@ -16,8 +16,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use serde_json::json;
 use standby_control::guest_agent::GuestAgent;
 use support::daemon::{add_guest_machine_args, console_of, test_workload, wait_for, Daemon};
 use support::{path, run, run_on_vault};
@@ -38,30 +36,18 @@ fn agent(home: &Path, key: &str) -> GuestAgent {
 /// application's writes would, letting go of the agent's channel (it takes
 /// one client at a time, and the daemon's thaw needs it).
 fn exec(home: &Path, key: &str, script: &str) -> String {
-    let arguments = json!({"path": "/bin/sh", "arg": ["-c", script], "capture-output": true});
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut agent, started) = loop {
-        let mut agent = agent(home, key);
-        match agent.execute("guest-exec", arguments.clone()) {
-            Ok(started) => break (agent, started),
+    loop {
+        match agent(home, key).exec("/bin/sh", &["-c", script], Duration::from_secs(60)) {
+            Ok(exited) => {
+                assert_eq!(exited.code, Some(0), "`{script}` failed in the guest: {exited:?}");
+                return exited.stdout;
+            }
             Err(e) if e.to_string().contains("frozen") && Instant::now() < deadline => {
-                drop(agent);
                 std::thread::sleep(Duration::from_millis(20))
             }
             Err(e) => panic!("`{script}`: {e}"),
         }
-    };
-    let pid = started["pid"].as_i64().unwrap();
-    loop {
-        let status = agent.execute("guest-exec-status", json!({"pid": pid})).unwrap();
-        if status["exited"] == true {
-            assert_eq!(status["exitcode"], 0, "`{script}` failed in the guest: {status}");
-            let out = status["out-data"].as_str().unwrap_or("");
-            let bytes = base64::engine::general_purpose::STANDARD.decode(out).unwrap();
-            return String::from_utf8_lossy(&bytes).into_owned();
-        }
-        assert!(Instant::now() < deadline, "`{script}` did not end in the guest");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::daemon::{add_guest_machine, console_of, test_workload, wait_for, Daemon};
+use support::daemon::{add_guest_machine, console_of, pid_alive, test_workload, wait_for, Daemon};
 use support::{path, run, standby_command};
 
 /// One job of the journey: the command, its job's name and step count,
@@ -101,13 +101,6 @@ fn jobs(home: &str) -> Vec<Value> {
 
 fn machine(home: &str) -> Value {
     run(&["machine", "list", "--home", home, "--json"]).ok().json()["machines"][0].clone()
-}
-
-fn pid_alive(pid_file: &Path) -> bool {
-    std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|pid| pid.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// Waits until no job runs (the restarted daemon's own included).

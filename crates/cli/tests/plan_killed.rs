@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use standby_lifecycle::{Site, State};
-use support::daemon::{add_guest_machine, console_of, test_workload, wait_for, wait_replicated_past, Daemon};
+use support::daemon::{
+    add_guest_machine, console_of, pid_alive, test_workload, wait_for, wait_replicated_past, Daemon,
+};
 use support::{path, run, standby_command};
 
 const MACHINES: [&str; 2] = ["db", "web"];
@@ -30,13 +32,6 @@ fn jobs(home: &str) -> Vec<Value> {
 fn machine(home: &str, name: &str) -> Value {
     let listed = run(&["machine", "list", "--home", home, "--json"]).ok().json();
     listed["machines"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap().clone()
-}
-
-fn pid_alive(pid_file: &Path) -> bool {
-    std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|pid| pid.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// The plan's jobs, newest first, once the plan was taken up (a job after
@@ -131,9 +126,9 @@ fn a_plan_failover_survives_a_kill_9_of_the_daemon() {
         let after = machine(h, name);
         assert_eq!(after["state"], State::FailedOver.name(), "{name}: {after:#}");
         assert_eq!(after["active_site"], Site::Recovery.name(), "{name}: {after:#}");
-        let pid = |site: &str| home.join(format!("run/machines/{name}@{site}/{name}@{site}.pid"));
-        assert!(!pid_alive(&pid("primary")), "{name} still runs at the primary site");
-        assert!(pid_alive(&pid("recovery")), "{name} does not run at the recovery site");
+        let pid = |site: Site| home.join(format!("run/machines/{name}@{site}/{name}@{site}.pid"));
+        assert!(!pid_alive(&pid(Site::Primary)), "{name} still runs at the primary site");
+        assert!(pid_alive(&pid(Site::Recovery)), "{name} does not run at the recovery site");
         let copy = console_of(&home, name);
         let text = standby_testkit::console_text(Path::new(&copy));
         let deadline = Instant::now() + Duration::from_secs(180);

@@ -741,7 +741,7 @@ fn a_replication_group_makes_its_points_and_fails_over_whole_across_two_hosts() 
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(group["machines"], serde_json::json!(names), "{group}");
-    assert_eq!(group["active_site"], "primary", "{group}");
+    assert_eq!(group["active_site"], Site::Primary.name(), "{group}");
 
     for console in &consoles {
         records_past(console, acknowledged(path(console)));
@@ -758,7 +758,7 @@ fn a_replication_group_makes_its_points_and_fails_over_whole_across_two_hosts() 
     for machine in listed["machines"].as_array().unwrap() {
         assert_eq!(
             (machine["state"].as_str(), machine["active_site"].as_str()),
-            (Some("failed-over"), Some("recovery"))
+            (Some(standby_lifecycle::State::FailedOver.name()), Some(Site::Recovery.name()))
         );
     }
 }

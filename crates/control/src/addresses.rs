@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use standby_api::{AddressApply, StaticAddress};
-use standby_lifecycle::Instance;
+use standby_lifecycle::{Instance, INSTANCES};
 
 use crate::error::ControlError;
 
@@ -35,9 +35,17 @@ pub struct NicAddresses {
     pub drill: Option<NicAddress>,
 }
 
-/// Where a spec key's address applies: its prefix in the spec.
-const PLACES: [(Instance, &str); 3] =
-    [(Instance::Primary, "primary"), (Instance::Recovery, "recovery"), (Instance::Drill, "drill")];
+/// The place a spec key (`PLACE-address`, `PLACE-gateway`, `PLACE-dns`)
+/// names, its index in [`INSTANCES`], and what of it the key sets.
+fn place_of(key: &str) -> Option<(usize, &str)> {
+    let (place, what) = key.rsplit_once('-')?;
+    INSTANCES.iter().position(|instance| instance.name() == place).map(|index| (index, what))
+}
+
+/// Whether spec word `word` gives a NIC a static address somewhere.
+pub fn is_address_word(word: &str) -> bool {
+    word.split_once('=').and_then(|(key, _)| place_of(key)).is_some_and(|(_, what)| what == "address")
+}
 
 impl NicAddresses {
     pub fn at(&self, instance: Instance) -> Option<&NicAddress> {
@@ -57,15 +65,14 @@ impl NicAddresses {
     }
 
     pub fn is_empty(&self) -> bool {
-        PLACES.iter().all(|(instance, _)| self.at(*instance).is_none())
+        INSTANCES.iter().all(|instance| self.at(*instance).is_none())
     }
 
     /// Takes `key=value` of a NIC spec when it is an address key (`PLACE-address`,
     /// `PLACE-gateway`, `PLACE-dns`); `Ok(false)` when the key is not one.
     pub fn take(&mut self, key: &str, value: &str, pending: &mut Pending) -> Result<bool, String> {
-        let Some((place, what)) = key.rsplit_once('-') else { return Ok(false) };
-        let Some(&(instance, _)) = PLACES.iter().find(|(_, name)| *name == place) else { return Ok(false) };
-        let index = PLACES.iter().position(|(i, _)| *i == instance).expect("a place");
+        let Some((index, what)) = place_of(key) else { return Ok(false) };
+        let instance = INSTANCES[index];
         match what {
             "address" => {
                 let (ip, prefix) = parse_cidr(value).map_err(|why| format!("{key}={value:?}: {why}"))?;
@@ -95,10 +102,11 @@ impl NicAddresses {
     /// Puts each place's gateway and name servers with its address,
     /// checked against it.
     pub fn finish(&mut self, pending: Pending) -> Result<(), String> {
-        for (index, (instance, place)) in PLACES.iter().enumerate() {
+        for (index, instance) in INSTANCES.into_iter().enumerate() {
+            let place = instance.name();
             let gateway = pending.gateways[index];
             let dns = pending.dns[index].clone();
-            let Some(address) = self.at_mut(*instance) else {
+            let Some(address) = self.at_mut(instance) else {
                 if gateway.is_some() || !dns.is_empty() {
                     return Err(format!(
                         "{place}-gateway and {place}-dns go with an address: give {place}-address=ADDRESS/PREFIX too"
@@ -127,7 +135,8 @@ impl NicAddresses {
     /// The spec words that write these addresses out.
     pub fn spec_words(&self) -> Vec<String> {
         let mut words = Vec::new();
-        for (instance, place) in PLACES {
+        for instance in INSTANCES {
+            let place = instance.name();
             let Some(address) = self.at(instance) else { continue };
             words.push(format!("{place}-address={}/{}", address.ip, address.prefix));
             if let Some(gateway) = address.gateway {
@@ -165,17 +174,10 @@ impl NicAddress {
         format!("{}/{}", self.ip, self.prefix)
     }
 
-    /// How it reads in a job's detail or a listing.
+    /// How it reads in a job's detail or a listing (as the API's
+    /// [`StaticAddress`] shows it; how it is applied is not part of it).
     pub fn describe(&self) -> String {
-        let mut text = self.cidr();
-        if let Some(gateway) = self.gateway {
-            text.push_str(&format!(" via {gateway}"));
-        }
-        if !self.dns.is_empty() {
-            let dns: Vec<String> = self.dns.iter().map(IpAddr::to_string).collect();
-            text.push_str(&format!(", dns {}", dns.join(" ")));
-        }
-        text
+        self.view(AddressApply::Agent).to_string()
     }
 }
 

@@ -5,12 +5,16 @@
 //!
 //! Used for app-consistent points: `guest-fsfreeze-freeze` flushes and
 //! freezes the guest's filesystems, the splitters record the point, and
-//! `guest-fsfreeze-thaw` lets the guest go on.
+//! `guest-fsfreeze-thaw` lets the guest go on. And for a NIC's static
+//! address (`site/address_keeper.rs`): commands run in the guest
+//! (`guest-exec`, [`GuestAgent::exec`]) and a file written.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
 
 use serde_json::{json, Value};
 
@@ -70,4 +74,50 @@ impl GuestAgent {
             _ => Err(failed(format!("unexpected reply {reply}"))),
         }
     }
+
+    /// Runs `path` with `arguments` in the guest (`guest-exec`) and waits
+    /// for it to end, at most `timeout`.
+    pub fn exec(&mut self, path: &str, arguments: &[&str], timeout: Duration) -> Result<Exited, ControlError> {
+        let started = self.execute("guest-exec", json!({"path": path, "arg": arguments, "capture-output": true}))?;
+        let pid = started["pid"]
+            .as_i64()
+            .ok_or_else(|| ControlError::Failed(format!("qemu-guest-agent guest-exec answered {started}")))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.execute("guest-exec-status", json!({"pid": pid}))?;
+            if status["exited"].as_bool() == Some(true) {
+                let output = |key: &str| {
+                    status[key]
+                        .as_str()
+                        .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+                        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                        .unwrap_or_default()
+                };
+                return Ok(Exited {
+                    code: status["exitcode"].as_i64(),
+                    stdout: output("out-data"),
+                    stderr: output("err-data"),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(ControlError::Failed(format!(
+                    "{path} in the guest did not end within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(EXEC_POLL);
+        }
+    }
+}
+
+/// How often [`GuestAgent::exec`] asks whether the command ended.
+const EXEC_POLL: Duration = Duration::from_millis(20);
+
+/// How a command run in the guest ended.
+#[derive(Debug)]
+pub struct Exited {
+    /// Its exit code (`None`: ended by a signal).
+    pub code: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
 }

@@ -176,11 +176,7 @@ pub fn attachments(nics: &[Nic], instance: Instance, active: Site, config: &Conf
 /// Whether any NIC of the stored specs `specs` has a static address
 /// somewhere (a word `PLACE-address=` of its stored form).
 pub fn has_static_address(specs: &[String]) -> bool {
-    specs.iter().flat_map(|spec| spec.split(',')).any(|word| {
-        word.split_once('=').is_some_and(|(key, _)| {
-            key.strip_suffix("-address").is_some_and(|place| ["primary", "recovery", "drill"].contains(&place))
-        })
-    })
+    specs.iter().flat_map(|spec| spec.split(',')).any(crate::addresses::is_address_word)
 }
 
 /// The first static address `instance` of `machine` has (its NICs in
@@ -372,6 +368,9 @@ mod tests {
         assert_eq!(nic.recovery, "recovery-lan");
         assert!(valid_mac(&nic.mac) && nic.mac.starts_with("52:54:00:"));
         assert_eq!(Nic::parse(&nic.spec(), "web", 0, &config).unwrap(), nic);
+        let addressed = Nic::parse("primary-lan,apply=seed,recovery-address=10.20.0.5/24", "web", 0, &config).unwrap();
+        assert_eq!(Nic::parse(&addressed.spec(), "web", 0, &config).unwrap(), addressed);
+        assert!(has_static_address(&[addressed.spec()]) && !has_static_address(&[nic.spec()]));
         assert_ne!(Nic::parse("primary-lan", "web", 1, &config).unwrap().mac, nic.mac);
         let explicit =
             Nic::parse("primary-dmz,recovery=recovery-lan,mac=02:00:00:00:00:01,model=e1000", "web", 0, &config);
@@ -389,6 +388,8 @@ mod tests {
             ("primary-lan,mac=52:54:00:zz:00:01", "not a unicast address"),
             ("primary-lan,model=ne2k", "not one of"),
             ("primary-lan,speed=10", "not understood"),
+            ("primary-lan,apply=dhcp", "apply=\"dhcp\": addresses are applied by"),
+            ("primary-lan,recovery-address=10.20.0.5", "no prefix length"),
         ] {
             let error = Nic::parse(spec, "web", 0, &config).unwrap_err().to_string();
             assert!(error.contains(needle), "{spec}: {error}");

@@ -245,3 +245,11 @@ pub fn wait_for_step(home: &str, command: &str, step: usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Whether the process whose pid `pid_file` holds runs.
+pub fn pid_alive(pid_file: &Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}

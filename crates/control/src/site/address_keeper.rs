@@ -155,36 +155,14 @@ fn has_address(interface: &Value, address: &crate::addresses::NicAddress) -> boo
 /// Runs `ip ARGUMENTS` in the guest (guest-exec) and waits for it.
 fn run(agent: &mut GuestAgent, arguments: &[&str]) -> Result<(), String> {
     let command = format!("ip {}", arguments.join(" "));
-    let started = agent
-        .execute("guest-exec", json!({"path": "ip", "arg": arguments, "capture-output": true}))
+    let exited = agent
+        .exec("ip", arguments, EXEC_TIMEOUT)
         .map_err(|e| format!("{command}: {e} (the guest agent must allow guest-exec, or give the NIC apply=seed)"))?;
-    let pid = started["pid"].as_i64().ok_or_else(|| format!("{command}: the agent answered {started}"))?;
-    let deadline = Instant::now() + EXEC_TIMEOUT;
-    loop {
-        let status = agent.execute("guest-exec-status", json!({"pid": pid})).map_err(|e| format!("{command}: {e}"))?;
-        if status["exited"].as_bool() == Some(true) {
-            return match status["exitcode"].as_i64() {
-                Some(0) => Ok(()),
-                code => {
-                    let output = |key: &str| {
-                        status[key]
-                            .as_str()
-                            .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
-                            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
-                            .unwrap_or_default()
-                    };
-                    Err(format!(
-                        "`{command}` in the guest failed ({code:?}): {}{}",
-                        output("err-data"),
-                        output("out-data")
-                    ))
-                }
-            };
+    match exited.code {
+        Some(0) => Ok(()),
+        code => {
+            Err(format!("`{command}` in the guest failed ({code:?}): {}{}", exited.stderr.trim(), exited.stdout.trim()))
         }
-        if Instant::now() > deadline {
-            return Err(format!("`{command}` in the guest did not end within {} s", EXEC_TIMEOUT.as_secs()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
