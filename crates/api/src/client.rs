@@ -171,6 +171,11 @@ impl Client {
         self.post(&routes::machine(name, "stop"), request)
     }
 
+    /// Replaces machine `name`'s NICs.
+    pub fn set_nics(&self, name: &str, request: &SetNics) -> Result<MachineView, ClientError> {
+        self.post(&routes::machine(name, "nics"), request)
+    }
+
     /// Lifecycle command `command` on machine `name`, started as a job
     /// (its flags in `request`).
     pub fn act<B: Serialize>(&self, name: &str, command: Command, request: &B) -> Result<JobStarted, ClientError> {

@@ -6,6 +6,7 @@
 //! POST /v1/machines                            AddMachine -> MachineView
 //! POST /v1/machines/NAME/start                 -> Started
 //! POST /v1/machines/NAME/stop                  StopRequest -> Stopped
+//! POST /v1/machines/NAME/nics                  SetNics -> MachineView
 //! POST /v1/machines/NAME/protect               ProtectRequest -> JobStarted
 //! POST /v1/machines/NAME/unprotect             -> JobStarted
 //! POST /v1/machines/NAME/test-failover         PointRequest -> JobStarted

@@ -269,6 +269,13 @@ pub struct Stopped {
     pub job: JobId,
 }
 
+/// `POST /v1/machines/NAME/nics`: the machine's NICs from now on, each as
+/// `machine add --nic` takes it; the whole list, replacing the one it had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SetNics {
+    pub nics: Vec<String>,
+}
+
 // ---------------------------------------------------------------------------
 // Replication groups.
 

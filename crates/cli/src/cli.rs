@@ -714,6 +714,20 @@ pub enum MachineCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace a machine's NICs (and their static addresses per site): every boot from now on has them
+    /// (a failover, a drill, a failback, a start); an instance running now keeps the ones it booted with.
+    #[command(name = "set-nics")]
+    SetNics {
+        name: String,
+        /// A NIC, as `machine add --nic` takes it (repeat for more NICs): the whole list the machine has
+        /// from now on, in order.
+        #[arg(long = "nic", value_name = "SPEC", required = true)]
+        nics: Vec<String>,
+        #[command(flatten)]
+        home: HomeArguments,
+        #[arg(long)]
+        json: bool,
+    },
     /// Boot a machine at its active site (needs `standby serve`).
     Start {
         name: String,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::json;
 use standby_api::{
     AddMachine, BookmarkView, Client, ClientError, Hydration, JobList, MachineList, MachineStatus, PlanJobRequest,
-    PolicyList, StopRequest,
+    PolicyList, SetNics, StopRequest,
 };
 use standby_control::{Deployment, MachineDefinition, VaultAddress};
 use standby_lifecycle::job::{JobState, StepState};
@@ -252,6 +252,16 @@ fn show_plan(plan: &standby_api::PlanView) {
 
 /// A machine's static addresses under its line of `machine list`: each
 /// NIC's at each site and in a drill, and whether its guest has them.
+/// `machine` as `machine list` shows it without a daemon (no runtime).
+fn offline_view(
+    deployment: &Deployment,
+    machine: &standby_control::Machine,
+) -> anyhow::Result<standby_api::MachineView> {
+    let mut view = machine.view();
+    view.networks = Some(standby_control::network::describe(machine, &deployment.config, &deployment.home)?);
+    Ok(view)
+}
+
 fn print_addresses(machine: &standby_api::MachineView) {
     let at = |attachment: &standby_api::Attachment| attachment.address.as_ref().map_or("-".into(), ToString::to_string);
     for nic in machine.networks.iter().flatten() {
@@ -554,6 +564,35 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        MachineCommand::SetNics { name, nics, home, json } => {
+            // Through the daemon when it runs (it owns the state); else here.
+            let daemon = Daemon::of(&home)?;
+            let request = SetNics { nics };
+            let machine = match daemon.answer_if_running(daemon.client.set_nics(&name, &request))? {
+                Some(machine) => machine,
+                None => {
+                    let deployment = open(&home)?;
+                    offline_view(&deployment, &deployment.set_nics(&name, &request.nics)?)?
+                }
+            };
+            if json {
+                print_json(&machine);
+                return Ok(0);
+            }
+            let count = machine.definition.nics.len();
+            println!("machine '{name}' boots with {count} NIC{} from now on", if count == 1 { "" } else { "s" });
+            for nic in machine.networks.iter().flatten() {
+                println!("  {} on {} (recovery site: {})", nic.mac, nic.primary.network, nic.recovery.network);
+            }
+            print_addresses(&machine);
+            if machine.runtime.as_ref().is_some_and(|runtime| runtime.running) {
+                println!(
+                    "its instance running at the {} site keeps the NICs it booted with until it boots again",
+                    machine.active_site
+                );
+            }
+            Ok(0)
+        }
         MachineCommand::Start { name, home, json } => {
             let daemon = Daemon::of(&home)?;
             let started = daemon.answer(daemon.client.start(&name))?;
@@ -593,14 +632,8 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
                 Some(listed) => listed.machines,
                 None => {
                     let deployment = open(&home)?;
-                    let mut views = Vec::new();
-                    for machine in deployment.state.machines()? {
-                        let mut view = machine.view();
-                        view.networks =
-                            Some(standby_control::network::describe(&machine, &deployment.config, &deployment.home)?);
-                        views.push(view);
-                    }
-                    views
+                    let machines = deployment.state.machines()?;
+                    machines.iter().map(|machine| offline_view(&deployment, machine)).collect::<Result<_, _>>()?
                 }
             };
             if json {

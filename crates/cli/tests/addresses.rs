@@ -5,7 +5,9 @@
 //! the primary site, 10.30.0.5 in a drill (a plan's test failover whose TCP
 //! probe reaches it there), 10.20.0.5 after a planned failover, and
 //! 10.10.0.5 again after failing back: each time it answers HTTP at that
-//! address, set inside the guest by its agent.
+//! address, set inside the guest by its agent. It is added with its
+//! primary address only, and given the recovery site's and the drill's
+//! once protected and running (`machine set-nics`), as an operator would.
 
 mod support;
 
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use support::daemon::{add_guest_machine_args, console_of, test_workload, wait_for, wait_replicated_past, Daemon};
 use support::{path, run};
 
+const NIC_ADDED: &str = "primary-lan,primary-address=10.10.0.5/24,primary-gateway=10.10.0.1";
 const NIC: &str = "primary-lan,primary-address=10.10.0.5/24,primary-gateway=10.10.0.1,\
                    recovery-address=10.20.0.5/24,recovery-gateway=10.20.0.1,recovery-dns=10.20.0.53,\
                    drill-address=10.30.0.5/24";
@@ -49,11 +52,15 @@ fn wait_to_answer(netns: &str, address: &str) {
     }
 }
 
+/// Machine `name` as `machine list --json` shows it.
+fn listed(home: &str, name: &str) -> serde_json::Value {
+    let listed = run(&["machine", "list", "--home", home, "--json"]).ok().json();
+    listed["machines"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap().clone()
+}
+
 /// The addresses state of the machine where it runs, from `machine list`.
 fn addresses_state(home: &str) -> serde_json::Value {
-    let listed = run(&["machine", "list", "--home", home, "--json"]).ok().json();
-    let web = listed["machines"].as_array().unwrap().iter().find(|m| m["name"] == "web").unwrap().clone();
-    web["runtime"]["addresses"].clone()
+    listed(home, "web")["runtime"]["addresses"].clone()
 }
 
 #[test]
@@ -90,16 +97,12 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
     }
     assert!(run(&["machine", "list", "--home", h, "--json"]).ok().json()["machines"].as_array().unwrap().is_empty());
 
-    add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--nic", NIC]);
-    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
-    let nic = &listed["machines"][0]["networks"][0];
-    assert_eq!(listed["machines"][0]["name"], "web");
+    add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--nic", NIC_ADDED]);
+    let web = listed(h, "web");
+    let nic = &web["networks"][0];
     assert_eq!(nic["primary"]["address"]["address"], "10.10.0.5/24", "{nic}");
     assert_eq!(nic["primary"]["address"]["gateway"], "10.10.0.1", "{nic}");
-    assert_eq!(nic["recovery"]["address"]["address"], "10.20.0.5/24", "{nic}");
-    assert_eq!(nic["recovery"]["address"]["dns"][0], "10.20.0.53", "{nic}");
-    assert_eq!(nic["drill"]["address"]["address"], "10.30.0.5/24", "{nic}");
-    assert_eq!(nic["drill"]["address"]["apply"], "agent", "{nic}");
+    assert!(nic["recovery"]["address"].is_null(), "{nic}");
 
     // A machine whose address goes to cloud-init in a NoCloud seed disk
     // (the test guest prints the seed's network-config it finds).
@@ -117,8 +120,7 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
     wait_for(&console_of(&home, "seeded"), "standby-guest: seed:         via: \"10.10.0.1\"\n");
     let console = standby_testkit::console_text(std::path::Path::new(&console_of(&home, "seeded")));
     assert!(console.contains("standby-guest: seed:     addresses: [\"10.10.0.6/24\"]\n"), "{console}");
-    let listed = run(&["machine", "list", "--home", h, "--json"]).ok().json();
-    let seeded = listed["machines"].as_array().unwrap().iter().find(|m| m["name"] == "seeded").unwrap().clone();
+    let seeded = listed(h, "seeded");
     assert_eq!(seeded["runtime"]["addresses"]["state"], "seeded", "{seeded}");
     assert_eq!(seeded["networks"][0]["primary"]["address"]["apply"], "seed", "{seeded}");
     run(&["machine", "stop", "seeded", "--force", "--home", h]).ok();
@@ -128,6 +130,23 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
 
     run(&["protect", "web", "--home", h]).ok();
     wait_for(&console_of(&home, "web"), "standby-guest: record 5\n");
+
+    // Protected and running, it is given its recovery site's and drill's
+    // addresses (a bad one first: refused, nothing changed).
+    let bad = NIC.replace("recovery-gateway=10.20.0.1", "recovery-gateway=10.21.0.1");
+    run(&["machine", "set-nics", "web", "--nic", &bad, "--home", h]).bad_input("not another address in 10.20.0.5/24");
+    let unchanged = listed(h, "web");
+    assert!(unchanged["networks"][0]["recovery"]["address"].is_null(), "{unchanged}");
+    let said = run(&["machine", "set-nics", "web", "--nic", NIC, "--home", h]).ok().stdout;
+    assert!(said.contains("running at the primary site keeps the NICs it booted with"), "{said}");
+    let web = listed(h, "web");
+    let nic = &web["networks"][0];
+    assert_eq!(nic["primary"]["address"]["address"], "10.10.0.5/24", "{nic}");
+    assert_eq!(nic["recovery"]["address"]["address"], "10.20.0.5/24", "{nic}");
+    assert_eq!(nic["recovery"]["address"]["dns"][0], "10.20.0.53", "{nic}");
+    assert_eq!(nic["drill"]["address"]["address"], "10.30.0.5/24", "{nic}");
+    assert_eq!(nic["drill"]["address"]["apply"], "agent", "{nic}");
+    assert!(answers(&netns, "10.10.0.5"), "the running guest kept its address");
     wait_replicated_past(h, "web", jiff::Timestamp::now());
 
     // A drill from a plan: on the test network at the drill's address,

@@ -153,6 +153,26 @@ fn bad_nics_and_network_configs_are_refused_with_nothing_left_behind() {
         .bad_input("network \"primary-dmz\" has no recovery network: map it in [network_map]");
     run(&["machine", "add", "web", "--disk", d, "--nic", "primary-dmz,recovery=recovery-lan", "--home", h]).ok();
 
+    // Its NICs replaced later (here without a daemon): checked whole, a
+    // refusal changes nothing; the first NIC keeps its MAC.
+    let before = machines(&home)["machines"][0]["networks"].clone();
+    run(&["machine", "set-nics", "ghost", "--nic", "primary-lan", "--home", h]).bad_input("no machine named 'ghost'");
+    let with_bad = ["--nic", "primary-lan", "--nic", "primary-dmz,recovery=recovery-lan,recovery-address=10.20.0.7"];
+    run(&[&["machine", "set-nics", "web"][..], &with_bad, &["--home", h]].concat()).bad_input("no prefix length");
+    run(&["machine", "set-nics", "web", "--nic", "nowhere", "--home", h]).bad_input("\"nowhere\" is not a network");
+    assert_eq!(machines(&home)["machines"][0]["networks"], before);
+    let two = ["--nic", "primary-lan", "--nic", "primary-dmz,recovery=recovery-lan,recovery-address=10.20.0.7/24"];
+    let said = run(&[&["machine", "set-nics", "web"][..], &two, &["--home", h]].concat()).ok().stdout;
+    assert!(said.contains("machine 'web' boots with 2 NICs from now on"), "{said}");
+    assert!(said.contains("recovery 10.20.0.7/24"), "{said}");
+    let after = machines(&home)["machines"][0]["networks"].clone();
+    assert_eq!(
+        (after[0]["mac"].clone(), after[0]["primary"]["network"].clone()),
+        (before[0]["mac"].clone(), "primary-lan".into())
+    );
+    assert_eq!(after[1]["recovery"]["network"], "recovery-lan", "{after}");
+    assert_eq!(after[1]["recovery"]["address"]["address"], "10.20.0.7/24", "{after}");
+
     // … and a test network must be isolated from production.
     let leaky = with_dmz.replace("[recovery]\n", "[recovery]\ntest_network = \"recovery-lan\"\n");
     assert_ne!(leaky, with_dmz);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use standby_api::{AddMachine, Hint, MachineList, MachineView, Runtime, Started};
+use standby_api::{AddMachine, Hint, MachineList, MachineView, Runtime, SetNics, Started};
 use standby_lifecycle::job::{JobKind, StepState};
 use standby_lifecycle::{Instance, Site, INSTANCES};
 use standby_vault::summary::{summarize_journal, JournalSummary};
@@ -298,20 +298,33 @@ impl Daemon {
         let deployment = self.deployment()?;
         let mut machines = Vec::new();
         for machine in deployment.state.machines()? {
-            let mut view = machine.view();
-            view.runtime = Some(self.runtime(&machine, machine.active_site.into()));
-            view.networks = Some(crate::network::describe(&machine, &deployment.config, &deployment.home)?);
-            if machine.state.on_exports() {
-                // Until reprotect, its disks at this site are the failover
-                // point's exports over these overlays (a plain raw image of
-                // the whole disk once hydrated).
-                for (disk, hydration) in view.disks.iter_mut().zip(self.hydration(&deployment, &machine)?) {
-                    disk.running_from = Some(hydration);
-                }
-            }
-            machines.push(view);
+            machines.push(self.machine_view(&deployment, &machine)?);
         }
         Ok(MachineList { machines })
+    }
+
+    /// `machine` as `machine list` shows it, with its runtime and NICs.
+    fn machine_view(&self, deployment: &Deployment, machine: &crate::Machine) -> Result<MachineView, ControlError> {
+        let mut view = machine.view();
+        view.runtime = Some(self.runtime(machine, machine.active_site.into()));
+        view.networks = Some(crate::network::describe(machine, &deployment.config, &deployment.home)?);
+        if machine.state.on_exports() {
+            // Until reprotect, its disks at this site are the failover
+            // point's exports over these overlays (a plain raw image of
+            // the whole disk once hydrated).
+            for (disk, hydration) in view.disks.iter_mut().zip(self.hydration(deployment, machine)?) {
+                disk.running_from = Some(hydration);
+            }
+        }
+        Ok(view)
+    }
+
+    /// Replaces a machine's NICs (`standby machine set-nics`): its next
+    /// boot anywhere has them.
+    fn set_nics(&self, name: &str, request: &SetNics) -> Result<MachineView, ControlError> {
+        let deployment = self.deployment()?;
+        let machine = deployment.set_nics(name, &request.nics)?;
+        self.machine_view(&deployment, &machine)
     }
 
     /// Defines a machine (`standby machine add` through the daemon): its

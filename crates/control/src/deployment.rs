@@ -325,6 +325,20 @@ impl Deployment {
         }
         self.state.machine(&definition.name)
     }
+
+    /// Replaces machine `name`'s NICs with `specs` (as `machine add --nic`
+    /// takes them), checked whole before any is kept. The machine's
+    /// instances boot with them from then on (a failover, a drill, a
+    /// failback, a start); one running now keeps the NICs it booted with.
+    pub fn set_nics(&self, name: &str, specs: &[String]) -> Result<crate::Machine, ControlError> {
+        let machine = self.state.machine(name)?;
+        let nics = crate::network::nics(specs, name, &self.config)?;
+        let stored: Vec<String> = nics.iter().map(crate::network::Nic::spec).collect();
+        if stored != machine.definition.nics {
+            self.state.set_machine_nics(name, &stored)?;
+        }
+        self.state.machine(name)
+    }
 }
 
 /// The vault at `site` of the deployment at `home` configured by `config`.

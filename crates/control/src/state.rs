@@ -462,6 +462,21 @@ impl State {
         Ok(())
     }
 
+    /// Replaces machine `name`'s NIC specifications (stored resolved).
+    pub fn set_machine_nics(&self, name: &str, nics: &[String]) -> Result<(), ControlError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE machines SET nics = ?1 WHERE name = ?2",
+                params![serde_json::to_string(nics).expect("strings serialise"), name],
+            )
+            .map_err(|e| self.error(e))?;
+        if changed == 0 {
+            return Err(ControlError::Failed(format!("machine '{name}' vanished from the state")));
+        }
+        Ok(())
+    }
+
     /// Moves disk `position` of machine `name` at `site` to another image path.
     pub fn set_disk_path(&self, name: &str, position: usize, site: Site, path: &Path) -> Result<(), ControlError> {
         let column = match site {

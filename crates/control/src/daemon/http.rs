@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use standby_api::{
     routes, AddMachine, FailoverRequest, Health, JobStarted, MachineList, PlannedFailoverRequest, PointRequest, Policy,
-    PolicyList, ProtectRequest, ReprotectRequest, StopRequest,
+    PolicyList, ProtectRequest, ReprotectRequest, SetNics, StopRequest,
 };
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -57,6 +57,7 @@ pub(super) fn routes(daemon: Arc<Daemon>) -> Router {
         .routes(utoipa_axum::routes!(machines, add_machine))
         .routes(utoipa_axum::routes!(start))
         .routes(utoipa_axum::routes!(stop))
+        .routes(utoipa_axum::routes!(set_nics))
         .routes(utoipa_axum::routes!(protect))
         .routes(utoipa_axum::routes!(unprotect))
         .routes(utoipa_axum::routes!(test_failover))
@@ -274,6 +275,16 @@ async fn stop(
     Body(request): Body<StopRequest>,
 ) -> ApiResult<standby_api::Stopped> {
     blocking(move || daemon.stop(&name, request.force, request.site)).await
+}
+
+/// Replace the machine's NICs: its next boot at any site has them.
+#[utoipa::path(post, path = "/v1/machines/{name}/nics", request_body = SetNics, params(("name" = String, Path, description = "the machine's name" )), responses((status = 200, body = standby_api::MachineView)))]
+async fn set_nics(
+    AxumState(daemon): Daemon_,
+    UrlPath(name): UrlPath<String>,
+    Body(request): Body<SetNics>,
+) -> ApiResult<standby_api::MachineView> {
+    blocking(move || daemon.set_nics(&name, &request)).await
 }
 
 /// Enable replication.
