@@ -160,6 +160,11 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
     )
     .unwrap();
     run(&["plan", "create", path(&plan), "--home", h]).ok();
+    // Its probe needs the machine's static address: NICs without one are
+    // refused while the plan stands.
+    run(&["machine", "set-nics", "web", "--nic", "primary-lan", "--home", h])
+        .bad_input("recovery plan 'web' would no longer hold with these NICs (");
+    assert_eq!(listed(h, "web")["networks"][0]["drill"]["address"]["address"], "10.30.0.5/24");
     let shown = run(&["plan", "show", "web", "--home", h]).ok().stdout;
     assert!(shown.contains("10.30.0.5/24") && shown.contains("10.20.0.5/24"), "plan show names the addresses: {shown}");
     let drill = run(&["plan", "test-failover", "web", "--home", h, "--json"]).ok().json();

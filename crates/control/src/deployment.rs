@@ -330,13 +330,34 @@ impl Deployment {
     /// takes them), checked whole before any is kept. The machine's
     /// instances boot with them from then on (a failover, a drill, a
     /// failback, a start); one running now keeps the NICs it booted with.
+    /// A recovery plan that holds now and would not with them (a probe
+    /// reaching the machine at the static address it would no longer have)
+    /// refuses them.
     pub fn set_nics(&self, name: &str, specs: &[String]) -> Result<crate::Machine, ControlError> {
         let machine = self.state.machine(name)?;
         let nics = crate::network::nics(specs, name, &self.config)?;
         let stored: Vec<String> = nics.iter().map(crate::network::Nic::spec).collect();
-        if stored != machine.definition.nics {
-            self.state.set_machine_nics(name, &stored)?;
+        if stored == machine.definition.nics {
+            return Ok(machine);
         }
+        let now = self.state.machines()?;
+        let mut then = now.clone();
+        for other in then.iter_mut().filter(|other| other.name() == name) {
+            other.definition.nics = stored.clone();
+        }
+        for plan in self.state.plans()? {
+            let check = |machines: &[crate::Machine]| {
+                crate::plans::check_plan(&plan.source, &plan.file, &plan.base, machines).map(drop)
+            };
+            if let (Ok(()), Err(e)) = (check(&now), check(&then)) {
+                return Err(ControlError::Refused(format!(
+                    "recovery plan '{}' would no longer hold with these NICs ({e}): keep what it needs, or change \
+                     the plan first",
+                    plan.name
+                )));
+            }
+        }
+        self.state.set_machine_nics(name, &stored)?;
         self.state.machine(name)
     }
 }
