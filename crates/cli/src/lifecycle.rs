@@ -250,8 +250,6 @@ fn show_plan(plan: &standby_api::PlanView) {
     }
 }
 
-/// A machine's static addresses under its line of `machine list`: each
-/// NIC's at each site and in a drill, and whether its guest has them.
 /// `machine` as `machine list` shows it without a daemon (no runtime).
 fn offline_view(
     deployment: &Deployment,
@@ -262,6 +260,8 @@ fn offline_view(
     Ok(view)
 }
 
+/// A machine's static addresses under its line of `machine list`: each
+/// NIC's at each site and in a drill, and whether its guest has them.
 fn print_addresses(machine: &standby_api::MachineView) {
     let at = |attachment: &standby_api::Attachment| attachment.address.as_ref().map_or("-".into(), ToString::to_string);
     for nic in machine.networks.iter().flatten() {
