@@ -696,18 +696,25 @@ pub(crate) enum Step<'a> {
     Record(&'a Record),
 }
 
-/// Walks the journal up to `target`: `apply` gets the compacted base the
-/// walk starts from (if the journal has one), then each record after it.
-/// Checks that the journal is exact there; returns the last record's
-/// sequence and time. The caller discards what it built when this fails.
+/// Walks the journal listed as `objects` up to `target`: `apply` gets the
+/// compacted base the walk starts from (if the journal has one), then each
+/// record after it. Checks that the journal is exact there; returns the
+/// last record's sequence and time. The caller discards what it built when
+/// this fails.
+///
+/// A caller that reads the records' data lists the journal *before* it
+/// loads the chunk index: a writer stores a segment's pack and index before
+/// the segment, so every chunk a listed segment names is in an index loaded
+/// after the listing. (The other way round, a segment sealed in between
+/// would name chunks the index never saw, and a live disk would look damaged.)
 pub(crate) fn replay_metadata(
     vault: &Vault,
     disk: &str,
+    objects: &JournalObjects,
     target: JournalTarget,
     mut apply: impl FnMut(Step) -> Result<(), VaultError>,
 ) -> Result<(u64, i64), VaultError> {
-    let objects = journal_objects(vault, disk)?;
-    let base = newest_base(vault, &objects, disk)?;
+    let base = newest_base(vault, objects, disk)?;
     let (mut last, mut time_micros) = (0u64, 0i64);
     if let Some(base) = &base {
         let before = match target {
@@ -740,7 +747,7 @@ pub(crate) fn replay_metadata(
     for_each_record(
         vault,
         disk,
-        &objects,
+        objects,
         last,
         |record| !beyond(record),
         |record| {
@@ -786,11 +793,13 @@ fn replay_into(
     partial: &Path,
 ) -> Result<(u64, i64, u64, u64, u64), VaultError> {
     let file = create_partial(partial)?;
+    // Listed first, then the index (see replay_metadata).
+    let objects = journal_objects(vault, disk)?;
     let index = ChunkIndex::load(vault, &HashSet::new())?;
     let chunk_bytes = vault.config().chunk_bytes;
     let (mut disk_bytes, mut written, mut fetched) = (0u64, 0u64, 0u64);
     let what = format!("journal data of disk '{disk}'");
-    let (last, time_micros) = replay_metadata(vault, disk, target, |step| {
+    let (last, time_micros) = replay_metadata(vault, disk, &objects, target, |step| {
         let record = match step {
             Step::Base(base) => {
                 disk_bytes = base.disk_bytes;

@@ -154,14 +154,21 @@ pub fn prune(vault: &Vault, options: &PruneOptions) -> Result<PruneReport, Vault
 /// a point or page cannot be read: collecting on a partial view could delete
 /// live data.
 fn live_packs(vault: &Vault) -> Result<HashSet<PackId>, VaultError> {
-    let index = ChunkIndex::load_preferring(vault, &collection_candidates(vault)?)?;
-    let mut live = HashSet::new();
+    let candidates = collection_candidates(vault)?;
+    // Every point and journal listed before the chunk index is loaded: a
+    // writer stores packs and their indexes before the point or segment
+    // naming their chunks, so the index holds all the listed ones name.
+    let mut listed = Vec::new();
     for disk in vault.disks()? {
         let listing = vault.point_listing(&disk)?;
         if let Some((object, problem)) = listing.damaged.first() {
             return Err(VaultError::damaged(object, format!("{problem} (collection needs every point readable)")));
         }
-        let objects = crate::journal::journal_objects(vault, &disk)?;
+        listed.push((listing, crate::journal::journal_objects(vault, &disk)?));
+    }
+    let index = ChunkIndex::load_preferring(vault, &candidates)?;
+    let mut live = HashSet::new();
+    for (listing, objects) in listed {
         let mut bases = Vec::new();
         for (_, path) in &objects.bases {
             bases.push(vault.read_point(path).map_err(|e| {

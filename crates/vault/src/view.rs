@@ -93,6 +93,9 @@ impl PointView {
     }
 
     fn of_journal_once(vault: Arc<Vault>, disk: &str, target: JournalTarget) -> Result<PointView, VaultError> {
+        // Listed first, then the index (see replay_metadata): a segment
+        // sealed in between must not name chunks the view cannot find.
+        let objects = crate::journal::journal_objects(&vault, disk)?;
         let index = ChunkIndex::load(&vault, &HashSet::new())?;
         let chunk_bytes = vault.config().chunk_bytes;
         let mut view = PointView {
@@ -103,7 +106,7 @@ impl PointView {
             extents: BTreeMap::new(),
             cache: Mutex::default(),
         };
-        let (last, _) = crate::journal::replay_metadata(&vault, disk, target, |step| {
+        let (last, _) = crate::journal::replay_metadata(&vault, disk, &objects, target, |step| {
             let record = match step {
                 Step::Base(base) => return view.load_point(base),
                 Step::Record(record) => record,
