@@ -582,7 +582,13 @@ pub fn machine(command: MachineCommand) -> anyhow::Result<u8> {
             let count = machine.definition.nics.len();
             println!("machine '{name}' boots with {count} NIC{} from now on", if count == 1 { "" } else { "s" });
             for nic in machine.networks.iter().flatten() {
-                println!("  {} on {} (recovery site: {})", nic.mac, nic.primary.network, nic.recovery.network);
+                println!(
+                    "  {} on {} ({} site: {})",
+                    nic.mac,
+                    nic.primary.network,
+                    Site::Recovery,
+                    nic.recovery.network
+                );
             }
             print_addresses(&machine);
             if machine.runtime.as_ref().is_some_and(|runtime| runtime.running) {

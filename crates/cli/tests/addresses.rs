@@ -13,6 +13,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use standby_lifecycle::Instance::{Drill, Primary, Recovery};
+use standby_lifecycle::Site;
 use support::daemon::{add_guest_machine_args, console_of, test_workload, wait_for, wait_replicated_past, Daemon};
 use support::{path, run};
 
@@ -100,9 +102,9 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
     add_guest_machine_args(&home, "web", &test_workload().cmdline(), &["--nic", NIC_ADDED]);
     let web = listed(h, "web");
     let nic = &web["networks"][0];
-    assert_eq!(nic["primary"]["address"]["address"], "10.10.0.5/24", "{nic}");
-    assert_eq!(nic["primary"]["address"]["gateway"], "10.10.0.1", "{nic}");
-    assert!(nic["recovery"]["address"].is_null(), "{nic}");
+    assert_eq!(nic[Primary.name()]["address"]["address"], "10.10.0.5/24", "{nic}");
+    assert_eq!(nic[Primary.name()]["address"]["gateway"], "10.10.0.1", "{nic}");
+    assert!(nic[Recovery.name()]["address"].is_null(), "{nic}");
 
     // A machine whose address goes to cloud-init in a NoCloud seed disk
     // (the test guest prints the seed's network-config it finds).
@@ -122,7 +124,7 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
     assert!(console.contains("standby-guest: seed:     addresses: [\"10.10.0.6/24\"]\n"), "{console}");
     let seeded = listed(h, "seeded");
     assert_eq!(seeded["runtime"]["addresses"]["state"], "seeded", "{seeded}");
-    assert_eq!(seeded["networks"][0]["primary"]["address"]["apply"], "seed", "{seeded}");
+    assert_eq!(seeded["networks"][0][Primary.name()]["address"]["apply"], "seed", "{seeded}");
     run(&["machine", "stop", "seeded", "--force", "--home", h]).ok();
     let state = addresses_state(h);
     assert_eq!(state["state"], "applied", "{state}");
@@ -136,16 +138,16 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
     let bad = NIC.replace("recovery-gateway=10.20.0.1", "recovery-gateway=10.21.0.1");
     run(&["machine", "set-nics", "web", "--nic", &bad, "--home", h]).bad_input("not another address in 10.20.0.5/24");
     let unchanged = listed(h, "web");
-    assert!(unchanged["networks"][0]["recovery"]["address"].is_null(), "{unchanged}");
+    assert!(unchanged["networks"][0][Recovery.name()]["address"].is_null(), "{unchanged}");
     let said = run(&["machine", "set-nics", "web", "--nic", NIC, "--home", h]).ok().stdout;
-    assert!(said.contains("running at the primary site keeps the NICs it booted with"), "{said}");
+    assert!(said.contains(&format!("running at the {} site keeps the NICs it booted with", Site::Primary)), "{said}");
     let web = listed(h, "web");
     let nic = &web["networks"][0];
-    assert_eq!(nic["primary"]["address"]["address"], "10.10.0.5/24", "{nic}");
-    assert_eq!(nic["recovery"]["address"]["address"], "10.20.0.5/24", "{nic}");
-    assert_eq!(nic["recovery"]["address"]["dns"][0], "10.20.0.53", "{nic}");
-    assert_eq!(nic["drill"]["address"]["address"], "10.30.0.5/24", "{nic}");
-    assert_eq!(nic["drill"]["address"]["apply"], "agent", "{nic}");
+    assert_eq!(nic[Primary.name()]["address"]["address"], "10.10.0.5/24", "{nic}");
+    assert_eq!(nic[Recovery.name()]["address"]["address"], "10.20.0.5/24", "{nic}");
+    assert_eq!(nic[Recovery.name()]["address"]["dns"][0], "10.20.0.53", "{nic}");
+    assert_eq!(nic[Drill.name()]["address"]["address"], "10.30.0.5/24", "{nic}");
+    assert_eq!(nic[Drill.name()]["address"]["apply"], "agent", "{nic}");
     assert!(answers(&netns, "10.10.0.5"), "the running guest kept its address");
     wait_replicated_past(h, "web", jiff::Timestamp::now());
 
@@ -164,7 +166,7 @@ fn a_guest_answers_at_each_sites_address_and_comes_back_with_its_own() {
     // refused while the plan stands.
     run(&["machine", "set-nics", "web", "--nic", "primary-lan", "--home", h])
         .bad_input("recovery plan 'web' would no longer hold with these NICs (");
-    assert_eq!(listed(h, "web")["networks"][0]["drill"]["address"]["address"], "10.30.0.5/24");
+    assert_eq!(listed(h, "web")["networks"][0][Drill.name()]["address"]["address"], "10.30.0.5/24");
     let shown = run(&["plan", "show", "web", "--home", h]).ok().stdout;
     assert!(shown.contains("10.30.0.5/24") && shown.contains("10.20.0.5/24"), "plan show names the addresses: {shown}");
     let drill = run(&["plan", "test-failover", "web", "--home", h, "--json"]).ok().json();

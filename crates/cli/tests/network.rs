@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use standby_lifecycle::Instance;
 use support::daemon::{add_guest_machine_args, test_workload, wait_replicated_past, Daemon};
 use support::{path, run};
 
@@ -167,11 +168,11 @@ fn bad_nics_and_network_configs_are_refused_with_nothing_left_behind() {
     assert!(said.contains("recovery 10.20.0.7/24"), "{said}");
     let after = machines(&home)["machines"][0]["networks"].clone();
     assert_eq!(
-        (after[0]["mac"].clone(), after[0]["primary"]["network"].clone()),
+        (after[0]["mac"].clone(), after[0][Instance::Primary.name()]["network"].clone()),
         (before[0]["mac"].clone(), "primary-lan".into())
     );
-    assert_eq!(after[1]["recovery"]["network"], "recovery-lan", "{after}");
-    assert_eq!(after[1]["recovery"]["address"]["address"], "10.20.0.7/24", "{after}");
+    assert_eq!(after[1][Instance::Recovery.name()]["network"], "recovery-lan", "{after}");
+    assert_eq!(after[1][Instance::Recovery.name()]["address"]["address"], "10.20.0.7/24", "{after}");
 
     // … and a test network must be isolated from production.
     let leaky = with_dmz.replace("[recovery]\n", "[recovery]\ntest_network = \"recovery-lan\"\n");
